@@ -1,0 +1,89 @@
+import { decodeError, type StoredError } from '../errors/error-codec.js';
+import { CanceledError, WaitTimeoutError, WorkflowError } from '../errors/workflow.errors.js';
+import type { RunInfo } from '../interfaces/run.interfaces.js';
+import type { ShardRef } from '../redis/keys.js';
+import type { WorkflowRedis } from '../redis/workflow-redis.js';
+
+const FINAL = new Set(['succeeded', 'failed', 'canceled']);
+
+interface Waiter {
+  check: () => void;
+}
+
+/**
+ * Waits for runs to finish without polling: one sharded subscription per shard on the module's single
+ * subscriber connection, however many result() calls wait. It subscribes first and reads the status
+ * after, and reads again after a reconnect, so a completion published in between is never missed.
+ */
+export class ResultWaiter {
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly channelListeners = new Map<string, (runId: string) => void>();
+
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly readRun: (runId: string) => Promise<RunInfo | null>,
+  ) {
+    redis.subscriber.onReconnect(() => {
+      for (const set of this.waiters.values()) for (const waiter of set) waiter.check();
+    });
+  }
+
+  async wait<O>(runId: string, shard: ShardRef, timeoutMs?: number): Promise<O> {
+    const channel = this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard));
+    return new Promise<O>((resolve, reject) => {
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        check: () => {
+          this.readRun(runId).then(
+            (run) => {
+              if (!run) return finish(() => reject(new WorkflowError(`Run ${runId} does not exist (or expired after its retention).`)));
+              if (FINAL.has(run.status)) finish(() => settle(run, resolve, reject));
+            },
+            (error) => finish(() => reject(error)),
+          );
+        },
+      };
+      const finish = (action: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.remove(runId, waiter);
+        action();
+      };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(
+          () => finish(() => reject(new WaitTimeoutError(`Run ${runId} did not finish within ${timeoutMs} ms; it goes on (use handle(id).result() to wait again).`))),
+          timeoutMs,
+        );
+      }
+      let set = this.waiters.get(runId);
+      if (!set) this.waiters.set(runId, (set = new Set()));
+      set.add(waiter);
+      this.listen(channel).then(() => waiter.check(), (error) => finish(() => reject(error)));
+    });
+  }
+
+  private async listen(channel: string): Promise<void> {
+    if (this.channelListeners.has(channel)) return this.redis.subscriber.subscribe(channel, this.channelListeners.get(channel)!);
+    const listener = (runId: string) => {
+      for (const waiter of this.waiters.get(runId) ?? []) waiter.check();
+    };
+    this.channelListeners.set(channel, listener);
+    await this.redis.subscriber.subscribe(channel, listener);
+  }
+
+  /** The shard's subscription stays: there is one per shard, reused by the next wait. */
+  private remove(runId: string, waiter: Waiter): void {
+    const set = this.waiters.get(runId);
+    set?.delete(waiter);
+    if (set && set.size === 0) this.waiters.delete(runId);
+  }
+}
+
+function settle<O>(run: RunInfo, resolve: (value: O) => void, reject: (error: unknown) => void): void {
+  if (run.status === 'succeeded') return resolve(run.output as O);
+  const error = run.error ? decodeError(run.error as StoredError) : undefined;
+  if (run.status === 'canceled') return reject(error instanceof CanceledError ? error : new CanceledError(error?.message ?? 'The run was canceled.', { cause: error }));
+  reject(error ?? new WorkflowError(`Run ${run.id} failed.`));
+}

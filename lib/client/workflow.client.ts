@@ -1,0 +1,187 @@
+import { Injectable, type Type } from '@nestjs/common';
+import { createHash, randomInt } from 'node:crypto';
+import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
+import { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import { UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
+import { prepareInput } from '../execution/input-validation.js';
+import { toPayload } from '../execution/payload.js';
+import type { EmitOptions, RunEvent, RunHandle, RunInfo, StepInfo } from '../interfaces/run.interfaces.js';
+import type { WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
+import type { ShardRef } from '../redis/keys.js';
+import { WorkflowRedis } from '../redis/workflow-redis.js';
+import { ResultWaiter } from './result-waiter.js';
+import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
+
+/** What the client knows of a workflow it emits: from this app's providers, the class, or Redis. */
+interface EmitTarget {
+  name: string;
+  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & { input?: Type<object> };
+}
+
+type WorkflowRef = string | WorkflowClass;
+type InputOf<W> = W extends WorkflowClass ? WorkflowInput<W> : unknown;
+type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
+
+/** Starts runs, waits for their results and inspects them. Inject it anywhere in the app. */
+@Injectable()
+export class WorkflowClient {
+  private readonly waiter: ResultWaiter;
+  private readonly remoteTargets = new Map<string, EmitTarget>();
+
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly registry: WorkflowRegistry,
+  ) {
+    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
+  }
+
+  /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
+  async emit<W extends WorkflowRef, O = unknown>(workflow: W, input: InputOf<W>, opts: EmitOptions = {}): Promise<RunHandle<OutputOf<W, O>>> {
+    const target = await this.resolveTarget(workflow);
+    checkEmitOptions(opts);
+    if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.maxConcurrency > 0) {
+      throw new WorkflowError(
+        `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
+      );
+    }
+    const validated = await prepareInput(target.options.input, input);
+    const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+    const queue = opts.queue ?? target.options.queue;
+    const shard = this.pickShard(queue, target, opts.idempotencyKey);
+    await this.redis.ready();
+    const { runId } = await this.redis.store.emit(shard, {
+      runId: this.redis.keys.newRunId(shard),
+      workflow: target.name,
+      queue,
+      input: text,
+      priority: opts.priority ?? 0,
+      runAtMs: opts.runAt?.getTime(),
+      delayMs: opts.delayMs,
+      idempotencyKey: opts.idempotencyKey,
+    });
+    return this.handle<OutputOf<W, O>>(runId);
+  }
+
+  /** Starts a run and waits for its output (rejects with its error). */
+  async run<W extends WorkflowRef, O = unknown>(
+    workflow: W,
+    input: InputOf<W>,
+    opts: EmitOptions & { timeoutMs?: number } = {},
+  ): Promise<OutputOf<W, O>> {
+    const handle = await this.emit<W, O>(workflow, input, opts);
+    return handle.result({ timeoutMs: opts.timeoutMs });
+  }
+
+  handle<O = unknown>(runId: string): RunHandle<O> {
+    const shard = this.shardOf(runId);
+    return {
+      id: runId,
+      getState: async () => {
+        const run = await this.getRun(runId);
+        if (!run) throw new WorkflowError(`Run ${runId} does not exist (or expired after its retention).`);
+        return run as RunInfo<unknown, O>;
+      },
+      result: (opts = {}) => this.waiter.wait<O>(runId, shard, opts.timeoutMs),
+      cancel: async () => {
+        throw new WorkflowError('cancel() is not available yet in this version.');
+      },
+    };
+  }
+
+  async getRun(runId: string): Promise<RunInfo | null> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return null;
+    await this.redis.ready();
+    const hash = await this.redis.store.readRun(shard, runId);
+    return hash ? toRunInfo(runId, hash) : null;
+  }
+
+  /** The run started with this idempotency key (per workflow), if it is still retained. */
+  async findRun(workflow: string | WorkflowClass, idempotencyKey: string): Promise<RunInfo | null> {
+    const target = await this.resolveTarget(workflow);
+    if (typeof idempotencyKey !== 'string' || idempotencyKey === '') throw new WorkflowError('findRun needs a non-empty idempotency key.');
+    const shard = this.pickShard(target.options.queue, target, idempotencyKey);
+    const runId = await this.redis.store.readIdempotencyKey(shard, target.name, idempotencyKey);
+    return runId ? this.getRun(runId) : null;
+  }
+
+  async getRunSteps(runId: string): Promise<StepInfo[]> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return [];
+    await this.redis.ready();
+    return toStepInfos(await this.redis.store.readSteps(shard, runId));
+  }
+
+  async getRunHistory(runId: string): Promise<RunEvent[]> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return [];
+    await this.redis.ready();
+    return toRunEvents(await this.redis.store.readHistory(shard, runId));
+  }
+
+  // ---- routing ----
+
+  private shardOf(runId: string): ShardRef {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) throw new WorkflowError(`${JSON.stringify(runId)} is not a run id of this package ('<ulid>.<queue>.<partition>').`);
+    return shard;
+  }
+
+  /**
+   * A workflow with maxConcurrency keeps its runs in partition 0 of its queue, where its concurrency is
+   * counted; a keyed emit goes to the partition its key hashes to, so racing emits meet; others spread.
+   */
+  private pickShard(queue: string, target: EmitTarget, idempotencyKey?: string): ShardRef {
+    const partitions = this.redis.settings.partitions(queue);
+    if (partitions === 1 || target.options.maxConcurrency > 0) return { queue, partition: 0 };
+    if (idempotencyKey !== undefined) {
+      const hash = createHash('sha1').update(`${target.name}\0${idempotencyKey}`).digest();
+      return { queue, partition: hash.readUInt32BE(0) % partitions };
+    }
+    return { queue, partition: randomInt(partitions) };
+  }
+
+  private async resolveTarget(workflow: WorkflowRef): Promise<EmitTarget> {
+    if (typeof workflow === 'function') {
+      const local = this.registry.getByType(workflow as Type);
+      if (local) return local;
+      const meta = readWorkflowMetadata(workflow);
+      if (!meta) throw new UnknownWorkflowError(`${(workflow as Type).name} is not a workflow: decorate it with @Workflow('name').`);
+      return { name: meta.name, options: resolveWorkflowOptions(meta) };
+    }
+    if (typeof workflow !== 'string' || workflow === '') {
+      throw new UnknownWorkflowError('Name a workflow by its @Workflow name or pass its class.');
+    }
+    const local = this.registry.get(workflow);
+    if (local) return local;
+    const cached = this.remoteTargets.get(workflow);
+    if (cached) return cached;
+    await this.redis.ready();
+    const entry = await this.redis.store.readRegistryEntry(workflow);
+    if (!entry) {
+      throw new UnknownWorkflowError(
+        `Unknown workflow '${workflow}': it is not a provider of this app and no worker has registered it in Redis. Check the name, or pass the workflow class.`,
+      );
+    }
+    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number };
+    const target: EmitTarget = { name: workflow, options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0 } };
+    this.remoteTargets.set(workflow, target);
+    return target;
+  }
+}
+
+function checkEmitOptions(opts: EmitOptions): void {
+  if (opts === null || typeof opts !== 'object') throw new WorkflowError('emit options must be an object.');
+  if (opts.priority !== undefined && (!Number.isInteger(opts.priority) || opts.priority < -500 || opts.priority > 500)) {
+    throw new WorkflowError(`priority must be a whole number from -500 to 500, got ${opts.priority}.`);
+  }
+  if (opts.delayMs !== undefined && !(Number.isFinite(opts.delayMs) && opts.delayMs >= 0)) {
+    throw new WorkflowError(`delayMs must be a number >= 0, got ${opts.delayMs}.`);
+  }
+  if (opts.runAt !== undefined && !(opts.runAt instanceof Date && Number.isFinite(opts.runAt.getTime()))) {
+    throw new WorkflowError('runAt must be a valid Date.');
+  }
+  if (opts.idempotencyKey !== undefined && (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey === '' || opts.idempotencyKey.length > 512)) {
+    throw new WorkflowError('idempotencyKey must be a non-empty string of at most 512 characters.');
+  }
+}

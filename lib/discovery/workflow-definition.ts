@@ -1,0 +1,60 @@
+import type { Type } from '@nestjs/common';
+import type { WorkflowMetadata } from '../decorators/workflow.decorator.js';
+import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
+import type { BackoffOptions, CronTrigger, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
+import { assertKeySegment } from '../redis/keys.js';
+import { DEFAULTS, WORKFLOW_METADATA } from '../workflow.constants.js';
+
+export interface ResolvedWorkflowOptions {
+  queue: string;
+  input?: Type<object>;
+  maxAttempts: number;
+  backoff: BackoffOptions;
+  maxConcurrency: number; // 0 = unlimited
+  cron: CronTrigger[];
+  timeoutMs: number; // 0 = none
+}
+
+/** A workflow as the engine sees it: its name, options and (in an app that has it) its handler. */
+export interface WorkflowDefinition {
+  name: string;
+  type: Type<WorkflowHandler>;
+  options: ResolvedWorkflowOptions;
+  instance?: WorkflowHandler;
+  onFailure?: string;
+}
+
+export function readWorkflowMetadata(type: unknown): WorkflowMetadata | undefined {
+  if (typeof type !== 'function') return undefined;
+  return Reflect.getMetadata(WORKFLOW_METADATA, type) as WorkflowMetadata | undefined;
+}
+
+export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflowOptions {
+  const o = meta.options;
+  const where = `@Workflow('${meta.name}')`;
+  const queue = o.queue ?? DEFAULTS.queue;
+  assertKeySegment('queue', queue);
+  const positiveInt = (value: number | undefined, option: string) => {
+    if (value !== undefined && (!Number.isInteger(value) || value < 1)) {
+      throw new WorkflowConfigurationError(`${where}: ${option} must be a whole number of at least 1, got ${value}.`);
+    }
+  };
+  positiveInt(o.maxAttempts, 'maxAttempts');
+  positiveInt(o.maxConcurrency, 'maxConcurrency');
+  positiveInt(o.timeoutMs, 'timeoutMs');
+  if (o.backoff && (!['fixed', 'exponential'].includes(o.backoff.type) || !(o.backoff.delayMs >= 0))) {
+    throw new WorkflowConfigurationError(`${where}: backoff needs type 'fixed' or 'exponential' and delayMs >= 0.`);
+  }
+  if (o.input !== undefined && typeof o.input !== 'function') {
+    throw new WorkflowConfigurationError(`${where}: input must be a class (a class-validator DTO).`);
+  }
+  return {
+    queue,
+    input: o.input,
+    maxAttempts: o.maxAttempts ?? DEFAULTS.maxAttempts,
+    backoff: o.backoff ?? { ...DEFAULTS.backoff },
+    maxConcurrency: o.maxConcurrency ?? 0,
+    cron: o.cron ?? [],
+    timeoutMs: o.timeoutMs ?? 0,
+  };
+}

@@ -1,0 +1,34 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { BackoffOptions, StepContext } from '../interfaces/workflow.interfaces.js';
+
+/** What a durable step asks of the execution it runs in. */
+export interface StepRequest<T> {
+  name: string;
+  /** 'step' for ctx.step.run, 'method' for a @Step() method. */
+  kind: 'step' | 'method';
+  /** For a @Step() method: the method and a hash of its arguments; compared on replay. */
+  fingerprint?: string;
+  fn: (step: StepContext) => Promise<T> | T;
+  timeoutMs?: number;
+  retries?: number;
+  backoff?: BackoffOptions;
+  compensate?: (result: T) => unknown;
+}
+
+/** An execution that makes steps durable: the real engine's RunExecution, or the in-process runInline. */
+export interface DurableExecution {
+  runStep<T>(request: StepRequest<T>): Promise<T>;
+}
+
+interface Scope {
+  execution: DurableExecution;
+  /** Set while a step's function runs: steps called from inside a step are plain calls. */
+  step?: StepContext;
+}
+
+export const executionScope = new AsyncLocalStorage<Scope>();
+
+/** The step being executed: its idempotency key, signal and attempt. Undefined outside a run. */
+export function currentStep(): StepContext | undefined {
+  return executionScope.getStore()?.step;
+}

@@ -1,0 +1,45 @@
+import type { Type } from '@nestjs/common';
+import { InputValidationError, WorkflowConfigurationError } from '../errors/workflow.errors.js';
+
+export interface InputValidationOptions {
+  whitelist?: boolean;
+  forbidNonWhitelisted?: boolean;
+}
+
+const DEFAULT_VALIDATION: InputValidationOptions = { whitelist: true, forbidNonWhitelisted: true };
+
+/**
+ * Turns a plain input into an instance of the workflow's input DTO (class-transformer) and validates it
+ * (class-validator). Without a DTO the input is returned as it is. Both libraries are optional peers:
+ * they are loaded only when a workflow declares `input`.
+ */
+export async function prepareInput(
+  dto: Type<object> | undefined,
+  plain: unknown,
+  options: InputValidationOptions = DEFAULT_VALIDATION,
+): Promise<unknown> {
+  if (!dto) return plain;
+  const [{ plainToInstance }, { validate }] = await loadValidationLibraries();
+  if (plain === null || typeof plain !== 'object' || Array.isArray(plain)) {
+    throw new InputValidationError(`The input must be an object matching ${dto.name}, got ${plain === null ? 'null' : Array.isArray(plain) ? 'an array' : typeof plain}.`, []);
+  }
+  const instance = plainToInstance(dto, plain) as object;
+  const errors = await validate(instance, { ...DEFAULT_VALIDATION, ...options });
+  if (errors.length > 0) {
+    const details = errors
+      .map((e) => `${e.property}: ${Object.values(e.constraints ?? {}).join(', ') || 'invalid nested value'}`)
+      .join('; ');
+    throw new InputValidationError(`Invalid input for ${dto.name}: ${details}`, errors);
+  }
+  return instance;
+}
+
+async function loadValidationLibraries(): Promise<[typeof import('class-transformer'), typeof import('class-validator')]> {
+  try {
+    return await Promise.all([import('class-transformer'), import('class-validator')]);
+  } catch {
+    throw new WorkflowConfigurationError(
+      'A workflow declares an input DTO but class-validator and class-transformer are not installed: npm install class-validator class-transformer',
+    );
+  }
+}

@@ -1,0 +1,56 @@
+import { PayloadError } from '../errors/workflow.errors.js';
+
+/**
+ * Turns a value into the JSON text that is stored, refusing what JSON would silently change or drop:
+ * functions, symbols, BigInts, cycles, Maps and Sets, non-finite numbers. Dates and objects with toJSON
+ * are stored as JSON makes them (a Date becomes its ISO string), so a value read back after a replay is
+ * the same as on first execution. `undefined` is stored as no value.
+ */
+export function toPayload(value: unknown, what: string, maxBytes: number): string | undefined {
+  if (value === undefined) return undefined;
+  const problem = findUnstorable(value, '$', new Set());
+  if (problem) throw new PayloadError(`${what} is not JSON: ${problem}. Return plain data (objects, arrays, strings, numbers, booleans, null).`);
+  const text = JSON.stringify(value);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > maxBytes) {
+    throw new PayloadError(
+      `${what} is ${bytes} bytes, more than maxPayloadBytes (${maxBytes}). Store large data elsewhere (S3, a database) and pass a reference.`,
+    );
+  }
+  return text;
+}
+
+export function fromPayload<T>(text: string | undefined | null): T {
+  return (text === undefined || text === null || text === '' ? undefined : JSON.parse(text)) as T;
+}
+
+function findUnstorable(value: unknown, path: string, seen: Set<object>): string | undefined {
+  switch (typeof value) {
+    case 'function':
+      return `${path} is a function`;
+    case 'symbol':
+      return `${path} is a symbol`;
+    case 'bigint':
+      return `${path} is a BigInt (convert it to a string)`;
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${path} is ${value}`;
+    case 'object': {
+      if (value === null) return undefined;
+      if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;
+      if (value instanceof Map || value instanceof Set) return `${path} is a ${value.constructor.name} (convert it to an array or object)`;
+      if (seen.has(value)) return `${path} is a circular reference`;
+      seen.add(value);
+      const entries = Array.isArray(value) ? value.map((v, i) => [String(i), v] as const) : Object.entries(value);
+      for (const [key, child] of entries) {
+        // JSON drops undefined object properties; that loses nothing the code could read back differently.
+        if (child === undefined && !Array.isArray(value)) continue;
+        const problem = findUnstorable(child, Array.isArray(value) ? `${path}[${key}]` : `${path}.${key}`, seen);
+        if (problem) return problem;
+      }
+      seen.delete(value);
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}

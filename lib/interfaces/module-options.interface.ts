@@ -1,0 +1,59 @@
+import type { ModuleMetadata, Type, InjectionToken, OptionalFactoryDependency } from '@nestjs/common';
+import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+
+export type WorkflowConnection =
+  | string
+  | RedisOptions
+  | Redis
+  | Cluster
+  | { nodes: ClusterNode[]; options?: ClusterOptions };
+
+export interface WorkerOptions {
+  /** Queues this app's worker serves. Default: every queue that a discovered workflow uses. */
+  queues?: string[];
+  /** Runs executing at once in this process. Default 10. */
+  concurrency?: number;
+  /** Lease of a claimed run; renewed while the run executes. Default 30 000 ms. */
+  leaseMs?: number;
+  /** Due runs, timers and expired leases are picked up within about this long. Default 100 ms. */
+  reaperIntervalMs?: number;
+}
+
+export interface RetentionOptions {
+  succeededMs?: number;
+  failedMs?: number;
+  canceledMs?: number;
+}
+
+export interface WorkflowModuleOptions {
+  /** Default 'redis://127.0.0.1:6379'. An instance passed in is shared and never closed by the module. */
+  connection?: WorkflowConnection;
+  /** Key namespace, default 'wf'. */
+  prefix?: string;
+  /** `false`: this app only emits and inspects. Default: a worker runs. */
+  worker?: false | WorkerOptions;
+  /** Register cron triggers of discovered workflows. Default true. */
+  cron?: boolean;
+  /** How long app.close() lets executing runs finish. Default 10 000 ms. */
+  shutdownGraceMs?: number;
+  /** Largest input / step result / output / event payload in bytes. Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** Finished runs expire after this. Defaults: succeeded 7 days, failed and canceled 30 days. */
+  retention?: RetentionOptions;
+  /** How long a sent event stays available to runs that wait for it later. Default 24 h. */
+  eventRetentionMs?: number;
+  /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. */
+  queues?: Record<string, { partitions?: number }>;
+}
+
+export interface WorkflowOptionsFactory {
+  createWorkflowOptions(): Promise<WorkflowModuleOptions> | WorkflowModuleOptions;
+}
+
+export interface WorkflowModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'> {
+  inject?: (InjectionToken | OptionalFactoryDependency)[];
+  useFactory?: (...args: any[]) => Promise<WorkflowModuleOptions> | WorkflowModuleOptions;
+  useClass?: Type<WorkflowOptionsFactory>;
+  useExisting?: Type<WorkflowOptionsFactory>;
+  extraProviders?: ModuleMetadata['providers'];
+}

@@ -1,0 +1,94 @@
+import type { LoggerService, Type } from '@nestjs/common';
+
+export interface BackoffOptions {
+  type: 'fixed' | 'exponential';
+  delayMs: number;
+  maxDelayMs?: number;
+}
+
+export interface CronTrigger {
+  id?: string;
+  expression: string;
+  timezone?: string;
+  input?: object;
+}
+
+export interface WorkflowOptions {
+  /** Default 'default'. */
+  queue?: string;
+  /** class-validator DTO: emit() validates the input against it; ctx.input is an instance of it. */
+  input?: Type<object>;
+  /** Run-level attempts, default 3. */
+  maxAttempts?: number;
+  backoff?: BackoffOptions;
+  /** Runs of this workflow executing at once across all workers. Default unlimited. */
+  maxConcurrency?: number;
+  cron?: CronTrigger[];
+  /** Whole-run deadline; the run fails with TimeoutError. */
+  timeoutMs?: number;
+}
+
+export interface StepOptions {
+  name?: string;
+  timeoutMs?: number;
+  retries?: number;
+  backoff?: BackoffOptions;
+}
+
+export interface StepContext {
+  /** run id + step id + generation: stable across retries and replays of that step. */
+  idempotencyKey: string;
+  signal: AbortSignal;
+  attempt: number;
+}
+
+export interface RunStepOptions<T> {
+  timeoutMs?: number;
+  retries?: number;
+  backoff?: BackoffOptions;
+  compensate?: (result: T) => unknown;
+}
+
+export interface RunMeta {
+  id: string;
+  workflow: string;
+  queue: string;
+  attempt: number;
+  maxAttempts: number;
+  parentId?: string;
+}
+
+export interface WorkflowStepApi {
+  run<T>(name: string, fn: (s: StepContext) => Promise<T> | T, opts?: RunStepOptions<T>): Promise<T>;
+  /** Durable: the run is parked, no worker slot is held. */
+  sleep(name: string, ms: number): Promise<void>;
+  sleepUntil(name: string, at: Date): Promise<void>;
+}
+
+export interface WorkflowContext<I = unknown> {
+  input: I;
+  run: RunMeta;
+  /** Aborted when the run is canceled or its lease is lost. */
+  signal: AbortSignal;
+  /** Nest logger scoped to the run. */
+  logger: LoggerService;
+  step: WorkflowStepApi;
+}
+
+export interface OnFailureContext<I = unknown> {
+  input: I;
+  run: RunMeta;
+  error: Error;
+  signal: AbortSignal;
+  logger: LoggerService;
+}
+
+export interface WorkflowHandler<I = unknown, O = unknown> {
+  execute(ctx: WorkflowContext<I>): Promise<O> | O;
+}
+
+/** A class decorated with @Workflow(). */
+export type WorkflowClass<I = any, O = any> = Type<WorkflowHandler<I, O>>;
+
+export type WorkflowInput<W> = W extends Type<WorkflowHandler<infer I, any>> ? I : never;
+export type WorkflowOutput<W> = W extends Type<WorkflowHandler<any, infer O>> ? Awaited<O> : never;

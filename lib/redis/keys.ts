@@ -1,0 +1,91 @@
+import { ulid } from 'ulid';
+import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function assertKeySegment(kind: 'prefix' | 'queue', value: string): void {
+  if (typeof value !== 'string' || !NAME.test(value)) {
+    throw new WorkflowConfigurationError(
+      `Invalid ${kind} ${JSON.stringify(value)}: use 1-64 letters, digits, '_' or '-' (it becomes part of Redis keys and run ids).`,
+    );
+  }
+}
+
+export interface ShardRef {
+  queue: string;
+  partition: number;
+}
+
+/**
+ * Every key and channel name the package uses. A run belongs to one shard (a partition of its queue);
+ * all keys of a shard share the hash tag '{<prefix>:<queue>:<partition>}', and the run id names its shard,
+ * so any run's keys are found from its id alone.
+ */
+export class KeySpace {
+  constructor(readonly prefix: string) {
+    assertKeySegment('prefix', prefix);
+  }
+
+  shardRoot(shard: ShardRef): string {
+    return `{${this.prefix}:${shard.queue}:${shard.partition}}`;
+  }
+
+  registry(): string {
+    return `{${this.prefix}}:workflows`;
+  }
+
+  run(root: string, runId: string): string {
+    return `${root}:r:${runId}`;
+  }
+
+  steps(root: string, runId: string): string {
+    return `${root}:s:${runId}`;
+  }
+
+  history(root: string, runId: string): string {
+    return `${root}:h:${runId}`;
+  }
+
+  ready(root: string, workflow: string): string {
+    return `${root}:q:${workflow}`;
+  }
+
+  workflowIndex(root: string, workflow: string): string {
+    return `${root}:idx:${workflow}`;
+  }
+
+  counts(root: string): string {
+    return `${root}:counts`;
+  }
+
+  idempotency(root: string, workflow: string): string {
+    return `${root}:ik:${workflow}`;
+  }
+
+  timers(root: string): string {
+    return `${root}:timers`;
+  }
+
+  workerChannel(root: string): string {
+    return `${root}:w`;
+  }
+
+  doneChannel(root: string): string {
+    return `${root}:d`;
+  }
+
+  /** Run ids are '<ulid>.<queue>.<partition>': sortable by creation time, and they name their shard. */
+  newRunId(shard: ShardRef): string {
+    return `${ulid()}.${shard.queue}.${shard.partition}`;
+  }
+
+  /** The shard a run id belongs to, or undefined when the text is not a run id. */
+  parseRunId(runId: unknown): ShardRef | undefined {
+    if (typeof runId !== 'string' || runId.length > 200) return undefined;
+    const parts = runId.split('.');
+    if (parts.length !== 3 || !/^[0-9A-HJKMNP-TV-Z]{26}$/.test(parts[0])) return undefined;
+    const [, queue, partition] = parts;
+    if (!NAME.test(queue) || !/^\d{1,4}$/.test(partition)) return undefined;
+    return { queue, partition: Number(partition) };
+  }
+}

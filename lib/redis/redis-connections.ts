@@ -1,0 +1,114 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
+import type { WorkflowConnection } from '../interfaces/module-options.interface.js';
+import { DEFAULTS } from '../workflow.constants.js';
+
+export type RedisClient = Redis | Cluster;
+
+/**
+ * The module's connections: one for commands (auto-pipelined, so concurrent runs share round trips) and
+ * one for sharded pub/sub. A client passed in by the user is shared and never closed here; the ones the
+ * module creates are owned and closed on shutdown.
+ */
+export class RedisConnections {
+  private readonly owned: RedisClient[] = [];
+  readonly command: RedisClient;
+  readonly subscriber: RedisClient;
+
+  constructor(connection: WorkflowConnection | undefined) {
+    const given = connection ?? DEFAULTS.connection;
+    if (given instanceof Redis || given instanceof Cluster) {
+      this.command = given;
+    } else {
+      this.command = this.own(createClient(given));
+    }
+    this.subscriber = this.own((this.command as Redis).duplicate() as RedisClient);
+  }
+
+  get isCluster(): boolean {
+    return this.command instanceof Cluster;
+  }
+
+  /** Waits until both connections are ready; rejects with a clear error when Redis cannot be reached. */
+  async connect(timeoutMs = 10_000): Promise<void> {
+    await Promise.all([this.command, this.subscriber].map((client) => waitReady(client, timeoutMs)));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.owned.map(async (client) => {
+        try {
+          if (client.status === 'ready') await client.quit();
+          else client.disconnect();
+        } catch {
+          client.disconnect();
+        }
+      }),
+    );
+  }
+
+  private own(client: RedisClient): RedisClient {
+    this.owned.push(client);
+    client.on('error', () => undefined); // reported through the calls that fail, and once per outage by the worker
+    return client;
+  }
+}
+
+const OWNED_DEFAULTS: RedisOptions = {
+  enableAutoPipelining: true,
+  // Producers fail fast while Redis is unreachable instead of queueing calls in memory.
+  enableOfflineQueue: false,
+  lazyConnect: true,
+  maxRetriesPerRequest: 2,
+};
+
+function createClient(connection: Exclude<WorkflowConnection, Redis | Cluster>): RedisClient {
+  if (typeof connection === 'string') {
+    if (!/^rediss?:\/\//.test(connection)) {
+      throw new WorkflowConfigurationError(
+        `connection ${JSON.stringify(connection)} is not a redis:// or rediss:// URL; pass a URL, RedisOptions, a Redis or Cluster instance, or { nodes }.`,
+      );
+    }
+    return new Redis(connection, OWNED_DEFAULTS);
+  }
+  if ('nodes' in connection && Array.isArray(connection.nodes)) {
+    return new Cluster(connection.nodes, {
+      ...connection.options,
+      enableAutoPipelining: true,
+      enableOfflineQueue: false,
+      lazyConnect: true,
+      redisOptions: { maxRetriesPerRequest: 2, ...connection.options?.redisOptions },
+    });
+  }
+  return new Redis({ ...OWNED_DEFAULTS, ...(connection as RedisOptions) });
+}
+
+async function waitReady(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return;
+  if (client.status === 'wait') {
+    client.connect().catch(() => undefined);
+  }
+  await new Promise<void>((resolve, reject) => {
+    let lastError: Error | undefined;
+    const onError = (error: Error) => (lastError = error);
+    const done = (error?: Error) => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      client.off('error', onError);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onReady = () => done();
+    const timer = setTimeout(
+      () =>
+        done(
+          new WorkflowConfigurationError(
+            `Cannot reach Redis within ${timeoutMs} ms${lastError ? ` (${lastError.message})` : ''}: check the module's connection option and that Redis is running.`,
+          ),
+        ),
+      timeoutMs,
+    );
+    client.on('ready', onReady);
+    client.on('error', onError);
+  });
+}

@@ -1,0 +1,51 @@
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import type { WorkflowModuleOptions } from '../interfaces/module-options.interface.js';
+import { WORKFLOW_MODULE_OPTIONS } from '../workflow.constants.js';
+import { resolveSettings, type WorkflowSettings } from '../workflow-settings.js';
+import { ChannelSubscriber } from './channel-subscriber.js';
+import { FunctionLoader } from './function-loader.js';
+import { KeySpace } from './keys.js';
+import { RedisConnections } from './redis-connections.js';
+import { WorkflowStore } from './workflow-store.js';
+
+/**
+ * Owns the module's Redis side: connections, the Function library, the typed store and pub/sub.
+ * `ready` resolves once Redis is reachable and the library is loaded (WorkflowClient waits for it).
+ */
+@Injectable()
+export class WorkflowRedis implements OnApplicationShutdown {
+  readonly settings: WorkflowSettings;
+  readonly keys: KeySpace;
+  readonly connections: RedisConnections;
+  readonly loader: FunctionLoader;
+  readonly store: WorkflowStore;
+  readonly subscriber: ChannelSubscriber;
+  private readiness?: Promise<void>;
+
+  constructor(@Inject(WORKFLOW_MODULE_OPTIONS) options: WorkflowModuleOptions) {
+    this.settings = resolveSettings(options);
+    this.keys = new KeySpace(this.settings.prefix);
+    this.connections = new RedisConnections(options.connection);
+    this.loader = new FunctionLoader(this.connections.command);
+    this.store = new WorkflowStore(this.connections.command, this.keys, this.loader);
+    this.subscriber = new ChannelSubscriber(this.connections.subscriber);
+  }
+
+  /** Connects and loads the library; on failure closes what it opened and rethrows. */
+  ready(): Promise<void> {
+    this.readiness ??= (async () => {
+      try {
+        await this.connections.connect();
+        await this.loader.ensureLoaded();
+      } catch (error) {
+        await this.connections.close();
+        throw error;
+      }
+    })();
+    return this.readiness;
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.connections.close();
+  }
+}

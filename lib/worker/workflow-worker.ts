@@ -1,0 +1,344 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
+import { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import { CanceledError, LeaseLostError, TimeoutError } from '../errors/workflow.errors.js';
+import { RunExecution } from '../execution/run-execution.js';
+import type { ShardRef } from '../redis/keys.js';
+import type { ClaimWorkflowSpec } from '../redis/workflow-store.js';
+import { WorkflowRedis } from '../redis/workflow-redis.js';
+
+/** Longest a worker waits between housekeeping ticks of a shard when nothing is due: a safety net for
+ *  a pub/sub message lost in a reconnect. */
+const IDLE_TICK_MS = 1_000;
+const MAX_CLAIM_BATCH = 32;
+const TICK_BATCH = 200;
+
+interface ShardState {
+  ref: ShardRef;
+  root: string;
+  claiming: boolean;
+  claimAgain: boolean;
+  /** The last claim came back full: there may be more ready runs. */
+  backlog: boolean;
+  tickTimer?: NodeJS.Timeout;
+  tickAt?: number;
+  ticking: boolean;
+  channel: string;
+  onMessage: (message: string) => void;
+}
+
+interface Executing {
+  execution: RunExecution;
+  shard: ShardState;
+  done: Promise<void>;
+}
+
+/**
+ * Claims runs from the shards of the queues it serves and executes them, up to `concurrency` at once.
+ * It never polls ready lists in a loop: a claim follows a 'ready' message on the shard's channel or a
+ * freed slot, and housekeeping (timers, expired leases, deadlines, retention) runs when Redis says the
+ * next entry is due.
+ */
+@Injectable()
+export class WorkflowWorker {
+  readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private readonly logger = new Logger('WorkflowWorker');
+  private readonly shards: ShardState[] = [];
+  private readonly executing = new Map<string, Executing>();
+  private heartbeatTimer?: NodeJS.Timeout;
+  private running = false;
+  private outage = false;
+  private serverOffsetMs = 0;
+  private rotation = 0;
+  private unsubscribeReconnect?: () => void;
+
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly registry: WorkflowRegistry,
+  ) {}
+
+  get concurrency(): number {
+    return this.redis.settings.worker ? this.redis.settings.worker.concurrency : 0;
+  }
+
+  get activeRuns(): number {
+    return this.executing.size;
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  /** The queues this worker serves: the configured ones, or every queue a discovered workflow uses. */
+  servedQueues(): string[] {
+    const worker = this.redis.settings.worker;
+    if (!worker) return [];
+    return worker.queues ?? [...new Set(this.registry.all().map((w) => w.options.queue))];
+  }
+
+  async start(): Promise<void> {
+    const worker = this.redis.settings.worker;
+    if (!worker || this.running) return;
+    const queues = this.servedQueues();
+    for (const queue of queues) {
+      if (!this.registry.all().some((w) => w.options.queue === queue)) {
+        this.logger.warn(`Queue '${queue}' is served by this worker but no workflow of this app uses it as its queue.`);
+      }
+    }
+    if (this.registry.all().length === 0) return;
+    this.running = true;
+    for (const queue of queues) {
+      for (let partition = 0; partition < this.redis.settings.partitions(queue); partition += 1) {
+        const ref = { queue, partition };
+        const root = this.redis.keys.shardRoot(ref);
+        const shard: ShardState = {
+          ref,
+          root,
+          claiming: false,
+          claimAgain: false,
+          backlog: false,
+          ticking: false,
+          channel: this.redis.keys.workerChannel(root),
+          onMessage: (message) => this.onShardMessage(shard, message),
+        };
+        this.shards.push(shard);
+      }
+    }
+    await Promise.all(this.shards.map((shard) => this.redis.subscriber.subscribe(shard.channel, shard.onMessage)));
+    this.unsubscribeReconnect = this.redis.subscriber.onReconnect(() => this.wakeAll());
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(worker.leaseMs / 3)));
+    this.wakeAll();
+    this.logger.log(`Worker ${this.workerId} serves ${queues.join(', ')} with concurrency ${worker.concurrency}`);
+  }
+
+  /**
+   * Stops claiming, lets executing runs finish within the grace period, then releases the leases of the
+   * rest so that another worker takes them at once.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.heartbeatTimer);
+    this.unsubscribeReconnect?.();
+    for (const shard of this.shards) clearTimeout(shard.tickTimer);
+    await Promise.all(this.shards.map((shard) => this.redis.subscriber.unsubscribe(shard.channel, shard.onMessage)));
+    const all = () => Promise.all([...this.executing.values()].map((e) => e.done));
+    if (this.executing.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([all(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
+    if (this.executing.size > 0) {
+      const left = [...this.executing.values()];
+      for (const e of left) e.execution.abort(new LeaseLostError('The worker is shutting down; the run was released to another worker.'));
+      const byShard = new Map<ShardState, { id: string; token: string }[]>();
+      for (const e of left) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), { id: e.execution.id, token: e.execution.token }]);
+      for (const [shard, runs] of byShard) {
+        try {
+          const released = await this.redis.store.release(shard.ref, `shutdown of worker ${this.workerId}`, runs);
+          this.logger.log(`Released ${released} run(s) of ${shard.root} that did not finish within ${graceMs} ms`);
+        } catch (error) {
+          this.logger.error(`Could not release runs on shutdown (their leases will expire instead): ${describe(error)}`);
+        }
+      }
+      await all();
+    }
+    this.shards.length = 0;
+  }
+
+  private wakeAll(): void {
+    for (const shard of this.shards) {
+      this.scheduleTick(shard, 0);
+      void this.claim(shard);
+    }
+  }
+
+  private onShardMessage(shard: ShardState, message: string): void {
+    if (!this.running) return;
+    const kind = message[0];
+    if (kind === 'r') {
+      void this.claim(shard);
+    } else if (kind === 't') {
+      const due = Number(message.slice(1));
+      this.scheduleTick(shard, Math.max(0, due - (Date.now() + this.serverOffsetMs)));
+    } else if (kind === 'a') {
+      const [runId, reason] = message.slice(1).split('|');
+      const executing = this.executing.get(runId);
+      if (executing) {
+        executing.execution.abort(
+          reason === 'timeout'
+            ? new TimeoutError('The run passed its whole-run deadline (timeoutMs).')
+            : reason === 'canceled'
+              ? new CanceledError('The run was canceled.')
+              : new LeaseLostError(`The run was taken from this worker (${reason}).`),
+        );
+      }
+    }
+  }
+
+  // ---- claiming ----
+
+  private async claim(shard: ShardState): Promise<void> {
+    if (!this.running) return;
+    if (shard.claiming) {
+      shard.claimAgain = true;
+      return;
+    }
+    const free = this.concurrency - this.executing.size;
+    if (free <= 0) {
+      shard.backlog = true;
+      return;
+    }
+    const specs = this.claimSpecs(shard);
+    if (specs.length === 0) return;
+    shard.claiming = true;
+    shard.claimAgain = false;
+    const want = Math.min(free, MAX_CLAIM_BATCH);
+    try {
+      const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
+      const claimId = randomBytes(6).toString('hex');
+      const runs = await this.redis.store.claim(shard.ref, this.workerId, want, worker.leaseMs, claimId, specs);
+      this.recovered();
+      shard.backlog = runs.length === want;
+      for (const run of runs) {
+        const definition = this.registry.get(run.workflow);
+        if (!definition?.instance) continue; // cannot happen: we only claim workflows we have
+        this.serverOffsetMs = run.serverNow - Date.now();
+        this.startExecution(shard, new RunExecution(run, shard.ref, definition as Required<Pick<WorkflowDefinition, 'instance'>> & WorkflowDefinition, this.redis.store, {
+          workerId: this.workerId,
+          maxPayloadBytes: this.redis.settings.maxPayloadBytes,
+          retentionMs: this.redis.settings.retentionMs,
+        }));
+      }
+    } catch (error) {
+      this.failed('claim', error);
+      shard.claimAgain = true;
+      await delay(this.retryDelay());
+    } finally {
+      shard.claiming = false;
+    }
+    if (this.running && (shard.claimAgain || shard.backlog) && this.executing.size < this.concurrency) void this.claim(shard);
+  }
+
+  /** The workflows to claim in this shard: those whose queue it is first (rotated for fairness), then the
+   *  others this app has (their runs may be sent to this queue by emit's `queue` option). */
+  private claimSpecs(shard: ShardState): ClaimWorkflowSpec[] {
+    const all = this.registry.all().filter((w) => w.instance);
+    const home = all.filter((w) => w.options.queue === shard.ref.queue);
+    const away = all.filter((w) => w.options.queue !== shard.ref.queue && w.options.maxConcurrency === 0);
+    this.rotation = (this.rotation + 1) % Math.max(1, home.length);
+    const ordered = [...home.slice(this.rotation), ...home.slice(0, this.rotation), ...away];
+    return ordered.map((w) => ({
+      name: w.name,
+      maxConcurrency: w.options.maxConcurrency,
+      maxAttempts: w.options.maxAttempts,
+      timeoutMs: w.options.timeoutMs,
+    }));
+  }
+
+  private startExecution(shard: ShardState, execution: RunExecution): void {
+    const done = execution
+      .execute()
+      .catch((error) => {
+        this.logger.error(`Run ${execution.id} stopped unexpectedly: ${describe(error)}`);
+      })
+      .finally(() => {
+        this.executing.delete(execution.id);
+        this.onSlotFreed(shard);
+      })
+      .then(() => undefined);
+    this.executing.set(execution.id, { execution, shard, done });
+  }
+
+  private onSlotFreed(finished: ShardState): void {
+    if (!this.running) return;
+    void this.claim(finished);
+    for (const shard of this.shards) if (shard !== finished && shard.backlog) void this.claim(shard);
+  }
+
+  // ---- housekeeping ----
+
+  private scheduleTick(shard: ShardState, inMs: number): void {
+    if (!this.running) return;
+    const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
+    const wait = Math.max(0, Math.min(inMs, IDLE_TICK_MS));
+    const at = Date.now() + wait;
+    if (shard.tickTimer && shard.tickAt !== undefined && shard.tickAt <= at) return;
+    clearTimeout(shard.tickTimer);
+    shard.tickAt = at;
+    shard.tickTimer = setTimeout(() => void this.tick(shard, worker.reaperIntervalMs), wait);
+  }
+
+  private async tick(shard: ShardState, reaperIntervalMs: number): Promise<void> {
+    shard.tickTimer = undefined;
+    shard.tickAt = undefined;
+    if (!this.running) return;
+    if (shard.ticking) return this.scheduleTick(shard, reaperIntervalMs);
+    shard.ticking = true;
+    try {
+      const result = await this.redis.store.tick(shard.ref, TICK_BATCH);
+      this.recovered();
+      this.serverOffsetMs = result.serverNow - Date.now();
+      if (result.more) this.scheduleTick(shard, reaperIntervalMs);
+      else this.scheduleTick(shard, result.nextDueMs ?? IDLE_TICK_MS);
+    } catch (error) {
+      this.failed('housekeeping', error);
+      this.scheduleTick(shard, this.retryDelay());
+    } finally {
+      shard.ticking = false;
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    const worker = this.redis.settings.worker;
+    if (!worker || this.executing.size === 0) return;
+    const byShard = new Map<ShardState, Executing[]>();
+    for (const e of this.executing.values()) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), e]);
+    await Promise.all(
+      [...byShard].map(async ([shard, list]) => {
+        try {
+          const lost = await this.redis.store.heartbeat(
+            shard.ref,
+            worker.leaseMs,
+            list.map((e) => ({ id: e.execution.id, token: e.execution.token })),
+          );
+          this.recovered();
+          for (const id of lost) {
+            this.executing.get(id)?.execution.abort(new LeaseLostError(`This worker lost the lease of run ${id}; another worker's results stand.`));
+          }
+        } catch (error) {
+          this.failed('heartbeat', error);
+        }
+      }),
+    );
+  }
+
+  // ---- outages: logged once, retried with backoff ----
+
+  private retryDelay(): number {
+    const worker = this.redis.settings.worker;
+    return Math.min(5_000, Math.max(worker ? worker.reaperIntervalMs : 100, 250));
+  }
+
+  private failed(what: string, error: unknown): void {
+    if (this.outage) return;
+    this.outage = true;
+    this.logger.error(`Redis call failed during ${what} (${describe(error)}); retrying until it is back`);
+  }
+
+  private recovered(): void {
+    if (!this.outage) return;
+    this.outage = false;
+    this.logger.log('Redis is reachable again; worker resumed');
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,69 @@
+import { WorkflowConfigurationError } from './errors/workflow.errors.js';
+import type { WorkflowModuleOptions } from './interfaces/module-options.interface.js';
+import { assertKeySegment } from './redis/keys.js';
+import { DEFAULTS } from './workflow.constants.js';
+
+/** The module's options with defaults applied and checked once, at start. */
+export interface WorkflowSettings {
+  prefix: string;
+  worker: false | { queues?: string[]; concurrency: number; leaseMs: number; reaperIntervalMs: number };
+  cron: boolean;
+  shutdownGraceMs: number;
+  maxPayloadBytes: number;
+  retentionMs: { succeeded: number; failed: number; canceled: number };
+  eventRetentionMs: number;
+  partitions(queue: string): number;
+}
+
+export function resolveSettings(options: WorkflowModuleOptions): WorkflowSettings {
+  if (options === null || typeof options !== 'object') {
+    throw new WorkflowConfigurationError('WorkflowModule.forRoot() needs an options object, e.g. forRoot({ connection: "redis://127.0.0.1:6379" }).');
+  }
+  const prefix = options.prefix ?? DEFAULTS.prefix;
+  assertKeySegment('prefix', prefix);
+  const number = (value: number | undefined, fallback: number, name: string, min: number) => {
+    const result = value ?? fallback;
+    if (typeof result !== 'number' || !Number.isFinite(result) || result < min) {
+      throw new WorkflowConfigurationError(`WorkflowModule option ${name} must be a number >= ${min}, got ${String(value)}.`);
+    }
+    return result;
+  };
+  let worker: WorkflowSettings['worker'] = false;
+  if (options.worker !== false) {
+    const w = options.worker ?? {};
+    if (w.queues !== undefined) {
+      if (!Array.isArray(w.queues)) throw new WorkflowConfigurationError('worker.queues must be an array of queue names.');
+      for (const queue of w.queues) assertKeySegment('queue', queue);
+    }
+    worker = {
+      queues: w.queues,
+      concurrency: Math.floor(number(w.concurrency, DEFAULTS.concurrency, 'worker.concurrency', 1)),
+      leaseMs: number(w.leaseMs, DEFAULTS.leaseMs, 'worker.leaseMs', 100),
+      reaperIntervalMs: number(w.reaperIntervalMs, DEFAULTS.reaperIntervalMs, 'worker.reaperIntervalMs', 1),
+    };
+  }
+  const partitions = new Map<string, number>();
+  for (const [queue, settings] of Object.entries(options.queues ?? {})) {
+    assertKeySegment('queue', queue);
+    const count = number(settings?.partitions, DEFAULTS.partitions, `queues.${queue}.partitions`, 1);
+    if (!Number.isInteger(count) || count > 1024) {
+      throw new WorkflowConfigurationError(`queues.${queue}.partitions must be a whole number from 1 to 1024.`);
+    }
+    partitions.set(queue, count);
+  }
+  const retention = options.retention ?? {};
+  return {
+    prefix,
+    worker,
+    cron: options.cron ?? true,
+    shutdownGraceMs: number(options.shutdownGraceMs, DEFAULTS.shutdownGraceMs, 'shutdownGraceMs', 0),
+    maxPayloadBytes: number(options.maxPayloadBytes, DEFAULTS.maxPayloadBytes, 'maxPayloadBytes', 1),
+    retentionMs: {
+      succeeded: number(retention.succeededMs, DEFAULTS.retention.succeededMs, 'retention.succeededMs', 0),
+      failed: number(retention.failedMs, DEFAULTS.retention.failedMs, 'retention.failedMs', 0),
+      canceled: number(retention.canceledMs, DEFAULTS.retention.canceledMs, 'retention.canceledMs', 0),
+    },
+    eventRetentionMs: number(options.eventRetentionMs, DEFAULTS.eventRetentionMs, 'eventRetentionMs', 0),
+    partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
+  };
+}

@@ -1,0 +1,64 @@
+import { Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap, type OnModuleInit } from '@nestjs/common';
+import { WorkflowExplorer } from './discovery/workflow-explorer.js';
+import { WorkflowRegistry } from './discovery/workflow-registry.js';
+import { WorkflowRedis } from './redis/workflow-redis.js';
+import { WorkflowWorker } from './worker/workflow-worker.js';
+
+/**
+ * The module's lifecycle, in Nest's order: discover and load the library on init, start the worker on
+ * bootstrap, drain it before shutdown; WorkflowRedis closes the owned connections on shutdown.
+ */
+@Injectable()
+export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger('WorkflowModule');
+
+  constructor(
+    private readonly explorer: WorkflowExplorer,
+    private readonly registry: WorkflowRegistry,
+    private readonly redis: WorkflowRedis,
+    private readonly worker: WorkflowWorker,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    try {
+      this.explorer.explore();
+    } catch (error) {
+      await this.redis.connections.close();
+      throw error;
+    }
+    await this.redis.ready();
+    if (this.redis.settings.worker) await this.registerWorkflows();
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.worker.start();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.worker.stop(this.redis.settings.shutdownGraceMs);
+  }
+
+  /** Lets API-only apps emit these workflows by name, and operators list them. */
+  private async registerWorkflows(): Promise<void> {
+    const entries = this.registry.all().map((w) => ({
+      name: w.name,
+      meta: JSON.stringify({
+        name: w.name,
+        queue: w.options.queue,
+        maxConcurrency: w.options.maxConcurrency,
+        maxAttempts: w.options.maxAttempts,
+        timeoutMs: w.options.timeoutMs,
+        backoff: w.options.backoff,
+        cron: w.options.cron,
+        input: w.options.input?.name,
+        registeredAt: new Date().toISOString(),
+      }),
+    }));
+    try {
+      await this.redis.store.register(entries);
+    } catch (error) {
+      await this.redis.connections.close();
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,57 @@
+import { Module, type DynamicModule, type Provider, type Type } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { WorkflowClient } from './client/workflow.client.js';
+import { WorkflowExplorer } from './discovery/workflow-explorer.js';
+import { WorkflowRegistry } from './discovery/workflow-registry.js';
+import { WorkflowConfigurationError } from './errors/workflow.errors.js';
+import type { WorkflowModuleAsyncOptions, WorkflowModuleOptions, WorkflowOptionsFactory } from './interfaces/module-options.interface.js';
+import { WorkflowRedis } from './redis/workflow-redis.js';
+import { WorkflowWorker } from './worker/workflow-worker.js';
+import { WORKFLOW_MODULE_OPTIONS } from './workflow.constants.js';
+import { WorkflowLifecycle } from './workflow.lifecycle.js';
+
+const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, WorkflowLifecycle];
+const EXPORTS = [WorkflowClient, WorkflowRegistry, WorkflowRedis, WorkflowWorker];
+
+/** Durable workflows on Redis. Import once (it is global) with forRoot or forRootAsync. */
+@Module({})
+export class WorkflowModule {
+  static forRoot(options: WorkflowModuleOptions = {}): DynamicModule {
+    return {
+      global: true,
+      module: WorkflowModule,
+      imports: [DiscoveryModule],
+      providers: [{ provide: WORKFLOW_MODULE_OPTIONS, useValue: options }, ...CORE_PROVIDERS],
+      exports: EXPORTS,
+    };
+  }
+
+  static forRootAsync(options: WorkflowModuleAsyncOptions): DynamicModule {
+    return {
+      global: true,
+      module: WorkflowModule,
+      imports: [DiscoveryModule, ...(options.imports ?? [])],
+      providers: [...this.createAsyncProviders(options), ...(options.extraProviders ?? []), ...CORE_PROVIDERS],
+      exports: EXPORTS,
+    };
+  }
+
+  private static createAsyncProviders(options: WorkflowModuleAsyncOptions): Provider[] {
+    if (options.useFactory) {
+      return [{ provide: WORKFLOW_MODULE_OPTIONS, useFactory: options.useFactory, inject: options.inject ?? [] }];
+    }
+    const factoryClass: Type<WorkflowOptionsFactory> | undefined = options.useExisting ?? options.useClass;
+    if (!factoryClass) {
+      throw new WorkflowConfigurationError('WorkflowModule.forRootAsync() needs useFactory, useClass or useExisting.');
+    }
+    const providers: Provider[] = [
+      {
+        provide: WORKFLOW_MODULE_OPTIONS,
+        useFactory: (factory: WorkflowOptionsFactory) => factory.createWorkflowOptions(),
+        inject: [factoryClass],
+      },
+    ];
+    if (options.useClass) providers.push({ provide: options.useClass, useClass: options.useClass });
+    return providers;
+  }
+}

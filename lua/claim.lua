@@ -1,0 +1,65 @@
+-- wf1_claim: takes up to N ready runs of the given workflows and leases them to the caller.
+-- KEYS[1]  shard root
+-- ARGV[1]  worker id               ARGV[2] how many runs at most
+-- ARGV[3]  lease in ms             ARGV[4] claim id (random; half of the fencing token)
+-- ARGV[5..] groups of 4, one per workflow this worker can execute, in the order to try them:
+--          name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none)
+-- Reply: { server now (ms), run, run, ... } where each run is
+--   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing ('' | 'failed' | 'canceled'),
+--     error (JSON or ''), { stepField, stepRecord, ... } }
+-- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
+-- keeps all its runs in one shard, so the count is cluster-wide.
+local function claim(keys, argv)
+  local root = keys[1]
+  local worker, want, lease_ms, claim_id = argv[1], tonumber(argv[2]), tonumber(argv[3]), argv[4]
+  local now = now_ms()
+  local reply = { now }
+  local taken = 0
+
+  for g = 5, #argv, 4 do
+    if taken >= want then break end
+    local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
+    local room = want - taken
+    if limit > 0 then
+      local c = rcall('HMGET', root .. ':counts', wf .. '|running', wf .. '|compensating')
+      room = math.min(room, limit - (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0))
+    end
+    while room > 0 do
+      local popped = rcall('ZPOPMIN', ready_key(root, wf))
+      if #popped == 0 then break end
+      local id = popped[1]
+      local run = run_key(root, id)
+      local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp')
+      -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped.
+      if f[1] == 'queued' then
+        local fence = (tonumber(f[4]) or 0) + 1
+        local token = fence .. ':' .. claim_id
+        local max = f[3] or max_attempts
+        local lease_until = now + lease_ms
+        -- A run taken over in its finalizing phase with compensations left goes on compensating.
+        local status = 'running'
+        if f[9] and f[12] then status = 'compensating' end
+        if f[11] then
+          rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
+        else
+          rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
+            'sa', now)
+        end
+        if timeout_ms > 0 and not f[5] then
+          rcall('HSET', run, 'dl', now + timeout_ms)
+          rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
+        end
+        rcall('ZADD', root .. ':leases', lease_until, id)
+        count_move(root, wf, 'queued', status)
+        history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
+        reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
+          f[9] or '', f[10] or '', rcall('HGETALL', steps_key(root, id)) }
+        taken = taken + 1
+        room = room - 1
+      end
+    end
+  end
+  return reply
+end
+
+redis.register_function('wf1_claim', claim)

@@ -1,0 +1,88 @@
+-- wf1_complete: the run succeeded.
+-- KEYS[1]  shard root
+-- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3] output (JSON text, opaque)
+-- ARGV[4]  retention of a succeeded run in ms
+-- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }.
+local function complete(keys, argv)
+  local root = keys[1]
+  local id, token = argv[1], argv[2]
+  local run = run_key(root, id)
+  local now = now_ms()
+  local f, reason = check_lease(run, token, now)
+  if not f then
+    if reason == 'NOT_EXECUTING:succeeded' and rcall('HGET', run, 'tok') == token then return { 1 } end
+    return { 0, reason }
+  end
+  rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
+  finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6])
+  history(root, id, now, 'succeeded', nil)
+  return { 1 }
+end
+
+-- wf1_fail: an attempt of the run failed.
+-- KEYS[1]  shard root
+-- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3] error (JSON text, opaque)
+-- ARGV[4]  what happens next:
+--          'retry'    a new attempt starts after ARGV[5] ms (0 = at once); the lease is released
+--          'finalize' the failure is final and the worker that holds the lease now runs the
+--                     compensations and @OnFailure; the run keeps its lease and is marked so that
+--                     a worker that takes it over after a crash goes straight to that phase
+--          'failed' / 'canceled'  the final state; ARGV[6] is the retention in ms
+-- ARGV[5]  retry delay in ms (for 'retry')
+-- ARGV[6]  retention in ms (for a final state)
+-- ARGV[7]  '1' when 'finalize' has compensations to run (the run shows 'compensating')
+-- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }.
+local function fail(keys, argv)
+  local root = keys[1]
+  local id, token, err, next_step = argv[1], argv[2], argv[3], argv[4]
+  local run = run_key(root, id)
+  local now = now_ms()
+  local f, reason = check_lease(run, token, now)
+  if not f then
+    local g = rcall('HMGET', run, 'tok', 'st', 'fin')
+    if g[1] == token then
+      if next_step == 'retry' and (g[2] == 'queued' or g[2] == 'scheduled') then return { 1 } end
+      if next_step == g[2] then return { 1 } end
+    end
+    return { 0, reason }
+  end
+  local wf, status = f[4], f[2]
+
+  if next_step == 'retry' then
+    local delay = tonumber(argv[5]) or 0
+    local attempt = tonumber(f[8]) + 1
+    rcall('ZREM', root .. ':leases', id)
+    if delay > 0 then
+      rcall('HSET', run, 'st', 'scheduled', 'att', attempt, 'err', err, 'due', now + delay)
+      count_move(root, wf, status, 'scheduled')
+      schedule_timer(root, id, now + delay)
+    else
+      rcall('HSET', run, 'st', 'queued', 'att', attempt, 'err', err)
+      count_move(root, wf, status, 'queued')
+      make_ready(root, id, wf, f[5], now)
+    end
+    history(root, id, now, 'retrying', { attempt = attempt - 1, delayMs = delay }, err)
+    return { 1 }
+  end
+
+  if next_step == 'finalize' then
+    local target = 'running'
+    if argv[7] == '1' then target = 'compensating' end
+    rcall('HSET', run, 'st', target, 'fin', 'failed', 'err', err)
+    if target ~= status then count_move(root, wf, status, target) end
+    history(root, id, now, target == 'compensating' and 'compensating' or 'failing', nil, err)
+    return { 1 }
+  end
+
+  if next_step == 'failed' or next_step == 'canceled' then
+    rcall('HSET', run, 'st', next_step, 'err', err, 'fa', now)
+    rcall('HDEL', run, 'fin')
+    finish_run(root, id, wf, status, next_step, now, argv[6], f[6])
+    history(root, id, now, next_step, nil, err)
+    return { 1 }
+  end
+  return redis.error_reply('ERR wf1_fail: unknown next step ' .. tostring(next_step))
+end
+
+redis.register_function('wf1_complete', complete)
+redis.register_function('wf1_fail', fail)

@@ -1,0 +1,97 @@
+-- Helpers shared by every function of the library.
+--
+-- Key layout. Every function receives the shard's root key as KEYS[1]: the hash tag itself, e.g.
+-- '{wf:default:0}' (prefix, queue, partition). Nothing is stored under the root key; every key the
+-- function touches is built from it, so all of them live in the root key's slot:
+--   <root>:r:<runId>    run hash            <root>:s:<runId>  step records (hash)
+--   <root>:h:<runId>    history (list)      <root>:q:<wf>     ready runs of a workflow (zset, priority order)
+--   <root>:timers       parked/scheduled runs by due time (zset)
+--   <root>:leases       running runs by lease deadline (zset)
+--   <root>:deadlines    runs by whole-run deadline (zset)
+--   <root>:expiry       finished runs by expiry time (zset)
+--   <root>:idx:<wf>     runs of a workflow by creation time (zset)
+--   <root>:counts       '<wf>|<status>' -> number of runs (hash)
+--   <root>:ik:<wf>      idempotency key -> run id (hash)
+-- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' ready work, 't<ms>' a timer is due then,
+-- 'a<runId>|<reason>' stop executing that run), <root>:d to result() waiters (the id of a finished run).
+--
+-- User payloads (inputs, outputs, step records, errors) are opaque strings here: never cjson-decoded.
+
+-- redis.call does not exist yet while the library loads, so it is looked up at call time.
+local function rcall(...) return redis.call(...) end
+
+-- Ready-set scores order by priority (higher first), then by time. 2^43 ms is 278 years, and
+-- priorities span -500..500, so every score stays below 2^53 and is exact in a double.
+local READY_EPOCH = 1704067200000
+local PRIORITY_SPAN = 8796093022208
+
+local function now_ms()
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function run_key(root, id) return root .. ':r:' .. id end
+local function steps_key(root, id) return root .. ':s:' .. id end
+local function hist_key(root, id) return root .. ':h:' .. id end
+local function ready_key(root, wf) return root .. ':q:' .. wf end
+
+local function ready_score(priority, at)
+  return (500 - (tonumber(priority) or 0)) * PRIORITY_SPAN + (at - READY_EPOCH)
+end
+
+local function count_move(root, wf, from, to)
+  if from then rcall('HINCRBY', root .. ':counts', wf .. '|' .. from, -1) end
+  if to then rcall('HINCRBY', root .. ':counts', wf .. '|' .. to, 1) end
+end
+
+-- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
+-- by the client (an error object) and is embedded as it is.
+local function history(root, id, at, kind, fields, raw_error)
+  local parts = { '{"type":', cjson.encode(kind), ',"at":', string.format('%d', at) }
+  if fields then
+    for name, value in pairs(fields) do
+      parts[#parts + 1] = ',' .. cjson.encode(name) .. ':' .. cjson.encode(value)
+    end
+  end
+  if raw_error and raw_error ~= '' then parts[#parts + 1] = ',"error":' .. raw_error end
+  parts[#parts + 1] = '}'
+  rcall('RPUSH', hist_key(root, id), table.concat(parts))
+end
+
+local function notify_workers(root, message)
+  rcall('SPUBLISH', root .. ':w', message)
+end
+
+local function make_ready(root, id, wf, priority, at)
+  rcall('ZADD', ready_key(root, wf), ready_score(priority, at), id)
+  notify_workers(root, 'r')
+end
+
+local function schedule_timer(root, id, due)
+  rcall('ZADD', root .. ':timers', due, id)
+  notify_workers(root, 't' .. string.format('%d', due))
+end
+
+local FINAL = { succeeded = true, failed = true, canceled = true }
+local EXECUTING = { running = true, compensating = true }
+
+-- The presented token must be the run's current one and the run must be executing under a lease that
+-- has not expired (judged by this server's clock). Returns the run's fields, or nil and the reason.
+local function check_lease(run, token, now)
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max')
+  if not f[2] then return nil, 'NO_RUN' end
+  if f[1] ~= token then return nil, 'STALE_TOKEN' end
+  if not EXECUTING[f[2]] then return nil, 'NOT_EXECUTING:' .. f[2] end
+  if tonumber(f[3]) < now then return nil, 'LEASE_EXPIRED' end
+  return f
+end
+
+-- Bookkeeping shared by every final state: out of the lease and deadline sets, counted, due to expire,
+-- and announced to result() waiters.
+local function finish_run(root, id, wf, from, to, now, retention_ms, deadline)
+  rcall('ZREM', root .. ':leases', id)
+  if deadline then rcall('ZREM', root .. ':deadlines', id) end
+  count_move(root, wf, from, to)
+  rcall('ZADD', root .. ':expiry', now + (tonumber(retention_ms) or 0), id)
+  rcall('SPUBLISH', root .. ':d', id)
+end

@@ -1,0 +1,116 @@
+-- wf1_tick: the shard's housekeeping, run by workers when something is due: wakes runs whose timer is
+-- due, takes runs back from workers whose lease expired, fails runs past their deadline, and deletes
+-- finished runs past their retention. Each part handles at most ARGV[1] entries per call, so a large
+-- backlog is worked off in several short calls instead of blocking Redis.
+-- KEYS[1]  shard root
+-- ARGV[1]  batch size per part
+-- Reply: { server now, ms until the next due entry (-1 if none), 1 if a part had more than a batch }
+local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
+local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
+
+local function wake_due_timers(root, now, batch)
+  local ids = rcall('ZRANGEBYSCORE', root .. ':timers', '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    rcall('ZREM', root .. ':timers', id)
+    local run = run_key(root, id)
+    local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+    if f[1] == 'scheduled' or f[1] == 'waiting' then
+      rcall('HSET', run, 'st', 'queued')
+      rcall('HDEL', run, 'wait')
+      count_move(root, f[2], f[1], 'queued')
+      make_ready(root, id, f[2], f[3], now)
+      history(root, id, now, f[1] == 'waiting' and 'woken' or 'due', { reason = 'timer' })
+    end
+  end
+  return #ids
+end
+
+local function reclaim_expired_leases(root, now, batch)
+  local ids = rcall('ZRANGEBYSCORE', root .. ':leases', '-inf', now - 1, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    rcall('ZREM', root .. ':leases', id)
+    local run = run_key(root, id)
+    local f = rcall('HMGET', run, 'st', 'lu', 'att', 'max', 'wf', 'pri', 'fin', 'wk')
+    if EXECUTING[f[1]] and tonumber(f[2]) < now then
+      local attempt = tonumber(f[3])
+      if f[7] then
+        rcall('HSET', run, 'st', 'queued')
+      elseif attempt < tonumber(f[4]) then
+        rcall('HSET', run, 'st', 'queued', 'att', attempt + 1, 'err', LEASE_EXPIRED)
+      else
+        rcall('HSET', run, 'st', 'queued', 'fin', 'failed', 'err', LEASE_EXPIRED)
+      end
+      count_move(root, f[5], f[1], 'queued')
+      make_ready(root, id, f[5], f[6], now)
+      history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
+    end
+  end
+  return #ids
+end
+
+local function fail_past_deadline(root, now, batch)
+  local ids = rcall('ZRANGEBYSCORE', root .. ':deadlines', '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    rcall('ZREM', root .. ':deadlines', id)
+    local run = run_key(root, id)
+    local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'fin')
+    if f[1] and not FINAL[f[1]] and not f[4] then
+      -- The run's final failure (compensations, @OnFailure) is executed by the next worker to claim it.
+      rcall('HSET', run, 'fin', 'failed', 'err', RUN_TIMEOUT, 'tok', '')
+      if EXECUTING[f[1]] then
+        rcall('ZREM', root .. ':leases', id)
+        notify_workers(root, 'a' .. id .. '|timeout')
+      else
+        rcall('ZREM', root .. ':timers', id)
+      end
+      if f[1] ~= 'queued' then
+        rcall('HSET', run, 'st', 'queued')
+        rcall('HDEL', run, 'wait')
+        count_move(root, f[2], f[1], 'queued')
+        make_ready(root, id, f[2], f[3], now)
+      end
+      history(root, id, now, 'timed-out', nil, RUN_TIMEOUT)
+    end
+  end
+  return #ids
+end
+
+local function delete_expired_runs(root, now, batch)
+  local ids = rcall('ZRANGEBYSCORE', root .. ':expiry', '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    rcall('ZREM', root .. ':expiry', id)
+    local run = run_key(root, id)
+    local f = rcall('HMGET', run, 'wf', 'st', 'ik')
+    if f[1] then
+      rcall('DEL', run, steps_key(root, id), hist_key(root, id))
+      rcall('ZREM', root .. ':idx:' .. f[1], id)
+      if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
+        rcall('HDEL', root .. ':ik:' .. f[1], f[3])
+      end
+      count_move(root, f[1], f[2], nil)
+    end
+  end
+  return #ids
+end
+
+local function tick(keys, argv)
+  local root = keys[1]
+  local batch = tonumber(argv[1])
+  local now = now_ms()
+  local more = 0
+  if wake_due_timers(root, now, batch) >= batch then more = 1 end
+  if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
+  if fail_past_deadline(root, now, batch) >= batch then more = 1 end
+  if delete_expired_runs(root, now, batch) >= batch then more = 1 end
+  local next_due = -1
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry' }) do
+    local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
+    if head[2] then
+      local wait = math.max(0, tonumber(head[2]) - now)
+      if next_due < 0 or wait < next_due then next_due = wait end
+    end
+  end
+  return { now, next_due, more }
+end
+
+redis.register_function('wf1_tick', tick)

@@ -1,0 +1,46 @@
+import type { Provider } from '@nestjs/common';
+import { Test, type TestingModule } from '@nestjs/testing';
+import { Redis } from 'ioredis';
+import { WorkflowClient, WorkflowModule, type WorkflowModuleOptions } from '../../lib/index.js';
+
+export interface TestApp {
+  moduleRef: TestingModule;
+  client: WorkflowClient;
+  close(): Promise<void>;
+}
+
+/** A Nest app with the real module against a real Redis: one "process" of a fleet. */
+export async function startApp(
+  options: WorkflowModuleOptions & { connection: string },
+  providers: Provider[] = [],
+): Promise<TestApp> {
+  const moduleRef = await Test.createTestingModule({
+    imports: [WorkflowModule.forRoot({ ...options, worker: options.worker ?? { reaperIntervalMs: 20 } })],
+    providers,
+  }).compile();
+  await moduleRef.init();
+  let closed = false;
+  return {
+    moduleRef,
+    client: moduleRef.get(WorkflowClient),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await moduleRef.close();
+    },
+  };
+}
+
+/** A plain Redis connection for assertions and side-effect counters. */
+export function redisFor(url: string): Redis {
+  return new Redis(url, { maxRetriesPerRequest: 1 });
+}
+
+export async function waitFor(predicate: () => Promise<boolean> | boolean, timeoutMs = 10_000, stepMs = 20): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await predicate()) return;
+    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+}
