@@ -115,6 +115,9 @@ export class RunExecution implements DurableExecution {
         run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
         sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(ms))}`),
         sleepUntil: (name, at) => this.sleep(name, `at:${at.getTime()}`),
+        runWorkflow: () => Promise.reject(new WorkflowError('step.runWorkflow is being built (composition issue).')),
+        emitWorkflow: () => Promise.reject(new WorkflowError('step.emitWorkflow is being built (composition issue).')),
+        waitForEvent: () => Promise.reject(new WorkflowError('step.waitForEvent is being built (composition issue).')),
       },
     };
     let output: unknown;

@@ -58,11 +58,45 @@ export interface RunMeta {
   parentId?: string;
 }
 
+export interface ChildRunOptions {
+  timeoutMs?: number;
+  idempotencyKey?: string;
+  queue?: string;
+}
+
+export interface ChildEmitOptions {
+  idempotencyKey?: string;
+  runAt?: Date;
+  queue?: string;
+}
+
+export interface WaitForEventOptions {
+  event: string;
+  key?: string;
+  timeoutMs?: number;
+}
+
 export interface WorkflowStepApi {
   run<T>(name: string, fn: (s: StepContext) => Promise<T> | T, opts?: RunStepOptions<T>): Promise<T>;
   /** Durable: the run is parked, no worker slot is held. */
   sleep(name: string, ms: number): Promise<void>;
   sleepUntil(name: string, at: Date): Promise<void>;
+  /** Starts a child run (once, even across replays), parks until it finishes and returns its output. */
+  runWorkflow<W extends string | WorkflowClass, O = unknown>(
+    name: string,
+    workflow: W,
+    input: W extends WorkflowClass ? WorkflowInput<W> : unknown,
+    opts?: ChildRunOptions,
+  ): Promise<W extends WorkflowClass ? WorkflowOutput<W> : O>;
+  /** Starts a child run (once, even across replays) and returns its id at once. */
+  emitWorkflow<W extends string | WorkflowClass>(
+    name: string,
+    workflow: W,
+    input: W extends WorkflowClass ? WorkflowInput<W> : unknown,
+    opts?: ChildEmitOptions,
+  ): Promise<string>;
+  /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
+  waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
 }
 
 export interface WorkflowContext<I = unknown> {
