@@ -50,6 +50,7 @@ local function retry(keys, argv)
   if f[1] ~= 'failed' and f[1] ~= 'canceled' then return { 0, f[1] or 'unknown' } end
   local now = now_ms()
   rcall('HSET', run, 'st', 'queued', 'att', 1)
+  rcall('HINCRBY', run, 'ep', 1)
   rcall('HDEL', run, 'fin', 'err', 'fa', 'out', 'dl', 'wait', 'wn')
   rcall('ZREM', root .. ':expiry', id)
   count_move(root, f[2], f[1], 'queued')

@@ -57,6 +57,7 @@ local function fail(keys, argv)
     local delay = tonumber(argv[5]) or 0
     local attempt = tonumber(f[8]) + 1
     rcall('ZREM', root .. ':leases', id)
+    rcall('HINCRBY', run, 'ep', 1)
     if delay > 0 then
       rcall('HSET', run, 'st', 'scheduled', 'att', attempt, 'err', err, 'due', now + delay)
       count_move(root, wf, status, 'scheduled')

@@ -55,6 +55,15 @@ export class WorkflowClient implements ChildLauncher {
     return { id: runId, workflow };
   }
 
+  childRunId(start: ChildStart): string {
+    const name = this.workflowName(start.workflow);
+    const local = typeof start.workflow === 'string' ? this.registry.get(name) : this.registry.getByType(start.workflow as Type);
+    const cached = local ?? this.remoteTargets.get(name);
+    const target: EmitTarget = cached ?? { name, options: resolveWorkflowOptions(readWorkflowMetadata(start.workflow) ?? { name, options: {} }) };
+    const shard = this.pickShard(start.queue ?? target.options.queue, target, start.idempotencyKey, start.seed);
+    return this.redis.keys.derivedRunId(start.parentId, start.seed, shard);
+  }
+
   workflowName(workflow: string | WorkflowClass): string {
     if (typeof workflow === 'string') return workflow;
     const meta = readWorkflowMetadata(workflow);
@@ -77,7 +86,7 @@ export class WorkflowClient implements ChildLauncher {
     const validated = await prepareInput(target.options.input, input);
     const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     const queue = opts.queue ?? target.options.queue;
-    const shard = this.pickShard(queue, target, opts.idempotencyKey);
+    const shard = this.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
     await this.redis.ready();
     const parent = opts.parent;
     const { runId } = await this.redis.store.emit(shard, {
@@ -213,11 +222,11 @@ export class WorkflowClient implements ChildLauncher {
    * A workflow with maxConcurrency keeps its runs in partition 0 of its queue, where its concurrency is
    * counted; a keyed emit goes to the partition its key hashes to, so racing emits meet; others spread.
    */
-  private pickShard(queue: string, target: EmitTarget, idempotencyKey?: string): ShardRef {
+  private pickShard(queue: string, target: EmitTarget, idempotencyKey?: string, seed?: string): ShardRef {
     const partitions = this.redis.settings.partitions(queue);
     if (partitions === 1 || target.options.maxConcurrency > 0) return { queue, partition: 0 };
-    if (idempotencyKey !== undefined) {
-      const hash = createHash('sha1').update(`${target.name}\0${idempotencyKey}`).digest();
+    if (idempotencyKey !== undefined || seed !== undefined) {
+      const hash = createHash('sha1').update(idempotencyKey !== undefined ? `${target.name}\0${idempotencyKey}` : `child\0${seed}`).digest();
       return { queue, partition: hash.readUInt32BE(0) % partitions };
     }
     return { queue, partition: randomInt(partitions) };

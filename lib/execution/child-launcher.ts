@@ -18,6 +18,8 @@ export interface ChildStart {
 export interface ChildLauncher {
   /** Returns the id of the run that stands for the child (an existing one for a reused idempotency key). */
   startChild(start: ChildStart): Promise<{ id: string; workflow: string }>;
+  /** The run id a child started with these arguments gets (unless its idempotency key names another run). */
+  childRunId(start: ChildStart): string;
   /** The workflow name of a reference, for fingerprints. */
   workflowName(workflow: string | WorkflowClass): string;
 }

@@ -307,8 +307,8 @@ export class RunExecution implements DurableExecution {
     const fingerprint = `child:${workflowName}`;
     const stored = this.steps.get(field);
     if (stored) this.assertSameStep(stored, 'child', fingerprint);
-    // A child that failed in an earlier attempt is started again (a new generation) by a later one.
-    const retryFailed = stored?.state === 'F' && (stored.record.pa ?? this.claim.attempt) < this.claim.attempt && this.mode === 'execute';
+    // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
+    const retryFailed = stored?.state === 'F' && (stored.record.pa ?? this.claim.epoch) < this.claim.epoch && this.mode === 'execute';
     if (stored && !retryFailed) {
       if (stored.state === 'S') return structuredClone(stored.record.r);
       if (stored.state === 'F') throw childError(name, stored);
@@ -325,23 +325,24 @@ export class RunExecution implements DurableExecution {
     }
     if (this.mode === 'collect') throw new EndOfRecords();
     const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
-    const child = await this.track(() =>
-      this.settings.children.startChild({
-        parentId: this.id,
-        parentRoot: this.settings.shardRoot,
-        parentField: field,
-        seed: `${this.id}|${field}|${generation}`,
-        workflow,
-        input,
-        idempotencyKey: opts.idempotencyKey,
-        queue: opts.queue,
-      }),
-    );
+    const start = {
+      parentId: this.id,
+      parentRoot: this.settings.shardRoot,
+      parentField: field,
+      seed: `${this.id}|${field}|${generation}`,
+      workflow,
+      input,
+      idempotencyKey: opts.idempotencyKey,
+      queue: opts.queue,
+    };
     if (retryFailed) {
-      // The failed record of the earlier attempt gives way to the new child's waiting record.
-      const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: child.id, g: generation });
-      await this.track(() => this.commit(field, 'W', record, { childId: child.id }));
+      // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
+      // that the new child's outcome (however fast) is delivered onto it.
+      const childId = this.settings.children.childRunId(start);
+      const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: childId, g: generation });
+      await this.track(() => this.commit(field, 'W', record, { childId }));
     }
+    const child = await this.track(() => this.settings.children.startChild(start));
     return this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs });
   }
 

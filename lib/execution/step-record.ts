@@ -33,7 +33,7 @@ export interface StepRecord {
   ev?: string;
   key?: string;
   th?: number;
-  /** the run's attempt when a child's or event's outcome was delivered */
+  /** the run's epoch (raised by every retry) when a child's or event's outcome was delivered */
   pa?: number;
 }
 

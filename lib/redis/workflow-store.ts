@@ -62,6 +62,8 @@ export interface ClaimedRun {
   steps: Map<string, string>;
   /** The Redis server's time at the claim, in ms. */
   serverNow: number;
+  /** Raised by every retry (of an attempt, or retryRun): outcomes of earlier epochs may be redone. */
+  epoch: number;
 }
 
 export type TransitionResult = { ok: true } | { ok: false; reason: string };
@@ -113,8 +115,8 @@ export class WorkflowStore {
     const reply = (await this.fcall('wf1_claim', [this.root(shard)], args)) as unknown[];
     const serverNow = Number(reply[0]);
     return reply.slice(1).map((entry) => {
-      const [id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing, error, flat] =
-        entry as [string, string, string, number, number, string, number, string, string, string, string[]];
+      const [id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing, error, flat, epoch] =
+        entry as [string, string, string, number, number, string, number, string, string, string, string[], number];
       const steps = new Map<string, string>();
       for (let i = 0; i < flat.length; i += 2) steps.set(flat[i], flat[i + 1]);
       return {
@@ -130,6 +132,7 @@ export class WorkflowStore {
         error: error || undefined,
         steps,
         serverNow,
+        epoch: Number(epoch ?? 0),
       };
     });
   }

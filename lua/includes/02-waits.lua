@@ -32,12 +32,15 @@ end
 -- Returns 1 when the record was written, 0 when it was already resolved (or the run is gone).
 local function deliver_to_run(root, id, field, state, json, kind, now)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'att')
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep')
   if not f[1] then return 0 end
   local current = rcall('HGET', steps_key(root, id), field)
   if current and record_state(current) ~= 'W' then return 0 end
-  -- The run's attempt is kept with the outcome: a failure seen by an earlier attempt is retried by a later one.
-  store_record(root, id, field, now, state, string.sub(json, 1, -2) .. ',"pa":' .. (f[4] or '1') .. '}')
+  -- The run's epoch (raised by every retry) is kept with the outcome, and so is the generation of the
+  -- waiting record: a failure seen by an earlier epoch is started again, under the next generation.
+  local generation = current and string.match(current, '"g":(%d+)') or '0'
+  store_record(root, id, field, now, state,
+    string.sub(json, 1, -2) .. ',"pa":' .. (f[4] or '0') .. ',"g":' .. generation .. '}')
   if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
     local wake = true
     if kind == 'child' and state == 'S' then
