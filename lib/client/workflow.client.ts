@@ -15,7 +15,7 @@ import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 /** What the client knows of a workflow it emits: from this app's providers, the class, or Redis. */
 interface EmitTarget {
   name: string;
-  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & { input?: Type<object> };
+  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & Partial<Pick<ResolvedWorkflowOptions, 'input' | 'validation'>>;
 }
 
 type WorkflowRef = string | WorkflowClass;
@@ -44,7 +44,7 @@ export class WorkflowClient {
         `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
       );
     }
-    const validated = await prepareInput(target.options.input, input);
+    const validated = await prepareInput(target.options.input, input, target.options.validation);
     const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     const queue = opts.queue ?? target.options.queue;
     const shard = this.pickShard(queue, target, opts.idempotencyKey);

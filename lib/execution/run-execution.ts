@@ -102,7 +102,7 @@ export class RunExecution implements DurableExecution {
     }
     let input: unknown;
     try {
-      input = await prepareInput(this.options.input, fromPayload(this.claim.input));
+      input = await prepareInput(this.options.input, fromPayload(this.claim.input), this.options.validation);
     } catch (error) {
       return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
     }

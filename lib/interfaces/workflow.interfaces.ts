@@ -13,11 +13,24 @@ export interface CronTrigger {
   input?: object;
 }
 
+/**
+ * How the input DTO is validated (class-validator options). Set on the workflow, so that every producer
+ * that emits the class and every worker that executes it validate alike. Defaults: both true.
+ */
+export interface InputValidationOptions {
+  /** Strip properties without a class-validator decorator. Default true. */
+  whitelist?: boolean;
+  /** Refuse (instead of stripping) properties without a class-validator decorator. Default true. */
+  forbidNonWhitelisted?: boolean;
+}
+
 export interface WorkflowOptions {
   /** Default 'default'. */
   queue?: string;
   /** class-validator DTO: emit() validates the input against it; ctx.input is an instance of it. */
   input?: Type<object>;
+  /** class-validator options for `input`. Default { whitelist: true, forbidNonWhitelisted: true }. */
+  validation?: InputValidationOptions;
   /** Run-level attempts, default 3. */
   maxAttempts?: number;
   backoff?: BackoffOptions;
