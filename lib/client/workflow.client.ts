@@ -6,7 +6,7 @@ import { UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.j
 import { prepareInput } from '../execution/input-validation.js';
 import { toPayload } from '../execution/payload.js';
 import type { EmitOptions, RunEvent, RunHandle, RunInfo, StepInfo } from '../interfaces/run.interfaces.js';
-import type { WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
+import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { ResultWaiter } from './result-waiter.js';
@@ -19,7 +19,7 @@ interface EmitTarget {
 }
 
 type WorkflowRef = string | WorkflowClass;
-type InputOf<W> = W extends WorkflowClass ? WorkflowInput<W> : unknown;
+type InputOf<W> = W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown;
 type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 
 /** Starts runs, waits for their results and inspects them. Inject it anywhere in the app. */
