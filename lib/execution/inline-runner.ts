@@ -58,19 +58,20 @@ export interface InlineOptions<I = unknown> {
   logger?: LoggerService;
 }
 
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'workflow' | 'emit';
+/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit';
 
 export interface InlineStep {
   name: string;
   occurrence: number;
   kind: InlineStepKind;
-  /** 'compensated': the step succeeded and its compensation ran after the run failed. */
+  /** 'compensated': the step succeeded and its compensation was run (even if it threw) after the run failed. */
   status: 'running' | 'succeeded' | 'failed' | 'compensated';
   /** Executions of the step over all run attempts (a replayed result does not count). */
   attempts: number;
   result?: unknown;
   error?: Error;
-  /** Set when the step's compensation threw (the step stays 'succeeded'). */
+  /** Set when the step's compensation threw on each of its tries. */
   compensationError?: Error;
   /** Whether an override answered the step. */
   overridden: boolean;
@@ -132,6 +133,8 @@ class InlineRun implements DurableExecution {
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
   private fatal?: Error;
+  /** The validated input of the last attempt: what @OnFailure receives, as in the engine. */
+  private input?: unknown;
 
   constructor(
     private readonly handler: WorkflowHandler,
@@ -193,7 +196,7 @@ class InlineRun implements DurableExecution {
   private async executeAttempt(inputText: string): Promise<unknown> {
     let input: unknown;
     try {
-      input = await prepareInput(this.options.input, fromPayload(inputText), this.options.validation);
+      input = this.input = await prepareInput(this.options.input, fromPayload(inputText), this.options.validation);
     } catch (error) {
       throw error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error;
     }
@@ -206,8 +209,8 @@ class InlineRun implements DurableExecution {
         run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
         sleep: (name) => this.instant(name, 'sleep'),
         sleepUntil: (name) => this.instant(name, 'sleep'),
-        runWorkflow: (name, workflow, childInput) => this.child(name, 'workflow', workflow, childInput) as Promise<any>,
-        emitWorkflow: (name, workflow, childInput) => this.child(name, 'emit', workflow, childInput) as Promise<string>,
+        runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
+        emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
       },
     };
@@ -329,10 +332,10 @@ class InlineRun implements DurableExecution {
     });
   }
 
-  private child(name: string, kind: 'workflow' | 'emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {
+  private child(name: string, kind: 'child' | 'child-emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {
     const override = this.overrideFor(name);
     const childName = typeof workflow === 'string' ? workflow : (readWorkflowMetadata(workflow)?.name ?? workflow?.name);
-    return this.durable(name, kind, `${kind}:${childName}`, override.found, async (_field, entry) => {
+    return this.durable(name, kind, `child:${childName}`, override.found, async (_field, entry) => {
       entry.attempts += 1;
       if (override.found) {
         const value = typeof override.value === 'function' ? await override.value(input) : override.value;
@@ -341,10 +344,10 @@ class InlineRun implements DurableExecution {
       const handler = this.resolveChild(name, workflow);
       const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId).execute();
       entry.child = result;
-      if (kind === 'emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
+      if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
       if (!result.succeeded) {
         const cause = result.error!;
-        throw new ChildWorkflowError(`Child workflow '${result.workflow}' (${result.runId}) failed: ${cause.message}`, { cause });
+        throw new ChildWorkflowError(`Child workflow '${name}' (run ${result.runId}) failed: ${cause.message}`, { cause });
       }
       return toPayload(result.output, `The output of child workflow '${result.workflow}'`, this.maxPayloadBytes);
     });
@@ -379,18 +382,22 @@ class InlineRun implements DurableExecution {
   private async finalize(error: Error, inputText: string): Promise<Error | undefined> {
     for (const compensation of [...this.compensations].reverse()) {
       const entry = this.entries.get(compensation.field);
-      try {
-        await compensation.run();
-        if (entry) entry.status = 'compensated';
-      } catch (compensationError) {
-        this.logger.error(`Compensation of step '${compensation.field}' failed: ${describe(compensationError)}`);
-        if (entry) entry.compensationError = compensationError instanceof Error ? compensationError : new WorkflowError(describe(compensationError));
+      for (let attempt = 1; attempt <= COMPENSATION_TRIES; attempt += 1) {
+        try {
+          await compensation.run();
+          if (entry) delete entry.compensationError;
+          break;
+        } catch (compensationError) {
+          this.logger.error(`Compensation of step '${compensation.field}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describe(compensationError)}`);
+          if (entry) entry.compensationError = compensationError instanceof Error ? compensationError : new WorkflowError(describe(compensationError));
+        }
       }
+      if (entry) entry.status = 'compensated';
     }
     const method = findOnFailureMethod(this.handler);
     if (!method) return undefined;
     const failureContext: OnFailureContext<unknown> = {
-      input: fromPayload(inputText),
+      input: this.input ?? fromPayload(inputText),
       run: this.runMeta(),
       error,
       signal: this.controller.signal,
@@ -440,6 +447,9 @@ class InlineRun implements DurableExecution {
     };
   }
 }
+
+/** As the engine: a compensation is tried this many times (inline without the pause between tries). */
+const COMPENSATION_TRIES = 3;
 
 function findOnFailureMethod(handler: object): string | undefined {
   for (let proto = Object.getPrototypeOf(handler); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {

@@ -78,7 +78,7 @@ class CheckoutWorkflow {
 
   @OnFailure()
   async failed(ctx: OnFailureContext<OrderInput>) {
-    this.log.push(`onFailure ${ctx.error.message} ${JSON.stringify(ctx.input)}`);
+    this.log.push(`onFailure ${ctx.error.message} ${JSON.stringify(ctx.input)} ${ctx.input.describe()}`);
   }
 }
 
@@ -155,13 +155,34 @@ describe('runInline', () => {
       'attempt 3: 1 x o3',
       'refund ch_o3',
       'release-stock',
-      'onFailure boom on attempt 3 {"orderId":"o3","quantity":1}',
+      'onFailure boom on attempt 3 {"orderId":"o3","quantity":1} 1 x o3',
     ]);
     expect(result.steps.map((s) => [s.name, s.status])).toEqual([
       ['reserve-stock', 'compensated'],
       ['charge', 'compensated'],
       ['cool-down', 'succeeded'],
     ]);
+  });
+
+  it('tries a throwing compensation three times, marks the step compensated and keeps the run error', async () => {
+    let tries = 0;
+    @Workflow('bad-compensation', { maxAttempts: 1 })
+    class BadCompensation {
+      async execute(ctx: WorkflowContext) {
+        await ctx.step.run('book', () => 'booked', {
+          compensate: () => {
+            tries += 1;
+            throw new Error('cannot cancel booking');
+          },
+        });
+        throw new Error('later step failed');
+      }
+    }
+    const result = await runInline(new BadCompensation(), { input: {}, logger: silent });
+    expect(tries).toBe(3);
+    expect(result.error?.message).toBe('later step failed');
+    expect(result.steps[0]).toMatchObject({ name: 'book', status: 'compensated' });
+    expect(result.steps[0].compensationError?.message).toBe('cannot cancel booking');
   });
 
   it('succeeds on a later attempt and fails at once on NonRetriableError', async () => {
@@ -228,7 +249,7 @@ describe('runInline', () => {
     expect(calls).toBe(1); // ctx.step.run('charge') has no retries
     expect(result.steps[1]).toMatchObject({ name: 'charge', status: 'failed', attempts: 1, overridden: true });
     expect(result.steps[1].error?.message).toBe('declined');
-    expect(workflow.log).toEqual(['attempt 1: 1 x o7', 'release-stock', 'onFailure declined {"orderId":"o7","quantity":1}']);
+    expect(workflow.log).toEqual(['attempt 1: 1 x o7', 'release-stock', 'onFailure declined {"orderId":"o7","quantity":1} 1 x o7']);
 
     @Workflow('slow')
     class Slow {
@@ -299,8 +320,8 @@ describe('runInline', () => {
       expect(output.label).toEqual({ label: 'label-o9', parentId: 'p1' });
       expect(typeof output.emitted).toBe('string');
       expect(result.steps.map((s) => [s.name, s.kind, s.status])).toEqual([
-        ['label', 'workflow', 'succeeded'],
-        ['label-async', 'emit', 'succeeded'],
+        ['label', 'child', 'succeeded'],
+        ['label-async', 'child-emit', 'succeeded'],
       ]);
       expect(result.steps[1].child).toMatchObject({ runId: output.emitted, succeeded: true, output: { label: 'label-o10', parentId: 'p1' } });
       expect(result.steps[0].child?.steps.map((s) => s.name)).toEqual(['print-label']);
