@@ -9,7 +9,7 @@ import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { prepareInput } from '../execution/input-validation.js';
 import { toPayload } from '../execution/payload.js';
 import type { EmitOptions, RunEvent, RunHandle, RunInfo, StepInfo } from '../interfaces/run.interfaces.js';
-import type { WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
+import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { ResultWaiter } from './result-waiter.js';
@@ -18,11 +18,11 @@ import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 /** What the client knows of a workflow it emits: from this app's providers, the class, or Redis. */
 interface EmitTarget {
   name: string;
-  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & { input?: Type<object> };
+  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & Partial<Pick<ResolvedWorkflowOptions, 'input' | 'validation'>>;
 }
 
 type WorkflowRef = string | WorkflowClass;
-type InputOf<W> = W extends WorkflowClass ? WorkflowInput<W> : unknown;
+type InputOf<W> = W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown;
 type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 
 /** Starts runs, waits for their results and inspects them. Inject it anywhere in the app. */
@@ -83,7 +83,7 @@ export class WorkflowClient implements ChildLauncher {
         `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
       );
     }
-    const validated = await prepareInput(target.options.input, input);
+    const validated = await prepareInput(target.options.input, input, target.options.validation);
     const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     const queue = opts.queue ?? target.options.queue;
     const shard = this.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);

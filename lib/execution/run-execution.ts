@@ -122,7 +122,7 @@ export class RunExecution implements DurableExecution {
 
   async execute(): Promise<ExecutionOutcome> {
     try {
-      this.input = await prepareInput(this.options.input, fromPayload(this.claim.input));
+      this.input = await prepareInput(this.options.input, fromPayload(this.claim.input), this.options.validation);
     } catch (error) {
       if (this.claim.finalizing) this.input = safeParse(this.claim.input);
       else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
