@@ -21,8 +21,8 @@ local function claim(keys, argv)
     local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
     local room = want - taken
     if limit > 0 then
-      local c = rcall('HMGET', root .. ':counts', wf .. '|running', wf .. '|compensating')
-      room = math.min(room, limit - (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0))
+      local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
+      room = math.min(room, limit - executing)
     end
     while room > 0 do
       local popped = rcall('ZPOPMIN', ready_key(root, wf))
@@ -51,7 +51,7 @@ local function claim(keys, argv)
           rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
         end
         rcall('ZADD', root .. ':leases', lease_until, id)
-        if f[1] ~= status then count_move(root, wf, f[1], status) end
+        if f[1] ~= status then count_move(root, wf, id, f[1], status) end
         history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
         reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
           f[9] or '', f[10] or '', rcall('HGETALL', steps_key(root, id)), tonumber(f[14]) or 0 }

@@ -38,8 +38,8 @@ local function emit(keys, argv)
   rcall('HSET', run, 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', 1, 'ca', now,
     'pri', priority, 'due', due, 'par', parent, 'ik', ikey)
   if argv[10] and argv[10] ~= '' then rcall('HSET', run, 'pf', argv[10], 'pr', argv[11]) end
-  rcall('ZADD', root .. ':idx:' .. wf, now, id)
-  count_move(root, wf, nil, status)
+  rcall('ZADD', root .. ':idx:' .. wf, 0, id)
+  count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   else

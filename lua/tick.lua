@@ -19,7 +19,7 @@ local function wake_due_timers(root, now, batch)
       wake_run(root, id, f[2], f[3], now, 'timer')
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
-      count_move(root, f[2], f[1], 'queued')
+      count_move(root, f[2], id, f[1], 'queued')
       make_ready(root, id, f[2], f[3], now)
       history(root, id, now, 'due', { reason = 'timer' })
     end
@@ -42,7 +42,7 @@ local function reclaim_expired_leases(root, now, batch)
       else
         rcall('HSET', run, 'st', 'queued', 'fin', 'failed', 'err', LEASE_EXPIRED)
       end
-      count_move(root, f[5], f[1], 'queued')
+      count_move(root, f[5], id, f[1], 'queued')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
     end
@@ -69,7 +69,7 @@ local function fail_past_deadline(root, now, batch)
         rcall('HSET', run, 'st', 'queued')
         rcall('HDEL', run, 'wait', 'wn')
         rcall('DEL', awaited_key(root, id))
-        count_move(root, f[2], f[1], 'queued')
+        count_move(root, f[2], id, f[1], 'queued')
         make_ready(root, id, f[2], f[3], now)
       end
       history(root, id, now, 'timed-out', nil, RUN_TIMEOUT)
@@ -90,7 +90,7 @@ local function delete_expired_runs(root, now, batch)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
         rcall('HDEL', root .. ':ik:' .. f[1], f[3])
       end
-      count_move(root, f[1], f[2], nil)
+      count_move(root, f[1], id, f[2], nil)
     end
   end
   return #ids

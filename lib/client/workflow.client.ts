@@ -8,7 +8,18 @@ import { CanceledError, UnknownWorkflowError, WorkflowError } from '../errors/wo
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { prepareInput } from '../execution/input-validation.js';
 import { toPayload } from '../execution/payload.js';
-import type { EmitOptions, RunEvent, RunHandle, RunInfo, StepInfo } from '../interfaces/run.interfaces.js';
+import type {
+  EmitOptions,
+  ListRunsParams,
+  RunEvent,
+  RunHandle,
+  RunInfo,
+  RunPage,
+  StepInfo,
+  WorkflowMeta,
+  WorkflowStats,
+} from '../interfaces/run.interfaces.js';
+import { RunInspector } from './run-inspector.js';
 import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -29,6 +40,7 @@ type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 @Injectable()
 export class WorkflowClient implements ChildLauncher {
   private readonly waiter: ResultWaiter;
+  private readonly inspector: RunInspector;
   private readonly remoteTargets = new Map<string, EmitTarget>();
 
   constructor(
@@ -36,6 +48,7 @@ export class WorkflowClient implements ChildLauncher {
     private readonly registry: WorkflowRegistry,
   ) {
     this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
+    this.inspector = new RunInspector(redis, registry);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -158,6 +171,25 @@ export class WorkflowClient implements ChildLauncher {
     if (!shard) return [];
     await this.redis.ready();
     return toRunEvents(await this.redis.store.readHistory(shard, runId));
+  }
+
+  /** Runs newest first, filtered by workflow, status or parent; page with the returned cursor. */
+  listRuns(params: ListRunsParams = {}): Promise<RunPage> {
+    return this.inspector.listRuns(params);
+  }
+
+  /** The workflows workers registered (and this app's own), with the workers serving each and counts by status. */
+  listWorkflows(): Promise<WorkflowMeta[]> {
+    return this.inspector.listWorkflows();
+  }
+
+  getWorkflowMeta(name: string): Promise<WorkflowMeta | null> {
+    return this.inspector.getWorkflowMeta(name);
+  }
+
+  /** Counts by status per workflow and queue, queue depth, oldest queued age, workers alive. */
+  getStats(): Promise<WorkflowStats> {
+    return this.inspector.getStats();
   }
 
   /**

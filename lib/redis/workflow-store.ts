@@ -305,7 +305,52 @@ export class WorkflowStore {
     return { targetRoot, runId, field, state: state as 'S' | 'F', record, kind: 'child', sourceRoot, messageId };
   }
 
+  async workerBeat(workerId: string, info: string, ttlMs: number): Promise<number> {
+    return Number(await this.fcall('wf1_worker_beat', [this.keys.workers()], [workerId, info, ttlMs]));
+  }
+
   // Reads are plain commands on keys of one slot; they change nothing.
+
+  /** Run ids of a workflow in a shard, newest first, strictly older than the cursor id. */
+  async readRunIds(shard: ShardRef, workflow: string, status: string | undefined, beforeId: string | undefined, limit: number): Promise<string[]> {
+    const root = this.root(shard);
+    const key = status ? this.keys.statusIndex(root, workflow, status) : this.keys.workflowIndex(root, workflow);
+    return this.guard(() => this.client.zrevrangebylex(key, beforeId ? `(${beforeId}` : '+', '-', 'LIMIT', 0, limit));
+  }
+
+  async readRuns(runs: { shard: ShardRef; id: string }[]): Promise<(Record<string, string> | undefined)[]> {
+    const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
+    return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
+  }
+
+  async readChildren(shard: ShardRef, runId: string): Promise<string[]> {
+    return this.guard(() => this.client.smembers(this.keys.children(this.root(shard), runId)));
+  }
+
+  /**
+   * Per status, how many runs of the workflow the shard holds; how many wait in its ready set; and the
+   * oldest queued run's id (a ULID: its creation time).
+   */
+  async readCounts(
+    shard: ShardRef,
+    workflow: string,
+    statuses: readonly string[],
+  ): Promise<{ counts: number[]; ready: number; oldestQueued?: string }> {
+    const root = this.root(shard);
+    return this.guard(async () => {
+      const [counts, ready, oldest] = await Promise.all([
+        Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+        this.client.zcard(this.keys.ready(root, workflow)),
+        this.client.zrangebylex(this.keys.statusIndex(root, workflow, 'queued'), '-', '+', 'LIMIT', 0, 1),
+      ]);
+      return { counts, ready, oldestQueued: oldest[0] };
+    });
+  }
+
+  async readWorkers(): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.workers()));
+  }
+
 
   async readRun(shard: ShardRef, runId: string): Promise<Record<string, string> | undefined> {
     const hash = await this.guard(() => this.client.hgetall(this.keys.run(this.root(shard), runId)));

@@ -14,6 +14,9 @@ import { WorkflowRedis } from '../redis/workflow-redis.js';
 const IDLE_TICK_MS = 1_000;
 const MAX_CLAIM_BATCH = 32;
 const TICK_BATCH = 200;
+/** How often a worker tells the registry it is alive, and how long it counts as alive after that. */
+const BEAT_INTERVAL_MS = 5_000;
+const BEAT_TTL_MS = 15_000;
 
 interface ShardState {
   /** Undefined for the event shard, which has housekeeping but no runs to claim. */
@@ -49,6 +52,8 @@ export class WorkflowWorker {
   private readonly shards: ShardState[] = [];
   private readonly executing = new Map<string, Executing>();
   private heartbeatTimer?: NodeJS.Timeout;
+  private beatTimer?: NodeJS.Timeout;
+  private readonly startedAt = new Date().toISOString();
   private running = false;
   private outage = false;
   private serverOffsetMs = 0;
@@ -113,6 +118,8 @@ export class WorkflowWorker {
     await Promise.all(this.shards.map((shard) => this.redis.subscriber.subscribe(shard.channel, shard.onMessage)));
     this.unsubscribeReconnect = this.redis.subscriber.onReconnect(() => this.wakeAll());
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(worker.leaseMs / 3)));
+    await this.beat(BEAT_TTL_MS).catch((error) => this.failed('worker registration', error));
+    this.beatTimer = setInterval(() => void this.beat(BEAT_TTL_MS).catch((error) => this.failed('worker registration', error)), BEAT_INTERVAL_MS);
     this.wakeAll();
     this.logger.log(`Worker ${this.workerId} serves ${queues.join(', ')} with concurrency ${worker.concurrency}`);
   }
@@ -125,6 +132,7 @@ export class WorkflowWorker {
     if (!this.running) return;
     this.running = false;
     clearInterval(this.heartbeatTimer);
+    clearInterval(this.beatTimer);
     this.unsubscribeReconnect?.();
     for (const shard of this.shards) clearTimeout(shard.tickTimer);
     await Promise.all(this.shards.map((shard) => this.redis.subscriber.unsubscribe(shard.channel, shard.onMessage)));
@@ -150,6 +158,25 @@ export class WorkflowWorker {
       await all();
     }
     this.shards.length = 0;
+    await this.beat(0).catch(() => undefined);
+  }
+
+  /** Registers this worker as alive for ttlMs (0: gone), with what it serves. */
+  private async beat(ttlMs: number): Promise<void> {
+    const queues = this.servedQueues();
+    const info = {
+      id: this.workerId,
+      host: hostname(),
+      pid: process.pid,
+      queues,
+      partitions: Object.fromEntries(queues.map((q) => [q, this.redis.settings.partitions(q)])),
+      workflows: this.registry.all().map((w) => w.name),
+      concurrency: this.concurrency,
+      activeRuns: this.executing.size,
+      startedAt: this.startedAt,
+      ttlMs,
+    };
+    await this.redis.store.workerBeat(this.workerId, JSON.stringify(info), ttlMs);
   }
 
   private wakeAll(): void {
