@@ -230,7 +230,7 @@ export class WorkflowWorker {
     try {
       const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
       const claimId = randomBytes(6).toString('hex');
-      const runs = await this.redis.store.claim(shard.ref, this.workerId, want, worker.leaseMs, claimId, specs);
+      const runs = await this.redis.store.claim(shard.ref, this.workerId, want, worker.leaseMs, claimId, specs, this.redis.settings.retentionMs.failed);
       this.recovered();
       shard.backlog = runs.length === want;
       for (const run of runs) {
