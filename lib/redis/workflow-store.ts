@@ -203,6 +203,14 @@ export class WorkflowStore {
     return this.guard(() => this.client.hget(this.keys.idempotency(this.root(shard), workflow), key));
   }
 
+  /** How many runs of a workflow are in each of the given statuses in this shard (its counts hash). */
+  async readStatusCounts<S extends string>(shard: ShardRef, workflow: string, statuses: readonly S[]): Promise<Record<S, number>> {
+    const values = await this.guard(() =>
+      this.client.hmget(this.keys.counts(this.root(shard)), ...statuses.map((status) => `${workflow}|${status}`)),
+    );
+    return Object.fromEntries(statuses.map((status, i) => [status, Number(values[i] ?? 0)])) as Record<S, number>;
+  }
+
   async readRegistry(): Promise<Record<string, string>> {
     return this.guard(() => this.client.hgetall(this.keys.registry()));
   }
