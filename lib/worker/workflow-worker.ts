@@ -10,7 +10,8 @@ import type { ClaimWorkflowSpec } from '../redis/workflow-store.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 
 /** Longest a worker waits between housekeeping ticks of a shard when nothing is due: a safety net for
- *  a pub/sub message lost in a reconnect. */
+ *  a pub/sub message lost in a reconnect, and how soon a lease or deadline created by another worker
+ *  after this one's last tick is seen (shortened for sub-second leases and timeouts, see idleTickMs). */
 const IDLE_TICK_MS = 1_000;
 const MAX_CLAIM_BATCH = 32;
 const TICK_BATCH = 200;
@@ -52,6 +53,7 @@ export class WorkflowWorker {
   private outage = false;
   private serverOffsetMs = 0;
   private rotation = 0;
+  private idleTickMs = IDLE_TICK_MS;
   private unsubscribeReconnect?: () => void;
 
   constructor(
@@ -89,6 +91,10 @@ export class WorkflowWorker {
     }
     if (this.registry.all().length === 0) return;
     this.running = true;
+    // Leases and run deadlines are written by claims, which announce nothing: a worker sees them at its
+    // next tick, which must therefore come before the shortest of them can expire.
+    const timeouts = this.registry.all().map((w) => w.options.timeoutMs).filter((ms) => ms > 0);
+    this.idleTickMs = Math.max(worker.reaperIntervalMs, Math.min(IDLE_TICK_MS, worker.leaseMs / 3, ...timeouts.map((ms) => ms / 2)));
     for (const queue of queues) {
       for (let partition = 0; partition < this.redis.settings.partitions(queue); partition += 1) {
         const ref = { queue, partition };
@@ -263,7 +269,7 @@ export class WorkflowWorker {
   private scheduleTick(shard: ShardState, inMs: number): void {
     if (!this.running) return;
     const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
-    const wait = Math.max(0, Math.min(inMs, IDLE_TICK_MS));
+    const wait = Math.max(0, Math.min(inMs, this.idleTickMs));
     const at = Date.now() + wait;
     if (shard.tickTimer && shard.tickAt !== undefined && shard.tickAt <= at) return;
     clearTimeout(shard.tickTimer);
@@ -281,8 +287,10 @@ export class WorkflowWorker {
       const result = await this.redis.store.tick(shard.ref, TICK_BATCH);
       this.recovered();
       this.serverOffsetMs = result.serverNow - Date.now();
-      if (result.more) this.scheduleTick(shard, reaperIntervalMs);
-      else this.scheduleTick(shard, result.nextDueMs ?? IDLE_TICK_MS);
+      // A backlog is worked off call after call: each call is bounded (TICK_BATCH per part), so other
+      // clients' commands run between them, and 100k due runs are promoted in seconds, not minutes.
+      if (result.more) this.scheduleTick(shard, 0);
+      else this.scheduleTick(shard, result.nextDueMs ?? this.idleTickMs);
     } catch (error) {
       this.failed('housekeeping', error);
       this.scheduleTick(shard, this.retryDelay());
