@@ -8,21 +8,38 @@
 local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
 local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
 
+-- Ready-list entries made by housekeeping are announced once per call (see tick), not once per run.
+local function enqueue(root, id, wf, priority, at)
+  rcall('ZADD', ready_key(root, wf), ready_score(priority, at), id)
+end
+
+-- Status counters of a batch, applied once per (workflow, status) instead of twice per run.
+local function count_batch(root, moves)
+  for field, delta in pairs(moves) do
+    if delta ~= 0 then rcall('HINCRBY', root .. ':counts', field, delta) end
+  end
+end
+
 local function wake_due_timers(root, now, batch)
   local ids = rcall('ZRANGEBYSCORE', root .. ':timers', '-inf', now, 'LIMIT', 0, batch)
+  if #ids == 0 then return 0, 0 end
+  rcall('ZREM', root .. ':timers', unpack(ids))
+  local moves, woken = {}, 0
   for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':timers', id)
     local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+    local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'wait')
     if f[1] == 'scheduled' or f[1] == 'waiting' then
       rcall('HSET', run, 'st', 'queued')
-      rcall('HDEL', run, 'wait')
-      count_move(root, f[2], f[1], 'queued')
-      make_ready(root, id, f[2], f[3], now)
+      if f[4] then rcall('HDEL', run, 'wait') end
+      moves[f[2] .. '|' .. f[1]] = (moves[f[2] .. '|' .. f[1]] or 0) - 1
+      moves[f[2] .. '|queued'] = (moves[f[2] .. '|queued'] or 0) + 1
+      enqueue(root, id, f[2], f[3], now)
       history(root, id, now, f[1] == 'waiting' and 'woken' or 'due', { reason = 'timer' })
+      woken = woken + 1
     end
   end
-  return #ids
+  count_batch(root, moves)
+  return #ids, woken
 end
 
 local function reclaim_expired_leases(root, now, batch)
@@ -98,7 +115,9 @@ local function tick(keys, argv)
   local batch = tonumber(argv[1])
   local now = now_ms()
   local more = 0
-  if wake_due_timers(root, now, batch) >= batch then more = 1 end
+  local seen, woken = wake_due_timers(root, now, batch)
+  if seen >= batch then more = 1 end
+  if woken > 0 then notify_workers(root, 'r') end
   if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
   if fail_past_deadline(root, now, batch) >= batch then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
