@@ -109,15 +109,15 @@ describe('cron triggers (e2e, real Redis, @nestjs/schedule)', () => {
     await app.init();
     try {
       const index = `{${prefix}:default:0}:idx:busy-cron`;
-      await waitFor(async () => (await probe.zcard(index)) === 1, 5_000);
-      await sleep(2_500);
+      await waitFor(async () => (await probe.zcard(index)) === 1, 10_000);
+      await sleep(3_500);
       expect(await probe.zcard(index)).toBe(1);
       const skips = logs.filter((l) => l.includes("Cron trigger '* * * * * *@Europe/Paris' of workflow 'busy-cron' skipped the tick"));
       expect(skips.length).toBeGreaterThanOrEqual(2);
       expect(skips[0]).toContain('at its maxConcurrency of 1');
       await probe.set(gateKey, 'open');
       // Once the slot is free, the next tick starts a run again.
-      await waitFor(async () => (await probe.zcard(index)) >= 2, 5_000);
+      await waitFor(async () => (await probe.zcard(index)) >= 2, 10_000);
     } finally {
       await app.close();
       spy.mockRestore();

@@ -117,7 +117,7 @@ describe('time at scale (e2e, real Redis)', () => {
       // Redis time per call: under 1 ms on an idle machine. The bounds leave room for a loaded CI box, where
       // the process running Redis is preempted in the middle of a call.
       expect(over(5)).toBeLessThan(tickCalls * 0.05);
-      expect(slowTicks[slowTicks.length - 1] ?? 0).toBeLessThan(50);
+      expect(slowTicks[slowTicks.length - 1] ?? 0).toBeLessThan(100);
       expect(await probe.zcard(`{${prefix}:default:0}:timers`)).toBe(0);
       expect(await probe.zcard(`{${prefix}:default:0}:q:backlog`)).toBe(total);
     } finally {
@@ -166,7 +166,9 @@ describe('time at scale (e2e, real Redis)', () => {
       );
       expect(await probe.zcard(`{${prefix}:default:0}:timers`)).toBe(10_500);
       expect(heapDelta).toBeLessThan(5);
-      expect(perSecond).toBeLessThan(20);
+      // Counted with the commands functions run inside (INFO commandstats counts those): about a dozen per
+      // housekeeping call, one call a second per shard (the run shard and the event shard), none per run.
+      expect(perSecond).toBeLessThan(60);
     } finally {
       await app.close();
     }
