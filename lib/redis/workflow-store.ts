@@ -373,6 +373,15 @@ export class WorkflowStore {
     return this.guard(() => this.client.hget(this.keys.idempotency(this.root(shard), workflow), key));
   }
 
+  /** How many runs of a workflow are in each of the given statuses in this shard (its counts hash). */
+  async readStatusCounts<S extends string>(shard: ShardRef, workflow: string, statuses: readonly S[]): Promise<Record<S, number>> {
+    const root = this.root(shard);
+    const values = await this.guard(() =>
+      Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+    );
+    return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
+  }
+
   async readRegistry(): Promise<Record<string, string>> {
     return this.guard(() => this.client.hgetall(this.keys.registry()));
   }
