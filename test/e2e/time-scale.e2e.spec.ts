@@ -30,9 +30,11 @@ class SleeperWorkflow {
   }
 }
 
+/** '<workflow>|<status>' -> runs, from the shard's status indexes. */
 async function counts(prefix: string): Promise<Record<string, number>> {
-  const hash = await probe.hgetall(`{${prefix}:default:0}:counts`);
-  return Object.fromEntries(Object.entries(hash).map(([k, v]) => [k, Number(v)]));
+  const pairs = ['backlog', 'sleeper'].flatMap((wf) => ['scheduled', 'queued', 'running', 'waiting', 'succeeded'].map((st) => [wf, st]));
+  const sizes = await Promise.all(pairs.map(([wf, st]) => probe.zcard(`{${prefix}:default:0}:st:${wf}:${st}`)));
+  return Object.fromEntries(pairs.map(([wf, st], i) => [`${wf}|${st}`, sizes[i]]));
 }
 
 async function commandCalls(command: string): Promise<number> {
