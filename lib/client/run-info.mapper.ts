@@ -107,8 +107,9 @@ const CLOSING_TYPES = new Set(['succeeded', 'failed', 'canceled', 'retrying', 'p
  * The run's history with its step outcomes merged in, in server-time order. Step commits are not
  * history entries (that would cost a write per step on the hot path): each step's record keeps its
  * latest state and the server time it was written, which becomes one 'step-succeeded', 'step-failed'
- * or 'step-compensated' event. A step that failed and later succeeded (after retryRun) shows its latest
- * outcome only; waits (sleeps, children, events) show as the run's 'parked' and 'woken' entries.
+ * or 'step-compensated' event (a compensated step also shows the success it undid). A step that failed
+ * and later succeeded (after retryRun) shows its latest outcome only; waits (sleeps, children, events)
+ * show as the run's 'parked' and 'woken' entries.
  */
 export function mergeStepEvents(history: RunEvent[], steps: Record<string, string>): RunEvent[] {
   const stepEvents: { ms: number; event: RunEvent }[] = [];
@@ -127,6 +128,11 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
     if (r.e) event.error = r.e;
     event.data = { occurrence: stored.occurrence, kind: r.k, ...(r.id !== undefined ? { childRunId: r.id } : {}) };
     stepEvents.push({ ms: stored.committedAt, event });
+    if (stored.state === 'C' && r.sc !== undefined) {
+      // the success that was compensated later: its commit time is kept in the compensated record
+      const { error: _error, ...succeeded } = event;
+      stepEvents.push({ ms: r.sc, event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
+    }
   }
   stepEvents.sort((a, b) => a.ms - b.ms || (a.event.data!.occurrence as number) - (b.event.data!.occurrence as number));
   const merged: RunEvent[] = [];

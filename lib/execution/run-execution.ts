@@ -310,7 +310,7 @@ export class RunExecution implements DurableExecution {
       this.lose(result.reason);
       throw this.stopReason();
     }
-    const stored = parseStoredStep(field, 'resolved' in result ? result.resolved : `${Date.now()}|${state}|${record}`);
+    const stored = parseStoredStep(field, 'resolved' in result ? result.resolved : `${Math.round(this.serverNow())}|${state}|${record}`);
     this.steps.set(field, stored);
     return stored;
   }
@@ -560,7 +560,11 @@ export class RunExecution implements DurableExecution {
     }
     if (this.state !== 'executing') return false;
     const current = this.steps.get(compensation.field);
-    const record = JSON.stringify({ ...(current?.record ?? compensation.record), s: 'compensated' });
+    const record = JSON.stringify({
+      ...(current?.record ?? compensation.record),
+      s: 'compensated',
+      ...(current?.state === 'S' ? { sc: current.committedAt } : {}),
+    });
     try {
       await this.commit(compensation.field, 'C', record);
       return true;
