@@ -6,6 +6,7 @@ import { WorkflowRegistry } from './discovery/workflow-registry.js';
 import { WorkflowConfigurationError } from './errors/workflow.errors.js';
 import type { WorkflowModuleAsyncOptions, WorkflowModuleOptions, WorkflowOptionsFactory } from './interfaces/module-options.interface.js';
 import { WorkflowRedis } from './redis/workflow-redis.js';
+import { CronTriggerService } from './scheduler/cron-trigger.service.js';
 import { WorkflowWorker } from './worker/workflow-worker.js';
 import { WORKFLOW_MODULE_OPTIONS } from './workflow.constants.js';
 import { WorkflowLifecycle } from './workflow.lifecycle.js';
@@ -15,7 +16,7 @@ import { WorkflowEventsExplorer } from './observability/workflow-events.explorer
 import { WorkflowObserver } from './observability/workflow-observer.js';
 
 const OPS_PROVIDERS: Provider[] = [WorkflowEvents, WorkflowEventsExplorer, WorkflowObserver, WorkflowHealthIndicator];
-const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, WorkflowLifecycle, ...OPS_PROVIDERS];
+const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, CronTriggerService, WorkflowLifecycle, ...OPS_PROVIDERS];
 const EXPORTS = [WorkflowClient, WorkflowRegistry, WorkflowRedis, WorkflowWorker, WorkflowEvents, WorkflowHealthIndicator];
 
 /** Durable workflows on Redis. Import once (it is global) with forRoot or forRootAsync. */
