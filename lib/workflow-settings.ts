@@ -12,6 +12,7 @@ export interface WorkflowSettings {
   maxPayloadBytes: number;
   retentionMs: { succeeded: number; failed: number; canceled: number };
   eventRetentionMs: number;
+  maxStepsPerRun: number;
   partitions(queue: string): number;
 }
 
@@ -64,6 +65,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
       canceled: number(retention.canceledMs, DEFAULTS.retention.canceledMs, 'retention.canceledMs', 0),
     },
     eventRetentionMs: number(options.eventRetentionMs, DEFAULTS.eventRetentionMs, 'eventRetentionMs', 0),
+    maxStepsPerRun: Math.floor(number(options.maxStepsPerRun, DEFAULTS.maxStepsPerRun, 'maxStepsPerRun', 1)),
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
   };
 }

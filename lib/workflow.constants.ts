@@ -17,4 +17,5 @@ export const DEFAULTS = {
   retention: { succeededMs: 7 * 24 * 3600_000, failedMs: 30 * 24 * 3600_000, canceledMs: 30 * 24 * 3600_000 },
   eventRetentionMs: 24 * 3600_000,
   partitions: 1,
+  maxStepsPerRun: 10_000,
 } as const;

@@ -10,9 +10,14 @@ import { CronTriggerService } from './scheduler/cron-trigger.service.js';
 import { WorkflowWorker } from './worker/workflow-worker.js';
 import { WORKFLOW_MODULE_OPTIONS } from './workflow.constants.js';
 import { WorkflowLifecycle } from './workflow.lifecycle.js';
+import { WorkflowHealthIndicator } from './health/workflow-health.indicator.js';
+import { WorkflowEvents } from './observability/workflow-events.js';
+import { WorkflowEventsExplorer } from './observability/workflow-events.explorer.js';
+import { WorkflowObserver } from './observability/workflow-observer.js';
 
-const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, CronTriggerService, WorkflowLifecycle];
-const EXPORTS = [WorkflowClient, WorkflowRegistry, WorkflowRedis, WorkflowWorker];
+const OPS_PROVIDERS: Provider[] = [WorkflowEvents, WorkflowEventsExplorer, WorkflowObserver, WorkflowHealthIndicator];
+const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, CronTriggerService, WorkflowLifecycle, ...OPS_PROVIDERS];
+const EXPORTS = [WorkflowClient, WorkflowRegistry, WorkflowRedis, WorkflowWorker, WorkflowEvents, WorkflowHealthIndicator];
 
 /** Durable workflows on Redis. Import once (it is global) with forRoot or forRootAsync. */
 @Module({})

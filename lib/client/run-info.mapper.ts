@@ -80,8 +80,13 @@ const STATUS_OF_STATE: Record<RecordState, StepInfo['status']> = { S: 'succeeded
 
 /** Maps stored history entries to RunEvent[]. */
 export function toRunEvents(entries: string[]): RunEvent[] {
-  return entries.map((entry) => {
-    const raw = JSON.parse(entry) as Record<string, unknown>;
+  return entries.flatMap((entry) => {
+    let raw: Record<string, unknown>;
+    try {
+      raw = JSON.parse(entry) as Record<string, unknown>;
+    } catch {
+      return [];
+    }
     const { type, at, step, attempt, workerId, error, ...data } = raw;
     const event: RunEvent = { type: String(type), at: new Date(Number(at)).toISOString() };
     if (step !== undefined) event.step = String(step);
@@ -89,6 +94,56 @@ export function toRunEvents(entries: string[]): RunEvent[] {
     if (workerId !== undefined) event.workerId = String(workerId);
     if (error !== undefined) event.error = error as StoredError;
     if (Object.keys(data).length > 0) event.data = data;
-    return event;
+    return [event];
   });
+}
+
+const STEP_EVENT_OF_STATE: Partial<Record<RecordState, string>> = { S: 'step-succeeded', F: 'step-failed', C: 'step-compensated' };
+
+/** History entries after which a step committed in the same millisecond cannot have happened. */
+const CLOSING_TYPES = new Set(['succeeded', 'failed', 'canceled', 'retrying', 'parked', 'released', 'lease-expired', 'timed-out']);
+
+/**
+ * The run's history with its step outcomes merged in, in server-time order. Step commits are not
+ * history entries (that would cost a write per step on the hot path): each step's record keeps its
+ * latest state and the server time it was written, which becomes one 'step-succeeded', 'step-failed'
+ * or 'step-compensated' event (a compensated step also shows the success it undid). A step that failed
+ * and later succeeded (after retryRun) shows its latest outcome only; waits (sleeps, children, events)
+ * show as the run's 'parked' and 'woken' entries.
+ */
+export function mergeStepEvents(history: RunEvent[], steps: Record<string, string>): RunEvent[] {
+  const stepEvents: { ms: number; event: RunEvent }[] = [];
+  for (const [field, value] of Object.entries(steps)) {
+    let stored;
+    try {
+      stored = parseStoredStep(field, value);
+    } catch {
+      continue;
+    }
+    const type = STEP_EVENT_OF_STATE[stored.state];
+    if (!type || !Number.isFinite(stored.committedAt)) continue;
+    const r = stored.record;
+    const event: RunEvent = { type, at: new Date(stored.committedAt).toISOString(), step: stored.name };
+    if (r.a !== undefined) event.attempt = r.a;
+    if (r.e) event.error = r.e;
+    event.data = { occurrence: stored.occurrence, kind: r.k, ...(r.id !== undefined ? { childRunId: r.id } : {}) };
+    stepEvents.push({ ms: stored.committedAt, event });
+    if (stored.state === 'C' && r.sc !== undefined) {
+      // the success that was compensated later: its commit time is kept in the compensated record
+      const { error: _error, ...succeeded } = event;
+      stepEvents.push({ ms: r.sc, event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
+    }
+  }
+  stepEvents.sort((a, b) => a.ms - b.ms || (a.event.data!.occurrence as number) - (b.event.data!.occurrence as number));
+  const merged: RunEvent[] = [];
+  let next = 0;
+  for (const entry of history) {
+    const ms = Date.parse(entry.at);
+    while (next < stepEvents.length && (stepEvents[next].ms < ms || (stepEvents[next].ms === ms && CLOSING_TYPES.has(entry.type)))) {
+      merged.push(stepEvents[next++].event);
+    }
+    merged.push(entry);
+  }
+  while (next < stepEvents.length) merged.push(stepEvents[next++].event);
+  return merged;
 }

@@ -24,7 +24,7 @@ import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '..
 import { assertKeySegment, type ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { ResultWaiter } from './result-waiter.js';
-import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
+import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 
 /** What the client knows of a workflow it emits: from this app's providers, the class, or Redis. */
 interface EmitTarget {
@@ -170,11 +170,13 @@ export class WorkflowClient implements ChildLauncher {
     return toStepInfos(await this.redis.store.readSteps(shard, runId));
   }
 
+  /** The run's transitions and its steps' outcomes, in server-time order (see mergeStepEvents). */
   async getRunHistory(runId: string): Promise<RunEvent[]> {
     const shard = this.redis.keys.parseRunId(runId);
     if (!shard) return [];
     await this.redis.ready();
-    return toRunEvents(await this.redis.store.readHistory(shard, runId));
+    const [history, steps] = await Promise.all([this.redis.store.readHistory(shard, runId), this.redis.store.readSteps(shard, runId)]);
+    return mergeStepEvents(toRunEvents(history), steps);
   }
 
   /** Runs newest first, filtered by workflow, status or parent; page with the returned cursor. */

@@ -29,7 +29,8 @@ import type { ChildLauncher } from './child-launcher.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
-import { encodeStepRecord, parseStoredStep, stepField, type RecordState, type StoredStep } from './step-record.js';
+import { encodeStepRecord, parseStepField, parseStoredStep, stepField, type RecordState, type StoredStep } from './step-record.js';
+import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
 
@@ -39,6 +40,10 @@ export interface ExecutionSettings {
   retentionMs: { succeeded: number; failed: number; canceled: number };
   children: ChildLauncher;
   shardRoot: string;
+  /** Most step records a run may have (every kind counts); past it the step fails the run. */
+  maxStepsPerRun?: number;
+  /** Lifecycle hooks and tracing spans at run and step boundaries. */
+  observer?: ExecutionObserver;
 }
 
 export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHandler };
@@ -80,7 +85,13 @@ export class RunExecution implements DurableExecution {
   /** 'collect': a replay after a takeover of a failing run, to find the compensations to run. */
   private mode: 'execute' | 'collect' = 'execute';
   /** A non-determinism found during replay fails the run even if the handler caught it. */
-  private fatal?: NonDeterminismError;
+  private fatal?: NonDeterminismError | NonRetriableError;
+  /** Every step field of the run: stored ones and those this execution reached (for maxStepsPerRun). */
+  private readonly knownFields: Set<string>;
+  private observation?: RunObservation;
+  /** What ended this execution, for the hooks. */
+  private failure?: unknown;
+  private retryInMs?: number;
   private input: unknown;
   private resolveStop!: (outcome: ExecutionOutcome) => void;
   private readonly stopped = new Promise<ExecutionOutcome>((resolve) => (this.resolveStop = resolve));
@@ -95,6 +106,7 @@ export class RunExecution implements DurableExecution {
     this.id = claim.id;
     this.token = claim.token;
     this.logger = new Logger(`Workflow ${claim.workflow} ${claim.id}`);
+    this.knownFields = new Set(claim.steps.keys());
     for (const [field, value] of claim.steps) {
       try {
         this.steps.set(field, parseStoredStep(field, value));
@@ -102,6 +114,10 @@ export class RunExecution implements DurableExecution {
         this.logger.warn(`Ignoring unreadable record of step ${field}`);
       }
     }
+  }
+
+  get workflow(): string {
+    return this.claim.workflow;
   }
 
   get signal(): AbortSignal {
@@ -121,6 +137,16 @@ export class RunExecution implements DurableExecution {
   }
 
   async execute(): Promise<ExecutionOutcome> {
+    const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 });
+    if (!observation) return this.executeRun();
+    this.observation = observation;
+    const outcome = await this.executeRun();
+    const canceled = outcome === 'lost' && this.signal.reason instanceof CanceledError;
+    observation.ended(canceled ? 'canceled' : outcome, { error: canceled ? this.signal.reason : (this.failure ?? (outcome === 'lost' ? this.signal.reason : undefined)), retryInMs: this.retryInMs });
+    return outcome;
+  }
+
+  private async executeRun(): Promise<ExecutionOutcome> {
     try {
       let plain: unknown;
       try {
@@ -174,7 +200,8 @@ export class RunExecution implements DurableExecution {
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
       },
     };
-    return executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.definition.instance.execute(ctx)));
+    const start = () => executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.definition.instance.execute(ctx)));
+    return this.observation ? this.observation.within(start) : start();
   }
 
   // ---- durable steps ----
@@ -217,6 +244,7 @@ export class RunExecution implements DurableExecution {
     const maxTries = 1 + Math.max(0, request.retries ?? 0);
     const previousAttempts = previous?.state === 'F' ? (previous.record.a ?? 0) : 0;
     const startedAt = Date.now();
+    const observed = this.observation?.step(request.name, parseStepField(field).occurrence, request.kind);
     for (let attempt = 1; ; attempt += 1) {
       const stepController = new AbortController();
       const onRunAbort = () => stepController.abort(this.signal.reason);
@@ -230,10 +258,8 @@ export class RunExecution implements DurableExecution {
           : undefined;
       const stepContext: StepContext = { idempotencyKey, signal: stepController.signal, attempt: previousAttempts + attempt };
       try {
-        const value = await raceAbort(
-          executionScope.run({ execution: this, step: stepContext }, () => Promise.resolve().then(() => request.fn(stepContext))),
-          stepController.signal,
-        );
+        const call = () => executionScope.run({ execution: this, step: stepContext }, () => Promise.resolve().then(() => request.fn(stepContext)));
+        const value = await raceAbort(observed ? observed.within(call) : call(), stepController.signal);
         this.assertExecuting();
         const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
         const record = encodeStepRecord(
@@ -249,6 +275,7 @@ export class RunExecution implements DurableExecution {
           text,
         );
         await this.commit(field, 'S', record, { hasCompensation: !!request.compensate });
+        observed?.ended('succeeded', previousAttempts + attempt);
         const result = fromPayload<T>(text);
         this.addCompensation(field, request, result, this.steps.get(field));
         return result;
@@ -266,6 +293,7 @@ export class RunExecution implements DurableExecution {
             e: JSON.parse(encodeErrorJson(error)),
           });
           await this.commit(field, 'F', record);
+          observed?.ended('failed', previousAttempts + attempt, error);
           throw error;
         }
         this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describe(error)}); retrying`);
@@ -288,7 +316,7 @@ export class RunExecution implements DurableExecution {
       this.lose(result.reason);
       throw this.stopReason();
     }
-    const stored = parseStoredStep(field, 'resolved' in result ? result.resolved : `${Date.now()}|${state}|${record}`);
+    const stored = parseStoredStep(field, 'resolved' in result ? result.resolved : `${Math.round(this.serverNow())}|${state}|${record}`);
     this.steps.set(field, stored);
     return stored;
   }
@@ -477,8 +505,10 @@ export class RunExecution implements DurableExecution {
       error instanceof NonDeterminismError ||
       error instanceof PayloadError ||
       this.claim.attempt >= this.claim.maxAttempts;
+    this.failure = error;
     if (!final) {
       const delayMs = backoffDelay(this.options.backoff, this.claim.attempt);
+      this.retryInMs = delayMs;
       this.logger.warn(`Attempt ${this.claim.attempt}/${this.claim.maxAttempts} failed (${describe(error)}); retrying in ${delayMs} ms`);
       const result = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), 'retry', { delayMs });
       return this.afterTransition(result, 'retrying');
@@ -500,6 +530,7 @@ export class RunExecution implements DurableExecution {
   /** The run failed for good (or was canceled): compensations in reverse order, @OnFailure, final state. */
   private async finalize(target: 'failed' | 'canceled', error: Error): Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
+    this.failure = error;
     const pending = this.compensations.filter((c) => this.steps.get(c.field)?.state !== 'C');
     const onFailure = this.definition.onFailure;
     if (pending.length > 0 || onFailure) {
@@ -535,7 +566,11 @@ export class RunExecution implements DurableExecution {
     }
     if (this.state !== 'executing') return false;
     const current = this.steps.get(compensation.field);
-    const record = JSON.stringify({ ...(current?.record ?? compensation.record), s: 'compensated' });
+    const record = JSON.stringify({
+      ...(current?.record ?? compensation.record),
+      s: 'compensated',
+      ...(current?.state === 'S' ? { sc: current.committedAt } : {}),
+    });
     try {
       await this.commit(compensation.field, 'C', record);
       return true;
@@ -601,7 +636,18 @@ export class RunExecution implements DurableExecution {
     if (typeof name !== 'string' || name.length === 0) throw new TypeError('A step needs a non-empty name.');
     const occurrence = this.occurrences.get(name) ?? 0;
     this.occurrences.set(name, occurrence + 1);
-    return stepField(name, occurrence);
+    const field = stepField(name, occurrence);
+    if (!this.knownFields.has(field) && this.mode === 'execute') {
+      this.knownFields.add(field);
+      const max = this.settings.maxStepsPerRun;
+      if (max !== undefined && this.knownFields.size > max) {
+        throw (this.fatal ??= new NonRetriableError(
+          `Run ${this.id} reached the limit of ${max} steps per run (maxStepsPerRun) at step '${name}'. ` +
+            'Split the work into child workflows (step.runWorkflow), or raise maxStepsPerRun in WorkflowModule.forRoot().',
+        ));
+      }
+    }
+    return field;
   }
 
   private assertExecuting(): void {

@@ -35,6 +35,8 @@ export interface StepRecord {
   th?: number;
   /** the run's epoch (raised by every retry) when a child's or event's outcome was delivered */
   pa?: number;
+  /** a compensated step: the server time its success was committed (the record now holds 'C') */
+  sc?: number;
 }
 
 export interface StoredStep {

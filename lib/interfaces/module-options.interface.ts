@@ -1,5 +1,6 @@
 import type { ModuleMetadata, Type, InjectionToken, OptionalFactoryDependency } from '@nestjs/common';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import type { WorkflowTracingOptions } from '../observability/tracing.js';
 
 export type WorkflowConnection =
   | string
@@ -44,6 +45,12 @@ export interface WorkflowModuleOptions {
   eventRetentionMs?: number;
   /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. */
   queues?: Record<string, { partitions?: number }>;
+  /** Most step records one run may have (steps, sleeps, children and event waits all count). Past it the
+   *  run fails with a NonRetriableError naming the limit. Default 10 000. */
+  maxStepsPerRun?: number;
+  /** OpenTelemetry spans for runs and steps. Default true: used when @opentelemetry/api is installed,
+   *  a no-op otherwise. `{ tracer }` passes a tracer explicitly; `false` turns tracing off. */
+  tracing?: boolean | WorkflowTracingOptions;
 }
 
 export interface WorkflowOptionsFactory {

@@ -29,6 +29,12 @@ export class FunctionLoader {
     return this.reloading;
   }
 
+  /** The build loaded on each node (each primary of a cluster); undefined where none is loaded. */
+  async loadedBuilds(): Promise<(number | undefined)[]> {
+    const nodes = this.client instanceof Cluster ? this.client.nodes('master') : [this.client as Redis];
+    return Promise.all(nodes.map((node) => loadedBuild(node)));
+  }
+
   private async ensureLoadedOn(node: Redis): Promise<void> {
     await assertRedisVersion(node);
     const loaded = await loadedBuild(node);

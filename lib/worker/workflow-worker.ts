@@ -1,4 +1,4 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, Optional } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
@@ -8,6 +8,7 @@ import { RunExecution, type ExecutableDefinition } from '../execution/run-execut
 import type { ShardRef } from '../redis/keys.js';
 import type { ClaimWorkflowSpec, Handoff } from '../redis/workflow-store.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
+import { WorkflowObserver } from '../observability/workflow-observer.js';
 
 /** Longest a worker waits between housekeeping ticks of a shard when nothing is due: a safety net for
  *  a pub/sub message lost in a reconnect, and how soon a lease or deadline created by another worker
@@ -63,11 +64,14 @@ export class WorkflowWorker {
   private rotation = 0;
   private idleTickMs = IDLE_TICK_MS;
   private unsubscribeReconnect?: () => void;
+  /** When a housekeeping tick last completed (local clock): how health checks tell the loop is alive. */
+  private lastTickAt = 0;
 
   constructor(
     private readonly redis: WorkflowRedis,
     private readonly registry: WorkflowRegistry,
     private readonly client: WorkflowClient,
+    @Optional() private readonly observer?: WorkflowObserver,
   ) {}
 
   get concurrency(): number {
@@ -80,6 +84,11 @@ export class WorkflowWorker {
 
   get isRunning(): boolean {
     return this.running;
+  }
+
+  /** Local time (ms) of the last completed housekeeping tick; ticks come at least every second per shard. */
+  get lastLoopActivityAt(): number {
+    return this.lastTickAt;
   }
 
   /** The queues this worker serves: the configured ones, or every queue a discovered workflow uses. */
@@ -253,6 +262,8 @@ export class WorkflowWorker {
             retentionMs: this.redis.settings.retentionMs,
             children: this.client,
             shardRoot: shard.root,
+            maxStepsPerRun: this.redis.settings.maxStepsPerRun,
+            observer: this.observer,
           }),
         );
       }
@@ -287,7 +298,7 @@ export class WorkflowWorker {
     const done = execution
       .execute()
       .catch((error) => {
-        this.logger.error(`Run ${execution.id} stopped unexpectedly: ${describe(error)}`);
+        this.logger.error(`Run ${execution.id} of workflow ${execution.workflow} stopped unexpectedly: ${describe(error)}`);
       })
       .finally(() => {
         this.executing.delete(execution.id);
@@ -324,6 +335,7 @@ export class WorkflowWorker {
     shard.ticking = true;
     try {
       const result = await this.redis.store.tick(shard.root, TICK_BATCH);
+      this.lastTickAt = Date.now();
       this.recovered();
       this.serverOffsetMs = result.serverNow - Date.now();
       if (result.handoffs.length > 0) void this.deliver(result.handoffs);

@@ -49,6 +49,12 @@ local function count_move(root, wf, id, from, to)
   if to then rcall('ZADD', status_key(root, wf, to), 0, id) end
 end
 
+-- A run's history holds at most this many entries: past it, one 'history-truncated' entry is appended
+-- and later entries are dropped, except the final outcome (succeeded, failed, canceled), which is always
+-- kept. RPUSH answers the new length, so the cap costs no extra command until it is reached.
+local MAX_HISTORY = 1000
+local HISTORY_ALWAYS_KEPT = { succeeded = true, failed = true, canceled = true }
+
 -- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
 -- by the client (an error object) and is embedded as it is.
 local function history(root, id, at, kind, fields, raw_error)
@@ -60,7 +66,15 @@ local function history(root, id, at, kind, fields, raw_error)
   end
   if raw_error and raw_error ~= '' then parts[#parts + 1] = ',"error":' .. raw_error end
   parts[#parts + 1] = '}'
-  rcall('RPUSH', hist_key(root, id), table.concat(parts))
+  local key = hist_key(root, id)
+  local length = rcall('RPUSH', key, table.concat(parts))
+  if length > MAX_HISTORY and not HISTORY_ALWAYS_KEPT[kind] then
+    rcall('RPOP', key)
+    -- the marker takes the first place past the cap, once
+    if not rcall('LINDEX', key, MAX_HISTORY) then
+      rcall('RPUSH', key, '{"type":"history-truncated","at":' .. string.format('%d', at) .. ',"limit":' .. MAX_HISTORY .. '}')
+    end
+  end
 end
 
 local function notify_workers(root, message)

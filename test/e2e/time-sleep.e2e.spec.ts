@@ -68,7 +68,7 @@ describe('delayed runs and durable sleep (e2e, real Redis)', () => {
       expect(await count('before:s1')).toBe(1);
       expect(await count('after:s1')).toBe(1);
       const history = (await app.client.getRunHistory(handle.id)).map((e) => e.type);
-      expect(history).toEqual(['created', 'claimed', 'parked', 'woken', 'claimed', 'succeeded']);
+      expect(history).toEqual(['created', 'claimed', 'step-succeeded', 'parked', 'woken', 'claimed', 'step-succeeded', 'succeeded']);
     } finally {
       await app.close();
     }

@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { Workflow, type WorkflowContext } from '../../lib/index.js';
+import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+
+/**
+ * Memory soak: many short runs with a short retention; Redis memory must stay flat (retention deletes
+ * every key and index entry of a finished run). The documented figure is 50 000 runs:
+ *   SOAK_RUNS=50000 NODE_OPTIONS=--experimental-vm-modules npx jest test/e2e/ops-soak.e2e.spec.ts
+ * The default is smaller so that the whole suite stays within its time budget on 2 cores.
+ */
+const TOTAL = Number(process.env.SOAK_RUNS ?? 20_000);
+const BATCH = 500;
+const RETENTION_MS = 1_000;
+const SAMPLES = 10;
+const LANES = 3;
+
+@Workflow('soak', { queue: 'soak' })
+@Injectable()
+class SoakWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const doubled = await ctx.step.run('double', () => ctx.input.n * 2);
+    return doubled + 1;
+  }
+}
+
+describe(`memory stays flat over ${TOTAL} short runs with a ${RETENTION_MS} ms retention (soak)`, () => {
+  let redis: TestRedis;
+  let app: TestApp;
+  let admin: Redis;
+
+  beforeAll(async () => {
+    redis = await redisUrlForTests();
+    admin = redisFor(redis.url);
+    app = await startApp(
+      {
+        connection: redis.url,
+        prefix: uniquePrefix('soak'),
+        retention: { succeededMs: RETENTION_MS, failedMs: RETENTION_MS, canceledMs: RETENTION_MS },
+        worker: { concurrency: 64, reaperIntervalMs: 20 },
+      },
+      [SoakWorkflow],
+    );
+  });
+
+  afterAll(async () => {
+    admin?.disconnect();
+    await app?.close();
+    await redis?.stop();
+  });
+
+  const usedMemory = async () => Number(/used_memory:(\d+)/.exec(String(await admin.info('memory')))![1]);
+  /** Waits until every finished run has expired, then reads used_memory and the key count. */
+  const settled = async () => {
+    await waitFor(async () => {
+      const stats = await app.client.getStats();
+      return stats.workflows.every((w) => Object.values(w.counts).every((n) => n === 0));
+    }, 30_000, 100);
+    return { usedMemory: await usedMemory(), keys: await admin.dbsize() };
+  };
+
+  it('keeps used_memory flat: the end is within 20% of the level after warm-up', async () => {
+    const started = Date.now();
+    const sampleEvery = Math.max(BATCH, Math.floor(TOTAL / SAMPLES / BATCH) * BATCH);
+    const warmUp = sampleEvery * 2;
+    const curve: { runs: number; seconds: number; usedMemory: number }[] = [];
+    let next = 0;
+    let done = 0;
+    let nextSample = sampleEvery;
+    /** LANES batches in flight at once, until `until` runs are done. */
+    const drive = (until: number) =>
+      Promise.all(
+        Array.from({ length: LANES }, async () => {
+          while (next < until) {
+            const from = next;
+            const size = Math.min(BATCH, until - from);
+            next += size;
+            const handles = await Promise.all(Array.from({ length: size }, (_, i) => app.client.emit(SoakWorkflow, { n: from + i })));
+            const results = await Promise.all(handles.map((h) => h.result({ timeoutMs: 60_000 })));
+            expect(results[size - 1]).toBe((from + size - 1) * 2 + 1);
+            done += size;
+            if (done >= nextSample) {
+              nextSample += sampleEvery;
+              curve.push({ runs: done, seconds: (Date.now() - started) / 1000, usedMemory: await usedMemory() });
+            }
+          }
+        }),
+      );
+    await drive(warmUp);
+    const afterWarmUp = await settled();
+    await drive(TOTAL);
+    const seconds = (Date.now() - started) / 1000;
+    const end = await settled();
+    const base = afterWarmUp;
+    const kb = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
+    console.log(
+      [
+        `soak: ${TOTAL} runs in ${seconds.toFixed(1)} s (${(TOTAL / seconds).toFixed(0)} runs/s), retention ${RETENTION_MS} ms`,
+        'used_memory while running (runs done -> used_memory):',
+        ...curve.map((p) => `  ${String(p.runs).padStart(6)} @ ${p.seconds.toFixed(1).padStart(5)} s -> ${kb(p.usedMemory)}`),
+        `settled after warm-up (${warmUp} runs): ${kb(base.usedMemory)}, ${base.keys} keys`,
+        `settled at the end: ${kb(end.usedMemory)}, ${end.keys} keys (${(((end.usedMemory - base.usedMemory) / base.usedMemory) * 100).toFixed(1)}%)`,
+      ].join('\n'),
+    );
+    expect(Math.abs(end.usedMemory - base.usedMemory)).toBeLessThanOrEqual(base.usedMemory * 0.2);
+    expect(end.keys).toBeLessThanOrEqual(base.keys);
+    // while running, memory is bounded by the runs retained (about throughput x retention), not by the total
+    const peakAfterWarmUp = Math.max(...curve.filter((p) => p.runs > warmUp).map((p) => p.usedMemory), base.usedMemory);
+    const firstAfterWarmUp = curve.find((p) => p.runs > warmUp)?.usedMemory ?? base.usedMemory;
+    expect(peakAfterWarmUp).toBeLessThanOrEqual(Math.max(firstAfterWarmUp, base.usedMemory) * 2);
+  }, 300_000);
+});
