@@ -8,3 +8,5 @@ export * from './errors/index.js';
 export type * from './interfaces/module-options.interface.js';
 export type * from './interfaces/workflow.interfaces.js';
 export type * from './interfaces/run.interfaces.js';
+export { WorkflowDashboardModule } from './dashboard/dashboard.module.js';
+export type { WorkflowDashboardOptions } from './dashboard/dashboard.options.js';
