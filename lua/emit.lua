@@ -10,6 +10,7 @@
 -- ARGV[9]  parent run id ('' = none)
 -- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
+-- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run.
 local function emit(keys, argv)
@@ -46,6 +47,7 @@ local function emit(keys, argv)
     make_ready(root, id, wf, priority, now)
   end
   history(root, id, now, 'created', { status = status })
+  if argv[12] and argv[12] ~= '' then history(root, id, now, 'note', { message = argv[12] }) end
   return { 1, id, status }
 end
 

@@ -72,6 +72,7 @@ local function fail(keys, argv)
   end
 
   if next_step == 'finalize' then
+    if rcall('HGET', run, 'fin') then return { 1 } end
     local target = 'running'
     if argv[7] == '1' then target = 'compensating' end
     rcall('HSET', run, 'st', target, 'fin', 'failed', 'err', err)

@@ -9,10 +9,13 @@
 local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
 local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
 
+-- Due scheduled runs are the common case of a backlog (delayed emits): one ZREM and one notify per call.
 local function wake_due_timers(root, now, batch)
   local ids = rcall('ZRANGEBYSCORE', root .. ':timers', '-inf', now, 'LIMIT', 0, batch)
+  if #ids == 0 then return 0, 0 end
+  rcall('ZREM', root .. ':timers', unpack(ids))
+  local woken = 0
   for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':timers', id)
     local run = run_key(root, id)
     local f = rcall('HMGET', run, 'st', 'wf', 'pri')
     if f[1] == 'waiting' then
@@ -20,11 +23,12 @@ local function wake_due_timers(root, now, batch)
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
-      make_ready(root, id, f[2], f[3], now)
+      rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
       history(root, id, now, 'due', { reason = 'timer' })
+      woken = woken + 1
     end
   end
-  return #ids
+  return #ids, woken
 end
 
 local function reclaim_expired_leases(root, now, batch)
@@ -118,7 +122,9 @@ local function tick(keys, argv)
   local batch = tonumber(argv[1])
   local now = now_ms()
   local more = 0
-  if wake_due_timers(root, now, batch) >= batch then more = 1 end
+  local seen, woken = wake_due_timers(root, now, batch)
+  if seen >= batch then more = 1 end
+  if woken > 0 then notify_workers(root, 'r') end
   if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
   if fail_past_deadline(root, now, batch) >= batch then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end

@@ -21,7 +21,7 @@ import type {
 } from '../interfaces/run.interfaces.js';
 import { RunInspector } from './run-inspector.js';
 import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
-import type { ShardRef } from '../redis/keys.js';
+import { assertKeySegment, type ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { ResultWaiter } from './result-waiter.js';
 import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
@@ -42,6 +42,7 @@ export class WorkflowClient implements ChildLauncher {
   private readonly waiter: ResultWaiter;
   private readonly inspector: RunInspector;
   private readonly remoteTargets = new Map<string, EmitTarget>();
+  private liveWorkflows?: { names: Set<string>; readAt: number };
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -114,6 +115,9 @@ export class WorkflowClient implements ChildLauncher {
       parentId: parent?.parentId,
       parentField: parent?.parentField,
       parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+      note: (await this.servedByLiveWorker(target.name))
+        ? undefined
+        : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
     });
     return { runId, workflow: target.name };
   }
@@ -242,6 +246,18 @@ export class WorkflowClient implements ChildLauncher {
     return handoffs.length;
   }
 
+  /** Whether a live worker (this app's, or one in the registry seen within 5 s) serves the workflow. */
+  private async servedByLiveWorker(workflow: string): Promise<boolean> {
+    if (this.redis.settings.worker && this.registry.get(workflow)?.instance) return true;
+    let live = this.liveWorkflows;
+    const age = live ? Date.now() - live.readAt : Infinity;
+    if (!live || age > 5_000 || (age > 1_000 && !live.names.has(workflow))) {
+      const workers = await this.inspector.workers();
+      live = this.liveWorkflows = { names: new Set(workers.flatMap((w) => w.workflows)), readAt: Date.now() };
+    }
+    return live.names.has(workflow);
+  }
+
   // ---- routing ----
 
   private shardOf(runId: string): ShardRef {
@@ -304,6 +320,7 @@ function checkEmitOptions(opts: EmitOptions): void {
   if (opts.runAt !== undefined && !(opts.runAt instanceof Date && Number.isFinite(opts.runAt.getTime()))) {
     throw new WorkflowError('runAt must be a valid Date.');
   }
+  if (opts.queue !== undefined) assertKeySegment('queue', opts.queue);
   if (opts.idempotencyKey !== undefined && (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey === '' || opts.idempotencyKey.length > 512)) {
     throw new WorkflowError('idempotencyKey must be a non-empty string of at most 512 characters.');
   }

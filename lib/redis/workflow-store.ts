@@ -18,6 +18,8 @@ export interface EmitArgs {
   /** The parent's step that waits for this run, and the parent's shard root (where the outcome goes). */
   parentField?: string;
   parentRoot?: string;
+  /** A note for the run's history. */
+  note?: string;
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -98,6 +100,7 @@ export class WorkflowStore {
       a.parentId ?? '',
       a.parentField ?? '',
       a.parentRoot ?? '',
+      a.note ?? '',
     ])) as [number, string, string];
     return { created: created === 1, runId, status };
   }
@@ -109,8 +112,9 @@ export class WorkflowStore {
     leaseMs: number,
     claimId: string,
     workflows: ClaimWorkflowSpec[],
+    damagedRetentionMs: number,
   ): Promise<ClaimedRun[]> {
-    const args: (string | number)[] = [workerId, max, leaseMs, claimId];
+    const args: (string | number)[] = [workerId, max, leaseMs, claimId, damagedRetentionMs];
     for (const w of workflows) args.push(w.name, w.maxConcurrency, w.maxAttempts, w.timeoutMs);
     const reply = (await this.fcall('wf1_claim', [this.root(shard)], args)) as unknown[];
     const serverNow = Number(reply[0]);
@@ -367,6 +371,15 @@ export class WorkflowStore {
 
   async readIdempotencyKey(shard: ShardRef, workflow: string, key: string): Promise<string | null> {
     return this.guard(() => this.client.hget(this.keys.idempotency(this.root(shard), workflow), key));
+  }
+
+  /** How many runs of a workflow are in each of the given statuses in this shard (its counts hash). */
+  async readStatusCounts<S extends string>(shard: ShardRef, workflow: string, statuses: readonly S[]): Promise<Record<S, number>> {
+    const root = this.root(shard);
+    const values = await this.guard(() =>
+      Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+    );
+    return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
   }
 
   async readRegistry(): Promise<Record<string, string>> {
