@@ -14,3 +14,5 @@ export { OnWorkflowEvent } from './observability/on-workflow-event.decorator.js'
 export type { SpanLike, TracerLike, WorkflowTracingOptions } from './observability/tracing.js';
 export { WorkflowHealthIndicator, WorkflowHealthCheckError } from './health/workflow-health.indicator.js';
 export type { WorkflowHealthOptions, WorkflowHealthResult } from './health/workflow-health.indicator.js';
+export { WorkflowDashboardModule } from './dashboard/dashboard.module.js';
+export type { WorkflowDashboardOptions } from './dashboard/dashboard.options.js';

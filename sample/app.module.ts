@@ -1,5 +1,9 @@
 import { Module } from '@nestjs/common';
-import { WorkflowModule } from '../lib/index.js';
+import { WorkflowDashboardModule, WorkflowModule, type WorkflowDashboardOptions } from '../lib/index.js';
+import { CatalogService } from './imports/catalog.service.js';
+import { ImportCatalogWorkflow } from './imports/import-catalog.workflow.js';
+import { ImportRowWorkflow } from './imports/import-row.workflow.js';
+import { ImportXmlWorkflow } from './imports/import-xml.workflow.js';
 import { CheckoutWorkflow } from './orders/checkout.workflow.js';
 import { OrdersController } from './orders/orders.controller.js';
 import { PaymentsService } from './orders/payments.service.js';
@@ -10,6 +14,8 @@ export interface SampleOptions {
   redisUrl?: string;
   /** Key namespace; the sample keeps its keys apart from other apps on the same Redis. */
   prefix?: string;
+  /** Mounts the workflow dashboard (`npm run sample:serve` does). */
+  dashboard?: WorkflowDashboardOptions;
 }
 
 @Module({})
@@ -26,9 +32,10 @@ export class AppModule {
           retention: { succeededMs: 3_600_000, failedMs: 3_600_000, canceledMs: 3_600_000 },
           shutdownGraceMs: 2_000,
         }),
+        ...(options.dashboard ? [WorkflowDashboardModule.forRoot(options.dashboard)] : []),
       ],
       controllers: [OrdersController],
-      providers: [StockService, PaymentsService, CheckoutWorkflow],
+      providers: [StockService, PaymentsService, CheckoutWorkflow, CatalogService, ImportCatalogWorkflow, ImportRowWorkflow, ImportXmlWorkflow],
     };
   }
 }

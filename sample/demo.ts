@@ -2,6 +2,8 @@ import type { INestApplication } from '@nestjs/common';
 import { setTimeout as delay } from 'node:timers/promises';
 import { WorkflowClient, type RunHandle, type RunInfo, type StepInfo } from '../lib/index.js';
 import type { CheckoutDto, CheckoutResult } from './orders/checkout.dto.js';
+import { CatalogService } from './imports/catalog.service.js';
+import { ImportCatalogWorkflow, type ImportReport } from './imports/import-catalog.workflow.js';
 import { CheckoutWorkflow } from './orders/checkout.workflow.js';
 import { StockService } from './orders/stock.service.js';
 
@@ -20,13 +22,32 @@ export interface DemoReport {
   failureHooks: Record<string, string>;
   /** Reservations released by compensation. */
   released: string[];
+  imports: ImportOutcome[];
+}
+
+export interface ImportOutcome {
+  importId: string;
+  runId: string;
+  /** How the first execution ended. */
+  firstStatus: RunInfo['status'];
+  firstError?: string;
+  /** After retryRun, when the first execution failed and the demo retried it. */
+  retriedStatus?: RunInfo['status'];
+  output?: ImportReport;
+  children: { status: RunInfo['status'] }[];
+}
+
+export interface DemoOptions {
+  /** Retry the import that failed during the supplier outage (default true; `sample:serve` leaves it for the dashboard). */
+  retryFailedImport?: boolean;
 }
 
 /**
  * Script mode: starts a handful of checkouts (one through POST /orders, one with a card that is
- * declined), prints each step as it completes and each result. `app` must be listening.
+ * declined), prints each step as it completes and each result; then two catalog imports that fan out
+ * over child workflows, one of them hit by a supplier outage and retried. `app` must be listening.
  */
-export async function runDemo(app: INestApplication, log: (line: string) => void = console.log): Promise<DemoReport> {
+export async function runDemo(app: INestApplication, log: (line: string) => void = console.log, options: DemoOptions = {}): Promise<DemoReport> {
   const client = app.get(WorkflowClient);
   const baseUrl = (await app.getUrl()).replace('[::1]', '127.0.0.1');
   const batch = `${Date.now().toString(36)}`;
@@ -63,12 +84,58 @@ export async function runDemo(app: INestApplication, log: (line: string) => void
   const run = (await viaHttpRun.json()) as RunInfo;
   log(`[${viaHttp.orderId}] GET /orders/${started.runId} -> ${viaHttpRun.status} status=${run.status}`);
 
+  const imports = await runImports(app, batch, log, options.retryFailedImport ?? true);
+
   const workflow = app.get(CheckoutWorkflow);
   return {
     outcomes,
     failureHooks: Object.fromEntries(workflow.failedOrders),
     released: [...app.get(StockService).released],
+    imports,
   };
+}
+
+/**
+ * Two imports, each fanning out to one child run per row plus the XML feed. The supplier is down for one
+ * row of the second import: that row's child fails, so the import fails; a retry imports the row.
+ */
+async function runImports(app: INestApplication, batch: string, log: (line: string) => void, retryFailed: boolean): Promise<ImportOutcome[]> {
+  const client = app.get(WorkflowClient);
+  const feeds = [
+    { importId: `spring-${batch}`, csvFile: `spring-${batch}.csv`, rows: 6, xmlFile: `spring-${batch}.xml` },
+    { importId: `summer-${batch}`, csvFile: `summer-${batch}.csv`, rows: 4, xmlFile: `summer-${batch}.xml` },
+  ];
+  app.get(CatalogService).simulateOutageFor(`summer-${batch}-3`);
+
+  return Promise.all(
+    feeds.map(async (feed) => {
+      const handle = await client.emit(ImportCatalogWorkflow, feed, { idempotencyKey: feed.importId });
+      log(`[import ${feed.importId}] emitted run ${handle.id}: ${feed.rows} rows + an XML feed, each a child run`);
+      const outcome: ImportOutcome = { importId: feed.importId, runId: handle.id, firstStatus: 'running', children: [] };
+      try {
+        outcome.output = await handle.result({ timeoutMs: 30_000 });
+        outcome.firstStatus = 'succeeded';
+        log(`[import ${feed.importId}] succeeded: ${JSON.stringify(outcome.output)}`);
+      } catch (error) {
+        outcome.firstStatus = (await handle.getState()).status;
+        outcome.firstError = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+        log(`[import ${feed.importId}] ${outcome.firstStatus}: ${outcome.firstError}`);
+        if (retryFailed) {
+          log(`[import ${feed.importId}] the supplier is back: retryRun(${handle.id})`);
+          await client.retryRun(handle.id);
+          try {
+            outcome.output = await handle.result({ timeoutMs: 30_000 });
+            log(`[import ${feed.importId}] succeeded after the retry: ${JSON.stringify(outcome.output)}`);
+          } catch (retryError) {
+            log(`[import ${feed.importId}] failed again: ${String(retryError)}`);
+          }
+          outcome.retriedStatus = (await handle.getState()).status;
+        }
+      }
+      outcome.children = (await client.listRuns({ parentId: handle.id, limit: 100 })).runs.map((child) => ({ status: child.status }));
+      return outcome;
+    }),
+  );
 }
 
 /** Prints the run's steps as they complete (polling every 50 ms), then its result. */
@@ -125,5 +192,10 @@ export function checkReport(report: DemoReport): string[] {
     if (declined && !report.failureHooks[outcome.orderId]) problems.push(`@OnFailure did not run for ${outcome.orderId}`);
   }
   if (report.released.length !== 1) problems.push(`expected 1 released reservation, got ${report.released.length}`);
+  for (const outcome of report.imports) {
+    const hitByOutage = outcome.importId.startsWith('summer-');
+    if (outcome.firstStatus !== (hitByOutage ? 'failed' : 'succeeded')) problems.push(`import ${outcome.importId} first ended ${outcome.firstStatus} (${outcome.firstError ?? ''})`);
+    if (hitByOutage && outcome.retriedStatus !== undefined && outcome.retriedStatus !== 'succeeded') problems.push(`import ${outcome.importId} ended ${outcome.retriedStatus} after its retry`);
+  }
   return problems;
 }

@@ -5,7 +5,8 @@ import { checkReport, runDemo, type DemoReport } from './demo.js';
 
 /**
  * `npm run sample`: boots the app (HTTP on a free port, a worker in-process), runs a handful of
- * checkouts end to end, prints them, shuts down and exits 0 when every order ended as expected.
+ * checkouts and two catalog imports end to end, prints them, shuts down and exits 0 when every order
+ * and import ended as expected. `npm run sample:serve` runs the same with the dashboard and stays up.
  */
 async function main(): Promise<void> {
   const app = await NestFactory.create(AppModule.register(), { logger: ['warn', 'error'] });
@@ -25,6 +26,8 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`Done: ${report.outcomes.filter((o) => o.status === 'succeeded').length} orders succeeded, the declined one failed and was compensated.`);
+  const children = report.imports.reduce((sum, i) => sum + i.children.length, 0);
+  console.log(`Imports: ${report.imports.length} fanned out to ${children} child runs; the one hit by the supplier outage succeeded after retryRun.`);
 }
 
 main().catch((error: unknown) => {

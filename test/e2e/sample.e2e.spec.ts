@@ -57,7 +57,22 @@ describe('sample app (e2e, real Redis)', () => {
     }
     // Each step was printed as it completed, and each result.
     expect(lines.filter((l) => l.includes('step charge-payment'))).toHaveLength(5);
-    expect(lines.filter((l) => / succeeded: \{/.test(l))).toHaveLength(4);
+    expect(lines.filter((l) => /^\[[A-E]-.* succeeded: \{/.test(l))).toHaveLength(4);
+    // The declined checkout's reservation was compensated (released), its steps say so.
+    expect(declined.steps[0]).toEqual({ name: 'reserve-stock', status: 'compensated' });
+
+    // Two imports fanned out over child runs (a row each, plus the XML feed); the one hit by the
+    // supplier outage failed with its failed row, and succeeded after retryRun.
+    expect(report.imports).toHaveLength(2);
+    const [spring, summer] = report.imports;
+    expect(spring).toMatchObject({ firstStatus: 'succeeded', output: { rows: 6, created: 6, xmlProducts: 2 } });
+    expect(spring.children).toHaveLength(7);
+    expect(summer).toMatchObject({ firstStatus: 'failed', retriedStatus: 'succeeded', output: { rows: 4, created: 4, xmlProducts: 2 } });
+    expect(summer.firstError).toContain('supplier API did not answer');
+    // The retry started a new child run for the failed row; the failed one stays, for the record.
+    expect(summer.children.map((child) => child.status).sort()).toEqual(['failed', ...Array(5).fill('succeeded')]);
+    expect(lines.filter((l) => l.startsWith('[import '))).toEqual(expect.arrayContaining([expect.stringContaining('succeeded after the retry')]));
+
     // Four successful charges: the declined card charged nothing.
     expect([...app.get(PaymentsService).charges.values()].filter((c) => report.outcomes.some((o) => c.chargeId === `ch_${o.orderId}`))).toHaveLength(4);
   });

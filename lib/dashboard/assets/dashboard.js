@@ -1,0 +1,362 @@
+// The workflow dashboard's front end: plain JavaScript, no build step, no dependencies.
+// Every value that comes from a run is put in the page with textContent (through h()), never as HTML,
+// so a payload holding markup shows as text.
+
+const settings = document.querySelector('meta[name="workflow-dashboard"]');
+const BASE = settings.dataset.base;
+const READ_ONLY = settings.dataset.readOnly === 'true';
+const STATUSES = ['scheduled', 'queued', 'running', 'waiting', 'compensating', 'succeeded', 'failed', 'canceled'];
+const FINISHED = new Set(['succeeded', 'failed', 'canceled']);
+const RETRYABLE = new Set(['failed', 'canceled']);
+/** Payloads longer than this (as indented JSON) are cut, with a button to see the whole. */
+const PAYLOAD_PREVIEW_CHARS = 4000;
+const REFRESH_MS = 2000;
+
+// ---- DOM and fetch helpers ----
+
+/** Creates an element; strings and numbers among the children become text nodes. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    else if (value === true) el.setAttribute(name, '');
+    else el.setAttribute(name, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+async function api(path, init = {}) {
+  const headers = { accept: 'application/json' };
+  if (init.method === 'POST') Object.assign(headers, { 'content-type': 'application/json', 'x-workflow-dashboard': '1' });
+  const response = await fetch(`${BASE}/api${path}`, { ...init, headers });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(body?.message ? String(body.message) : `${response.status} ${response.statusText}`);
+  return body;
+}
+
+const post = (path, body = {}) => api(path, { method: 'POST', body: JSON.stringify(body) });
+const runHref = (id) => `#/runs/${encodeURIComponent(id)}`;
+const listHref = (params) => `#/runs?${new URLSearchParams(Object.entries(params).filter(([, v]) => v))}`;
+
+// ---- formatting ----
+
+function duration(ms) {
+  if (!Number.isFinite(ms)) return '';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
+  return `${Math.floor(ms / 3_600_000)} h ${Math.round((ms % 3_600_000) / 60_000)} min`;
+}
+
+function time(iso) {
+  if (!iso) return '';
+  return h('time', { datetime: iso, title: iso }, new Date(iso).toLocaleString());
+}
+
+function ago(iso) {
+  if (!iso) return '';
+  return h('time', { datetime: iso, title: iso }, `${duration(Date.now() - Date.parse(iso))} ago`);
+}
+
+function took(from, to) {
+  return from && to ? duration(Date.parse(to) - Date.parse(from)) : '';
+}
+
+const badge = (status) => h('span', { class: `badge status-${status}` }, status);
+
+function size(chars) {
+  return chars < 10_000 ? `${chars} characters` : `${Math.round(chars / 1024)} KB`;
+}
+
+// ---- payloads: escaped, collapsible JSON ----
+
+function jsonView(value) {
+  if (value === undefined) return h('p', { class: 'muted' }, 'none');
+  const text = JSON.stringify(value, null, 2);
+  if (text.length <= PAYLOAD_PREVIEW_CHARS) return h('div', { class: 'json' }, jsonTree(value, 0));
+  const box = h('div', { class: 'json' });
+  const showAll = () => box.replaceChildren(h('pre', { class: 'json-full' }, text));
+  box.append(
+    h('pre', { class: 'json-truncated' }, `${text.slice(0, PAYLOAD_PREVIEW_CHARS)}…`),
+    h('p', { class: 'note' }, `Truncated: the first ${size(PAYLOAD_PREVIEW_CHARS)} of ${size(text.length)}. `,
+      h('button', { type: 'button', class: 'link', onclick: showAll }, 'Show all')),
+  );
+  return box;
+}
+
+function jsonTree(value, depth) {
+  if (value === null || typeof value !== 'object') {
+    return h('span', { class: `j-${value === null ? 'null' : typeof value}` }, JSON.stringify(value));
+  }
+  const isArray = Array.isArray(value);
+  const entries = isArray ? value.map((v, i) => [i, v]) : Object.entries(value);
+  if (entries.length === 0) return h('span', {}, isArray ? '[]' : '{}');
+  const label = isArray ? `[ ${entries.length} item${entries.length === 1 ? '' : 's'} ]` : `{ ${entries.map(([k]) => k).slice(0, 4).join(', ')}${entries.length > 4 ? ', …' : ''} }`;
+  return h('details', { open: depth < 2 }, h('summary', {}, label),
+    h('ul', {}, entries.map(([key, child]) => h('li', {}, isArray ? null : h('span', { class: 'j-key' }, `${JSON.stringify(key)}: `), jsonTree(child, depth + 1)))));
+}
+
+function errorView(error) {
+  if (!error) return null;
+  return h('div', { class: 'error' },
+    h('strong', {}, error.name), ': ', error.message,
+    error.data ? h('details', {}, h('summary', {}, 'data'), jsonView(error.data)) : null,
+    error.stack ? h('details', {}, h('summary', {}, 'stack'), h('pre', {}, error.stack)) : null,
+    error.cause ? h('div', { class: 'cause' }, 'caused by ', errorView(error.cause)) : null);
+}
+
+function section(title, ...content) {
+  return h('section', {}, h('h2', {}, title), ...content);
+}
+
+function table(headings, rows, empty = 'Nothing here.') {
+  if (rows.length === 0) return h('p', { class: 'muted' }, empty);
+  return h('table', {}, h('thead', {}, h('tr', {}, headings.map((t) => h('th', {}, t)))),
+    h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c) => h('td', {}, c))))));
+}
+
+// ---- pages ----
+
+const overviewPage = {
+  load: () => api('/stats'),
+  live: () => true,
+  render(stats) {
+    const statusCells = (workflow, counts) => STATUSES.map((s) =>
+      counts[s] ? h('a', { href: listHref({ workflow, status: s }), class: `count status-${s}` }, counts[s]) : h('span', { class: 'muted' }, '0'));
+    return h('div', {},
+      h('h1', {}, 'Overview ', h('span', { class: 'live', title: 'refreshed every 2 s' }, `live · ${new Date().toLocaleTimeString()}`)),
+      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Oldest waiting'],
+        stats.workflows.map((w) => [h('a', { href: listHref({ workflow: w.name }) }, w.name), w.queue, ...statusCells(w.name, w.counts),
+          w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
+      section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
+        stats.queues.map((q) => [q.name, q.queueDepth, q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
+      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Started', 'Last heartbeat'],
+        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, ago(w.startedAt), ago(w.lastHeartbeatAt)]),
+        'No worker is alive.')));
+  },
+};
+
+function runListPage(params) {
+  const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', cursor: params.get('cursor') ?? '' };
+  return {
+    load: async () => {
+      const [workflows, page] = await Promise.all([api('/workflows'), api(`/runs?${new URLSearchParams({ ...filters, limit: '25' })}`)]);
+      return { workflows: workflows.map((w) => w.name), page };
+    },
+    live: () => false,
+    render({ workflows, page }) {
+      const select = (name, options, label) => h('label', {}, `${label} `,
+        h('select', { name, onchange: (e) => { location.hash = listHref({ ...filters, cursor: '', [name]: e.target.value }); } },
+          h('option', { value: '' }, 'all'), options.map((o) => h('option', { value: o, selected: o === filters[name] }, o))));
+      return h('div', {},
+        h('h1', {}, 'Runs'),
+        h('div', { class: 'filters' }, select('workflow', workflows, 'Workflow'), select('status', STATUSES, 'Status'),
+          h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }), class: 'button' }, 'Refresh')),
+        table(['Run', 'Workflow', 'Status', 'Attempt', 'Created', 'Took', 'Idempotency key', 'Error'],
+          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow, badge(r.status), attempts(r),
+            time(r.createdAt), took(r.startedAt, r.finishedAt), h('span', { class: 'mono' }, r.idempotencyKey ?? ''),
+            r.error ? h('span', { class: 'error-text', title: r.error.message }, `${r.error.name}: ${r.error.message}`) : '']),
+          'No run matches these filters.'),
+        h('p', { class: 'paging' },
+          filters.cursor ? h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }) }, '« First page') : null,
+          page.cursor ? h('a', { href: listHref({ ...filters, cursor: page.cursor }), class: 'next' }, 'Next page »') : null));
+    },
+  };
+}
+
+const attempts = (run) => (run.maxAttempts ? `${run.attempt} / ${run.maxAttempts}` : String(run.attempt));
+
+function searchPage(q) {
+  return {
+    load: () => api(`/search?${new URLSearchParams({ q })}`),
+    live: () => false,
+    render({ runs }) {
+      if (runs.length === 1) {
+        location.replace(runHref(runs[0].id));
+        return h('p', {}, 'Opening the run…');
+      }
+      return h('div', {}, h('h1', {}, 'Search: ', h('span', { class: 'mono' }, q)),
+        table(['Run', 'Workflow', 'Status', 'Idempotency key', 'Created'],
+          runs.map((r) => [h('a', { href: runHref(r.id), class: 'mono' }, r.id), r.workflow, badge(r.status), r.idempotencyKey ?? '', time(r.createdAt)]),
+          'No run has this id, and no workflow has a run with this idempotency key.'));
+    },
+  };
+}
+
+function runPage(id) {
+  return {
+    load: () => api(`/runs/${encodeURIComponent(id)}`),
+    live: (detail) => !FINISHED.has(detail.run.status),
+    render({ run, steps, history, children, childrenCursor }) {
+      return h('div', { class: 'run' },
+        h('p', { class: 'crumbs' }, h('a', { href: '#/runs' }, 'Runs'), ' › ', h('a', { href: listHref({ workflow: run.workflow }) }, run.workflow), ' › ', h('span', { class: 'mono' }, run.id)),
+        h('h1', {}, run.workflow, ' ', badge(run.status)),
+        h('div', { id: 'notice', role: 'status' }),
+        facts(run),
+        READ_ONLY ? null : actions(run),
+        run.waitingFor ? section('Waiting for', jsonView(run.waitingFor)) : null,
+        section('Input', jsonView(run.input)),
+        run.error ? section('Error', errorView(run.error)) : run.status === 'succeeded' ? section('Output', jsonView(run.output)) : null,
+        section(`Steps (${steps.length})`, timeline(run, steps)),
+        children.length ? section(`Children (${children.length}${childrenCursor ? '+' : ''})`,
+          table(['Run', 'Workflow', 'Status', 'Attempt', 'Took', 'Error'],
+            children.map((c) => [h('a', { href: runHref(c.id), class: 'mono' }, c.id), c.workflow, badge(c.status), attempts(c), took(c.startedAt, c.finishedAt), c.error?.message ?? '']))) : null,
+        section(`History (${history.length})`, table(['At', 'Event', 'Step', 'Attempt', 'Worker', 'Details'],
+          history.map((e) => [time(e.at), h('span', { class: 'event-type' }, e.type), e.step ?? '', e.attempt ?? '', h('span', { class: 'mono' }, e.workerId ?? ''),
+            e.error ? errorView(e.error) : e.data ? jsonView(e.data) : '']))));
+    },
+  };
+}
+
+function facts(run) {
+  const rows = [
+    ['Run id', h('span', { class: 'mono' }, run.id)],
+    ['Queue', run.queue],
+    ['Attempt', attempts(run)],
+    ['Created', time(run.createdAt)],
+    run.scheduledFor ? ['Scheduled for', time(run.scheduledFor)] : null,
+    run.startedAt ? ['Started', time(run.startedAt)] : null,
+    run.finishedAt ? ['Finished', h('span', {}, time(run.finishedAt), ` (took ${took(run.startedAt ?? run.createdAt, run.finishedAt)})`)] : null,
+    run.idempotencyKey ? ['Idempotency key', h('span', { class: 'mono' }, run.idempotencyKey)] : null,
+    run.parentId ? ['Parent', h('a', { href: runHref(run.parentId), class: 'mono parent-link' }, run.parentId)] : null,
+    run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
+  ].filter(Boolean);
+  return h('dl', { class: 'facts' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
+}
+
+function actions(run) {
+  const notify = (text, kind = 'ok') => document.getElementById('notice')?.replaceChildren(h('p', { class: `notice ${kind}` }, text));
+  const act = (label, work) => async (event) => {
+    event.target.disabled = true;
+    try {
+      notify(await work());
+      route();
+    } catch (error) {
+      notify(`${label} failed: ${error.message}`, 'bad');
+      event.target.disabled = false;
+    }
+  };
+  const buttons = [];
+  if (!FINISHED.has(run.status)) {
+    let armed = false;
+    buttons.push(h('button', { type: 'button', class: 'danger', 'data-action': 'cancel', onclick: (event) => {
+      if (!armed) { armed = true; event.target.textContent = 'Click again to cancel'; return; }
+      act('Cancel', async () => { await post(`/runs/${encodeURIComponent(run.id)}/cancel`); return 'Run canceled.'; })(event);
+    } }, 'Cancel'));
+  }
+  if (RETRYABLE.has(run.status)) {
+    buttons.push(h('button', { type: 'button', 'data-action': 'retry',
+      onclick: act('Retry', async () => { await post(`/runs/${encodeURIComponent(run.id)}/retry`); return 'Run sent back to the queue.'; }) }, 'Retry'));
+  }
+  const events = run.status === 'waiting' && Array.isArray(run.waitingFor?.events) ? run.waitingFor.events : [];
+  const forms = events.map((wait) => {
+    const payload = h('textarea', { name: 'payload', rows: 3, placeholder: 'payload as JSON (optional)' });
+    const send = async (event) => {
+      event.preventDefault();
+      let body;
+      try {
+        body = { event: wait.event, ...(wait.key ? { key: wait.key } : {}), ...(payload.value.trim() ? { payload: JSON.parse(payload.value) } : {}) };
+      } catch (error) {
+        notify(`The payload is not JSON: ${error.message}`, 'bad');
+        return;
+      }
+      const button = event.target.querySelector('button');
+      act('Send event', async () => { const { woken } = await post('/events', body); return `Event sent; ${woken} run(s) woken.`; })({ target: button });
+    };
+    return h('form', { class: 'send-event', onsubmit: send },
+      h('span', {}, 'Send ', h('strong', { class: 'mono' }, wait.event), wait.key ? [' with key ', h('span', { class: 'mono' }, wait.key)] : null),
+      payload, h('button', { type: 'submit', 'data-action': 'send-event' }, 'Send event'));
+  });
+  if (buttons.length === 0 && forms.length === 0) return null;
+  return h('div', { class: 'actions' }, buttons, forms);
+}
+
+function timeline(run, steps) {
+  if (steps.length === 0) return h('p', { class: 'muted' }, 'No step has run yet.');
+  const ms = (iso) => (iso ? Date.parse(iso) : NaN);
+  const starts = steps.map((s) => ms(s.startedAt)).filter(Number.isFinite);
+  const ends = steps.map((s) => ms(s.finishedAt)).filter(Number.isFinite);
+  const from = Math.min(ms(run.startedAt ?? run.createdAt), ...starts);
+  const to = Math.max(ms(run.finishedAt) || Date.now(), ...ends);
+  const span = Math.max(1, to - from);
+  return h('ol', { class: 'timeline' }, steps.map((step) => {
+    const start = ms(step.startedAt);
+    const end = ms(step.finishedAt) || (step.status === 'waiting' ? Date.now() : start);
+    const bar = h('div', { class: `bar status-${step.status}` });
+    if (Number.isFinite(start)) {
+      bar.style.left = `${((start - from) / span) * 100}%`;
+      bar.style.width = `max(3px, ${((end - start) / span) * 100}%)`;
+    }
+    return h('li', { class: 'step', 'data-step': step.name },
+      h('div', { class: 'step-head' },
+        h('span', { class: 'step-name' }, step.name, step.occurrence > 1 ? ` #${step.occurrence}` : ''),
+        h('span', { class: 'kind' }, step.kind), badge(step.status),
+        h('span', { class: 'muted' }, `${step.attempts} attempt${step.attempts === 1 ? '' : 's'}`),
+        h('span', { class: 'muted' }, step.startedAt ? ['started ', time(step.startedAt)] : '', step.finishedAt ? `, took ${took(step.startedAt, step.finishedAt)}` : '')),
+      h('div', { class: 'track' }, bar),
+      step.childRunId ? h('p', {}, 'child run ', h('a', { href: runHref(step.childRunId), class: 'mono' }, step.childRunId)) : null,
+      step.event ? h('p', {}, 'event ', h('span', { class: 'mono' }, step.event.name), step.event.key ? [' key ', h('span', { class: 'mono' }, step.event.key)] : '') : null,
+      step.error ? errorView(step.error) : null,
+      step.result !== undefined ? h('details', { class: 'result' }, h('summary', {}, 'result'), jsonView(step.result)) : null);
+  }));
+}
+
+// ---- router: #/ overview, #/runs?workflow&status&cursor, #/runs/<id>, #/search?q ----
+
+let current = { id: 0, timer: undefined };
+
+function route() {
+  clearTimeout(current.timer);
+  const mine = { id: current.id + 1, timer: undefined };
+  current = mine;
+  const [path, query] = (location.hash.slice(1) || '/').split('?');
+  const params = new URLSearchParams(query);
+  const runMatch = /^\/runs\/(.+)$/.exec(path);
+  const page = path === '/' ? overviewPage
+    : path === '/runs' ? runListPage(params)
+    : runMatch ? runPage(decodeURIComponent(runMatch[1]))
+    : path === '/search' ? searchPage(params.get('q') ?? '')
+    : null;
+  const view = document.getElementById('view');
+  if (!page) {
+    view.replaceChildren(h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Back to the overview')));
+    return;
+  }
+  let shown = '';
+  const tick = async () => {
+    let data;
+    try {
+      data = await page.load();
+    } catch (error) {
+      if (current === mine) view.replaceChildren(h('p', { class: 'notice bad' }, error.message));
+      return;
+    }
+    if (current !== mine) return;
+    // Re-rendered only when something changed, so opened <details> stay open between refreshes.
+    const json = JSON.stringify(data);
+    if (json !== shown || page === overviewPage) {
+      shown = json;
+      view.replaceChildren(page.render(data));
+    }
+    if (page.live(data)) mine.timer = setTimeout(tick, REFRESH_MS);
+  };
+  tick();
+}
+
+document.getElementById('search').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const q = new FormData(event.target).get('q').trim();
+  if (q) location.hash = `#/search?${new URLSearchParams({ q })}`;
+});
+window.addEventListener('hashchange', route);
+route();
