@@ -116,6 +116,16 @@ function verdict(ok: boolean, text: string): string {
   return `${ok ? 'PASS' : 'FAIL'}: ${text}`;
 }
 
+/** Informational rows: CPU per run of the Node process and of Redis (robust to a busy machine, unlike wall time). */
+function cpuRows(scenario: string, r: Map<SystemId, TrialResult[]>, others: SystemId[]): Row[] {
+  return (['nodeCpuUs', 'redisCpuUs'] as const).map((key) => {
+    const ours = metricOf(r.get('ours')!, key);
+    const theirs = others.map((o) => ({ label: LABEL[o], spread: metricOf(r.get(o)!, key) }));
+    const ratio = ours.median / Math.min(...theirs.map((t) => t.spread.median));
+    return { scenario, metric: key === 'nodeCpuUs' ? 'Node CPU µs/run' : 'Redis CPU µs/run', unit: 'µs', better: 'lower' as const, ours, theirs, ratio, target: '(info)', verdict: `${ratio.toFixed(2)}x` };
+  });
+}
+
 // ---- scenarios ----
 
 const N1 = QUICK ? 3_000 : 20_000;
@@ -135,7 +145,10 @@ const scenarios: Scenario[] = [
       const ours = metricOf(r.get('ours')!, 'perSec');
       const theirs = metricOf(r.get('bull-single')!, 'perSec');
       const ratio = ours.median / theirs.median;
-      return [{ scenario: '1', metric: 'runs/s', unit: '/s', better: 'higher', ours, theirs: [{ label: LABEL['bull-single'], spread: theirs }], ratio, target: 'ratio >= 1.0', verdict: verdict(ratio >= 1, `${ratio.toFixed(2)}x`) }];
+      return [
+        { scenario: '1', metric: 'runs/s', unit: '/s', better: 'higher', ours, theirs: [{ label: LABEL['bull-single'], spread: theirs }], ratio, target: 'ratio >= 1.0', verdict: verdict(ratio >= 1, `${ratio.toFixed(2)}x`) },
+        ...cpuRows('1', r, ['bull-single']),
+      ];
     },
   },
   {
@@ -152,7 +165,7 @@ const scenarios: Scenario[] = [
         scenario: '2', metric: 'runs/s', unit: '/s', better: 'higher', ours,
         theirs: [{ label: LABEL['bull-chain'], spread: chain }, { label: LABEL['bull-flow'], spread: flow }],
         ratio, target: 'ratio >= 2.0 vs the faster', verdict: verdict(ratio >= 2, `${ratio.toFixed(2)}x the faster BullMQ way`),
-      }];
+      }, ...cpuRows('2', r, ['bull-chain', 'bull-flow'])];
     },
   },
   {
@@ -247,7 +260,8 @@ async function idleTrial(ctx: Context, system: SystemId): Promise<{ rssGrowthMb:
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const next = () => new Promise<Record<string, number>>((resolve) => worker.once('message', (m) => resolve(m as Record<string, number>)));
-  const rss0 = (await next()).rssMb;
+  const m0 = await next();
+  const rss0 = m0.rssMb;
   const emittedAt = Date.now();
   await trial(ctx, { ...base, kind: 'idle-producer' }, false).catch(async (error) => {
     worker.kill();
@@ -264,7 +278,8 @@ async function idleTrial(ctx: Context, system: SystemId): Promise<{ rssGrowthMb:
   const parkedAfterMs = Date.now() - emittedAt;
   await new Promise((resolve) => setTimeout(resolve, 1_000));
   worker.send('measure');
-  const rss1 = (await next()).rssMb;
+  const m1 = await next();
+  const rss1 = m1.rssMb;
   const windowMs = Math.max(2_000, SLEEP7_MS - (Date.now() - emittedAt) - 2_000);
   const before = totalCalls(await commandStats(ctx.admin));
   await new Promise((resolve) => setTimeout(resolve, windowMs));
@@ -272,7 +287,8 @@ async function idleTrial(ctx: Context, system: SystemId): Promise<{ rssGrowthMb:
   worker.send('stop');
   await new Promise((resolve) => worker.once('exit', resolve));
   const result = { rssGrowthMb: rss1 - rss0, commandsPerSec: ((after - before) / windowMs) * 1000 };
-  ctx.log(`  idle ${system}: all parked after ${parkedAfterMs} ms; RSS ${fmt(rss0)} -> ${fmt(rss1)} MB; ${fmt(result.commandsPerSec)} commands/s over ${fmt(windowMs / 1000)} s`);
+  ctx.details.push(`- Idle ${LABEL[system]}: all parked ${fmt(parkedAfterMs / 1000)} s after the first emit; worker RSS ${fmt(rss0)} -> ${fmt(rss1)} MB, heap used after GC ${fmt(m0.heapMb)} -> ${fmt(m1.heapMb)} MB; ${fmt(result.commandsPerSec)} Redis commands/s over ${fmt(windowMs / 1000)} s`);
+  ctx.log(`  idle ${system}: all parked after ${parkedAfterMs} ms; RSS ${fmt(rss0)} -> ${fmt(rss1)} MB (heap used after GC ${fmt(m0.heapMb)} -> ${fmt(m1.heapMb)} MB); ${fmt(result.commandsPerSec)} commands/s over ${fmt(windowMs / 1000)} s`);
   return result;
 }
 

@@ -6,7 +6,7 @@
 import { Redis } from 'ioredis';
 import { addChain, addFlow, bullCompleted, startBull, type BullSystem } from './systems/bullmq.js';
 import { ourCount, startOurs, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
-import { commandStats, totalCalls, usedMemory } from './support/redis-stats.js';
+import { commandStats, redisCpuSeconds, totalCalls, usedMemory } from './support/redis-stats.js';
 import { percentile } from './support/stats.js';
 
 export type SystemId = 'ours' | 'bull-single' | 'bull-chain' | 'bull-flow';
@@ -101,12 +101,17 @@ async function waitFinished(s: Subject, redis: Redis, n: number, timeoutMs = 600
 
 async function throughput(spec: TrialSpec, redis: Redis): Promise<TrialResult> {
   const s = await subject(spec);
+  const redisCpu0 = await redisCpuSeconds(redis);
+  const cpu0 = process.cpuUsage();
   const started = performance.now();
   await startAll(s, spec.n);
   await waitFinished(s, redis, spec.n);
   const ms = performance.now() - started;
+  const cpu = process.cpuUsage(cpu0);
+  const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
   await s.close();
-  return { perSec: (spec.n / ms) * 1000, ms };
+  // CPU per run is far less sensitive than wall time to the other work on a shared machine.
+  return { perSec: (spec.n / ms) * 1000, ms, nodeCpuUs: (cpu.user + cpu.system) / spec.n, redisCpuUs: (redisCpu * 1e6) / spec.n };
 }
 
 async function latency(spec: TrialSpec): Promise<TrialResult> {
@@ -168,18 +173,19 @@ async function memory(spec: TrialSpec, redis: Redis): Promise<TrialResult> {
   return { bytesPerRun: (after - before) / spec.n };
 }
 
-function rssMb(): number {
+function memoryMb(): { rssMb: number; heapMb: number } {
   (globalThis as { gc?: () => void }).gc?.();
-  return process.memoryUsage().rss / 1024 / 1024;
+  const usage = process.memoryUsage();
+  return { rssMb: usage.rss / 1024 / 1024, heapMb: usage.heapUsed / 1024 / 1024 };
 }
 
 /** The idle scenario's worker: reports RSS when asked; run.ts emits from another process and measures Redis. */
 async function idleWorker(spec: TrialSpec): Promise<void> {
   const s = await subject(spec);
   await new Promise((resolve) => setTimeout(resolve, 500));
-  process.send!({ rssMb: rssMb() });
+  process.send!(memoryMb());
   process.on('message', async (message: string) => {
-    if (message === 'measure') process.send!({ rssMb: rssMb() });
+    if (message === 'measure') process.send!(memoryMb());
     if (message === 'stop') {
       await s.close();
       process.send!({ stopped: true });

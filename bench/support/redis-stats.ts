@@ -30,3 +30,11 @@ export async function resetServer(redis: Redis): Promise<void> {
   await redis.flushall();
   await redis.config('RESETSTAT');
 }
+
+/** CPU seconds the Redis server has used (user + system), from INFO cpu. */
+export async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0);
+  const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0);
+  return user + sys;
+}
