@@ -6,7 +6,7 @@
 --          name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none)
 -- Reply: { server now (ms), run, run, ... } where each run is
 --   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing ('' | 'failed' | 'canceled'),
---     error (JSON or ''), { stepField, stepRecord, ... } }
+--     error (JSON or ''), { stepField, stepRecord, ... }, epoch (raised by every retry) }
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
 local function claim(keys, argv)
@@ -21,56 +21,49 @@ local function claim(keys, argv)
     local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
     local room = want - taken
     if limit > 0 then
-      local c = rcall('HMGET', root .. ':counts', wf .. '|running', wf .. '|compensating')
-      room = math.min(room, limit - (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0))
+      local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
+      room = math.min(room, limit - executing)
     end
-    -- Counters move once per workflow and claim, not once per run.
-    local moved = { running = 0, compensating = 0 }
     while room > 0 do
       -- One pop takes as many entries as there is room for; entries dropped below leave room for another pop.
       local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
       if #popped == 0 then break end
       for p = 1, #popped, 2 do
-        local id = popped[p]
-        local run = run_key(root, id)
-        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp')
-        -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped.
-        if f[1] == 'queued' then
-          local fence = (tonumber(f[4]) or 0) + 1
-          local token = fence .. ':' .. claim_id
-          local max = f[3] or max_attempts
-          local lease_until = now + lease_ms
-          -- A run taken over in its finalizing phase with compensations left goes on compensating.
-          local status = 'running'
-          if f[9] and f[12] then status = 'compensating' end
-          if f[11] then
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
-          else
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
-              'sa', now)
-          end
-          if timeout_ms > 0 and not f[5] then
-            rcall('HSET', run, 'dl', now + timeout_ms)
-            rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
-          end
-          rcall('ZADD', root .. ':leases', lease_until, id)
-          moved[status] = moved[status] + 1
-          history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
-          -- Step records are written only under a lease, so a run never claimed before (no fencing
-          -- counter yet) has none to read.
-          local steps = {}
-          if f[4] then steps = rcall('HGETALL', steps_key(root, id)) end
-          reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
-            f[9] or '', f[10] or '', steps }
-          taken = taken + 1
-          room = room - 1
+      local id = popped[p]
+      local run = run_key(root, id)
+      local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
+      -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
+      -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
+      if f[1] == 'queued' or (f[1] == 'compensating' and f[9] and f[13] == '') then
+        local fence = (tonumber(f[4]) or 0) + 1
+        local token = fence .. ':' .. claim_id
+        local max = f[3] or max_attempts
+        local lease_until = now + lease_ms
+        -- A run taken over in its finalizing phase with compensations left goes on compensating.
+        local status = 'running'
+        if f[9] and f[12] then status = 'compensating' end
+        if f[11] then
+          rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
+        else
+          rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
+            'sa', now)
         end
+        if timeout_ms > 0 and not f[5] then
+          rcall('HSET', run, 'dl', now + timeout_ms)
+          rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
+        end
+        rcall('ZADD', root .. ':leases', lease_until, id)
+        if f[1] ~= status then count_move(root, wf, id, f[1], status) end
+        history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
+        -- Step records are written only under a lease, so a run never claimed before (no fencing counter
+        -- yet) has none to read.
+        local steps = {}
+        if f[4] then steps = rcall('HGETALL', steps_key(root, id)) end
+        reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
+          f[9] or '', f[10] or '', steps, tonumber(f[14]) or 0 }
+        taken = taken + 1
+        room = room - 1
       end
-    end
-    for status, n in pairs(moved) do
-      if n > 0 then
-        rcall('HINCRBY', root .. ':counts', wf .. '|queued', -n)
-        rcall('HINCRBY', root .. ':counts', wf .. '|' .. status, n)
       end
     end
   end
