@@ -14,7 +14,7 @@ import { startBenchRedis, type BenchRedis } from './support/redis-server.js';
 import { commandStats, resetServer, totalCalls } from './support/redis-stats.js';
 import { fmt, spread, type Spread } from './support/stats.js';
 import type { SystemId, TrialResult, TrialSpec } from './trial.js';
-import { COUNTS_KEY } from './systems/ours.js';
+import { statusKey } from './systems/ours.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -270,7 +270,7 @@ async function idleTrial(ctx: Context, system: SystemId): Promise<{ rssGrowthMb:
   // Everything parked: our runs 'waiting' (claimed, slept, lease released); BullMQ's jobs in 'delayed'.
   const until = Date.now() + 120_000;
   for (;;) {
-    const parked = system === 'ours' ? Number((await ctx.admin.hget(COUNTS_KEY, 'bench-sleep|waiting')) ?? 0) : await ctx.admin.zcard('bull:bench:delayed');
+    const parked = system === 'ours' ? await ctx.admin.zcard(statusKey('bench-sleep', 'waiting')) : await ctx.admin.zcard('bull:bench:delayed');
     if (parked >= N7) break;
     if (Date.now() > until) throw new Error(`only ${parked} of ${N7} parked`);
     await new Promise((resolve) => setTimeout(resolve, 50));

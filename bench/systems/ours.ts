@@ -9,7 +9,10 @@ import { Workflow, WorkflowClient, WorkflowModule, type WorkflowContext } from '
 
 export const PREFIX = 'bench';
 export const QUEUE = 'default';
-export const COUNTS_KEY = `{${PREFIX}:${QUEUE}:0}:counts`;
+/** Runs of a workflow by status: one sorted set per (workflow, status) in the shard. */
+export function statusKey(workflow: string, status: string): string {
+  return `{${PREFIX}:${QUEUE}:0}:st:${workflow}:${status}`;
+}
 
 export interface BenchInput {
   i: number;
@@ -75,7 +78,7 @@ export async function startOurs(url: string, opts: { worker: boolean; concurrenc
   return { app, client: app.get(WorkflowClient), close: () => app.close() };
 }
 
-/** Runs of `workflow` in `status`, from the shard's counters (one HGET). */
+/** Runs of `workflow` in `status`, from the shard's status index (one ZCARD). */
 export async function ourCount(redis: Redis, workflow: string, status: string): Promise<number> {
-  return Number((await redis.hget(COUNTS_KEY, `${workflow}|${status}`)) ?? 0);
+  return redis.zcard(statusKey(workflow, status));
 }
