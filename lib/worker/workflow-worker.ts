@@ -18,6 +18,9 @@ const MAX_CLAIM_BATCH = 32;
 /** Entries per housekeeping part per call: under 1 ms of Redis time for 50 due timers on an idle machine (measured in
  *  test/e2e/time-scale.e2e.spec.ts), so a large backlog never blocks Redis for long. */
 const TICK_BATCH = 50;
+/** With a deep queue, a claim waits until this share of the slots is free, so that one FCALL claims several
+ *  runs instead of one per finished run (claims were about one FCALL per run before). */
+const BACKLOG_BATCH_SHARE = 8;
 /** How often a worker tells the registry it is alive, and how long it counts as alive after that. */
 const BEAT_INTERVAL_MS = 5_000;
 const BEAT_TTL_MS = 15_000;
@@ -28,6 +31,8 @@ interface ShardState {
   root: string;
   claiming: boolean;
   claimAgain: boolean;
+  /** A claim is scheduled for the end of this turn of the event loop: triggers within one turn share it. */
+  claimScheduled: boolean;
   /** The last claim came back full: there may be more ready runs. */
   backlog: boolean;
   tickTimer?: NodeJS.Timeout;
@@ -119,6 +124,7 @@ export class WorkflowWorker {
         root,
         claiming: false,
         claimAgain: false,
+        claimScheduled: false,
         backlog: false,
         ticking: false,
         channel: this.redis.keys.workerChannel(root),
@@ -199,7 +205,7 @@ export class WorkflowWorker {
   private wakeAll(): void {
     for (const shard of this.shards) {
       this.scheduleTick(shard, 0);
-      void this.claim(shard);
+      this.requestClaim(shard);
     }
   }
 
@@ -207,7 +213,7 @@ export class WorkflowWorker {
     if (!this.running) return;
     const kind = message[0];
     if (kind === 'r') {
-      void this.claim(shard);
+      this.requestClaim(shard);
     } else if (kind === 't') {
       const due = Number(message.slice(1));
       this.scheduleTick(shard, Math.max(0, due - (Date.now() + this.serverOffsetMs)));
@@ -228,6 +234,19 @@ export class WorkflowWorker {
 
   // ---- claiming ----
 
+  /**
+   * Claims at the end of this turn of the event loop: the 'ready' messages and the completions that one
+   * socket read delivers together lead to one claim, not one each.
+   */
+  private requestClaim(shard: ShardState): void {
+    if (!this.running || shard.claimScheduled) return;
+    shard.claimScheduled = true;
+    setImmediate(() => {
+      shard.claimScheduled = false;
+      void this.claim(shard);
+    });
+  }
+
   private async claim(shard: ShardState): Promise<void> {
     if (!this.running || !shard.ref) return;
     if (shard.claiming) {
@@ -239,6 +258,9 @@ export class WorkflowWorker {
       shard.backlog = true;
       return;
     }
+    // The last claim came back full, so more runs are ready: while runs of this worker are executing (their
+    // completions trigger the next claim), wait for enough free slots to claim a batch in one call.
+    if (shard.backlog && this.executing.size > 0 && free < this.backlogBatch) return;
     const specs = this.claimSpecs(shard);
     if (specs.length === 0) return;
     shard.claiming = true;
@@ -274,7 +296,11 @@ export class WorkflowWorker {
     } finally {
       shard.claiming = false;
     }
-    if (this.running && (shard.claimAgain || shard.backlog) && this.executing.size < this.concurrency) void this.claim(shard);
+    if (this.running && (shard.claimAgain || shard.backlog) && this.executing.size < this.concurrency) this.requestClaim(shard);
+  }
+
+  private get backlogBatch(): number {
+    return Math.max(1, Math.min(MAX_CLAIM_BATCH, Math.floor(this.concurrency / BACKLOG_BATCH_SHARE)));
   }
 
   /** The workflows to claim in this shard: those whose queue it is first (rotated for fairness), then the
@@ -310,8 +336,8 @@ export class WorkflowWorker {
 
   private onSlotFreed(finished: ShardState): void {
     if (!this.running) return;
-    void this.claim(finished);
-    for (const shard of this.shards) if (shard !== finished && shard.backlog) void this.claim(shard);
+    this.requestClaim(finished);
+    for (const shard of this.shards) if (shard !== finished && shard.backlog) this.requestClaim(shard);
   }
 
   // ---- housekeeping ----
