@@ -36,9 +36,15 @@ local function emit(keys, argv)
   local status = 'queued'
   if due > now then status = 'scheduled' end
 
-  rcall('HSET', run, 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', 1, 'ca', now,
-    'pri', priority, 'due', due, 'par', parent, 'ik', ikey)
-  if argv[10] and argv[10] ~= '' then rcall('HSET', run, 'pf', argv[10], 'pr', argv[11]) end
+  -- Only the fields a run has are stored: every byte here is kept for the run's whole retention.
+  local fields = { 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', 1, 'ca', now }
+  local function add(name, value) fields[#fields + 1] = name; fields[#fields + 1] = value end
+  if tonumber(priority) ~= 0 then add('pri', priority) end
+  if due > now then add('due', due) end
+  if parent ~= '' then add('par', parent) end
+  if ikey ~= '' then add('ik', ikey) end
+  if argv[10] and argv[10] ~= '' then add('pf', argv[10]); add('pr', argv[11]) end
+  rcall('HSET', run, unpack(fields))
   rcall('ZADD', root .. ':idx:' .. wf, 0, id)
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then

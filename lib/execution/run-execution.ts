@@ -269,7 +269,7 @@ export class RunExecution implements DurableExecution {
             s: 'succeeded',
             a: previousAttempts + attempt,
             st: startedAt,
-            g: generation,
+            ...(generation ? { g: generation } : {}),
             ...(request.compensate ? { c: 1 } : {}),
           },
           text,
@@ -289,7 +289,7 @@ export class RunExecution implements DurableExecution {
             s: 'failed',
             a: previousAttempts + attempt,
             st: startedAt,
-            g: generation,
+            ...(generation ? { g: generation } : {}),
             e: JSON.parse(encodeErrorJson(error)),
           });
           await this.commit(field, 'F', record);
