@@ -110,6 +110,7 @@ const LABEL: Record<SystemId, string> = {
   'bull-single': 'BullMQ job',
   'bull-chain': 'BullMQ chain (job adds next)',
   'bull-flow': 'BullMQ FlowProducer chain',
+  'bull-fanout': 'BullMQ flow, 3 children',
 };
 
 function verdict(ok: boolean, text: string): string {
@@ -130,6 +131,7 @@ function cpuRows(scenario: string, r: Map<SystemId, TrialResult[]>, others: Syst
 
 const N1 = QUICK ? 3_000 : 20_000;
 const N2 = QUICK ? 1_500 : 10_000;
+const N3 = QUICK ? 1_000 : 5_000;
 const N4 = QUICK ? 200 : 1_000;
 const N5 = QUICK ? 300 : 2_000;
 const N6 = QUICK ? 500 : 2_000;
@@ -170,12 +172,17 @@ const scenarios: Scenario[] = [
   },
   {
     id: 's3',
-    title: '3. Fan-out/fan-in: parent with 3 parallel children vs a BullMQ flow with 3 children',
-    // Add when child workflows land: a 'fanout' workload (ours: Promise.all of 3 step.runWorkflow; BullMQ:
-    // FlowProducer parent with 3 children), measured like scenario 2 with alternate(..., { kind: 'throughput' }).
+    title: `3. Fan-out/fan-in: parent with 3 parallel child workflows vs a BullMQ FlowProducer parent with 3 children (${N3.toLocaleString('en-US')} each)`,
+    notes: ['Scenario 3: our parent runs `Promise.all` of three `ctx.step.runWorkflow` (no-op children, same queue); BullMQ adds a FlowProducer tree (no-op parent and children). A unit is finished when the parent is (ours: parents succeeded; BullMQ: completed jobs / 4).'],
     run: async (ctx) => {
-      ctx.log('  skipped: child workflows not landed yet');
-      return [{ scenario: '3', metric: 'runs/s', unit: '/s', better: 'higher', target: 'ratio >= 1.5', verdict: 'skipped: child workflows not landed yet' }];
+      const r = await alternate(ctx, ['ours', 'bull-fanout'], { kind: 'throughput', workload: 'fanout', n: N3 });
+      const ours = metricOf(r.get('ours')!, 'perSec');
+      const theirs = metricOf(r.get('bull-fanout')!, 'perSec');
+      const ratio = ours.median / theirs.median;
+      return [
+        { scenario: '3', metric: 'parents/s', unit: '/s', better: 'higher', ours, theirs: [{ label: LABEL['bull-fanout'], spread: theirs }], ratio, target: 'ratio >= 1.5', verdict: verdict(ratio >= 1.5, `${ratio.toFixed(2)}x`) },
+        ...cpuRows('3', r, ['bull-fanout']),
+      ];
     },
   },
   {

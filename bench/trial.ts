@@ -4,19 +4,19 @@
  * line 'RESULT <json>'. Producer and workers live in this one process, as in a small service.
  */
 import { Redis } from 'ioredis';
-import { addChain, addFlow, bullCompleted, startBull, type BullSystem } from './systems/bullmq.js';
-import { ourCount, startOurs, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
+import { addChain, addFanOut, addFlow, bullCompleted, startBull, type BullSystem } from './systems/bullmq.js';
+import { ourCount, startOurs, FanOutWorkflow, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
 import { commandStats, redisCpuSeconds, totalCalls, usedMemory } from './support/redis-stats.js';
 import { percentile } from './support/stats.js';
 
-export type SystemId = 'ours' | 'bull-single' | 'bull-chain' | 'bull-flow';
+export type SystemId = 'ours' | 'bull-single' | 'bull-chain' | 'bull-flow' | 'bull-fanout';
 export type TrialKind = 'throughput' | 'latency' | 'work' | 'memory' | 'idle-worker' | 'idle-producer';
 
 export interface TrialSpec {
   kind: TrialKind;
   system: SystemId;
-  /** 'one' = one step / one job; 'three' = three steps / three-job chain */
-  workload: 'one' | 'three' | 'sleep';
+  /** 'one' = one step / one job; 'three' = three steps / three-job chain; 'fanout' = parent + 3 parallel children */
+  workload: 'one' | 'three' | 'sleep' | 'fanout';
   n: number;
   host: string;
   port: number;
@@ -43,8 +43,12 @@ async function subject(spec: TrialSpec, withWorker = true): Promise<Subject> {
   const url = `redis://${spec.host}:${spec.port}`;
   if (spec.system === 'ours') {
     const ours: OurApp = await startOurs(url, { worker: withWorker });
-    const workflow = spec.workload === 'one' ? OneStepWorkflow : spec.workload === 'three' ? ThreeStepWorkflow : SleepWorkflow;
-    const name = spec.workload === 'one' ? 'bench-one' : spec.workload === 'three' ? 'bench-three' : 'bench-sleep';
+    const [workflow, name] = ({
+      one: [OneStepWorkflow, 'bench-one'],
+      three: [ThreeStepWorkflow, 'bench-three'],
+      sleep: [SleepWorkflow, 'bench-sleep'],
+      fanout: [FanOutWorkflow, 'bench-fanout'],
+    } as const)[spec.workload];
     return {
       start: (i) => ours.client.emit(workflow, { i, ms: spec.sleepMs ?? 0 }),
       finished: (redis) => ourCount(redis, name, spec.workload === 'sleep' ? 'waiting' : 'succeeded'),
@@ -54,17 +58,21 @@ async function subject(spec: TrialSpec, withWorker = true): Promise<Subject> {
   }
   const connection = { host: spec.host, port: spec.port };
   const mode = spec.system === 'bull-chain' ? 'chain' : spec.system === 'bull-flow' ? 'flow' : 'single';
+  const fanout = spec.workload === 'fanout';
   const bull: BullSystem = await startBull(connection, QUEUE_NAME, {
     worker: withWorker,
     mode,
-    flows: mode === 'flow',
+    flows: mode === 'flow' || fanout,
     events: spec.kind === 'latency',
   });
-  const jobsPerUnit = mode === 'single' ? 1 : 3;
+  // A fan-out unit is 4 jobs (the parent completes last, after its 3 children).
+  const jobsPerUnit = fanout ? 4 : mode === 'single' ? 1 : 3;
   return {
     start: (i) =>
       spec.workload === 'sleep'
         ? bull.queue.add('nap', { i }, { delay: spec.sleepMs ?? 0 })
+        : fanout
+          ? addFanOut(bull, i)
         : mode === 'chain'
           ? addChain(bull, i)
           : mode === 'flow'

@@ -82,6 +82,17 @@ export function addFlow(system: BullSystem, i: number): Promise<unknown> {
   });
 }
 
+/** Fan-out/fan-in: a FlowProducer parent with three children (processed in parallel), the parent after all three. */
+export function addFanOut(system: BullSystem, i: number): Promise<unknown> {
+  const queueName = system.queue.name;
+  return system.flows!.add({
+    name: 'parent',
+    queueName,
+    data: { i },
+    children: [0, 1, 2].map((k) => ({ name: `child-${k}`, queueName, data: { i: i * 3 + k } })),
+  });
+}
+
 export async function bullCompleted(redis: Redis, name: string): Promise<number> {
   return redis.zcard(`${BULL_PREFIX}:${name}:completed`);
 }

@@ -48,6 +48,24 @@ export class SleepWorkflow {
   }
 }
 
+@Workflow('bench-leaf', { maxAttempts: 1 })
+@Injectable()
+export class LeafWorkflow {
+  async execute(ctx: WorkflowContext<BenchInput>) {
+    return ctx.input.i;
+  }
+}
+
+/** Fan-out/fan-in: three child runs in parallel, the parent resumes when all three have finished. */
+@Workflow('bench-fanout', { maxAttempts: 1 })
+@Injectable()
+export class FanOutWorkflow {
+  async execute(ctx: WorkflowContext<BenchInput>) {
+    const results = await Promise.all([0, 1, 2].map((k) => ctx.step.runWorkflow(`child-${k}`, LeafWorkflow, { i: ctx.input.i * 3 + k })));
+    return results.length;
+  }
+}
+
 @Module({})
 class BenchAppModule {
   static forRoot(url: string, worker: boolean, concurrency: number): DynamicModule {
@@ -60,7 +78,7 @@ class BenchAppModule {
           worker: worker ? { concurrency } : false,
         }),
       ],
-      providers: [OneStepWorkflow, ThreeStepWorkflow, SleepWorkflow],
+      providers: [OneStepWorkflow, ThreeStepWorkflow, SleepWorkflow, LeafWorkflow, FanOutWorkflow],
     };
   }
 }
