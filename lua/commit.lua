@@ -7,7 +7,7 @@
 -- ARGV[6]  '1' when the step has a compensation (flagged on the run, so a failure knows to compensate)
 -- ARGV[7]  'if-open': store only if the step has no record or a waiting one (a timeout racing a delivery)
 -- ARGV[8]  id of a child run this step started ('' = none): indexed so that cancel reaches it
--- Reply: { 1 } stored; { 2, stored record } when 'if-open' found the step already resolved;
+-- Reply: { 1, server ms } stored (the time kept with the record); { 2, stored record } when 'if-open' found the step already resolved;
 --        { 0, reason } when the caller no longer holds the run (stale token, expired lease, canceled):
 --        the caller must stop executing the run.
 -- Repeating the call with the same arguments stores the same record again.
@@ -24,7 +24,7 @@ local function commit_step(keys, argv)
   store_record(root, id, field, now, state, record)
   if argv[6] == '1' then rcall('HSET', run_key(root, id), 'comp', 1) end
   if argv[8] and argv[8] ~= '' then rcall('SADD', children_key(root, id), argv[8]) end
-  return { 1 }
+  return { 1, now }
 end
 
 redis.register_function('wf1_commit_step', commit_step)

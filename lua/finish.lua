@@ -16,9 +16,10 @@ local function complete(keys, argv)
     return { 0, reason }
   end
   rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
-  finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6])
+  finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
   history(root, id, now, 'succeeded', nil)
-  local handoff = notify_parent(root, id, f[4], 'S', argv[3], now)
+  -- Only a run whose parent waits for it (f[10]) has anyone to tell: spares the lookup for the others.
+  local handoff = f[10] and notify_parent(root, id, f[4], 'S', argv[3], now)
   if handoff then return { 1, unpack(handoff) } end
   return { 1 }
 end
@@ -84,9 +85,9 @@ local function fail(keys, argv)
   if next_step == 'failed' or next_step == 'canceled' then
     rcall('HSET', run, 'st', next_step, 'err', err, 'fa', now)
     rcall('HDEL', run, 'fin')
-    finish_run(root, id, wf, status, next_step, now, argv[6], f[6])
+    finish_run(root, id, wf, status, next_step, now, argv[6], f[6], err)
     history(root, id, now, next_step, nil, err)
-    local handoff = notify_parent(root, id, wf, 'F', err, now)
+    local handoff = f[10] and notify_parent(root, id, wf, 'F', err, now)
     if handoff then return { 1, unpack(handoff) } end
     return { 1 }
   end

@@ -8,12 +8,30 @@ const FINAL = new Set(['succeeded', 'failed', 'canceled']);
 
 interface Waiter {
   check: () => void;
+  /** The done message carried the final state: settle without reading the run. */
+  settle: (done: DoneMessage) => void;
+}
+
+interface DoneMessage {
+  runId: string;
+  status?: 'succeeded' | 'failed' | 'canceled';
+  payload?: string;
+}
+
+/** '<id>' or '<id>|<final state>|<output or error JSON>' (see finish_run in lua/includes/01-common.lua). */
+export function parseDoneMessage(message: string): DoneMessage {
+  for (const status of ['succeeded', 'failed', 'canceled'] as const) {
+    const at = message.indexOf(`|${status}|`);
+    if (at > 0) return { runId: message.slice(0, at), status, payload: message.slice(at + status.length + 2) };
+  }
+  return { runId: message };
 }
 
 /**
  * Waits for runs to finish without polling: one sharded subscription per shard on the module's single
  * subscriber connection, however many result() calls wait. It subscribes first and reads the status
- * after, and reads again after a reconnect, so a completion published in between is never missed.
+ * after, and reads again after a reconnect, so a completion published in between is never missed. A done
+ * message that carries the final state and output (or error) settles the wait without a read.
  */
 export class ResultWaiter {
   private readonly waiters = new Map<string, Set<Waiter>>();
@@ -29,7 +47,8 @@ export class ResultWaiter {
   }
 
   async wait<O>(runId: string, shard: ShardRef, timeoutMs?: number): Promise<O> {
-    const channel = this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard));
+    // '<done channel>v' carries the outcome with the id (the done channel itself only the id, for older builds).
+    const channel = `${this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard))}v`;
     return new Promise<O>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -42,6 +61,10 @@ export class ResultWaiter {
             },
             (error) => finish(() => reject(error)),
           );
+        },
+        settle: (done) => {
+          const payload = parseJson(done.payload);
+          finish(() => settle({ id: runId, status: done.status!, output: payload, error: done.status === 'succeeded' ? undefined : (payload as RunInfo['error']) }, resolve, reject));
         },
       };
       const finish = (action: () => void) => {
@@ -66,8 +89,12 @@ export class ResultWaiter {
 
   private async listen(channel: string): Promise<void> {
     if (this.channelListeners.has(channel)) return this.redis.subscriber.subscribe(channel, this.channelListeners.get(channel)!);
-    const listener = (runId: string) => {
-      for (const waiter of this.waiters.get(runId) ?? []) waiter.check();
+    const listener = (message: string) => {
+      const done = parseDoneMessage(message);
+      for (const waiter of this.waiters.get(done.runId) ?? []) {
+        if (done.status) waiter.settle(done);
+        else waiter.check();
+      }
     };
     this.channelListeners.set(channel, listener);
     await this.redis.subscriber.subscribe(channel, listener);
@@ -81,7 +108,16 @@ export class ResultWaiter {
   }
 }
 
-function settle<O>(run: RunInfo, resolve: (value: O) => void, reject: (error: unknown) => void): void {
+function parseJson(text: string | undefined): unknown {
+  if (text === undefined || text === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function settle<O>(run: Pick<RunInfo, 'id' | 'status' | 'output' | 'error'>, resolve: (value: O) => void, reject: (error: unknown) => void): void {
   if (run.status === 'succeeded') return resolve(run.output as O);
   const error = run.error ? decodeError(run.error as StoredError) : undefined;
   if (run.status === 'canceled') return reject(error instanceof CanceledError ? error : new CanceledError(error?.message ?? 'The run was canceled.', { cause: error }));

@@ -61,7 +61,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
       kind: r.k,
       status,
       attempts: r.a ?? (r.k === 'sleep' ? 0 : 1),
-      startedAt: iso(r.st ?? stored.committedAt),
+      startedAt: iso(r.d !== undefined ? (r.sc ?? stored.committedAt) - r.d : (r.st ?? stored.committedAt)),
     };
     if (r.r !== undefined) info.result = r.r;
     if (r.id !== undefined && (r.k === 'child' || r.k === 'child-emit')) info.childRunId = r.id;

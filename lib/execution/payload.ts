@@ -8,9 +8,14 @@ import { PayloadError } from '../errors/workflow.errors.js';
  */
 export function toPayload(value: unknown, what: string, maxBytes: number): string | undefined {
   if (value === undefined) return undefined;
-  const problem = findUnstorable(value, '$', new Set());
+  // Plain scalars (the common step result) need no walk.
+  const type = typeof value;
+  const scalar = value === null || type === 'boolean' || type === 'string' || (type === 'number' && Number.isFinite(value));
+  const problem = scalar ? undefined : findUnstorable(value, '$', new Set());
   if (problem) throw new PayloadError(`${what} is not JSON: ${problem}. Return plain data (objects, arrays, strings, numbers, booleans, null).`);
   const text = JSON.stringify(value);
+  // A UTF-8 character takes at most 3 bytes per UTF-16 unit: short texts need no count.
+  if (text.length * 3 <= maxBytes) return text;
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > maxBytes) {
     throw new PayloadError(

@@ -29,7 +29,7 @@ import type { ChildLauncher } from './child-launcher.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
-import { encodeStepRecord, parseStepField, parseStoredStep, stepField, type RecordState, type StoredStep } from './step-record.js';
+import { encodeStepRecord, parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
 import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
@@ -246,38 +246,37 @@ export class RunExecution implements DurableExecution {
     const startedAt = Date.now();
     const observed = this.observation?.step(request.name, parseStepField(field).occurrence, request.kind);
     for (let attempt = 1; ; attempt += 1) {
-      const stepController = new AbortController();
-      const onRunAbort = () => stepController.abort(this.signal.reason);
-      this.signal.addEventListener('abort', onRunAbort, { once: true });
-      const timer =
-        request.timeoutMs !== undefined
-          ? setTimeout(
-              () => stepController.abort(new TimeoutError(`Step '${request.name}' timed out after ${request.timeoutMs} ms.`)),
-              request.timeoutMs,
-            )
-          : undefined;
-      const stepContext: StepContext = { idempotencyKey, signal: stepController.signal, attempt: previousAttempts + attempt };
+      // A step without a timeout is stopped only with its run, so it shares the run's signal: no
+      // controller, listener or timer per step on the hot path.
+      let stepController: AbortController | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      if (request.timeoutMs !== undefined) {
+        const controller = (stepController = new AbortController());
+        timer = setTimeout(
+          () => controller.abort(new TimeoutError(`Step '${request.name}' timed out after ${request.timeoutMs} ms.`)),
+          request.timeoutMs,
+        );
+      }
+      const onRunAbort = stepController ? () => stepController!.abort(this.signal.reason) : undefined;
+      if (onRunAbort) this.signal.addEventListener('abort', onRunAbort, { once: true });
+      const stepSignal = stepController ? stepController.signal : this.signal;
+      const stepContext: StepContext = { idempotencyKey, signal: stepSignal, attempt: previousAttempts + attempt };
       try {
         const call = () => executionScope.run({ execution: this, step: stepContext }, () => Promise.resolve().then(() => request.fn(stepContext)));
-        const value = await raceAbort(observed ? observed.within(call) : call(), stepController.signal);
+        const value = await raceAbort(observed ? observed.within(call) : call(), stepSignal);
         this.assertExecuting();
         const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
-        const record = encodeStepRecord(
-          {
-            k: request.kind,
-            f: request.fingerprint,
-            s: 'succeeded',
-            a: previousAttempts + attempt,
-            st: startedAt,
-            ...(generation ? { g: generation } : {}),
-            ...(request.compensate ? { c: 1 } : {}),
-          },
-          text,
-        );
-        await this.commit(field, 'S', record, { hasCompensation: !!request.compensate });
-        observed?.ended('succeeded', previousAttempts + attempt);
+        const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: previousAttempts + attempt, d: Date.now() - startedAt };
+        if (generation) fields.g = generation;
+        if (request.compensate) fields.c = 1;
+        const record = encodeStepRecord(fields, text);
         const result = fromPayload<T>(text);
-        this.addCompensation(field, request, result, this.steps.get(field));
+        // The record kept in memory is the one just encoded (no re-parse); its result is a separate copy
+        // only when a compensation may later read it after the handler had the result in hand.
+        fields.r = request.compensate ? fromPayload(text) : result;
+        const stored = await this.commit(field, 'S', record, { hasCompensation: !!request.compensate }, fields);
+        observed?.ended('succeeded', previousAttempts + attempt);
+        this.addCompensation(field, request, result, stored);
         return result;
       } catch (error) {
         if (this.state !== 'executing') throw this.stopReason();
@@ -286,9 +285,8 @@ export class RunExecution implements DurableExecution {
           const record = encodeStepRecord({
             k: request.kind,
             f: request.fingerprint,
-            s: 'failed',
             a: previousAttempts + attempt,
-            st: startedAt,
+            d: Date.now() - startedAt,
             ...(generation ? { g: generation } : {}),
             e: JSON.parse(encodeErrorJson(error)),
           });
@@ -299,8 +297,8 @@ export class RunExecution implements DurableExecution {
         this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describe(error)}); retrying`);
         await abortableDelay(backoffDelay(request.backoff, attempt), this.signal);
       } finally {
-        clearTimeout(timer);
-        this.signal.removeEventListener('abort', onRunAbort);
+        if (timer) clearTimeout(timer);
+        if (onRunAbort) this.signal.removeEventListener('abort', onRunAbort);
       }
     }
   }
@@ -310,13 +308,20 @@ export class RunExecution implements DurableExecution {
     state: RecordState,
     record: string,
     opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+    /** The record as an object, when the caller has it: spares parsing the JSON it just encoded. */
+    parsed?: StepRecord,
   ): Promise<StoredStep> {
     const result = await this.store.commitStep(this.shard, this.id, this.token, field, state, record, opts);
     if (!result.ok) {
       this.lose(result.reason);
       throw this.stopReason();
     }
-    const stored = parseStoredStep(field, 'resolved' in result ? result.resolved : `${Math.round(this.serverNow())}|${state}|${record}`);
+    let stored: StoredStep;
+    if ('resolved' in result) stored = parseStoredStep(field, result.resolved);
+    else {
+      const committedAt = 'committedAt' in result && result.committedAt !== undefined ? result.committedAt : Math.round(this.serverNow());
+      stored = parsed ? { field, ...parseStepField(field), committedAt, state, record: parsed } : parseStoredStep(field, `${committedAt}|${state}|${record}`);
+    }
     this.steps.set(field, stored);
     return stored;
   }

@@ -14,8 +14,12 @@ export interface StepRecord {
   s?: string;
   /** attempts so far */
   a?: number;
-  /** started at (worker clock, for display) */
+  /** started at (worker clock, for display); records of builds before 12 */
   st?: number;
+  /** how long the step took until its commit (ms, all attempts): it started at the commit time minus this.
+   *  Records are kept small (no display-only status either: the state says it) so that a run's step hash
+   *  stays in Redis's compact encoding (values up to 64 bytes). */
+  d?: number;
   /** generation: raised when a compensated step is executed again after retryRun */
   g?: number;
   /** 1 when the step has a compensation */

@@ -153,7 +153,7 @@ export class WorkflowStore {
     state: 'S' | 'F' | 'C' | 'W',
     record: string,
     opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
-  ): Promise<TransitionResult | { ok: true; resolved: string }> {
+  ): Promise<{ ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string }> {
     const reply = (await this.fcall('wf1_commit_step', [this.root(shard)], [
       runId,
       token,
@@ -163,9 +163,11 @@ export class WorkflowStore {
       opts.hasCompensation ? '1' : '0',
       opts.ifOpen ? 'if-open' : '',
       opts.childId ?? '',
-    ])) as [number, string?];
-    if (reply[0] === 2) return { ok: true, resolved: reply[1]! };
-    return toResult(reply);
+    ])) as [number, (string | number)?];
+    if (reply[0] === 2) return { ok: true, resolved: reply[1] as string };
+    // Builds before 12 answer { 1 } without the server time of the commit.
+    if (reply[0] === 1) return typeof reply[1] === 'number' ? { ok: true, committedAt: reply[1] } : { ok: true };
+    return toResult(reply as [number, string?]);
   }
 
   async complete(

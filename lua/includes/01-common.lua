@@ -13,7 +13,8 @@
 --   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
 -- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' ready work, 't<ms>' a timer is due then,
--- 'a<runId>|<reason>' stop executing that run), <root>:d to result() waiters (the id of a finished run).
+-- 'a<runId>|<reason>' stop executing that run), <root>:d to result() waiters (the id of a finished run), <root>:dv to
+-- newer result() waiters (a finished run with its outcome: see finish_run).
 --
 -- User payloads (inputs, outputs, step records, errors) are opaque strings here: never cjson-decoded.
 
@@ -96,8 +97,9 @@ local EXECUTING = { running = true, compensating = true }
 
 -- The presented token must be the run's current one and the run must be executing under a lease that
 -- has not expired (judged by this server's clock). Returns the run's fields, or nil and the reason.
+-- f[10] is the parent's step waiting for this run (nil when no parent waits).
 local function check_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max')
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'pf')
   if not f[2] then return nil, 'NO_RUN' end
   if f[1] ~= token then return nil, 'STALE_TOKEN' end
   if not EXECUTING[f[2]] then return nil, 'NOT_EXECUTING:' .. f[2] end
@@ -105,12 +107,22 @@ local function check_lease(run, token, now)
   return f
 end
 
+-- A done message on ':dv' carries the final state and its output or error when they are this small, so that a
+-- result() waiter settles without reading the run; larger ones announce only the id (the waiter reads).
+local DONE_PAYLOAD_MAX = 2048
+
 -- Bookkeeping shared by every final state: out of the lease and deadline sets, counted, due to expire,
--- and announced to result() waiters.
-local function finish_run(root, id, wf, from, to, now, retention_ms, deadline)
+-- and announced to result() waiters: '<id>' or '<id>|<final state>|<output or error JSON>'.
+local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload)
   rcall('ZREM', root .. ':leases', id)
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
   count_move(root, wf, id, from, to)
   rcall('ZADD', root .. ':expiry', now + (tonumber(retention_ms) or 0), id)
+  -- ':d' carries the bare id for result() waiters of builds before 11; ':dv' the richer message.
   rcall('SPUBLISH', root .. ':d', id)
+  if payload and payload ~= '' and #payload <= DONE_PAYLOAD_MAX then
+    rcall('SPUBLISH', root .. ':dv', id .. '|' .. to .. '|' .. payload)
+  else
+    rcall('SPUBLISH', root .. ':dv', id)
+  end
 end
