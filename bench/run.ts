@@ -263,7 +263,7 @@ async function idleTrial(ctx: Context, system: SystemId): Promise<{ rssGrowthMb:
   const base = { workload: 'sleep' as const, n: N7, sleepMs: SLEEP7_MS, host: ctx.redis.host, port: ctx.redis.port, system };
   const worker = fork(path.join(here, 'trial.js'), [], {
     env: { ...process.env, BENCH_TRIAL: JSON.stringify({ ...base, kind: 'idle-worker' }) },
-    execArgv: ['--expose-gc'],
+    execArgv: ['--expose-gc', ...(process.env.BENCH_IDLE_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const next = () => new Promise<Record<string, number>>((resolve) => worker.once('message', (m) => resolve(m as Record<string, number>)));
@@ -294,8 +294,8 @@ async function idleTrial(ctx: Context, system: SystemId): Promise<{ rssGrowthMb:
   worker.send('stop');
   await new Promise((resolve) => worker.once('exit', resolve));
   const result = { rssGrowthMb: rss1 - rss0, commandsPerSec: ((after - before) / windowMs) * 1000 };
-  ctx.details.push(`- Idle ${LABEL[system]}: all parked ${fmt(parkedAfterMs / 1000)} s after the first emit; worker RSS ${fmt(rss0)} -> ${fmt(rss1)} MB, heap used after GC ${fmt(m0.heapMb)} -> ${fmt(m1.heapMb)} MB; ${fmt(result.commandsPerSec)} Redis commands/s over ${fmt(windowMs / 1000)} s`);
-  ctx.log(`  idle ${system}: all parked after ${parkedAfterMs} ms; RSS ${fmt(rss0)} -> ${fmt(rss1)} MB (heap used after GC ${fmt(m0.heapMb)} -> ${fmt(m1.heapMb)} MB); ${fmt(result.commandsPerSec)} commands/s over ${fmt(windowMs / 1000)} s`);
+  ctx.details.push(`- Idle ${LABEL[system]}: all parked ${fmt(parkedAfterMs / 1000)} s after the first emit; worker RSS ${fmt(rss0)} -> ${fmt(rss1)} MB, heap used after GC ${fmt(m0.heapMb)} -> ${fmt(m1.heapMb)} MB, V8 heap committed ${fmt(m0.heapTotalMb)} -> ${fmt(m1.heapTotalMb)} MB (new space ${fmt(m0.newSpaceMb)} -> ${fmt(m1.newSpaceMb)} MB); ${fmt(result.commandsPerSec)} Redis commands/s over ${fmt(windowMs / 1000)} s`);
+  ctx.log(`  idle ${system}: all parked after ${parkedAfterMs} ms; RSS ${fmt(rss0)} -> ${fmt(rss1)} MB (heap used after GC ${fmt(m0.heapMb)} -> ${fmt(m1.heapMb)} MB, committed ${fmt(m0.heapTotalMb)} -> ${fmt(m1.heapTotalMb)}, new space ${fmt(m0.newSpaceMb)} -> ${fmt(m1.newSpaceMb)}, external ${fmt(m0.externalMb)} -> ${fmt(m1.externalMb)}); ${fmt(result.commandsPerSec)} commands/s over ${fmt(windowMs / 1000)} s`);
   return result;
 }
 

@@ -3,6 +3,7 @@
  * heap, connections or JIT state). Started by run.ts with BENCH_TRIAL set to a JSON TrialSpec; prints one
  * line 'RESULT <json>'. Producer and workers live in this one process, as in a small service.
  */
+import v8 from 'node:v8';
 import { Redis } from 'ioredis';
 import { addChain, addFanOut, addFlow, bullCompleted, startBull, type BullSystem } from './systems/bullmq.js';
 import { ourCount, startOurs, FanOutWorkflow, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
@@ -181,10 +182,12 @@ async function memory(spec: TrialSpec, redis: Redis): Promise<TrialResult> {
   return { bytesPerRun: (after - before) / spec.n };
 }
 
-function memoryMb(): { rssMb: number; heapMb: number } {
+function memoryMb(): { rssMb: number; heapMb: number; heapTotalMb: number; newSpaceMb: number; externalMb: number } {
   (globalThis as { gc?: () => void }).gc?.();
   const usage = process.memoryUsage();
-  return { rssMb: usage.rss / 1024 / 1024, heapMb: usage.heapUsed / 1024 / 1024 };
+  const mb = (n: number) => n / 1024 / 1024;
+  const newSpace = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+  return { rssMb: mb(usage.rss), heapMb: mb(usage.heapUsed), heapTotalMb: mb(usage.heapTotal), newSpaceMb: mb(newSpace), externalMb: mb(usage.external + usage.arrayBuffers) };
 }
 
 /** The idle scenario's worker: reports RSS when asked; run.ts emits from another process and measures Redis. */

@@ -112,7 +112,9 @@ const CLOSING_TYPES = new Set(['succeeded', 'failed', 'canceled', 'retrying', 'p
  * show as the run's 'parked' and 'woken' entries.
  */
 export function mergeStepEvents(history: RunEvent[], steps: Record<string, string>): RunEvent[] {
-  const stepEvents: { ms: number; event: RunEvent }[] = [];
+  // Same-millisecond commits are ordered by when their steps started (commit time minus duration), then
+  // by occurrence: sequential steps can commit within one millisecond.
+  const stepEvents: { ms: number; start: number; event: RunEvent }[] = [];
   for (const [field, value] of Object.entries(steps)) {
     let stored;
     try {
@@ -127,14 +129,15 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
     if (r.a !== undefined) event.attempt = r.a;
     if (r.e) event.error = r.e;
     event.data = { occurrence: stored.occurrence, kind: r.k, ...(r.id !== undefined ? { childRunId: r.id } : {}) };
-    stepEvents.push({ ms: stored.committedAt, event });
+    const startOf = (ms: number) => (r.d !== undefined ? ms - r.d : (r.st ?? ms));
+    stepEvents.push({ ms: stored.committedAt, start: startOf(r.sc ?? stored.committedAt), event });
     if (stored.state === 'C' && r.sc !== undefined) {
       // the success that was compensated later: its commit time is kept in the compensated record
       const { error: _error, ...succeeded } = event;
-      stepEvents.push({ ms: r.sc, event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
+      stepEvents.push({ ms: r.sc, start: startOf(r.sc), event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
     }
   }
-  stepEvents.sort((a, b) => a.ms - b.ms || (a.event.data!.occurrence as number) - (b.event.data!.occurrence as number));
+  stepEvents.sort((a, b) => a.ms - b.ms || a.start - b.start || (a.event.data!.occurrence as number) - (b.event.data!.occurrence as number));
   const merged: RunEvent[] = [];
   let next = 0;
   for (const entry of history) {

@@ -12,7 +12,8 @@
 --   <root>:idx:<wf>     runs of a workflow (zset, score 0: ordered by run id, i.e. by creation)
 --   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
--- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' ready work, 't<ms>' a timer is due then,
+-- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' a ready set has work again, 't<ms>' the
+-- shard's earliest timer is now due then,
 -- 'a<runId>|<reason>' stop executing that run), <root>:d to result() waiters (the id of a finished run), <root>:dv to
 -- newer result() waiters (a finished run with its outcome: see finish_run).
 --
@@ -82,14 +83,24 @@ local function notify_workers(root, message)
   rcall('SPUBLISH', root .. ':w', message)
 end
 
+-- Workers are told about ready work only when a ready set stops being empty: a worker with free slots
+-- claims on that message, and from then on claims again whenever a slot frees or a claim came back full,
+-- until the set is empty. A burst of 10,000 emits then sends one message, not 10,000.
 local function make_ready(root, id, wf, priority, at)
-  rcall('ZADD', ready_key(root, wf), ready_score(priority, at), id)
-  notify_workers(root, 'r')
+  local key = ready_key(root, wf)
+  rcall('ZADD', key, ready_score(priority, at), id)
+  if rcall('ZCARD', key) == 1 then notify_workers(root, 'r') end
 end
 
+-- Workers are told about a timer only when it becomes the shard's earliest: each worker keeps a tick for
+-- the earliest due time it was told or that its last tick reported, and every tick reports the next one.
 local function schedule_timer(root, id, due)
-  rcall('ZADD', root .. ':timers', due, id)
-  notify_workers(root, 't' .. string.format('%d', due))
+  local key = root .. ':timers'
+  local first = rcall('ZRANGE', key, 0, 0, 'WITHSCORES')
+  rcall('ZADD', key, due, id)
+  if not first[2] or due < tonumber(first[2]) or first[1] == id then
+    notify_workers(root, 't' .. string.format('%d', due))
+  end
 end
 
 local FINAL = { succeeded = true, failed = true, canceled = true }
