@@ -32,6 +32,7 @@ end
 --                     compensations and @OnFailure; the run keeps its lease and is marked so that
 --                     a worker that takes it over after a crash goes straight to that phase
 --          'failed' / 'canceled'  the final state; ARGV[6] is the retention in ms
+--          'hook-done' the @OnFailure of a run canceled at once has run: the run is released
 -- ARGV[5]  retry delay in ms (for 'retry')
 -- ARGV[6]  retention in ms (for a final state)
 -- ARGV[7]  '1' when 'finalize' has compensations to run (the run shows 'compensating')
@@ -48,6 +49,7 @@ local function fail(keys, argv)
     if g[1] == token then
       if next_step == 'retry' and (g[2] == 'queued' or g[2] == 'scheduled') then return { 1 } end
       if next_step == g[2] then return { 1 } end
+      if next_step == 'hook-done' and g[2] == 'canceled' and not g[3] then return { 1 } end
     end
     return { 0, reason }
   end
@@ -78,6 +80,13 @@ local function fail(keys, argv)
     rcall('HSET', run, 'st', target, 'fin', 'failed', 'err', err)
     if target ~= status then count_move(root, wf, id, status, target) end
     history(root, id, now, target == 'compensating' and 'compensating' or 'failing', nil, err)
+    return { 1 }
+  end
+
+  if next_step == 'hook-done' then
+    rcall('HDEL', run, 'fin')
+    rcall('ZREM', root .. ':leases', id)
+    history(root, id, now, 'on-failure-ran', nil)
     return { 1 }
   end
 

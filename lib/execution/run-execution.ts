@@ -159,6 +159,14 @@ export class RunExecution implements DurableExecution {
       if (this.claim.finalizing) this.input = safeParse(this.claim.input);
       else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
     }
+    if (this.claim.finalizing === 'hook') {
+      // Canceled at once (no compensations): only its @OnFailure is left to run.
+      const error = decodeErrorJson(this.claim.error) ?? new CanceledError();
+      if (this.definition.onFailure) await this.runOnFailure(this.definition.onFailure, error);
+      if (this.state !== 'executing') return this.stopped;
+      const done = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), 'hook-done');
+      return this.afterTransition(done, 'canceled');
+    }
     if (this.claim.finalizing) {
       const error = decodeErrorJson(this.claim.error) ?? new WorkflowError('The run failed.');
       await this.collectCompensations();

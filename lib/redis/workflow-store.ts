@@ -58,7 +58,9 @@ export interface ClaimedRun {
   token: string;
   createdAt: number;
   parentId?: string;
-  finalizing?: 'failed' | 'canceled';
+  /** Set when the run failed for good or was canceled and its compensations / @OnFailure are to run
+   *  ('hook': canceled at once, only its @OnFailure is left). */
+  finalizing?: 'failed' | 'canceled' | 'hook';
   error?: string;
   /** step field -> '<committed ms>|<record JSON>' */
   steps: Map<string, string>;
@@ -70,7 +72,7 @@ export interface ClaimedRun {
 
 export type TransitionResult = { ok: true } | { ok: false; reason: string };
 
-export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled';
+export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled' | 'hook-done';
 
 /**
  * Typed wrappers around every FCALL of the library: the one place in lib/ that spells a function name.
@@ -224,8 +226,9 @@ export class WorkflowStore {
     runId: string,
     error: string,
     retentionMs: number,
+    hasOnFailure = false,
   ): Promise<{ canceled: boolean; status?: string; children: string[]; handoff?: Handoff }> {
-    const reply = (await this.fcall('wf1_cancel', [this.root(shard)], [runId, error, retentionMs])) as unknown[];
+    const reply = (await this.fcall('wf1_cancel', [this.root(shard)], [runId, error, retentionMs, hasOnFailure ? '1' : ''])) as unknown[];
     if (reply[0] !== 1) return { canceled: false, status: String(reply[1]), children: [] };
     const handoff = reply[2] as unknown[] | undefined;
     return {

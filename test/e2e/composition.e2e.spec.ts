@@ -113,6 +113,20 @@ class LongRunningWorkflow {
   }
 }
 
+@Workflow('hooked-sleeper')
+@Injectable()
+class HookedSleeperWorkflow {
+  async execute(ctx: WorkflowContext<{ id: string }>) {
+    await ctx.step.sleep('long', 60_000);
+    return 'woke';
+  }
+
+  @OnFailure()
+  async failed(ctx: OnFailureContext<{ id: string }>) {
+    await counters.rpush(`${key}:hook:${ctx.input.id}`, `${ctx.error.name}:${ctx.error.message}`);
+  }
+}
+
 @Workflow('tree-leaf', { queue: 'children' })
 @Injectable()
 class LeafWorkflow {
@@ -178,7 +192,7 @@ describe('composition: children, fan-out/fan-in, events, cancellation, sagas (e2
     counters = redisFor(redis.url);
     app = await startApp(
       { connection: redis.url, prefix: uniquePrefix('comp'), worker: { concurrency: 50, reaperIntervalMs: 20 } },
-      [DoubleWorkflow, SumWorkflow, CatchesChildWorkflow, ApprovalWorkflow, SagaWorkflow, LongRunningWorkflow, LeafWorkflow, MiddleWorkflow, RootWorkflow, SwitchesChildWorkflow, EmitsChildWorkflow],
+      [DoubleWorkflow, SumWorkflow, CatchesChildWorkflow, ApprovalWorkflow, SagaWorkflow, LongRunningWorkflow, LeafWorkflow, MiddleWorkflow, RootWorkflow, SwitchesChildWorkflow, EmitsChildWorkflow, HookedSleeperWorkflow],
     );
   });
 
@@ -281,6 +295,17 @@ describe('composition: children, fan-out/fan-in, events, cancellation, sagas (e2
     const error = await handle.result({ timeoutMs: 5_000 }).catch((e) => e);
     expect(error).toBeInstanceOf(CanceledError);
     expect(error.message).toContain('no longer needed');
+    expect(await handle.cancel()).toBe(false);
+  });
+
+  it('a run without compensations is canceled at once, and its @OnFailure still runs once with a CanceledError', async () => {
+    const handle = await app.client.emit(HookedSleeperWorkflow, { id: 'h1' });
+    await waitFor(async () => (await handle.getState()).status === 'waiting');
+    expect(await app.client.cancelRun(handle.id, { reason: 'user left' })).toBe(true);
+    expect((await handle.getState()).status).toBe('canceled');
+    await waitFor(async () => (await app.client.getRunHistory(handle.id)).some((e) => e.type === 'on-failure-ran'), 5_000);
+    expect(await counters.lrange(`${key}:hook:h1`, 0, -1)).toEqual(['CanceledError:The run was canceled: user left']);
+    expect((await handle.getState()).status).toBe('canceled');
     expect(await handle.cancel()).toBe(false);
   });
 
