@@ -79,6 +79,7 @@ export class RunExecution implements DurableExecution {
   private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
   private inFlight = 0;
+  private handlerSettled = false;
   private pendingWaits: WaitSpec[] = [];
   private parkScheduled = false;
   private state: 'executing' | 'parking' | 'stopped' = 'executing';
@@ -175,9 +176,11 @@ export class RunExecution implements DurableExecution {
     let output: unknown;
     try {
       const raced = await Promise.race([this.runHandler().then((value) => ({ value })), this.stopped]);
+      this.handlerSettled = true;
       if (typeof raced === 'string') return raced;
       output = raced.value;
     } catch (error) {
+      this.handlerSettled = true;
       if (this.state !== 'executing') return this.stopped;
       return this.fail(error);
     }
@@ -471,14 +474,20 @@ export class RunExecution implements DurableExecution {
   }
 
   private considerParking(): void {
-    if (this.parkScheduled || this.state !== 'executing' || this.pendingWaits.length === 0 || this.inFlight > 0) return;
+    if (this.parkScheduled || !this.mayPark()) return;
     this.parkScheduled = true;
     // Let the handler's other branches (Promise.all) reach their own waits before deciding.
     setImmediate(() => {
       this.parkScheduled = false;
-      if (this.state !== 'executing' || this.inFlight > 0 || this.pendingWaits.length === 0) return;
+      if (!this.mayPark()) return;
       void this.park();
     });
+  }
+
+  /** Waits are pending, no step is in flight, and the handler has not already returned or thrown (a
+   *  Promise.all that rejected leaves its other branches waiting: the run fails instead of parking). */
+  private mayPark(): boolean {
+    return this.state === 'executing' && !this.handlerSettled && this.pendingWaits.length > 0 && this.inFlight === 0;
   }
 
   private async park(): Promise<void> {
