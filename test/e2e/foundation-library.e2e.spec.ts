@@ -33,7 +33,7 @@ class DuplicateNameWorkflow {
 }
 
 async function clientCount(redis: Redis): Promise<number> {
-  return (await redis.client('LIST')).toString().trim().split('\n').length;
+  return String(await redis.call('CLIENT', 'LIST')).trim().split('\n').length;
 }
 
 async function loadedLibraries(redis: Redis): Promise<{ name: string; functions: string[]; code: string }[]> {

@@ -32,7 +32,7 @@ class ShutdownWorkflow {
 }
 
 async function clientCount(redis: Redis): Promise<number> {
-  return (await redis.client('LIST')).toString().trim().split('\n').length;
+  return String(await redis.call('CLIENT', 'LIST')).trim().split('\n').length;
 }
 
 describe('graceful shutdown (e2e, real Redis)', () => {
