@@ -6,7 +6,7 @@
 --          name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none)
 -- Reply: { server now (ms), run, run, ... } where each run is
 --   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing ('' | 'failed' | 'canceled'),
---     error (JSON or ''), { stepField, stepRecord, ... } }
+--     error (JSON or ''), { stepField, stepRecord, ... }, epoch (raised by every retry) }
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
 local function claim(keys, argv)
@@ -29,9 +29,10 @@ local function claim(keys, argv)
       if #popped == 0 then break end
       local id = popped[1]
       local run = run_key(root, id)
-      local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp')
-      -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped.
-      if f[1] == 'queued' then
+      local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
+      -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
+      -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
+      if f[1] == 'queued' or (f[1] == 'compensating' and f[9] and f[13] == '') then
         local fence = (tonumber(f[4]) or 0) + 1
         local token = fence .. ':' .. claim_id
         local max = f[3] or max_attempts
@@ -50,10 +51,10 @@ local function claim(keys, argv)
           rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
         end
         rcall('ZADD', root .. ':leases', lease_until, id)
-        count_move(root, wf, 'queued', status)
+        if f[1] ~= status then count_move(root, wf, f[1], status) end
         history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
         reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
-          f[9] or '', f[10] or '', rcall('HGETALL', steps_key(root, id)) }
+          f[9] or '', f[10] or '', rcall('HGETALL', steps_key(root, id)), tonumber(f[14]) or 0 }
         taken = taken + 1
         room = room - 1
       end

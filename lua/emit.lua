@@ -8,6 +8,8 @@
 -- ARGV[7]  delay in ms from the server's now ('' = none)
 -- ARGV[8]  idempotency key ('' = none)
 -- ARGV[9]  parent run id ('' = none)
+-- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
+-- ARGV[11] the parent's shard root (where the outcome is delivered)
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run.
 local function emit(keys, argv)
@@ -35,6 +37,7 @@ local function emit(keys, argv)
 
   rcall('HSET', run, 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', 1, 'ca', now,
     'pri', priority, 'due', due, 'par', parent, 'ik', ikey)
+  if argv[10] and argv[10] ~= '' then rcall('HSET', run, 'pf', argv[10], 'pr', argv[11]) end
   rcall('ZADD', root .. ':idx:' .. wf, now, id)
   count_move(root, wf, nil, status)
   if status == 'scheduled' then

@@ -2,7 +2,9 @@
 -- KEYS[1]  shard root
 -- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3] output (JSON text, opaque)
 -- ARGV[4]  retention of a succeeded run in ms
--- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }.
+-- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }. When the run is a
+--        child whose parent lives in another shard, the reply carries the hand-off to deliver there:
+--        { 1, parent root, parent id, parent step field, state, record, message id } (see wf1_deliver, wf1_ack).
 local function complete(keys, argv)
   local root = keys[1]
   local id, token = argv[1], argv[2]
@@ -16,6 +18,8 @@ local function complete(keys, argv)
   rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
   finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6])
   history(root, id, now, 'succeeded', nil)
+  local handoff = notify_parent(root, id, f[4], 'S', argv[3], now)
+  if handoff then return { 1, unpack(handoff) } end
   return { 1 }
 end
 
@@ -31,7 +35,8 @@ end
 -- ARGV[5]  retry delay in ms (for 'retry')
 -- ARGV[6]  retention in ms (for a final state)
 -- ARGV[7]  '1' when 'finalize' has compensations to run (the run shows 'compensating')
--- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }.
+-- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }; a final state of
+--        a child run carries the hand-off to its parent's shard as in wf1_complete.
 local function fail(keys, argv)
   local root = keys[1]
   local id, token, err, next_step = argv[1], argv[2], argv[3], argv[4]
@@ -52,6 +57,7 @@ local function fail(keys, argv)
     local delay = tonumber(argv[5]) or 0
     local attempt = tonumber(f[8]) + 1
     rcall('ZREM', root .. ':leases', id)
+    rcall('HINCRBY', run, 'ep', 1)
     if delay > 0 then
       rcall('HSET', run, 'st', 'scheduled', 'att', attempt, 'err', err, 'due', now + delay)
       count_move(root, wf, status, 'scheduled')
@@ -79,6 +85,8 @@ local function fail(keys, argv)
     rcall('HDEL', run, 'fin')
     finish_run(root, id, wf, status, next_step, now, argv[6], f[6])
     history(root, id, now, next_step, nil, err)
+    local handoff = notify_parent(root, id, wf, 'F', err, now)
+    if handoff then return { 1, unpack(handoff) } end
     return { 1 }
   end
   return redis.error_reply('ERR wf1_fail: unknown next step ' .. tostring(next_step))

@@ -4,7 +4,8 @@
 -- backlog is worked off in several short calls instead of blocking Redis.
 -- KEYS[1]  shard root
 -- ARGV[1]  batch size per part
--- Reply: { server now, ms until the next due entry (-1 if none), 1 if a part had more than a batch }
+-- Reply: { server now, ms until the next due entry (-1 if none), 1 if a part had more than a batch,
+--          { { message id, message JSON }, ... } overdue hand-offs for the caller to deliver (wf1_deliver) }
 local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
 local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
 
@@ -14,12 +15,13 @@ local function wake_due_timers(root, now, batch)
     rcall('ZREM', root .. ':timers', id)
     local run = run_key(root, id)
     local f = rcall('HMGET', run, 'st', 'wf', 'pri')
-    if f[1] == 'scheduled' or f[1] == 'waiting' then
+    if f[1] == 'waiting' then
+      wake_run(root, id, f[2], f[3], now, 'timer')
+    elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
-      rcall('HDEL', run, 'wait')
       count_move(root, f[2], f[1], 'queued')
       make_ready(root, id, f[2], f[3], now)
-      history(root, id, now, f[1] == 'waiting' and 'woken' or 'due', { reason = 'timer' })
+      history(root, id, now, 'due', { reason = 'timer' })
     end
   end
   return #ids
@@ -65,7 +67,8 @@ local function fail_past_deadline(root, now, batch)
       end
       if f[1] ~= 'queued' then
         rcall('HSET', run, 'st', 'queued')
-        rcall('HDEL', run, 'wait')
+        rcall('HDEL', run, 'wait', 'wn')
+        rcall('DEL', awaited_key(root, id))
         count_move(root, f[2], f[1], 'queued')
         make_ready(root, id, f[2], f[3], now)
       end
@@ -82,7 +85,7 @@ local function delete_expired_runs(root, now, batch)
     local run = run_key(root, id)
     local f = rcall('HMGET', run, 'wf', 'st', 'ik')
     if f[1] then
-      rcall('DEL', run, steps_key(root, id), hist_key(root, id))
+      rcall('DEL', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id))
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
         rcall('HDEL', root .. ':ik:' .. f[1], f[3])
@@ -91,6 +94,23 @@ local function delete_expired_runs(root, now, batch)
     end
   end
   return #ids
+end
+
+-- Hand-offs to other shards that were not acknowledged in time (the worker that should have delivered
+-- them crashed): handed to this caller to deliver, and due again later in case it crashes too.
+local function overdue_handoffs(root, now, batch)
+  local ids = rcall('ZRANGEBYSCORE', root .. ':outbox', '-inf', now, 'LIMIT', 0, batch)
+  local messages = {}
+  for _, message_id in ipairs(ids) do
+    local message = rcall('HGET', root .. ':obx', message_id)
+    if message then
+      rcall('ZADD', root .. ':outbox', now + OUTBOX_RETRY_MS, message_id)
+      messages[#messages + 1] = { message_id, message }
+    else
+      rcall('ZREM', root .. ':outbox', message_id)
+    end
+  end
+  return messages
 end
 
 local function tick(keys, argv)
@@ -102,15 +122,16 @@ local function tick(keys, argv)
   if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
   if fail_past_deadline(root, now, batch) >= batch then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
+  local handoffs = overdue_handoffs(root, now, batch)
   local next_due = -1
-  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry' }) do
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
     if head[2] then
       local wait = math.max(0, tonumber(head[2]) - now)
       if next_due < 0 or wait < next_due then next_due = wait end
     end
   end
-  return { now, next_due, more }
+  return { now, next_due, more, handoffs }
 end
 
 redis.register_function('wf1_tick', tick)

@@ -1,6 +1,6 @@
 import type { StoredError } from '../errors/error-codec.js';
 import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
-import { parseStoredStep } from '../execution/step-record.js';
+import { parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
 
@@ -52,7 +52,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
       continue;
     }
     const r = stored.record;
-    let status = r.s as StepInfo['status'];
+    let status = STATUS_OF_STATE[stored.state];
     // A sleep is recorded once, when the run parks; once its time has come it is done.
     if (r.k === 'sleep' && status === 'waiting' && r.u !== undefined && r.u <= serverNowMs) status = 'succeeded';
     const info: StepInfo = {
@@ -64,6 +64,9 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
       startedAt: iso(r.st ?? stored.committedAt),
     };
     if (r.r !== undefined) info.result = r.r;
+    if (r.id !== undefined && (r.k === 'child' || r.k === 'child-emit')) info.childRunId = r.id;
+    if (r.k === 'child-emit' && typeof r.r === 'string') info.childRunId = r.r;
+    if (r.ev !== undefined) info.event = { name: r.ev, ...(r.key ? { key: r.key } : {}) };
     if (r.e) info.error = r.e;
     if (status === 'succeeded' || status === 'failed' || status === 'compensated') {
       info.finishedAt = iso(r.k === 'sleep' && r.u !== undefined ? r.u : stored.committedAt);
@@ -72,6 +75,8 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   }
   return steps.sort((a, b) => (a.startedAt ?? '').localeCompare(b.startedAt ?? '') || a.occurrence - b.occurrence);
 }
+
+const STATUS_OF_STATE: Record<RecordState, StepInfo['status']> = { S: 'succeeded', F: 'failed', W: 'waiting', C: 'compensated' };
 
 /** Maps stored history entries to RunEvent[]. */
 export function toRunEvents(entries: string[]): RunEvent[] {

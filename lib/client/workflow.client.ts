@@ -1,12 +1,15 @@
 import { Injectable, type Type } from '@nestjs/common';
 import { createHash, randomInt } from 'node:crypto';
+import { ulid } from 'ulid';
 import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
+import { encodeErrorJson } from '../errors/error-codec.js';
+import { CanceledError, UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
+import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { prepareInput } from '../execution/input-validation.js';
 import { toPayload } from '../execution/payload.js';
 import type { EmitOptions, RunEvent, RunHandle, RunInfo, StepInfo } from '../interfaces/run.interfaces.js';
-import type { WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
+import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { ResultWaiter } from './result-waiter.js';
@@ -15,16 +18,16 @@ import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 /** What the client knows of a workflow it emits: from this app's providers, the class, or Redis. */
 interface EmitTarget {
   name: string;
-  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & { input?: Type<object> };
+  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & Partial<Pick<ResolvedWorkflowOptions, 'input' | 'validation'>>;
 }
 
 type WorkflowRef = string | WorkflowClass;
-type InputOf<W> = W extends WorkflowClass ? WorkflowInput<W> : unknown;
+type InputOf<W> = W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown;
 type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 
 /** Starts runs, waits for their results and inspects them. Inject it anywhere in the app. */
 @Injectable()
-export class WorkflowClient {
+export class WorkflowClient implements ChildLauncher {
   private readonly waiter: ResultWaiter;
   private readonly remoteTargets = new Map<string, EmitTarget>();
 
@@ -37,6 +40,42 @@ export class WorkflowClient {
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
   async emit<W extends WorkflowRef, O = unknown>(workflow: W, input: InputOf<W>, opts: EmitOptions = {}): Promise<RunHandle<OutputOf<W, O>>> {
+    const { runId } = await this.create(workflow, input, opts);
+    return this.handle<OutputOf<W, O>>(runId);
+  }
+
+  /** For a running parent: starts a child under a run id derived from the parent's step. */
+  async startChild(start: ChildStart): Promise<{ id: string; workflow: string }> {
+    const { runId, workflow } = await this.create(start.workflow, start.input, {
+      idempotencyKey: start.idempotencyKey,
+      queue: start.queue,
+      runAt: start.runAt,
+      parent: start,
+    });
+    return { id: runId, workflow };
+  }
+
+  childRunId(start: ChildStart): string {
+    const name = this.workflowName(start.workflow);
+    const local = typeof start.workflow === 'string' ? this.registry.get(name) : this.registry.getByType(start.workflow as Type);
+    const cached = local ?? this.remoteTargets.get(name);
+    const target: EmitTarget = cached ?? { name, options: resolveWorkflowOptions(readWorkflowMetadata(start.workflow) ?? { name, options: {} }) };
+    const shard = this.pickShard(start.queue ?? target.options.queue, target, start.idempotencyKey, start.seed);
+    return this.redis.keys.derivedRunId(start.parentId, start.seed, shard);
+  }
+
+  workflowName(workflow: string | WorkflowClass): string {
+    if (typeof workflow === 'string') return workflow;
+    const meta = readWorkflowMetadata(workflow);
+    if (!meta) throw new UnknownWorkflowError(`${(workflow as Type).name} is not a workflow: decorate it with @Workflow('name').`);
+    return meta.name;
+  }
+
+  private async create(
+    workflow: WorkflowRef,
+    input: unknown,
+    opts: EmitOptions & { parent?: ChildStart },
+  ): Promise<{ runId: string; workflow: string }> {
     const target = await this.resolveTarget(workflow);
     checkEmitOptions(opts);
     if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.maxConcurrency > 0) {
@@ -44,13 +83,14 @@ export class WorkflowClient {
         `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
       );
     }
-    const validated = await prepareInput(target.options.input, input);
+    const validated = await prepareInput(target.options.input, input, target.options.validation);
     const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     const queue = opts.queue ?? target.options.queue;
-    const shard = this.pickShard(queue, target, opts.idempotencyKey);
+    const shard = this.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
     await this.redis.ready();
+    const parent = opts.parent;
     const { runId } = await this.redis.store.emit(shard, {
-      runId: this.redis.keys.newRunId(shard),
+      runId: parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard),
       workflow: target.name,
       queue,
       input: text,
@@ -58,8 +98,11 @@ export class WorkflowClient {
       runAtMs: opts.runAt?.getTime(),
       delayMs: opts.delayMs,
       idempotencyKey: opts.idempotencyKey,
+      parentId: parent?.parentId,
+      parentField: parent?.parentField,
+      parentRoot: parent?.parentField ? parent.parentRoot : undefined,
     });
-    return this.handle<OutputOf<W, O>>(runId);
+    return { runId, workflow: target.name };
   }
 
   /** Starts a run and waits for its output (rejects with its error). */
@@ -82,9 +125,7 @@ export class WorkflowClient {
         return run as RunInfo<unknown, O>;
       },
       result: (opts = {}) => this.waiter.wait<O>(runId, shard, opts.timeoutMs),
-      cancel: async () => {
-        throw new WorkflowError('cancel() is not available yet in this version.');
-      },
+      cancel: (reason?: string) => this.cancelRun(runId, { reason }),
     };
   }
 
@@ -119,6 +160,56 @@ export class WorkflowClient {
     return toRunEvents(await this.redis.store.readHistory(shard, runId));
   }
 
+  /**
+   * Cancels a run that has not finished, and its children. A run without compensations is canceled at
+   * once; one with compensations goes through 'compensating' first. Returns false for a finished (or
+   * unknown) run, and changes nothing then.
+   */
+  async cancelRun(runId: string, opts: { reason?: string } = {}): Promise<boolean> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return false;
+    await this.redis.ready();
+    const reason = opts.reason === undefined ? 'The run was canceled.' : `The run was canceled: ${String(opts.reason).slice(0, 1000)}`;
+    const result = await this.redis.store.cancel(shard, runId, encodeErrorJson(new CanceledError(reason)), this.redis.settings.retentionMs.canceled);
+    if (!result.canceled) return false;
+    if (result.handoff) await this.redis.store.deliver(result.handoff);
+    await Promise.all(result.children.map((child) => this.cancelRun(child, { reason: `its parent ${runId} was canceled` })));
+    return true;
+  }
+
+  /**
+   * Sends a failed or canceled run back to the queue under the same id: attempt 1 again, its history
+   * continued, its succeeded steps kept; compensated steps run again with a new idempotency key.
+   */
+  async retryRun(runId: string): Promise<RunHandle> {
+    const shard = this.shardOf(runId);
+    await this.redis.ready();
+    const result = await this.redis.store.retry(shard, runId);
+    if (!result.ok) {
+      throw new WorkflowError(
+        result.status === 'unknown'
+          ? `Run ${runId} does not exist (or expired after its retention).`
+          : `Run ${runId} is ${result.status}; only failed or canceled runs can be retried.`,
+      );
+    }
+    return this.handle(runId);
+  }
+
+  /**
+   * Sends an event: it is kept for eventRetentionMs, and every run waiting for (event, key) is woken.
+   * Returns how many runs it woke now.
+   */
+  async sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+    if (typeof event !== 'string' || event === '' || event.length > 200) throw new WorkflowError('sendEvent needs an event name of 1 to 200 characters.');
+    const key = opts.key ?? '';
+    if (typeof key !== 'string' || key.length > 512) throw new WorkflowError('The event key must be a string of at most 512 characters.');
+    const text = toPayload(payload ?? null, `The payload of event '${event}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+    await this.redis.ready();
+    const { handoffs } = await this.redis.store.sendEvent(ulid(), event, key, text, this.redis.settings.eventRetentionMs);
+    await Promise.all(handoffs.map((handoff) => this.redis.store.deliver(handoff)));
+    return handoffs.length;
+  }
+
   // ---- routing ----
 
   private shardOf(runId: string): ShardRef {
@@ -131,11 +222,11 @@ export class WorkflowClient {
    * A workflow with maxConcurrency keeps its runs in partition 0 of its queue, where its concurrency is
    * counted; a keyed emit goes to the partition its key hashes to, so racing emits meet; others spread.
    */
-  private pickShard(queue: string, target: EmitTarget, idempotencyKey?: string): ShardRef {
+  private pickShard(queue: string, target: EmitTarget, idempotencyKey?: string, seed?: string): ShardRef {
     const partitions = this.redis.settings.partitions(queue);
     if (partitions === 1 || target.options.maxConcurrency > 0) return { queue, partition: 0 };
-    if (idempotencyKey !== undefined) {
-      const hash = createHash('sha1').update(`${target.name}\0${idempotencyKey}`).digest();
+    if (idempotencyKey !== undefined || seed !== undefined) {
+      const hash = createHash('sha1').update(idempotencyKey !== undefined ? `${target.name}\0${idempotencyKey}` : `child\0${seed}`).digest();
       return { queue, partition: hash.readUInt32BE(0) % partitions };
     }
     return { queue, partition: randomInt(partitions) };

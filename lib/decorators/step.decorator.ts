@@ -22,6 +22,7 @@ export function Step(options: StepOptions = {}): MethodDecorator {
         name,
         kind: 'method',
         fingerprint: `${method}(${hashArguments(args)})`,
+        args,
         fn: () => original.apply(this, args),
         timeoutMs: options.timeoutMs,
         retries: options.retries,

@@ -1,13 +1,14 @@
 import type { Type } from '@nestjs/common';
 import type { WorkflowMetadata } from '../decorators/workflow.decorator.js';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
-import type { BackoffOptions, CronTrigger, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
+import type { BackoffOptions, CronTrigger, InputValidationOptions, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
 import { assertKeySegment } from '../redis/keys.js';
 import { DEFAULTS, WORKFLOW_METADATA } from '../workflow.constants.js';
 
 export interface ResolvedWorkflowOptions {
   queue: string;
   input?: Type<object>;
+  validation: Required<InputValidationOptions>;
   maxAttempts: number;
   backoff: BackoffOptions;
   maxConcurrency: number; // 0 = unlimited
@@ -48,9 +49,16 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
   if (o.input !== undefined && typeof o.input !== 'function') {
     throw new WorkflowConfigurationError(`${where}: input must be a class (a class-validator DTO).`);
   }
+  const validation = { whitelist: true, forbidNonWhitelisted: true, ...o.validation };
+  for (const [option, value] of Object.entries(validation)) {
+    if (typeof value !== 'boolean') {
+      throw new WorkflowConfigurationError(`${where}: validation.${option} must be true or false, got ${String(value)}.`);
+    }
+  }
   return {
     queue,
     input: o.input,
+    validation,
     maxAttempts: o.maxAttempts ?? DEFAULTS.maxAttempts,
     backoff: o.backoff ?? { ...DEFAULTS.backoff },
     maxConcurrency: o.maxConcurrency ?? 0,

@@ -8,6 +8,8 @@ export interface StepRequest<T> {
   kind: 'step' | 'method';
   /** For a @Step() method: the method and a hash of its arguments; compared on replay. */
   fingerprint?: string;
+  /** For a @Step() method: the arguments it was called with (runInline hands them to a step override). */
+  args?: unknown[];
   fn: (step: StepContext) => Promise<T> | T;
   timeoutMs?: number;
   retries?: number;

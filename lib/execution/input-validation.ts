@@ -1,12 +1,10 @@
 import type { Type } from '@nestjs/common';
 import { InputValidationError, WorkflowConfigurationError } from '../errors/workflow.errors.js';
+import type { InputValidationOptions } from '../interfaces/workflow.interfaces.js';
 
-export interface InputValidationOptions {
-  whitelist?: boolean;
-  forbidNonWhitelisted?: boolean;
-}
+export type { InputValidationOptions };
 
-const DEFAULT_VALIDATION: InputValidationOptions = { whitelist: true, forbidNonWhitelisted: true };
+export const DEFAULT_VALIDATION: Required<InputValidationOptions> = { whitelist: true, forbidNonWhitelisted: true };
 
 /**
  * Turns a plain input into an instance of the workflow's input DTO (class-transformer) and validates it

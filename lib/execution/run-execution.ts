@@ -1,7 +1,8 @@
 import { Logger } from '@nestjs/common';
-import { decodeErrorJson, encodeErrorJson } from '../errors/error-codec.js';
+import { decodeError, decodeErrorJson, encodeErrorJson } from '../errors/error-codec.js';
 import {
   CanceledError,
+  ChildWorkflowError,
   LeaseLostError,
   NonDeterminismError,
   NonRetriableError,
@@ -10,14 +11,25 @@ import {
   WorkflowError,
 } from '../errors/workflow.errors.js';
 import type { ResolvedWorkflowOptions, WorkflowDefinition } from '../discovery/workflow-definition.js';
-import type { OnFailureContext, RunMeta, StepContext, WorkflowContext } from '../interfaces/workflow.interfaces.js';
+import type {
+  ChildEmitOptions,
+  ChildRunOptions,
+  OnFailureContext,
+  RunMeta,
+  StepContext,
+  WaitForEventOptions,
+  WorkflowClass,
+  WorkflowContext,
+  WorkflowHandler,
+} from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
-import type { ClaimedRun, TransitionResult, WorkflowStore } from '../redis/workflow-store.js';
+import type { ClaimedRun, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
 import { abortableDelay, backoffDelay, raceAbort } from './backoff.js';
+import type { ChildLauncher } from './child-launcher.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
-import { encodeStepRecord, parseStoredStep, stepField, type StoredStep } from './step-record.js';
+import { encodeStepRecord, parseStoredStep, stepField, type RecordState, type StoredStep } from './step-record.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
 
@@ -25,22 +37,31 @@ export interface ExecutionSettings {
   workerId: string;
   maxPayloadBytes: number;
   retentionMs: { succeeded: number; failed: number; canceled: number };
+  children: ChildLauncher;
+  shardRoot: string;
 }
 
-/** Thrown into a handler's pending step calls once the run has parked; never seen by user code's result. */
+export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHandler };
+
+/** Ends the handler's pending calls once the run has parked or stopped; never committed anywhere. */
 class Suspended extends Error {}
+/** Ends a replay that only collects compensations, at the first step that never completed. */
+class EndOfRecords extends Error {}
 
-interface PendingSleep {
+interface Compensation {
   field: string;
-  /** set for a sleep first reached now: 'in:<ms>' or 'at:<ms>' */
-  spec?: string;
-  /** set for a sleep recorded earlier: its wake-up time on the server clock */
-  until?: number;
+  name: string;
+  record: StoredStep['record'];
+  run: () => unknown;
 }
+
+const COMPENSATION_TRIES = 3;
 
 /**
  * One execution of a claimed run: replays the handler from the top, returning stored step results and
  * executing the steps not yet committed, under the lease identified by the claim's fencing token.
+ * Waits (sleeps, children, events) are collected while steps are in flight and the run parks once none
+ * is: its lease is released and a timer or a hand-off brings it back.
  */
 export class RunExecution implements DurableExecution {
   readonly id: string;
@@ -49,21 +70,25 @@ export class RunExecution implements DurableExecution {
   private readonly controller = new AbortController();
   private readonly steps = new Map<string, StoredStep>();
   private readonly occurrences = new Map<string, number>();
-  private readonly compensations: { name: string; run: () => unknown }[] = [];
+  private readonly compensations: Compensation[] = [];
+  private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
   private inFlight = 0;
-  private pendingSleeps: PendingSleep[] = [];
+  private pendingWaits: WaitSpec[] = [];
   private parkScheduled = false;
   private state: 'executing' | 'parking' | 'stopped' = 'executing';
+  /** 'collect': a replay after a takeover of a failing run, to find the compensations to run. */
+  private mode: 'execute' | 'collect' = 'execute';
   /** A non-determinism found during replay fails the run even if the handler caught it. */
   private fatal?: NonDeterminismError;
+  private input: unknown;
   private resolveStop!: (outcome: ExecutionOutcome) => void;
   private readonly stopped = new Promise<ExecutionOutcome>((resolve) => (this.resolveStop = resolve));
 
   constructor(
     private readonly claim: ClaimedRun,
     private readonly shard: ShardRef,
-    private readonly definition: WorkflowDefinition & { instance: NonNullable<WorkflowDefinition['instance']> },
+    private readonly definition: ExecutableDefinition,
     private readonly store: WorkflowStore,
     private readonly settings: ExecutionSettings,
   ) {
@@ -87,7 +112,7 @@ export class RunExecution implements DurableExecution {
     return this.definition.options;
   }
 
-  /** Stops the execution: the lease was lost or the run canceled. Steps in flight see their signal aborted. */
+  /** Stops the execution: the lease was lost, or the run canceled or timed out. Steps in flight see their signal aborted. */
   abort(reason: Error): void {
     if (this.controller.signal.aborted) return;
     this.controller.abort(reason);
@@ -96,36 +121,20 @@ export class RunExecution implements DurableExecution {
   }
 
   async execute(): Promise<ExecutionOutcome> {
-    const meta = this.runMeta();
-    if (this.claim.finalizing) {
-      return this.finalize(this.claim.finalizing, decodeErrorJson(this.claim.error) ?? new WorkflowError('unknown failure'));
-    }
-    let input: unknown;
     try {
-      input = await prepareInput(this.options.input, fromPayload(this.claim.input));
+      this.input = await prepareInput(this.options.input, fromPayload(this.claim.input), this.options.validation);
     } catch (error) {
-      return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
+      if (this.claim.finalizing) this.input = safeParse(this.claim.input);
+      else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
     }
-    const ctx: WorkflowContext<unknown> = {
-      input,
-      run: meta,
-      signal: this.signal,
-      logger: this.logger,
-      step: {
-        run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
-        sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(ms))}`),
-        sleepUntil: (name, at) => this.sleep(name, `at:${at.getTime()}`),
-        runWorkflow: () => Promise.reject(new WorkflowError('step.runWorkflow is being built (composition issue).')),
-        emitWorkflow: () => Promise.reject(new WorkflowError('step.emitWorkflow is being built (composition issue).')),
-        waitForEvent: () => Promise.reject(new WorkflowError('step.waitForEvent is being built (composition issue).')),
-      },
-    };
+    if (this.claim.finalizing) {
+      const error = decodeErrorJson(this.claim.error) ?? new WorkflowError('The run failed.');
+      await this.collectCompensations();
+      return this.finalize(this.claim.finalizing, error);
+    }
     let output: unknown;
     try {
-      const handler = executionScope.run({ execution: this }, () =>
-        Promise.resolve().then(() => this.definition.instance.execute(ctx)),
-      );
-      const raced = await Promise.race([handler.then((value) => ({ value })), this.stopped]);
+      const raced = await Promise.race([this.runHandler().then((value) => ({ value })), this.stopped]);
       if (typeof raced === 'string') return raced;
       output = raced.value;
     } catch (error) {
@@ -144,24 +153,40 @@ export class RunExecution implements DurableExecution {
     return this.afterTransition(result, 'succeeded');
   }
 
+  private runHandler(): Promise<unknown> {
+    const ctx: WorkflowContext<unknown> = {
+      input: this.input,
+      run: this.runMeta(),
+      signal: this.signal,
+      logger: this.logger,
+      step: {
+        run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
+        sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(Number(ms) || 0))}`),
+        sleepUntil: (name, at) => this.sleep(name, `at:${new Date(at).getTime()}`),
+        runWorkflow: (name, workflow, input, opts) => this.runChild(name, workflow, input, opts) as never,
+        emitWorkflow: (name, workflow, input, opts) => this.emitChild(name, workflow, input, opts),
+        waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
+      },
+    };
+    return executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.definition.instance.execute(ctx)));
+  }
+
   // ---- durable steps ----
 
   async runStep<T>(request: StepRequest<T>): Promise<T> {
     this.assertExecuting();
     const field = this.nextField(request.name);
     const stored = this.steps.get(field);
-    if (stored) {
-      this.assertSameStep(stored, request);
-      if (stored.record.s === 'succeeded') {
-        const value = storedResult<T>(stored);
-        if (request.compensate) this.compensations.push({ name: request.name, run: () => request.compensate!(value) });
-        return value;
-      }
+    if (stored) this.assertSameStep(stored, request.kind, request.fingerprint ?? '');
+    if (stored?.state === 'S' || (stored?.state === 'C' && this.mode === 'collect')) {
+      const value = storedResult<T>(stored);
+      if (stored.state === 'S') this.addCompensation(field, request, value, stored);
+      return value;
     }
+    if (this.mode === 'collect') throw new EndOfRecords();
     this.inFlight += 1;
     try {
       const value = await this.executeStep(field, request, stored);
-      if (request.compensate) this.compensations.push({ name: request.name, run: () => request.compensate!(value) });
       return value;
     } finally {
       this.inFlight -= 1;
@@ -169,11 +194,22 @@ export class RunExecution implements DurableExecution {
     }
   }
 
+  private addCompensation<T>(field: string, request: StepRequest<T>, value: T, stored: StoredStep | undefined): void {
+    if (!request.compensate) return;
+    this.compensations.push({
+      field,
+      name: request.name,
+      record: stored?.record ?? { k: request.kind },
+      run: () => request.compensate!(value),
+    });
+  }
+
   private async executeStep<T>(field: string, request: StepRequest<T>, previous: StoredStep | undefined): Promise<T> {
-    const generation = previous?.record.g ?? 0;
+    // A compensated step runs again after retryRun under a new generation, so its idempotency key is new.
+    const generation = (previous?.record.g ?? 0) + (previous?.state === 'C' ? 1 : 0);
     const idempotencyKey = `${this.id}:${field}${generation > 0 ? `:${generation}` : ''}`;
     const maxTries = 1 + Math.max(0, request.retries ?? 0);
-    const previousAttempts = previous?.record.a ?? 0;
+    const previousAttempts = previous?.state === 'F' ? (previous.record.a ?? 0) : 0;
     const startedAt = Date.now();
     for (let attempt = 1; ; attempt += 1) {
       const stepController = new AbortController();
@@ -195,13 +231,23 @@ export class RunExecution implements DurableExecution {
         this.assertExecuting();
         const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
         const record = encodeStepRecord(
-          { k: request.kind, f: request.fingerprint, s: 'succeeded', a: previousAttempts + attempt, st: startedAt, g: generation, ...(request.compensate ? { c: 1 } : {}) },
+          {
+            k: request.kind,
+            f: request.fingerprint,
+            s: 'succeeded',
+            a: previousAttempts + attempt,
+            st: startedAt,
+            g: generation,
+            ...(request.compensate ? { c: 1 } : {}),
+          },
           text,
         );
-        await this.commit(field, record, !!request.compensate);
-        return fromPayload<T>(text);
+        await this.commit(field, 'S', record, { hasCompensation: !!request.compensate });
+        const result = fromPayload<T>(text);
+        this.addCompensation(field, request, result, this.steps.get(field));
+        return result;
       } catch (error) {
-        if (this.state !== 'executing') throw this.signal.reason ?? new LeaseLostError('The run is no longer held by this worker.');
+        if (this.state !== 'executing') throw this.stopReason();
         const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError;
         if (final) {
           const record = encodeStepRecord({
@@ -213,7 +259,7 @@ export class RunExecution implements DurableExecution {
             g: generation,
             e: JSON.parse(encodeErrorJson(error)),
           });
-          await this.commit(field, record, false);
+          await this.commit(field, 'F', record);
           throw error;
         }
         this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describe(error)}); retrying`);
@@ -225,55 +271,182 @@ export class RunExecution implements DurableExecution {
     }
   }
 
-  private async commit(field: string, record: string, hasCompensation: boolean): Promise<void> {
-    const result = await this.store.commitStep(this.shard, this.id, this.token, field, record, hasCompensation);
+  private async commit(
+    field: string,
+    state: RecordState,
+    record: string,
+    opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+  ): Promise<StoredStep> {
+    const result = await this.store.commitStep(this.shard, this.id, this.token, field, state, record, opts);
     if (!result.ok) {
       this.lose(result.reason);
-      throw this.signal.reason;
+      throw this.stopReason();
     }
-    this.steps.set(field, parseStoredStep(field, `${Date.now()}|${record}`));
+    const stored = parseStoredStep(field, 'resolved' in result ? result.resolved : `${Date.now()}|${state}|${record}`);
+    this.steps.set(field, stored);
+    return stored;
   }
 
-  // ---- durable sleep: the run parks once no step of it is in flight ----
+  // ---- waits: sleeps, children, events. The run parks once no step of it is in flight. ----
 
   private sleep(name: string, spec: string): Promise<void> {
     this.assertExecuting();
     const field = this.nextField(name);
     const stored = this.steps.get(field);
     if (stored) {
-      if (stored.record.k !== 'sleep') throw this.nonDeterminism(stored, 'sleep');
-      const until = stored.record.u ?? 0;
-      if (stored.record.s === 'succeeded' || until <= this.serverNow()) return Promise.resolve();
-      this.pendingSleeps.push({ field, until });
-    } else {
-      this.pendingSleeps.push({ field, spec });
+      this.assertSameStep(stored, 'sleep', '');
+      if (stored.state !== 'W' || (stored.record.u ?? 0) <= this.serverNow()) return Promise.resolve();
     }
+    return this.waitFor({ kind: 'sleep', field, spec });
+  }
+
+  private async runChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildRunOptions = {}): Promise<unknown> {
+    this.assertExecuting();
+    const field = this.nextField(name);
+    const workflowName = this.settings.children.workflowName(workflow);
+    const fingerprint = `child:${workflowName}`;
+    const stored = this.steps.get(field);
+    if (stored) this.assertSameStep(stored, 'child', fingerprint);
+    // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
+    const retryFailed = stored?.state === 'F' && (stored.record.pa ?? this.claim.epoch) < this.claim.epoch && this.mode === 'execute';
+    if (stored && !retryFailed) {
+      if (stored.state === 'S') return structuredClone(stored.record.r);
+      if (stored.state === 'F') throw childError(name, stored);
+      if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.serverNow()) {
+        const timedOut = await this.resolveOpenWait(field, 'F', encodeStepRecord({
+          k: 'child', f: fingerprint, s: 'failed', id: stored.record.id,
+          e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
+        }));
+        if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
+        throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
+      }
+      if (this.mode === 'collect') throw new EndOfRecords();
+      return this.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
+    }
+    if (this.mode === 'collect') throw new EndOfRecords();
+    const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
+    const start = {
+      parentId: this.id,
+      parentRoot: this.settings.shardRoot,
+      parentField: field,
+      seed: `${this.id}|${field}|${generation}`,
+      workflow,
+      input,
+      idempotencyKey: opts.idempotencyKey,
+      queue: opts.queue,
+    };
+    if (retryFailed) {
+      // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
+      // that the new child's outcome (however fast) is delivered onto it.
+      const childId = this.settings.children.childRunId(start);
+      const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: childId, g: generation });
+      await this.track(() => this.commit(field, 'W', record, { childId }));
+    }
+    const child = await this.track(() => this.settings.children.startChild(start));
+    return this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs });
+  }
+
+  private async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
+    this.assertExecuting();
+    const field = this.nextField(name);
+    const fingerprint = `child:${this.settings.children.workflowName(workflow)}`;
+    const stored = this.steps.get(field);
+    if (stored) {
+      this.assertSameStep(stored, 'child-emit', fingerprint);
+      return String(stored.record.r);
+    }
+    if (this.mode === 'collect') throw new EndOfRecords();
+    return this.track(async () => {
+      const child = await this.settings.children.startChild({
+        parentId: this.id,
+        parentRoot: this.settings.shardRoot,
+        seed: `${this.id}|${field}|0`,
+        workflow,
+        input,
+        idempotencyKey: opts.idempotencyKey,
+        queue: opts.queue,
+        runAt: opts.runAt,
+      });
+      await this.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded' }, JSON.stringify(child.id)), {
+        childId: child.id,
+      });
+      return child.id;
+    });
+  }
+
+  private async waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
+    this.assertExecuting();
+    if (!opts || typeof opts.event !== 'string' || opts.event === '') throw new TypeError('waitForEvent needs { event: string }.');
+    const key = opts.key ?? '';
+    const field = this.nextField(name);
+    const fingerprint = `event:${opts.event}`;
+    const stored = this.steps.get(field);
+    const streamKey = `${opts.event}\u0000${key}`;
+    if (stored) this.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);
+    const resolved = (s: StoredStep) => {
+      if (s.record.th !== undefined) this.eventThresholds.set(streamKey, s.record.th);
+      return s.record.r === undefined ? null : structuredClone(s.record.r);
+    };
+    if (stored?.state === 'S') return resolved(stored);
+    if (this.mode === 'collect') throw new EndOfRecords();
+    if (stored?.state === 'W') {
+      if (stored.record.dl !== undefined && stored.record.dl <= this.serverNow()) {
+        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', ev: opts.event, key, th: stored.record.dl }, 'null');
+        return resolved(await this.resolveOpenWait(field, 'S', record));
+      }
+      return this.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
+    }
+    const threshold = this.eventThresholds.get(streamKey) ?? this.claim.createdAt;
+    const matched = await this.track(() => this.store.waitEvent(opts.event, key, this.id, field, threshold, this.settings.shardRoot));
+    if (matched !== undefined) {
+      const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)}}`;
+      return resolved(await this.track(() => this.resolveOpenWait(field, 'S', record)));
+    }
+    return this.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
+  }
+
+  /** Resolves a wait unless a delivery resolved it first; returns the record that stands. */
+  private resolveOpenWait(field: string, state: RecordState, record: string): Promise<StoredStep> {
+    return this.commit(field, state, record, { ifOpen: true });
+  }
+
+  /** Counts an operation as in flight, so that the run does not park before it ends. */
+  private async track<T>(operation: () => Promise<T>): Promise<T> {
+    this.inFlight += 1;
+    try {
+      return await operation();
+    } finally {
+      this.inFlight -= 1;
+      this.considerParking();
+    }
+  }
+
+  private waitFor(wait: WaitSpec): Promise<never> {
+    if (this.mode === 'collect') return Promise.reject(new EndOfRecords());
+    this.pendingWaits.push(wait);
     this.considerParking();
-    return new Promise<void>(() => undefined); // settled by parking: the handler is abandoned and replayed later
+    return new Promise<never>(() => undefined); // settled by parking: the handler is abandoned and replayed later
   }
 
   private considerParking(): void {
-    if (this.parkScheduled || this.state !== 'executing' || this.pendingSleeps.length === 0 || this.inFlight > 0) return;
+    if (this.parkScheduled || this.state !== 'executing' || this.pendingWaits.length === 0 || this.inFlight > 0) return;
     this.parkScheduled = true;
     // Let the handler's other branches (Promise.all) reach their own waits before deciding.
     setImmediate(() => {
       this.parkScheduled = false;
-      if (this.state !== 'executing' || this.inFlight > 0 || this.pendingSleeps.length === 0) return;
+      if (this.state !== 'executing' || this.inFlight > 0 || this.pendingWaits.length === 0) return;
       void this.park();
     });
   }
 
   private async park(): Promise<void> {
     this.state = 'parking';
-    const sleeps = this.pendingSleeps;
-    this.pendingSleeps = [];
-    const recorded = sleeps.filter((s) => s.until !== undefined).map((s) => s.until!);
-    const wakeAt = recorded.length > 0 ? Math.min(...recorded) : undefined;
-    const fresh = sleeps.filter((s) => s.spec !== undefined).map((s) => ({ field: s.field, spec: s.spec! }));
-    const waitingFor = JSON.stringify({ sleep: sleeps.map((s) => parseStoredName(s.field)) });
+    const waits = this.pendingWaits;
+    this.pendingWaits = [];
+    const waitingFor = JSON.stringify(describeWaits(waits));
     try {
-      const result = await this.store.park(this.shard, this.id, this.token, waitingFor, wakeAt, fresh);
-      if (!result.ok) return this.lose(result.reason);
+      const result = await this.store.park(this.shard, this.id, this.token, waitingFor, waits);
+      if (result.outcome === 'lost') return this.lose(result.reason);
       this.state = 'stopped';
       this.controller.abort(new Suspended('parked'));
       this.resolveStop('parked');
@@ -307,38 +480,33 @@ export class RunExecution implements DurableExecution {
     return this.finalize('failed', error instanceof Error ? error : new WorkflowError(describe(error)));
   }
 
+  /** After a takeover of a failing or canceled run: replays the records to find the compensations to run. */
+  private async collectCompensations(): Promise<void> {
+    this.mode = 'collect';
+    try {
+      await Promise.race([this.runHandler(), this.stopped]);
+    } catch {
+      // The replay ends at the first step that never completed (or wherever the handler failed).
+    }
+    this.occurrences.clear();
+  }
+
   /** The run failed for good (or was canceled): compensations in reverse order, @OnFailure, final state. */
   private async finalize(target: 'failed' | 'canceled', error: Error): Promise<ExecutionOutcome> {
-    const hasCompensations = this.compensations.length > 0;
+    if (this.state !== 'executing') return this.stopped;
+    const pending = this.compensations.filter((c) => this.steps.get(c.field)?.state !== 'C');
     const onFailure = this.definition.onFailure;
-    if (hasCompensations || onFailure) {
+    if (pending.length > 0 || onFailure) {
       if (!this.claim.finalizing) {
         const marked = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), 'finalize', {
-          compensating: hasCompensations,
+          compensating: pending.length > 0,
         });
         if (!marked.ok) return this.afterTransition(marked, target);
       }
-      for (const compensation of [...this.compensations].reverse()) {
-        try {
-          await compensation.run();
-        } catch (compensationError) {
-          this.logger.error(`Compensation of step '${compensation.name}' failed: ${describe(compensationError)}`);
-        }
+      for (const compensation of pending.reverse()) {
+        if (!(await this.compensate(compensation))) return this.stopped;
       }
-      if (onFailure) {
-        const failureContext: OnFailureContext<unknown> = {
-          input: safeParse(this.claim.input),
-          run: this.runMeta(),
-          error,
-          signal: this.signal,
-          logger: this.logger,
-        };
-        try {
-          await (this.definition.instance as unknown as Record<string, (c: OnFailureContext) => unknown>)[onFailure](failureContext);
-        } catch (hookError) {
-          this.logger.error(`@OnFailure ${onFailure}() threw: ${describe(hookError)}`);
-        }
-      }
+      if (onFailure) await this.runOnFailure(onFailure, error);
       if (this.state !== 'executing') return this.stopped;
     }
     this.logger.error(`Run ${target}: ${describe(error)}`);
@@ -347,9 +515,51 @@ export class RunExecution implements DurableExecution {
     return this.afterTransition(result, target);
   }
 
-  private afterTransition(result: TransitionResult, outcome: ExecutionOutcome): ExecutionOutcome {
+  /** Runs one compensation (a few tries) and commits it as compensated. False when the run was lost. */
+  private async compensate(compensation: Compensation): Promise<boolean> {
+    for (let attempt = 1; attempt <= COMPENSATION_TRIES; attempt += 1) {
+      try {
+        await compensation.run();
+        break;
+      } catch (error) {
+        this.logger.error(`Compensation of step '${compensation.name}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describe(error)}`);
+        if (attempt === COMPENSATION_TRIES) break;
+        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      }
+    }
+    if (this.state !== 'executing') return false;
+    const current = this.steps.get(compensation.field);
+    const record = JSON.stringify({ ...(current?.record ?? compensation.record), s: 'compensated' });
+    try {
+      await this.commit(compensation.field, 'C', record);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private async runOnFailure(method: string, error: Error): Promise<void> {
+    const failureContext: OnFailureContext<unknown> = {
+      input: this.input,
+      run: this.runMeta(),
+      error,
+      signal: this.signal,
+      logger: this.logger,
+    };
+    try {
+      await (this.definition.instance as unknown as Record<string, (c: OnFailureContext) => unknown>)[method](failureContext);
+    } catch (hookError) {
+      this.logger.error(`@OnFailure ${method}() threw: ${describe(hookError)}`);
+    }
+  }
+
+  private afterTransition(result: TransitionResult & { handoff?: Handoff }, outcome: ExecutionOutcome): ExecutionOutcome {
     if (result.ok) {
       this.state = 'stopped';
+      if (result.handoff) {
+        // Best effort now; housekeeping of this shard delivers it later if this fails.
+        this.store.deliver(result.handoff).catch((error) => this.logger.warn(`Hand-off to the parent failed, will be retried: ${describe(error)}`));
+      }
       return outcome;
     }
     this.lose(result.reason);
@@ -357,11 +567,15 @@ export class RunExecution implements DurableExecution {
   }
 
   private lose(reason: string): void {
-    const error = reason.startsWith('NOT_EXECUTING:canceled')
+    const error = reason.startsWith('NOT_EXECUTING:canceled') || reason.startsWith('NOT_EXECUTING:compensating')
       ? new CanceledError('The run was canceled while this worker executed it.')
       : new LeaseLostError(`This worker no longer holds run ${this.id} (${reason}); another worker's results stand.`);
     this.logger.warn(error.message);
     this.abort(error);
+  }
+
+  private stopReason(): Error {
+    return (this.signal.reason as Error | undefined) ?? new LeaseLostError(`This worker no longer holds run ${this.id}.`);
   }
 
   // ---- helpers ----
@@ -387,29 +601,37 @@ export class RunExecution implements DurableExecution {
   private assertExecuting(): void {
     if (this.state === 'executing') return;
     if (this.state === 'parking') throw new Suspended('parking');
-    throw this.signal.reason ?? new LeaseLostError(`This worker no longer holds run ${this.id}.`);
+    throw this.stopReason();
   }
 
-  private assertSameStep<T>(stored: StoredStep, request: StepRequest<T>): void {
-    if (stored.record.k !== request.kind || (stored.record.f ?? '') !== (request.fingerprint ?? '')) {
-      throw this.nonDeterminism(stored, request.fingerprint ?? request.kind);
+  private assertSameStep(stored: StoredStep, kind: string, fingerprint: string, recorded = stored.record.f ?? ''): void {
+    if (stored.record.k !== kind || recorded !== fingerprint) {
+      throw (this.fatal ??= new NonDeterminismError(
+        `Step '${stored.name}' (occurrence ${stored.occurrence}) was recorded as ${recorded || stored.record.k} but the code now asks for ${fingerprint || kind}. ` +
+          'The workflow code changed under a run in flight: keep old code paths for old runs, or use a new step name.',
+      ));
     }
   }
+}
 
-  private nonDeterminism(stored: StoredStep, asked: string): NonDeterminismError {
-    return (this.fatal ??= new NonDeterminismError(
-      `Step '${stored.name}' (occurrence ${stored.occurrence}) was recorded as ${stored.record.f ?? stored.record.k} but the code now asks for ${asked}. ` +
-        'The workflow code changed under a run in flight: keep old code paths for old runs, or use a new step name.',
-    ));
-  }
+function childError(name: string, stored: StoredStep): ChildWorkflowError {
+  const cause = stored.record.e ? decodeError(stored.record.e) : new WorkflowError('The child run failed.');
+  return new ChildWorkflowError(`Child workflow '${name}' (run ${stored.record.id}) failed: ${cause.message}`, { cause });
+}
+
+function describeWaits(waits: WaitSpec[]): unknown {
+  const sleeps = waits.filter((w) => w.kind === 'sleep').map((w) => w.field.slice(w.field.indexOf(':') + 1));
+  const children = waits.flatMap((w) => (w.kind === 'child' ? [w.childId] : []));
+  const events = waits.flatMap((w) => (w.kind === 'event' ? [{ event: w.event, ...(w.key ? { key: w.key } : {}) }] : []));
+  return {
+    ...(sleeps.length ? { sleep: sleeps } : {}),
+    ...(children.length ? { children } : {}),
+    ...(events.length ? { events } : {}),
+  };
 }
 
 function storedResult<T>(stored: StoredStep): T {
   return (stored.record.r === undefined ? undefined : structuredClone(stored.record.r)) as T;
-}
-
-function parseStoredName(field: string): string {
-  return field.slice(field.indexOf(':') + 1);
 }
 
 function safeParse(text: string): unknown {

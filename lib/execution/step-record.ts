@@ -1,13 +1,17 @@
 import type { StoredError } from '../errors/error-codec.js';
 
+/** S succeeded, F failed, W waiting (sleep, child or event), C compensated. Kept outside the JSON so
+ *  that Redis functions can read it without decoding. */
+export type RecordState = 'S' | 'F' | 'W' | 'C';
+
 /** A step's record as stored in the run's step hash (our own JSON; the result is embedded as stored). */
 export interface StepRecord {
-  /** kind: 'step' (ctx.step.run), 'method' (@Step), 'sleep' */
+  /** kind: 'step' (ctx.step.run), 'method' (@Step), 'sleep', 'child', 'child-emit', 'event' */
   k: string;
-  /** fingerprint: the @Step method and a hash of its arguments */
+  /** fingerprint: the @Step method and a hash of its arguments, or the child workflow */
   f?: string;
-  /** status */
-  s: 'succeeded' | 'failed' | 'waiting' | 'compensated';
+  /** status, for display */
+  s?: string;
   /** attempts so far */
   a?: number;
   /** started at (worker clock, for display) */
@@ -21,6 +25,16 @@ export interface StepRecord {
   e?: StoredError;
   /** a sleep's wake-up time (server clock) */
   u?: number;
+  /** a wait's deadline (server clock) */
+  dl?: number;
+  /** a child's run id */
+  id?: string;
+  /** an event wait's event and key, and the point (server ms) from which the next wait for them counts */
+  ev?: string;
+  key?: string;
+  th?: number;
+  /** the run's epoch (raised by every retry) when a child's or event's outcome was delivered */
+  pa?: number;
 }
 
 export interface StoredStep {
@@ -28,9 +42,8 @@ export interface StoredStep {
   name: string;
   occurrence: number;
   committedAt: number;
+  state: RecordState;
   record: StepRecord;
-  /** The result exactly as stored (JSON text), so that it is parsed once per use. */
-  resultText?: string;
 }
 
 export function stepField(name: string, occurrence: number): string {
@@ -42,11 +55,18 @@ export function parseStepField(field: string): { name: string; occurrence: numbe
   return { occurrence: Number(field.slice(0, colon)), name: field.slice(colon + 1) };
 }
 
-/** Parses '<committed ms>|<record JSON>'. */
+/** Parses '<committed ms>|<state>|<record JSON>'. */
 export function parseStoredStep(field: string, value: string): StoredStep {
-  const bar = value.indexOf('|');
-  const record = JSON.parse(value.slice(bar + 1)) as StepRecord;
-  return { field, ...parseStepField(field), committedAt: Number(value.slice(0, bar)), record };
+  const first = value.indexOf('|');
+  const second = value.indexOf('|', first + 1);
+  const record = JSON.parse(value.slice(second + 1)) as StepRecord;
+  return {
+    field,
+    ...parseStepField(field),
+    committedAt: Number(value.slice(0, first)),
+    state: value.slice(first + 1, second) as RecordState,
+    record,
+  };
 }
 
 /** Builds a record's JSON with the result text embedded as it is (it is already JSON). */

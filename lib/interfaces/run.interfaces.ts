@@ -51,6 +51,10 @@ export interface StepInfo {
   error?: RunErrorInfo;
   startedAt?: string;
   finishedAt?: string;
+  /** For a child workflow step: the child's run id. */
+  childRunId?: string;
+  /** For an event wait: the event and key it waits for or received. */
+  event?: { name: string; key?: string };
 }
 
 export interface RunEvent {

@@ -13,11 +13,24 @@ export interface CronTrigger {
   input?: object;
 }
 
+/**
+ * How the input DTO is validated (class-validator options). Set on the workflow, so that every producer
+ * that emits the class and every worker that executes it validate alike. Defaults: both true.
+ */
+export interface InputValidationOptions {
+  /** Strip properties without a class-validator decorator. Default true. */
+  whitelist?: boolean;
+  /** Refuse (instead of stripping) properties without a class-validator decorator. Default true. */
+  forbidNonWhitelisted?: boolean;
+}
+
 export interface WorkflowOptions {
   /** Default 'default'. */
   queue?: string;
   /** class-validator DTO: emit() validates the input against it; ctx.input is an instance of it. */
   input?: Type<object>;
+  /** class-validator options for `input`. Default { whitelist: true, forbidNonWhitelisted: true }. */
+  validation?: InputValidationOptions;
   /** Run-level attempts, default 3. */
   maxAttempts?: number;
   backoff?: BackoffOptions;
@@ -85,14 +98,14 @@ export interface WorkflowStepApi {
   runWorkflow<W extends string | WorkflowClass, O = unknown>(
     name: string,
     workflow: W,
-    input: W extends WorkflowClass ? WorkflowInput<W> : unknown,
+    input: W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown,
     opts?: ChildRunOptions,
   ): Promise<W extends WorkflowClass ? WorkflowOutput<W> : O>;
   /** Starts a child run (once, even across replays) and returns its id at once. */
   emitWorkflow<W extends string | WorkflowClass>(
     name: string,
     workflow: W,
-    input: W extends WorkflowClass ? WorkflowInput<W> : unknown,
+    input: W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown,
     opts?: ChildEmitOptions,
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
@@ -123,6 +136,16 @@ export interface WorkflowHandler<I = unknown, O = unknown> {
 
 /** A class decorated with @Workflow(). */
 export type WorkflowClass<I = any, O = any> = Type<WorkflowHandler<I, O>>;
+
+/**
+ * What a producer passes as the input of type I: its data properties, without methods. A DTO class's
+ * methods exist only on the instance the handler receives, which is built from this data.
+ */
+export type InputData<I> = I extends object
+  ? I extends readonly unknown[]
+    ? I
+    : { [K in keyof I as I[K] extends (...args: any[]) => any ? never : K]: I[K] }
+  : I;
 
 export type WorkflowInput<W> = W extends Type<WorkflowHandler<infer I, any>> ? I : never;
 export type WorkflowOutput<W> = W extends Type<WorkflowHandler<any, infer O>> ? Awaited<O> : never;

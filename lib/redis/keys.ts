@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { ulid } from 'ulid';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 export function assertKeySegment(kind: 'prefix' | 'queue', value: string): void {
   if (typeof value !== 'string' || !NAME.test(value)) {
@@ -28,6 +30,11 @@ export class KeySpace {
 
   shardRoot(shard: ShardRef): string {
     return `{${this.prefix}:${shard.queue}:${shard.partition}}`;
+  }
+
+  /** The shard that holds event logs and the waits registered for them. */
+  eventRoot(): string {
+    return `{${this.prefix}:~events}`;
   }
 
   registry(): string {
@@ -77,6 +84,17 @@ export class KeySpace {
   /** Run ids are '<ulid>.<queue>.<partition>': sortable by creation time, and they name their shard. */
   newRunId(shard: ShardRef): string {
     return `${ulid()}.${shard.queue}.${shard.partition}`;
+  }
+
+  /**
+   * A run id that is the same every time for the same seed: the time part of the parent's id and a hash
+   * of the seed. A replay that starts "the same" child again therefore names the run that exists.
+   */
+  derivedRunId(parentId: string, seed: string, shard: ShardRef): string {
+    const digest = createHash('sha256').update(seed).digest();
+    let random = '';
+    for (let i = 0; i < 16; i += 1) random += CROCKFORD[digest[i] % 32];
+    return `${parentId.slice(0, 10)}${random}.${shard.queue}.${shard.partition}`;
   }
 
   /** The shard a run id belongs to, or undefined when the text is not a run id. */

@@ -15,7 +15,30 @@ export interface EmitArgs {
   delayMs?: number;
   idempotencyKey?: string;
   parentId?: string;
+  /** The parent's step that waits for this run, and the parent's shard root (where the outcome goes). */
+  parentField?: string;
+  parentRoot?: string;
 }
+
+/** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
+export interface Handoff {
+  targetRoot: string;
+  runId: string;
+  field: string;
+  state: 'S' | 'F';
+  record: string;
+  kind: 'child' | 'event';
+  /** The sending shard's root and the message id, to acknowledge once delivered. */
+  sourceRoot: string;
+  messageId: string;
+}
+
+export type WaitSpec =
+  | { kind: 'sleep'; field: string; spec: string }
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number }
+  | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
+
+export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
 
 export interface ClaimWorkflowSpec {
   name: string;
@@ -39,6 +62,8 @@ export interface ClaimedRun {
   steps: Map<string, string>;
   /** The Redis server's time at the claim, in ms. */
   serverNow: number;
+  /** Raised by every retry (of an attempt, or retryRun): outcomes of earlier epochs may be redone. */
+  epoch: number;
 }
 
 export type TransitionResult = { ok: true } | { ok: false; reason: string };
@@ -72,6 +97,8 @@ export class WorkflowStore {
       a.delayMs ?? '',
       a.idempotencyKey ?? '',
       a.parentId ?? '',
+      a.parentField ?? '',
+      a.parentRoot ?? '',
     ])) as [number, string, string];
     return { created: created === 1, runId, status };
   }
@@ -89,8 +116,8 @@ export class WorkflowStore {
     const reply = (await this.fcall('wf1_claim', [this.root(shard)], args)) as unknown[];
     const serverNow = Number(reply[0]);
     return reply.slice(1).map((entry) => {
-      const [id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing, error, flat] =
-        entry as [string, string, string, number, number, string, number, string, string, string, string[]];
+      const [id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing, error, flat, epoch] =
+        entry as [string, string, string, number, number, string, number, string, string, string, string[], number];
       const steps = new Map<string, string>();
       for (let i = 0; i < flat.length; i += 2) steps.set(flat[i], flat[i + 1]);
       return {
@@ -106,25 +133,46 @@ export class WorkflowStore {
         error: error || undefined,
         steps,
         serverNow,
+        epoch: Number(epoch ?? 0),
       };
     });
   }
 
+  /**
+   * Stores a step record. `ifOpen`: only when the step has no record or a waiting one; the reply then
+   * carries the record that won instead ('resolved').
+   */
   async commitStep(
     shard: ShardRef,
     runId: string,
     token: string,
     field: string,
+    state: 'S' | 'F' | 'C' | 'W',
     record: string,
-    hasCompensation: boolean,
-  ): Promise<TransitionResult> {
-    return toResult(
-      await this.fcall('wf1_commit_step', [this.root(shard)], [runId, token, field, record, hasCompensation ? '1' : '0']),
-    );
+    opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+  ): Promise<TransitionResult | { ok: true; resolved: string }> {
+    const reply = (await this.fcall('wf1_commit_step', [this.root(shard)], [
+      runId,
+      token,
+      field,
+      state,
+      record,
+      opts.hasCompensation ? '1' : '0',
+      opts.ifOpen ? 'if-open' : '',
+      opts.childId ?? '',
+    ])) as [number, string?];
+    if (reply[0] === 2) return { ok: true, resolved: reply[1]! };
+    return toResult(reply);
   }
 
-  async complete(shard: ShardRef, runId: string, token: string, output: string, retentionMs: number): Promise<TransitionResult> {
-    return toResult(await this.fcall('wf1_complete', [this.root(shard)], [runId, token, output, retentionMs]));
+  async complete(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    output: string,
+    retentionMs: number,
+  ): Promise<TransitionResult & { handoff?: Handoff }> {
+    return this.withHandoff(shard, await this.fcall('wf1_complete', [this.root(shard)], [runId, token, output, retentionMs]));
   }
 
   async fail(
@@ -134,8 +182,9 @@ export class WorkflowStore {
     error: string,
     next: FailNext,
     opts: { delayMs?: number; retentionMs?: number; compensating?: boolean } = {},
-  ): Promise<TransitionResult> {
-    return toResult(
+  ): Promise<TransitionResult & { handoff?: Handoff }> {
+    return this.withHandoff(
+      shard,
       await this.fcall('wf1_fail', [this.root(shard)], [
         runId,
         token,
@@ -148,19 +197,76 @@ export class WorkflowStore {
     );
   }
 
-  async park(
+  async park(shard: ShardRef, runId: string, token: string, waitingFor: string, waits: WaitSpec[]): Promise<ParkResult> {
+    const args: (string | number)[] = [runId, token, waitingFor];
+    for (const w of waits) {
+      if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
+      else if (w.kind === 'child') args.push('child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      else args.push('event', w.field, JSON.stringify({ ev: w.event, key: w.key, to: w.timeoutMs ?? null }));
+    }
+    const reply = (await this.fcall('wf1_park', [this.root(shard)], args)) as [number, number | string];
+    if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
+    if (reply[0] === 2) return { outcome: 'requeued' };
+    return { outcome: 'parked', wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
+  }
+
+  /** Delivers a hand-off on its target shard, then acknowledges it on the source shard. */
+  async deliver(handoff: Handoff): Promise<void> {
+    await this.fcall('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind]);
+    await this.fcall('wf1_ack', [handoff.sourceRoot], [handoff.messageId]);
+  }
+
+  async cancel(
     shard: ShardRef,
     runId: string,
-    token: string,
-    waitingFor: string,
-    wakeAtMs: number | undefined,
-    newSleeps: { field: string; spec: string }[],
-  ): Promise<TransitionResult & { wakeAt?: number }> {
-    const args: (string | number)[] = [runId, token, waitingFor, wakeAtMs ?? ''];
-    for (const s of newSleeps) args.push(s.field, s.spec);
-    const reply = (await this.fcall('wf1_park', [this.root(shard)], args)) as [number, number | string];
-    if (reply[0] !== 1) return { ok: false, reason: String(reply[1]) };
-    return { ok: true, wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
+    error: string,
+    retentionMs: number,
+  ): Promise<{ canceled: boolean; status?: string; children: string[]; handoff?: Handoff }> {
+    const reply = (await this.fcall('wf1_cancel', [this.root(shard)], [runId, error, retentionMs])) as unknown[];
+    if (reply[0] !== 1) return { canceled: false, status: String(reply[1]), children: [] };
+    const handoff = reply[2] as unknown[] | undefined;
+    return {
+      canceled: true,
+      children: reply[1] as string[],
+      handoff: handoff && handoff.length > 0 ? this.handoffFrom(this.root(shard), handoff) : undefined,
+    };
+  }
+
+  async retry(shard: ShardRef, runId: string): Promise<{ ok: boolean; status?: string }> {
+    const reply = (await this.fcall('wf1_retry', [this.root(shard)], [runId])) as [number, string?];
+    return reply[0] === 1 ? { ok: true } : { ok: false, status: reply[1] };
+  }
+
+  /** Logs an event and returns the hand-offs to the runs that waited for it. */
+  async sendEvent(
+    eventId: string,
+    event: string,
+    key: string,
+    payload: string,
+    retentionMs: number,
+  ): Promise<{ repeated: boolean; handoffs: Handoff[] }> {
+    const root = this.keys.eventRoot();
+    const reply = (await this.fcall('wf1_send_event', [root], [eventId, event, key, payload, retentionMs])) as unknown[];
+    const handoffs = (reply.slice(2) as string[][]).map(([targetRoot, runId, field, record, messageId]) => ({
+      targetRoot,
+      runId,
+      field,
+      state: 'S' as const,
+      record,
+      kind: 'event' as const,
+      sourceRoot: root,
+      messageId,
+    }));
+    return { repeated: reply[0] === 0, handoffs };
+  }
+
+  /** Registers a wait for (event, key), or returns the record of the earliest event after the threshold. */
+  async waitEvent(event: string, key: string, runId: string, field: string, thresholdMs: number, runRoot: string): Promise<string | undefined> {
+    const reply = (await this.fcall('wf1_wait_event', [this.keys.eventRoot()], [event, key, runId, field, thresholdMs, runRoot])) as [
+      number,
+      string?,
+    ];
+    return reply[0] === 1 ? reply[1] : undefined;
   }
 
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
@@ -175,14 +281,29 @@ export class WorkflowStore {
     return Number(await this.fcall('wf1_release', [this.root(shard)], args));
   }
 
-  async tick(shard: ShardRef, batch: number): Promise<{ serverNow: number; nextDueMs?: number; more: boolean }> {
-    const [now, nextDue, more] = (await this.fcall('wf1_tick', [this.root(shard)], [batch])) as number[];
-    return { serverNow: Number(now), nextDueMs: Number(nextDue) >= 0 ? Number(nextDue) : undefined, more: more === 1 };
+  async tick(root: string, batch: number): Promise<{ serverNow: number; nextDueMs?: number; more: boolean; handoffs: Handoff[] }> {
+    const [now, nextDue, more, messages] = (await this.fcall('wf1_tick', [root], [batch])) as [number, number, number, string[][]];
+    const handoffs = (messages ?? []).map(([messageId, text]) => {
+      const m = JSON.parse(text) as { t: string; r: string; f: string; s: 'S' | 'F'; x: string; k: 'child' | 'event' };
+      return { targetRoot: m.t, runId: m.r, field: m.f, state: m.s, record: m.x, kind: m.k, sourceRoot: root, messageId };
+    });
+    return { serverNow: Number(now), nextDueMs: Number(nextDue) >= 0 ? Number(nextDue) : undefined, more: more === 1, handoffs };
   }
 
   async register(entries: { name: string; meta: string }[]): Promise<void> {
     if (entries.length === 0) return;
     await this.fcall('wf1_register', [this.keys.registry()], entries.flatMap((e) => [e.name, e.meta]));
+  }
+
+  private withHandoff(shard: ShardRef, reply: unknown): TransitionResult & { handoff?: Handoff } {
+    const parts = reply as unknown[];
+    if (parts[0] !== 1) return { ok: false, reason: String(parts[1] ?? 'UNKNOWN') };
+    return parts.length > 1 ? { ok: true, handoff: this.handoffFrom(this.root(shard), parts.slice(1)) } : { ok: true };
+  }
+
+  private handoffFrom(sourceRoot: string, parts: unknown[]): Handoff {
+    const [targetRoot, runId, field, state, record, messageId] = parts as string[];
+    return { targetRoot, runId, field, state: state as 'S' | 'F', record, kind: 'child', sourceRoot, messageId };
   }
 
   // Reads are plain commands on keys of one slot; they change nothing.
@@ -256,6 +377,7 @@ function toResult(reply: unknown): TransitionResult {
   const [ok, reason] = reply as [number, string?];
   return ok === 1 ? { ok: true } : { ok: false, reason: reason ?? 'UNKNOWN' };
 }
+
 
 function isConnectionError(error: Error): boolean {
   return /Stream isn't writeable|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|MaxRetriesPerRequest|enableOfflineQueue/i.test(

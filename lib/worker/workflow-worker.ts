@@ -1,12 +1,12 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import { WorkflowClient } from '../client/workflow.client.js';
 import { CanceledError, LeaseLostError, TimeoutError } from '../errors/workflow.errors.js';
-import { RunExecution } from '../execution/run-execution.js';
+import { RunExecution, type ExecutableDefinition } from '../execution/run-execution.js';
 import type { ShardRef } from '../redis/keys.js';
-import type { ClaimWorkflowSpec } from '../redis/workflow-store.js';
+import type { ClaimWorkflowSpec, Handoff } from '../redis/workflow-store.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 
 /** Longest a worker waits between housekeeping ticks of a shard when nothing is due: a safety net for
@@ -16,7 +16,8 @@ const MAX_CLAIM_BATCH = 32;
 const TICK_BATCH = 200;
 
 interface ShardState {
-  ref: ShardRef;
+  /** Undefined for the event shard, which has housekeeping but no runs to claim. */
+  ref?: ShardRef;
   root: string;
   claiming: boolean;
   claimAgain: boolean;
@@ -57,6 +58,7 @@ export class WorkflowWorker {
   constructor(
     private readonly redis: WorkflowRedis,
     private readonly registry: WorkflowRegistry,
+    private readonly client: WorkflowClient,
   ) {}
 
   get concurrency(): number {
@@ -89,23 +91,25 @@ export class WorkflowWorker {
     }
     if (this.registry.all().length === 0) return;
     this.running = true;
+    const addShard = (ref: ShardRef | undefined, root: string) => {
+      const shard: ShardState = {
+        ref,
+        root,
+        claiming: false,
+        claimAgain: false,
+        backlog: false,
+        ticking: false,
+        channel: this.redis.keys.workerChannel(root),
+        onMessage: (message) => this.onShardMessage(shard, message),
+      };
+      this.shards.push(shard);
+    };
     for (const queue of queues) {
       for (let partition = 0; partition < this.redis.settings.partitions(queue); partition += 1) {
-        const ref = { queue, partition };
-        const root = this.redis.keys.shardRoot(ref);
-        const shard: ShardState = {
-          ref,
-          root,
-          claiming: false,
-          claimAgain: false,
-          backlog: false,
-          ticking: false,
-          channel: this.redis.keys.workerChannel(root),
-          onMessage: (message) => this.onShardMessage(shard, message),
-        };
-        this.shards.push(shard);
+        addShard({ queue, partition }, this.redis.keys.shardRoot({ queue, partition }));
       }
     }
+    addShard(undefined, this.redis.keys.eventRoot());
     await Promise.all(this.shards.map((shard) => this.redis.subscriber.subscribe(shard.channel, shard.onMessage)));
     this.unsubscribeReconnect = this.redis.subscriber.onReconnect(() => this.wakeAll());
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(worker.leaseMs / 3)));
@@ -137,7 +141,7 @@ export class WorkflowWorker {
       for (const e of left) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), { id: e.execution.id, token: e.execution.token }]);
       for (const [shard, runs] of byShard) {
         try {
-          const released = await this.redis.store.release(shard.ref, `shutdown of worker ${this.workerId}`, runs);
+          const released = await this.redis.store.release(shard.ref!, `shutdown of worker ${this.workerId}`, runs);
           this.logger.log(`Released ${released} run(s) of ${shard.root} that did not finish within ${graceMs} ms`);
         } catch (error) {
           this.logger.error(`Could not release runs on shutdown (their leases will expire instead): ${describe(error)}`);
@@ -181,7 +185,7 @@ export class WorkflowWorker {
   // ---- claiming ----
 
   private async claim(shard: ShardState): Promise<void> {
-    if (!this.running) return;
+    if (!this.running || !shard.ref) return;
     if (shard.claiming) {
       shard.claimAgain = true;
       return;
@@ -206,11 +210,16 @@ export class WorkflowWorker {
         const definition = this.registry.get(run.workflow);
         if (!definition?.instance) continue; // cannot happen: we only claim workflows we have
         this.serverOffsetMs = run.serverNow - Date.now();
-        this.startExecution(shard, new RunExecution(run, shard.ref, definition as Required<Pick<WorkflowDefinition, 'instance'>> & WorkflowDefinition, this.redis.store, {
-          workerId: this.workerId,
-          maxPayloadBytes: this.redis.settings.maxPayloadBytes,
-          retentionMs: this.redis.settings.retentionMs,
-        }));
+        this.startExecution(
+          shard,
+          new RunExecution(run, shard.ref, definition as ExecutableDefinition, this.redis.store, {
+            workerId: this.workerId,
+            maxPayloadBytes: this.redis.settings.maxPayloadBytes,
+            retentionMs: this.redis.settings.retentionMs,
+            children: this.client,
+            shardRoot: shard.root,
+          }),
+        );
       }
     } catch (error) {
       this.failed('claim', error);
@@ -225,9 +234,10 @@ export class WorkflowWorker {
   /** The workflows to claim in this shard: those whose queue it is first (rotated for fairness), then the
    *  others this app has (their runs may be sent to this queue by emit's `queue` option). */
   private claimSpecs(shard: ShardState): ClaimWorkflowSpec[] {
+    const queue = shard.ref?.queue;
     const all = this.registry.all().filter((w) => w.instance);
-    const home = all.filter((w) => w.options.queue === shard.ref.queue);
-    const away = all.filter((w) => w.options.queue !== shard.ref.queue && w.options.maxConcurrency === 0);
+    const home = all.filter((w) => w.options.queue === queue);
+    const away = all.filter((w) => w.options.queue !== queue && w.options.maxConcurrency === 0);
     this.rotation = (this.rotation + 1) % Math.max(1, home.length);
     const ordered = [...home.slice(this.rotation), ...home.slice(0, this.rotation), ...away];
     return ordered.map((w) => ({
@@ -278,9 +288,10 @@ export class WorkflowWorker {
     if (shard.ticking) return this.scheduleTick(shard, reaperIntervalMs);
     shard.ticking = true;
     try {
-      const result = await this.redis.store.tick(shard.ref, TICK_BATCH);
+      const result = await this.redis.store.tick(shard.root, TICK_BATCH);
       this.recovered();
       this.serverOffsetMs = result.serverNow - Date.now();
+      if (result.handoffs.length > 0) void this.deliver(result.handoffs);
       if (result.more) this.scheduleTick(shard, reaperIntervalMs);
       else this.scheduleTick(shard, result.nextDueMs ?? IDLE_TICK_MS);
     } catch (error) {
@@ -288,6 +299,17 @@ export class WorkflowWorker {
       this.scheduleTick(shard, this.retryDelay());
     } finally {
       shard.ticking = false;
+    }
+  }
+
+  /** Hand-offs whose first delivery did not happen (the worker that owed it crashed). */
+  private async deliver(handoffs: Handoff[]): Promise<void> {
+    for (const handoff of handoffs) {
+      try {
+        await this.redis.store.deliver(handoff);
+      } catch (error) {
+        this.failed('hand-off delivery', error);
+      }
     }
   }
 
@@ -300,7 +322,7 @@ export class WorkflowWorker {
       [...byShard].map(async ([shard, list]) => {
         try {
           const lost = await this.redis.store.heartbeat(
-            shard.ref,
+            shard.ref!,
             worker.leaseMs,
             list.map((e) => ({ id: e.execution.id, token: e.execution.token })),
           );

@@ -1,0 +1,25 @@
+import type { WorkflowClass } from '../interfaces/workflow.interfaces.js';
+
+export interface ChildStart {
+  parentId: string;
+  parentRoot: string;
+  /** The parent's step that waits for the child; absent for emitWorkflow (the parent does not wait). */
+  parentField?: string;
+  /** Makes the child's run id deterministic, so that a replay never starts a second child. */
+  seed: string;
+  workflow: string | WorkflowClass;
+  input: unknown;
+  idempotencyKey?: string;
+  queue?: string;
+  runAt?: Date;
+}
+
+/** Starts child runs for a running workflow (implemented by WorkflowClient). */
+export interface ChildLauncher {
+  /** Returns the id of the run that stands for the child (an existing one for a reused idempotency key). */
+  startChild(start: ChildStart): Promise<{ id: string; workflow: string }>;
+  /** The run id a child started with these arguments gets (unless its idempotency key names another run). */
+  childRunId(start: ChildStart): string;
+  /** The workflow name of a reference, for fingerprints. */
+  workflowName(workflow: string | WorkflowClass): string;
+}

@@ -1,0 +1,467 @@
+import { Logger, type LoggerService } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
+import {
+  ChildWorkflowError,
+  NonDeterminismError,
+  NonRetriableError,
+  PayloadError,
+  TimeoutError,
+  WorkflowConfigurationError,
+  WorkflowError,
+} from '../errors/workflow.errors.js';
+import type {
+  InputData,
+  OnFailureContext,
+  RunMeta,
+  StepContext,
+  WaitForEventOptions,
+  WorkflowClass,
+  WorkflowContext,
+  WorkflowHandler,
+} from '../interfaces/workflow.interfaces.js';
+import { ON_FAILURE_METADATA, DEFAULTS } from '../workflow.constants.js';
+import { raceAbort } from './backoff.js';
+import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
+import { prepareInput } from './input-validation.js';
+import { fromPayload, toPayload } from './payload.js';
+import { stepField } from './step-record.js';
+
+/**
+ * Replaces a step by its name: a value is the step's result; a function is called instead of the step
+ * with the @Step method's arguments, ctx.step.run's StepContext, or the child workflow's input.
+ * A function that throws fails the step as the real one would (retries and compensations apply).
+ */
+export type StepOverride = unknown | ((...args: any[]) => unknown);
+
+export interface InlineOptions<I = unknown> {
+  input: I;
+  /** By step name: @Step() methods, ctx.step.run, ctx.step.runWorkflow / emitWorkflow. */
+  stepOverrides?: Record<string, StepOverride>;
+  /**
+   * Answers ctx.step.waitForEvent, by `'event:key'` (checked first) or `'event'`. A missing event resolves
+   * with null, as a wait that timed out would. A function receives the wait's options.
+   */
+  eventOverrides?: Record<string, unknown>;
+  /**
+   * Handlers of child workflows that runWorkflow/emitWorkflow name (by class or name), e.g.
+   * `[moduleRef.get(ShippingWorkflow)]`. A child class without constructor parameters needs none.
+   */
+  workflows?: WorkflowHandler<any, any>[];
+  /** Default: the workflow's maxAttempts. 1 executes a single attempt. */
+  maxAttempts?: number;
+  /** Default 'inline-<uuid>'. Step idempotency keys are `<runId>:<occurrence>:<name>`. */
+  runId?: string;
+  /** Default 1 MiB, as the module's maxPayloadBytes. */
+  maxPayloadBytes?: number;
+  /** Default: a Nest Logger named after the run. */
+  logger?: LoggerService;
+}
+
+/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit';
+
+export interface InlineStep {
+  name: string;
+  occurrence: number;
+  kind: InlineStepKind;
+  /** 'compensated': the step succeeded and its compensation was run (even if it threw) after the run failed. */
+  status: 'running' | 'succeeded' | 'failed' | 'compensated';
+  /** Executions of the step over all run attempts (a replayed result does not count). */
+  attempts: number;
+  result?: unknown;
+  error?: Error;
+  /** Set when the step's compensation threw on each of its tries. */
+  compensationError?: Error;
+  /** Whether an override answered the step. */
+  overridden: boolean;
+  /** For runWorkflow / emitWorkflow executed inline: the child run's own result. */
+  child?: InlineResult;
+}
+
+export interface InlineResult<O = unknown> {
+  runId: string;
+  workflow: string;
+  succeeded: boolean;
+  output?: O;
+  error?: Error;
+  /** Run-level attempts made. */
+  attempts: number;
+  /** One entry per (name, occurrence), in the order the steps were first started. */
+  steps: InlineStep[];
+  /** Set when the @OnFailure method threw. */
+  onFailureError?: Error;
+}
+
+type HandlerInput<H> = H extends WorkflowHandler<infer I, any> ? I : unknown;
+type HandlerOutput<H> = H extends WorkflowHandler<any, infer O> ? Awaited<O> : unknown;
+
+/**
+ * Executes a workflow handler in this process, with no Redis, the way the engine would: @Step() methods
+ * and ctx.step.run are durable steps (JSON round-tripped results, retries, timeouts, compensations),
+ * the run is retried up to maxAttempts with a replay that returns the results of the steps that
+ * succeeded, and a run that fails for good runs its compensations in reverse order, then @OnFailure.
+ * Sleeps return at once and retry backoff delays are skipped. Invalid input rejects the promise with
+ * InputValidationError, as emit() would throw.
+ */
+export async function runInline<H extends WorkflowHandler<any, any>>(
+  handler: H,
+  options: InlineOptions<InputData<HandlerInput<H>>>,
+): Promise<InlineResult<HandlerOutput<H>>> {
+  return new InlineRun(handler, options, undefined).execute() as Promise<InlineResult<HandlerOutput<H>>>;
+}
+
+interface Memo {
+  kind: InlineStepKind;
+  fingerprint?: string;
+  /** The result as stored (JSON text); undefined for a step that returned nothing. */
+  text?: string;
+}
+
+class InlineRun implements DurableExecution {
+  private readonly runId: string;
+  private readonly name: string;
+  private readonly options: ResolvedWorkflowOptions;
+  private readonly maxAttempts: number;
+  private readonly maxPayloadBytes: number;
+  private readonly logger: LoggerService;
+  private readonly controller = new AbortController();
+  private readonly entries = new Map<string, InlineStep>();
+  /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
+  private readonly memo = new Map<string, Memo>();
+  private occurrences = new Map<string, number>();
+  private compensations: { field: string; run: () => unknown }[] = [];
+  private attempt = 0;
+  private fatal?: Error;
+  /** The validated input of the last attempt: what @OnFailure receives, as in the engine. */
+  private input?: unknown;
+
+  constructor(
+    private readonly handler: WorkflowHandler,
+    private readonly inline: InlineOptions<unknown>,
+    private readonly parentId: string | undefined,
+  ) {
+    if (!handler || typeof handler.execute !== 'function') {
+      throw new WorkflowConfigurationError('runInline needs a workflow instance with an execute(ctx) method, e.g. moduleRef.get(CheckoutWorkflow).');
+    }
+    const meta = readWorkflowMetadata(handler.constructor) ?? { name: handler.constructor.name, options: {} };
+    this.name = meta.name;
+    this.options = resolveWorkflowOptions(meta);
+    this.maxAttempts = inline.maxAttempts ?? this.options.maxAttempts;
+    if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) {
+      throw new WorkflowConfigurationError(`runInline maxAttempts must be a whole number of at least 1, got ${inline.maxAttempts}.`);
+    }
+    this.maxPayloadBytes = inline.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes;
+    this.runId = inline.runId ?? `inline-${randomUUID()}`;
+    this.logger = inline.logger ?? new Logger(`Workflow ${this.name} ${this.runId}`);
+  }
+
+  async execute(): Promise<InlineResult> {
+    // As emit() does: validate, store as JSON; then as the worker does: read back and validate again.
+    const validated = await prepareInput(this.options.input, this.inline.input, this.options.validation);
+    const inputText = toPayload(validated ?? null, `The input of workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
+    const deadline = this.options.timeoutMs > 0 ? setTimeout(() => this.timeOut(), this.options.timeoutMs) : undefined;
+    try {
+      for (;;) {
+        this.attempt += 1;
+        this.occurrences = new Map();
+        this.compensations = [];
+        this.fatal = undefined;
+        try {
+          const output = await this.executeAttempt(inputText);
+          return this.result({ succeeded: true, output });
+        } catch (error) {
+          if (error instanceof WorkflowConfigurationError) throw error;
+          const final =
+            error instanceof NonRetriableError ||
+            error instanceof NonDeterminismError ||
+            error instanceof PayloadError ||
+            error instanceof TimeoutError ||
+            this.controller.signal.aborted ||
+            this.attempt >= this.maxAttempts;
+          if (!final) {
+            this.logger.warn(`Attempt ${this.attempt}/${this.maxAttempts} failed (${describe(error)}); retrying at once (runInline skips backoff)`);
+            continue;
+          }
+          const failure = error instanceof Error ? error : new WorkflowError(describe(error));
+          const onFailureError = await this.finalize(failure, inputText);
+          return this.result({ succeeded: false, error: failure, onFailureError });
+        }
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+
+  private async executeAttempt(inputText: string): Promise<unknown> {
+    let input: unknown;
+    try {
+      input = this.input = await prepareInput(this.options.input, fromPayload(inputText), this.options.validation);
+    } catch (error) {
+      throw error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error;
+    }
+    const ctx: WorkflowContext<unknown> = {
+      input,
+      run: this.runMeta(),
+      signal: this.controller.signal,
+      logger: this.logger,
+      step: {
+        run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
+        sleep: (name) => this.instant(name, 'sleep'),
+        sleepUntil: (name) => this.instant(name, 'sleep'),
+        runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
+        emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
+        waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
+      },
+    };
+    const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
+    const output = await raceAbort(work, this.controller.signal);
+    if (this.fatal) throw this.fatal;
+    const text = toPayload(output, `The output of workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
+    return fromPayload(text);
+  }
+
+  // ---- steps ----
+
+  async runStep<T>(request: StepRequest<T>): Promise<T> {
+    const override = this.overrideFor(request.name);
+    const fn: StepRequest<T>['fn'] = override.found
+      ? (s) => (typeof override.value === 'function' ? override.value(...(request.kind === 'method' ? (request.args ?? []) : [s])) : override.value) as T
+      : request.fn;
+    return this.durable(request.name, request.kind, request.fingerprint, override.found, async (field, entry) => {
+      const idempotencyKey = `${this.runId}:${field}`;
+      const maxTries = 1 + Math.max(0, request.retries ?? 0);
+      for (let attempt = 1; ; attempt += 1) {
+        entry.attempts += 1;
+        const stepController = new AbortController();
+        const onRunAbort = () => stepController.abort(this.controller.signal.reason);
+        this.controller.signal.addEventListener('abort', onRunAbort, { once: true });
+        const timer =
+          request.timeoutMs !== undefined
+            ? setTimeout(
+                () => stepController.abort(new TimeoutError(`Step '${request.name}' timed out after ${request.timeoutMs} ms.`)),
+                request.timeoutMs,
+              )
+            : undefined;
+        const step: StepContext = { idempotencyKey, signal: stepController.signal, attempt: entry.attempts };
+        try {
+          const value = await raceAbort(
+            executionScope.run({ execution: this, step }, () => Promise.resolve().then(() => fn(step))),
+            stepController.signal,
+          );
+          return toPayload(value, `The result of step '${request.name}'`, this.maxPayloadBytes);
+        } catch (error) {
+          const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError || this.controller.signal.aborted;
+          if (final) throw error;
+          this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describe(error)}); retrying at once (runInline skips backoff)`);
+        } finally {
+          clearTimeout(timer);
+          this.controller.signal.removeEventListener('abort', onRunAbort);
+        }
+      }
+    }, request.compensate as ((result: unknown) => unknown) | undefined) as Promise<T>;
+  }
+
+  /**
+   * Runs one durable step: a recorded success of an earlier attempt is returned as stored; otherwise
+   * `execute` produces the JSON text that is recorded and returned parsed, so first run and replay agree.
+   */
+  private async durable(
+    name: string,
+    kind: InlineStepKind,
+    fingerprint: string | undefined,
+    overridden: boolean,
+    execute: (field: string, entry: InlineStep) => Promise<string | undefined>,
+    compensate?: (result: unknown) => unknown,
+  ): Promise<unknown> {
+    if (this.controller.signal.aborted) throw this.controller.signal.reason;
+    const field = this.nextField(name);
+    const recorded = this.memo.get(field);
+    if (recorded) {
+      if (recorded.kind !== kind || (recorded.fingerprint ?? '') !== (fingerprint ?? '')) {
+        throw (this.fatal ??= new NonDeterminismError(
+          `Step '${name}' (occurrence ${field.slice(0, field.indexOf(':'))}) was recorded as ${recorded.fingerprint ?? recorded.kind} but the code now asks for ${fingerprint ?? kind}. ` +
+            'The workflow code changed under a run in flight: keep old code paths for old runs, or use a new step name.',
+        ));
+      }
+      const value = fromPayload(recorded.text);
+      if (compensate) this.compensations.push({ field, run: () => compensate(value) });
+      return value;
+    }
+    let entry = this.entries.get(field);
+    if (entry) {
+      entry.status = 'running';
+      delete entry.error;
+    } else {
+      entry = { name, occurrence: this.occurrences.get(name)! - 1, kind, status: 'running', attempts: 0, overridden };
+      this.entries.set(field, entry);
+    }
+    try {
+      const text = await execute(field, entry);
+      const value = fromPayload(text);
+      this.memo.set(field, { kind, fingerprint, text });
+      entry.status = 'succeeded';
+      entry.result = fromPayload(text);
+      if (compensate) this.compensations.push({ field, run: () => compensate(value) });
+      return value;
+    } catch (error) {
+      entry.status = 'failed';
+      entry.error = error instanceof Error ? error : new WorkflowError(describe(error));
+      throw error;
+    }
+  }
+
+  private instant(name: string, kind: 'sleep'): Promise<void> {
+    return this.durable(name, kind, undefined, false, async (_field, entry) => {
+      entry.attempts += 1;
+      return undefined;
+    }) as Promise<void>;
+  }
+
+  private waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
+    if (!opts || typeof opts.event !== 'string' || opts.event === '') {
+      return Promise.reject(new WorkflowError(`waitForEvent('${name}') needs { event: 'name' }.`));
+    }
+    const events = this.inline.eventOverrides ?? {};
+    const keyed = opts.key !== undefined ? `${opts.event}:${opts.key}` : undefined;
+    const source = keyed !== undefined && keyed in events ? events[keyed] : events[opts.event];
+    return this.durable(name, 'event', undefined, source !== undefined, async (_field, entry) => {
+      entry.attempts += 1;
+      const payload = typeof source === 'function' ? await (source as (o: WaitForEventOptions) => unknown)(opts) : source;
+      return toPayload(payload ?? null, `The payload of event '${opts.event}'`, this.maxPayloadBytes);
+    });
+  }
+
+  private child(name: string, kind: 'child' | 'child-emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {
+    const override = this.overrideFor(name);
+    const childName = typeof workflow === 'string' ? workflow : (readWorkflowMetadata(workflow)?.name ?? workflow?.name);
+    return this.durable(name, kind, `child:${childName}`, override.found, async (_field, entry) => {
+      entry.attempts += 1;
+      if (override.found) {
+        const value = typeof override.value === 'function' ? await override.value(input) : override.value;
+        return toPayload(value, `The override of step '${name}'`, this.maxPayloadBytes);
+      }
+      const handler = this.resolveChild(name, workflow);
+      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId).execute();
+      entry.child = result;
+      if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
+      if (!result.succeeded) {
+        const cause = result.error!;
+        throw new ChildWorkflowError(`Child workflow '${name}' (run ${result.runId}) failed: ${cause.message}`, { cause });
+      }
+      return toPayload(result.output, `The output of child workflow '${result.workflow}'`, this.maxPayloadBytes);
+    });
+  }
+
+  private resolveChild(stepName: string, workflow: string | WorkflowClass): WorkflowHandler {
+    const given = this.inline.workflows ?? [];
+    if (typeof workflow === 'function') {
+      const instance = given.find((h) => h instanceof workflow);
+      if (instance) return instance;
+      if (workflow.length === 0) return new workflow();
+      throw new WorkflowConfigurationError(
+        `runInline cannot create child workflow ${workflow.name} (step '${stepName}'): its constructor takes dependencies. ` +
+          `Pass an instance in options.workflows (e.g. moduleRef.get(${workflow.name})) or override step '${stepName}' in stepOverrides.`,
+      );
+    }
+    const instance = given.find((h) => readWorkflowMetadata(h.constructor)?.name === workflow);
+    if (instance) return instance;
+    throw new WorkflowConfigurationError(
+      `runInline cannot run child workflow '${workflow}' (step '${stepName}'): it is named by a string. ` +
+        `Pass its class instead, pass an instance in options.workflows, or override step '${stepName}' in stepOverrides.`,
+    );
+  }
+
+  // ---- failure ----
+
+  private timeOut(): void {
+    this.controller.abort(new TimeoutError(`Workflow '${this.name}' did not finish within its timeoutMs (${this.options.timeoutMs} ms).`));
+  }
+
+  /** Compensations in reverse order, then @OnFailure; their errors are logged, as the engine does. */
+  private async finalize(error: Error, inputText: string): Promise<Error | undefined> {
+    for (const compensation of [...this.compensations].reverse()) {
+      const entry = this.entries.get(compensation.field);
+      for (let attempt = 1; attempt <= COMPENSATION_TRIES; attempt += 1) {
+        try {
+          await compensation.run();
+          if (entry) delete entry.compensationError;
+          break;
+        } catch (compensationError) {
+          this.logger.error(`Compensation of step '${compensation.field}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describe(compensationError)}`);
+          if (entry) entry.compensationError = compensationError instanceof Error ? compensationError : new WorkflowError(describe(compensationError));
+        }
+      }
+      if (entry) entry.status = 'compensated';
+    }
+    const method = findOnFailureMethod(this.handler);
+    if (!method) return undefined;
+    const failureContext: OnFailureContext<unknown> = {
+      input: this.input ?? fromPayload(inputText),
+      run: this.runMeta(),
+      error,
+      signal: this.controller.signal,
+      logger: this.logger,
+    };
+    try {
+      await (this.handler as unknown as Record<string, (c: OnFailureContext) => unknown>)[method](failureContext);
+      return undefined;
+    } catch (hookError) {
+      this.logger.error(`@OnFailure ${method}() threw: ${describe(hookError)}`);
+      return hookError instanceof Error ? hookError : new WorkflowError(describe(hookError));
+    }
+  }
+
+  // ---- helpers ----
+
+  private overrideFor(name: string): { found: boolean; value?: any } {
+    const overrides = this.inline.stepOverrides;
+    return overrides && Object.prototype.hasOwnProperty.call(overrides, name) ? { found: true, value: overrides[name] } : { found: false };
+  }
+
+  private nextField(name: string): string {
+    if (typeof name !== 'string' || name.length === 0) throw new TypeError('A step needs a non-empty name.');
+    const occurrence = this.occurrences.get(name) ?? 0;
+    this.occurrences.set(name, occurrence + 1);
+    return stepField(name, occurrence);
+  }
+
+  private runMeta(): RunMeta {
+    return {
+      id: this.runId,
+      workflow: this.name,
+      queue: this.options.queue,
+      attempt: this.attempt,
+      maxAttempts: this.maxAttempts,
+      ...(this.parentId ? { parentId: this.parentId } : {}),
+    };
+  }
+
+  private result(outcome: Pick<InlineResult, 'succeeded' | 'output' | 'error' | 'onFailureError'>): InlineResult {
+    return {
+      runId: this.runId,
+      workflow: this.name,
+      ...outcome,
+      attempts: this.attempt,
+      steps: [...this.entries.values()],
+    };
+  }
+}
+
+/** As the engine: a compensation is tried this many times (inline without the pause between tries). */
+const COMPENSATION_TRIES = 3;
+
+function findOnFailureMethod(handler: object): string | undefined {
+  for (let proto = Object.getPrototypeOf(handler); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (key === 'constructor') continue;
+      const descriptor = Object.getOwnPropertyDescriptor(proto, key);
+      if (typeof descriptor?.value === 'function' && Reflect.getMetadata(ON_FAILURE_METADATA, descriptor.value)) return key;
+    }
+  }
+  return undefined;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}

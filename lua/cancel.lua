@@ -1,0 +1,63 @@
+-- wf1_cancel: cancels a run that has not finished. A run without compensations is canceled at once; a
+-- worker executing it is told to stop (and can commit nothing more: its token is revoked). A run with
+-- compensations goes to 'compensating' and the next worker to take it runs them, then @OnFailure.
+-- KEYS[1]  shard root
+-- ARGV[1]  run id    ARGV[2] error (JSON text of the CanceledError)    ARGV[3] retention of a canceled run in ms
+-- Reply: { 0, status } when nothing changed (finished, finalizing, unknown); otherwise
+--        { 1, { child ids to cancel too }, hand-off to the parent's shard (as wf1_complete) or nothing }
+local function cancel(keys, argv)
+  local root = keys[1]
+  local id, err = argv[1], argv[2]
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'comp', 'fin', 'dl')
+  if not f[1] then return { 0, 'unknown' } end
+  if FINAL[f[1]] or f[5] then return { 0, f[1] } end
+  local status, wf = f[1], f[2]
+  local now = now_ms()
+  if EXECUTING[status] then
+    notify_workers(root, 'a' .. id .. '|canceled')
+    rcall('ZREM', root .. ':leases', id)
+  end
+  rcall('ZREM', root .. ':timers', id)
+  rcall('ZREM', ready_key(root, wf), id)
+  rcall('DEL', awaited_key(root, id))
+  rcall('HDEL', run, 'wait', 'wn')
+  local children = rcall('SMEMBERS', children_key(root, id))
+  if f[4] then
+    rcall('HSET', run, 'st', 'compensating', 'fin', 'canceled', 'err', err, 'tok', '')
+    count_move(root, wf, status, 'compensating')
+    make_ready(root, id, wf, f[3], now)
+    history(root, id, now, 'canceling', nil, err)
+    return { 1, children }
+  end
+  rcall('HSET', run, 'st', 'canceled', 'err', err, 'fa', now, 'tok', '')
+  finish_run(root, id, wf, status, 'canceled', now, argv[3], f[6])
+  history(root, id, now, 'canceled', nil, err)
+  local handoff = notify_parent(root, id, wf, 'F', err, now)
+  return { 1, children, handoff or {} }
+end
+
+-- wf1_retry: a failed or canceled run goes back to the queue under the same id: attempt 1 again, its
+-- history continued, its succeeded steps kept (the replay returns them); compensated steps run again.
+-- KEYS[1]  shard root
+-- ARGV[1]  run id
+-- Reply: { 1 } queued again, or { 0, status } when the run is not failed or canceled.
+local function retry(keys, argv)
+  local root = keys[1]
+  local id = argv[1]
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+  if f[1] ~= 'failed' and f[1] ~= 'canceled' then return { 0, f[1] or 'unknown' } end
+  local now = now_ms()
+  rcall('HSET', run, 'st', 'queued', 'att', 1)
+  rcall('HINCRBY', run, 'ep', 1)
+  rcall('HDEL', run, 'fin', 'err', 'fa', 'out', 'dl', 'wait', 'wn')
+  rcall('ZREM', root .. ':expiry', id)
+  count_move(root, f[2], f[1], 'queued')
+  make_ready(root, id, f[2], f[3], now)
+  history(root, id, now, 'retried', { from = f[1] })
+  return { 1 }
+end
+
+redis.register_function('wf1_cancel', cancel)
+redis.register_function('wf1_retry', retry)

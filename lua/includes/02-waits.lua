@@ -1,0 +1,84 @@
+-- Step records are stored as '<server ms>|<state>|<record JSON>', state being one of
+--   S succeeded, F failed, W waiting (a sleep, child or event the run waits for), C compensated.
+-- The state sits outside the JSON so that functions can read it without decoding anything.
+
+local function record_state(stored)
+  if not stored then return nil end
+  return string.match(stored, '^%d+|(%a)|')
+end
+
+local function store_record(root, id, field, now, state, json)
+  rcall('HSET', steps_key(root, id), field, string.format('%d', now) .. '|' .. state .. '|' .. json)
+end
+
+local function awaited_key(root, id) return root .. ':aw:' .. id end
+local function children_key(root, id) return root .. ':ch:' .. id end
+
+-- Moves a waiting run back to its ready set. The caller checked that it is waiting.
+local function wake_run(root, id, wf, priority, now, reason, step)
+  local run = run_key(root, id)
+  rcall('HSET', run, 'st', 'queued')
+  rcall('HDEL', run, 'wait', 'wn')
+  rcall('DEL', awaited_key(root, id))
+  rcall('ZREM', root .. ':timers', id)
+  count_move(root, wf, 'waiting', 'queued')
+  make_ready(root, id, wf, priority, now)
+  history(root, id, now, 'woken', { reason = reason, step = step })
+end
+
+-- Writes the outcome of a child run or an event into the waiting run's step record (unless that step is
+-- already resolved: a repeated delivery changes nothing) and wakes the run when its wait is over: at
+-- once for an event or a failed child, after the last child for children that succeeded.
+-- Returns 1 when the record was written, 0 when it was already resolved (or the run is gone).
+local function deliver_to_run(root, id, field, state, json, kind, now)
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep')
+  if not f[1] then return 0 end
+  local current = rcall('HGET', steps_key(root, id), field)
+  if current and record_state(current) ~= 'W' then return 0 end
+  -- The run's epoch (raised by every retry) is kept with the outcome, and so is the generation of the
+  -- waiting record: a failure seen by an earlier epoch is started again, under the next generation.
+  local generation = current and string.match(current, '"g":(%d+)') or '0'
+  store_record(root, id, field, now, state,
+    string.sub(json, 1, -2) .. ',"pa":' .. (f[4] or '0') .. ',"g":' .. generation .. '}')
+  if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
+    local wake = true
+    if kind == 'child' and state == 'S' then
+      wake = rcall('HINCRBY', run, 'wn', -1) <= 0
+    end
+    if wake then wake_run(root, id, f[2], f[3], now, kind, field) end
+  end
+  return 1
+end
+
+-- Hand-offs to another shard go through this shard's outbox: the message is kept until the receiving
+-- shard has taken it (wf1_ack), and housekeeping hands overdue messages to a worker to deliver again.
+local OUTBOX_RETRY_MS = 5000
+
+local function outbox_add(root, message_id, target_root, target_id, field, state, json, kind, now)
+  rcall('ZADD', root .. ':outbox', now + OUTBOX_RETRY_MS, message_id)
+  rcall('HSET', root .. ':obx', message_id,
+    cjson.encode({ t = target_root, r = target_id, f = field, s = state, x = json, k = kind }))
+end
+
+-- The child's outcome as the parent's step record. The output and error texts are JSON made by the
+-- client; they are embedded as they are.
+local function child_record(wf, child_id, state, payload)
+  local head = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"id":' .. cjson.encode(child_id)
+  if state == 'S' then return head .. ',"s":"succeeded","r":' .. (payload ~= '' and payload or 'null') .. '}' end
+  return head .. ',"s":"failed","e":' .. payload .. '}'
+end
+
+-- A finished child tells its parent: directly when both live in this shard, else through the outbox.
+-- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
+local function notify_parent(root, id, wf, state, payload, now)
+  local f = rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
+  if not f[2] or f[2] == '' then return nil end
+  local json = child_record(wf, id, state, payload)
+  if f[3] == root then
+    deliver_to_run(root, f[1], f[2], state, json, 'child', now)
+    return nil
+  end
+  outbox_add(root, id, f[3], f[1], f[2], state, json, 'child', now)
+  return { f[3], f[1], f[2], state, json, id }
+end
