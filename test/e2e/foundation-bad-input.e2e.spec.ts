@@ -88,7 +88,7 @@ describe('bad input and Redis outages (e2e, private redis-server)', () => {
 
     await expect(app.client.emit('no-such-workflow', {})).rejects.toThrow(UnknownWorkflowError);
     await expect(app.client.emit('no-such-workflow', {})).rejects.toThrow(/Unknown workflow 'no-such-workflow'.*Check the name/);
-    await expect(app.client.emit(NotAWorkflow as never, {})).rejects.toThrow(/NotAWorkflow is not a workflow: decorate it with @Workflow/);
+    await expect(app.client.emit(NotAWorkflow as never, {} as never)).rejects.toThrow(/NotAWorkflow is not a workflow: decorate it with @Workflow/);
     for (const kind of ['function', 'cycle', 'bigint', 'large'] as const) {
       const error = await app.client.emit(EchoWorkflow, badValue(kind)).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(PayloadError);

@@ -116,17 +116,17 @@ describe('fencing (real worker processes)', () => {
 
     // Same counter with another claim id, or another counter with the same claim id: both refused.
     for (const token of ['2:aaaaaaaaaaaa', '1:bbbbbbbbbbbb', '3:bbbbbbbbbbbb', '2', 'bbbbbbbbbbbb', first.token]) {
-      expect(await wr.store.commitStep(shard, runId, token, '0:x', '{"s":"succeeded"}', false)).toEqual({ ok: false, reason: 'STALE_TOKEN' });
+      expect(await wr.store.commitStep(shard, runId, token, '0:x', 'S', '{"s":"succeeded"}')).toEqual({ ok: false, reason: 'STALE_TOKEN' });
       expect(await wr.store.complete(shard, runId, token, '1', 1000)).toEqual({ ok: false, reason: 'STALE_TOKEN' });
       expect(await wr.store.heartbeat(shard, 30_000, [{ id: runId, token }])).toEqual([runId]);
     }
-    expect(await wr.store.commitStep(shard, runId, second.token, '0:x', '{"s":"succeeded"}', false)).toEqual({ ok: true });
+    expect(await wr.store.commitStep(shard, runId, second.token, '0:x', 'S', '{"s":"succeeded"}')).toEqual({ ok: true });
 
     // A lease that expired refuses commits even before any other worker claimed the run.
     await wr.store.release(shard, 'test', [{ id: runId, token: second.token }]);
     const [third] = await wr.store.claim(shard, 'w3', 1, 1, 'cccccccccccc', spec);
     await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(await wr.store.commitStep(shard, runId, third.token, '1:x', '{"s":"succeeded"}', false)).toEqual({ ok: false, reason: 'LEASE_EXPIRED' });
+    expect(await wr.store.commitStep(shard, runId, third.token, '1:x', 'S', '{"s":"succeeded"}')).toEqual({ ok: false, reason: 'LEASE_EXPIRED' });
     expect(await direct.hkeys(`{${prefix}:manual:0}:s:${runId}`)).toEqual(['0:x']);
   });
 });
