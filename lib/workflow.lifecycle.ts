@@ -2,6 +2,7 @@ import { Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationB
 import { WorkflowExplorer } from './discovery/workflow-explorer.js';
 import { WorkflowRegistry } from './discovery/workflow-registry.js';
 import { WorkflowRedis } from './redis/workflow-redis.js';
+import { CronTriggerService } from './scheduler/cron-trigger.service.js';
 import { WorkflowWorker } from './worker/workflow-worker.js';
 
 /**
@@ -17,11 +18,13 @@ export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, 
     private readonly registry: WorkflowRegistry,
     private readonly redis: WorkflowRedis,
     private readonly worker: WorkflowWorker,
+    private readonly cron: CronTriggerService,
   ) {}
 
   async onModuleInit(): Promise<void> {
     try {
       this.explorer.explore();
+      await this.cron.prepare();
     } catch (error) {
       await this.redis.connections.close();
       throw error;
@@ -32,9 +35,11 @@ export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, 
 
   async onApplicationBootstrap(): Promise<void> {
     await this.worker.start();
+    this.cron.start();
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    this.cron.stop();
     await this.worker.stop(this.redis.settings.shutdownGraceMs);
   }
 

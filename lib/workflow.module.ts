@@ -6,11 +6,12 @@ import { WorkflowRegistry } from './discovery/workflow-registry.js';
 import { WorkflowConfigurationError } from './errors/workflow.errors.js';
 import type { WorkflowModuleAsyncOptions, WorkflowModuleOptions, WorkflowOptionsFactory } from './interfaces/module-options.interface.js';
 import { WorkflowRedis } from './redis/workflow-redis.js';
+import { CronTriggerService } from './scheduler/cron-trigger.service.js';
 import { WorkflowWorker } from './worker/workflow-worker.js';
 import { WORKFLOW_MODULE_OPTIONS } from './workflow.constants.js';
 import { WorkflowLifecycle } from './workflow.lifecycle.js';
 
-const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, WorkflowLifecycle];
+const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, CronTriggerService, WorkflowLifecycle];
 const EXPORTS = [WorkflowClient, WorkflowRegistry, WorkflowRedis, WorkflowWorker];
 
 /** Durable workflows on Redis. Import once (it is global) with forRoot or forRootAsync. */

@@ -25,7 +25,7 @@ local function cancel(keys, argv)
   local children = rcall('SMEMBERS', children_key(root, id))
   if f[4] then
     rcall('HSET', run, 'st', 'compensating', 'fin', 'canceled', 'err', err, 'tok', '')
-    count_move(root, wf, status, 'compensating')
+    count_move(root, wf, id, status, 'compensating')
     make_ready(root, id, wf, f[3], now)
     history(root, id, now, 'canceling', nil, err)
     return { 1, children }
@@ -53,7 +53,7 @@ local function retry(keys, argv)
   rcall('HINCRBY', run, 'ep', 1)
   rcall('HDEL', run, 'fin', 'err', 'fa', 'out', 'dl', 'wait', 'wn')
   rcall('ZREM', root .. ':expiry', id)
-  count_move(root, f[2], f[1], 'queued')
+  count_move(root, f[2], id, f[1], 'queued')
   make_ready(root, id, f[2], f[3], now)
   history(root, id, now, 'retried', { from = f[1] })
   return { 1 }

@@ -2,13 +2,16 @@
 -- KEYS[1]  shard root
 -- ARGV[1]  worker id               ARGV[2] how many runs at most
 -- ARGV[3]  lease in ms             ARGV[4] claim id (random; half of the fencing token)
--- ARGV[5..] groups of 4, one per workflow this worker can execute, in the order to try them:
+-- ARGV[5]  retention in ms of a run failed here because its stored data is damaged
+-- ARGV[6..] groups of 4, one per workflow this worker can execute, in the order to try them:
 --          name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none)
 -- Reply: { server now (ms), run, run, ... } where each run is
 --   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing ('' | 'failed' | 'canceled'),
 --     error (JSON or ''), { stepField, stepRecord, ... }, epoch (raised by every retry) }
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
+local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is damaged (its attempt, creation time or input is missing or invalid), so it cannot be executed. Inspect it with getRun, then emit a new run."}'
+
 local function claim(keys, argv)
   local root = keys[1]
   local worker, want, lease_ms, claim_id = argv[1], tonumber(argv[2]), tonumber(argv[3]), argv[4]
@@ -16,13 +19,13 @@ local function claim(keys, argv)
   local reply = { now }
   local taken = 0
 
-  for g = 5, #argv, 4 do
+  for g = 6, #argv, 4 do
     if taken >= want then break end
     local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
     local room = want - taken
     if limit > 0 then
-      local c = rcall('HMGET', root .. ':counts', wf .. '|running', wf .. '|compensating')
-      room = math.min(room, limit - (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0))
+      local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
+      room = math.min(room, limit - executing)
     end
     while room > 0 do
       local popped = rcall('ZPOPMIN', ready_key(root, wf))
@@ -32,7 +35,13 @@ local function claim(keys, argv)
       local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
       -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
       -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
-      if f[1] == 'queued' or (f[1] == 'compensating' and f[9] and f[13] == '') then
+      local claimable = f[1] == 'queued' or (f[1] == 'compensating' and f[9] and f[13] == '')
+      if claimable and (not tonumber(f[2]) or not tonumber(f[7]) or not f[6] or (f[3] and not tonumber(f[3]))) then
+        -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
+        rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now)
+        finish_run(root, id, wf, f[1], 'failed', now, argv[5], f[5])
+        history(root, id, now, 'failed', nil, DAMAGED_RUN)
+      elseif claimable then
         local fence = (tonumber(f[4]) or 0) + 1
         local token = fence .. ':' .. claim_id
         local max = f[3] or max_attempts
@@ -51,7 +60,7 @@ local function claim(keys, argv)
           rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
         end
         rcall('ZADD', root .. ':leases', lease_until, id)
-        if f[1] ~= status then count_move(root, wf, f[1], status) end
+        if f[1] ~= status then count_move(root, wf, id, f[1], status) end
         history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
         reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
           f[9] or '', f[10] or '', rcall('HGETALL', steps_key(root, id)), tonumber(f[14]) or 0 }

@@ -10,6 +10,7 @@
 -- ARGV[9]  parent run id ('' = none)
 -- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
+-- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run.
 local function emit(keys, argv)
@@ -38,14 +39,15 @@ local function emit(keys, argv)
   rcall('HSET', run, 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', 1, 'ca', now,
     'pri', priority, 'due', due, 'par', parent, 'ik', ikey)
   if argv[10] and argv[10] ~= '' then rcall('HSET', run, 'pf', argv[10], 'pr', argv[11]) end
-  rcall('ZADD', root .. ':idx:' .. wf, now, id)
-  count_move(root, wf, nil, status)
+  rcall('ZADD', root .. ':idx:' .. wf, 0, id)
+  count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   else
     make_ready(root, id, wf, priority, now)
   end
   history(root, id, now, 'created', { status = status })
+  if argv[12] and argv[12] ~= '' then history(root, id, now, 'note', { message = argv[12] }) end
   return { 1, id, status }
 end
 

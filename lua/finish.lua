@@ -60,11 +60,11 @@ local function fail(keys, argv)
     rcall('HINCRBY', run, 'ep', 1)
     if delay > 0 then
       rcall('HSET', run, 'st', 'scheduled', 'att', attempt, 'err', err, 'due', now + delay)
-      count_move(root, wf, status, 'scheduled')
+      count_move(root, wf, id, status, 'scheduled')
       schedule_timer(root, id, now + delay)
     else
       rcall('HSET', run, 'st', 'queued', 'att', attempt, 'err', err)
-      count_move(root, wf, status, 'queued')
+      count_move(root, wf, id, status, 'queued')
       make_ready(root, id, wf, f[5], now)
     end
     history(root, id, now, 'retrying', { attempt = attempt - 1, delayMs = delay }, err)
@@ -72,10 +72,11 @@ local function fail(keys, argv)
   end
 
   if next_step == 'finalize' then
+    if rcall('HGET', run, 'fin') then return { 1 } end
     local target = 'running'
     if argv[7] == '1' then target = 'compensating' end
     rcall('HSET', run, 'st', target, 'fin', 'failed', 'err', err)
-    if target ~= status then count_move(root, wf, status, target) end
+    if target ~= status then count_move(root, wf, id, status, target) end
     history(root, id, now, target == 'compensating' and 'compensating' or 'failing', nil, err)
     return { 1 }
   end

@@ -37,7 +37,7 @@ local function release(keys, argv)
     if f and f[2] == 'running' then
       rcall('HSET', run, 'st', 'queued')
       rcall('ZREM', root .. ':leases', id)
-      count_move(root, f[4], 'running', 'queued')
+      count_move(root, f[4], id, 'running', 'queued')
       make_ready(root, id, f[4], f[5], now)
       history(root, id, now, 'released', { reason = argv[1] })
       released = released + 1

@@ -76,7 +76,7 @@ local function park(keys, argv)
   rcall('ZREM', root .. ':leases', id)
   if wake then
     rcall('HSET', run, 'st', 'queued')
-    count_move(root, f[4], f[2], 'queued')
+    count_move(root, f[4], id, f[2], 'queued')
     make_ready(root, id, f[4], f[5], now)
     history(root, id, now, 'resumed', { reason = 'wait already over' })
     return { 2 }
@@ -84,7 +84,7 @@ local function park(keys, argv)
   rcall('DEL', awaited_key(root, id))
   if #open_fields > 0 then rcall('SADD', awaited_key(root, id), unpack(open_fields)) end
   rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', children_open)
-  count_move(root, f[4], f[2], 'waiting')
+  count_move(root, f[4], id, f[2], 'waiting')
   if due then schedule_timer(root, id, due) end
   history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due })
   return { 1, due or -1 }

@@ -18,3 +18,26 @@ end
 
 redis.register_function({ function_name = 'wf1_version', callback = version, flags = { 'no-writes' } })
 redis.register_function('wf1_register', register)
+
+-- wf1_worker_beat: a worker says it is alive (or, with a ttl of 0, that it stopped), and workers not
+-- heard from within their ttl are forgotten.
+-- KEYS[1]  the workers hash '{<prefix>}:workers'
+-- ARGV[1]  worker id    ARGV[2] what it serves (JSON text written by the client)    ARGV[3] ttl in ms
+-- Reply: the server time in ms.
+local function worker_beat(keys, argv)
+  local now = now_ms()
+  local ttl = tonumber(argv[3])
+  if ttl > 0 then
+    rcall('HSET', keys[1], argv[1], string.format('%d', now + ttl) .. '|' .. argv[2])
+  else
+    rcall('HDEL', keys[1], argv[1])
+  end
+  local all = rcall('HGETALL', keys[1])
+  for i = 1, #all, 2 do
+    local expires = tonumber(string.match(all[i + 1], '^(%d+)|'))
+    if expires and expires < now then rcall('HDEL', keys[1], all[i]) end
+  end
+  return now
+end
+
+redis.register_function('wf1_worker_beat', worker_beat)

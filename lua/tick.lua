@@ -9,22 +9,26 @@
 local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
 local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
 
+-- Due scheduled runs are the common case of a backlog (delayed emits): one ZREM and one notify per call.
 local function wake_due_timers(root, now, batch)
   local ids = rcall('ZRANGEBYSCORE', root .. ':timers', '-inf', now, 'LIMIT', 0, batch)
+  if #ids == 0 then return 0, 0 end
+  rcall('ZREM', root .. ':timers', unpack(ids))
+  local woken = 0
   for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':timers', id)
     local run = run_key(root, id)
     local f = rcall('HMGET', run, 'st', 'wf', 'pri')
     if f[1] == 'waiting' then
       wake_run(root, id, f[2], f[3], now, 'timer')
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
-      count_move(root, f[2], f[1], 'queued')
-      make_ready(root, id, f[2], f[3], now)
+      count_move(root, f[2], id, f[1], 'queued')
+      rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
       history(root, id, now, 'due', { reason = 'timer' })
+      woken = woken + 1
     end
   end
-  return #ids
+  return #ids, woken
 end
 
 local function reclaim_expired_leases(root, now, batch)
@@ -42,7 +46,7 @@ local function reclaim_expired_leases(root, now, batch)
       else
         rcall('HSET', run, 'st', 'queued', 'fin', 'failed', 'err', LEASE_EXPIRED)
       end
-      count_move(root, f[5], f[1], 'queued')
+      count_move(root, f[5], id, f[1], 'queued')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
     end
@@ -69,7 +73,7 @@ local function fail_past_deadline(root, now, batch)
         rcall('HSET', run, 'st', 'queued')
         rcall('HDEL', run, 'wait', 'wn')
         rcall('DEL', awaited_key(root, id))
-        count_move(root, f[2], f[1], 'queued')
+        count_move(root, f[2], id, f[1], 'queued')
         make_ready(root, id, f[2], f[3], now)
       end
       history(root, id, now, 'timed-out', nil, RUN_TIMEOUT)
@@ -90,7 +94,7 @@ local function delete_expired_runs(root, now, batch)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
         rcall('HDEL', root .. ':ik:' .. f[1], f[3])
       end
-      count_move(root, f[1], f[2], nil)
+      count_move(root, f[1], id, f[2], nil)
     end
   end
   return #ids
@@ -118,7 +122,9 @@ local function tick(keys, argv)
   local batch = tonumber(argv[1])
   local now = now_ms()
   local more = 0
-  if wake_due_timers(root, now, batch) >= batch then more = 1 end
+  local seen, woken = wake_due_timers(root, now, batch)
+  if seen >= batch then more = 1 end
+  if woken > 0 then notify_workers(root, 'r') end
   if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
   if fail_past_deadline(root, now, batch) >= batch then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end

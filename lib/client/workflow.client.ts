@@ -8,9 +8,20 @@ import { CanceledError, UnknownWorkflowError, WorkflowError } from '../errors/wo
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { prepareInput } from '../execution/input-validation.js';
 import { toPayload } from '../execution/payload.js';
-import type { EmitOptions, RunEvent, RunHandle, RunInfo, StepInfo } from '../interfaces/run.interfaces.js';
+import type {
+  EmitOptions,
+  ListRunsParams,
+  RunEvent,
+  RunHandle,
+  RunInfo,
+  RunPage,
+  StepInfo,
+  WorkflowMeta,
+  WorkflowStats,
+} from '../interfaces/run.interfaces.js';
+import { RunInspector } from './run-inspector.js';
 import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
-import type { ShardRef } from '../redis/keys.js';
+import { assertKeySegment, type ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { ResultWaiter } from './result-waiter.js';
 import { toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
@@ -29,13 +40,16 @@ type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 @Injectable()
 export class WorkflowClient implements ChildLauncher {
   private readonly waiter: ResultWaiter;
+  private readonly inspector: RunInspector;
   private readonly remoteTargets = new Map<string, EmitTarget>();
+  private liveWorkflows?: { names: Set<string>; readAt: number };
 
   constructor(
     private readonly redis: WorkflowRedis,
     private readonly registry: WorkflowRegistry,
   ) {
     this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
+    this.inspector = new RunInspector(redis, registry);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -101,6 +115,9 @@ export class WorkflowClient implements ChildLauncher {
       parentId: parent?.parentId,
       parentField: parent?.parentField,
       parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+      note: (await this.servedByLiveWorker(target.name))
+        ? undefined
+        : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
     });
     return { runId, workflow: target.name };
   }
@@ -160,6 +177,25 @@ export class WorkflowClient implements ChildLauncher {
     return toRunEvents(await this.redis.store.readHistory(shard, runId));
   }
 
+  /** Runs newest first, filtered by workflow, status or parent; page with the returned cursor. */
+  listRuns(params: ListRunsParams = {}): Promise<RunPage> {
+    return this.inspector.listRuns(params);
+  }
+
+  /** The workflows workers registered (and this app's own), with the workers serving each and counts by status. */
+  listWorkflows(): Promise<WorkflowMeta[]> {
+    return this.inspector.listWorkflows();
+  }
+
+  getWorkflowMeta(name: string): Promise<WorkflowMeta | null> {
+    return this.inspector.getWorkflowMeta(name);
+  }
+
+  /** Counts by status per workflow and queue, queue depth, oldest queued age, workers alive. */
+  getStats(): Promise<WorkflowStats> {
+    return this.inspector.getStats();
+  }
+
   /**
    * Cancels a run that has not finished, and its children. A run without compensations is canceled at
    * once; one with compensations goes through 'compensating' first. Returns false for a finished (or
@@ -208,6 +244,18 @@ export class WorkflowClient implements ChildLauncher {
     const { handoffs } = await this.redis.store.sendEvent(ulid(), event, key, text, this.redis.settings.eventRetentionMs);
     await Promise.all(handoffs.map((handoff) => this.redis.store.deliver(handoff)));
     return handoffs.length;
+  }
+
+  /** Whether a live worker (this app's, or one in the registry seen within 5 s) serves the workflow. */
+  private async servedByLiveWorker(workflow: string): Promise<boolean> {
+    if (this.redis.settings.worker && this.registry.get(workflow)?.instance) return true;
+    let live = this.liveWorkflows;
+    const age = live ? Date.now() - live.readAt : Infinity;
+    if (!live || age > 5_000 || (age > 1_000 && !live.names.has(workflow))) {
+      const workers = await this.inspector.workers();
+      live = this.liveWorkflows = { names: new Set(workers.flatMap((w) => w.workflows)), readAt: Date.now() };
+    }
+    return live.names.has(workflow);
   }
 
   // ---- routing ----
@@ -272,6 +320,7 @@ function checkEmitOptions(opts: EmitOptions): void {
   if (opts.runAt !== undefined && !(opts.runAt instanceof Date && Number.isFinite(opts.runAt.getTime()))) {
     throw new WorkflowError('runAt must be a valid Date.');
   }
+  if (opts.queue !== undefined) assertKeySegment('queue', opts.queue);
   if (opts.idempotencyKey !== undefined && (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey === '' || opts.idempotencyKey.length > 512)) {
     throw new WorkflowError('idempotencyKey must be a non-empty string of at most 512 characters.');
   }

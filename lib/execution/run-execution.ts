@@ -122,7 +122,13 @@ export class RunExecution implements DurableExecution {
 
   async execute(): Promise<ExecutionOutcome> {
     try {
-      this.input = await prepareInput(this.options.input, fromPayload(this.claim.input), this.options.validation);
+      let plain: unknown;
+      try {
+        plain = fromPayload(this.claim.input);
+      } catch (error) {
+        throw new WorkflowError(`The stored input of run ${this.id} is not valid JSON (damaged in Redis?): ${describe(error)}`);
+      }
+      this.input = await prepareInput(this.options.input, plain, this.options.validation);
     } catch (error) {
       if (this.claim.finalizing) this.input = safeParse(this.claim.input);
       else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);

@@ -83,3 +83,52 @@ export interface RunHandle<O = unknown> {
   result(opts?: { timeoutMs?: number }): Promise<O>;
   cancel(reason?: string): Promise<boolean>;
 }
+
+export const RUN_STATUSES: readonly RunStatus[] = ['scheduled', 'queued', 'running', 'waiting', 'compensating', 'succeeded', 'failed', 'canceled'];
+
+export interface ListRunsParams {
+  workflow?: string;
+  status?: RunStatus;
+  parentId?: string;
+  /** 1..1000, default 50. */
+  limit?: number;
+  /** The `cursor` of the previous page. */
+  cursor?: string;
+}
+
+export interface RunPage {
+  runs: RunInfo[];
+  /** Present when there may be more runs: pass it to get the next (older) page. */
+  cursor?: string;
+}
+
+export type StatusCounts = Record<RunStatus, number>;
+
+export interface WorkerInfo {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  workflows: string[];
+  concurrency: number;
+  activeRuns: number;
+  startedAt: string;
+  lastHeartbeatAt: string;
+}
+
+export interface WorkflowMeta {
+  name: string;
+  queue: string;
+  options: { maxAttempts: number; maxConcurrency?: number; timeoutMs?: number; backoff?: unknown; input?: string };
+  cron: { id?: string; expression: string; timezone?: string }[];
+  /** Workers alive that serve this workflow. */
+  workers: WorkerInfo[];
+  counts: StatusCounts;
+  registeredAt?: string;
+}
+
+export interface WorkflowStats {
+  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
+  queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
+  workers: { alive: number; list: WorkerInfo[] };
+}

@@ -61,8 +61,16 @@ export class KeySpace {
     return `${root}:idx:${workflow}`;
   }
 
-  counts(root: string): string {
-    return `${root}:counts`;
+  statusIndex(root: string, workflow: string, status: string): string {
+    return `${root}:st:${workflow}:${status}`;
+  }
+
+  workers(): string {
+    return `{${this.prefix}}:workers`;
+  }
+
+  children(root: string, runId: string): string {
+    return `${root}:ch:${runId}`;
   }
 
   idempotency(root: string, workflow: string): string {

@@ -22,7 +22,12 @@ export class RedisConnections {
     } else {
       this.command = this.own(createClient(given));
     }
-    this.subscriber = this.own((this.command as Redis).duplicate() as RedisClient);
+    // On a cluster, sharded pub/sub needs a subscriber per primary, which ioredis keeps for us.
+    this.subscriber = this.own(
+      this.command instanceof Cluster
+        ? this.command.duplicate(undefined, { shardedSubscribers: true, lazyConnect: true })
+        : (this.command as Redis).duplicate({ lazyConnect: true }),
+    );
   }
 
   get isCluster(): boolean {

@@ -18,6 +18,8 @@ export interface EmitArgs {
   /** The parent's step that waits for this run, and the parent's shard root (where the outcome goes). */
   parentField?: string;
   parentRoot?: string;
+  /** A note for the run's history. */
+  note?: string;
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -99,6 +101,7 @@ export class WorkflowStore {
       a.parentId ?? '',
       a.parentField ?? '',
       a.parentRoot ?? '',
+      a.note ?? '',
     ])) as [number, string, string];
     return { created: created === 1, runId, status };
   }
@@ -110,8 +113,9 @@ export class WorkflowStore {
     leaseMs: number,
     claimId: string,
     workflows: ClaimWorkflowSpec[],
+    damagedRetentionMs: number,
   ): Promise<ClaimedRun[]> {
-    const args: (string | number)[] = [workerId, max, leaseMs, claimId];
+    const args: (string | number)[] = [workerId, max, leaseMs, claimId, damagedRetentionMs];
     for (const w of workflows) args.push(w.name, w.maxConcurrency, w.maxAttempts, w.timeoutMs);
     const reply = (await this.fcall('wf1_claim', [this.root(shard)], args)) as unknown[];
     const serverNow = Number(reply[0]);
@@ -306,7 +310,52 @@ export class WorkflowStore {
     return { targetRoot, runId, field, state: state as 'S' | 'F', record, kind: 'child', sourceRoot, messageId };
   }
 
+  async workerBeat(workerId: string, info: string, ttlMs: number): Promise<number> {
+    return Number(await this.fcall('wf1_worker_beat', [this.keys.workers()], [workerId, info, ttlMs]));
+  }
+
   // Reads are plain commands on keys of one slot; they change nothing.
+
+  /** Run ids of a workflow in a shard, newest first, strictly older than the cursor id. */
+  async readRunIds(shard: ShardRef, workflow: string, status: string | undefined, beforeId: string | undefined, limit: number): Promise<string[]> {
+    const root = this.root(shard);
+    const key = status ? this.keys.statusIndex(root, workflow, status) : this.keys.workflowIndex(root, workflow);
+    return this.guard(() => this.client.zrevrangebylex(key, beforeId ? `(${beforeId}` : '+', '-', 'LIMIT', 0, limit));
+  }
+
+  async readRuns(runs: { shard: ShardRef; id: string }[]): Promise<(Record<string, string> | undefined)[]> {
+    const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
+    return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
+  }
+
+  async readChildren(shard: ShardRef, runId: string): Promise<string[]> {
+    return this.guard(() => this.client.smembers(this.keys.children(this.root(shard), runId)));
+  }
+
+  /**
+   * Per status, how many runs of the workflow the shard holds; how many wait in its ready set; and the
+   * oldest queued run's id (a ULID: its creation time).
+   */
+  async readCounts(
+    shard: ShardRef,
+    workflow: string,
+    statuses: readonly string[],
+  ): Promise<{ counts: number[]; ready: number; oldestQueued?: string }> {
+    const root = this.root(shard);
+    return this.guard(async () => {
+      const [counts, ready, oldest] = await Promise.all([
+        Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+        this.client.zcard(this.keys.ready(root, workflow)),
+        this.client.zrangebylex(this.keys.statusIndex(root, workflow, 'queued'), '-', '+', 'LIMIT', 0, 1),
+      ]);
+      return { counts, ready, oldestQueued: oldest[0] };
+    });
+  }
+
+  async readWorkers(): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.workers()));
+  }
+
 
   async readRun(shard: ShardRef, runId: string): Promise<Record<string, string> | undefined> {
     const hash = await this.guard(() => this.client.hgetall(this.keys.run(this.root(shard), runId)));
@@ -323,6 +372,15 @@ export class WorkflowStore {
 
   async readIdempotencyKey(shard: ShardRef, workflow: string, key: string): Promise<string | null> {
     return this.guard(() => this.client.hget(this.keys.idempotency(this.root(shard), workflow), key));
+  }
+
+  /** How many runs of a workflow are in each of the given statuses in this shard (its counts hash). */
+  async readStatusCounts<S extends string>(shard: ShardRef, workflow: string, statuses: readonly S[]): Promise<Record<S, number>> {
+    const root = this.root(shard);
+    const values = await this.guard(() =>
+      Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+    );
+    return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
   }
 
   async readRegistry(): Promise<Record<string, string>> {

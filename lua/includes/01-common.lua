@@ -9,8 +9,8 @@
 --   <root>:leases       running runs by lease deadline (zset)
 --   <root>:deadlines    runs by whole-run deadline (zset)
 --   <root>:expiry       finished runs by expiry time (zset)
---   <root>:idx:<wf>     runs of a workflow by creation time (zset)
---   <root>:counts       '<wf>|<status>' -> number of runs (hash)
+--   <root>:idx:<wf>     runs of a workflow (zset, score 0: ordered by run id, i.e. by creation)
+--   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
 -- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' ready work, 't<ms>' a timer is due then,
 -- 'a<runId>|<reason>' stop executing that run), <root>:d to result() waiters (the id of a finished run).
@@ -39,9 +39,14 @@ local function ready_score(priority, at)
   return (500 - (tonumber(priority) or 0)) * PRIORITY_SPAN + (at - READY_EPOCH)
 end
 
-local function count_move(root, wf, from, to)
-  if from then rcall('HINCRBY', root .. ':counts', wf .. '|' .. from, -1) end
-  if to then rcall('HINCRBY', root .. ':counts', wf .. '|' .. to, 1) end
+-- Status indexes: one zset per workflow and status, every member at score 0, so that they sort by run id,
+-- which is a ULID: by creation time. Listings page through them by id (ZREVRANGEBYLEX), and their sizes
+-- are the counts by status.
+local function status_key(root, wf, status) return root .. ':st:' .. wf .. ':' .. status end
+
+local function count_move(root, wf, id, from, to)
+  if from then rcall('ZREM', status_key(root, wf, from), id) end
+  if to then rcall('ZADD', status_key(root, wf, to), 0, id) end
 end
 
 -- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
@@ -91,7 +96,7 @@ end
 local function finish_run(root, id, wf, from, to, now, retention_ms, deadline)
   rcall('ZREM', root .. ':leases', id)
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
-  count_move(root, wf, from, to)
+  count_move(root, wf, id, from, to)
   rcall('ZADD', root .. ':expiry', now + (tonumber(retention_ms) or 0), id)
   rcall('SPUBLISH', root .. ':d', id)
 end

@@ -21,7 +21,7 @@ local function wake_run(root, id, wf, priority, now, reason, step)
   rcall('HDEL', run, 'wait', 'wn')
   rcall('DEL', awaited_key(root, id))
   rcall('ZREM', root .. ':timers', id)
-  count_move(root, wf, 'waiting', 'queued')
+  count_move(root, wf, id, 'waiting', 'queued')
   make_ready(root, id, wf, priority, now)
   history(root, id, now, 'woken', { reason = reason, step = step })
 end

@@ -1,0 +1,249 @@
+import { decodeTime } from 'ulid';
+import { WorkflowError } from '../errors/workflow.errors.js';
+import {
+  RUN_STATUSES,
+  type ListRunsParams,
+  type RunInfo,
+  type RunPage,
+  type StatusCounts,
+  type WorkerInfo,
+  type WorkflowMeta,
+  type WorkflowStats,
+} from '../interfaces/run.interfaces.js';
+import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import type { ShardRef } from '../redis/keys.js';
+import type { WorkflowRedis } from '../redis/workflow-redis.js';
+import { toRunInfo } from './run-info.mapper.js';
+
+interface RegisteredWorkflow {
+  name: string;
+  queue: string;
+  maxConcurrency?: number;
+  maxAttempts?: number;
+  timeoutMs?: number;
+  backoff?: unknown;
+  input?: string;
+  cron?: { id?: string; expression: string; timezone?: string }[];
+  registeredAt?: string;
+}
+
+interface WorkerBeat {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  workflows: string[];
+  partitions?: Record<string, number>;
+  concurrency: number;
+  activeRuns: number;
+  startedAt: string;
+  ttlMs: number;
+}
+
+const emptyCounts = (): StatusCounts => Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as StatusCounts;
+
+/**
+ * Listings and statistics, read from the indexes that every transition keeps (never SCAN): per shard,
+ * a zset of a workflow's runs and one per status, all ordered by run id (a ULID, so by creation time).
+ */
+export class RunInspector {
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly registry: WorkflowRegistry,
+  ) {}
+
+  async listRuns(params: ListRunsParams = {}): Promise<RunPage> {
+    const limit = params.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new WorkflowError('listRuns: limit must be a whole number from 1 to 1000.');
+    if (params.status !== undefined && !RUN_STATUSES.includes(params.status)) {
+      throw new WorkflowError(`listRuns: unknown status '${String(params.status)}'; use one of ${RUN_STATUSES.join(', ')}.`);
+    }
+    if (params.cursor !== undefined && !this.redis.keys.parseRunId(params.cursor)) throw new WorkflowError('listRuns: the cursor is not one this method returned.');
+    await this.redis.ready();
+    if (params.parentId !== undefined) return this.listChildren(params, limit);
+
+    const workflows = params.workflow !== undefined ? [params.workflow] : (await this.workflows()).map((w) => w.name);
+    const shardsOf = await this.shardsByWorkflow();
+    const candidates: { shard: ShardRef; id: string }[] = [];
+    let full = false;
+    await Promise.all(
+      workflows.flatMap((workflow) =>
+        (shardsOf.get(workflow) ?? []).map(async (shard) => {
+          const ids = await this.redis.store.readRunIds(shard, workflow, params.status, params.cursor, limit + 1);
+          if (ids.length > limit) full = true;
+          for (const id of ids) candidates.push({ shard, id });
+        }),
+      ),
+    );
+    candidates.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+    const page = candidates.slice(0, limit);
+    const hashes = await this.redis.store.readRuns(page);
+    const runs = page.flatMap((c, i) => (hashes[i] ? [toRunInfo(c.id, hashes[i]!)] : []));
+    const more = full || candidates.length > limit;
+    return more && page.length > 0 ? { runs, cursor: page[page.length - 1].id } : { runs };
+  }
+
+  private async listChildren(params: ListRunsParams, limit: number): Promise<RunPage> {
+    const shard = this.redis.keys.parseRunId(params.parentId);
+    if (!shard) return { runs: [] };
+    const ids = (await this.redis.store.readChildren(shard, params.parentId!))
+      .filter((id) => params.cursor === undefined || id < params.cursor)
+      .sort()
+      .reverse();
+    const refs = ids.flatMap((id) => {
+      const s = this.redis.keys.parseRunId(id);
+      return s ? [{ shard: s, id }] : [];
+    });
+    const hashes = await this.redis.store.readRuns(refs);
+    const matching: RunInfo[] = [];
+    refs.forEach((ref, i) => {
+      const hash = hashes[i];
+      if (!hash) return;
+      const info = toRunInfo(ref.id, hash);
+      if (params.status !== undefined && info.status !== params.status) return;
+      if (params.workflow !== undefined && info.workflow !== params.workflow) return;
+      matching.push(info);
+    });
+    const runs = matching.slice(0, limit);
+    return matching.length > limit ? { runs, cursor: runs[runs.length - 1].id } : { runs };
+  }
+
+  async listWorkflows(): Promise<WorkflowMeta[]> {
+    await this.redis.ready();
+    const [workflows, workers] = await Promise.all([this.workflows(), this.workers()]);
+    return Promise.all(workflows.map((w) => this.meta(w, workers)));
+  }
+
+  async getWorkflowMeta(name: string): Promise<WorkflowMeta | null> {
+    await this.redis.ready();
+    const workflow = (await this.workflows()).find((w) => w.name === name);
+    return workflow ? this.meta(workflow, await this.workers()) : null;
+  }
+
+  async getStats(): Promise<WorkflowStats> {
+    await this.redis.ready();
+    const [workflows, workers, shardsOf] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow()]);
+    const now = Date.now();
+    const queues = new Map<string, WorkflowStats['queues'][number]>();
+    const perWorkflow = await Promise.all(
+      workflows.map(async (w) => {
+        const { counts, depth, oldest } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
+        return { name: w.name, queue: w.queue, counts, queueDepth: depth, ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}) };
+      }),
+    );
+    for (const w of perWorkflow) {
+      const q = queues.get(w.queue) ?? { name: w.queue, counts: emptyCounts(), queueDepth: 0 };
+      for (const status of RUN_STATUSES) q.counts[status] += w.counts[status];
+      q.queueDepth += w.queueDepth;
+      if (w.oldestQueuedAgeMs !== undefined) q.oldestQueuedAgeMs = Math.max(q.oldestQueuedAgeMs ?? 0, w.oldestQueuedAgeMs);
+      queues.set(w.queue, q);
+    }
+    return { workflows: perWorkflow, queues: [...queues.values()], workers: { alive: workers.length, list: workers } };
+  }
+
+  // ---- what exists: registered workflows, live workers, and the shards to look in ----
+
+  async workflows(): Promise<RegisteredWorkflow[]> {
+    const stored = await this.redis.store.readRegistry();
+    const byName = new Map<string, RegisteredWorkflow>();
+    for (const [name, text] of Object.entries(stored)) {
+      try {
+        byName.set(name, { ...(JSON.parse(text) as RegisteredWorkflow), name });
+      } catch {
+        // an unreadable entry is skipped: a newer or corrupted writer
+      }
+    }
+    for (const w of this.registry.all()) {
+      if (!byName.has(w.name)) {
+        byName.set(w.name, { name: w.name, queue: w.options.queue, maxConcurrency: w.options.maxConcurrency, maxAttempts: w.options.maxAttempts, cron: w.options.cron });
+      }
+    }
+    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async workers(): Promise<WorkerInfo[]> {
+    const stored = await this.redis.store.readWorkers();
+    const workers: WorkerInfo[] = [];
+    for (const value of Object.values(stored)) {
+      const bar = value.indexOf('|');
+      try {
+        const beat = JSON.parse(value.slice(bar + 1)) as WorkerBeat;
+        const expires = Number(value.slice(0, bar));
+        workers.push({
+          id: beat.id,
+          host: beat.host,
+          pid: beat.pid,
+          queues: beat.queues,
+          workflows: beat.workflows,
+          concurrency: beat.concurrency,
+          activeRuns: beat.activeRuns,
+          startedAt: beat.startedAt,
+          lastHeartbeatAt: new Date(expires - beat.ttlMs).toISOString(),
+        });
+      } catch {
+        // skipped, as above
+      }
+    }
+    return workers.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  /**
+   * The shards a workflow's runs may be in: every partition of its own queue and of the queues that
+   * workers serve (emit's `queue` option can send runs there). Partition counts come from this app's
+   * `queues` option and from what workers report.
+   */
+  private async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
+    const [workflows, stored] = await Promise.all([this.workflows(), this.redis.store.readWorkers()]);
+    const partitions = new Map<string, number>();
+    const note = (queue: string, count: number) => partitions.set(queue, Math.max(partitions.get(queue) ?? 1, count));
+    for (const w of workflows) note(w.queue, this.redis.settings.partitions(w.queue));
+    for (const value of Object.values(stored)) {
+      try {
+        const beat = JSON.parse(value.slice(value.indexOf('|') + 1)) as WorkerBeat;
+        for (const queue of beat.queues) note(queue, Math.max(beat.partitions?.[queue] ?? 1, this.redis.settings.partitions(queue)));
+      } catch {
+        // skipped
+      }
+    }
+    const shards = [...partitions].flatMap(([queue, count]) => Array.from({ length: count }, (_, partition) => ({ queue, partition })));
+    const result = new Map<string, ShardRef[]>();
+    for (const w of workflows) result.set(w.name, w.maxConcurrency ? [{ queue: w.queue, partition: 0 }] : shards);
+    return result;
+  }
+
+  private async countsOf(workflow: string, shards: ShardRef[]): Promise<{ counts: StatusCounts; depth: number; oldest?: number }> {
+    const counts = emptyCounts();
+    let depth = 0;
+    let oldest: number | undefined;
+    const perShard = await Promise.all(shards.map((shard) => this.redis.store.readCounts(shard, workflow, RUN_STATUSES)));
+    for (const shard of perShard) {
+      RUN_STATUSES.forEach((status, i) => (counts[status] += shard.counts[i]));
+      depth += shard.ready;
+      if (shard.oldestQueued) {
+        const created = decodeTime(shard.oldestQueued.slice(0, 26));
+        oldest = oldest === undefined ? created : Math.min(oldest, created);
+      }
+    }
+    return { counts, depth, oldest };
+  }
+
+  private async meta(w: RegisteredWorkflow, workers: WorkerInfo[]): Promise<WorkflowMeta> {
+    const shards = (await this.shardsByWorkflow()).get(w.name) ?? [];
+    const { counts } = await this.countsOf(w.name, shards);
+    return {
+      name: w.name,
+      queue: w.queue,
+      options: {
+        maxAttempts: w.maxAttempts ?? 3,
+        ...(w.maxConcurrency ? { maxConcurrency: w.maxConcurrency } : {}),
+        ...(w.timeoutMs ? { timeoutMs: w.timeoutMs } : {}),
+        ...(w.backoff ? { backoff: w.backoff } : {}),
+        ...(w.input ? { input: w.input } : {}),
+      },
+      cron: (w.cron ?? []).map((c) => ({ id: c.id, expression: c.expression, timezone: c.timezone })),
+      workers: workers.filter((worker) => worker.workflows.includes(w.name)),
+      counts,
+      ...(w.registeredAt ? { registeredAt: w.registeredAt } : {}),
+    };
+  }
+}

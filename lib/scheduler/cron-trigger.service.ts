@@ -1,0 +1,204 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import type { SchedulerRegistry } from '@nestjs/schedule';
+import type { CronJob } from 'cron';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { WorkflowClient } from '../client/workflow.client.js';
+import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
+import { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
+import type { CronTrigger } from '../interfaces/workflow.interfaces.js';
+import { WorkflowRedis } from '../redis/workflow-redis.js';
+
+type CronJobClass = typeof CronJob;
+
+interface PlannedTrigger {
+  definition: WorkflowDefinition;
+  trigger: CronTrigger;
+  id: string;
+  /** Name of the job in @nestjs/schedule's SchedulerRegistry. */
+  jobName: string;
+}
+
+interface MountedTrigger extends PlannedTrigger {
+  job: CronJob;
+  /** The scheduled time of the job's next tick: a tick is named by it, not by the clock when it fired. */
+  nextTickAt: Date;
+}
+
+/** Statuses that hold (or are about to take) one of a workflow's maxConcurrency slots. */
+const BUSY_STATUSES = ['queued', 'running', 'compensating'] as const;
+
+/**
+ * Fires the `cron` triggers of the app's workflows through @nestjs/schedule's SchedulerRegistry.
+ *
+ * Every instance of the app runs the same jobs on its own clock; each tick emits the workflow with the
+ * idempotency key `cron:<triggerId>:<scheduled tick time>`, so Redis lets exactly one instance start it.
+ * Collect-then-mount as in @nestjs/schedule: `prepare()` on module init checks the triggers and that
+ * ScheduleModule is imported, `start()` on bootstrap mounts the jobs, `stop()` before shutdown removes them.
+ */
+@Injectable()
+export class CronTriggerService {
+  private readonly logger = new Logger('WorkflowCron');
+  private planned: PlannedTrigger[] = [];
+  private readonly mounted: MountedTrigger[] = [];
+  private schedulerRegistry?: SchedulerRegistry;
+  private CronJobClass?: CronJobClass;
+
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly registry: WorkflowRegistry,
+    private readonly client: WorkflowClient,
+    private readonly moduleRef: ModuleRef,
+  ) {}
+
+  get triggerCount(): number {
+    return this.mounted.length;
+  }
+
+  /** Triggers fire in apps that have the workflow as a provider and run a worker, unless `cron: false`. */
+  async prepare(): Promise<void> {
+    const settings = this.redis.settings;
+    if (!settings.cron || !settings.worker) return;
+    const planned: PlannedTrigger[] = [];
+    for (const definition of this.registry.all()) {
+      if (!definition.instance) continue;
+      const seen = new Set<string>();
+      for (const trigger of definition.options.cron) {
+        const id = triggerId(definition.name, trigger);
+        if (seen.has(id)) {
+          throw new WorkflowConfigurationError(
+            `@Workflow('${definition.name}') declares two cron triggers with the id '${id}': give each trigger a distinct \`id\`.`,
+          );
+        }
+        seen.add(id);
+        planned.push({ definition, trigger, id, jobName: `workflow:${definition.name}:${id}` });
+      }
+    }
+    if (planned.length === 0) return;
+    const { SchedulerRegistry, CronJob } = await loadSchedule(planned[0].definition.name);
+    try {
+      this.schedulerRegistry = this.moduleRef.get(SchedulerRegistry, { strict: false });
+    } catch {
+      this.schedulerRegistry = undefined;
+    }
+    if (!this.schedulerRegistry) {
+      throw new WorkflowConfigurationError(
+        `Workflow '${planned[0].definition.name}' declares cron triggers, but @nestjs/schedule's ScheduleModule is not imported: add ScheduleModule.forRoot() to the imports of your app's root module (once), or set cron: false in WorkflowModule.forRoot() to leave the triggers to another app.`,
+      );
+    }
+    this.CronJobClass = CronJob;
+    // Building each job (not started) checks its expression and time zone now rather than at bootstrap.
+    for (const p of planned) this.createJob(p, () => undefined);
+    this.planned = planned;
+  }
+
+  start(): void {
+    if (!this.schedulerRegistry || this.mounted.length > 0) return;
+    for (const p of this.planned) {
+      const mounted = {} as MountedTrigger;
+      const job = this.createJob(p, () => this.onTick(mounted));
+      Object.assign(mounted, p, { job });
+      this.schedulerRegistry.addCronJob(p.jobName, job);
+      job.start();
+      mounted.nextTickAt = job.nextDate().toJSDate();
+      this.mounted.push(mounted);
+    }
+    if (this.mounted.length > 0) {
+      this.logger.log(`Started ${this.mounted.length} cron trigger(s): ${this.mounted.map((m) => `${m.definition.name} '${m.id}'`).join(', ')}`);
+    }
+  }
+
+  stop(): void {
+    for (const m of this.mounted.splice(0)) {
+      void m.job.stop();
+      if (this.schedulerRegistry?.doesExist('cron', m.jobName)) this.schedulerRegistry.deleteCronJob(m.jobName);
+    }
+  }
+
+  private createJob(p: PlannedTrigger, onTick: () => void): CronJob {
+    const CronJobClass = this.CronJobClass as CronJobClass;
+    try {
+      return CronJobClass.from({
+        cronTime: p.trigger.expression,
+        timeZone: p.trigger.timezone,
+        onTick,
+        start: false,
+        name: p.jobName,
+        errorHandler: (error) => this.logger.error(`Cron trigger '${p.id}' of workflow '${p.definition.name}' failed: ${describe(error)}`),
+      });
+    } catch (error) {
+      throw new WorkflowConfigurationError(
+        `@Workflow('${p.definition.name}') cron trigger '${p.id}': ${describe(error)}. Use a cron expression such as '0 * * * *' (5 fields, or 6 with seconds) and an IANA time zone such as 'Europe/Paris'.`,
+        { cause: error },
+      );
+    }
+  }
+
+  private onTick(m: MountedTrigger): Promise<void> {
+    const tickAt = m.nextTickAt;
+    // The job has already scheduled its next tick when it calls us.
+    m.nextTickAt = m.job.nextDate().toJSDate();
+    return this.fire(m, tickAt).catch((error) => {
+      this.logger.error(`Cron trigger '${m.id}' of workflow '${m.definition.name}' could not start the tick of ${tickAt.toISOString()}: ${describe(error)}`);
+    });
+  }
+
+  private async fire(m: MountedTrigger, tickAt: Date): Promise<void> {
+    const { definition } = m;
+    const idempotencyKey = `cron:${m.id}:${tickAt.toISOString()}`;
+    const limit = definition.options.maxConcurrency;
+    if (limit > 0) {
+      // Counts first, then the key: if another instance started this tick in between, the key shows it
+      // and this instance stays silent instead of logging a skip that did not happen.
+      const shard = { queue: definition.options.queue, partition: 0 };
+      const counts = await this.redis.store.readStatusCounts(shard, definition.name, BUSY_STATUSES);
+      const busy = counts.queued + counts.running + counts.compensating;
+      if (busy >= limit) {
+        if (await this.redis.store.readIdempotencyKey(shard, definition.name, idempotencyKey)) return;
+        this.logger.log(
+          `Cron trigger '${m.id}' of workflow '${definition.name}' skipped the tick of ${tickAt.toISOString()}: ${busy} run(s) queued or executing, at its maxConcurrency of ${limit}.`,
+        );
+        return;
+      }
+    }
+    await this.client.emit(definition.type, (m.trigger.input ?? {}) as never, { idempotencyKey });
+  }
+}
+
+/** The id of a trigger: its own, or one derived from its expression and time zone. */
+export function triggerId(workflow: string, trigger: CronTrigger): string {
+  if (trigger === null || typeof trigger !== 'object' || typeof trigger.expression !== 'string' || trigger.expression.trim() === '') {
+    throw new WorkflowConfigurationError(`@Workflow('${workflow}'): each cron trigger needs an expression, e.g. { expression: '0 * * * *' }.`);
+  }
+  if (trigger.id !== undefined && (typeof trigger.id !== 'string' || trigger.id === '')) {
+    throw new WorkflowConfigurationError(`@Workflow('${workflow}'): a cron trigger's id must be a non-empty string.`);
+  }
+  return trigger.id ?? `${trigger.expression.trim()}@${trigger.timezone ?? 'local'}`;
+}
+
+/**
+ * @nestjs/schedule is an optional peer dependency, loaded only by apps whose workflows declare cron.
+ * `cron` is its dependency, so it is resolved from there rather than from this package.
+ */
+async function loadSchedule(workflow: string): Promise<{ SchedulerRegistry: typeof SchedulerRegistry; CronJob: CronJobClass }> {
+  try {
+    const schedule = await import('@nestjs/schedule');
+    const requireHere = createRequire(import.meta.url);
+    const cronPath = createRequire(requireHere.resolve('@nestjs/schedule')).resolve('cron');
+    const cron = (await import(pathToFileURL(cronPath).href)) as { CronJob?: CronJobClass; default?: { CronJob: CronJobClass } };
+    const CronJob = cron.CronJob ?? cron.default?.CronJob;
+    if (!CronJob) throw new Error('the cron package has no CronJob export');
+    return { SchedulerRegistry: schedule.SchedulerRegistry, CronJob };
+  } catch (error) {
+    throw new WorkflowConfigurationError(
+      `Workflow '${workflow}' declares cron triggers, which need @nestjs/schedule: npm install @nestjs/schedule, and import ScheduleModule.forRoot() in your app's root module (${describe(error)}).`,
+      { cause: error },
+    );
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

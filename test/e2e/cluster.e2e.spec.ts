@@ -1,0 +1,109 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable } from '@nestjs/common';
+import { Cluster } from 'ioredis';
+import { CanceledError, Step, Workflow, type WorkflowContext } from '../../lib/index.js';
+import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
+import { uniquePrefix } from '../support/redis-server.js';
+import { startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+
+@Injectable()
+class Greeter {
+  @Step()
+  async greet(name: string) {
+    return `hello ${name}`;
+  }
+}
+
+@Workflow('cl-child', { queue: 'cl-children' })
+@Injectable()
+class ChildWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    return ctx.input.n * 10;
+  }
+}
+
+@Workflow('cl-parent', { queue: 'cl-main' })
+@Injectable()
+class ParentWorkflow {
+  constructor(private readonly greeter: Greeter) {}
+  async execute(ctx: WorkflowContext<{ name: string; n: number }>) {
+    const greeting = await this.greeter.greet(ctx.input.name);
+    await ctx.step.sleep('nap', 50);
+    const children = await Promise.all(
+      Array.from({ length: ctx.input.n }, (_, i) => ctx.step.runWorkflow(`child-${i}`, ChildWorkflow, { n: i })),
+    );
+    const approval = await ctx.step.waitForEvent<{ ok: boolean }>('approval', { event: 'cl.approved', key: ctx.input.name, timeoutMs: 10_000 });
+    return { greeting, sum: children.reduce((a, b) => a + b, 0), approval };
+  }
+}
+
+@Workflow('cl-blocked', { queue: 'cl-main' })
+@Injectable()
+class BlockedWorkflow {
+  async execute(ctx: WorkflowContext<{ id: string }>) {
+    await ctx.step.waitForEvent('never', { event: 'cl.never', key: ctx.input.id });
+    return 'not reached';
+  }
+}
+
+describe('Redis Cluster (3 primaries): every function works with keys spread over nodes', () => {
+  let cluster: RedisClusterHandle;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    cluster = await startCluster({ primaries: 3 });
+    app = await startApp(
+      {
+        connection: { nodes: cluster.nodes },
+        prefix: uniquePrefix('cl'),
+        queues: { 'cl-main': { partitions: 4 }, 'cl-children': { partitions: 4 } },
+        worker: { concurrency: 30, reaperIntervalMs: 20 },
+      } as never,
+      [Greeter, ChildWorkflow, ParentWorkflow, BlockedWorkflow],
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await app?.close();
+    await cluster?.stop();
+  });
+
+  it('loads the Function library on every primary', async () => {
+    const client = new Cluster(cluster.nodes);
+    await new Promise((resolve) => client.once('ready', resolve));
+    try {
+      const builds = await Promise.all(client.nodes('master').map((node) => node.call('FCALL_RO', 'wf1_version', 0)));
+      expect(builds).toHaveLength(3);
+      expect(new Set(builds).size).toBe(1);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('runs steps, sleeps, children on another queue, and events across shards on several nodes', async () => {
+    const handles = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => app.client.emit(ParentWorkflow, { name: `p${i}`, n: 5 })),
+    );
+    await waitFor(async () => (await Promise.all(handles.map((h) => h.getState()))).every((r) => r.status === 'waiting' && JSON.stringify(r.waitingFor).includes('cl.approved')), 20_000);
+    const woken = await Promise.all(handles.map((_, i) => app.client.sendEvent('cl.approved', { ok: true }, { key: `p${i}` })));
+    expect(woken).toEqual(handles.map(() => 1));
+    const outputs = await Promise.all(handles.map((h) => h.result({ timeoutMs: 20_000 })));
+    outputs.forEach((output, i) => expect(output).toEqual({ greeting: `hello p${i}`, sum: 100, approval: { ok: true } }));
+    const shards = new Set(handles.map((h) => h.id.split('.').slice(1).join('.')));
+    expect(shards.size).toBeGreaterThan(1);
+    const listed = await app.client.listRuns({ workflow: 'cl-parent', limit: 100 });
+    expect(listed.runs.map((r) => r.id).sort()).toEqual(handles.map((h) => h.id).sort());
+    const stats = await app.client.getStats();
+    expect(stats.workflows.find((w) => w.name === 'cl-child')!.counts.succeeded).toBe(40);
+  });
+
+  it('cancels and retries runs on a cluster', async () => {
+    const handle = await app.client.emit(BlockedWorkflow, { id: 'b1' });
+    await waitFor(async () => (await handle.getState()).status === 'waiting', 10_000);
+    expect(await app.client.cancelRun(handle.id)).toBe(true);
+    await expect(handle.result({ timeoutMs: 5_000 })).rejects.toBeInstanceOf(CanceledError);
+    await app.client.retryRun(handle.id);
+    await waitFor(async () => (await handle.getState()).status === 'waiting', 10_000);
+    expect(await handle.cancel()).toBe(true);
+  });
+});
