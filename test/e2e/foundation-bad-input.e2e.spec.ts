@@ -83,8 +83,10 @@ describe('bad input and Redis outages (e2e, private redis-server)', () => {
   });
 
   it('refuses unknown workflows and inputs that are not JSON or too large, writing nothing', async () => {
+    // Run data lives in shard keys '{<prefix>:<queue>:<partition>}:…'; only app-level keys exist so far.
+    const shardKeys = async () => (await keysOfPrefix()).filter((key) => key.startsWith(`{${prefix}:`));
     const before = await keysOfPrefix();
-    expect(before).toEqual([`{${prefix}}:workflows`]);
+    expect(await shardKeys()).toEqual([]);
 
     await expect(app.client.emit('no-such-workflow', {})).rejects.toThrow(UnknownWorkflowError);
     await expect(app.client.emit('no-such-workflow', {})).rejects.toThrow(/Unknown workflow 'no-such-workflow'.*Check the name/);
@@ -96,6 +98,7 @@ describe('bad input and Redis outages (e2e, private redis-server)', () => {
       expect((error as Error).message).toMatch(expectedProblem[kind]);
     }
     expect(await keysOfPrefix()).toEqual(before);
+    expect(await shardKeys()).toEqual([]);
     // The limit is exact: an input of exactly maxPayloadBytes is accepted.
     const exact = { t: 'y'.repeat(MAX_PAYLOAD - 8) };
     expect(Buffer.byteLength(JSON.stringify(exact))).toBe(MAX_PAYLOAD);

@@ -130,7 +130,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     const spec = [{ name: 'manual-wf', maxConcurrency: 0, maxAttempts: 3, timeoutMs: 0 }];
     const runId = wr.keys.newRunId(shard);
     await wr.store.emit(shard, { runId, workflow: 'manual-wf', queue: 'manual', input: '{"order":[1,2.5,"x"]}', priority: 0 });
-    const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'a1a1a1a1a1a1', spec);
+    const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'a1a1a1a1a1a1', spec, 60_000);
     const commits = await monitor(direct, async () => {
       expect(await wr.store.commitStep(shard, runId, first.token, '0:one', 'S', '{"s":"succeeded","r":[]}')).toEqual({ ok: true });
     });
@@ -140,7 +140,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
 
     let claimed: Awaited<ReturnType<typeof wr.store.claim>> = [];
     const claims = await monitor(direct, async () => {
-      claimed = await wr.store.claim(shard, 'w2', 5, 30_000, 'b2b2b2b2b2b2', spec);
+      claimed = await wr.store.claim(shard, 'w2', 5, 30_000, 'b2b2b2b2b2b2', spec, 60_000);
     });
     expect(claims.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_claim']]);
     expect(claimed).toHaveLength(1);

@@ -108,10 +108,10 @@ describe('fencing (real worker processes)', () => {
     const runId = wr.keys.newRunId(shard);
     await wr.store.emit(shard, { runId, workflow: 'manual-wf', queue: 'manual', input: '{"a":1}', priority: 0 });
 
-    const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'aaaaaaaaaaaa', spec);
+    const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'aaaaaaaaaaaa', spec, 60_000);
     expect(first.token).toBe('1:aaaaaaaaaaaa');
     expect(await wr.store.release(shard, 'test', [{ id: runId, token: first.token }])).toBe(1);
-    const [second] = await wr.store.claim(shard, 'w2', 1, 30_000, 'bbbbbbbbbbbb', spec);
+    const [second] = await wr.store.claim(shard, 'w2', 1, 30_000, 'bbbbbbbbbbbb', spec, 60_000);
     expect(second.token).toBe('2:bbbbbbbbbbbb');
 
     // Same counter with another claim id, or another counter with the same claim id: both refused.
@@ -124,7 +124,7 @@ describe('fencing (real worker processes)', () => {
 
     // A lease that expired refuses commits even before any other worker claimed the run.
     await wr.store.release(shard, 'test', [{ id: runId, token: second.token }]);
-    const [third] = await wr.store.claim(shard, 'w3', 1, 1, 'cccccccccccc', spec);
+    const [third] = await wr.store.claim(shard, 'w3', 1, 1, 'cccccccccccc', spec, 60_000);
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(await wr.store.commitStep(shard, runId, third.token, '1:x', 'S', '{"s":"succeeded"}')).toEqual({ ok: false, reason: 'LEASE_EXPIRED' });
     expect(await direct.hkeys(`{${prefix}:manual:0}:s:${runId}`)).toEqual(['0:x']);
