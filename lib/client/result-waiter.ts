@@ -1,10 +1,12 @@
 import { decodeError, type StoredError } from '../errors/error-codec.js';
-import { CanceledError, WaitTimeoutError, WorkflowError } from '../errors/workflow.errors.js';
+import { CanceledError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RunInfo } from '../interfaces/run.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
 
 const FINAL = new Set(['succeeded', 'failed', 'canceled']);
+/** A status read that failed because Redis was unreachable is tried again after this long. */
+const RECHECK_AFTER_OUTAGE_MS = 250;
 
 interface Waiter {
   check: () => void;
@@ -33,14 +35,25 @@ export class ResultWaiter {
     return new Promise<O>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
+      let recheckTimer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         check: () => {
+          if (settled) return;
           this.readRun(runId).then(
             (run) => {
               if (!run) return finish(() => reject(new WorkflowError(`Run ${runId} does not exist (or expired after its retention).`)));
               if (FINAL.has(run.status)) finish(() => settle(run, resolve, reject));
             },
-            (error) => finish(() => reject(error)),
+            (error) => {
+              // An outage does not end the wait (its timeoutMs does): read again until Redis answers,
+              // since the completion may have been published while the read failed.
+              if (error instanceof WorkflowConnectionError) {
+                clearTimeout(recheckTimer);
+                recheckTimer = setTimeout(() => waiter.check(), RECHECK_AFTER_OUTAGE_MS);
+                return;
+              }
+              finish(() => reject(error));
+            },
           );
         },
       };
@@ -48,6 +61,7 @@ export class ResultWaiter {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearTimeout(recheckTimer);
         this.remove(runId, waiter);
         action();
       };

@@ -90,6 +90,7 @@ export class WorkflowStore {
   }
 
   async emit(shard: ShardRef, a: EmitArgs): Promise<{ created: boolean; runId: string; status: string }> {
+    this.assertConnected();
     const [created, runId, status] = (await this.fcall('wf1_emit', [this.root(shard)], [
       a.runId,
       a.workflow,
@@ -391,6 +392,18 @@ export class WorkflowStore {
 
   async readRegistryEntry(name: string): Promise<string | null> {
     return this.guard(() => this.client.hget(this.keys.registry(), name));
+  }
+
+  /**
+   * Producers fail fast while the connection is down. Without this check a call would wait behind
+   * commands that were in flight when the connection dropped, which ioredis holds for resending until
+   * several reconnect attempts have failed (seconds when the host does not answer).
+   */
+  private assertConnected(): void {
+    if (this.client.status === 'ready') return;
+    throw new WorkflowConnectionError(
+      `Redis is unreachable (connection ${this.client.status}). Retry when it is back: every call is safe to repeat.`,
+    );
   }
 
   /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
