@@ -53,9 +53,11 @@ describe('crash recovery (real worker processes, SIGKILL)', () => {
 
     const history = await api.client.getRunHistory(handle.id);
     const types = history.map((e) => e.type);
-    expect(types).toEqual(['created', 'claimed', 'lease-expired', 'claimed', 'succeeded']);
+    // step one committed by the doomed worker; two and three by the rescuer
+    expect(types).toEqual(['created', 'claimed', 'step-succeeded', 'lease-expired', 'claimed', 'step-succeeded', 'step-succeeded', 'succeeded']);
+    expect(history.map((e) => e.step).filter(Boolean)).toEqual(['one', 'two', 'three']);
     expect(history[1].workerId).toContain(`:${doomed.pid}:`);
-    expect(history[3].workerId).toContain(`:${rescuer.pid}:`);
+    expect(history[4].workerId).toContain(`:${rescuer.pid}:`);
     const run = await api.client.getRun(handle.id);
     expect(run).toMatchObject({ status: 'succeeded', attempt: 2 });
     // The second claim carried a new fencing token: counter 2 plus a fresh random claim id.

@@ -94,7 +94,7 @@ describe('graceful shutdown (e2e, real Redis)', () => {
     const takeoverMs = Date.now() - takenOverAt;
     expect(takeoverMs).toBeLessThan(LEASE_MS / 6);
     const history = await api.client.getRunHistory(stuck.id);
-    expect(history.map((e) => e.type)).toEqual(['created', 'claimed', 'released', 'claimed', 'succeeded']);
+    expect(history.map((e) => e.type)).toEqual(['created', 'claimed', 'released', 'claimed', 'step-succeeded', 'succeeded']);
     expect(await api.client.getRun(stuck.id)).toMatchObject({ status: 'succeeded', attempt: 1 });
     process.stdout.write(`shutdown: close took ${closeMs} ms (grace ${GRACE_MS}); released run done ${takeoverMs} ms after B started (lease ${LEASE_MS})\n`);
   });
