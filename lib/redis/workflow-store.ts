@@ -157,7 +157,7 @@ export class WorkflowStore {
     record: string,
     opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
   ): Promise<TransitionResult | { ok: true; resolved: string }> {
-    const reply = (await this.fcall('wf1_commit_step', [this.root(shard)], [
+    const reply = (await this.transition('wf1_commit_step', [this.root(shard)], [
       runId,
       token,
       field,
@@ -178,7 +178,7 @@ export class WorkflowStore {
     output: string,
     retentionMs: number,
   ): Promise<TransitionResult & { handoff?: Handoff }> {
-    return this.withHandoff(shard, await this.fcall('wf1_complete', [this.root(shard)], [runId, token, output, retentionMs]));
+    return this.withHandoff(shard, await this.transition('wf1_complete', [this.root(shard)], [runId, token, output, retentionMs]));
   }
 
   async fail(
@@ -191,7 +191,7 @@ export class WorkflowStore {
   ): Promise<TransitionResult & { handoff?: Handoff }> {
     return this.withHandoff(
       shard,
-      await this.fcall('wf1_fail', [this.root(shard)], [
+      await this.transition('wf1_fail', [this.root(shard)], [
         runId,
         token,
         error,
@@ -210,7 +210,7 @@ export class WorkflowStore {
       else if (w.kind === 'child') args.push('child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
       else args.push('event', w.field, JSON.stringify({ ev: w.event, key: w.key, to: w.timeoutMs ?? null }));
     }
-    const reply = (await this.fcall('wf1_park', [this.root(shard)], args)) as [number, number | string];
+    const reply = (await this.transition('wf1_park', [this.root(shard)], args)) as [number, number | string];
     if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
     if (reply[0] === 2) return { outcome: 'requeued' };
     return { outcome: 'parked', wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
@@ -218,8 +218,8 @@ export class WorkflowStore {
 
   /** Delivers a hand-off on its target shard, then acknowledges it on the source shard. */
   async deliver(handoff: Handoff): Promise<void> {
-    await this.fcall('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind]);
-    await this.fcall('wf1_ack', [handoff.sourceRoot], [handoff.messageId]);
+    await this.transition('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind]);
+    await this.transition('wf1_ack', [handoff.sourceRoot], [handoff.messageId]);
   }
 
   async cancel(
@@ -279,13 +279,13 @@ export class WorkflowStore {
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
     const args: (string | number)[] = [leaseMs];
     for (const r of runs) args.push(r.id, r.token);
-    return (await this.fcall('wf1_heartbeat', [this.root(shard)], args)) as string[];
+    return (await this.transition('wf1_heartbeat', [this.root(shard)], args)) as string[];
   }
 
   async release(shard: ShardRef, reason: string, runs: { id: string; token: string }[]): Promise<number> {
     const args: string[] = [reason];
     for (const r of runs) args.push(r.id, r.token);
-    return Number(await this.fcall('wf1_release', [this.root(shard)], args));
+    return Number(await this.transition('wf1_release', [this.root(shard)], args));
   }
 
   async tick(root: string, batch: number): Promise<{ serverNow: number; nextDueMs?: number; more: boolean; handoffs: Handoff[] }> {
@@ -407,6 +407,23 @@ export class WorkflowStore {
   }
 
   /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
+  /**
+   * A worker's transition of a run it holds: every one is safe to repeat, so a connection that drops
+   * (a failover, a cut connection, a restart) is retried with backoff while the lease may still be
+   * valid, instead of giving the run up; Redis itself refuses the call once the lease has expired.
+   */
+  private async transition(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const giveUpAt = Date.now() + TRANSITION_RETRY_MS;
+    for (let wait = 25; ; wait = Math.min(wait * 2, 1_000)) {
+      try {
+        return await this.fcall(fn, keys, args);
+      } catch (error) {
+        if (!(error instanceof WorkflowConnectionError) || Date.now() + wait > giveUpAt) throw error;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  }
+
   private async fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
     return this.guard(async () => {
       try {
@@ -433,6 +450,9 @@ export class WorkflowStore {
     }
   }
 }
+
+/** How long a worker keeps retrying a transition through a connection outage. */
+const TRANSITION_RETRY_MS = 15_000;
 
 function toResult(reply: unknown): TransitionResult {
   const [ok, reason] = reply as [number, string?];
