@@ -10,6 +10,7 @@ const RECHECK_AFTER_OUTAGE_MS = 250;
 
 interface Waiter {
   check: () => void;
+  abandon: (error: Error) => void;
 }
 
 /**
@@ -27,6 +28,10 @@ export class ResultWaiter {
   ) {
     redis.subscriber.onReconnect(() => {
       for (const set of this.waiters.values()) for (const waiter of set) waiter.check();
+    });
+    redis.onShutdown(() => {
+      const error = new WorkflowError('The application is shutting down; the run goes on (wait for it with handle(id).result() elsewhere).');
+      for (const set of [...this.waiters.values()]) for (const waiter of [...set]) waiter.abandon(error);
     });
   }
 
@@ -56,6 +61,7 @@ export class ResultWaiter {
             },
           );
         },
+        abandon: (error) => finish(() => reject(error)),
       };
       const finish = (action: () => void) => {
         if (settled) return;

@@ -44,10 +44,11 @@ export class RedisConnections {
       this.owned.map(async (client) => {
         try {
           if (client.status === 'ready') await client.quit();
-          else client.disconnect();
         } catch {
-          client.disconnect();
+          // closed below
         }
+        // Also ends reconnection timers: a cluster keeps retrying a node that died (a failed-over primary).
+        client.disconnect();
       }),
     );
   }

@@ -79,6 +79,8 @@ export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled' | 'hook-done
  * Each state change is exactly one call.
  */
 export class WorkflowStore {
+  private closed = false;
+
   constructor(
     readonly client: RedisClient,
     readonly keys: KeySpace,
@@ -418,10 +420,15 @@ export class WorkflowStore {
       try {
         return await this.fcall(fn, keys, args);
       } catch (error) {
-        if (!(error instanceof WorkflowConnectionError) || Date.now() + wait > giveUpAt) throw error;
-        await new Promise((resolve) => setTimeout(resolve, wait));
+        if (!(error instanceof WorkflowConnectionError) || this.closed || Date.now() + wait > giveUpAt) throw error;
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
       }
     }
+  }
+
+  /** The module is shutting down: calls that fail are not retried any more. */
+  close(): void {
+    this.closed = true;
   }
 
   private async fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
