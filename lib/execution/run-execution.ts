@@ -61,6 +61,8 @@ interface Compensation {
 }
 
 const COMPENSATION_TRIES = 3;
+/** How long the replay that finds a failing run's compensations may take. */
+const COLLECT_REPLAY_MS = 10_000;
 
 /**
  * One execution of a claimed run: replays the handler from the top, returning stored step results and
@@ -536,10 +538,16 @@ export class RunExecution implements DurableExecution {
   /** After a takeover of a failing or canceled run: replays the records to find the compensations to run. */
   private async collectCompensations(): Promise<void> {
     this.mode = 'collect';
+    let timer: NodeJS.Timeout | undefined;
+    // Code between steps that waits on something else (a plain timer, an external promise) must not
+    // keep a failing run from its compensations: the replay gets a bounded time.
+    const enough = new Promise<void>((resolve) => (timer = setTimeout(resolve, COLLECT_REPLAY_MS)));
     try {
-      await Promise.race([this.runHandler(), this.stopped]);
+      await Promise.race([this.runHandler(), this.stopped, enough]);
     } catch {
       // The replay ends at the first step that never completed (or wherever the handler failed).
+    } finally {
+      clearTimeout(timer);
     }
     this.occurrences.clear();
   }
