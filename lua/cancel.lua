@@ -3,6 +3,8 @@
 -- compensations goes to 'compensating' and the next worker to take it runs them, then @OnFailure.
 -- KEYS[1]  shard root
 -- ARGV[1]  run id    ARGV[2] error (JSON text of the CanceledError)    ARGV[3] retention of a canceled run in ms
+-- ARGV[4]  '1' when the workflow has @OnFailure: a run canceled at once is then queued, still canceled, for
+--          a worker to run the hook
 -- Reply: { 0, status } when nothing changed (finished, finalizing, unknown); otherwise
 --        { 1, { child ids to cancel too }, hand-off to the parent's shard (as wf1_complete) or nothing }
 local function cancel(keys, argv)
@@ -33,6 +35,10 @@ local function cancel(keys, argv)
   rcall('HSET', run, 'st', 'canceled', 'err', err, 'fa', now, 'tok', '')
   finish_run(root, id, wf, status, 'canceled', now, argv[3], f[6])
   history(root, id, now, 'canceled', nil, err)
+  if argv[4] == '1' then
+    rcall('HSET', run, 'fin', 'hook')
+    make_ready(root, id, wf, f[3], now)
+  end
   local handoff = notify_parent(root, id, wf, 'F', err, now)
   return { 1, children, handoff or {} }
 end

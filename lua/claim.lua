@@ -6,7 +6,8 @@
 -- ARGV[6..] groups of 4, one per workflow this worker can execute, in the order to try them:
 --          name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none)
 -- Reply: { server now (ms), run, run, ... } where each run is
---   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing ('' | 'failed' | 'canceled'),
+--   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId,
+--     finalizing ('' | 'failed' | 'canceled' | 'hook': a canceled run whose @OnFailure is to run),
 --     error (JSON or ''), { stepField, stepRecord, ... }, epoch (raised by every retry) }
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
@@ -37,7 +38,7 @@ local function claim(keys, argv)
         local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
         -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
         -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
-        local claimable = f[1] == 'queued' or (f[1] == 'compensating' and f[9] and f[13] == '')
+        local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
         if claimable and (not tonumber(f[2]) or not tonumber(f[7]) or not f[6] or (f[3] and not tonumber(f[3]))) then
           -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
           rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now)
@@ -51,6 +52,7 @@ local function claim(keys, argv)
           -- A run taken over in its finalizing phase with compensations left goes on compensating.
           local status = 'running'
           if f[9] and f[12] then status = 'compensating' end
+          if f[1] == 'canceled' then status = 'canceled' end
           if f[11] then
             rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
           else

@@ -18,8 +18,8 @@ local function complete(keys, argv)
   rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
   finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
   history(root, id, now, 'succeeded', nil)
-  -- Only a run whose parent waits for it (f[10]) has anyone to tell: spares the lookup for the others.
-  local handoff = f[10] and notify_parent(root, id, f[4], 'S', argv[3], now)
+  -- Only a run whose parent waits for it (f[11]) has anyone to tell: spares the lookup for the others.
+  local handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now)
   if handoff then return { 1, unpack(handoff) } end
   return { 1 }
 end
@@ -33,6 +33,7 @@ end
 --                     compensations and @OnFailure; the run keeps its lease and is marked so that
 --                     a worker that takes it over after a crash goes straight to that phase
 --          'failed' / 'canceled'  the final state; ARGV[6] is the retention in ms
+--          'hook-done' the @OnFailure of a run canceled at once has run: the run is released
 -- ARGV[5]  retry delay in ms (for 'retry')
 -- ARGV[6]  retention in ms (for a final state)
 -- ARGV[7]  '1' when 'finalize' has compensations to run (the run shows 'compensating')
@@ -49,6 +50,7 @@ local function fail(keys, argv)
     if g[1] == token then
       if next_step == 'retry' and (g[2] == 'queued' or g[2] == 'scheduled') then return { 1 } end
       if next_step == g[2] then return { 1 } end
+      if next_step == 'hook-done' and g[2] == 'canceled' and not g[3] then return { 1 } end
     end
     return { 0, reason }
   end
@@ -82,12 +84,19 @@ local function fail(keys, argv)
     return { 1 }
   end
 
+  if next_step == 'hook-done' then
+    rcall('HDEL', run, 'fin')
+    rcall('ZREM', root .. ':leases', id)
+    history(root, id, now, 'on-failure-ran', nil)
+    return { 1 }
+  end
+
   if next_step == 'failed' or next_step == 'canceled' then
     rcall('HSET', run, 'st', next_step, 'err', err, 'fa', now)
     rcall('HDEL', run, 'fin')
     finish_run(root, id, wf, status, next_step, now, argv[6], f[6], err)
     history(root, id, now, next_step, nil, err)
-    local handoff = f[10] and notify_parent(root, id, wf, 'F', err, now)
+    local handoff = f[11] and notify_parent(root, id, wf, 'F', err, now)
     if handoff then return { 1, unpack(handoff) } end
     return { 1 }
   end

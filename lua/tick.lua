@@ -37,7 +37,12 @@ local function reclaim_expired_leases(root, now, batch)
     rcall('ZREM', root .. ':leases', id)
     local run = run_key(root, id)
     local f = rcall('HMGET', run, 'st', 'lu', 'att', 'max', 'wf', 'pri', 'fin', 'wk')
-    if EXECUTING[f[1]] and tonumber(f[2]) < now then
+    if f[1] == 'canceled' and f[7] == 'hook' and tonumber(f[2]) < now then
+      -- The worker running the @OnFailure of a canceled run died: another one runs it.
+      rcall('HSET', run, 'tok', '')
+      make_ready(root, id, f[5], f[6], now)
+      history(root, id, now, 'lease-expired', { workerId = f[8] })
+    elseif EXECUTING[f[1]] and tonumber(f[2]) < now then
       local attempt = tonumber(f[3])
       if f[7] then
         rcall('HSET', run, 'st', 'queued')

@@ -1,15 +1,18 @@
 import { decodeError, type StoredError } from '../errors/error-codec.js';
-import { CanceledError, WaitTimeoutError, WorkflowError } from '../errors/workflow.errors.js';
+import { CanceledError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RunInfo } from '../interfaces/run.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
 
 const FINAL = new Set(['succeeded', 'failed', 'canceled']);
+/** A status read that failed because Redis was unreachable is tried again after this long. */
+const RECHECK_AFTER_OUTAGE_MS = 250;
 
 interface Waiter {
   check: () => void;
   /** The done message carried the final state: settle without reading the run. */
   settle: (done: DoneMessage) => void;
+  abandon: (error: Error) => void;
 }
 
 interface DoneMessage {
@@ -44,6 +47,10 @@ export class ResultWaiter {
     redis.subscriber.onReconnect(() => {
       for (const set of this.waiters.values()) for (const waiter of set) waiter.check();
     });
+    redis.onShutdown(() => {
+      const error = new WorkflowError('The application is shutting down; the run goes on (wait for it with handle(id).result() elsewhere).');
+      for (const set of [...this.waiters.values()]) for (const waiter of [...set]) waiter.abandon(error);
+    });
   }
 
   async wait<O>(runId: string, shard: ShardRef, timeoutMs?: number): Promise<O> {
@@ -52,25 +59,38 @@ export class ResultWaiter {
     return new Promise<O>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
+      let recheckTimer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         check: () => {
+          if (settled) return;
           this.readRun(runId).then(
             (run) => {
               if (!run) return finish(() => reject(new WorkflowError(`Run ${runId} does not exist (or expired after its retention).`)));
               if (FINAL.has(run.status)) finish(() => settle(run, resolve, reject));
             },
-            (error) => finish(() => reject(error)),
+            (error) => {
+              // An outage does not end the wait (its timeoutMs does): read again until Redis answers,
+              // since the completion may have been published while the read failed.
+              if (error instanceof WorkflowConnectionError) {
+                clearTimeout(recheckTimer);
+                recheckTimer = setTimeout(() => waiter.check(), RECHECK_AFTER_OUTAGE_MS);
+                return;
+              }
+              finish(() => reject(error));
+            },
           );
         },
         settle: (done) => {
           const payload = parseJson(done.payload);
           finish(() => settle({ id: runId, status: done.status!, output: payload, error: done.status === 'succeeded' ? undefined : (payload as RunInfo['error']) }, resolve, reject));
         },
+        abandon: (error) => finish(() => reject(error)),
       };
       const finish = (action: () => void) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearTimeout(recheckTimer);
         this.remove(runId, waiter);
         action();
       };

@@ -208,7 +208,13 @@ export class WorkflowClient implements ChildLauncher {
     if (!shard) return false;
     await this.redis.ready();
     const reason = opts.reason === undefined ? 'The run was canceled.' : `The run was canceled: ${String(opts.reason).slice(0, 1000)}`;
-    const result = await this.redis.store.cancel(shard, runId, encodeErrorJson(new CanceledError(reason)), this.redis.settings.retentionMs.canceled);
+    const result = await this.redis.store.cancel(
+      shard,
+      runId,
+      encodeErrorJson(new CanceledError(reason)),
+      this.redis.settings.retentionMs.canceled,
+      await this.hasOnFailure(runId, shard),
+    );
     if (!result.canceled) return false;
     if (result.handoff) await this.redis.store.deliver(result.handoff);
     await Promise.all(result.children.map((child) => this.cancelRun(child, { reason: `its parent ${runId} was canceled` })));
@@ -246,6 +252,21 @@ export class WorkflowClient implements ChildLauncher {
     const { handoffs } = await this.redis.store.sendEvent(ulid(), event, key, text, this.redis.settings.eventRetentionMs);
     await Promise.all(handoffs.map((handoff) => this.redis.store.deliver(handoff)));
     return handoffs.length;
+  }
+
+  /** Whether the run's workflow has an @OnFailure method (known here, or as registered by its workers). */
+  private async hasOnFailure(runId: string, shard: ShardRef): Promise<boolean> {
+    const hash = await this.redis.store.readRun(shard, runId);
+    const workflow = hash?.wf;
+    if (!workflow) return false;
+    const local = this.registry.get(workflow);
+    if (local) return !!local.onFailure;
+    const entry = await this.redis.store.readRegistryEntry(workflow);
+    try {
+      return !!entry && (JSON.parse(entry) as { onFailure?: boolean }).onFailure === true;
+    } catch {
+      return false;
+    }
   }
 
   /** Whether a live worker (this app's, or one in the registry seen within 5 s) serves the workflow. */

@@ -61,6 +61,8 @@ interface Compensation {
 }
 
 const COMPENSATION_TRIES = 3;
+/** How long the replay that finds a failing run's compensations may take. */
+const COLLECT_REPLAY_MS = 10_000;
 
 /**
  * One execution of a claimed run: replays the handler from the top, returning stored step results and
@@ -79,6 +81,7 @@ export class RunExecution implements DurableExecution {
   private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
   private inFlight = 0;
+  private handlerSettled = false;
   private pendingWaits: WaitSpec[] = [];
   private parkScheduled = false;
   private state: 'executing' | 'parking' | 'stopped' = 'executing';
@@ -159,6 +162,14 @@ export class RunExecution implements DurableExecution {
       if (this.claim.finalizing) this.input = safeParse(this.claim.input);
       else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
     }
+    if (this.claim.finalizing === 'hook') {
+      // Canceled at once (no compensations): only its @OnFailure is left to run.
+      const error = decodeErrorJson(this.claim.error) ?? new CanceledError();
+      if (this.definition.onFailure) await this.runOnFailure(this.definition.onFailure, error);
+      if (this.state !== 'executing') return this.stopped;
+      const done = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), 'hook-done');
+      return this.afterTransition(done, 'canceled');
+    }
     if (this.claim.finalizing) {
       const error = decodeErrorJson(this.claim.error) ?? new WorkflowError('The run failed.');
       await this.collectCompensations();
@@ -167,9 +178,11 @@ export class RunExecution implements DurableExecution {
     let output: unknown;
     try {
       const raced = await Promise.race([this.runHandler().then((value) => ({ value })), this.stopped]);
+      this.handlerSettled = true;
       if (typeof raced === 'string') return raced;
       output = raced.value;
     } catch (error) {
+      this.handlerSettled = true;
       if (this.state !== 'executing') return this.stopped;
       return this.fail(error);
     }
@@ -468,14 +481,20 @@ export class RunExecution implements DurableExecution {
   }
 
   private considerParking(): void {
-    if (this.parkScheduled || this.state !== 'executing' || this.pendingWaits.length === 0 || this.inFlight > 0) return;
+    if (this.parkScheduled || !this.mayPark()) return;
     this.parkScheduled = true;
     // Let the handler's other branches (Promise.all) reach their own waits before deciding.
     setImmediate(() => {
       this.parkScheduled = false;
-      if (this.state !== 'executing' || this.inFlight > 0 || this.pendingWaits.length === 0) return;
+      if (!this.mayPark()) return;
       void this.park();
     });
+  }
+
+  /** Waits are pending, no step is in flight, and the handler has not already returned or thrown (a
+   *  Promise.all that rejected leaves its other branches waiting: the run fails instead of parking). */
+  private mayPark(): boolean {
+    return this.state === 'executing' && !this.handlerSettled && this.pendingWaits.length > 0 && this.inFlight === 0;
   }
 
   private async park(): Promise<void> {
@@ -524,10 +543,16 @@ export class RunExecution implements DurableExecution {
   /** After a takeover of a failing or canceled run: replays the records to find the compensations to run. */
   private async collectCompensations(): Promise<void> {
     this.mode = 'collect';
+    let timer: NodeJS.Timeout | undefined;
+    // Code between steps that waits on something else (a plain timer, an external promise) must not
+    // keep a failing run from its compensations: the replay gets a bounded time.
+    const enough = new Promise<void>((resolve) => (timer = setTimeout(resolve, COLLECT_REPLAY_MS)));
     try {
-      await Promise.race([this.runHandler(), this.stopped]);
+      await Promise.race([this.runHandler(), this.stopped, enough]);
     } catch {
       // The replay ends at the first step that never completed (or wherever the handler failed).
+    } finally {
+      clearTimeout(timer);
     }
     this.occurrences.clear();
   }

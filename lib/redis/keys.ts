@@ -1,5 +1,5 @@
 import { createHash, randomFillSync } from 'node:crypto';
-import { ulid } from 'ulid';
+import { monotonicFactory } from 'ulid';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 
 // ulid's default generator makes one crypto call per character (16 per id); drawing from a pooled crypto
@@ -13,6 +13,10 @@ function pooledRandom(): number {
   }
   return randomPool[randomPoolIndex++] / 0x1_0000_0000;
 }
+
+// Monotonic: ids made by this process in the same millisecond still sort in the order they were made,
+// so ready sets (ties broken by id) and listings keep emission order.
+const nextUlid = monotonicFactory(pooledRandom);
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -103,7 +107,7 @@ export class KeySpace {
 
   /** Run ids are '<ulid>.<queue>.<partition>': sortable by creation time, and they name their shard. */
   newRunId(shard: ShardRef): string {
-    return `${ulid(Date.now(), pooledRandom)}.${shard.queue}.${shard.partition}`;
+    return `${nextUlid()}.${shard.queue}.${shard.partition}`;
   }
 
   /**

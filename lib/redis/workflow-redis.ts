@@ -45,7 +45,16 @@ export class WorkflowRedis implements OnApplicationShutdown {
     return this.readiness;
   }
 
+  private readonly shutdownListeners = new Set<() => void>();
+
+  /** Called once when the app shuts down, before the connections close. */
+  onShutdown(listener: () => void): void {
+    this.shutdownListeners.add(listener);
+  }
+
   async onApplicationShutdown(): Promise<void> {
+    this.store.close();
+    for (const listener of this.shutdownListeners) listener();
     await this.connections.close();
   }
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { Cluster, Command, type Redis } from 'ioredis';
 import { WorkflowConnectionError } from '../errors/workflow.errors.js';
 import type { FunctionLoader } from './function-loader.js';
 import { isFunctionNotFound } from './function-loader.js';
@@ -58,7 +58,9 @@ export interface ClaimedRun {
   token: string;
   createdAt: number;
   parentId?: string;
-  finalizing?: 'failed' | 'canceled';
+  /** Set when the run failed for good or was canceled and its compensations / @OnFailure are to run
+   *  ('hook': canceled at once, only its @OnFailure is left). */
+  finalizing?: 'failed' | 'canceled' | 'hook';
   error?: string;
   /** step field -> '<committed ms>|<record JSON>' */
   steps: Map<string, string>;
@@ -70,13 +72,15 @@ export interface ClaimedRun {
 
 export type TransitionResult = { ok: true } | { ok: false; reason: string };
 
-export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled';
+export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled' | 'hook-done';
 
 /**
  * Typed wrappers around every FCALL of the library: the one place in lib/ that spells a function name.
  * Each state change is exactly one call.
  */
 export class WorkflowStore {
+  private closed = false;
+
   constructor(
     readonly client: RedisClient,
     readonly keys: KeySpace,
@@ -88,6 +92,7 @@ export class WorkflowStore {
   }
 
   async emit(shard: ShardRef, a: EmitArgs): Promise<{ created: boolean; runId: string; status: string }> {
+    this.assertConnected();
     const [created, runId, status] = (await this.fcall('wf1_emit', [this.root(shard)], [
       a.runId,
       a.workflow,
@@ -154,7 +159,7 @@ export class WorkflowStore {
     record: string,
     opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
   ): Promise<{ ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string }> {
-    const reply = (await this.fcall('wf1_commit_step', [this.root(shard)], [
+    const reply = (await this.transition('wf1_commit_step', [this.root(shard)], [
       runId,
       token,
       field,
@@ -177,7 +182,7 @@ export class WorkflowStore {
     output: string,
     retentionMs: number,
   ): Promise<TransitionResult & { handoff?: Handoff }> {
-    return this.withHandoff(shard, await this.fcall('wf1_complete', [this.root(shard)], [runId, token, output, retentionMs]));
+    return this.withHandoff(shard, await this.transition('wf1_complete', [this.root(shard)], [runId, token, output, retentionMs]));
   }
 
   async fail(
@@ -190,7 +195,7 @@ export class WorkflowStore {
   ): Promise<TransitionResult & { handoff?: Handoff }> {
     return this.withHandoff(
       shard,
-      await this.fcall('wf1_fail', [this.root(shard)], [
+      await this.transition('wf1_fail', [this.root(shard)], [
         runId,
         token,
         error,
@@ -209,7 +214,7 @@ export class WorkflowStore {
       else if (w.kind === 'child') args.push('child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
       else args.push('event', w.field, JSON.stringify({ ev: w.event, key: w.key, to: w.timeoutMs ?? null }));
     }
-    const reply = (await this.fcall('wf1_park', [this.root(shard)], args)) as [number, number | string];
+    const reply = (await this.transition('wf1_park', [this.root(shard)], args)) as [number, number | string];
     if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
     if (reply[0] === 2) return { outcome: 'requeued' };
     return { outcome: 'parked', wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
@@ -217,8 +222,8 @@ export class WorkflowStore {
 
   /** Delivers a hand-off on its target shard, then acknowledges it on the source shard. */
   async deliver(handoff: Handoff): Promise<void> {
-    await this.fcall('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind]);
-    await this.fcall('wf1_ack', [handoff.sourceRoot], [handoff.messageId]);
+    await this.transition('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind]);
+    await this.transition('wf1_ack', [handoff.sourceRoot], [handoff.messageId]);
   }
 
   async cancel(
@@ -226,8 +231,9 @@ export class WorkflowStore {
     runId: string,
     error: string,
     retentionMs: number,
+    hasOnFailure = false,
   ): Promise<{ canceled: boolean; status?: string; children: string[]; handoff?: Handoff }> {
-    const reply = (await this.fcall('wf1_cancel', [this.root(shard)], [runId, error, retentionMs])) as unknown[];
+    const reply = (await this.fcall('wf1_cancel', [this.root(shard)], [runId, error, retentionMs, hasOnFailure ? '1' : ''])) as unknown[];
     if (reply[0] !== 1) return { canceled: false, status: String(reply[1]), children: [] };
     const handoff = reply[2] as unknown[] | undefined;
     return {
@@ -277,13 +283,13 @@ export class WorkflowStore {
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
     const args: (string | number)[] = [leaseMs];
     for (const r of runs) args.push(r.id, r.token);
-    return (await this.fcall('wf1_heartbeat', [this.root(shard)], args)) as string[];
+    return (await this.transition('wf1_heartbeat', [this.root(shard)], args)) as string[];
   }
 
   async release(shard: ShardRef, reason: string, runs: { id: string; token: string }[]): Promise<number> {
     const args: string[] = [reason];
     for (const r of runs) args.push(r.id, r.token);
-    return Number(await this.fcall('wf1_release', [this.root(shard)], args));
+    return Number(await this.transition('wf1_release', [this.root(shard)], args));
   }
 
   async tick(root: string, batch: number): Promise<{ serverNow: number; nextDueMs?: number; more: boolean; handoffs: Handoff[] }> {
@@ -392,17 +398,72 @@ export class WorkflowStore {
     return this.guard(() => this.client.hget(this.keys.registry(), name));
   }
 
+  /**
+   * Producers fail fast while the connection is down. Without this check a call would wait behind
+   * commands that were in flight when the connection dropped, which ioredis holds for resending until
+   * several reconnect attempts have failed (seconds when the host does not answer).
+   */
+  private assertConnected(): void {
+    if (this.client.status === 'ready') return;
+    throw new WorkflowConnectionError(
+      `Redis is unreachable (connection ${this.client.status}). Retry when it is back: every call is safe to repeat.`,
+    );
+  }
+
   /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
+  /**
+   * A worker's transition of a run it holds: every one is safe to repeat, so a connection that drops
+   * (a failover, a cut connection, a restart) is retried with backoff while the lease may still be
+   * valid, instead of giving the run up; Redis itself refuses the call once the lease has expired.
+   */
+  private async transition(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const giveUpAt = Date.now() + TRANSITION_RETRY_MS;
+    for (let wait = 25; ; wait = Math.min(wait * 2, 1_000)) {
+      try {
+        return await this.fcall(fn, keys, args);
+      } catch (error) {
+        if (!(error instanceof WorkflowConnectionError) || this.closed || Date.now() + wait > giveUpAt) throw error;
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      }
+    }
+  }
+
+  /** The module is shutting down: calls that fail are not retried any more. */
+  close(): void {
+    this.closed = true;
+  }
+
   private async fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
     return this.guard(async () => {
       try {
-        return await (this.client as Redis).fcall(fn, keys.length, ...keys, ...args);
+        return await this.send(fn, keys, args);
       } catch (error) {
         if (!isFunctionNotFound(error)) throw error;
         await this.loader.reload();
-        return (this.client as Redis).fcall(fn, keys.length, ...keys, ...args);
+        return this.send(fn, keys, args);
       }
     });
+  }
+
+  /**
+   * Auto-pipelining holds every command until the next setImmediate so that concurrent calls share a
+   * socket write; on an idle connection (nothing in flight, no batch forming) that only adds latency, so
+   * the call is written at once. Under load the calls are batched as before.
+   */
+  private send(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const client = this.client as Redis;
+    // ioredis internals (stable across 5.x/6.x): commands awaiting replies, auto-pipelines being formed.
+    const internals = client as unknown as { commandQueue?: { length: number }; _autoPipelines?: Map<string, unknown> };
+    if (
+      !(this.client instanceof Cluster) &&
+      client.status === 'ready' &&
+      client.options.enableAutoPipelining &&
+      internals.commandQueue?.length === 0 &&
+      internals._autoPipelines?.size === 0
+    ) {
+      return client.sendCommand(new Command('fcall', [fn, keys.length, ...keys, ...args], { replyEncoding: 'utf8' })) as Promise<unknown>;
+    }
+    return client.fcall(fn, keys.length, ...keys, ...args);
   }
 
   private async guard<T>(call: () => Promise<T>): Promise<T> {
@@ -419,6 +480,9 @@ export class WorkflowStore {
     }
   }
 }
+
+/** How long a worker keeps retrying a transition through a connection outage. */
+const TRANSITION_RETRY_MS = 15_000;
 
 function toResult(reply: unknown): TransitionResult {
   const [ok, reason] = reply as [number, string?];

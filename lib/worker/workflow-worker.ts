@@ -365,6 +365,8 @@ export class WorkflowWorker {
       this.recovered();
       this.serverOffsetMs = result.serverNow - Date.now();
       if (result.handoffs.length > 0) void this.deliver(result.handoffs);
+      // A safety net for a 'ready' message lost in a reconnect or a failover: a free slot looks for work.
+      if (this.executing.size < this.concurrency) void this.claim(shard);
       // A backlog is worked off call after call: each call is bounded (TICK_BATCH per part), so other
       // clients' commands run between them, and 100k due runs are promoted in seconds, not minutes.
       if (result.more) this.scheduleTick(shard, 0);

@@ -108,12 +108,13 @@ local EXECUTING = { running = true, compensating = true }
 
 -- The presented token must be the run's current one and the run must be executing under a lease that
 -- has not expired (judged by this server's clock). Returns the run's fields, or nil and the reason.
--- f[10] is the parent's step waiting for this run (nil when no parent waits).
+-- A run canceled at once whose workflow has @OnFailure ('fin' = 'hook') is leased, still canceled, to a
+-- worker that runs the hook. f[11] is the parent's step waiting for this run (nil when no parent waits).
 local function check_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'pf')
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf')
   if not f[2] then return nil, 'NO_RUN' end
   if f[1] ~= token then return nil, 'STALE_TOKEN' end
-  if not EXECUTING[f[2]] then return nil, 'NOT_EXECUTING:' .. f[2] end
+  if not EXECUTING[f[2]] and not (f[2] == 'canceled' and f[10] == 'hook') then return nil, 'NOT_EXECUTING:' .. f[2] end
   if tonumber(f[3]) < now then return nil, 'LEASE_EXPIRED' end
   return f
 end

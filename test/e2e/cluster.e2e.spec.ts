@@ -46,26 +46,55 @@ class BlockedWorkflow {
   }
 }
 
+const seen = new Map<string, number>();
+
+@Workflow('cl-flaky', { queue: 'cl-main', maxAttempts: 2, backoff: { type: 'fixed', delayMs: 50 } })
+@Injectable()
+class FlakyWorkflow {
+  async execute(ctx: WorkflowContext<{ id: string; fail?: boolean; holdMs?: number }>) {
+    await ctx.step.run('reserve', () => 'reserved', {
+      compensate: () => void seen.set(`released:${ctx.input.id}`, 1),
+    });
+    if (ctx.input.holdMs) await ctx.step.run('hold', () => new Promise((resolve) => setTimeout(resolve, ctx.input.holdMs)));
+    if (ctx.input.fail || ctx.run.attempt === 1) throw new Error(`attempt ${ctx.run.attempt} fails`);
+    return ctx.run.attempt;
+  }
+}
+
 describe('Redis Cluster (3 primaries): every function works with keys spread over nodes', () => {
   let cluster: RedisClusterHandle;
   let app: TestApp;
+  const appPrefix = uniquePrefix('cl');
 
   beforeAll(async () => {
     cluster = await startCluster({ primaries: 3 });
     app = await startApp(
       {
         connection: { nodes: cluster.nodes },
-        prefix: uniquePrefix('cl'),
+        prefix: appPrefix,
         queues: { 'cl-main': { partitions: 4 }, 'cl-children': { partitions: 4 } },
-        worker: { concurrency: 30, reaperIntervalMs: 20 },
+        worker: { concurrency: 30, reaperIntervalMs: 20, leaseMs: 600 },
+        shutdownGraceMs: 100,
       } as never,
-      [Greeter, ChildWorkflow, ParentWorkflow, BlockedWorkflow],
+      [Greeter, ChildWorkflow, ParentWorkflow, BlockedWorkflow, FlakyWorkflow],
     );
   }, 60_000);
 
   afterAll(async () => {
     await app?.close();
     await cluster?.stop();
+  });
+
+  it('releases a run still executing at shutdown to another app at once', async () => {
+    const other = await startApp(
+      { connection: { nodes: cluster.nodes }, prefix: appPrefix, worker: { concurrency: 5, leaseMs: 30_000, reaperIntervalMs: 20 }, shutdownGraceMs: 50 } as never,
+      [Greeter, ChildWorkflow, ParentWorkflow, BlockedWorkflow, FlakyWorkflow],
+    );
+    const handle = await other.client.emit(FlakyWorkflow, { id: 'r4', holdMs: 2_000 });
+    await waitFor(async () => (await handle.getState()).status === 'running', 10_000);
+    await other.close();
+    expect((await app.client.getRunHistory(handle.id)).some((e) => e.type === 'released')).toBe(true);
+    expect(await app.client.handle(handle.id).result({ timeoutMs: 15_000 })).toBe(2);
   });
 
   it('loads the Function library on every primary', async () => {
@@ -95,6 +124,19 @@ describe('Redis Cluster (3 primaries): every function works with keys spread ove
     expect(listed.runs.map((r) => r.id).sort()).toEqual(handles.map((h) => h.id).sort());
     const stats = await app.client.getStats();
     expect(stats.workflows.find((w) => w.name === 'cl-child')!.counts.succeeded).toBe(40);
+  });
+
+  it('retries, fails with compensations, renews leases, schedules and releases runs on a cluster', async () => {
+    // fail + retry (backoff timer), then success
+    expect(await app.client.run(FlakyWorkflow, { id: 'r1' }, { timeoutMs: 10_000 })).toBe(2);
+    // final failure with a compensation (finalize, then failed)
+    await expect(app.client.run(FlakyWorkflow, { id: 'r2', fail: true }, { timeoutMs: 10_000 })).rejects.toThrow('attempt 2 fails');
+    expect(seen.get('released:r2')).toBe(1);
+    // a step longer than the lease: heartbeats keep it
+    const held = await app.client.emit(FlakyWorkflow, { id: 'r3', holdMs: 1_500 }, { delayMs: 100 });
+    expect((await held.getState()).status).toBe('scheduled');
+    expect(await held.result({ timeoutMs: 15_000 })).toBe(2);
+    expect((await app.client.getRunHistory(held.id)).some((e) => e.type === 'lease-expired')).toBe(false);
   });
 
   it('cancels and retries runs on a cluster', async () => {

@@ -113,6 +113,45 @@ class LongRunningWorkflow {
   }
 }
 
+@Workflow('hooked-sleeper')
+@Injectable()
+class HookedSleeperWorkflow {
+  async execute(ctx: WorkflowContext<{ id: string }>) {
+    await ctx.step.sleep('long', 60_000);
+    return 'woke';
+  }
+
+  @OnFailure()
+  async failed(ctx: OnFailureContext<{ id: string }>) {
+    await counters.rpush(`${key}:hook:${ctx.input.id}`, `${ctx.error.name}:${ctx.error.message}`);
+  }
+}
+
+@Workflow('thousand')
+@Injectable()
+class ThousandChildrenWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const doubled = await Promise.all(Array.from({ length: ctx.input.n }, (_, i) => ctx.step.runWorkflow(`c-${i}`, DoubleWorkflow, { n: i })));
+    return doubled.reduce((a, b) => a + b, 0);
+  }
+}
+
+@Workflow('sleep-beside-step')
+@Injectable()
+class SleepBesideStepWorkflow {
+  async execute(ctx: WorkflowContext<{ id: string }>) {
+    const [slow] = await Promise.all([
+      ctx.step.run('slow', async () => {
+        await bump(`slow:${ctx.input.id}`);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return 'slow done';
+      }),
+      ctx.step.sleep('short', 50),
+    ]);
+    return slow;
+  }
+}
+
 @Workflow('tree-leaf', { queue: 'children' })
 @Injectable()
 class LeafWorkflow {
@@ -178,7 +217,7 @@ describe('composition: children, fan-out/fan-in, events, cancellation, sagas (e2
     counters = redisFor(redis.url);
     app = await startApp(
       { connection: redis.url, prefix: uniquePrefix('comp'), worker: { concurrency: 50, reaperIntervalMs: 20 } },
-      [DoubleWorkflow, SumWorkflow, CatchesChildWorkflow, ApprovalWorkflow, SagaWorkflow, LongRunningWorkflow, LeafWorkflow, MiddleWorkflow, RootWorkflow, SwitchesChildWorkflow, EmitsChildWorkflow],
+      [DoubleWorkflow, SumWorkflow, CatchesChildWorkflow, ApprovalWorkflow, SagaWorkflow, LongRunningWorkflow, LeafWorkflow, MiddleWorkflow, RootWorkflow, SwitchesChildWorkflow, EmitsChildWorkflow, HookedSleeperWorkflow, ThousandChildrenWorkflow, SleepBesideStepWorkflow],
     );
   });
 
@@ -200,6 +239,24 @@ describe('composition: children, fan-out/fan-in, events, cancellation, sagas (e2
     const steps = await app.client.getRunSteps(handle.id);
     expect(steps).toHaveLength(10);
     expect(steps.every((s) => s.kind === 'child' && s.status === 'succeeded')).toBe(true);
+  });
+
+  it('fans out to 1,000 children and fans in once', async () => {
+    const handle = await app.client.emit(ThousandChildrenWorkflow, { n: 1000 });
+    expect(await handle.result({ timeoutMs: 60_000 })).toBe(999 * 1000);
+    const history = await app.client.getRunHistory(handle.id);
+    expect(history.filter((e) => e.type === 'parked')).toHaveLength(1);
+    expect(history.filter((e) => e.type === 'woken' || e.type === 'resumed').length).toBeLessThanOrEqual(1);
+    expect((await app.client.listRuns({ parentId: handle.id, limit: 1000 })).runs).toHaveLength(1000);
+  }, 90_000);
+
+  it('parks only once no step of the run is in flight', async () => {
+    const handle = await app.client.emit(SleepBesideStepWorkflow, { id: 'p1' });
+    expect(await handle.result({ timeoutMs: 10_000 })).toBe('slow done');
+    expect(await count('slow:p1')).toBe(1);
+    const types = (await app.client.getRunHistory(handle.id)).map((e) => e.type);
+    // the slow step committed before the run parked for the sleep
+    expect(types.indexOf('step-succeeded')).toBeLessThan(types.indexOf('parked'));
   });
 
   it('rejects Promise.all with ChildWorkflowError as soon as one child fails', async () => {
@@ -281,6 +338,17 @@ describe('composition: children, fan-out/fan-in, events, cancellation, sagas (e2
     const error = await handle.result({ timeoutMs: 5_000 }).catch((e) => e);
     expect(error).toBeInstanceOf(CanceledError);
     expect(error.message).toContain('no longer needed');
+    expect(await handle.cancel()).toBe(false);
+  });
+
+  it('a run without compensations is canceled at once, and its @OnFailure still runs once with a CanceledError', async () => {
+    const handle = await app.client.emit(HookedSleeperWorkflow, { id: 'h1' });
+    await waitFor(async () => (await handle.getState()).status === 'waiting');
+    expect(await app.client.cancelRun(handle.id, { reason: 'user left' })).toBe(true);
+    expect((await handle.getState()).status).toBe('canceled');
+    await waitFor(async () => (await app.client.getRunHistory(handle.id)).some((e) => e.type === 'on-failure-ran'), 5_000);
+    expect(await counters.lrange(`${key}:hook:h1`, 0, -1)).toEqual(['CanceledError:The run was canceled: user left']);
+    expect((await handle.getState()).status).toBe('canceled');
     expect(await handle.cancel()).toBe(false);
   });
 

@@ -5,6 +5,7 @@ import {
   NonDeterminismError,
   NonRetriableError,
   OnFailure,
+  TimeoutError,
   Step,
   Workflow,
   currentStep,
@@ -75,6 +76,39 @@ class AlwaysFailsWorkflow {
   }
 }
 
+@Injectable()
+class SlowService {
+  @Step({ name: 'slow-call', timeoutMs: 100, retries: 2, backoff: { type: 'fixed', delayMs: 20 } })
+  async call(id: string): Promise<string> {
+    const step = currentStep()!;
+    const n = await counters.hincrby(counterKey, `slow:${id}`, 1);
+    if (n < 3) {
+      // too slow: the step's timeout aborts its signal
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, 1_000);
+        step.signal.addEventListener('abort', () => {
+          clearTimeout(timer);
+          void counters.hset(counterKey, `slow-aborted:${id}:${n}`, (step.signal.reason as Error).name);
+          resolve(undefined);
+        });
+      });
+    }
+    return `attempt ${step.attempt}`;
+  }
+}
+
+@Workflow('timeouts', { maxAttempts: 1 })
+@Injectable()
+class TimeoutsWorkflow {
+  constructor(private readonly slow: SlowService) {}
+  async execute(ctx: WorkflowContext<{ id: string; never?: boolean }>) {
+    if (ctx.input.never) {
+      return ctx.step.run('never', () => new Promise((resolve) => setTimeout(resolve, 2_000)), { timeoutMs: 50 });
+    }
+    return this.slow.call(ctx.input.id);
+  }
+}
+
 let variant = 'a';
 @Workflow('changing')
 @Injectable()
@@ -98,6 +132,8 @@ describe('durable steps, retries and failures (e2e, real Redis)', () => {
       CheckoutWorkflow,
       AlwaysFailsWorkflow,
       ChangingWorkflow,
+      SlowService,
+      TimeoutsWorkflow,
     ]);
   });
 
@@ -153,6 +189,19 @@ describe('durable steps, retries and failures (e2e, real Redis)', () => {
     expect(error.message).toBe('do not retry me');
     expect(await count('attempt:x2')).toBe(1);
     expect(await count('onFailure:x2')).toBe(1);
+  });
+
+  it('times steps out (signal aborted with TimeoutError) and retries them with backoff', async () => {
+    const started = Date.now();
+    expect(await app.client.run(TimeoutsWorkflow, { id: 't1' }, { timeoutMs: 10_000 })).toBe('attempt 3');
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(await counters.hget(counterKey, 'slow-aborted:t1:1')).toBe('TimeoutError');
+    expect(await counters.hget(counterKey, 'slow-aborted:t1:2')).toBe('TimeoutError');
+    const [step] = await app.client.getRunSteps((await app.client.listRuns({ workflow: 'timeouts' })).runs[0].id);
+    expect(step).toMatchObject({ name: 'slow-call', status: 'succeeded', attempts: 3 });
+    const error = (await app.client.run(TimeoutsWorkflow, { id: 't2', never: true }, { timeoutMs: 10_000 }).catch((e) => e)) as Error;
+    expect(error).toBeInstanceOf(TimeoutError);
+    expect(error.message).toContain("Step 'never' timed out after 50 ms");
   });
 
   it('fails with NonDeterminismError when a replay asks for a different step than was recorded', async () => {

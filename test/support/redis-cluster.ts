@@ -58,6 +58,18 @@ async function waitAllOk(ports: number[], timeoutMs: number): Promise<void> {
   throw new Error(`cluster on ports ${ports.join(',')} not ok after ${timeoutMs}ms`);
 }
 
+/** A replica that never finished its first sync cannot be promoted: wait until every link is up. */
+async function waitReplicasSynced(ports: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const infos = await Promise.all(ports.map((port) => rawCommand(port, 'INFO replication', 1000).catch(() => '')));
+    const replicas = infos.filter((info) => /role:slave/.test(info));
+    if (replicas.length > 0 && replicas.every((info) => /master_link_status:up/.test(info))) return;
+    await sleep(100);
+  }
+  throw new Error(`cluster replicas on ports ${ports.join(',')} not in sync after ${timeoutMs}ms`);
+}
+
 export async function startCluster(opts: StartClusterOptions = {}): Promise<RedisClusterHandle> {
   const primaries = opts.primaries ?? 3;
   const replicas = opts.replicasPerPrimary ?? 0;
@@ -76,6 +88,8 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
           '--cluster-enabled', 'yes',
           '--cluster-config-file', 'nodes.conf',
           '--cluster-node-timeout', '2000',
+          // a test's replica may be promoted however long it was disconnected
+          '--cluster-replica-validity-factor', '0',
           ...(opts.args ?? []),
         ],
       });
@@ -93,6 +107,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       { timeout },
     );
     await waitAllOk(ports, timeout);
+    if (replicas > 0) await waitReplicasSynced(ports, timeout);
   } catch (e) {
     await Promise.all([...servers.values()].map((s) => s.stop().catch(() => {})));
     await rm(root, { recursive: true, force: true });

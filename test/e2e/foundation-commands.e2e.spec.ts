@@ -1,0 +1,205 @@
+/**
+ * Round trips, counted on a private redis-server: every run state change is one FCALL, a claim carries
+ * everything a replay needs, concurrent runs share round trips (auto-pipelining), and result() waits
+ * on one subscription instead of polling.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { Workflow, type WorkflowContext } from '../../lib/index.js';
+import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
+import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+
+@Workflow('counted')
+@Injectable()
+class CountedWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const a = await ctx.step.run('a', () => ctx.input.n + 1);
+    const b = await ctx.step.run('b', () => a + 1);
+    const c = await ctx.step.run('c', () => b + 1);
+    return { c };
+  }
+}
+
+@Workflow('instant')
+@Injectable()
+class InstantWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    return ctx.input.n;
+  }
+}
+
+interface Monitored {
+  source: string;
+  args: string[];
+}
+
+async function monitor(redis: Redis, during: () => Promise<void>): Promise<Monitored[]> {
+  const seen: Monitored[] = [];
+  const mon = await redis.monitor();
+  mon.on('monitor', (_time: string, args: string[], source: string) => seen.push({ source, args }));
+  try {
+    await during();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  } finally {
+    mon.disconnect();
+  }
+  return seen;
+}
+
+async function commandStats(redis: Redis): Promise<Map<string, number>> {
+  const stats = new Map<string, number>();
+  for (const match of (await redis.info('commandstats')).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) stats.set(match[1], Number(match[2]));
+  return stats;
+}
+
+function tally(items: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const item of items) counts[item] = (counts[item] ?? 0) + 1;
+  return counts;
+}
+
+describe('commands and round trips (e2e, private redis-server)', () => {
+  let redis: TestRedis;
+  let direct: Redis;
+  const apps: TestApp[] = [];
+
+  beforeAll(async () => {
+    redis = await redisUrlForTests();
+    direct = redisFor(redis.url);
+  });
+
+  afterAll(async () => {
+    for (const app of apps) await app.close();
+    direct?.disconnect();
+    await redis?.stop();
+  });
+
+  it('a 3-step run takes one FCALL per state change: 1 emit, 1 claim, 3 commit_step, 1 complete', async () => {
+    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('count'), worker: { concurrency: 4 } }, [CountedWorkflow]);
+    apps.push(app);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await direct.config('RESETSTAT');
+    let runId = '';
+    const seen = await monitor(direct, async () => {
+      const handle = await app.client.emit(CountedWorkflow, { n: 0 });
+      runId = handle.id;
+      expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ c: 3 });
+    });
+    const stats = await commandStats(direct);
+
+    const topLevel = seen.filter((c) => c.source !== 'lua');
+    const inLua = seen.filter((c) => c.source === 'lua');
+    const fcalls = tally(topLevel.filter((c) => /^fcall/i.test(c.args[0])).map((c) => c.args[1]));
+    const others = tally(topLevel.filter((c) => !/^fcall/i.test(c.args[0])).map((c) => c.args[0].toLowerCase()));
+    const stateChanges = ['wf1_emit', 'wf1_claim', 'wf1_commit_step', 'wf1_complete', 'wf1_fail', 'wf1_park', 'wf1_release', 'wf1_heartbeat'];
+    const history = await app.client.getRunHistory(runId);
+
+    const executed = [...stats].filter(([name]) => !/^(monitor|config|info)/.test(name)).reduce((sum, [, calls]) => sum + calls, 0);
+    const stateChangeCalls = stateChanges.reduce((sum, name) => sum + (fcalls[name] ?? 0), 0);
+    process.stdout.write(
+      `3-step run: FCALLs ${JSON.stringify(fcalls)}; other top-level commands ${JSON.stringify(others)}; ` +
+        `commands inside Lua ${inLua.length}; commands Redis executed (commandstats, Lua included) ${executed}\n`,
+    );
+    expect(fcalls.wf1_emit).toBe(1);
+    expect(fcalls.wf1_commit_step).toBe(3);
+    expect(fcalls.wf1_complete).toBe(1);
+    expect(fcalls.wf1_fail ?? 0).toBe(0);
+    expect(fcalls.wf1_park ?? 0).toBe(0);
+    expect(history.filter((e) => e.type === 'claimed')).toHaveLength(1);
+    // The claim that took the run, plus at most one empty claim when its slot was freed.
+    expect(fcalls.wf1_claim).toBeGreaterThanOrEqual(1);
+    expect(fcalls.wf1_claim).toBeLessThanOrEqual(2);
+    // Everything else the app sent reads or subscribes (result()); no state changes outside FCALL.
+    const readsAndSubscriptions = ['hgetall', 'hget', 'hmget', 'lrange', 'zrange', 'zscore', 'ssubscribe', 'sunsubscribe', 'ping', 'info'];
+    expect(Object.keys(others).filter((name) => !readsAndSubscriptions.includes(name))).toEqual([]);
+    expect(Object.keys(fcalls).filter((name) => !stateChanges.includes(name) && name !== 'wf1_tick')).toEqual([]);
+
+    expect(stateChangeCalls).toBeLessThanOrEqual(7);
+    // Measured: 49-50 (38-39 of them inside Lua); the bound leaves room for one housekeeping tick.
+    expect(executed).toBeLessThanOrEqual(70);
+    await app.close();
+  });
+
+  it('a claim returns input, attempt, fencing token and every stored step result in one reply; a commit is one round trip', async () => {
+    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('claim'), worker: false });
+    apps.push(app);
+    const wr = app.moduleRef.get(WorkflowRedis);
+    const shard = { queue: 'manual', partition: 0 };
+    const spec = [{ name: 'manual-wf', maxConcurrency: 0, maxAttempts: 3, timeoutMs: 0 }];
+    const runId = wr.keys.newRunId(shard);
+    await wr.store.emit(shard, { runId, workflow: 'manual-wf', queue: 'manual', input: '{"order":[1,2.5,"x"]}', priority: 0 });
+    const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'a1a1a1a1a1a1', spec, 60_000);
+    const commits = await monitor(direct, async () => {
+      expect(await wr.store.commitStep(shard, runId, first.token, '0:one', 'S', '{"s":"succeeded","r":[]}')).toMatchObject({ ok: true });
+    });
+    expect(commits.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_commit_step']]);
+    await wr.store.commitStep(shard, runId, first.token, '0:two', 'S', '{"s":"succeeded","r":12345678901234567}');
+    await wr.store.release(shard, 'test', [{ id: runId, token: first.token }]);
+
+    let claimed: Awaited<ReturnType<typeof wr.store.claim>> = [];
+    const claims = await monitor(direct, async () => {
+      claimed = await wr.store.claim(shard, 'w2', 5, 30_000, 'b2b2b2b2b2b2', spec, 60_000);
+    });
+    expect(claims.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_claim']]);
+    expect(claimed).toHaveLength(1);
+    const [run] = claimed;
+    expect(run).toMatchObject({ id: runId, workflow: 'manual-wf', input: '{"order":[1,2.5,"x"]}', attempt: 1, maxAttempts: 3, token: '2:b2b2b2b2b2b2' });
+    expect([...run.steps.keys()].sort()).toEqual(['0:one', '0:two']);
+    // Payloads come back byte for byte (Lua never decodes them: [] stays [], big numbers keep their digits).
+    expect(run.steps.get('0:one')).toMatch(/^\d+\|S\|\{"s":"succeeded","r":\[\]\}$/);
+    expect(run.steps.get('0:two')).toMatch(/^\d+\|S\|\{"s":"succeeded","r":12345678901234567\}$/);
+  });
+
+  it('concurrent runs share round trips: the worker connection auto-pipelines its commands', async () => {
+    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('pipe'), worker: { concurrency: 50 } }, [CountedWorkflow]);
+    apps.push(app);
+    const command = app.moduleRef.get(WorkflowRedis).connections.command as Redis & { stream: { write: (...args: unknown[]) => boolean; localPort: number } };
+    expect(command.options.enableAutoPipelining).toBe(true);
+    const stream = command.stream;
+    const source = `127.0.0.1:${stream.localPort}`;
+    let writes = 0;
+    const write = stream.write.bind(stream);
+    stream.write = (...args: unknown[]) => {
+      writes += 1;
+      return write(...args);
+    };
+    let sent = 0;
+    try {
+      const seen = await monitor(direct, async () => {
+        const handles = await Promise.all(Array.from({ length: 50 }, (_, n) => app.client.emit(CountedWorkflow, { n })));
+        await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
+      });
+      sent = seen.filter((c) => c.source === source).length;
+    } finally {
+      stream.write = write;
+    }
+    process.stdout.write(`auto-pipelining: 50 concurrent 3-step runs, ${sent} commands in ${writes} socket writes\n`);
+    expect(sent).toBeGreaterThanOrEqual(50 * 6);
+    expect(writes).toBeLessThan(sent / 2);
+    await app.close();
+  });
+
+  it('1,000 concurrent result() waits share one subscriber connection and do not poll', async () => {
+    const prefix = uniquePrefix('waits');
+    const baseline = Number(/connected_clients:(\d+)/.exec(await direct.info('clients'))![1]);
+    const api = await startApp({ connection: redis.url, prefix, worker: false }, [InstantWorkflow]);
+    apps.push(api);
+    const handles = await Promise.all(Array.from({ length: 1000 }, (_, n) => api.client.emit(InstantWorkflow, { n })));
+    const before = await commandStats(direct);
+    const results = Promise.all(handles.map((h) => h.result({ timeoutMs: 30_000 })));
+    // Each wait reads the run once after subscribing; then nothing happens until runs finish.
+    await waitFor(async () => ((await commandStats(direct)).get('hgetall') ?? 0) - (before.get('hgetall') ?? 0) >= 1000);
+    const settled = await commandStats(direct);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const later = await commandStats(direct);
+    expect(later.get('hgetall')).toBe(settled.get('hgetall'));
+    expect((later.get('ssubscribe') ?? 0) - (before.get('ssubscribe') ?? 0)).toBe(1);
+    expect(Number(/connected_clients:(\d+)/.exec(await direct.info('clients'))![1])).toBe(baseline + 2);
+
+    const worker = await startApp({ connection: redis.url, prefix, worker: { concurrency: 50 } }, [InstantWorkflow]);
+    apps.push(worker);
+    expect(await results).toEqual(Array.from({ length: 1000 }, (_, n) => n));
+  });
+});

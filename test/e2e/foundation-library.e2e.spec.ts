@@ -1,0 +1,172 @@
+/**
+ * The versioned Function library: loaded on init only when the loaded build is older (never
+ * downgraded), reloaded after FUNCTION FLUSH by the next call; Redis older than 7.0 and bad options
+ * fail init with one clear error and leave no connection open; several apps work side by side.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { Workflow, WorkflowConfigurationError, type WorkflowContext } from '../../lib/index.js';
+import { loadLuaLibrary } from '../../lib/redis/lua-library.js';
+import { startFakeOldRedis } from '../support/fake-old-redis.js';
+import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+
+@Workflow('lib-wf')
+@Injectable()
+class LibraryWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const doubled = await ctx.step.run('double', async () => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return ctx.input.n * 2;
+    });
+    return { doubled };
+  }
+}
+
+@Workflow('lib-wf')
+@Injectable()
+class DuplicateNameWorkflow {
+  async execute() {
+    return 1;
+  }
+}
+
+async function clientCount(redis: Redis): Promise<number> {
+  return String(await redis.call('CLIENT', 'LIST')).trim().split('\n').length;
+}
+
+async function loadedLibraries(redis: Redis): Promise<{ name: string; functions: string[]; code: string }[]> {
+  const list = (await redis.call('FUNCTION', 'LIST', 'WITHCODE')) as unknown[][];
+  return list.map((entry) => {
+    const fields = new Map<string, unknown>();
+    for (let i = 0; i < entry.length; i += 2) fields.set(String(entry[i]), entry[i + 1]);
+    const functions = (fields.get('functions') as unknown[][]).map((f) => String(f[1]));
+    return { name: String(fields.get('library_name')), functions, code: String(fields.get('library_code')) };
+  });
+}
+
+async function functionLoads(redis: Redis): Promise<number> {
+  const info = await redis.info('commandstats');
+  return Number(/cmdstat_function\|load:calls=(\d+)/.exec(info)?.[1] ?? 0);
+}
+
+describe('Function library and module init (e2e, real Redis)', () => {
+  let redis: TestRedis;
+  let direct: Redis;
+  const apps: TestApp[] = [];
+  const library = loadLuaLibrary();
+  const app = async (prefix: string, worker: false | { concurrency?: number } = { concurrency: 5 }) => {
+    const started = await startApp({ connection: redis.url, prefix, worker: worker && { ...worker, reaperIntervalMs: 20 } }, [LibraryWorkflow]);
+    apps.push(started);
+    return started;
+  };
+
+  beforeAll(async () => {
+    redis = await redisUrlForTests();
+    direct = redisFor(redis.url);
+  });
+
+  afterAll(async () => {
+    for (const a of apps) await a.close();
+    direct?.disconnect();
+    await redis?.stop();
+  });
+
+  it('loads the versioned library on init: library wf1, every function wf1_*, wf1_version = the build', async () => {
+    await direct.call('FUNCTION', 'FLUSH');
+    const a = await app(uniquePrefix('lib'));
+    const [loaded] = await loadedLibraries(direct);
+    expect(loaded.name).toBe('wf1');
+    expect(loaded.functions.length).toBeGreaterThanOrEqual(10);
+    for (const fn of loaded.functions) expect(fn).toMatch(/^wf1_/);
+    expect(loaded.functions).toEqual(expect.arrayContaining(['wf1_version', 'wf1_emit', 'wf1_claim', 'wf1_commit_step', 'wf1_complete', 'wf1_fail', 'wf1_heartbeat', 'wf1_release', 'wf1_tick']));
+    expect(Number(await direct.call('FCALL_RO', 'wf1_version', 0))).toBe(library.build);
+    expect(library.build).toBeGreaterThanOrEqual(1);
+    await a.close();
+  });
+
+  it('loads only when the loaded build is older: same build is kept, an older one replaced, a newer one never downgraded', async () => {
+    await app(uniquePrefix('lib'), false);
+    const loadsBefore = await functionLoads(direct);
+    await app(uniquePrefix('lib'), false);
+    expect(await functionLoads(direct)).toBe(loadsBefore);
+
+    const withBuild = (build: number) => library.code.replace(/local BUILD = \d+/, `local BUILD = ${build}`);
+    await direct.call('FUNCTION', 'LOAD', 'REPLACE', withBuild(library.build - 1));
+    await app(uniquePrefix('lib'), false);
+    expect(Number(await direct.call('FCALL_RO', 'wf1_version', 0))).toBe(library.build);
+
+    const newer = withBuild(library.build + 100);
+    await direct.call('FUNCTION', 'LOAD', 'REPLACE', newer);
+    const loadsWithNewer = await functionLoads(direct);
+    const b = await app(uniquePrefix('lib'));
+    expect(Number(await direct.call('FCALL_RO', 'wf1_version', 0))).toBe(library.build + 100);
+    expect((await loadedLibraries(direct))[0].code).toBe(newer);
+    expect(await functionLoads(direct)).toBe(loadsWithNewer);
+    // A newer build serves this older package too (same wf1 schema).
+    expect(await b.client.run(LibraryWorkflow, { n: 2 }, { timeoutMs: 10_000 })).toEqual({ doubled: 4 });
+    await direct.call('FUNCTION', 'LOAD', 'REPLACE', library.code);
+  });
+
+  it('after FUNCTION FLUSH the next call reloads the library and succeeds, from emit and from the worker', async () => {
+    const a = await app(uniquePrefix('lib'));
+    expect(await a.client.run(LibraryWorkflow, { n: 1 }, { timeoutMs: 10_000 })).toEqual({ doubled: 2 });
+
+    await direct.call('FUNCTION', 'FLUSH');
+    expect(await loadedLibraries(direct)).toEqual([]);
+    expect(await a.client.run(LibraryWorkflow, { n: 3 }, { timeoutMs: 10_000 })).toEqual({ doubled: 6 });
+    expect((await loadedLibraries(direct))[0].name).toBe('wf1');
+
+    // A delayed run: the library vanishes before it is due, so the worker's own calls must reload it.
+    const delayed = await a.client.emit(LibraryWorkflow, { n: 4 }, { delayMs: 300 });
+    await direct.call('FUNCTION', 'FLUSH');
+    expect(await delayed.result({ timeoutMs: 10_000 })).toEqual({ doubled: 8 });
+    expect(Number(await direct.call('FCALL_RO', 'wf1_version', 0))).toBe(library.build);
+  });
+
+  it('refuses a Redis older than 7.0 with one clear error and closes the connections it opened', async () => {
+    const fake = await startFakeOldRedis('6.2.0');
+    try {
+      const error = await startApp({ connection: fake.url, prefix: uniquePrefix('old') }, [LibraryWorkflow]).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(WorkflowConfigurationError);
+      expect((error as Error).message).toMatch(/Redis 6\.2\.0 .* too old: .*needs Redis 7\.0 or newer/);
+      expect(fake.totalConnections()).toBeGreaterThanOrEqual(1);
+      await waitFor(() => fake.openConnections() === 0, 3_000);
+      expect(fake.commands.some((c) => /^FUNCTION|^FCALL/i.test(c))).toBe(false);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('a failed init (bad options, duplicate workflow names) throws a clear error and leaves no connection open', async () => {
+    const baseline = await clientCount(direct);
+    await expect(startApp({ connection: redis.url, prefix: 'bad prefix!' }, [LibraryWorkflow])).rejects.toThrow(/Invalid prefix "bad prefix!"/);
+    await expect(startApp({ connection: redis.url, prefix: uniquePrefix('bad'), worker: { concurrency: 0 } }, [LibraryWorkflow])).rejects.toThrow(
+      /worker.concurrency must be a number >= 1/,
+    );
+    await expect(startApp({ connection: 'http://localhost:6379', prefix: uniquePrefix('bad') }, [LibraryWorkflow])).rejects.toThrow(/not a redis:\/\//);
+    const duplicate = await startApp({ connection: redis.url, prefix: uniquePrefix('bad') }, [LibraryWorkflow, DuplicateNameWorkflow]).catch((e: unknown) => e);
+    expect(duplicate).toBeInstanceOf(WorkflowConfigurationError);
+    expect((duplicate as Error).message).toMatch(/Two providers declare workflow 'lib-wf'/);
+    await waitFor(async () => (await clientCount(direct)) === baseline, 3_000);
+  });
+
+  it('several apps with the module in one process work side by side, each with its own connections', async () => {
+    const prefix = uniquePrefix('side');
+    const baseline = await clientCount(direct);
+    const a = await app(prefix, { concurrency: 2 });
+    const b = await app(prefix, { concurrency: 2 });
+    expect(await clientCount(direct)).toBe(baseline + 4);
+    const handles = await Promise.all(Array.from({ length: 12 }, (_, n) => (n % 2 ? a : b).client.emit(LibraryWorkflow, { n })));
+    const outputs = await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
+    expect(outputs).toEqual(Array.from({ length: 12 }, (_, n) => ({ doubled: n * 2 })));
+    const workers = new Set<string>();
+    for (const h of handles) for (const e of await a.client.getRunHistory(h.id)) if (e.type === 'claimed') workers.add(e.workerId!);
+    expect(workers.size).toBe(2);
+
+    await a.close();
+    expect(await clientCount(direct)).toBe(baseline + 2);
+    expect(await b.client.run(LibraryWorkflow, { n: 50 }, { timeoutMs: 10_000 })).toEqual({ doubled: 100 });
+  });
+});
