@@ -279,7 +279,7 @@ export class RunExecution implements DurableExecution {
         const value = await raceAbort(observed ? observed.within(call) : call(), stepSignal);
         this.assertExecuting();
         const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
-        const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: previousAttempts + attempt, d: Date.now() - startedAt };
+        const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: previousAttempts + attempt, st: startedAt };
         if (generation) fields.g = generation;
         if (request.compensate) fields.c = 1;
         const record = encodeStepRecord(fields, text);
@@ -299,7 +299,7 @@ export class RunExecution implements DurableExecution {
             k: request.kind,
             f: request.fingerprint,
             a: previousAttempts + attempt,
-            d: Date.now() - startedAt,
+            st: startedAt,
             ...(generation ? { g: generation } : {}),
             e: JSON.parse(encodeErrorJson(error)),
           });

@@ -14,11 +14,10 @@ export interface StepRecord {
   s?: string;
   /** attempts so far */
   a?: number;
-  /** started at (worker clock, for display); records of builds before 12 */
+  /** started at (worker clock, for display). Records carry no display-only status (the state letter says
+   *  it), so that a small record fits in 64 bytes and the run's step hash stays in Redis's compact encoding. */
   st?: number;
-  /** how long the step took until its commit (ms, all attempts): it started at the commit time minus this.
-   *  Records are kept small (no display-only status either: the state says it) so that a run's step hash
-   *  stays in Redis's compact encoding (values up to 64 bytes). */
+  /** how long the step took (ms); not written any more, read if present */
   d?: number;
   /** generation: raised when a compensated step is executed again after retryRun */
   g?: number;
