@@ -93,10 +93,6 @@ export class KeySpace {
     return `${root}:ik:${workflow}`;
   }
 
-  timers(root: string): string {
-    return `${root}:timers`;
-  }
-
   workerChannel(root: string): string {
     return `${root}:w`;
   }
