@@ -103,7 +103,12 @@ export class ResultWaiter {
       let set = this.waiters.get(runId);
       if (!set) this.waiters.set(runId, (set = new Set()));
       set.add(waiter);
-      this.listen(channel).then(() => waiter.check(), (error) => finish(() => reject(error)));
+      // A subscription that fails (the subscriber is reconnecting) does not end the wait: the status is
+      // read now, and re-read until Redis answers, as after any outage.
+      this.listen(channel).then(
+        () => waiter.check(),
+        () => waiter.check(),
+      );
     });
   }
 

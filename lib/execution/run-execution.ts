@@ -80,6 +80,7 @@ export class RunExecution implements DurableExecution {
   private readonly compensations: Compensation[] = [];
   private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
+  private lastStartedAt = 0;
   private inFlight = 0;
   private handlerSettled = false;
   private pendingWaits: WaitSpec[] = [];
@@ -256,7 +257,7 @@ export class RunExecution implements DurableExecution {
     const idempotencyKey = `${this.id}:${field}${generation > 0 ? `:${generation}` : ''}`;
     const maxTries = 1 + Math.max(0, request.retries ?? 0);
     const previousAttempts = previous?.state === 'F' ? (previous.record.a ?? 0) : 0;
-    const startedAt = Date.now();
+    const startedAt = this.nextStartTime();
     const observed = this.observation?.step(request.name, parseStepField(field).occurrence, request.kind);
     for (let attempt = 1; ; attempt += 1) {
       // A step without a timeout is stopped only with its run, so it shares the run's signal: no
@@ -512,6 +513,15 @@ export class RunExecution implements DurableExecution {
       this.logger.error(`Could not park the run: ${describe(error)}`);
       this.lose('PARK_FAILED');
     }
+  }
+
+  /**
+   * A step's start time (display only): never the same as the previous step's of this execution, so that
+   * steps sort in the order they started even when several start within one millisecond.
+   */
+  private nextStartTime(): number {
+    this.lastStartedAt = Math.max(Date.now(), this.lastStartedAt + 1);
+    return this.lastStartedAt;
   }
 
   /** The Redis server's time now, estimated from the claim's server time and local elapsed time. */

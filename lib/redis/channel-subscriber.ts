@@ -29,9 +29,16 @@ export class ChannelSubscriber {
     if (!set) {
       set = new Set();
       this.listeners.set(channel, set);
-      this.pending.set(channel, this.client.ssubscribe(channel));
     }
     set.add(listener);
+    if (!this.pending.has(channel)) {
+      // A subscription that failed is forgotten, so that the next call subscribes again.
+      const subscribing = this.client.ssubscribe(channel).catch((error: unknown) => {
+        if (this.pending.get(channel) === subscribing) this.pending.delete(channel);
+        throw error;
+      });
+      this.pending.set(channel, subscribing);
+    }
     await this.pending.get(channel);
   }
 

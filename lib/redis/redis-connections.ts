@@ -23,10 +23,12 @@ export class RedisConnections {
       this.command = this.own(createClient(given));
     }
     // On a cluster, sharded pub/sub needs a subscriber per primary, which ioredis keeps for us.
+    // Subscribing changes no state, so while the subscriber reconnects (a cut connection, a failover) a
+    // subscription waits for it instead of failing the result() wait that asked for it.
     this.subscriber = this.own(
       this.command instanceof Cluster
-        ? this.command.duplicate(undefined, { shardedSubscribers: true, lazyConnect: true })
-        : (this.command as Redis).duplicate({ lazyConnect: true }),
+        ? this.command.duplicate(undefined, { shardedSubscribers: true, lazyConnect: true, enableOfflineQueue: true })
+        : (this.command as Redis).duplicate({ lazyConnect: true, enableOfflineQueue: true }),
     );
   }
 
