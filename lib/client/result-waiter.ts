@@ -1,3 +1,4 @@
+import { parseJson } from './run-info.mapper.js';
 import { decodeError, type StoredError } from '../errors/error-codec.js';
 import { CanceledError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RunInfo } from '../interfaces/run.interfaces.js';
@@ -130,15 +131,6 @@ export class ResultWaiter {
     const set = this.waiters.get(runId);
     set?.delete(waiter);
     if (set && set.size === 0) this.waiters.delete(runId);
-  }
-}
-
-function parseJson(text: string | undefined): unknown {
-  if (text === undefined || text === '') return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
   }
 }
 

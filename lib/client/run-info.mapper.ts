@@ -4,7 +4,8 @@ import { parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
 
-function parseJson(text: string | undefined): unknown {
+/** Parses stored JSON; text that is not JSON (written by hand, say) is returned as it is. */
+export function parseJson(text: string | undefined): unknown {
   if (text === undefined || text === '') return undefined;
   try {
     return JSON.parse(text);

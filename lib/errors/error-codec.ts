@@ -90,3 +90,13 @@ function safeString(value: unknown): string {
     return 'unprintable error value';
   }
 }
+
+/** An error's message, for log lines. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** An error's name and message, for log lines where the kind of error matters. */
+export function describeError(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}

@@ -1,3 +1,4 @@
+import { describeError } from '../errors/error-codec.js';
 import { Logger, type LoggerService } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
@@ -180,10 +181,10 @@ class InlineRun implements DurableExecution {
             this.controller.signal.aborted ||
             this.attempt >= this.maxAttempts;
           if (!final) {
-            this.logger.warn(`Attempt ${this.attempt}/${this.maxAttempts} failed (${describe(error)}); retrying at once (runInline skips backoff)`);
+            this.logger.warn(`Attempt ${this.attempt}/${this.maxAttempts} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
             continue;
           }
-          const failure = error instanceof Error ? error : new WorkflowError(describe(error));
+          const failure = error instanceof Error ? error : new WorkflowError(describeError(error));
           const onFailureError = await this.finalize(failure, inputText);
           return this.result({ succeeded: false, error: failure, onFailureError });
         }
@@ -253,7 +254,7 @@ class InlineRun implements DurableExecution {
         } catch (error) {
           const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError || this.controller.signal.aborted;
           if (final) throw error;
-          this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describe(error)}); retrying at once (runInline skips backoff)`);
+          this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
         } finally {
           clearTimeout(timer);
           this.controller.signal.removeEventListener('abort', onRunAbort);
@@ -306,7 +307,7 @@ class InlineRun implements DurableExecution {
       return value;
     } catch (error) {
       entry.status = 'failed';
-      entry.error = error instanceof Error ? error : new WorkflowError(describe(error));
+      entry.error = error instanceof Error ? error : new WorkflowError(describeError(error));
       throw error;
     }
   }
@@ -388,8 +389,8 @@ class InlineRun implements DurableExecution {
           if (entry) delete entry.compensationError;
           break;
         } catch (compensationError) {
-          this.logger.error(`Compensation of step '${compensation.field}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describe(compensationError)}`);
-          if (entry) entry.compensationError = compensationError instanceof Error ? compensationError : new WorkflowError(describe(compensationError));
+          this.logger.error(`Compensation of step '${compensation.field}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describeError(compensationError)}`);
+          if (entry) entry.compensationError = compensationError instanceof Error ? compensationError : new WorkflowError(describeError(compensationError));
         }
       }
       if (entry) entry.status = 'compensated';
@@ -407,8 +408,8 @@ class InlineRun implements DurableExecution {
       await (this.handler as unknown as Record<string, (c: OnFailureContext) => unknown>)[method](failureContext);
       return undefined;
     } catch (hookError) {
-      this.logger.error(`@OnFailure ${method}() threw: ${describe(hookError)}`);
-      return hookError instanceof Error ? hookError : new WorkflowError(describe(hookError));
+      this.logger.error(`@OnFailure ${method}() threw: ${describeError(hookError)}`);
+      return hookError instanceof Error ? hookError : new WorkflowError(describeError(hookError));
     }
   }
 
@@ -462,6 +463,3 @@ function findOnFailureMethod(handler: object): string | undefined {
   return undefined;
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-}

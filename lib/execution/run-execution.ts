@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { decodeError, decodeErrorJson, encodeErrorJson } from '../errors/error-codec.js';
+import { decodeError, decodeErrorJson, describeError, encodeErrorJson } from '../errors/error-codec.js';
 import {
   CanceledError,
   ChildWorkflowError,
@@ -156,7 +156,7 @@ export class RunExecution implements DurableExecution {
       try {
         plain = fromPayload(this.claim.input);
       } catch (error) {
-        throw new WorkflowError(`The stored input of run ${this.id} is not valid JSON (damaged in Redis?): ${describe(error)}`);
+        throw new WorkflowError(`The stored input of run ${this.id} is not valid JSON (damaged in Redis?): ${describeError(error)}`);
       }
       this.input = await prepareInput(this.options.input, plain, this.options.validation);
     } catch (error) {
@@ -308,7 +308,7 @@ export class RunExecution implements DurableExecution {
           observed?.ended('failed', previousAttempts + attempt, error);
           throw error;
         }
-        this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describe(error)}); retrying`);
+        this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describeError(error)}); retrying`);
         await abortableDelay(backoffDelay(request.backoff, attempt), this.signal);
       } finally {
         if (timer) clearTimeout(timer);
@@ -510,7 +510,7 @@ export class RunExecution implements DurableExecution {
       this.controller.abort(new Suspended('parked'));
       this.resolveStop('parked');
     } catch (error) {
-      this.logger.error(`Could not park the run: ${describe(error)}`);
+      this.logger.error(`Could not park the run: ${describeError(error)}`);
       this.lose('PARK_FAILED');
     }
   }
@@ -543,11 +543,11 @@ export class RunExecution implements DurableExecution {
     if (!final) {
       const delayMs = backoffDelay(this.options.backoff, this.claim.attempt);
       this.retryInMs = delayMs;
-      this.logger.warn(`Attempt ${this.claim.attempt}/${this.claim.maxAttempts} failed (${describe(error)}); retrying in ${delayMs} ms`);
+      this.logger.warn(`Attempt ${this.claim.attempt}/${this.claim.maxAttempts} failed (${describeError(error)}); retrying in ${delayMs} ms`);
       const result = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), 'retry', { delayMs });
       return this.afterTransition(result, 'retrying');
     }
-    return this.finalize('failed', error instanceof Error ? error : new WorkflowError(describe(error)));
+    return this.finalize('failed', error instanceof Error ? error : new WorkflowError(describeError(error)));
   }
 
   /** After a takeover of a failing or canceled run: replays the records to find the compensations to run. */
@@ -586,7 +586,7 @@ export class RunExecution implements DurableExecution {
       if (onFailure) await this.runOnFailure(onFailure, error);
       if (this.state !== 'executing') return this.stopped;
     }
-    this.logger.error(`Run ${target}: ${describe(error)}`);
+    this.logger.error(`Run ${target}: ${describeError(error)}`);
     const retentionMs = target === 'failed' ? this.settings.retentionMs.failed : this.settings.retentionMs.canceled;
     const result = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), target, { retentionMs });
     return this.afterTransition(result, target);
@@ -599,7 +599,7 @@ export class RunExecution implements DurableExecution {
         await compensation.run();
         break;
       } catch (error) {
-        this.logger.error(`Compensation of step '${compensation.name}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describe(error)}`);
+        this.logger.error(`Compensation of step '${compensation.name}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describeError(error)}`);
         if (attempt === COMPENSATION_TRIES) break;
         await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
       }
@@ -630,7 +630,7 @@ export class RunExecution implements DurableExecution {
     try {
       await (this.definition.instance as unknown as Record<string, (c: OnFailureContext) => unknown>)[method](failureContext);
     } catch (hookError) {
-      this.logger.error(`@OnFailure ${method}() threw: ${describe(hookError)}`);
+      this.logger.error(`@OnFailure ${method}() threw: ${describeError(hookError)}`);
     }
   }
 
@@ -639,7 +639,7 @@ export class RunExecution implements DurableExecution {
       this.state = 'stopped';
       if (result.handoff) {
         // Best effort now; housekeeping of this shard delivers it later if this fails.
-        this.store.deliver(result.handoff).catch((error) => this.logger.warn(`Hand-off to the parent failed, will be retried: ${describe(error)}`));
+        this.store.deliver(result.handoff).catch((error) => this.logger.warn(`Hand-off to the parent failed, will be retried: ${describeError(error)}`));
       }
       return outcome;
     }
@@ -734,6 +734,3 @@ function safeParse(text: string): unknown {
   }
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-}

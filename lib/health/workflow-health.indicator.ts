@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error-codec.js';
 import { Injectable } from '@nestjs/common';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -82,7 +83,7 @@ export class WorkflowHealthIndicator {
       await withTimeout(this.redis.connections.command.ping(), timeoutMs, 'Redis did not answer PING');
       return { status: 'up', latencyMs: Date.now() - started };
     } catch (error) {
-      return { status: 'down', message: `Redis unreachable: ${describe(error)}` };
+      return { status: 'down', message: `Redis unreachable: ${errorMessage(error)}` };
     }
   }
 
@@ -99,7 +100,7 @@ export class WorkflowHealthIndicator {
       }
       return { status: 'up', build: expected, loaded: builds };
     } catch (error) {
-      return { status: 'down', message: `Could not read the library build: ${describe(error)}` };
+      return { status: 'down', message: `Could not read the library build: ${errorMessage(error)}` };
     }
   }
 
@@ -130,6 +131,3 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error-codec.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { SchedulerRegistry } from '@nestjs/schedule';
@@ -126,11 +127,11 @@ export class CronTriggerService {
         onTick,
         start: false,
         name: p.jobName,
-        errorHandler: (error) => this.logger.error(`Cron trigger '${p.id}' of workflow '${p.definition.name}' failed: ${describe(error)}`),
+        errorHandler: (error) => this.logger.error(`Cron trigger '${p.id}' of workflow '${p.definition.name}' failed: ${errorMessage(error)}`),
       });
     } catch (error) {
       throw new WorkflowConfigurationError(
-        `@Workflow('${p.definition.name}') cron trigger '${p.id}': ${describe(error)}. Use a cron expression such as '0 * * * *' (5 fields, or 6 with seconds) and an IANA time zone such as 'Europe/Paris'.`,
+        `@Workflow('${p.definition.name}') cron trigger '${p.id}': ${errorMessage(error)}. Use a cron expression such as '0 * * * *' (5 fields, or 6 with seconds) and an IANA time zone such as 'Europe/Paris'.`,
         { cause: error },
       );
     }
@@ -141,7 +142,7 @@ export class CronTriggerService {
     // The job has already scheduled its next tick when it calls us.
     m.nextTickAt = m.job.nextDate().toJSDate();
     return this.fire(m, tickAt).catch((error) => {
-      this.logger.error(`Cron trigger '${m.id}' of workflow '${m.definition.name}' could not start the tick of ${tickAt.toISOString()}: ${describe(error)}`);
+      this.logger.error(`Cron trigger '${m.id}' of workflow '${m.definition.name}' could not start the tick of ${tickAt.toISOString()}: ${errorMessage(error)}`);
     });
   }
 
@@ -193,12 +194,9 @@ async function loadSchedule(workflow: string): Promise<{ SchedulerRegistry: type
     return { SchedulerRegistry: schedule.SchedulerRegistry, CronJob };
   } catch (error) {
     throw new WorkflowConfigurationError(
-      `Workflow '${workflow}' declares cron triggers, which need @nestjs/schedule: npm install @nestjs/schedule, and import ScheduleModule.forRoot() in your app's root module (${describe(error)}).`,
+      `Workflow '${workflow}' declares cron triggers, which need @nestjs/schedule: npm install @nestjs/schedule, and import ScheduleModule.forRoot() in your app's root module (${errorMessage(error)}).`,
       { cause: error },
     );
   }
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error-codec.js';
 import { Injectable, Logger, Optional } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -175,7 +176,7 @@ export class WorkflowWorker {
           const released = await this.redis.store.release(shard.ref!, `shutdown of worker ${this.workerId}`, runs);
           this.logger.log(`Released ${released} run(s) of ${shard.root} that did not finish within ${graceMs} ms`);
         } catch (error) {
-          this.logger.error(`Could not release runs on shutdown (their leases will expire instead): ${describe(error)}`);
+          this.logger.error(`Could not release runs on shutdown (their leases will expire instead): ${errorMessage(error)}`);
         }
       }
       await all();
@@ -324,7 +325,7 @@ export class WorkflowWorker {
     const done = execution
       .execute()
       .catch((error) => {
-        this.logger.error(`Run ${execution.id} of workflow ${execution.workflow} stopped unexpectedly: ${describe(error)}`);
+        this.logger.error(`Run ${execution.id} of workflow ${execution.workflow} stopped unexpectedly: ${errorMessage(error)}`);
       })
       .finally(() => {
         this.executing.delete(execution.id);
@@ -424,7 +425,7 @@ export class WorkflowWorker {
   private failed(what: string, error: unknown): void {
     if (this.outage) return;
     this.outage = true;
-    this.logger.error(`Redis call failed during ${what} (${describe(error)}); retrying until it is back`);
+    this.logger.error(`Redis call failed during ${what} (${errorMessage(error)}); retrying until it is back`);
   }
 
   private recovered(): void {
@@ -438,6 +439,3 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
