@@ -11,73 +11,11 @@
 --     error (JSON or ''), { stepField, stepRecord, ... }, epoch (raised by every retry) }
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
-local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is damaged (its attempt, creation time or input is missing or invalid), so it cannot be executed. Inspect it with getRun, then emit a new run."}'
+-- (The claiming itself is claim_runs, in includes/03-claim.lua.)
 
 local function claim(keys, argv)
-  local root = keys[1]
-  local worker, want, lease_ms, claim_id = argv[1], tonumber(argv[2]), tonumber(argv[3]), argv[4]
-  local now = now_ms()
-  local reply = { now }
-  local taken = 0
-
-  for g = 6, #argv, 4 do
-    if taken >= want then break end
-    local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
-    local room = want - taken
-    if limit > 0 then
-      local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
-      room = math.min(room, limit - executing)
-    end
-    while room > 0 do
-      -- One pop takes as many entries as there is room for; entries dropped below leave room for another pop.
-      local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
-      if #popped == 0 then break end
-      for p = 1, #popped, 2 do
-        local id = popped[p]
-        local run = run_key(root, id)
-        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
-        -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
-        -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
-        local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
-        if claimable and (not tonumber(f[2]) or not tonumber(f[7]) or not f[6] or (f[3] and not tonumber(f[3]))) then
-          -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
-          rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now)
-          finish_run(root, id, wf, f[1], 'failed', now, argv[5], f[5])
-          history(root, id, now, 'failed', nil, DAMAGED_RUN)
-        elseif claimable then
-          local fence = (tonumber(f[4]) or 0) + 1
-          local token = fence .. ':' .. claim_id
-          local max = f[3] or max_attempts
-          local lease_until = now + lease_ms
-          -- A run taken over in its finalizing phase with compensations left goes on compensating.
-          local status = 'running'
-          if f[9] and f[12] then status = 'compensating' end
-          if f[1] == 'canceled' then status = 'canceled' end
-          if f[11] then
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
-          else
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
-              'sa', now)
-          end
-          if timeout_ms > 0 and not f[5] then
-            rcall('HSET', run, 'dl', now + timeout_ms)
-            rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
-          end
-          rcall('ZADD', root .. ':leases', lease_until, id)
-          if f[1] ~= status then count_move(root, wf, id, f[1], status) end
-          history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
-          -- Step records are written only under a lease, or delivered to a run that waits, which was
-          -- claimed before: a run never claimed (no fencing counter yet) has none to read.
-          local steps = {}
-          if f[4] then steps = rcall('HGETALL', steps_key(root, id)) end
-          reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
-            f[9] or '', f[10] or '', steps, tonumber(f[14]) or 0 }
-          taken = taken + 1
-          room = room - 1
-        end
-      end
-    end
-  end
+  local reply = { now_ms() }
+  claim_runs(keys[1], argv, 1, reply[1], reply)
   return reply
 end
 

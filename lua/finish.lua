@@ -2,24 +2,49 @@
 -- KEYS[1]  shard root
 -- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3] output (JSON text, opaque)
 -- ARGV[4]  retention of a succeeded run in ms
+-- ARGV[5]  n: how many succeeded steps are committed with the completion (absent = 0)
+-- ARGV[6..5+2n] those steps, in pairs: field, record (JSON text, stored as '<server ms>|S|<record>'). The
+--          last step's result and the run's output land together, so a one-step run finishes in one
+--          call after its claim. (A succeeded run is never compensated: no compensation flag is needed.)
+-- ARGV[6+2n..] optional: a claim that refills the slot this run frees, with wf1_claim's arguments
+--          (worker id, how many, lease ms, claim id, damaged-run retention, workflow groups of 4).
 -- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }. When the run is a
 --        child whose parent lives in another shard, the reply carries the hand-off to deliver there:
 --        { 1, parent root, parent id, parent step field, state, record, message id } (see wf1_deliver, wf1_ack).
+--        With a claim the reply is { 1, { hand-off fields } or {}, { server now, run, run, ... } } (runs as
+--        in wf1_claim); the claim is made only when the completion is.
 local function complete(keys, argv)
   local root = keys[1]
   local id, token = argv[1], argv[2]
   local run = run_key(root, id)
   local now = now_ms()
+  local steps = tonumber(argv[5]) or 0
+  local claim_at = 6 + 2 * steps
+  local claiming = argv[claim_at] ~= nil
   local f, reason = check_lease(run, token, now)
+  local handoff
   if not f then
-    if reason == 'NOT_EXECUTING:succeeded' and rcall('HGET', run, 'tok') == token then return { 1 } end
-    return { 0, reason }
+    if not (reason == 'NOT_EXECUTING:succeeded' and rcall('HGET', run, 'tok') == token) then return { 0, reason } end
+  else
+    if steps > 0 then
+      local fields, stamp = {}, string.format('%d', now) .. '|S|'
+      for i = 6, claim_at - 1, 2 do
+        fields[#fields + 1] = argv[i]
+        fields[#fields + 1] = stamp .. argv[i + 1]
+      end
+      rcall('HSET', steps_key(root, id), unpack(fields))
+    end
+    rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
+    finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
+    history(root, id, now, 'succeeded', nil)
+    -- Only a run whose parent waits for it (f[11]) has anyone to tell: spares the lookup for the others.
+    handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now)
   end
-  rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
-  finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
-  history(root, id, now, 'succeeded', nil)
-  -- Only a run whose parent waits for it (f[11]) has anyone to tell: spares the lookup for the others.
-  local handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now)
+  if claiming then
+    local claimed = { now }
+    claim_runs(root, argv, claim_at, now, claimed)
+    return { 1, handoff or {}, claimed }
+  end
   if handoff then return { 1, unpack(handoff) } end
   return { 1 }
 end

@@ -23,7 +23,7 @@ import type {
   WorkflowHandler,
 } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
-import type { ClaimedRun, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
+import type { ClaimRequest, ClaimedRun, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
 import { abortableDelay, backoffDelay, raceAbort } from './backoff.js';
 import type { ChildLauncher } from './child-launcher.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
@@ -40,10 +40,20 @@ export interface ExecutionSettings {
   retentionMs: { succeeded: number; failed: number; canceled: number };
   children: ChildLauncher;
   shardRoot: string;
+  /** The lease the claim granted, in ms (renewed by the worker's heartbeats, see leaseRenewed). */
+  leaseMs?: number;
   /** Most step records a run may have (every kind counts); past it the step fails the run. */
   maxStepsPerRun?: number;
+  /** Asked as the run completes: a claim to make in the same call, for the slot the run frees. */
+  refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+}
+
+/** A claim made together with a completion; `settle` gets the runs it claimed (none if the call failed). */
+export interface SlotRefill {
+  request: ClaimRequest;
+  settle(runs: ClaimedRun[]): void;
 }
 
 export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHandler };
@@ -60,6 +70,16 @@ interface Compensation {
   run: () => unknown;
 }
 
+/** A succeeded step whose record is not committed yet (see deferCommit). */
+interface PendingCommit {
+  field: string;
+  record: string;
+  parsed: StepRecord;
+  hasCompensation: boolean;
+  /** Called once the record is in Redis, with the record as stored. */
+  committed: (stored: StoredStep) => void;
+}
+
 const COMPENSATION_TRIES = 3;
 /** How long the replay that finds a failing run's compensations may take. */
 const COLLECT_REPLAY_MS = 10_000;
@@ -73,17 +93,29 @@ const COLLECT_REPLAY_MS = 10_000;
 export class RunExecution implements DurableExecution {
   readonly id: string;
   readonly token: string;
-  private readonly logger: Logger;
-  private readonly controller = new AbortController();
+  private loggerInstance?: Logger;
+  /** Created when someone asks for the signal: most runs never do, and a controller per run costs. */
+  private controller?: AbortController;
+  /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
+  private abortReason?: Error;
+  /** Steps racing the run's end (see untilAborted). */
+  private readonly abortWaiters = new Set<(reason: Error) => void>();
   private readonly steps = new Map<string, StoredStep>();
   private readonly occurrences = new Map<string, number>();
   private readonly compensations: Compensation[] = [];
   private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
+  /** Local time by which the lease surely still holds (the claim or the last heartbeat, sent before this, plus leaseMs). */
+  private leaseHeldUntil: number;
   private lastStartedAt = 0;
   private inFlight = 0;
   private handlerSettled = false;
   private pendingWaits: WaitSpec[] = [];
+  /** Succeeded steps waiting to be committed: by the end of this event-loop turn, before the run's next
+   *  step, child, wait or failure, or together with its completion. */
+  private pendingCommits: PendingCommit[] = [];
+  private commitFlush?: Promise<void>;
+  private flushScheduled = false;
   private parkScheduled = false;
   private state: 'executing' | 'parking' | 'stopped' = 'executing';
   /** 'collect': a replay after a takeover of a failing run, to find the compensations to run. */
@@ -109,8 +141,8 @@ export class RunExecution implements DurableExecution {
   ) {
     this.id = claim.id;
     this.token = claim.token;
-    this.logger = new Logger(`Workflow ${claim.workflow} ${claim.id}`);
     this.knownFields = new Set(claim.steps.keys());
+    this.leaseHeldUntil = this.claimedAtLocal + (settings.leaseMs ?? 0);
     for (const [field, value] of claim.steps) {
       try {
         this.steps.set(field, parseStoredStep(field, value));
@@ -120,12 +152,50 @@ export class RunExecution implements DurableExecution {
     }
   }
 
+  /** A heartbeat sent at `sentAt` (local ms) extended the lease. */
+  leaseRenewed(sentAt: number): void {
+    this.leaseHeldUntil = Math.max(this.leaseHeldUntil, sentAt + (this.settings.leaseMs ?? 0));
+  }
+
   get workflow(): string {
     return this.claim.workflow;
   }
 
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
     return this.controller.signal;
+  }
+
+  private get logger(): Logger {
+    return (this.loggerInstance ??= new Logger(`Workflow ${this.claim.workflow} ${this.claim.id}`));
+  }
+
+  private signalAbort(reason: Error): void {
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+    for (const reject of this.abortWaiters) reject(reason);
+    this.abortWaiters.clear();
+  }
+
+  /** Settles as `work` does, or rejects as soon as the execution stops (the run's signal, without one). */
+  private untilAborted<T>(work: Promise<T>): Promise<T> {
+    if (this.abortReason) return Promise.reject(this.abortReason);
+    return new Promise<T>((resolve, reject) => {
+      this.abortWaiters.add(reject);
+      work.then(
+        (value) => {
+          this.abortWaiters.delete(reject);
+          resolve(value);
+        },
+        (error) => {
+          this.abortWaiters.delete(reject);
+          reject(error);
+        },
+      );
+    });
   }
 
   private get options(): ResolvedWorkflowOptions {
@@ -134,8 +204,8 @@ export class RunExecution implements DurableExecution {
 
   /** Stops the execution: the lease was lost, or the run canceled or timed out. Steps in flight see their signal aborted. */
   abort(reason: Error): void {
-    if (this.controller.signal.aborted) return;
-    this.controller.abort(reason);
+    if (this.abortReason) return;
+    this.signalAbort(reason);
     this.state = 'stopped';
     this.resolveStop('lost');
   }
@@ -145,8 +215,8 @@ export class RunExecution implements DurableExecution {
     if (!observation) return this.executeRun();
     this.observation = observation;
     const outcome = await this.executeRun();
-    const canceled = outcome === 'lost' && this.signal.reason instanceof CanceledError;
-    observation.ended(canceled ? 'canceled' : outcome, { error: canceled ? this.signal.reason : (this.failure ?? (outcome === 'lost' ? this.signal.reason : undefined)), retryInMs: this.retryInMs });
+    const canceled = outcome === 'lost' && this.abortReason instanceof CanceledError;
+    observation.ended(canceled ? 'canceled' : outcome, { error: canceled ? this.abortReason : (this.failure ?? (outcome === 'lost' ? this.abortReason : undefined)), retryInMs: this.retryInMs });
     return outcome;
   }
 
@@ -195,16 +265,38 @@ export class RunExecution implements DurableExecution {
     } catch (error) {
       return this.fail(error);
     }
-    const result = await this.store.complete(this.shard, this.id, this.token, text, this.settings.retentionMs.succeeded);
+    let steps: PendingCommit[];
+    try {
+      steps = await this.takePendingCommits();
+    } catch {
+      return this.stopped;
+    }
+    const refill = this.settings.refill?.();
+    let result: Awaited<ReturnType<WorkflowStore['complete']>>;
+    try {
+      result = await this.store.complete(this.shard, this.id, this.token, text, this.settings.retentionMs.succeeded, steps, refill?.request);
+    } finally {
+      refill?.settle(result! ? (result.claimed ?? []) : []);
+    }
+    if (result.ok) {
+      const committedAt = Math.round(this.serverNow());
+      for (const step of steps) step.committed(this.storedStep(step, committedAt));
+    }
     return this.afterTransition(result, 'succeeded');
   }
 
   private runHandler(): Promise<unknown> {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const execution = this;
     const ctx: WorkflowContext<unknown> = {
       input: this.input,
       run: this.runMeta(),
-      signal: this.signal,
-      logger: this.logger,
+      get signal() {
+        return execution.signal;
+      },
+      get logger() {
+        return execution.logger;
+      },
       step: {
         run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
         sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(Number(ms) || 0))}`),
@@ -233,6 +325,8 @@ export class RunExecution implements DurableExecution {
     if (this.mode === 'collect') throw new EndOfRecords();
     this.inFlight += 1;
     try {
+      // The steps before this one are committed before it starts: it may act on their results.
+      if (this.pendingCommits.length > 0 || this.commitFlush) await this.flushCommits();
       const value = await this.executeStep(field, request, stored);
       return value;
     } finally {
@@ -273,11 +367,19 @@ export class RunExecution implements DurableExecution {
       }
       const onRunAbort = stepController ? () => stepController!.abort(this.signal.reason) : undefined;
       if (onRunAbort) this.signal.addEventListener('abort', onRunAbort, { once: true });
-      const stepSignal = stepController ? stepController.signal : this.signal;
-      const stepContext: StepContext = { idempotencyKey, signal: stepSignal, attempt: previousAttempts + attempt };
+      // eslint-disable-next-line @typescript-eslint/no-this-alias
+      const execution = this;
+      const stepContext: StepContext = {
+        idempotencyKey,
+        attempt: previousAttempts + attempt,
+        get signal() {
+          return stepController ? stepController.signal : execution.signal;
+        },
+      };
       try {
         const call = () => executionScope.run({ execution: this, step: stepContext }, () => Promise.resolve().then(() => request.fn(stepContext)));
-        const value = await raceAbort(observed ? observed.within(call) : call(), stepSignal);
+        const work = observed ? observed.within(call) : call();
+        const value = await (stepController ? raceAbort(work, stepController.signal) : this.untilAborted(work));
         this.assertExecuting();
         const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
         const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: previousAttempts + attempt, st: startedAt };
@@ -288,9 +390,18 @@ export class RunExecution implements DurableExecution {
         // The record kept in memory is the one just encoded (no re-parse); its result is a separate copy
         // only when a compensation may later read it after the handler had the result in hand.
         fields.r = request.compensate ? fromPayload(text) : result;
-        const stored = await this.commit(field, 'S', record, { hasCompensation: !!request.compensate }, fields);
-        observed?.ended('succeeded', previousAttempts + attempt);
-        this.addCompensation(field, request, result, stored);
+        const pending: PendingCommit = {
+          field,
+          record,
+          parsed: fields,
+          hasCompensation: !!request.compensate,
+          committed: (stored) => {
+            observed?.ended('succeeded', previousAttempts + attempt);
+            this.addCompensation(field, request, result, stored);
+          },
+        };
+        if (this.leaseSurelyHeld()) this.deferCommit(pending);
+        else pending.committed(await this.commit(field, 'S', record, { hasCompensation: pending.hasCompensation }, fields));
         return result;
       } catch (error) {
         if (this.state !== 'executing') throw this.stopReason();
@@ -317,7 +428,79 @@ export class RunExecution implements DurableExecution {
     }
   }
 
+  /** Commits a record now, after the deferred ones before it. */
   private async commit(
+    field: string,
+    state: RecordState,
+    record: string,
+    opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+    parsed?: StepRecord,
+  ): Promise<StoredStep> {
+    await this.flushCommits();
+    return this.commitNow(field, state, record, opts, parsed);
+  }
+
+  /** At least half the lease is left by the local clock: a step that ends later (the process stalled, a
+   *  heartbeat failed) commits before the handler sees its result, so a lost lease surfaces at that step. */
+  private leaseSurelyHeld(): boolean {
+    const leaseMs = this.settings.leaseMs ?? 0;
+    return Date.now() + leaseMs / 2 < this.leaseHeldUntil;
+  }
+
+  /**
+   * A succeeded step's record is committed at the latest at the end of the event-loop turn in which the
+   * handler received its result, and always before anything that may act on that result leaves the
+   * process: the next step, a child, an event wait, parking, a failure. When the handler returns within
+   * that turn (the last step of a run), the record is committed in the same call as the completion.
+   * A crash before the commit repeats the step, as a crash between a step's side effect and its commit does.
+   * Only while the lease surely holds (leaseSurelyHeld); otherwise the step commits before returning.
+   */
+  private deferCommit(commit: PendingCommit): void {
+    this.pendingCommits.push(commit);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      // A refused commit has already stopped the execution (lose); nothing else to do here.
+      this.flushCommits().catch(() => undefined);
+    });
+  }
+
+  /** Commits the deferred records; resolves once they, and any flush in progress, have landed. */
+  private async flushCommits(): Promise<void> {
+    while (this.commitFlush || this.pendingCommits.length > 0) {
+      if (this.state === 'stopped') {
+        this.pendingCommits = [];
+        throw this.stopReason();
+      }
+      if (!this.commitFlush) {
+        const batch = this.pendingCommits;
+        this.pendingCommits = [];
+        this.commitFlush = Promise.all(
+          batch.map(async (p) => p.committed(await this.commitNow(p.field, 'S', p.record, { hasCompensation: p.hasCompensation }, p.parsed))),
+        )
+          .then(() => undefined)
+          .finally(() => (this.commitFlush = undefined));
+      }
+      await this.commitFlush;
+    }
+  }
+
+  /** Waits for a flush in progress and hands over the records still deferred (to commit with the completion). */
+  private async takePendingCommits(): Promise<PendingCommit[]> {
+    while (this.commitFlush) await this.commitFlush;
+    const taken = this.pendingCommits;
+    this.pendingCommits = [];
+    return taken;
+  }
+
+  private storedStep(p: PendingCommit, committedAt: number): StoredStep {
+    const stored: StoredStep = { field: p.field, ...parseStepField(p.field), committedAt, state: 'S', record: p.parsed };
+    this.steps.set(p.field, stored);
+    return stored;
+  }
+
+  private async commitNow(
     field: string,
     state: RecordState,
     record: string,
@@ -395,7 +578,10 @@ export class RunExecution implements DurableExecution {
       const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: childId, g: generation });
       await this.track(() => this.commit(field, 'W', record, { childId }));
     }
-    const child = await this.track(() => this.settings.children.startChild(start));
+    const child = await this.track(async () => {
+      await this.flushCommits();
+      return this.settings.children.startChild(start);
+    });
     return this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs });
   }
 
@@ -410,6 +596,7 @@ export class RunExecution implements DurableExecution {
     }
     if (this.mode === 'collect') throw new EndOfRecords();
     return this.track(async () => {
+      await this.flushCommits();
       const child = await this.settings.children.startChild({
         parentId: this.id,
         parentRoot: this.settings.shardRoot,
@@ -450,7 +637,10 @@ export class RunExecution implements DurableExecution {
       return this.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
     }
     const threshold = this.eventThresholds.get(streamKey) ?? this.claim.createdAt;
-    const matched = await this.track(() => this.store.waitEvent(opts.event, key, this.id, field, threshold, this.settings.shardRoot));
+    const matched = await this.track(async () => {
+      await this.flushCommits();
+      return this.store.waitEvent(opts.event, key, this.id, field, threshold, this.settings.shardRoot);
+    });
     if (matched !== undefined) {
       const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)}}`;
       return resolved(await this.track(() => this.resolveOpenWait(field, 'S', record)));
@@ -488,6 +678,11 @@ export class RunExecution implements DurableExecution {
     setImmediate(() => {
       this.parkScheduled = false;
       if (!this.mayPark()) return;
+      // Steps that succeeded before the waits are committed first; then parking is considered again.
+      if (this.pendingCommits.length > 0 || this.commitFlush) {
+        this.flushCommits().then(() => this.considerParking(), () => undefined);
+        return;
+      }
       void this.park();
     });
   }
@@ -507,7 +702,7 @@ export class RunExecution implements DurableExecution {
       const result = await this.store.park(this.shard, this.id, this.token, waitingFor, waits);
       if (result.outcome === 'lost') return this.lose(result.reason);
       this.state = 'stopped';
-      this.controller.abort(new Suspended('parked'));
+      this.signalAbort(new Suspended('parked'));
       this.resolveStop('parked');
     } catch (error) {
       this.logger.error(`Could not park the run: ${describeError(error)}`);
@@ -533,6 +728,12 @@ export class RunExecution implements DurableExecution {
 
   private async fail(thrown: unknown): Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
+    try {
+      // The steps that succeeded before the failure are committed: their compensations are known then.
+      await this.flushCommits();
+    } catch {
+      return this.stopped;
+    }
     const error = this.fatal ?? thrown;
     const final =
       error instanceof NonRetriableError ||
@@ -656,7 +857,7 @@ export class RunExecution implements DurableExecution {
   }
 
   private stopReason(): Error {
-    return (this.signal.reason as Error | undefined) ?? new LeaseLostError(`This worker no longer holds run ${this.id}.`);
+    return this.abortReason ?? new LeaseLostError(`This worker no longer holds run ${this.id}.`);
   }
 
   // ---- helpers ----

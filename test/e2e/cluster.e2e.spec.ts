@@ -61,6 +61,21 @@ class FlakyWorkflow {
   }
 }
 
+const releasedHeld = new Set<string>();
+
+/** Registered only in the apps of the release test, so that the run is claimed by the app that is shut down. */
+@Workflow('cl-release', { queue: 'cl-main', maxAttempts: 2, backoff: { type: 'fixed', delayMs: 50 } })
+@Injectable()
+class ReleasedWorkflow {
+  async execute(ctx: WorkflowContext<{ holdMs: number }>) {
+    // The first execution holds (until its app shuts down); the one that takes over does not.
+    const first = !releasedHeld.has(ctx.run.id);
+    releasedHeld.add(ctx.run.id);
+    await ctx.step.run('hold', () => (first ? new Promise((resolve) => setTimeout(resolve, ctx.input.holdMs).unref()) : 'quick'));
+    return ctx.run.attempt;
+  }
+}
+
 describe('Redis Cluster (3 primaries): every function works with keys spread over nodes', () => {
   let cluster: RedisClusterHandle;
   let app: TestApp;
@@ -86,15 +101,25 @@ describe('Redis Cluster (3 primaries): every function works with keys spread ove
   });
 
   it('releases a run still executing at shutdown to another app at once', async () => {
-    const other = await startApp(
-      { connection: { nodes: cluster.nodes }, prefix: appPrefix, worker: { concurrency: 5, leaseMs: 30_000, reaperIntervalMs: 20 }, shutdownGraceMs: 50 } as never,
-      [Greeter, ChildWorkflow, ParentWorkflow, BlockedWorkflow, FlakyWorkflow],
-    );
-    const handle = await other.client.emit(FlakyWorkflow, { id: 'r4', holdMs: 2_000 });
+    const options = {
+      connection: { nodes: cluster.nodes },
+      prefix: appPrefix,
+      queues: { 'cl-main': { partitions: 4 } },
+      worker: { concurrency: 5, leaseMs: 30_000, reaperIntervalMs: 20 },
+      shutdownGraceMs: 50,
+    } as never;
+    const other = await startApp(options, [ReleasedWorkflow]);
+    const handle = await other.client.emit(ReleasedWorkflow, { holdMs: 60_000 });
     await waitFor(async () => (await handle.getState()).status === 'running', 10_000);
     await other.close();
     expect((await app.client.getRunHistory(handle.id)).some((e) => e.type === 'released')).toBe(true);
-    expect(await app.client.handle(handle.id).result({ timeoutMs: 15_000 })).toBe(2);
+    // Released, not left to its 30 s lease: the next app takes it at once. (Release does not use up the attempt.)
+    const taker = await startApp(options, [ReleasedWorkflow]);
+    try {
+      expect(await app.client.handle(handle.id).result({ timeoutMs: 10_000 })).toBe(1);
+    } finally {
+      await taker.close();
+    }
   });
 
   it('loads the Function library on every primary', async () => {
