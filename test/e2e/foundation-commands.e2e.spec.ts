@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { monitorCommands } from '../support/redis-monitor.js';
 import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
 @Workflow('counted')
@@ -28,24 +29,6 @@ class InstantWorkflow {
   async execute(ctx: WorkflowContext<{ n: number }>) {
     return ctx.input.n;
   }
-}
-
-interface Monitored {
-  source: string;
-  args: string[];
-}
-
-async function monitor(redis: Redis, during: () => Promise<void>): Promise<Monitored[]> {
-  const seen: Monitored[] = [];
-  const mon = await redis.monitor();
-  mon.on('monitor', (_time: string, args: string[], source: string) => seen.push({ source, args }));
-  try {
-    await during();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  } finally {
-    mon.disconnect();
-  }
-  return seen;
 }
 
 async function commandStats(redis: Redis): Promise<Map<string, number>> {
@@ -82,7 +65,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     await direct.config('RESETSTAT');
     let runId = '';
-    const seen = await monitor(direct, async () => {
+    const seen = await monitorCommands(redis.url, async () => {
       const handle = await app.client.emit(CountedWorkflow, { n: 0 });
       runId = handle.id;
       expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ c: 3 });
@@ -137,7 +120,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     const runId = wr.keys.newRunId(shard);
     await wr.store.emit(shard, { runId, workflow: 'manual-wf', queue: 'manual', input: '{"order":[1,2.5,"x"]}', priority: 0 });
     const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'a1a1a1a1a1a1', spec, 60_000);
-    const commits = await monitor(direct, async () => {
+    const commits = await monitorCommands(redis.url, async () => {
       expect(await wr.store.commitStep(shard, runId, first.token, '0:one', 'S', '{"s":"succeeded","r":[]}')).toMatchObject({ ok: true });
     });
     expect(commits.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_commit_step']]);
@@ -145,7 +128,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     await wr.store.release(shard, 'test', [{ id: runId, token: first.token }]);
 
     let claimed: Awaited<ReturnType<typeof wr.store.claim>> = [];
-    const claims = await monitor(direct, async () => {
+    const claims = await monitorCommands(redis.url, async () => {
       claimed = await wr.store.claim(shard, 'w2', 5, 30_000, 'b2b2b2b2b2b2', spec, 60_000);
     });
     expect(claims.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_claim']]);
@@ -180,7 +163,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     };
     let sent = 0;
     try {
-      const seen = await monitor(direct, async () => {
+      const seen = await monitorCommands(redis.url, async () => {
         const handles = await Promise.all(Array.from({ length: 50 }, (_, n) => app.client.emit(CountedWorkflow, { n })));
         await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
       });
@@ -189,7 +172,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
       stream._write = write;
       stream._writev = writev;
     }
-    process.stdout.write(`auto-pipelining: 50 concurrent 3-step runs, ${sent} commands in ${writes} socket writes\n`);
+    process.stdout.write(`shared writes: 50 concurrent 3-step runs, ${sent} commands in ${writes} socket writes\n`);
     expect(sent).toBeGreaterThanOrEqual(50 * 5);
     expect(writes).toBeLessThan(sent / 2);
     await app.close();

@@ -1,0 +1,122 @@
+/**
+ * The worker's fast paths keep every guarantee: a step's record is in Redis before the next step starts and
+ * by the end of the turn in which the workflow got its result; the last step lands with the completion; and
+ * a worker with a backlog refills the slot of a completing run in the same call instead of claiming again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import { Workflow, type WorkflowContext } from '../../lib/index.js';
+import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
+import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { monitorCommands } from '../support/redis-monitor.js';
+import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+
+let direct: Redis;
+let stepsKeyOf: (runId: string) => string = () => '';
+
+@Workflow('fp-ordered')
+@Injectable()
+class OrderedWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const a = await ctx.step.run('a', () => ctx.input.n + 1);
+    // Step b looks into Redis: a's record must already be there.
+    const aStoredBeforeB = await ctx.step.run('b', async () => (await direct.hexists(stepsKeyOf(ctx.run.id), '0:a')) === 1);
+    return { a, aStoredBeforeB };
+  }
+}
+
+@Workflow('fp-slow-tail')
+@Injectable()
+class SlowTailWorkflow {
+  async execute(ctx: WorkflowContext<{ ms: number }>) {
+    const a = await ctx.step.run('a', () => 'done');
+    // Code after the last step that waits on something else: the step must not wait for the run to end.
+    await new Promise((resolve) => setTimeout(resolve, ctx.input.ms));
+    return a;
+  }
+}
+
+@Workflow('fp-one')
+@Injectable()
+class OneStepWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    return ctx.step.run('only', () => ctx.input.n * 2);
+  }
+}
+
+async function monitorFcalls(url: string, during: () => Promise<void>): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const { source, args } of await monitorCommands(url, during)) {
+    if (source !== 'lua' && /^fcall$/i.test(args[0])) counts[args[1]] = (counts[args[1]] ?? 0) + 1;
+  }
+  return counts;
+}
+
+describe('worker fast paths (e2e, private redis-server)', () => {
+  let redis: TestRedis;
+  const apps: TestApp[] = [];
+
+  beforeAll(async () => {
+    redis = await redisUrlForTests();
+    direct = redisFor(redis.url);
+  });
+
+  afterAll(async () => {
+    for (const app of apps) await app.close();
+    direct?.disconnect();
+    await redis?.stop();
+  });
+
+  it("commits a step before the next one starts, and the last step with the run's completion", async () => {
+    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('fp_order'), worker: { concurrency: 4 } }, [OrderedWorkflow]);
+    apps.push(app);
+    const keys = app.moduleRef.get(WorkflowRedis).keys;
+    stepsKeyOf = (runId) => keys.steps(keys.shardRoot({ queue: 'default', partition: 0 }), runId);
+    let id = '';
+    const fcalls = await monitorFcalls(redis.url, async () => {
+      const handle = await app.client.emit(OrderedWorkflow, { n: 1 });
+      id = handle.id;
+      expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ a: 2, aStoredBeforeB: true });
+    });
+    // a: its own commit (before b started); b: with the completion.
+    expect(fcalls.wf1_commit_step).toBe(1);
+    expect(fcalls.wf1_complete).toBe(1);
+    expect((await app.client.getRunSteps(id)).map((s) => [s.name, s.status, s.result])).toEqual([
+      ['a', 'succeeded', 2],
+      ['b', 'succeeded', true],
+    ]);
+  });
+
+  it('commits a step by the end of the turn when the run goes on waiting for something that is not a step', async () => {
+    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('fp_tail'), worker: { concurrency: 4 } }, [SlowTailWorkflow]);
+    apps.push(app);
+    const handle = await app.client.emit(SlowTailWorkflow, { ms: 1_500 });
+    await waitFor(async () => (await app.client.getRunSteps(handle.id)).some((s) => s.name === 'a' && s.status === 'succeeded'), 1_000, 10);
+    expect((await handle.getState()).status).toBe('running');
+    expect(await handle.result({ timeoutMs: 10_000 })).toBe('done');
+  });
+
+  it('a worker with a backlog refills the slot of a completing run in the same call, not with a claim per run', async () => {
+    const prefix = uniquePrefix('fp_refill');
+    const producer = await startApp({ connection: redis.url, prefix, worker: false }, [OneStepWorkflow]);
+    apps.push(producer);
+    const handles = await Promise.all(Array.from({ length: 40 }, (_, n) => producer.client.emit(OneStepWorkflow, { n })));
+    let worker: TestApp | undefined;
+    const fcalls = await monitorFcalls(redis.url, async () => {
+      worker = await startApp({ connection: redis.url, prefix, worker: { concurrency: 2, reaperIntervalMs: 20 } }, [OneStepWorkflow]);
+      apps.push(worker);
+      const results = await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
+      expect(results).toEqual(Array.from({ length: 40 }, (_, n) => n * 2));
+    });
+    process.stdout.write(`refill: 40 queued one-step runs, concurrency 2: FCALLs ${JSON.stringify(fcalls)}\n`);
+    expect(fcalls.wf1_complete).toBe(40);
+    // Without the refill every run needs its own claim (40); with it, the first claim and the claims
+    // that housekeeping ticks make as a safety net.
+    expect(fcalls.wf1_claim).toBeLessThanOrEqual(8);
+    expect(fcalls.wf1_commit_step ?? 0).toBe(0);
+    for (const h of handles.slice(0, 5)) {
+      expect((await producer.client.getRunHistory(h.id)).filter((e) => e.type === 'claimed')).toHaveLength(1);
+    }
+  });
+});
