@@ -228,7 +228,7 @@ export class RunExecution implements DurableExecution {
       } catch (error) {
         throw new WorkflowError(`The stored input of run ${this.id} is not valid JSON (damaged in Redis?): ${describeError(error)}`);
       }
-      this.input = await prepareInput(this.options.input, plain, this.options.validation);
+      this.input = this.options.input ? await prepareInput(this.options.input, plain, this.options.validation) : plain;
     } catch (error) {
       if (this.claim.finalizing) this.input = safeParse(this.claim.input);
       else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
@@ -267,7 +267,7 @@ export class RunExecution implements DurableExecution {
     }
     let steps: PendingCommit[];
     try {
-      steps = await this.takePendingCommits();
+      steps = this.commitFlush ? await this.takePendingCommits() : this.takePendingCommitsNow();
     } catch {
       return this.stopped;
     }
@@ -306,7 +306,7 @@ export class RunExecution implements DurableExecution {
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
       },
     };
-    const start = () => executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.definition.instance.execute(ctx)));
+    const start = () => executionScope.run({ execution: this }, () => settle(() => this.definition.instance.execute(ctx)));
     return this.observation ? this.observation.within(start) : start();
   }
 
@@ -377,7 +377,7 @@ export class RunExecution implements DurableExecution {
         },
       };
       try {
-        const call = () => executionScope.run({ execution: this, step: stepContext }, () => Promise.resolve().then(() => request.fn(stepContext)));
+        const call = () => executionScope.run({ execution: this, step: stepContext }, () => settle(() => request.fn(stepContext)));
         const work = observed ? observed.within(call) : call();
         const value = await (stepController ? raceAbort(work, stepController.signal) : this.untilAborted(work));
         this.assertExecuting();
@@ -489,8 +489,12 @@ export class RunExecution implements DurableExecution {
   /** Waits for a flush in progress and hands over the records still deferred (to commit with the completion). */
   private async takePendingCommits(): Promise<PendingCommit[]> {
     while (this.commitFlush) await this.commitFlush;
+    return this.takePendingCommitsNow();
+  }
+
+  private takePendingCommitsNow(): PendingCommit[] {
     const taken = this.pendingCommits;
-    this.pendingCommits = [];
+    if (taken.length > 0) this.pendingCommits = [];
     return taken;
   }
 
@@ -904,6 +908,15 @@ export class RunExecution implements DurableExecution {
           'The workflow code changed under a run in flight: keep old code paths for old runs, or use a new step name.',
       ));
     }
+  }
+}
+
+/** Calls user code and gives its outcome as a promise (a synchronous throw becomes a rejection). */
+function settle<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (error) {
+    return Promise.reject(error);
   }
 }
 

@@ -410,20 +410,36 @@ export class WorkflowStore {
     );
   }
 
-  /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
   /**
    * A worker's transition of a run it holds: every one is safe to repeat, so a connection that drops
    * (a failover, a cut connection, a restart) is retried with backoff while the lease may still be
    * valid, instead of giving the run up; Redis itself refuses the call once the lease has expired.
    */
-  private async transition(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const giveUpAt = Date.now() + TRANSITION_RETRY_MS;
+  private transition(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    // The success path is the send's own promise plus one: these run several times per run.
+    return this.send(fn, keys, args).catch((error: unknown) => this.afterFailure(error, fn, keys, args, Date.now() + TRANSITION_RETRY_MS));
+  }
+
+  /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
+  private fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    return this.send(fn, keys, args).catch((error: unknown) => this.afterFailure(error, fn, keys, args));
+  }
+
+  /** A call failed: reload a lost library and call again; retry a transition through an outage until `retryUntil`. */
+  private async afterFailure(error: unknown, fn: string, keys: string[], args: (string | number)[], retryUntil?: number): Promise<unknown> {
+    if (isFunctionNotFound(error)) {
+      await this.loader.reload();
+      return this.guard(() => this.send(fn, keys, args));
+    }
+    let failure = asConnectionError(error);
     for (let wait = 25; ; wait = Math.min(wait * 2, 1_000)) {
+      if (retryUntil === undefined || !(failure instanceof WorkflowConnectionError) || this.closed || Date.now() + wait > retryUntil) throw failure;
+      await new Promise((resolve) => setTimeout(resolve, wait).unref());
       try {
-        return await this.fcall(fn, keys, args);
-      } catch (error) {
-        if (!(error instanceof WorkflowConnectionError) || this.closed || Date.now() + wait > giveUpAt) throw error;
-        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        return await this.send(fn, keys, args);
+      } catch (next) {
+        if (isFunctionNotFound(next)) return this.afterFailure(next, fn, keys, args, retryUntil);
+        failure = asConnectionError(next);
       }
     }
   }
@@ -431,18 +447,6 @@ export class WorkflowStore {
   /** The module is shutting down: calls that fail are not retried any more. */
   close(): void {
     this.closed = true;
-  }
-
-  private async fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
-    return this.guard(async () => {
-      try {
-        return await this.send(fn, keys, args);
-      } catch (error) {
-        if (!isFunctionNotFound(error)) throw error;
-        await this.loader.reload();
-        return this.send(fn, keys, args);
-      }
-    });
   }
 
   /**
@@ -492,13 +496,7 @@ export class WorkflowStore {
     try {
       return await call();
     } catch (error) {
-      if (error instanceof Error && isConnectionError(error)) {
-        throw new WorkflowConnectionError(
-          `Redis is unreachable (${error.message}). Retry when it is back: every call is safe to repeat.`,
-          { cause: error },
-        );
-      }
-      throw error;
+      throw asConnectionError(error);
     }
   }
 }
@@ -545,6 +543,16 @@ function toResult(reply: unknown): TransitionResult {
   return ok === 1 ? { ok: true } : { ok: false, reason: reason ?? 'UNKNOWN' };
 }
 
+
+/** A lost or refused connection, as the WorkflowConnectionError callers handle; other errors as they are. */
+function asConnectionError(error: unknown): unknown {
+  if (error instanceof Error && !(error instanceof WorkflowConnectionError) && isConnectionError(error)) {
+    return new WorkflowConnectionError(`Redis is unreachable (${error.message}). Retry when it is back: every call is safe to repeat.`, {
+      cause: error,
+    });
+  }
+  return error;
+}
 
 function isConnectionError(error: Error): boolean {
   return /Stream isn't writeable|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|MaxRetriesPerRequest|enableOfflineQueue/i.test(

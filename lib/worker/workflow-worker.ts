@@ -392,16 +392,14 @@ export class WorkflowWorker {
   }
 
   private startExecution(shard: ShardState, execution: RunExecution): void {
-    const done = execution
-      .execute()
-      .catch((error) => {
-        this.logger.error(`Run ${execution.id} of workflow ${execution.workflow} stopped unexpectedly: ${errorMessage(error)}`);
-      })
-      .finally(() => {
-        this.executing.delete(execution.id);
-        this.onSlotFreed(shard);
-      })
-      .then(() => undefined);
+    const ended = () => {
+      this.executing.delete(execution.id);
+      this.onSlotFreed(shard);
+    };
+    const done = execution.execute().then(ended, (error) => {
+      this.logger.error(`Run ${execution.id} of workflow ${execution.workflow} stopped unexpectedly: ${errorMessage(error)}`);
+      ended();
+    });
     this.executing.set(execution.id, { execution, shard, done });
   }
 

@@ -115,8 +115,10 @@ let variant = 'a';
 class ChangingWorkflow {
   constructor(private readonly payments: PaymentsService) {}
   async execute(ctx: WorkflowContext<{ id: string }>) {
-    await this.payments.capture(variant === 'a' ? ctx.input.id : `${ctx.input.id}-other`);
-    if (variant === 'a') throw new Error('first attempt fails so that the run replays');
+    // The code version is fixed for the whole attempt: the test switches it while attempt 1 runs.
+    const version = variant;
+    await this.payments.capture(version === 'a' ? ctx.input.id : `${ctx.input.id}-other`);
+    if (version === 'a') throw new Error('first attempt fails so that the run replays');
     return 'done';
   }
 }
