@@ -56,7 +56,7 @@ export class ResultWaiter {
 
   async wait<O>(runId: string, shard: ShardRef, timeoutMs?: number): Promise<O> {
     // '<done channel>v' carries the outcome with the id (the done channel itself only the id, for older builds).
-    const channel = `${this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard))}v`;
+    const channel = this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard));
     return new Promise<O>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;

@@ -98,7 +98,7 @@ export class KeySpace {
   }
 
   doneChannel(root: string): string {
-    return `${root}:d`;
+    return `${root}:dv`;
   }
 
   /** Run ids are '<ulid>.<queue>.<partition>': sortable by creation time, and they name their shard. */

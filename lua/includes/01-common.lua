@@ -14,8 +14,8 @@
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
 -- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' a ready set has work again, 't<ms>' the
 -- shard's earliest timer is now due then,
--- 'a<runId>|<reason>' stop executing that run), <root>:d to result() waiters (the id of a finished run), <root>:dv to
--- newer result() waiters (a finished run with its outcome: see finish_run).
+-- 'a<runId>|<reason>' stop executing that run), <root>:dv to result() waiters (a finished run, with its
+-- outcome when small: see finish_run).
 --
 -- User payloads (inputs, outputs, step records, errors) are opaque strings here: never cjson-decoded.
 
@@ -58,12 +58,17 @@ local MAX_HISTORY = 1000
 local HISTORY_ALWAYS_KEPT = { succeeded = true, failed = true, canceled = true }
 
 -- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
--- by the client (an error object) and is embedded as it is.
+-- by the client (an error object) and is embedded as it is. Kinds and field names are this library's
+-- own identifiers (no escaping needed); string values may come from users and go through cjson.
 local function history(root, id, at, kind, fields, raw_error)
-  local parts = { '{"type":', cjson.encode(kind), ',"at":', string.format('%d', at) }
+  local parts = { '{"type":"', kind, '","at":', string.format('%d', at) }
   if fields then
     for name, value in pairs(fields) do
-      parts[#parts + 1] = ',' .. cjson.encode(name) .. ':' .. cjson.encode(value)
+      if type(value) == 'number' and value == math.floor(value) then
+        parts[#parts + 1] = ',"' .. name .. '":' .. string.format('%d', value)
+      else
+        parts[#parts + 1] = ',"' .. name .. '":' .. cjson.encode(value)
+      end
     end
   end
   if raw_error and raw_error ~= '' then parts[#parts + 1] = ',"error":' .. raw_error end
@@ -130,8 +135,6 @@ local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, p
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
   count_move(root, wf, id, from, to)
   rcall('ZADD', root .. ':expiry', now + (tonumber(retention_ms) or 0), id)
-  -- ':d' carries the bare id for result() waiters of builds before 11; ':dv' the richer message.
-  rcall('SPUBLISH', root .. ':d', id)
   if payload and payload ~= '' and #payload <= DONE_PAYLOAD_MAX then
     rcall('SPUBLISH', root .. ':dv', id .. '|' .. to .. '|' .. payload)
   else
