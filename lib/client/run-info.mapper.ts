@@ -103,6 +103,13 @@ const STEP_EVENT_OF_STATE: Partial<Record<RecordState, string>> = { S: 'step-suc
 
 /** History entries after which a step committed in the same millisecond cannot have happened. */
 const CLOSING_TYPES = new Set(['succeeded', 'failed', 'canceled', 'retrying', 'parked', 'released', 'lease-expired', 'timed-out']);
+/** Written when the handler has failed: every success and failure of its steps came first, compensations after. */
+const FAILING_TYPES = new Set(['failing', 'compensating']);
+
+/** Whether a step outcome committed in the same millisecond as a history entry happened before it. */
+function endsBefore(step: RunEvent, entry: RunEvent): boolean {
+  return CLOSING_TYPES.has(entry.type) || (FAILING_TYPES.has(entry.type) && step.type !== 'step-compensated');
+}
 
 /**
  * The run's history with its step outcomes merged in, in server-time order. Step commits are not
@@ -138,12 +145,21 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
       stepEvents.push({ ms: r.sc, start: startOf(r.sc), event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
     }
   }
-  stepEvents.sort((a, b) => a.ms - b.ms || a.start - b.start || (a.event.data!.occurrence as number) - (b.event.data!.occurrence as number));
+  // Compensations run after the handler failed (after every step outcome of the same millisecond), and
+  // in reverse order of their steps.
+  const compensated = (e: { event: RunEvent }) => (e.event.type === 'step-compensated' ? 1 : 0);
+  const occurrence = (e: { event: RunEvent }) => e.event.data!.occurrence as number;
+  stepEvents.sort((a, b) => {
+    const order = a.ms - b.ms || compensated(a) - compensated(b);
+    if (order !== 0) return order;
+    const forward = a.start - b.start || occurrence(a) - occurrence(b);
+    return compensated(a) ? -forward : forward;
+  });
   const merged: RunEvent[] = [];
   let next = 0;
   for (const entry of history) {
     const ms = Date.parse(entry.at);
-    while (next < stepEvents.length && (stepEvents[next].ms < ms || (stepEvents[next].ms === ms && CLOSING_TYPES.has(entry.type)))) {
+    while (next < stepEvents.length && (stepEvents[next].ms < ms || (stepEvents[next].ms === ms && endsBefore(stepEvents[next].event, entry)))) {
       merged.push(stepEvents[next++].event);
     }
     merged.push(entry);

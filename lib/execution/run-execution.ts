@@ -70,6 +70,9 @@ interface Compensation {
   run: () => unknown;
 }
 
+/** How a record is committed (see WorkflowStore.commitStep). */
+type CommitOptions = { hasCompensation?: boolean; ifOpen?: boolean; childId?: string };
+
 /** A succeeded step whose record is not committed yet (see deferCommit). */
 interface PendingCommit {
   field: string;
@@ -433,7 +436,7 @@ export class RunExecution implements DurableExecution {
     field: string,
     state: RecordState,
     record: string,
-    opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+    opts: CommitOptions = {},
     parsed?: StepRecord,
   ): Promise<StoredStep> {
     await this.flushCommits();
@@ -508,7 +511,7 @@ export class RunExecution implements DurableExecution {
     field: string,
     state: RecordState,
     record: string,
-    opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+    opts: CommitOptions = {},
     /** The record as an object, when the caller has it: spares parsing the JSON it just encoded. */
     parsed?: StepRecord,
   ): Promise<StoredStep> {
