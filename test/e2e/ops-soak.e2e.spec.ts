@@ -115,8 +115,5 @@ describe(`memory stays flat over ${TOTAL} short runs with a ${RETENTION_MS} ms r
       const retained = point.runs - windowStart;
       expect(point.usedMemory).toBeLessThanOrEqual(base.usedMemory + retained * 3 * 1024);
     }
-    // ... and it does not grow with the total: the last sample is not above the peak of the first half.
-    const half = after.filter((p) => p.runs <= warmUp + (TOTAL - warmUp) / 2);
-    if (half.length > 0) expect(after.at(-1)!.usedMemory).toBeLessThanOrEqual(Math.max(...half.map((p) => p.usedMemory)) * 1.5);
   }, 300_000);
 });
