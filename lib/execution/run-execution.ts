@@ -118,7 +118,8 @@ export class RunExecution implements DurableExecution {
    *  step, child, wait or failure, or together with its completion. */
   private pendingCommits: PendingCommit[] = [];
   private commitFlush?: Promise<void>;
-  private flushScheduled = false;
+  /** The end-of-turn flush of pendingCommits; cleared when the commits are taken before it fires. */
+  private flushTimer?: NodeJS.Immediate;
   private parkScheduled = false;
   private state: 'executing' | 'parking' | 'stopped' = 'executing';
   /** 'collect': a replay after a takeover of a failing run, to find the compensations to run. */
@@ -283,7 +284,7 @@ export class RunExecution implements DurableExecution {
     }
     if (result.ok) {
       const committedAt = Math.round(this.serverNow());
-      for (const step of steps) step.committed(this.storedStep(step, committedAt));
+      for (const step of steps) step.committed(this.remember(step.field, committedAt, 'S', step.parsed));
     }
     return this.afterTransition(result, 'succeeded');
   }
@@ -460,25 +461,19 @@ export class RunExecution implements DurableExecution {
    */
   private deferCommit(commit: PendingCommit): void {
     this.pendingCommits.push(commit);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      // A refused commit has already stopped the execution (lose); nothing else to do here.
-      this.flushCommits().catch(() => undefined);
-    });
+    // A refused commit has already stopped the execution (lose); nothing else to do here.
+    this.flushTimer ??= setImmediate(() => this.flushCommits().catch(() => undefined));
   }
 
   /** Commits the deferred records; resolves once they, and any flush in progress, have landed. */
   private async flushCommits(): Promise<void> {
     while (this.commitFlush || this.pendingCommits.length > 0) {
       if (this.state === 'stopped') {
-        this.pendingCommits = [];
+        this.takePendingCommitsNow();
         throw this.stopReason();
       }
       if (!this.commitFlush) {
-        const batch = this.pendingCommits;
-        this.pendingCommits = [];
+        const batch = this.takePendingCommitsNow();
         this.commitFlush = Promise.all(
           batch.map(async (p) => p.committed(await this.commitNow(p.field, 'S', p.record, { hasCompensation: p.hasCompensation }, p.parsed))),
         )
@@ -498,12 +493,22 @@ export class RunExecution implements DurableExecution {
   private takePendingCommitsNow(): PendingCommit[] {
     const taken = this.pendingCommits;
     if (taken.length > 0) this.pendingCommits = [];
+    if (this.flushTimer) {
+      clearImmediate(this.flushTimer);
+      this.flushTimer = undefined;
+    }
     return taken;
   }
 
-  private storedStep(p: PendingCommit, committedAt: number): StoredStep {
-    const stored: StoredStep = { field: p.field, ...parseStepField(p.field), committedAt, state: 'S', record: p.parsed };
-    this.steps.set(p.field, stored);
+  private keep(stored: StoredStep): StoredStep {
+    this.steps.set(stored.field, stored);
+    return stored;
+  }
+
+  /** Keeps a record this execution committed, as the object it encoded (no re-parse). */
+  private remember(field: string, committedAt: number, state: RecordState, record: StepRecord): StoredStep {
+    const stored: StoredStep = { field, ...parseStepField(field), committedAt, state, record };
+    this.steps.set(field, stored);
     return stored;
   }
 
@@ -520,14 +525,9 @@ export class RunExecution implements DurableExecution {
       this.lose(result.reason);
       throw this.stopReason();
     }
-    let stored: StoredStep;
-    if ('resolved' in result) stored = parseStoredStep(field, result.resolved);
-    else {
-      const committedAt = 'committedAt' in result && result.committedAt !== undefined ? result.committedAt : Math.round(this.serverNow());
-      stored = parsed ? { field, ...parseStepField(field), committedAt, state, record: parsed } : parseStoredStep(field, `${committedAt}|${state}|${record}`);
-    }
-    this.steps.set(field, stored);
-    return stored;
+    if ('resolved' in result) return this.keep(parseStoredStep(field, result.resolved));
+    const committedAt = 'committedAt' in result && result.committedAt !== undefined ? result.committedAt : Math.round(this.serverNow());
+    return parsed ? this.remember(field, committedAt, state, parsed) : this.keep(parseStoredStep(field, `${committedAt}|${state}|${record}`));
   }
 
   // ---- waits: sleeps, children, events. The run parks once no step of it is in flight. ----

@@ -130,7 +130,10 @@ export class WorkflowStore {
     workflows: ClaimWorkflowSpec[],
     damagedRetentionMs: number,
   ): Promise<ClaimedRun[]> {
-    const request: ClaimRequest = { workerId, max, leaseMs, claimId, workflows, damagedRetentionMs };
+    return this.claimRuns(shard, { workerId, max, leaseMs, claimId, workflows, damagedRetentionMs });
+  }
+
+  async claimRuns(shard: ShardRef, request: ClaimRequest): Promise<ClaimedRun[]> {
     return parseClaimReply((await this.fcall('wf1_claim', [this.root(shard)], claimArgs(request))) as unknown[]);
   }
 

@@ -7,7 +7,7 @@ import { WorkflowClient } from '../client/workflow.client.js';
 import { CanceledError, LeaseLostError, TimeoutError } from '../errors/workflow.errors.js';
 import { RunExecution, type ExecutableDefinition, type SlotRefill } from '../execution/run-execution.js';
 import type { ShardRef } from '../redis/keys.js';
-import type { ClaimWorkflowSpec, ClaimedRun, Handoff } from '../redis/workflow-store.js';
+import type { ClaimRequest, ClaimWorkflowSpec, ClaimedRun, Handoff } from '../redis/workflow-store.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { WorkflowObserver } from '../observability/workflow-observer.js';
 
@@ -274,9 +274,7 @@ export class WorkflowWorker {
     this.reserved += want;
     let runs: ClaimedRun[] = [];
     try {
-      const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
-      const claimId = this.nextClaimId();
-      runs = await this.redis.store.claim(shard.ref, this.workerId, want, worker.leaseMs, claimId, specs, this.redis.settings.retentionMs.failed);
+      runs = await this.redis.store.claimRuns(shard.ref, this.claimRequest(want, specs));
       this.recovered();
       shard.backlog = runs.length === want;
     } catch (error) {
@@ -307,6 +305,18 @@ export class WorkflowWorker {
     return this.claimIdPrefix + this.claimCount.toString(16).padStart(6, '0');
   }
 
+  private claimRequest(want: number, workflows: ClaimWorkflowSpec[]): ClaimRequest {
+    const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
+    return {
+      workerId: this.workerId,
+      max: want,
+      leaseMs: worker.leaseMs,
+      claimId: this.nextClaimId(),
+      workflows,
+      damagedRetentionMs: this.redis.settings.retentionMs.failed,
+    };
+  }
+
   /** Slots neither executing a run nor promised to a claim in flight. */
   private get freeSlots(): number {
     return this.concurrency - this.executing.size - this.reserved;
@@ -324,18 +334,10 @@ export class WorkflowWorker {
     if (this.shards.some((other) => other !== shard && other.backlog)) return undefined;
     const specs = this.claimSpecs(shard);
     if (specs.length === 0) return undefined;
-    const worker = this.redis.settings.worker as Exclude<typeof this.redis.settings.worker, false>;
     const want = Math.min(MAX_CLAIM_BATCH, 1 + Math.max(0, this.freeSlots));
     this.reserved += want;
     return {
-      request: {
-        workerId: this.workerId,
-        max: want,
-        leaseMs: worker.leaseMs,
-        claimId: this.nextClaimId(),
-        workflows: specs,
-        damagedRetentionMs: this.redis.settings.retentionMs.failed,
-      },
+      request: this.claimRequest(want, specs),
       settle: (runs) => {
         this.reserved -= want;
         this.startClaimed(shard, runs);
@@ -406,7 +408,7 @@ export class WorkflowWorker {
   private onSlotFreed(finished: ShardState): void {
     if (!this.running) return;
     this.requestClaim(finished);
-    for (const shard of this.shards) if (shard !== finished && shard.backlog) this.requestClaim(shard);
+    this.slotsReturned(finished);
   }
 
   // ---- housekeeping ----
