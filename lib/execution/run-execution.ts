@@ -16,10 +16,8 @@ import type {
   ChildRunOptions,
   OnFailureContext,
   RunMeta,
-  StepContext,
   WaitForEventOptions,
   WorkflowClass,
-  WorkflowContext,
   WorkflowHandler,
 } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
@@ -30,6 +28,7 @@ import { executionScope, type DurableExecution, type StepRequest } from './execu
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
 import { encodeStepRecord, parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
+import { HandlerContext, StepCallContext } from './user-contexts.js';
 import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
@@ -173,7 +172,8 @@ export class RunExecution implements DurableExecution {
     return this.controller.signal;
   }
 
-  private get logger(): Logger {
+  /** The run's logger, made on first use. */
+  get logger(): Logger {
     return (this.loggerInstance ??= new Logger(`Workflow ${this.claim.workflow} ${this.claim.id}`));
   }
 
@@ -290,26 +290,14 @@ export class RunExecution implements DurableExecution {
   }
 
   private runHandler(): Promise<unknown> {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const execution = this;
-    const ctx: WorkflowContext<unknown> = {
-      input: this.input,
-      run: this.runMeta(),
-      get signal() {
-        return execution.signal;
-      },
-      get logger() {
-        return execution.logger;
-      },
-      step: {
-        run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
-        sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(Number(ms) || 0))}`),
-        sleepUntil: (name, at) => this.sleep(name, `at:${new Date(at).getTime()}`),
-        runWorkflow: (name, workflow, input, opts) => this.runChild(name, workflow, input, opts) as never,
-        emitWorkflow: (name, workflow, input, opts) => this.emitChild(name, workflow, input, opts),
-        waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
-      },
-    };
+    const ctx = new HandlerContext(this, this.input, this.runMeta(), {
+      run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
+      sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(Number(ms) || 0))}`),
+      sleepUntil: (name, at) => this.sleep(name, `at:${new Date(at).getTime()}`),
+      runWorkflow: (name, workflow, input, opts) => this.runChild(name, workflow, input, opts) as never,
+      emitWorkflow: (name, workflow, input, opts) => this.emitChild(name, workflow, input, opts),
+      waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
+    });
     const start = () => executionScope.run({ execution: this }, () => settle(() => this.definition.instance.execute(ctx)));
     return this.observation ? this.observation.within(start) : start();
   }
@@ -371,15 +359,7 @@ export class RunExecution implements DurableExecution {
       }
       const onRunAbort = stepController ? () => stepController!.abort(this.signal.reason) : undefined;
       if (onRunAbort) this.signal.addEventListener('abort', onRunAbort, { once: true });
-      // eslint-disable-next-line @typescript-eslint/no-this-alias
-      const execution = this;
-      const stepContext: StepContext = {
-        idempotencyKey,
-        attempt: previousAttempts + attempt,
-        get signal() {
-          return stepController ? stepController.signal : execution.signal;
-        },
-      };
+      const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? this);
       try {
         const call = () => executionScope.run({ execution: this, step: stepContext }, () => settle(() => request.fn(stepContext)));
         const work = observed ? observed.within(call) : call();

@@ -3,6 +3,7 @@ import type { Writable } from 'node:stream';
 import { WorkflowConnectionError } from '../errors/workflow.errors.js';
 import type { FunctionLoader } from './function-loader.js';
 import { isFunctionNotFound } from './function-loader.js';
+import { executionScope } from '../execution/execution-scope.js';
 import type { KeySpace, ShardRef } from './keys.js';
 import type { RedisClient } from './redis-connections.js';
 
@@ -452,6 +453,14 @@ export class WorkflowStore {
     this.closed = true;
   }
 
+  private send(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    // Outside the run's AsyncLocalStorage context: every promise made in it carries the run's scope, and
+    // with the scope on ioredis' command objects the runs of a burst survived minor GCs and were promoted
+    // whole (10,000 parked runs grew the worker by 40 MB; bench/NOTES.md, "Fourth round"). The caller's
+    // own continuation keeps its context: await restores it.
+    return executionScope.exit(() => this.write(fn, keys, args));
+  }
+
   /**
    * Concurrent calls share socket writes, and several batches may be in flight at once.
    *
@@ -463,7 +472,7 @@ export class WorkflowStore {
    * and the next turn's calls leave while Redis is still answering this one's. On a cluster ioredis
    * auto-pipelining (per node) is used as it is.
    */
-  private send(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+  private write(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
     const client = this.client;
     if (client instanceof Cluster || client.status !== 'ready' || !client.options.enableAutoPipelining) {
       return client.fcall(fn, keys.length, ...keys, ...args);

@@ -10,6 +10,7 @@ import type { ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimWorkflowSpec, ClaimedRun, Handoff } from '../redis/workflow-store.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { WorkflowObserver } from '../observability/workflow-observer.js';
+import { ExecutingRuns } from './executing-runs.js';
 
 /** Longest a worker waits between housekeeping ticks of a shard when nothing is due: a safety net for
  *  a pub/sub message lost in a reconnect, and how soon a lease or deadline created by another worker
@@ -60,7 +61,7 @@ export class WorkflowWorker {
   readonly workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly logger = new Logger('WorkflowWorker');
   private readonly shards: ShardState[] = [];
-  private readonly executing = new Map<string, Executing>();
+  private readonly executing = new ExecutingRuns<Executing>();
   private heartbeatTimer?: NodeJS.Timeout;
   private beatTimer?: NodeJS.Timeout;
   private readonly startedAt = new Date().toISOString();
@@ -164,14 +165,14 @@ export class WorkflowWorker {
     this.unsubscribeReconnect?.();
     for (const shard of this.shards) clearTimeout(shard.tickTimer);
     await Promise.all(this.shards.map((shard) => this.redis.subscriber.unsubscribe(shard.channel, shard.onMessage)));
-    const all = () => Promise.all([...this.executing.values()].map((e) => e.done));
+    const all = () => Promise.all(this.executing.values().map((e) => e.done));
     if (this.executing.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([all(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
       clearTimeout(timer);
     }
     if (this.executing.size > 0) {
-      const left = [...this.executing.values()];
+      const left = this.executing.values();
       for (const e of left) e.execution.abort(new LeaseLostError('The worker is shutting down; the run was released to another worker.'));
       const byShard = new Map<ShardState, { id: string; token: string }[]>();
       for (const e of left) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), { id: e.execution.id, token: e.execution.token }]);
