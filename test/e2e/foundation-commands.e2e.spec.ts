@@ -3,14 +3,14 @@
  * everything a replay needs, concurrent runs share round trips (auto-pipelining), and result() waits
  * on one subscription instead of polling.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
-import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { uniquePrefix } from '../support/redis-server.js';
 import { monitorCommands } from '../support/redis-monitor.js';
-import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+import { startApp, useSuiteRedis, waitFor } from '../support/workflow-app.js';
 
 @Workflow('counted')
 @Injectable()
@@ -44,33 +44,20 @@ function tally(items: string[]): Record<string, number> {
 }
 
 describe('commands and round trips (e2e, private redis-server)', () => {
-  let redis: TestRedis;
-  let direct: Redis;
-  const apps: TestApp[] = [];
-
-  beforeAll(async () => {
-    redis = await redisUrlForTests();
-    direct = redisFor(redis.url);
-  });
-
-  afterAll(async () => {
-    for (const app of apps) await app.close();
-    direct?.disconnect();
-    await redis?.stop();
-  });
+  const suite = useSuiteRedis();
 
   it('a 3-step run takes one FCALL per state change: 1 emit, 1 claim, 2 commit_step, 1 complete that commits the last step', async () => {
-    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('count'), worker: { concurrency: 4 } }, [CountedWorkflow]);
-    apps.push(app);
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('count'), worker: { concurrency: 4 } }, [CountedWorkflow]);
+    suite.apps.push(app);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    await direct.config('RESETSTAT');
+    await suite.direct.config('RESETSTAT');
     let runId = '';
-    const seen = await monitorCommands(redis.url, async () => {
+    const seen = await monitorCommands(suite.redis.url, async () => {
       const handle = await app.client.emit(CountedWorkflow, { n: 0 });
       runId = handle.id;
       expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ c: 3 });
     });
-    const stats = await commandStats(direct);
+    const stats = await commandStats(suite.direct);
 
     const topLevel = seen.filter((c) => c.source !== 'lua');
     const inLua = seen.filter((c) => c.source === 'lua');
@@ -112,15 +99,15 @@ describe('commands and round trips (e2e, private redis-server)', () => {
   });
 
   it('a claim returns input, attempt, fencing token and every stored step result in one reply; a commit is one round trip', async () => {
-    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('claim'), worker: false });
-    apps.push(app);
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('claim'), worker: false });
+    suite.apps.push(app);
     const wr = app.moduleRef.get(WorkflowRedis);
     const shard = { queue: 'manual', partition: 0 };
     const spec = [{ name: 'manual-wf', maxConcurrency: 0, maxAttempts: 3, timeoutMs: 0 }];
     const runId = wr.keys.newRunId(shard);
     await wr.store.emit(shard, { runId, workflow: 'manual-wf', queue: 'manual', input: '{"order":[1,2.5,"x"]}', priority: 0 });
     const [first] = await wr.store.claim(shard, 'w1', 1, 30_000, 'a1a1a1a1a1a1', spec, 60_000);
-    const commits = await monitorCommands(redis.url, async () => {
+    const commits = await monitorCommands(suite.redis.url, async () => {
       expect(await wr.store.commitStep(shard, runId, first.token, '0:one', 'S', '{"s":"succeeded","r":[]}')).toMatchObject({ ok: true });
     });
     expect(commits.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_commit_step']]);
@@ -128,7 +115,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     await wr.store.release(shard, 'test', [{ id: runId, token: first.token }]);
 
     let claimed: Awaited<ReturnType<typeof wr.store.claim>> = [];
-    const claims = await monitorCommands(redis.url, async () => {
+    const claims = await monitorCommands(suite.redis.url, async () => {
       claimed = await wr.store.claim(shard, 'w2', 5, 30_000, 'b2b2b2b2b2b2', spec, 60_000);
     });
     expect(claims.filter((c) => c.source !== 'lua').map((c) => c.args.slice(0, 2))).toEqual([['fcall', 'wf1_claim']]);
@@ -142,8 +129,8 @@ describe('commands and round trips (e2e, private redis-server)', () => {
   });
 
   it('concurrent runs share round trips: the commands of one event-loop turn leave in one socket write', async () => {
-    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('pipe'), worker: { concurrency: 50 } }, [CountedWorkflow]);
-    apps.push(app);
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('pipe'), worker: { concurrency: 50 } }, [CountedWorkflow]);
+    suite.apps.push(app);
     type Socket = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void; localPort: number };
     const command = app.moduleRef.get(WorkflowRedis).connections.command as Redis & { stream: Socket };
     expect(command.options.enableAutoPipelining).toBe(true);
@@ -163,7 +150,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     };
     let sent = 0;
     try {
-      const seen = await monitorCommands(redis.url, async () => {
+      const seen = await monitorCommands(suite.redis.url, async () => {
         const handles = await Promise.all(Array.from({ length: 50 }, (_, n) => app.client.emit(CountedWorkflow, { n })));
         await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
       });
@@ -180,23 +167,23 @@ describe('commands and round trips (e2e, private redis-server)', () => {
 
   it('1,000 concurrent result() waits share one subscriber connection and do not poll', async () => {
     const prefix = uniquePrefix('waits');
-    const baseline = Number(/connected_clients:(\d+)/.exec(await direct.info('clients'))![1]);
-    const api = await startApp({ connection: redis.url, prefix, worker: false }, [InstantWorkflow]);
-    apps.push(api);
+    const baseline = Number(/connected_clients:(\d+)/.exec(await suite.direct.info('clients'))![1]);
+    const api = await startApp({ connection: suite.redis.url, prefix, worker: false }, [InstantWorkflow]);
+    suite.apps.push(api);
     const handles = await Promise.all(Array.from({ length: 1000 }, (_, n) => api.client.emit(InstantWorkflow, { n })));
-    const before = await commandStats(direct);
+    const before = await commandStats(suite.direct);
     const results = Promise.all(handles.map((h) => h.result({ timeoutMs: 30_000 })));
     // Each wait reads the run once after subscribing; then nothing happens until runs finish.
-    await waitFor(async () => ((await commandStats(direct)).get('hgetall') ?? 0) - (before.get('hgetall') ?? 0) >= 1000);
-    const settled = await commandStats(direct);
+    await waitFor(async () => ((await commandStats(suite.direct)).get('hgetall') ?? 0) - (before.get('hgetall') ?? 0) >= 1000);
+    const settled = await commandStats(suite.direct);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const later = await commandStats(direct);
+    const later = await commandStats(suite.direct);
     expect(later.get('hgetall')).toBe(settled.get('hgetall'));
     expect((later.get('ssubscribe') ?? 0) - (before.get('ssubscribe') ?? 0)).toBe(1);
-    expect(Number(/connected_clients:(\d+)/.exec(await direct.info('clients'))![1])).toBe(baseline + 2);
+    expect(Number(/connected_clients:(\d+)/.exec(await suite.direct.info('clients'))![1])).toBe(baseline + 2);
 
-    const worker = await startApp({ connection: redis.url, prefix, worker: { concurrency: 50 } }, [InstantWorkflow]);
-    apps.push(worker);
+    const worker = await startApp({ connection: suite.redis.url, prefix, worker: { concurrency: 50 } }, [InstantWorkflow]);
+    suite.apps.push(worker);
     expect(await results).toEqual(Array.from({ length: 1000 }, (_, n) => n));
   });
 });

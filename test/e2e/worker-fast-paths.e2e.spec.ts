@@ -3,16 +3,15 @@
  * by the end of the turn in which the workflow got its result; the last step lands with the completion; and
  * a worker with a backlog refills the slot of a completing run in the same call instead of claiming again.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
-import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
-import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { uniquePrefix } from '../support/redis-server.js';
 import { monitorCommands } from '../support/redis-monitor.js';
-import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 
-let direct: Redis;
+const suite = useSuiteRedis();
 let stepsKeyOf: (runId: string) => string = () => '';
 
 @Workflow('fp-ordered')
@@ -21,7 +20,7 @@ class OrderedWorkflow {
   async execute(ctx: WorkflowContext<{ n: number }>) {
     const a = await ctx.step.run('a', () => ctx.input.n + 1);
     // Step b looks into Redis: a's record must already be there.
-    const aStoredBeforeB = await ctx.step.run('b', async () => (await direct.hexists(stepsKeyOf(ctx.run.id), '0:a')) === 1);
+    const aStoredBeforeB = await ctx.step.run('b', async () => (await suite.direct.hexists(stepsKeyOf(ctx.run.id), '0:a')) === 1);
     return { a, aStoredBeforeB };
   }
 }
@@ -54,27 +53,13 @@ async function monitorFcalls(url: string, during: () => Promise<void>): Promise<
 }
 
 describe('worker fast paths (e2e, private redis-server)', () => {
-  let redis: TestRedis;
-  const apps: TestApp[] = [];
-
-  beforeAll(async () => {
-    redis = await redisUrlForTests();
-    direct = redisFor(redis.url);
-  });
-
-  afterAll(async () => {
-    for (const app of apps) await app.close();
-    direct?.disconnect();
-    await redis?.stop();
-  });
-
   it("commits a step before the next one starts, and the last step with the run's completion", async () => {
-    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('fp_order'), worker: { concurrency: 4 } }, [OrderedWorkflow]);
-    apps.push(app);
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_order'), worker: { concurrency: 4 } }, [OrderedWorkflow]);
+    suite.apps.push(app);
     const keys = app.moduleRef.get(WorkflowRedis).keys;
     stepsKeyOf = (runId) => keys.steps(keys.shardRoot({ queue: 'default', partition: 0 }), runId);
     let id = '';
-    const fcalls = await monitorFcalls(redis.url, async () => {
+    const fcalls = await monitorFcalls(suite.redis.url, async () => {
       const handle = await app.client.emit(OrderedWorkflow, { n: 1 });
       id = handle.id;
       expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ a: 2, aStoredBeforeB: true });
@@ -89,8 +74,8 @@ describe('worker fast paths (e2e, private redis-server)', () => {
   });
 
   it('commits a step by the end of the turn when the run goes on waiting for something that is not a step', async () => {
-    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('fp_tail'), worker: { concurrency: 4 } }, [SlowTailWorkflow]);
-    apps.push(app);
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_tail'), worker: { concurrency: 4 } }, [SlowTailWorkflow]);
+    suite.apps.push(app);
     const handle = await app.client.emit(SlowTailWorkflow, { ms: 1_500 });
     await waitFor(async () => (await app.client.getRunSteps(handle.id)).some((s) => s.name === 'a' && s.status === 'succeeded'), 1_000, 10);
     expect((await handle.getState()).status).toBe('running');
@@ -99,13 +84,13 @@ describe('worker fast paths (e2e, private redis-server)', () => {
 
   it('a worker with a backlog refills the slot of a completing run in the same call, not with a claim per run', async () => {
     const prefix = uniquePrefix('fp_refill');
-    const producer = await startApp({ connection: redis.url, prefix, worker: false }, [OneStepWorkflow]);
-    apps.push(producer);
+    const producer = await startApp({ connection: suite.redis.url, prefix, worker: false }, [OneStepWorkflow]);
+    suite.apps.push(producer);
     const handles = await Promise.all(Array.from({ length: 40 }, (_, n) => producer.client.emit(OneStepWorkflow, { n })));
     let worker: TestApp | undefined;
-    const fcalls = await monitorFcalls(redis.url, async () => {
-      worker = await startApp({ connection: redis.url, prefix, worker: { concurrency: 2, reaperIntervalMs: 20 } }, [OneStepWorkflow]);
-      apps.push(worker);
+    const fcalls = await monitorFcalls(suite.redis.url, async () => {
+      worker = await startApp({ connection: suite.redis.url, prefix, worker: { concurrency: 2, reaperIntervalMs: 20 } }, [OneStepWorkflow]);
+      suite.apps.push(worker);
       const results = await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
       expect(results).toEqual(Array.from({ length: 40 }, (_, n) => n * 2));
     });

@@ -13,16 +13,15 @@
  * 40 MB (bench scenario 7). The check here is old-space growth over a burst with no full GC in between:
  * about 4 KB per run with any of the three, a few hundred bytes without.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
-import { redisUrlForTests, uniquePrefix, type TestRedis } from './redis-server.js';
-import { redisFor, startApp, waitFor, type TestApp } from './workflow-app.js';
+import { uniquePrefix } from './redis-server.js';
+import { startApp, useSuiteRedis, waitFor } from './workflow-app.js';
 
 v8.setFlagsFromString('--expose-gc');
 const fullGc = runInNewContext('gc') as () => void;
@@ -54,30 +53,17 @@ function oldSpaceUsed(): number {
 }
 
 describe('worker memory over a burst of runs (e2e, private redis-server)', () => {
-  let redis: TestRedis;
-  let direct: Redis;
-  const apps: TestApp[] = [];
-
-  beforeAll(async () => {
-    redis = await redisUrlForTests();
-    direct = redisFor(redis.url);
-  });
-
-  afterAll(async () => {
-    for (const app of apps) await app.close();
-    direct?.disconnect();
-    await redis?.stop();
-  });
+  const suite = useSuiteRedis();
 
   /** Old-space bytes per run over a burst of RUNS runs of `workflow`, until `status` holds them all. */
   async function oldSpacePerRun(workflow: typeof SleepingWorkflow | typeof OneStepWorkflow, name: string, status: string): Promise<number> {
-    const app = await startApp({ connection: redis.url, prefix: uniquePrefix('mem'), worker: { concurrency: 50 } }, [SleepingWorkflow, OneStepWorkflow]);
-    apps.push(app);
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('mem'), worker: { concurrency: 50 } }, [SleepingWorkflow, OneStepWorkflow]);
+    suite.apps.push(app);
     const keys = app.moduleRef.get(WorkflowRedis).keys;
     const index = keys.statusIndex(keys.shardRoot({ queue: 'default', partition: 0 }), name, status);
     // A full GC during the burst would empty old space of the very garbage measured here: then measure again.
     for (let attempt = 1; ; attempt += 1) {
-      const before = await direct.zcard(index);
+      const before = await suite.direct.zcard(index);
       let fullGcs = 0;
       const observer = new PerformanceObserver((list) => {
         for (const entry of list.getEntries()) if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) fullGcs += 1;
@@ -89,7 +75,7 @@ describe('worker memory over a burst of runs (e2e, private redis-server)', () =>
       for (let i = 0; i < RUNS; i += 250) {
         await Promise.all(Array.from({ length: 250 }, (_, k) => app.client.emit(workflow, { i: i + k })));
       }
-      await waitFor(async () => (await direct.zcard(index)) >= before + RUNS, 60_000);
+      await waitFor(async () => (await suite.direct.zcard(index)) >= before + RUNS, 60_000);
       const grown = oldSpaceUsed() - start;
       await new Promise((resolve) => setTimeout(resolve, 50)); // the observer reports on the next turn
       observer.disconnect();

@@ -1,7 +1,9 @@
+import { afterAll, beforeAll } from '@jest/globals';
 import type { Provider } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { Redis } from 'ioredis';
 import { WorkflowClient, WorkflowModule, type WorkflowModuleOptions } from '../../lib/index.js';
+import { redisUrlForTests, type TestRedis } from './redis-server.js';
 
 export interface TestApp {
   moduleRef: TestingModule;
@@ -43,4 +45,26 @@ export async function waitFor(predicate: () => Promise<boolean> | boolean, timeo
     if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, stepMs));
   }
+}
+
+/** A suite's own redis-server, a plain connection to it, and the apps the suite starts (push them here). */
+export interface SuiteRedis {
+  redis: TestRedis;
+  direct: Redis;
+  apps: TestApp[];
+}
+
+/** Starts a private redis-server before the suite's tests; closes its apps, the connection and the server after them. */
+export function useSuiteRedis(): SuiteRedis {
+  const suite = { apps: [] as TestApp[] } as SuiteRedis;
+  beforeAll(async () => {
+    suite.redis = await redisUrlForTests();
+    suite.direct = redisFor(suite.redis.url);
+  });
+  afterAll(async () => {
+    for (const app of suite.apps) await app.close();
+    suite.direct?.disconnect();
+    await suite.redis?.stop();
+  });
+  return suite;
 }
