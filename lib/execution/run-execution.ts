@@ -318,7 +318,7 @@ export class RunExecution implements DurableExecution {
     this.inFlight += 1;
     try {
       // The steps before this one are committed before it starts: it may act on their results.
-      if (this.pendingCommits.length > 0 || this.commitFlush) await this.flushCommits();
+      if (this.commitsOutstanding) await this.flushCommits();
       const value = await this.executeStep(field, request, stored);
       return value;
     } finally {
@@ -445,9 +445,14 @@ export class RunExecution implements DurableExecution {
     this.flushTimer ??= setImmediate(() => this.flushCommits().catch(() => undefined));
   }
 
+  /** Records deferred, or a flush of them still in flight. */
+  private get commitsOutstanding(): boolean {
+    return this.pendingCommits.length > 0 || this.commitFlush !== undefined;
+  }
+
   /** Commits the deferred records; resolves once they, and any flush in progress, have landed. */
   private async flushCommits(): Promise<void> {
-    while (this.commitFlush || this.pendingCommits.length > 0) {
+    while (this.commitsOutstanding) {
       if (this.state === 'stopped') {
         this.takePendingCommitsNow();
         throw this.stopReason();
@@ -666,7 +671,7 @@ export class RunExecution implements DurableExecution {
       this.parkScheduled = false;
       if (!this.mayPark()) return;
       // Steps that succeeded before the waits are committed first; then parking is considered again.
-      if (this.pendingCommits.length > 0 || this.commitFlush) {
+      if (this.commitsOutstanding) {
         this.flushCommits().then(() => this.considerParking(), () => undefined);
         return;
       }
