@@ -94,8 +94,11 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     await page.getByRole('link', { name: 'Runs', exact: true }).click();
     await page.locator('select[name="status"]').selectOption('failed');
     await page.waitForURL(/status=failed/);
+    // The hash changes at once; the filtered list replaces the one on screen when it has loaded.
+    await page.waitForFunction(
+      "(() => { const badges = [...document.querySelectorAll('tbody tr .badge')]; return badges.length > 0 && badges.every((b) => b.textContent === 'failed'); })()",
+    );
     const rows = page.locator('tbody tr');
-    await rows.first().waitFor();
     const statuses = await rows.locator('.badge').allTextContents();
     expect(statuses.length).toBeGreaterThanOrEqual(3);
     expect(new Set(statuses)).toEqual(new Set(['failed']));
