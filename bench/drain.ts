@@ -6,6 +6,8 @@
  *   npm run bench:drain                    one-step runs / single jobs
  *   WORKLOAD=three npm run bench:drain     three-step runs (BullMQ: single jobs, for the emit side only)
  *   ONLY_OURS=1 PROFILE_DRAIN=1 ...        also writes a CPU profile of each drain to bench/profiles/
+ *   COMMANDSTATS=1 ...                     also lists each half's Redis commands (calls and µs per run,
+ *                                          those inside Lua included, from INFO commandstats)
  *
  * Not a scenario of the issue: run.ts is the benchmark; this is the tool that showed where time went.
  */
@@ -29,7 +31,19 @@ async function redisCpuSeconds(admin: Redis): Promise<number> {
   return Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)![1]);
 }
 
+/** Calls and µs per run of each command since the last CONFIG RESETSTAT, costliest first. */
+async function commandCosts(admin: Redis): Promise<string> {
+  const rows = [...(await admin.info('commandstats')).matchAll(/cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/g)]
+    .map(([, command, calls, usec]) => ({ command, calls: Number(calls) / N, usec: Number(usec) / N }))
+    .filter((row) => row.command !== 'info' && row.command !== 'config|resetstat')
+    .sort((a, b) => b.usec - a.usec);
+  const total = rows.reduce((sum, row) => sum + row.usec, 0);
+  const lines = rows.map((row) => `    ${row.command.padEnd(16)} ${row.calls.toFixed(2).padStart(6)} calls ${row.usec.toFixed(2).padStart(7)} µs`);
+  return `${lines.join('\n')}\n    (fcall counts its inner commands too; sum without fcall ${(total - (rows.find((row) => row.command === 'fcall')?.usec ?? 0)).toFixed(1)} µs)`;
+}
+
 async function measure(admin: Redis, label: string, work: () => Promise<unknown>): Promise<void> {
+  if (process.env.COMMANDSTATS) await admin.config('RESETSTAT');
   const redis0 = await redisCpuSeconds(admin);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -39,6 +53,7 @@ async function measure(admin: Redis, label: string, work: () => Promise<unknown>
   const redisUs = ((await redisCpuSeconds(admin)) - redis0) * 1e6;
   const perRun = (us: number) => (us / N).toFixed(1);
   console.log(`${label}: ${ms.toFixed(0)} ms, ${((N / ms) * 1000).toFixed(0)}/s, Node CPU ${perRun(cpu.user + cpu.system)} µs/run, Redis CPU ${perRun(redisUs)} µs/run`);
+  if (process.env.COMMANDSTATS) console.log(await commandCosts(admin));
 }
 
 async function emitAll(start: (i: number) => Promise<unknown>): Promise<void> {

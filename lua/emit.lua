@@ -44,6 +44,9 @@ local function emit(keys, argv)
   if parent ~= '' then add('par', parent) end
   if ikey ~= '' then add('ik', ikey) end
   if argv[10] and argv[10] ~= '' then add('pf', argv[10]); add('pr', argv[11]) end
+  local noted = argv[12] and argv[12] ~= ''
+  -- The 'created' entry of a run emitted queued is implied (see history in includes/01-common.lua).
+  if status == 'queued' and not noted then add('hn', '1') end
   rcall('HSET', run, unpack(fields))
   rcall('ZADD', root .. ':idx:' .. wf, 0, id)
   count_move(root, wf, id, nil, status)
@@ -52,8 +55,10 @@ local function emit(keys, argv)
   else
     make_ready(root, id, wf, priority, now)
   end
-  history(root, id, now, 'created', { status = status })
-  if argv[12] and argv[12] ~= '' then history(root, id, now, 'note', { message = argv[12] }) end
+  if status ~= 'queued' or noted then
+    history(root, id, now, 'created', { status = status }, nil, false)
+    if noted then history(root, id, now, 'note', { message = argv[12] }, nil, false) end
+  end
   return { 1, id, status }
 end
 

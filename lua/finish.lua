@@ -34,9 +34,14 @@ local function complete(keys, argv)
       end
       rcall('HSET', steps_key(root, id), unpack(fields))
     end
-    rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
+    -- After an implied creation and claim, the success is implied too (see history).
+    if f[12] == '2' then
+      rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now, 'hn', '3')
+    else
+      rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
+    end
     finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
-    history(root, id, now, 'succeeded', nil)
+    if f[12] ~= '2' then history(root, id, now, 'succeeded', nil, nil, f[12] or false) end
     -- Only a run whose parent waits for it (f[11]) has anyone to tell: spares the lookup for the others.
     handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now)
   end
@@ -95,7 +100,7 @@ local function fail(keys, argv)
       count_move(root, wf, id, status, 'queued')
       make_ready(root, id, wf, f[5], now)
     end
-    history(root, id, now, 'retrying', { attempt = attempt - 1, delayMs = delay }, err)
+    history(root, id, now, 'retrying', { attempt = attempt - 1, delayMs = delay }, err, f[12] or false)
     return { 1 }
   end
 
@@ -105,14 +110,14 @@ local function fail(keys, argv)
     if argv[7] == '1' then target = 'compensating' end
     rcall('HSET', run, 'st', target, 'fin', 'failed', 'err', err)
     if target ~= status then count_move(root, wf, id, status, target) end
-    history(root, id, now, target == 'compensating' and 'compensating' or 'failing', nil, err)
+    history(root, id, now, target == 'compensating' and 'compensating' or 'failing', nil, err, f[12] or false)
     return { 1 }
   end
 
   if next_step == 'hook-done' then
     rcall('HDEL', run, 'fin')
     rcall('ZREM', root .. ':leases', id)
-    history(root, id, now, 'on-failure-ran', nil)
+    history(root, id, now, 'on-failure-ran', nil, nil, f[12] or false)
     return { 1 }
   end
 
@@ -120,7 +125,7 @@ local function fail(keys, argv)
     rcall('HSET', run, 'st', next_step, 'err', err, 'fa', now)
     rcall('HDEL', run, 'fin')
     finish_run(root, id, wf, status, next_step, now, argv[6], f[6], err)
-    history(root, id, now, next_step, nil, err)
+    history(root, id, now, next_step, nil, err, f[12] or false)
     local handoff = f[11] and notify_parent(root, id, wf, 'F', err, now)
     if handoff then return { 1, unpack(handoff) } end
     return { 1 }

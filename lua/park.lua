@@ -78,7 +78,7 @@ local function park(keys, argv)
     rcall('HSET', run, 'st', 'queued')
     count_move(root, f[4], id, f[2], 'queued')
     make_ready(root, id, f[4], f[5], now)
-    history(root, id, now, 'resumed', { reason = 'wait already over' })
+    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[12] or false)
     return { 2 }
   end
   rcall('DEL', awaited_key(root, id))
@@ -86,7 +86,7 @@ local function park(keys, argv)
   rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', children_open)
   count_move(root, f[4], id, f[2], 'waiting')
   if due then schedule_timer(root, id, due) end
-  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due })
+  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[12] or false)
   return { 1, due or -1 }
 end
 

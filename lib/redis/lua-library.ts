@@ -24,10 +24,14 @@ function findLuaDir(): string {
 
 let cached: LuaLibrary | undefined;
 
-/** Assembles the one Function library: the shared includes first, then one file per function family. */
+/** This package's Function library (assembled once). */
 export function loadLuaLibrary(): LuaLibrary {
-  if (cached) return cached;
-  const luaDir = findLuaDir();
+  cached ??= assembleLuaLibrary(findLuaDir());
+  return cached;
+}
+
+/** Assembles the one Function library from a lua/ folder: the shared includes first, then one file per function family. */
+export function assembleLuaLibrary(luaDir: string): LuaLibrary {
   const read = (folder: string) =>
     readdirSync(folder)
       .filter((file) => file.endsWith('.lua'))
@@ -37,6 +41,5 @@ export function loadLuaLibrary(): LuaLibrary {
   const code = `#!lua name=${LIBRARY_NAME}\n${parts.join('\n')}`;
   const match = /local BUILD = (\d+)/.exec(code);
   if (!match) throw new Error('nestjs-redis-workflows: lua/includes/00-build.lua has no BUILD number.');
-  cached = { name: LIBRARY_NAME, build: Number(match[1]), code };
-  return cached;
+  return { name: LIBRARY_NAME, build: Number(match[1]), code };
 }

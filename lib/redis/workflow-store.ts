@@ -3,6 +3,7 @@ import type { Writable } from 'node:stream';
 import { WorkflowConnectionError } from '../errors/workflow.errors.js';
 import type { FunctionLoader } from './function-loader.js';
 import { isFunctionNotFound } from './function-loader.js';
+import { IMPLIED_HISTORY_FIELDS, impliedHistory } from './implied-history.js';
 import { executionScope } from '../execution/execution-scope.js';
 import type { KeySpace, ShardRef } from './keys.js';
 import type { RedisClient } from './redis-connections.js';
@@ -377,8 +378,19 @@ export class WorkflowStore {
     return this.guard(() => this.client.hgetall(this.keys.steps(this.root(shard), runId)));
   }
 
+  /** The run's history entries: the implied ones (see implied-history.ts), then its list, read atomically. */
   async readHistory(shard: ShardRef, runId: string): Promise<string[]> {
-    return this.guard(() => this.client.lrange(this.keys.history(this.root(shard), runId), 0, -1));
+    const root = this.root(shard);
+    const replies = await this.guard(() =>
+      this.client
+        .multi()
+        .hmget(this.keys.run(root, runId), ...IMPLIED_HISTORY_FIELDS)
+        .lrange(this.keys.history(root, runId), 0, -1)
+        .exec(),
+    );
+    const [[hashError, fields], [listError, list]] = replies as [[Error | null, (string | null)[]], [Error | null, string[]]];
+    if (hashError ?? listError) throw hashError ?? listError;
+    return [...impliedHistory(fields), ...list];
   }
 
   async readIdempotencyKey(shard: ShardRef, workflow: string, key: string): Promise<string | null> {

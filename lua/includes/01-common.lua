@@ -57,10 +57,34 @@ end
 local MAX_HISTORY = 1000
 local HISTORY_ALWAYS_KEPT = { succeeded = true, failed = true, canceled = true }
 
+-- A run's first history entries are not written while they follow from its run hash: 'created' of a
+-- run emitted queued ('ca'), its first 'claimed' ('sa', 'wk'; attempt 1) and then 'succeeded' ('fa').
+-- The run hash field 'hn' says how many of them are implied (1 to 3). A run that lives only those
+-- transitions, as most do, never gets a history list: three list writes and a key fewer per run. Any
+-- other entry writes the implied ones first and drops 'hn'; readers build them the same way
+-- (WorkflowStore.readHistory), from one atomic read of the hash and the list.
+local function implied_history(run, count)
+  local f = rcall('HMGET', run, 'ca', 'sa', 'wk', 'fa')
+  local entries = { '{"type":"created","at":' .. f[1] .. ',"status":"queued"}' }
+  if count >= 2 then entries[2] = '{"type":"claimed","at":' .. f[2] .. ',"attempt":1,"workerId":' .. cjson.encode(f[3]) .. '}' end
+  if count >= 3 then entries[3] = '{"type":"succeeded","at":' .. f[4] .. '}' end
+  return entries
+end
+
+-- Writes the implied entries now: before a change of the fields they are built from.
+local function write_implied_history(root, id, implied)
+  local run = run_key(root, id)
+  rcall('HDEL', run, 'hn')
+  rcall('RPUSH', hist_key(root, id), unpack(implied_history(run, tonumber(implied))))
+end
+
 -- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
 -- by the client (an error object) and is embedded as it is. Kinds and field names are this library's
 -- own identifiers (no escaping needed); string values may come from users and go through cjson.
-local function history(root, id, at, kind, fields, raw_error)
+-- `implied`: the run's 'hn' when the caller has read it (false: none), nil to look it up here.
+local function history(root, id, at, kind, fields, raw_error, implied)
+  local run = run_key(root, id)
+  if implied == nil then implied = rcall('HGET', run, 'hn') end
   local parts = { '{"type":"', kind, '","at":', string.format('%d', at) }
   if fields then
     for name, value in pairs(fields) do
@@ -74,7 +98,15 @@ local function history(root, id, at, kind, fields, raw_error)
   if raw_error and raw_error ~= '' then parts[#parts + 1] = ',"error":' .. raw_error end
   parts[#parts + 1] = '}'
   local key = hist_key(root, id)
-  local length = rcall('RPUSH', key, table.concat(parts))
+  local length
+  if implied then
+    rcall('HDEL', run, 'hn')
+    local entries = implied_history(run, tonumber(implied))
+    entries[#entries + 1] = table.concat(parts)
+    length = rcall('RPUSH', key, unpack(entries))
+  else
+    length = rcall('RPUSH', key, table.concat(parts))
+  end
   if length > MAX_HISTORY and not HISTORY_ALWAYS_KEPT[kind] then
     rcall('RPOP', key)
     -- the marker takes the first place past the cap, once
@@ -114,9 +146,10 @@ local EXECUTING = { running = true, compensating = true }
 -- The presented token must be the run's current one and the run must be executing under a lease that
 -- has not expired (judged by this server's clock). Returns the run's fields, or nil and the reason.
 -- A run canceled at once whose workflow has @OnFailure ('fin' = 'hook') is leased, still canceled, to a
--- worker that runs the hook. f[11] is the parent's step waiting for this run (nil when no parent waits).
+-- worker that runs the hook. f[11] is the parent's step waiting for this run (nil when no parent waits),
+-- f[12] the run's implied history entries ('hn', see history).
 local function check_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf')
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn')
   if not f[2] then return nil, 'NO_RUN' end
   if f[1] ~= token then return nil, 'STALE_TOKEN' end
   if not EXECUTING[f[2]] and not (f[2] == 'canceled' and f[10] == 'hook') then return nil, 'NOT_EXECUTING:' .. f[2] end

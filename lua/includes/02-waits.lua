@@ -15,7 +15,7 @@ local function awaited_key(root, id) return root .. ':aw:' .. id end
 local function children_key(root, id) return root .. ':ch:' .. id end
 
 -- Moves a waiting run back to its ready set. The caller checked that it is waiting.
-local function wake_run(root, id, wf, priority, now, reason, step)
+local function wake_run(root, id, wf, priority, now, reason, step, implied)
   local run = run_key(root, id)
   rcall('HSET', run, 'st', 'queued')
   rcall('HDEL', run, 'wait', 'wn')
@@ -23,7 +23,7 @@ local function wake_run(root, id, wf, priority, now, reason, step)
   rcall('ZREM', root .. ':timers', id)
   count_move(root, wf, id, 'waiting', 'queued')
   make_ready(root, id, wf, priority, now)
-  history(root, id, now, 'woken', { reason = reason, step = step })
+  history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
 end
 
 -- Writes the outcome of a child run or an event into the waiting run's step record (unless that step is
@@ -32,7 +32,7 @@ end
 -- Returns 1 when the record was written, 0 when it was already resolved (or the run is gone).
 local function deliver_to_run(root, id, field, state, json, kind, now)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep')
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep', 'hn')
   if not f[1] then return 0 end
   local current = rcall('HGET', steps_key(root, id), field)
   if current and record_state(current) ~= 'W' then return 0 end
@@ -46,7 +46,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now)
     if kind == 'child' and state == 'S' then
       wake = rcall('HINCRBY', run, 'wn', -1) <= 0
     end
-    if wake then wake_run(root, id, f[2], f[3], now, kind, field) end
+    if wake then wake_run(root, id, f[2], f[3], now, kind, field, f[5] or false) end
   end
   return 1
 end

@@ -24,7 +24,7 @@ local function claim_runs(root, argv, at, now, reply)
       for p = 1, #popped, 2 do
         local id = popped[p]
         local run = run_key(root, id)
-        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
+        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep', 'hn')
         -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
         -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
         local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
@@ -32,7 +32,7 @@ local function claim_runs(root, argv, at, now, reply)
           -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
           rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now)
           finish_run(root, id, wf, f[1], 'failed', now, damaged_retention, f[5])
-          history(root, id, now, 'failed', nil, DAMAGED_RUN)
+          history(root, id, now, 'failed', nil, DAMAGED_RUN, f[15] or false)
         elseif claimable then
           local fence = (tonumber(f[4]) or 0) + 1
           local token = fence .. ':' .. claim_id
@@ -42,7 +42,13 @@ local function claim_runs(root, argv, at, now, reply)
           local status = 'running'
           if f[9] and f[12] then status = 'compensating' end
           if f[1] == 'canceled' then status = 'canceled' end
-          if f[11] then
+          -- The first claim of a run whose history is only implied is implied too (see history).
+          local implied_claim = f[15] == '1' and f[2] == '1' and not f[4] and not f[11] and status == 'running'
+          if f[15] and not implied_claim then write_implied_history(root, id, f[15]) end
+          if implied_claim then
+            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
+              'sa', now, 'hn', '2')
+          elseif f[11] then
             rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
           else
             rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
@@ -54,7 +60,7 @@ local function claim_runs(root, argv, at, now, reply)
           end
           rcall('ZADD', root .. ':leases', lease_until, id)
           if f[1] ~= status then count_move(root, wf, id, f[1], status) end
-          history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker })
+          if not implied_claim then history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker }, nil, false) end
           -- Step records are written only under a lease, or delivered to a run that waits, which was
           -- claimed before: a run never claimed (no fencing counter yet) has none to read.
           local steps = {}

@@ -1,0 +1,132 @@
+/**
+ * Redis's own cost of each transition of a one-step run, with Node out of the way: every call is prepared
+ * first and sent in pipelines of 1,000, so that Redis is the busy process. Emits N runs, claims them in batches
+ * of 50, then completes each (its step record with it, no refill). Prints the median over REPS rounds of
+ * Redis's CPU time per run for each, and how INFO commandstats splits the FCALL's time between its inner
+ * commands and the Lua around them.
+ *
+ *   npm run bench:lua                          N=20000 REPS=5 by default
+ *   LUA_B=/path/to/other/lua npm run bench:lua  compares this package's lua/ (A) with another lua/ folder (B),
+ *                                              each on a redis-server of its own, rounds alternating A B A B
+ *
+ * Not a scenario of the issue: the tool for making the Lua library cheaper, one change at a time.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { assembleLuaLibrary } from '../lib/redis/lua-library.js';
+import { startBenchRedis, type BenchRedis } from './support/redis-server.js';
+
+const N = Number(process.env.N ?? 20_000);
+const REPS = Number(process.env.REPS ?? 5);
+const BATCH = 50;
+const ROOT = '{bench:default:0}';
+const WORKFLOW = 'bench-one';
+
+interface Cost {
+  /** Redis process CPU time per run (INFO cpu): not inflated when the OS preempts Redis, as wall time is. */
+  cpu: number;
+  fcall: number;
+  inner: number;
+}
+
+async function cpuSeconds(admin: Redis): Promise<number> {
+  const info = await admin.info('cpu');
+  return Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)![1]);
+}
+
+async function costOf(admin: Redis, send: () => Promise<unknown>): Promise<Cost> {
+  await admin.config('RESETSTAT');
+  const cpu0 = await cpuSeconds(admin);
+  await send();
+  const cpu = ((await cpuSeconds(admin)) - cpu0) * 1e6;
+  let fcall = 0;
+  let inner = 0;
+  for (const [, command, usec] of (await admin.info('commandstats')).matchAll(/cmdstat_([\w|]+):calls=\d+,usec=(\d+)/g)) {
+    if (command === 'fcall') fcall += Number(usec);
+    else if (command !== 'info' && command !== 'config|resetstat') inner += Number(usec);
+  }
+  return { cpu: cpu / N, fcall: fcall / N, inner: inner / N };
+}
+
+async function pipelined(redis: Redis, calls: (string | number)[][]): Promise<unknown[]> {
+  const replies: unknown[] = [];
+  for (let from = 0; from < calls.length; from += 1000) {
+    const pipeline = redis.pipeline();
+    for (const args of calls.slice(from, from + 1000)) pipeline.call('FCALL', ...args);
+    for (const [error, reply] of (await pipeline.exec())!) {
+      if (error) throw error;
+      replies.push(reply);
+    }
+  }
+  return replies;
+}
+
+interface Variant {
+  label: string;
+  code: string;
+  server: BenchRedis;
+  admin: Redis;
+  rounds: Record<string, Cost>[];
+}
+
+async function round(variant: Variant, rep: number): Promise<void> {
+  const { admin } = variant;
+  await admin.flushall();
+  await admin.function('LOAD', 'REPLACE', variant.code);
+  const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
+  const emit = await costOf(admin, () =>
+    pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, WORKFLOW, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])),
+  );
+  let claimedRuns: { id: string; token: string }[] = [];
+  const claim = await costOf(admin, async () => {
+    const replies = await pipelined(
+      admin,
+      Array.from({ length: N / BATCH }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `c${k}`, 86_400_000, WORKFLOW, 0, 1, 0]),
+    );
+    claimedRuns = replies.flatMap((reply) => (reply as unknown[][]).slice(1).map((run) => ({ id: String(run[0]), token: String(run[5]) })));
+  });
+  if (claimedRuns.length !== N) throw new Error(`${variant.label}: claimed ${claimedRuns.length} of ${N} runs`);
+  const record = `{"k":"step","a":1,"st":${Date.now()},"r":true}`;
+  const complete = await costOf(admin, async () => {
+    const replies = await pipelined(admin, claimedRuns.map((run) => ['wf1_complete', 1, ROOT, run.id, run.token, 'true', 86_400_000, 1, '0:a', record]));
+    if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${variant.label}: a completion was refused`);
+  });
+  variant.rounds.push({ emit, claim, complete });
+}
+
+const packageLua = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'lua');
+const variants: Variant[] = [];
+for (const [label, dir] of [['A', packageLua], ...(process.env.LUA_B ? [['B', process.env.LUA_B]] : [])]) {
+  const server = await startBenchRedis();
+  variants.push({ label, code: assembleLuaLibrary(dir).code, server, admin: new Redis(server.port, server.host), rounds: [] });
+}
+for (let rep = 0; rep < REPS; rep += 1) {
+  for (const variant of variants) await round(variant, rep);
+}
+
+// The least a round took is the steadiest reading of a cost on a shared machine; the median is printed too.
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const totals: number[] = [];
+for (const variant of variants) {
+  let total = 0;
+  let totalMin = 0;
+  for (const name of ['emit', 'claim', 'complete']) {
+    const cpus = variant.rounds.map((r) => r[name].cpu);
+    const cpu = median(cpus);
+    const fcall = median(variant.rounds.map((r) => r[name].fcall));
+    const inner = median(variant.rounds.map((r) => r[name].inner));
+    total += cpu;
+    totalMin += Math.min(...cpus);
+    console.log(
+      `${variant.label} ${name.padEnd(9)} Redis CPU ${cpu.toFixed(2).padStart(6)} µs/run, least ${Math.min(...cpus).toFixed(2)}; in FCALL ${fcall.toFixed(2)} (inner commands ${inner.toFixed(2)}, Lua around them ${(fcall - inner).toFixed(2)})`,
+    );
+  }
+  totals.push(total);
+  console.log(`${variant.label} one-step run: Redis CPU ${total.toFixed(2)} µs, least ${totalMin.toFixed(2)} (median of ${REPS} rounds of ${N})`);
+}
+if (totals.length === 2) console.log(`B / A: ${(totals[1] / totals[0]).toFixed(3)}`);
+for (const variant of variants) {
+  variant.admin.disconnect();
+  await variant.server.stop();
+}
