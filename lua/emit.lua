@@ -37,10 +37,10 @@ local function emit(keys, argv)
   if due > now then status = 'scheduled' end
 
   -- Only the fields a run has are stored: every byte here is kept for the run's whole retention.
-  local fields = { 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', 1, 'ca', now }
+  local fields = { 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', '1', 'ca', ms(now) }
   local function add(name, value) fields[#fields + 1] = name; fields[#fields + 1] = value end
   if tonumber(priority) ~= 0 then add('pri', priority) end
-  if due > now then add('due', due) end
+  if due > now then add('due', ms(due)) end
   if parent ~= '' then add('par', parent) end
   if ikey ~= '' then add('ik', ikey) end
   if argv[10] and argv[10] ~= '' then add('pf', argv[10]); add('pr', argv[11]) end
@@ -48,7 +48,7 @@ local function emit(keys, argv)
   -- The 'created' entry of a run emitted queued is implied (see history in includes/01-common.lua).
   if status == 'queued' and not noted then add('hn', '1') end
   rcall('HSET', run, unpack(fields))
-  rcall('ZADD', root .. ':idx:' .. wf, 0, id)
+  rcall('ZADD', root .. ':idx:' .. wf, '0', id)
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)

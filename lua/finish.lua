@@ -26,8 +26,9 @@ local function complete(keys, argv)
   if not f then
     if not (reason == 'NOT_EXECUTING:succeeded' and rcall('HGET', run, 'tok') == token) then return { 0, reason } end
   else
+    local now_text = ms(now)
     if steps > 0 then
-      local fields, stamp = {}, string.format('%d', now) .. '|S|'
+      local fields, stamp = {}, now_text .. '|S|'
       for i = 6, claim_at - 1, 2 do
         fields[#fields + 1] = argv[i]
         fields[#fields + 1] = stamp .. argv[i + 1]
@@ -36,9 +37,9 @@ local function complete(keys, argv)
     end
     -- After an implied creation and claim, the success is implied too (see history).
     if f[12] == '2' then
-      rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now, 'hn', '3')
+      rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now_text, 'hn', '3')
     else
-      rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now)
+      rcall('HSET', run, 'st', 'succeeded', 'out', argv[3], 'fa', now_text)
     end
     finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
     if f[12] ~= '2' then history(root, id, now, 'succeeded', nil, nil, f[12] or false) end
@@ -122,7 +123,7 @@ local function fail(keys, argv)
   end
 
   if next_step == 'failed' or next_step == 'canceled' then
-    rcall('HSET', run, 'st', next_step, 'err', err, 'fa', now)
+    rcall('HSET', run, 'st', next_step, 'err', err, 'fa', ms(now))
     rcall('HDEL', run, 'fin')
     finish_run(root, id, wf, status, next_step, now, argv[6], f[6], err)
     history(root, id, now, next_step, nil, err, f[12] or false)

@@ -8,6 +8,7 @@ local function claim_runs(root, argv, at, now, reply)
   local worker, want, lease_ms, claim_id = argv[at], tonumber(argv[at + 1]), tonumber(argv[at + 2]), argv[at + 3]
   local damaged_retention = argv[at + 4]
   local taken = 0
+  local now_text, lease_text = ms(now), ms(now + lease_ms)
 
   for g = at + 5, #argv, 4 do
     if taken >= want then break end
@@ -30,14 +31,13 @@ local function claim_runs(root, argv, at, now, reply)
         local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
         if claimable and (not tonumber(f[2]) or not tonumber(f[7]) or not f[6] or (f[3] and not tonumber(f[3]))) then
           -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
-          rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now)
+          rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now_text)
           finish_run(root, id, wf, f[1], 'failed', now, damaged_retention, f[5])
           history(root, id, now, 'failed', nil, DAMAGED_RUN, f[15] or false)
         elseif claimable then
-          local fence = (tonumber(f[4]) or 0) + 1
+          local fence = ms((tonumber(f[4]) or 0) + 1)
           local token = fence .. ':' .. claim_id
           local max = f[3] or max_attempts
-          local lease_until = now + lease_ms
           -- A run taken over in its finalizing phase with compensations left goes on compensating.
           local status = 'running'
           if f[9] and f[12] then status = 'compensating' end
@@ -46,19 +46,20 @@ local function claim_runs(root, argv, at, now, reply)
           local implied_claim = f[15] == '1' and f[2] == '1' and not f[4] and not f[11] and status == 'running'
           if f[15] and not implied_claim then write_implied_history(root, id, f[15]) end
           if implied_claim then
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
-              'sa', now, 'hn', '2')
+            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max,
+              'sa', now_text, 'hn', '2')
           elseif f[11] then
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max)
+            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max)
           else
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_until, 'wk', worker, 'max', max,
-              'sa', now)
+            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max,
+              'sa', now_text)
           end
           if timeout_ms > 0 and not f[5] then
-            rcall('HSET', run, 'dl', now + timeout_ms)
-            rcall('ZADD', root .. ':deadlines', now + timeout_ms, id)
+            local deadline = ms(now + timeout_ms)
+            rcall('HSET', run, 'dl', deadline)
+            rcall('ZADD', root .. ':deadlines', deadline, id)
           end
-          rcall('ZADD', root .. ':leases', lease_until, id)
+          rcall('ZADD', root .. ':leases', lease_text, id)
           if f[1] ~= status then count_move(root, wf, id, f[1], status) end
           if not implied_claim then history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker }, nil, false) end
           -- Step records are written only under a lease, or delivered to a run that waits, which was

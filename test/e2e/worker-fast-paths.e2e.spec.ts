@@ -44,6 +44,16 @@ class OneStepWorkflow {
   }
 }
 
+@Workflow('fp-naps')
+@Injectable()
+class NapWorkflow {
+  async execute(ctx: WorkflowContext<{ ms: number }>) {
+    await ctx.step.run('before', () => 1);
+    await ctx.step.sleep('nap', ctx.input.ms);
+    return 'rested';
+  }
+}
+
 async function monitorFcalls(url: string, during: () => Promise<void>): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
   for (const { source, args } of await monitorCommands(url, during)) {
@@ -103,5 +113,33 @@ describe('worker fast paths (e2e, private redis-server)', () => {
     for (const h of handles.slice(0, 5)) {
       expect((await producer.client.getRunHistory(h.id)).filter((e) => e.type === 'claimed')).toHaveLength(1);
     }
+  });
+
+  it('a run that is only created, claimed once and succeeds writes no history list; its history reads the same', async () => {
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_hist'), worker: { concurrency: 2 } }, [OneStepWorkflow, NapWorkflow]);
+    suite.apps.push(app);
+    const keys = app.moduleRef.get(WorkflowRedis).keys;
+    const root = keys.shardRoot({ queue: 'default', partition: 0 });
+
+    const plain = await app.client.emit(OneStepWorkflow, { n: 4 });
+    expect(await plain.result({ timeoutMs: 10_000 })).toBe(8);
+    expect(await suite.direct.exists(keys.history(root, plain.id))).toBe(0);
+    const run = (await app.client.getRun(plain.id))!;
+    const history = await app.client.getRunHistory(plain.id);
+    expect(history.map((e) => e.type)).toEqual(['created', 'claimed', 'step-succeeded', 'succeeded']);
+    expect(history[0]).toMatchObject({ at: run.createdAt, data: { status: 'queued' } });
+    expect(history[1]).toMatchObject({ at: run.startedAt, attempt: 1, workerId: run.workerId });
+    expect(history[3]).toMatchObject({ at: run.finishedAt });
+
+    // A run that goes on to something else writes the implied entries first, with their own times.
+    const napping = await app.client.emit(NapWorkflow, { ms: 300 });
+    await waitFor(async () => (await napping.getState()).status === 'waiting', 5_000, 10);
+    expect(await suite.direct.lrange(keys.history(root, napping.id), 0, -1)).toHaveLength(3);
+    expect(await napping.result({ timeoutMs: 10_000 })).toBe('rested');
+    const napped = await app.client.getRunHistory(napping.id);
+    const started = (await app.client.getRun(napping.id))!;
+    expect(napped.filter((e) => e.type !== 'step-succeeded').map((e) => e.type)).toEqual(['created', 'claimed', 'parked', 'woken', 'claimed', 'succeeded']);
+    expect(napped[0]).toMatchObject({ at: started.createdAt });
+    expect(napped.filter((e) => e.type === 'claimed')[0]).toMatchObject({ at: started.startedAt, attempt: 1 });
   });
 });
