@@ -22,13 +22,13 @@ export interface DurableExecution {
   runStep<T>(request: StepRequest<T>): Promise<T>;
 }
 
-interface Scope {
+export interface ExecutionScope {
   execution: DurableExecution;
   /** Set while a step's function runs: steps called from inside a step are plain calls. */
   step?: StepContext;
 }
 
-export const executionScope = new AsyncLocalStorage<Scope>();
+export const executionScope = new AsyncLocalStorage<ExecutionScope>();
 
 /** The step being executed: its idempotency key, signal and attempt. Undefined outside a run. */
 export function currentStep(): StepContext | undefined {
