@@ -44,7 +44,7 @@ local function complete(keys, argv)
     finish_run(root, id, f[4], f[2], 'succeeded', now, argv[4], f[6], argv[3])
     if f[12] ~= '2' then history(root, id, now, 'succeeded', nil, nil, f[12] or false) end
     -- Only a run whose parent waits for it (f[11]) has anyone to tell: spares the lookup for the others.
-    handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now)
+    handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now, f)
   end
   if claiming then
     local claimed = { now }
@@ -127,7 +127,7 @@ local function fail(keys, argv)
     rcall('HDEL', run, 'fin')
     finish_run(root, id, wf, status, next_step, now, argv[6], f[6], err)
     history(root, id, now, next_step, nil, err, f[12] or false)
-    local handoff = f[11] and notify_parent(root, id, wf, 'F', err, now)
+    local handoff = f[11] and notify_parent(root, id, wf, 'F', err, now, f)
     if handoff then return { 1, unpack(handoff) } end
     return { 1 }
   end

@@ -151,9 +151,9 @@ local EXECUTING = { running = true, compensating = true }
 -- has not expired (judged by this server's clock). Returns the run's fields, or nil and the reason.
 -- A run canceled at once whose workflow has @OnFailure ('fin' = 'hook') is leased, still canceled, to a
 -- worker that runs the hook. f[11] is the parent's step waiting for this run (nil when no parent waits),
--- f[12] the run's implied history entries ('hn', see history).
+-- f[12] the run's implied history entries ('hn', see history), f[13] the parent's shard root.
 local function check_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn')
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
   if not f[2] then return nil, 'NO_RUN' end
   if f[1] ~= token then return nil, 'STALE_TOKEN' end
   if not EXECUTING[f[2]] and not (f[2] == 'canceled' and f[10] == 'hook') then return nil, 'NOT_EXECUTING:' .. f[2] end

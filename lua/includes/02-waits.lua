@@ -71,8 +71,9 @@ end
 
 -- A finished child tells its parent: directly when both live in this shard, else through the outbox.
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
-local function notify_parent(root, id, wf, state, payload, now)
-  local f = rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
+-- `leased`: the run's fields as check_lease read them (they hold 'par', 'pf' and 'pr'), nil to read them here.
+local function notify_parent(root, id, wf, state, payload, now, leased)
+  local f = leased and { leased[7], leased[11], leased[13] } or rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
   if not f[2] or f[2] == '' then return nil end
   local json = child_record(wf, id, state, payload)
   if f[3] == root then
