@@ -75,11 +75,14 @@ local function implied_history(run, count)
   return entries
 end
 
--- Writes the implied entries now: before a change of the fields they are built from.
-local function write_implied_history(root, id, implied)
+-- Writes the implied entries out (before a change of the fields they are built from, or before
+-- `entry`, pushed with them when given) and drops 'hn'. Returns the list's new length.
+local function write_implied_history(root, id, implied, entry)
   local run = run_key(root, id)
   rcall('HDEL', run, 'hn')
-  rcall('RPUSH', hist_key(root, id), unpack(implied_history(run, tonumber(implied))))
+  local entries = implied_history(run, tonumber(implied))
+  if entry then entries[#entries + 1] = entry end
+  return rcall('RPUSH', hist_key(root, id), unpack(entries))
 end
 
 -- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
@@ -87,8 +90,7 @@ end
 -- own identifiers (no escaping needed); string values may come from users and go through cjson.
 -- `implied`: the run's 'hn' when the caller has read it (false: none), nil to look it up here.
 local function history(root, id, at, kind, fields, raw_error, implied)
-  local run = run_key(root, id)
-  if implied == nil then implied = rcall('HGET', run, 'hn') end
+  if implied == nil then implied = rcall('HGET', run_key(root, id), 'hn') end
   local parts = { '{"type":"', kind, '","at":', string.format('%d', at) }
   if fields then
     for name, value in pairs(fields) do
@@ -104,10 +106,7 @@ local function history(root, id, at, kind, fields, raw_error, implied)
   local key = hist_key(root, id)
   local length
   if implied then
-    rcall('HDEL', run, 'hn')
-    local entries = implied_history(run, tonumber(implied))
-    entries[#entries + 1] = table.concat(parts)
-    length = rcall('RPUSH', key, unpack(entries))
+    length = write_implied_history(root, id, implied, table.concat(parts))
   else
     length = rcall('RPUSH', key, table.concat(parts))
   end

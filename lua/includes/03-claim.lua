@@ -45,15 +45,10 @@ local function claim_runs(root, argv, at, now, reply)
           -- The first claim of a run whose history is only implied is implied too (see history).
           local implied_claim = f[15] == '1' and f[2] == '1' and not f[4] and not f[11] and status == 'running'
           if f[15] and not implied_claim then write_implied_history(root, id, f[15]) end
-          if implied_claim then
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max,
-              'sa', now_text, 'hn', '2')
-          elseif f[11] then
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max)
-          else
-            rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max,
-              'sa', now_text)
-          end
+          local fields = { 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max }
+          if not f[11] then fields[13] = 'sa'; fields[14] = now_text end
+          if implied_claim then fields[15] = 'hn'; fields[16] = '2' end
+          rcall('HSET', run, unpack(fields))
           if timeout_ms > 0 and not f[5] then
             local deadline = ms(now + timeout_ms)
             rcall('HSET', run, 'dl', deadline)
