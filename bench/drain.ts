@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { WorkflowWorker } from '../lib/worker/workflow-worker.js';
 import { startBenchRedis } from './support/redis-server.js';
+import { commandTimes, redisCpuSeconds } from './support/redis-stats.js';
 import { bullCompleted, startBull } from './systems/bullmq.js';
 import { OneStepWorkflow, ourCount, startOurs, ThreeStepWorkflow } from './systems/ours.js';
 
@@ -26,16 +27,10 @@ const THREE = process.env.WORKLOAD === 'three';
 const REPS = 2;
 const profiles = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'profiles');
 
-async function redisCpuSeconds(admin: Redis): Promise<number> {
-  const info = await admin.info('cpu');
-  return Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)![1]);
-}
-
 /** Calls and µs per run of each command since the last CONFIG RESETSTAT, costliest first. */
 async function commandCosts(admin: Redis): Promise<string> {
-  const rows = [...(await admin.info('commandstats')).matchAll(/cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/g)]
-    .map(([, command, calls, usec]) => ({ command, calls: Number(calls) / N, usec: Number(usec) / N }))
-    .filter((row) => row.command !== 'info' && row.command !== 'config|resetstat')
+  const rows = [...(await commandTimes(admin))]
+    .map(([command, { calls, usec }]) => ({ command, calls: calls / N, usec: usec / N }))
     .sort((a, b) => b.usec - a.usec);
   const total = rows.reduce((sum, row) => sum + row.usec, 0);
   const lines = rows.map((row) => `    ${row.command.padEnd(16)} ${row.calls.toFixed(2).padStart(6)} calls ${row.usec.toFixed(2).padStart(7)} µs`);

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { assembleLuaLibrary } from '../lib/redis/lua-library.js';
 import { startBenchRedis, type BenchRedis } from './support/redis-server.js';
+import { commandTimes, redisCpuSeconds } from './support/redis-stats.js';
 
 const N = Number(process.env.N ?? 20_000);
 const REPS = Number(process.env.REPS ?? 5);
@@ -30,21 +31,16 @@ interface Cost {
   inner: number;
 }
 
-async function cpuSeconds(admin: Redis): Promise<number> {
-  const info = await admin.info('cpu');
-  return Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)![1]);
-}
-
 async function costOf(admin: Redis, send: () => Promise<unknown>): Promise<Cost> {
   await admin.config('RESETSTAT');
-  const cpu0 = await cpuSeconds(admin);
+  const cpu0 = await redisCpuSeconds(admin);
   await send();
-  const cpu = ((await cpuSeconds(admin)) - cpu0) * 1e6;
+  const cpu = ((await redisCpuSeconds(admin)) - cpu0) * 1e6;
   let fcall = 0;
   let inner = 0;
-  for (const [, command, usec] of (await admin.info('commandstats')).matchAll(/cmdstat_([\w|]+):calls=\d+,usec=(\d+)/g)) {
-    if (command === 'fcall') fcall += Number(usec);
-    else if (command !== 'info' && command !== 'config|resetstat') inner += Number(usec);
+  for (const [command, { usec }] of await commandTimes(admin)) {
+    if (command === 'fcall') fcall += usec;
+    else inner += usec;
   }
   return { cpu: cpu / N, fcall: fcall / N, inner: inner / N };
 }

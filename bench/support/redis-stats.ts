@@ -14,6 +14,16 @@ export async function commandStats(redis: Redis): Promise<Map<string, number>> {
   return stats;
 }
 
+/** Calls and µs per command from INFO commandstats (Lua included; an FCALL's µs include its inner commands'). */
+export async function commandTimes(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
+  const info = await redis.info('commandstats');
+  const times = new Map<string, { calls: number; usec: number }>();
+  for (const [, command, calls, usec] of info.matchAll(/cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g)) {
+    if (!MEASUREMENT.has(command)) times.set(command, { calls: Number(calls), usec: Number(usec) });
+  }
+  return times;
+}
+
 export function totalCalls(stats: Map<string, number>): number {
   let total = 0;
   for (const calls of stats.values()) total += calls;
