@@ -21,15 +21,15 @@ import type {
   WorkflowHandler,
 } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
-import type { ClaimRequest, ClaimedRun, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
+import type { ClaimRequest, ClaimedRun, CommitResult, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
 import { abortableDelay, backoffDelay, raceAbort } from './backoff.js';
 import type { ChildLauncher } from './child-launcher.js';
-import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
+import { executionScope, type DurableExecution, type ExecutionScope, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
 import { encodeStepRecord, parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
 import { HandlerContext, StepCallContext } from './user-contexts.js';
-import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
+import type { ExecutionObserver, RunObservation, StepObservation } from '../observability/workflow-observer.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
 
@@ -56,6 +56,9 @@ export interface SlotRefill {
 }
 
 export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHandler };
+
+/** The scope end-of-turn work is scheduled under: none, so that it does not carry one run's scope. */
+const NO_SCOPE = undefined as unknown as ExecutionScope;
 
 /** Ends the handler's pending calls once the run has parked or stopped; never committed anywhere. */
 class Suspended extends Error {}
@@ -117,8 +120,10 @@ export class RunExecution implements DurableExecution {
    *  step, child, wait or failure, or together with its completion. */
   private pendingCommits: PendingCommit[] = [];
   private commitFlush?: Promise<void>;
-  /** The end-of-turn flush of pendingCommits; cleared when the commits are taken before it fires. */
-  private flushTimer?: NodeJS.Immediate;
+  /** Waiting in dueFlushes for the end of this event-loop turn. */
+  private flushQueued = false;
+  /** Executions whose deferred records are committed at the end of this turn: one immediate for all of them. */
+  private static dueFlushes: RunExecution[] = [];
   private parkScheduled = false;
   private state: 'executing' | 'parking' | 'stopped' = 'executing';
   /** 'collect': a replay after a takeover of a failing run, to find the compensations to run. */
@@ -132,8 +137,10 @@ export class RunExecution implements DurableExecution {
   private failure?: unknown;
   private retryInMs?: number;
   private input: unknown;
-  private resolveStop!: (outcome: ExecutionOutcome) => void;
-  private readonly stopped = new Promise<ExecutionOutcome>((resolve) => (this.resolveStop = resolve));
+  /** How the execution stopped, once it has; `stopped` is made when someone waits for it (most runs never). */
+  private stopOutcome?: ExecutionOutcome;
+  private stoppedPromise?: Promise<ExecutionOutcome>;
+  private resolveStopped?: (outcome: ExecutionOutcome) => void;
 
   constructor(
     private readonly claim: ClaimedRun,
@@ -202,6 +209,18 @@ export class RunExecution implements DurableExecution {
     });
   }
 
+  /** Settles with the outcome once the execution has stopped (lost, canceled, parked). */
+  private get stopped(): Promise<ExecutionOutcome> {
+    return (this.stoppedPromise ??=
+      this.stopOutcome !== undefined ? Promise.resolve(this.stopOutcome) : new Promise((resolve) => (this.resolveStopped = resolve)));
+  }
+
+  private resolveStop(outcome: ExecutionOutcome): void {
+    if (this.stopOutcome !== undefined) return;
+    this.stopOutcome = outcome;
+    this.resolveStopped?.(outcome);
+  }
+
   private get options(): ResolvedWorkflowOptions {
     return this.definition.options;
   }
@@ -214,10 +233,14 @@ export class RunExecution implements DurableExecution {
     this.resolveStop('lost');
   }
 
-  async execute(): Promise<ExecutionOutcome> {
+  execute(): Promise<ExecutionOutcome> {
     const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 });
     if (!observation) return this.executeRun();
     this.observation = observation;
+    return this.executeObserved(observation);
+  }
+
+  private async executeObserved(observation: RunObservation): Promise<ExecutionOutcome> {
     const outcome = await this.executeRun();
     const canceled = outcome === 'lost' && this.abortReason instanceof CanceledError;
     observation.ended(canceled ? 'canceled' : outcome, { error: canceled ? this.abortReason : (this.failure ?? (outcome === 'lost' ? this.abortReason : undefined)), retryInMs: this.retryInMs });
@@ -252,10 +275,9 @@ export class RunExecution implements DurableExecution {
     }
     let output: unknown;
     try {
-      const raced = await Promise.race([this.runHandler().then((value) => ({ value })), this.stopped]);
+      // Rejects with the reason as soon as the execution stops (parked, lost, canceled): every stop aborts.
+      output = await this.untilAborted(this.runHandler());
       this.handlerSettled = true;
-      if (typeof raced === 'string') return raced;
-      output = raced.value;
     } catch (error) {
       this.handlerSettled = true;
       if (this.state !== 'executing') return this.stopped;
@@ -304,27 +326,66 @@ export class RunExecution implements DurableExecution {
 
   // ---- durable steps ----
 
-  async runStep<T>(request: StepRequest<T>): Promise<T> {
-    this.assertExecuting();
-    const field = this.nextField(request.name);
-    const stored = this.steps.get(field);
-    if (stored) this.assertSameStep(stored, request.kind, request.fingerprint ?? '');
-    if (stored?.state === 'S' || (stored?.state === 'C' && this.mode === 'collect')) {
-      const value = storedResult<T>(stored);
-      if (stored.state === 'S') this.addCompensation(field, request, value, stored);
-      return value;
-    }
-    if (this.mode === 'collect') throw new EndOfRecords();
-    this.inFlight += 1;
+  runStep<T>(request: StepRequest<T>): Promise<T> {
+    // Promise chains, not async/await, on this path: with AsyncLocalStorage active every promise runs its
+    // hooks, and the hooks were a fifth of the worker's CPU per three-step run (bench/NOTES.md, sixth round).
     try {
+      this.assertExecuting();
+      const field = this.nextField(request.name);
+      const stored = this.steps.get(field);
+      if (stored) this.assertSameStep(stored, request.kind, request.fingerprint ?? '');
+      if (stored?.state === 'S' || (stored?.state === 'C' && this.mode === 'collect')) {
+        const value = storedResult<T>(stored);
+        if (stored.state === 'S') this.addCompensation(field, request, value, stored);
+        return Promise.resolve(value);
+      }
+      if (this.mode === 'collect') throw new EndOfRecords();
+      this.inFlight += 1;
       // The steps before this one are committed before it starts: it may act on their results.
-      if (this.commitsOutstanding) await this.flushCommits();
-      const value = await this.executeStep(field, request, stored);
-      return value;
-    } finally {
-      this.inFlight -= 1;
-      this.considerParking();
+      if (this.commitsOutstanding) {
+        return this.flushCommits().then(
+          () => this.executeAndEnd(field, request, stored),
+          (error: unknown) => {
+            this.stepEnded();
+            throw error;
+          },
+        );
+      }
+      const outcome = this.executeAndEnd(field, request, stored);
+      return isPromise(outcome) ? outcome : Promise.resolve(outcome);
+    } catch (error) {
+      return Promise.reject(error);
     }
+  }
+
+  /** Executes a step and counts it as ended when it settles. */
+  private executeAndEnd<T>(field: string, request: StepRequest<T>, stored: StoredStep | undefined): T | Promise<T> {
+    let outcome: T | Promise<T>;
+    try {
+      outcome = this.executeStep(field, request, stored);
+    } catch (error) {
+      this.stepEnded();
+      throw error;
+    }
+    if (!isPromise(outcome)) {
+      this.stepEnded();
+      return outcome;
+    }
+    return outcome.then(
+      (value) => {
+        this.stepEnded();
+        return value;
+      },
+      (error: unknown) => {
+        this.stepEnded();
+        throw error;
+      },
+    );
+  }
+
+  private stepEnded(): void {
+    this.inFlight -= 1;
+    this.considerParking();
   }
 
   private addCompensation<T>(field: string, request: StepRequest<T>, value: T, stored: StoredStep | undefined): void {
@@ -337,79 +398,140 @@ export class RunExecution implements DurableExecution {
     });
   }
 
-  private async executeStep<T>(field: string, request: StepRequest<T>, previous: StoredStep | undefined): Promise<T> {
+  /**
+   * Executes a step that has no committed result. The common case (a first attempt, no timeout, no
+   * tracing) goes without async/await; a failure, a retry and everything else go through executeAttempts.
+   * A synchronous result is returned as it is (the caller wraps it).
+   */
+  private executeStep<T>(field: string, request: StepRequest<T>, previous: StoredStep | undefined): T | Promise<T> {
+    if (previous || request.timeoutMs !== undefined || this.observation) return this.executeAttempts(field, request, previous);
+    const startedAt = this.nextStartTime();
+    const step = new StepCallContext(`${this.id}:${field}`, 1, this);
+    let outcome: T | Promise<T>;
+    try {
+      outcome = executionScope.run({ execution: this, step }, () => request.fn(step));
+    } catch (error) {
+      return this.executeAttempts(field, request, previous, { startedAt, error });
+    }
+    if (!isPromiseLike(outcome)) return this.recordFirstAttempt(field, request, outcome, startedAt);
+    return this.untilAborted(Promise.resolve(outcome)).then(
+      (value) => this.recordFirstAttempt(field, request, value, startedAt),
+      (error: unknown) => this.executeAttempts(field, request, previous, { startedAt, error }),
+    );
+  }
+
+  private recordFirstAttempt<T>(field: string, request: StepRequest<T>, value: T, startedAt: number): T | Promise<T> {
+    try {
+      const recorded = this.recordSuccess(field, request, value, { attempts: 1, startedAt, generation: 0 });
+      return isPromise(recorded) ? recorded.catch((error: unknown) => this.executeAttempts(field, request, undefined, { startedAt, error })) : recorded;
+    } catch (error) {
+      return this.executeAttempts(field, request, undefined, { startedAt, error });
+    }
+  }
+
+  /** The attempts of a step, with retries, timeouts and tracing; `first`: how a first attempt made elsewhere failed. */
+  private async executeAttempts<T>(
+    field: string,
+    request: StepRequest<T>,
+    previous: StoredStep | undefined,
+    first?: { startedAt: number; error: unknown },
+  ): Promise<T> {
     // A compensated step runs again after retryRun under a new generation, so its idempotency key is new.
     const generation = (previous?.record.g ?? 0) + (previous?.state === 'C' ? 1 : 0);
     const idempotencyKey = `${this.id}:${field}${generation > 0 ? `:${generation}` : ''}`;
     const maxTries = 1 + Math.max(0, request.retries ?? 0);
     const previousAttempts = previous?.state === 'F' ? (previous.record.a ?? 0) : 0;
-    const startedAt = this.nextStartTime();
+    const startedAt = first?.startedAt ?? this.nextStartTime();
     const observed = this.observation?.step(request.name, parseStepField(field).occurrence, request.kind);
     for (let attempt = 1; ; attempt += 1) {
-      // A step without a timeout is stopped only with its run, so it shares the run's signal: no
-      // controller, listener or timer per step on the hot path.
-      let stepController: AbortController | undefined;
-      let timer: NodeJS.Timeout | undefined;
-      if (request.timeoutMs !== undefined) {
-        const controller = (stepController = new AbortController());
-        timer = setTimeout(
-          () => controller.abort(new TimeoutError(`Step '${request.name}' timed out after ${request.timeoutMs} ms.`)),
-          request.timeoutMs,
-        );
-      }
-      const onRunAbort = stepController ? () => stepController!.abort(this.signal.reason) : undefined;
-      if (onRunAbort) this.signal.addEventListener('abort', onRunAbort, { once: true });
-      const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? this);
-      try {
-        const call = () => executionScope.run({ execution: this, step: stepContext }, () => settle(() => request.fn(stepContext)));
-        const work = observed ? observed.within(call) : call();
-        const value = await (stepController ? raceAbort(work, stepController.signal) : this.untilAborted(work));
-        this.assertExecuting();
-        const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
-        const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: previousAttempts + attempt, st: startedAt };
-        if (generation) fields.g = generation;
-        if (request.compensate) fields.c = 1;
-        const record = encodeStepRecord(fields, text);
-        const result = fromPayload<T>(text);
-        // The record kept in memory is the one just encoded (no re-parse); its result is a separate copy
-        // only when a compensation may later read it after the handler had the result in hand.
-        fields.r = request.compensate ? fromPayload(text) : result;
-        const pending: PendingCommit = {
-          field,
-          record,
-          parsed: fields,
-          hasCompensation: !!request.compensate,
-          committed: (stored) => {
-            observed?.ended('succeeded', previousAttempts + attempt);
-            this.addCompensation(field, request, result, stored);
-          },
-        };
-        if (this.leaseSurelyHeld()) this.deferCommit(pending);
-        else pending.committed(await this.commit(field, 'S', record, { hasCompensation: pending.hasCompensation }, fields));
-        return result;
-      } catch (error) {
-        if (this.state !== 'executing') throw this.stopReason();
-        const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError;
-        if (final) {
-          const record = encodeStepRecord({
-            k: request.kind,
-            f: request.fingerprint,
-            a: previousAttempts + attempt,
-            st: startedAt,
-            ...(generation ? { g: generation } : {}),
-            e: JSON.parse(encodeErrorJson(error)),
-          });
-          await this.commit(field, 'F', record);
-          observed?.ended('failed', previousAttempts + attempt, error);
-          throw error;
+      let error: unknown;
+      if (attempt === 1 && first) error = first.error;
+      else {
+        // A step without a timeout is stopped only with its run, so it shares the run's signal: no
+        // controller, listener or timer per step on the hot path.
+        let stepController: AbortController | undefined;
+        let timer: NodeJS.Timeout | undefined;
+        if (request.timeoutMs !== undefined) {
+          const controller = (stepController = new AbortController());
+          timer = setTimeout(
+            () => controller.abort(new TimeoutError(`Step '${request.name}' timed out after ${request.timeoutMs} ms.`)),
+            request.timeoutMs,
+          );
         }
-        this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describeError(error)}); retrying`);
-        await abortableDelay(backoffDelay(request.backoff, attempt), this.signal);
-      } finally {
-        if (timer) clearTimeout(timer);
-        if (onRunAbort) this.signal.removeEventListener('abort', onRunAbort);
+        const onRunAbort = stepController ? () => stepController!.abort(this.signal.reason) : undefined;
+        if (onRunAbort) this.signal.addEventListener('abort', onRunAbort, { once: true });
+        const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? this);
+        try {
+          const call = () => executionScope.run({ execution: this, step: stepContext }, () => settle(() => request.fn(stepContext)));
+          const work = observed ? observed.within(call) : call();
+          const value = await (stepController ? raceAbort(work, stepController.signal) : this.untilAborted(work));
+          return await this.recordSuccess(field, request, value, { attempts: previousAttempts + attempt, startedAt, generation, observed });
+        } catch (thrown) {
+          error = thrown;
+        } finally {
+          if (timer) clearTimeout(timer);
+          if (onRunAbort) this.signal.removeEventListener('abort', onRunAbort);
+        }
       }
+      if (this.state !== 'executing') throw this.stopReason();
+      const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError;
+      if (final) {
+        const record = encodeStepRecord({
+          k: request.kind,
+          f: request.fingerprint,
+          a: previousAttempts + attempt,
+          st: startedAt,
+          ...(generation ? { g: generation } : {}),
+          e: JSON.parse(encodeErrorJson(error)),
+        });
+        await this.commit(field, 'F', record);
+        observed?.ended('failed', previousAttempts + attempt, error);
+        throw error;
+      }
+      this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describeError(error)}); retrying`);
+      await abortableDelay(backoffDelay(request.backoff, attempt), this.signal);
     }
+  }
+
+  /**
+   * A step's function returned `value`: its record is deferred (see deferCommit) and the result returned
+   * at once, or, when the lease may be short, committed before the result is returned.
+   */
+  private recordSuccess<T>(
+    field: string,
+    request: StepRequest<T>,
+    value: T,
+    attempt: { attempts: number; startedAt: number; generation: number; observed?: StepObservation },
+  ): T | Promise<T> {
+    this.assertExecuting();
+    const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
+    const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: attempt.attempts, st: attempt.startedAt };
+    if (attempt.generation) fields.g = attempt.generation;
+    if (request.compensate) fields.c = 1;
+    const record = encodeStepRecord(fields, text);
+    const result = fromPayload<T>(text);
+    // The record kept in memory is the one just encoded (no re-parse); its result is a separate copy
+    // only when a compensation may later read it after the handler had the result in hand.
+    fields.r = request.compensate ? fromPayload(text) : result;
+    const observed = attempt.observed;
+    const pending: PendingCommit = {
+      field,
+      record,
+      parsed: fields,
+      hasCompensation: !!request.compensate,
+      committed: (stored) => {
+        observed?.ended('succeeded', attempt.attempts);
+        this.addCompensation(field, request, result, stored);
+      },
+    };
+    if (this.leaseSurelyHeld()) {
+      this.deferCommit(pending);
+      return result;
+    }
+    return this.commit(field, 'S', record, { hasCompensation: pending.hasCompensation }, fields).then((stored) => {
+      pending.committed(stored);
+      return result;
+    });
   }
 
   /** Commits a record now, after the deferred ones before it. */
@@ -441,8 +563,20 @@ export class RunExecution implements DurableExecution {
    */
   private deferCommit(commit: PendingCommit): void {
     this.pendingCommits.push(commit);
-    // A refused commit has already stopped the execution (lose); nothing else to do here.
-    this.flushTimer ??= setImmediate(() => this.flushCommits().catch(() => undefined));
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    // Scheduled outside the run's scope: the immediate serves every execution deferring in this turn.
+    if (RunExecution.dueFlushes.push(this) === 1) executionScope.run(NO_SCOPE, () => setImmediate(RunExecution.flushDue));
+  }
+
+  private static flushDue(this: void): void {
+    const due = RunExecution.dueFlushes;
+    RunExecution.dueFlushes = [];
+    for (const execution of due) {
+      execution.flushQueued = false;
+      // A refused commit has already stopped the execution (lose); nothing else to do here.
+      if (execution.pendingCommits.length > 0) execution.flushCommits().catch(() => undefined);
+    }
   }
 
   /** Records deferred, or a flush of them still in flight. */
@@ -451,22 +585,39 @@ export class RunExecution implements DurableExecution {
   }
 
   /** Commits the deferred records; resolves once they, and any flush in progress, have landed. */
-  private async flushCommits(): Promise<void> {
-    while (this.commitsOutstanding) {
-      if (this.state === 'stopped') {
-        this.takePendingCommitsNow();
-        throw this.stopReason();
-      }
-      if (!this.commitFlush) {
-        const batch = this.takePendingCommitsNow();
-        this.commitFlush = Promise.all(
-          batch.map(async (p) => p.committed(await this.commitNow(p.field, 'S', p.record, { hasCompensation: p.hasCompensation }, p.parsed))),
-        )
-          .then(() => undefined)
-          .finally(() => (this.commitFlush = undefined));
-      }
-      await this.commitFlush;
+  private flushCommits(): Promise<void> {
+    if (this.state === 'stopped' && this.pendingCommits.length > 0) {
+      this.takePendingCommitsNow();
+      return Promise.reject(this.stopReason());
     }
+    if (this.commitFlush) return this.commitFlush;
+    if (this.pendingCommits.length === 0) return Promise.resolve();
+    // Written with then() rather than async/await: every promise pays the AsyncLocalStorage hooks, and
+    // this runs between every two steps of every run.
+    const batch = this.takePendingCommitsNow();
+    const landed = () => {
+      this.commitFlush = undefined;
+      // Records deferred while this flush was in flight go next.
+      return this.pendingCommits.length > 0 ? this.flushCommits() : undefined;
+    };
+    const failed = (error: unknown) => {
+      this.commitFlush = undefined;
+      throw error;
+    };
+    const flush =
+      batch.length === 1
+        ? this.store.commitStep(...this.commitArgs(batch[0])).then((result) => {
+            this.commitFlush = undefined;
+            batch[0].committed(this.applyCommit(result, batch[0].field, 'S', batch[0].record, batch[0].parsed));
+            return landed();
+          }, failed)
+        : Promise.all(batch.map((pending) => this.commitNow(pending.field, 'S', pending.record, { hasCompensation: pending.hasCompensation }, pending.parsed).then(pending.committed))).then(landed, failed);
+    this.commitFlush = flush;
+    return flush;
+  }
+
+  private commitArgs(pending: PendingCommit): Parameters<WorkflowStore['commitStep']> {
+    return [this.shard, this.id, this.token, pending.field, 'S', pending.record, { hasCompensation: pending.hasCompensation }];
   }
 
   /** Waits for a flush in progress and hands over the records still deferred (to commit with the completion). */
@@ -478,10 +629,6 @@ export class RunExecution implements DurableExecution {
   private takePendingCommitsNow(): PendingCommit[] {
     const taken = this.pendingCommits;
     if (taken.length > 0) this.pendingCommits = [];
-    if (this.flushTimer) {
-      clearImmediate(this.flushTimer);
-      this.flushTimer = undefined;
-    }
     return taken;
   }
 
@@ -497,7 +644,7 @@ export class RunExecution implements DurableExecution {
     return stored;
   }
 
-  private async commitNow(
+  private commitNow(
     field: string,
     state: RecordState,
     record: string,
@@ -505,13 +652,17 @@ export class RunExecution implements DurableExecution {
     /** The record as an object, when the caller has it: spares parsing the JSON it just encoded. */
     parsed?: StepRecord,
   ): Promise<StoredStep> {
-    const result = await this.store.commitStep(this.shard, this.id, this.token, field, state, record, opts);
+    return this.store.commitStep(this.shard, this.id, this.token, field, state, record, opts).then((result) => this.applyCommit(result, field, state, record, parsed));
+  }
+
+  /** Keeps a committed record, or stops the execution when Redis refused the commit. */
+  private applyCommit(result: CommitResult, field: string, state: RecordState, record: string, parsed?: StepRecord): StoredStep {
     if (!result.ok) {
       this.lose(result.reason);
       throw this.stopReason();
     }
     if ('resolved' in result) return this.keep(parseStoredStep(field, result.resolved));
-    const committedAt = 'committedAt' in result && result.committedAt !== undefined ? result.committedAt : Math.round(this.serverNow());
+    const committedAt = result.committedAt ?? Math.round(this.serverNow());
     return parsed ? this.remember(field, committedAt, state, parsed) : this.keep(parseStoredStep(field, `${committedAt}|${state}|${record}`));
   }
 
@@ -906,6 +1057,15 @@ function settle<T>(fn: () => T | Promise<T>): Promise<T> {
   } catch (error) {
     return Promise.reject(error);
   }
+}
+
+function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
+  return value instanceof Promise;
+}
+
+/** A value with a then method, as await and Promise.resolve treat it. */
+function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';
 }
 
 function childError(name: string, stored: StoredStep): ChildWorkflowError {

@@ -21,11 +21,9 @@ export interface StepObservation {
 }
 
 export interface ExecutionObserver {
-  runStarted(run: RunMeta, details: { workerId: string; resumed: boolean }): RunObservation;
+  /** Undefined when nothing listens: the execution then skips every observation point. */
+  runStarted(run: RunMeta, details: { workerId: string; resumed: boolean }): RunObservation | undefined;
 }
-
-const NO_STEP: StepObservation = { within: (fn) => fn(), ended: () => undefined };
-const NO_RUN: RunObservation = { within: (fn) => fn(), step: () => NO_STEP, ended: () => undefined };
 
 const EVENT_OF_END: Partial<Record<RunEnd, WorkflowEventName>> = {
   succeeded: 'run.succeeded',
@@ -53,9 +51,9 @@ export class WorkflowObserver implements ExecutionObserver, OnModuleInit {
     await this.tracing.init();
   }
 
-  runStarted(run: RunMeta, details: { workerId: string; resumed: boolean }): RunObservation {
+  runStarted(run: RunMeta, details: { workerId: string; resumed: boolean }): RunObservation | undefined {
     const tracing = this.tracing.enabled;
-    if (!tracing && this.events.listenerCount === 0) return NO_RUN;
+    if (!tracing && this.events.listenerCount === 0) return undefined;
     const startedAt = Date.now();
     const base = {
       runId: run.id,

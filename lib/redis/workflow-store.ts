@@ -146,7 +146,7 @@ export class WorkflowStore {
    * Stores a step record. `ifOpen`: only when the step has no record or a waiting one; the reply then
    * carries the record that won instead ('resolved').
    */
-  async commitStep(
+  commitStep(
     shard: ShardRef,
     runId: string,
     token: string,
@@ -154,28 +154,20 @@ export class WorkflowStore {
     state: 'S' | 'F' | 'C' | 'W',
     record: string,
     opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
-  ): Promise<{ ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string }> {
-    const reply = (await this.transition('wf1_commit_step', [this.root(shard)], [
-      runId,
-      token,
-      field,
-      state,
-      record,
-      opts.hasCompensation ? '1' : '0',
-      opts.ifOpen ? 'if-open' : '',
-      opts.childId ?? '',
-    ])) as [number, (string | number)?];
-    if (reply[0] === 2) return { ok: true, resolved: reply[1] as string };
-    // Builds before 12 answer { 1 } without the server time of the commit.
-    if (reply[0] === 1) return typeof reply[1] === 'number' ? { ok: true, committedAt: reply[1] } : { ok: true };
-    return toResult(reply as [number, string?]);
+  ): Promise<CommitResult> {
+    return this.transition(
+      'wf1_commit_step',
+      [this.root(shard)],
+      [runId, token, field, state, record, opts.hasCompensation ? '1' : '0', opts.ifOpen ? 'if-open' : '', opts.childId ?? ''],
+      parseCommitReply,
+    );
   }
 
   /**
    * The run succeeded. `steps`: succeeded step records committed in the same call. `refill`: a claim made
    * in the same call once the run is completed, for the slot it frees (its runs are in `claimed`).
    */
-  async complete(
+  complete(
     shard: ShardRef,
     runId: string,
     token: string,
@@ -187,13 +179,15 @@ export class WorkflowStore {
     const args: (string | number)[] = [runId, token, output, retentionMs, steps.length];
     for (const step of steps) args.push(step.field, step.record);
     if (refill) args.push(...claimArgs(refill));
-    const reply = (await this.transition('wf1_complete', [this.root(shard)], args)) as unknown[];
-    if (!refill || reply[0] !== 1) return this.withHandoff(shard, reply);
-    const [, handoff, claimed] = reply as [number, unknown[], unknown[]];
-    return { ...this.withHandoff(shard, [1, ...handoff]), claimed: parseClaimReply(claimed) };
+    return this.transition('wf1_complete', [this.root(shard)], args, (reply) => {
+      const parts = reply as unknown[];
+      if (!refill || parts[0] !== 1) return this.withHandoff(shard, parts);
+      const [, handoff, claimed] = parts as [number, unknown[], unknown[]];
+      return { ...this.withHandoff(shard, [1, ...handoff]), claimed: parseClaimReply(claimed) };
+    });
   }
 
-  async fail(
+  fail(
     shard: ShardRef,
     runId: string,
     token: string,
@@ -201,17 +195,11 @@ export class WorkflowStore {
     next: FailNext,
     opts: { delayMs?: number; retentionMs?: number; compensating?: boolean } = {},
   ): Promise<TransitionResult & { handoff?: Handoff }> {
-    return this.withHandoff(
-      shard,
-      await this.transition('wf1_fail', [this.root(shard)], [
-        runId,
-        token,
-        error,
-        next,
-        opts.delayMs ?? 0,
-        opts.retentionMs ?? 0,
-        opts.compensating ? '1' : '0',
-      ]),
+    return this.transition(
+      'wf1_fail',
+      [this.root(shard)],
+      [runId, token, error, next, opts.delayMs ?? 0, opts.retentionMs ?? 0, opts.compensating ? '1' : '0'],
+      (reply) => this.withHandoff(shard, reply),
     );
   }
 
@@ -222,7 +210,7 @@ export class WorkflowStore {
       else if (w.kind === 'child') args.push('child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
       else args.push('event', w.field, JSON.stringify({ ev: w.event, key: w.key, to: w.timeoutMs ?? null }));
     }
-    const reply = (await this.transition('wf1_park', [this.root(shard)], args)) as [number, number | string];
+    const reply = (await this.transition('wf1_park', [this.root(shard)], args, asIs)) as [number, number | string];
     if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
     if (reply[0] === 2) return { outcome: 'requeued' };
     return { outcome: 'parked', wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
@@ -230,8 +218,8 @@ export class WorkflowStore {
 
   /** Delivers a hand-off on its target shard, then acknowledges it on the source shard. */
   async deliver(handoff: Handoff): Promise<void> {
-    await this.transition('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind]);
-    await this.transition('wf1_ack', [handoff.sourceRoot], [handoff.messageId]);
+    await this.transition('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind], asIs);
+    await this.transition('wf1_ack', [handoff.sourceRoot], [handoff.messageId], asIs);
   }
 
   async cancel(
@@ -291,13 +279,13 @@ export class WorkflowStore {
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
     const args: (string | number)[] = [leaseMs];
     for (const r of runs) args.push(r.id, r.token);
-    return (await this.transition('wf1_heartbeat', [this.root(shard)], args)) as string[];
+    return (await this.transition('wf1_heartbeat', [this.root(shard)], args, asIs)) as string[];
   }
 
   async release(shard: ShardRef, reason: string, runs: { id: string; token: string }[]): Promise<number> {
     const args: string[] = [reason];
     for (const r of runs) args.push(r.id, r.token);
-    return Number(await this.transition('wf1_release', [this.root(shard)], args));
+    return this.transition('wf1_release', [this.root(shard)], args, Number);
   }
 
   async tick(root: string, batch: number): Promise<{ serverNow: number; nextDueMs?: number; more: boolean; handoffs: Handoff[] }> {
@@ -434,9 +422,11 @@ export class WorkflowStore {
    * (a failover, a cut connection, a restart) is retried with backoff while the lease may still be
    * valid, instead of giving the run up; Redis itself refuses the call once the lease has expired.
    */
-  private transition(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
-    // The success path is the send's own promise plus one: these run several times per run.
-    return this.send(fn, keys, args).catch((error: unknown) => this.afterFailure(error, fn, keys, args, Date.now() + TRANSITION_RETRY_MS));
+  private transition<T>(fn: string, keys: string[], args: (string | number)[], parse: (reply: unknown) => T): Promise<T> {
+    // One promise beyond ioredis' own on the success path: a run makes several of these calls.
+    return this.send(fn, keys, args).then(parse, (error: unknown) =>
+      this.afterFailure(error, fn, keys, args, Date.now() + TRANSITION_RETRY_MS).then(parse),
+    );
   }
 
   /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
@@ -564,6 +554,21 @@ function parseClaimReply(reply: unknown[]): ClaimedRun[] {
       epoch: Number(epoch ?? 0),
     };
   });
+}
+
+export type CommitResult = { ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string };
+
+/** wf1_commit_step's reply: 1 and the commit's server time; 2 and the record that won (if-open); 0 and why not. */
+function parseCommitReply(raw: unknown): CommitResult {
+  const reply = raw as [number, (string | number)?];
+  if (reply[0] === 2) return { ok: true, resolved: reply[1] as string };
+  // Builds before 12 answer { 1 } without the server time of the commit.
+  if (reply[0] === 1) return typeof reply[1] === 'number' ? { ok: true, committedAt: reply[1] } : { ok: true };
+  return toResult(reply);
+}
+
+function asIs(reply: unknown): unknown {
+  return reply;
 }
 
 function toResult(reply: unknown): TransitionResult {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
-import { Workflow, type WorkflowContext } from '../../lib/index.js';
+import { currentStep, Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { monitorCommands } from '../support/redis-monitor.js';
@@ -51,6 +51,39 @@ class NapWorkflow {
     await ctx.step.run('before', () => 1);
     await ctx.step.sleep('nap', ctx.input.ms);
     return 'rested';
+  }
+}
+
+const syncThrows = new Map<string, number>();
+
+/** The shapes a step function comes in, each through the step path without async/await. */
+@Workflow('fp-step-shapes', { maxAttempts: 1 })
+@Injectable()
+class StepShapesWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const id = ctx.run.id;
+    // Throws synchronously on its first attempt: retried like a rejection.
+    const retried = await ctx.step.run(
+      'sync-throw',
+      () => {
+        const seen = (syncThrows.get(id) ?? 0) + 1;
+        syncThrows.set(id, seen);
+        if (seen === 1) throw new Error('first attempt fails');
+        return seen;
+      },
+      { retries: 1 },
+    );
+    // A thenable that is not a native promise.
+    const thenable = await ctx.step.run('thenable', () => ({ then: (resolve: (v: number) => void) => resolve(ctx.input.n * 10) }) as unknown as Promise<number>);
+    // The step's context, read synchronously and after an await.
+    const syncKey = await ctx.step.run('sync-key', () => currentStep()?.idempotencyKey);
+    const asyncKey = await ctx.step.run('async-key', async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      return currentStep()?.idempotencyKey;
+    });
+    // Two steps in one turn: both deferred, both committed.
+    const [left, right] = await Promise.all([ctx.step.run('left', () => 'l'), ctx.step.run('right', async () => 'r')]);
+    return { retried, thenable, syncKey, asyncKey, left, right };
   }
 }
 
@@ -141,5 +174,31 @@ describe('worker fast paths (e2e, private redis-server)', () => {
     expect(napped.filter((e) => e.type !== 'step-succeeded').map((e) => e.type)).toEqual(['created', 'claimed', 'parked', 'woken', 'claimed', 'succeeded']);
     expect(napped[0]).toMatchObject({ at: started.createdAt });
     expect(napped.filter((e) => e.type === 'claimed')[0]).toMatchObject({ at: started.startedAt, attempt: 1 });
+  });
+
+  it('steps that return a value, throw synchronously, return a thenable or read currentStep() after an await behave as async ones', async () => {
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_shapes'), worker: { concurrency: 8 } }, [StepShapesWorkflow]);
+    suite.apps.push(app);
+    // Several runs at once, so that one end-of-turn flush serves several executions.
+    const handles = await Promise.all(Array.from({ length: 6 }, (_, n) => app.client.emit(StepShapesWorkflow, { n })));
+    for (const [n, handle] of handles.entries()) {
+      expect(await handle.result({ timeoutMs: 10_000 })).toEqual({
+        retried: 2,
+        thenable: n * 10,
+        syncKey: `${handle.id}:0:sync-key`,
+        asyncKey: `${handle.id}:0:async-key`,
+        left: 'l',
+        right: 'r',
+      });
+      const steps = await app.client.getRunSteps(handle.id);
+      expect(steps.map((s) => [s.name, s.status, s.attempts])).toEqual([
+        ['sync-throw', 'succeeded', 2],
+        ['thenable', 'succeeded', 1],
+        ['sync-key', 'succeeded', 1],
+        ['async-key', 'succeeded', 1],
+        ['left', 'succeeded', 1],
+        ['right', 'succeeded', 1],
+      ]);
+    }
   });
 });
