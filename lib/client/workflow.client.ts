@@ -43,6 +43,7 @@ export class WorkflowClient implements ChildLauncher {
   private readonly inspector: RunInspector;
   private readonly remoteTargets = new Map<string, EmitTarget>();
   private liveWorkflows?: { names: Set<string>; readAt: number };
+  private liveRead?: Promise<{ names: Set<string>; readAt: number }>;
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -53,9 +54,8 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
-  async emit<W extends WorkflowRef, O = unknown>(workflow: W, input: InputOf<W>, opts: EmitOptions = {}): Promise<RunHandle<OutputOf<W, O>>> {
-    const { runId } = await this.create(workflow, input, opts);
-    return this.handle<OutputOf<W, O>>(runId);
+  emit<W extends WorkflowRef, O = unknown>(workflow: W, input: InputOf<W>, opts: EmitOptions = {}): Promise<RunHandle<OutputOf<W, O>>> {
+    return this.create(workflow, input, opts).then(({ runId }) => this.handle<OutputOf<W, O>>(runId));
   }
 
   /** For a running parent: starts a child under a run id derived from the parent's step. */
@@ -85,41 +85,62 @@ export class WorkflowClient implements ChildLauncher {
     return meta.name;
   }
 
-  private async create(
-    workflow: WorkflowRef,
-    input: unknown,
-    opts: EmitOptions & { parent?: ChildStart },
-  ): Promise<{ runId: string; workflow: string }> {
-    const target = await this.resolveTarget(workflow);
+  /**
+   * Validates and stores a new run. Written with then() rather than async/await, and synchronous where the
+   * target, the input and the connection need no waiting: every promise pays the AsyncLocalStorage hooks
+   * that @Step() needs (bench/NOTES.md, sixth round), and a producer makes this call per run.
+   */
+  private create(workflow: WorkflowRef, input: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
+    try {
+      const target = this.knownTarget(workflow);
+      if (!target) return this.resolveTarget(workflow).then((resolved) => this.createFor(resolved, input, opts));
+      return this.createFor(target, input, opts);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private createFor(target: EmitTarget, input: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
     checkEmitOptions(opts);
     if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.maxConcurrency > 0) {
       throw new WorkflowError(
         `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
       );
     }
-    const validated = await prepareInput(target.options.input, input, target.options.validation);
+    if (!target.options.input) return this.insert(target, input, opts);
+    return prepareInput(target.options.input, input, target.options.validation).then((validated) => this.insert(target, validated, opts));
+  }
+
+  private insert(target: EmitTarget, validated: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
     const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     const queue = opts.queue ?? target.options.queue;
     const shard = this.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
-    await this.redis.ready();
+    if (!this.redis.isReady) return this.redis.ready().then(() => this.writeRun(target, queue, shard, text, opts));
+    return this.writeRun(target, queue, shard, text, opts);
+  }
+
+  private writeRun(target: EmitTarget, queue: string, shard: ShardRef, text: string, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
     const parent = opts.parent;
-    const { runId } = await this.redis.store.emit(shard, {
-      runId: parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard),
-      workflow: target.name,
-      queue,
-      input: text,
-      priority: opts.priority ?? 0,
-      runAtMs: opts.runAt?.getTime(),
-      delayMs: opts.delayMs,
-      idempotencyKey: opts.idempotencyKey,
-      parentId: parent?.parentId,
-      parentField: parent?.parentField,
-      parentRoot: parent?.parentField ? parent.parentRoot : undefined,
-      note: (await this.servedByLiveWorker(target.name))
-        ? undefined
-        : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
-    });
-    return { runId, workflow: target.name };
+    const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
+    const write = (served: boolean) =>
+      this.redis.store
+        .emit(shard, {
+          runId,
+          workflow: target.name,
+          queue,
+          input: text,
+          priority: opts.priority ?? 0,
+          runAtMs: opts.runAt?.getTime(),
+          delayMs: opts.delayMs,
+          idempotencyKey: opts.idempotencyKey,
+          parentId: parent?.parentId,
+          parentField: parent?.parentField,
+          parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+          note: served ? undefined : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
+        })
+        .then((stored) => ({ runId: stored.runId, workflow: target.name }));
+    const served = this.servedByLiveWorker(target.name);
+    return typeof served === 'boolean' ? write(served) : served.then(write);
   }
 
   /** Starts a run and waits for its output (rejects with its error). */
@@ -270,13 +291,23 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /** Whether a live worker (this app's, or one in the registry seen within 5 s) serves the workflow. */
-  private async servedByLiveWorker(workflow: string): Promise<boolean> {
+  private servedByLiveWorker(workflow: string): boolean | Promise<boolean> {
     if (this.redis.settings.worker && this.registry.get(workflow)?.instance) return true;
-    let live = this.liveWorkflows;
+    const live = this.liveWorkflows;
     const age = live ? Date.now() - live.readAt : Infinity;
     if (!live || age > 5_000 || (age > 1_000 && !live.names.has(workflow))) {
-      const workers = await this.inspector.workers();
-      live = this.liveWorkflows = { names: new Set(workers.flatMap((w) => w.workflows)), readAt: Date.now() };
+      // Emits made while the registry is being read share that read.
+      this.liveRead ??= this.inspector.workers().then(
+        (workers) => {
+          this.liveRead = undefined;
+          return (this.liveWorkflows = { names: new Set(workers.flatMap((w) => w.workflows)), readAt: Date.now() });
+        },
+        (error: unknown) => {
+          this.liveRead = undefined;
+          throw error;
+        },
+      );
+      return this.liveRead.then((read) => read.names.has(workflow));
     }
     return live.names.has(workflow);
   }
@@ -303,7 +334,8 @@ export class WorkflowClient implements ChildLauncher {
     return { queue, partition: randomInt(partitions) };
   }
 
-  private async resolveTarget(workflow: WorkflowRef): Promise<EmitTarget> {
+  /** The target of an emit when it needs no look-up in Redis (a class, a local or already seen name). */
+  private knownTarget(workflow: WorkflowRef): EmitTarget | undefined {
     if (typeof workflow === 'function') {
       const local = this.registry.getByType(workflow as Type);
       if (local) return local;
@@ -314,20 +346,23 @@ export class WorkflowClient implements ChildLauncher {
     if (typeof workflow !== 'string' || workflow === '') {
       throw new UnknownWorkflowError('Name a workflow by its @Workflow name or pass its class.');
     }
-    const local = this.registry.get(workflow);
-    if (local) return local;
-    const cached = this.remoteTargets.get(workflow);
-    if (cached) return cached;
+    return this.registry.get(workflow) ?? this.remoteTargets.get(workflow);
+  }
+
+  private async resolveTarget(workflow: WorkflowRef): Promise<EmitTarget> {
+    const known = this.knownTarget(workflow);
+    if (known) return known;
+    const name = workflow as string;
     await this.redis.ready();
-    const entry = await this.redis.store.readRegistryEntry(workflow);
+    const entry = await this.redis.store.readRegistryEntry(name);
     if (!entry) {
       throw new UnknownWorkflowError(
-        `Unknown workflow '${workflow}': it is not a provider of this app and no worker has registered it in Redis. Check the name, or pass the workflow class.`,
+        `Unknown workflow '${name}': it is not a provider of this app and no worker has registered it in Redis. Check the name, or pass the workflow class.`,
       );
     }
     const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number };
-    const target: EmitTarget = { name: workflow, options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0 } };
-    this.remoteTargets.set(workflow, target);
+    const target: EmitTarget = { name, options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0 } };
+    this.remoteTargets.set(name, target);
     return target;
   }
 }

@@ -21,6 +21,8 @@ export class WorkflowRedis implements OnApplicationShutdown {
   readonly store: WorkflowStore;
   readonly subscriber: ChannelSubscriber;
   private readiness?: Promise<void>;
+  /** Set once ready() has resolved: callers on hot paths skip the wait. */
+  isReady = false;
 
   constructor(@Inject(WORKFLOW_MODULE_OPTIONS) options: WorkflowModuleOptions) {
     this.settings = resolveSettings(options);
@@ -37,6 +39,7 @@ export class WorkflowRedis implements OnApplicationShutdown {
       try {
         await this.connections.connect();
         await this.loader.ensureLoaded();
+        this.isReady = true;
       } catch (error) {
         await this.connections.close();
         throw error;

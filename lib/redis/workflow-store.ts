@@ -107,9 +107,13 @@ export class WorkflowStore {
     return this.keys.shardRoot(shard);
   }
 
-  async emit(shard: ShardRef, a: EmitArgs): Promise<{ created: boolean; runId: string; status: string }> {
-    this.assertConnected();
-    const [created, runId, status] = (await this.fcall('wf1_emit', [this.root(shard)], [
+  emit(shard: ShardRef, a: EmitArgs): Promise<{ created: boolean; runId: string; status: string }> {
+    try {
+      this.assertConnected();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const args = [
       a.runId,
       a.workflow,
       a.queue,
@@ -122,8 +126,11 @@ export class WorkflowStore {
       a.parentField ?? '',
       a.parentRoot ?? '',
       a.note ?? '',
-    ])) as [number, string, string];
-    return { created: created === 1, runId, status };
+    ];
+    return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
+      const [created, runId, status] = reply as [number, string, string];
+      return { created: created === 1, runId, status };
+    });
   }
 
   async claim(
@@ -430,8 +437,10 @@ export class WorkflowStore {
   }
 
   /** One FCALL; reloads the library once if the server lost it (flushed or restarted), then retries. */
-  private fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown> {
-    return this.send(fn, keys, args).catch((error: unknown) => this.afterFailure(error, fn, keys, args));
+  private fcall(fn: string, keys: string[], args: (string | number)[]): Promise<unknown>;
+  private fcall<T>(fn: string, keys: string[], args: (string | number)[], parse: (reply: unknown) => T): Promise<T>;
+  private fcall(fn: string, keys: string[], args: (string | number)[], parse: (reply: unknown) => unknown = asIs): Promise<unknown> {
+    return this.send(fn, keys, args).then(parse, (error: unknown) => this.afterFailure(error, fn, keys, args).then(parse));
   }
 
   /** A call failed: reload a lost library and call again; retry a transition through an outage until `retryUntil`. */
