@@ -95,10 +95,15 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     await page.locator('select[name="status"]').selectOption('failed');
     await page.waitForURL(/status=failed/);
     // The hash changes at once; the filtered list replaces the one on screen when it has loaded.
-    await page.waitForFunction(
-      "(() => { const badges = [...document.querySelectorAll('tbody tr .badge')]; return badges.length > 0 && badges.every((b) => b.textContent === 'failed'); })()",
-    );
+    // Polled through locators: a waitForFunction predicate is evaluated as a string, which the
+    // dashboard's Content-Security-Policy (script-src 'self') refuses in recent Chromium builds.
     const rows = page.locator('tbody tr');
+    for (let deadline = Date.now() + 10_000; ; ) {
+      const shown = await rows.locator('.badge').allTextContents();
+      if (shown.length > 0 && shown.every((status) => status === 'failed')) break;
+      if (Date.now() > deadline) throw new Error(`the runs list still shows ${JSON.stringify(shown)} after filtering by failed`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const statuses = await rows.locator('.badge').allTextContents();
     expect(statuses.length).toBeGreaterThanOrEqual(3);
     expect(new Set(statuses)).toEqual(new Set(['failed']));

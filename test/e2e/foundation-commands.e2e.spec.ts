@@ -128,7 +128,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     expect(run.steps.get('0:two')).toMatch(/^\d+\|S\|\{"s":"succeeded","r":12345678901234567\}$/);
   });
 
-  it('concurrent runs share round trips: the commands of one event-loop turn leave in one socket write', async () => {
+  it('concurrent runs share round trips: the commands of one event-loop turn leave in one socket write, step commits in one FCALL', async () => {
     const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('pipe'), worker: { concurrency: 50 } }, [CountedWorkflow]);
     suite.apps.push(app);
     type Socket = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void; localPort: number };
@@ -149,18 +149,37 @@ describe('commands and round trips (e2e, private redis-server)', () => {
       return writev(...args);
     };
     let sent = 0;
+    let transitions = 0;
+    let commits = 0;
+    let commitCalls = 0;
     try {
       const seen = await monitorCommands(suite.redis.url, async () => {
         const handles = await Promise.all(Array.from({ length: 50 }, (_, n) => app.client.emit(CountedWorkflow, { n })));
         await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
       });
-      sent = seen.filter((c) => c.source === source).length;
+      const ours = seen.filter((c) => c.source === source);
+      sent = ours.length;
+      for (const { args } of ours) {
+        // wf1_many root <function> <arguments per call> <calls' arguments...>
+        const batched = /^wf1_many$/i.test(args[1] ?? '');
+        const calls = batched ? (args.length - 6) / Number(args[5]) : 1;
+        transitions += calls;
+        if (batched || /^wf1_commit_step$/i.test(args[1] ?? '')) {
+          commits += calls;
+          commitCalls += 1;
+        }
+      }
     } finally {
       stream._write = write;
       stream._writev = writev;
     }
-    process.stdout.write(`shared writes: 50 concurrent 3-step runs, ${sent} commands in ${writes} socket writes\n`);
-    expect(sent).toBeGreaterThanOrEqual(50 * 5);
+    process.stdout.write(
+      `shared writes: 50 concurrent 3-step runs, ${transitions} calls in ${sent} commands (${commits} step commits in ${commitCalls}) in ${writes} socket writes\n`,
+    );
+    // Each run: emit, claim (shared), two step commits, completion.
+    expect(transitions).toBeGreaterThanOrEqual(50 * 4);
+    expect(commits).toBe(100);
+    expect(commitCalls).toBeLessThan(commits / 4);
     expect(writes).toBeLessThan(sent / 2);
     await app.close();
   });
