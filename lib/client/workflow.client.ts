@@ -59,14 +59,13 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /** For a running parent: starts a child under a run id derived from the parent's step. */
-  async startChild(start: ChildStart): Promise<{ id: string; workflow: string }> {
-    const { runId, workflow } = await this.create(start.workflow, start.input, {
+  startChild(start: ChildStart): Promise<{ id: string; workflow: string }> {
+    return this.create(start.workflow, start.input, {
       idempotencyKey: start.idempotencyKey,
       queue: start.queue,
       runAt: start.runAt,
       parent: start,
-    });
-    return { id: runId, workflow };
+    }).then(({ runId, workflow }) => ({ id: runId, workflow }));
   }
 
   childRunId(start: ChildStart): string {

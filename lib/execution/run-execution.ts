@@ -23,7 +23,7 @@ import type {
 import type { ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimedRun, CommitResult, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
 import { abortableDelay, backoffDelay, raceAbort } from './backoff.js';
-import type { ChildLauncher } from './child-launcher.js';
+import type { ChildLauncher, ChildStart } from './child-launcher.js';
 import { executionScope, type DurableExecution, type ExecutionScope, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
@@ -247,7 +247,29 @@ export class RunExecution implements DurableExecution {
     return outcome;
   }
 
-  private async executeRun(): Promise<ExecutionOutcome> {
+  private executeRun(): Promise<ExecutionOutcome> {
+    // The common case without async/await (see runStep): a run that is not finalizing, with no input DTO.
+    if (this.claim.finalizing || this.options.input) return this.executeRunInFull();
+    try {
+      this.input = fromPayload(this.claim.input);
+    } catch {
+      return this.executeRunInFull();
+    }
+    // Rejects with the reason as soon as the execution stops (parked, lost, canceled): every stop aborts.
+    return this.untilAborted(this.runHandler()).then(
+      (output) => {
+        this.handlerSettled = true;
+        return this.succeed(output);
+      },
+      (error: unknown) => {
+        this.handlerSettled = true;
+        if (this.state !== 'executing') return this.stopped;
+        return this.fail(error);
+      },
+    );
+  }
+
+  private async executeRunInFull(): Promise<ExecutionOutcome> {
     try {
       let plain: unknown;
       try {
@@ -283,6 +305,11 @@ export class RunExecution implements DurableExecution {
       if (this.state !== 'executing') return this.stopped;
       return this.fail(error);
     }
+    return this.succeed(output);
+  }
+
+  /** The handler returned: the run completes with its output, and the step records not committed yet. */
+  private succeed(output: unknown): ExecutionOutcome | Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
     if (this.fatal) return this.fail(this.fatal);
     let text: string;
@@ -291,24 +318,36 @@ export class RunExecution implements DurableExecution {
     } catch (error) {
       return this.fail(error);
     }
-    let steps: PendingCommit[];
-    try {
-      steps = this.commitFlush ? await this.takePendingCommits() : this.takePendingCommitsNow();
-    } catch {
-      return this.stopped;
-    }
+    if (!this.commitFlush) return this.completeRun(text, this.takePendingCommitsNow());
+    return this.takePendingCommits().then(
+      (steps) => this.completeRun(text, steps),
+      () => this.stopped,
+    );
+  }
+
+  private completeRun(text: string, steps: PendingCommit[]): Promise<ExecutionOutcome> {
     const refill = this.settings.refill?.();
-    let result: Awaited<ReturnType<WorkflowStore['complete']>>;
+    let completion: ReturnType<WorkflowStore['complete']>;
     try {
-      result = await this.store.complete(this.shard, this.id, this.token, text, this.settings.retentionMs.succeeded, steps, refill?.request);
-    } finally {
-      refill?.settle(result! ? (result.claimed ?? []) : []);
+      completion = this.store.complete(this.shard, this.id, this.token, text, this.settings.retentionMs.succeeded, steps, refill?.request);
+    } catch (error) {
+      refill?.settle([]);
+      return Promise.reject(error);
     }
-    if (result.ok) {
-      const committedAt = Math.round(this.serverNow());
-      for (const step of steps) step.committed(this.remember(step.field, committedAt, 'S', step.parsed));
-    }
-    return this.afterTransition(result, 'succeeded');
+    return completion.then(
+      (result) => {
+        refill?.settle(result.claimed ?? []);
+        if (result.ok) {
+          const committedAt = Math.round(this.serverNow());
+          for (const step of steps) step.committed(this.remember(step.field, committedAt, 'S', step.parsed));
+        }
+        return this.afterTransition(result, 'succeeded');
+      },
+      (error: unknown) => {
+        refill?.settle([]);
+        throw error;
+      },
+    );
   }
 
   private runHandler(): Promise<unknown> {
@@ -679,53 +718,69 @@ export class RunExecution implements DurableExecution {
     return this.waitFor({ kind: 'sleep', field, spec });
   }
 
-  private async runChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildRunOptions = {}): Promise<unknown> {
-    this.assertExecuting();
-    const field = this.nextField(name);
-    const workflowName = this.settings.children.workflowName(workflow);
-    const fingerprint = `child:${workflowName}`;
-    const stored = this.steps.get(field);
-    if (stored) this.assertSameStep(stored, 'child', fingerprint);
-    // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
-    const retryFailed = stored?.state === 'F' && (stored.record.pa ?? this.claim.epoch) < this.claim.epoch && this.mode === 'execute';
-    if (stored && !retryFailed) {
-      if (stored.state === 'S') return structuredClone(stored.record.r);
-      if (stored.state === 'F') throw childError(name, stored);
-      if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.serverNow()) {
-        const timedOut = await this.resolveOpenWait(field, 'F', encodeStepRecord({
-          k: 'child', f: fingerprint, s: 'failed', id: stored.record.id,
-          e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
-        }));
-        if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
-        throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
+  /** Without async/await on the common paths (a replayed result, a first start): see runStep. */
+  private runChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildRunOptions = {}): Promise<unknown> {
+    try {
+      this.assertExecuting();
+      const field = this.nextField(name);
+      const workflowName = this.settings.children.workflowName(workflow);
+      const fingerprint = `child:${workflowName}`;
+      const stored = this.steps.get(field);
+      if (stored) this.assertSameStep(stored, 'child', fingerprint);
+      // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
+      const retryFailed = stored?.state === 'F' && (stored.record.pa ?? this.claim.epoch) < this.claim.epoch && this.mode === 'execute';
+      if (stored && !retryFailed) {
+        if (stored.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
+        if (stored.state === 'F') throw childError(name, stored);
+        if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.serverNow()) {
+          return this.timeOutChild(name, field, fingerprint, stored, opts);
+        }
+        if (this.mode === 'collect') throw new EndOfRecords();
+        return this.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
       }
       if (this.mode === 'collect') throw new EndOfRecords();
-      return this.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
+      const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
+      const start = {
+        parentId: this.id,
+        parentRoot: this.settings.shardRoot,
+        parentField: field,
+        seed: `${this.id}|${field}|${generation}`,
+        workflow,
+        input,
+        idempotencyKey: opts.idempotencyKey,
+        queue: opts.queue,
+      };
+      const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : this.track(() => this.startChildAfterCommits(start));
+      return started.then((child) => this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs }));
+    } catch (error) {
+      return Promise.reject(error);
     }
-    if (this.mode === 'collect') throw new EndOfRecords();
-    const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
-    const start = {
-      parentId: this.id,
-      parentRoot: this.settings.shardRoot,
-      parentField: field,
-      seed: `${this.id}|${field}|${generation}`,
-      workflow,
-      input,
-      idempotencyKey: opts.idempotencyKey,
-      queue: opts.queue,
-    };
-    if (retryFailed) {
-      // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
-      // that the new child's outcome (however fast) is delivered onto it.
-      const childId = this.settings.children.childRunId(start);
-      const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: childId, g: generation });
-      await this.track(() => this.commit(field, 'W', record, { childId }));
-    }
-    const child = await this.track(async () => {
-      await this.flushCommits();
-      return this.settings.children.startChild(start);
-    });
-    return this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs });
+  }
+
+  /** Starts a child once the steps before it are committed. */
+  private startChildAfterCommits(start: ChildStart): Promise<{ id: string; workflow: string }> {
+    if (!this.commitsOutstanding) return this.settings.children.startChild(start);
+    return this.flushCommits().then(() => this.settings.children.startChild(start));
+  }
+
+  /** A child wait whose timeout passed: resolved as timed out unless the child's outcome got there first. */
+  private async timeOutChild(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions): Promise<unknown> {
+    const timedOut = await this.resolveOpenWait(field, 'F', encodeStepRecord({
+      k: 'child', f: fingerprint, s: 'failed', id: stored.record.id,
+      e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
+    }));
+    if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
+    throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
+  }
+
+  /** A child that failed in an earlier epoch, started again under the next generation. */
+  private async restartFailedChild(field: string, fingerprint: string, generation: number, start: ChildStart): Promise<{ id: string; workflow: string }> {
+    // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
+    // that the new child's outcome (however fast) is delivered onto it.
+    const childId = this.settings.children.childRunId(start);
+    const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: childId, g: generation });
+    await this.track(() => this.commit(field, 'W', record, { childId }));
+    return this.track(() => this.startChildAfterCommits(start));
   }
 
   private async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
@@ -797,14 +852,25 @@ export class RunExecution implements DurableExecution {
   }
 
   /** Counts an operation as in flight, so that the run does not park before it ends. */
-  private async track<T>(operation: () => Promise<T>): Promise<T> {
+  private track<T>(operation: () => Promise<T>): Promise<T> {
     this.inFlight += 1;
+    let work: Promise<T>;
     try {
-      return await operation();
-    } finally {
-      this.inFlight -= 1;
-      this.considerParking();
+      work = operation();
+    } catch (error) {
+      this.stepEnded();
+      return Promise.reject(error);
     }
+    return work.then(
+      (value) => {
+        this.stepEnded();
+        return value;
+      },
+      (error: unknown) => {
+        this.stepEnded();
+        throw error;
+      },
+    );
   }
 
   private waitFor(wait: WaitSpec): Promise<never> {
