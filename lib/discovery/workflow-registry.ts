@@ -24,6 +24,11 @@ export class WorkflowRegistry {
     return this.byName.has(name);
   }
 
+  /** How many workflows are registered (caches built from all() compare it). */
+  get size(): number {
+    return this.byName.size;
+  }
+
   all(): WorkflowDefinition[] {
     return [...this.byName.values()];
   }

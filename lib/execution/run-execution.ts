@@ -62,6 +62,9 @@ const NO_SCOPE = undefined as unknown as ExecutionScope;
 
 /** Ends the handler's pending calls once the run has parked or stopped; never committed anywhere. */
 class Suspended extends Error {}
+/** One instance each, made once: an Error captures a stack trace when made, and every parked run used to make one. */
+const PARKED = new Suspended('parked');
+const PARKING = new Suspended('parking');
 /** Ends a replay that only collects compensations, at the first step that never completed. */
 class EndOfRecords extends Error {}
 
@@ -911,7 +914,7 @@ export class RunExecution implements DurableExecution {
       const result = await this.store.park(this.shard, this.id, this.token, waitingFor, waits);
       if (result.outcome === 'lost') return this.lose(result.reason);
       this.state = 'stopped';
-      this.signalAbort(new Suspended('parked'));
+      this.signalAbort(PARKED);
       this.resolveStop('parked');
     } catch (error) {
       this.logger.error(`Could not park the run: ${describeError(error)}`);
@@ -1102,7 +1105,7 @@ export class RunExecution implements DurableExecution {
 
   private assertExecuting(): void {
     if (this.state === 'executing') return;
-    if (this.state === 'parking') throw new Suspended('parking');
+    if (this.state === 'parking') throw PARKING;
     throw this.stopReason();
   }
 

@@ -380,19 +380,31 @@ export class WorkflowWorker {
   /** The workflows to claim in this shard: those whose queue it is first (rotated for fairness), then the
    *  others this app has (their runs may be sent to this queue by emit's `queue` option). */
   private claimSpecs(shard: ShardState): ClaimWorkflowSpec[] {
-    const queue = shard.ref?.queue;
+    const rotations = this.claimRotations(shard.ref?.queue);
+    this.rotation = (this.rotation + 1) % rotations.length;
+    return rotations[this.rotation];
+  }
+
+  /** Each rotation of a queue's claim order, made once (a completing run asks for one). */
+  private claimRotations(queue: string | undefined): ClaimWorkflowSpec[][] {
+    if (this.rotationsFor?.registered !== this.registry.size) this.rotationsFor = { registered: this.registry.size, byQueue: new Map() };
+    const known = this.rotationsFor.byQueue.get(queue);
+    if (known) return known;
     const all = this.registry.all().filter((w) => w.instance);
     const home = all.filter((w) => w.options.queue === queue);
     const away = all.filter((w) => w.options.queue !== queue && w.options.maxConcurrency === 0);
-    this.rotation = (this.rotation + 1) % Math.max(1, home.length);
-    const ordered = [...home.slice(this.rotation), ...home.slice(0, this.rotation), ...away];
-    return ordered.map((w) => ({
+    const spec = (w: (typeof all)[number]): ClaimWorkflowSpec => ({
       name: w.name,
       maxConcurrency: w.options.maxConcurrency,
       maxAttempts: w.options.maxAttempts,
       timeoutMs: w.options.timeoutMs,
-    }));
+    });
+    const rotations = Array.from({ length: Math.max(1, home.length) }, (_, r) => [...home.slice(r), ...home.slice(0, r), ...away].map(spec));
+    this.rotationsFor.byQueue.set(queue, rotations);
+    return rotations;
   }
+
+  private rotationsFor?: { registered: number; byQueue: Map<string | undefined, ClaimWorkflowSpec[][]> };
 
   private startExecution(shard: ShardState, execution: RunExecution): void {
     const ended = () => {
