@@ -9,6 +9,9 @@
 --          'sleep', field, 'in:<ms>' | 'at:<ms>'           a sleep; its record stores the wake-up time
 --          'child', field, '<child id>|<timeout ms or empty>|<workflow>'
 --          'event', field, JSON text {"ev":..,"key":..,"to":<timeout ms or null>} (our own, decoded here)
+--          'spawn', field, spec as for 'child', then the 12 arguments of wf1_emit for that child: a child
+--          in this shard that the run starts as it parks (created first, as wf1_emit would; an existing
+--          run id creates nothing), then waited for as 'child'.
 --          A wait without a record gets a waiting record ('W'); an existing record is left as it is.
 -- Reply: { 1, wake-up ms or -1 } parked; { 2 } the wait was already over and the run is queued again;
 --        { 0, reason } the caller no longer holds the run.
@@ -28,8 +31,15 @@ local function park(keys, argv)
   local wake = false
   local children, children_open = 0, 0
   local open_fields = {}
-  for i = 4, #argv, 3 do
+  local i = 4
+  while i <= #argv do
     local kind, field, spec = argv[i], argv[i + 1], argv[i + 2]
+    i = i + 3
+    if kind == 'spawn' then
+      emit(keys, { unpack(argv, i, i + 11) })
+      i = i + 12
+      kind = 'child'
+    end
     local current = rcall('HGET', steps, field)
     local state = record_state(current)
     local deadline = nil

@@ -23,6 +23,7 @@ import { RunInspector } from './run-inspector.js';
 import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
 import { assertKeySegment, type ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
+import type { EmitArgs } from '../redis/workflow-store.js';
 import { ResultWaiter } from './result-waiter.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 
@@ -66,6 +67,26 @@ export class WorkflowClient implements ChildLauncher {
       runAt: start.runAt,
       parent: start,
     }).then(({ runId, workflow }) => ({ id: runId, workflow }));
+  }
+
+  childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined {
+    // An idempotency key may name another run (its id is known only once stored); an explicit queue or a
+    // start time go through the checks of a plain emit.
+    if (start.idempotencyKey !== undefined || start.queue !== undefined || start.runAt !== undefined || !start.parentField) return undefined;
+    const target = this.knownTarget(start.workflow);
+    if (!target || target.options.input || !this.redis.isReady) return undefined;
+    const queue = target.options.queue;
+    const shard = this.pickShard(queue, target, undefined, start.seed);
+    if (shard.queue !== parentShard.queue || shard.partition !== parentShard.partition) return undefined;
+    // The run's history says when no live worker serves its workflow: known at once only for this app's own.
+    if (this.servedByLiveWorker(target.name) !== true) return undefined;
+    const input = toPayload(start.input ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+    const id = this.redis.keys.derivedRunId(start.parentId, start.seed, shard);
+    return {
+      id,
+      workflow: target.name,
+      emit: { runId: id, workflow: target.name, queue, input, priority: 0, parentId: start.parentId, parentField: start.parentField, parentRoot: start.parentRoot },
+    };
   }
 
   childRunId(start: ChildStart): string {

@@ -1,4 +1,6 @@
 import type { WorkflowClass } from '../interfaces/workflow.interfaces.js';
+import type { ShardRef } from '../redis/keys.js';
+import type { EmitArgs } from '../redis/workflow-store.js';
 
 export interface ChildStart {
   parentId: string;
@@ -18,6 +20,11 @@ export interface ChildStart {
 export interface ChildLauncher {
   /** Returns the id of the run that stands for the child (an existing one for a reused idempotency key). */
   startChild(start: ChildStart): Promise<{ id: string; workflow: string }>;
+  /**
+   * The run a child would be, when the parent can create it in the same call as it parks: a child that
+   * lives in the parent's shard and needs no look-up or validation that waits. Undefined otherwise.
+   */
+  childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined;
   /** The run id a child started with these arguments gets (unless its idempotency key names another run). */
   childRunId(start: ChildStart): string;
   /** The workflow name of a reference, for fingerprints. */

@@ -753,6 +753,12 @@ export class RunExecution implements DurableExecution {
         idempotencyKey: opts.idempotencyKey,
         queue: opts.queue,
       };
+      if (!retryFailed) {
+        // A child in this shard is created by the call that parks the run: one call fewer per child, and
+        // the children and the wait for them appear together (see considerParking for a run that goes on).
+        const inShard = this.settings.children.childInShard(start, this.shard);
+        if (inShard) return this.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
+      }
       const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : this.track(() => this.startChildAfterCommits(start));
       return started.then((child) => this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs }));
     } catch (error) {
@@ -884,19 +890,47 @@ export class RunExecution implements DurableExecution {
   }
 
   private considerParking(): void {
-    if (this.parkScheduled || !this.mayPark()) return;
+    if (this.parkScheduled || !(this.mayPark() || this.spawnsPending())) return;
     this.parkScheduled = true;
     // Let the handler's other branches (Promise.all) reach their own waits before deciding.
     setImmediate(() => {
       this.parkScheduled = false;
-      if (!this.mayPark()) return;
+      if (!this.mayPark()) {
+        // The run goes on (a step is in flight): its children start now, as they would without the park.
+        this.startSpawns();
+        return;
+      }
       // Steps that succeeded before the waits are committed first; then parking is considered again.
       if (this.commitsOutstanding) {
+        this.startSpawns();
         this.flushCommits().then(() => this.considerParking(), () => undefined);
         return;
       }
       void this.park();
     });
+  }
+
+  /** Children waited for that are to be created by the park (see runChild). */
+  private spawnsPending(): boolean {
+    return this.pendingWaits.some((wait) => wait.kind === 'child' && wait.spawn !== undefined);
+  }
+
+  /** Starts the children the park was to create, each on its own, once the steps before them are committed. */
+  private startSpawns(): void {
+    if (this.state !== 'executing') return;
+    for (const wait of this.pendingWaits) {
+      if (wait.kind !== 'child' || !wait.spawn) continue;
+      const spawn = wait.spawn;
+      wait.spawn = undefined;
+      this.track(() => (this.commitsOutstanding ? this.flushCommits().then(() => this.store.emit(this.shard, spawn)) : this.store.emit(this.shard, spawn))).catch(
+        (error: unknown) => {
+          // The handler already waits for this child: the run is given up, and replayed by the next claim.
+          if (this.state !== 'executing') return;
+          this.logger.error(`Could not start child run ${spawn.runId}: ${describeError(error)}`);
+          this.lose('CHILD_START_FAILED');
+        },
+      );
+    }
   }
 
   /** Waits are pending, no step is in flight, and the handler has not already returned or thrown (a

@@ -43,7 +43,8 @@ export interface Handoff {
 
 export type WaitSpec =
   | { kind: 'sleep'; field: string; spec: string }
-  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number }
+  /** `spawn`: a child in the run's own shard not started yet; the park starts it (see RunExecution.park). */
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
 
 export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
@@ -113,21 +114,7 @@ export class WorkflowStore {
     } catch (error) {
       return Promise.reject(error);
     }
-    const args = [
-      a.runId,
-      a.workflow,
-      a.queue,
-      a.input,
-      a.priority,
-      a.runAtMs ?? '',
-      a.delayMs ?? '',
-      a.idempotencyKey ?? '',
-      a.parentId ?? '',
-      a.parentField ?? '',
-      a.parentRoot ?? '',
-      a.note ?? '',
-    ];
-    return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
+    return this.fcall('wf1_emit', [this.root(shard)], emitArguments(a), (reply) => {
       const [created, runId, status] = reply as [number, string, string];
       return { created: created === 1, runId, status };
     });
@@ -214,7 +201,10 @@ export class WorkflowStore {
     const args: (string | number)[] = [runId, token, waitingFor];
     for (const w of waits) {
       if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
-      else if (w.kind === 'child') args.push('child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      else if (w.kind === 'child') {
+        args.push(w.spawn ? 'spawn' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+        if (w.spawn) args.push(...emitArguments(w.spawn));
+      }
       else args.push('event', w.field, JSON.stringify({ ev: w.event, key: w.key, to: w.timeoutMs ?? null }));
     }
     const reply = (await this.transition('wf1_park', [this.root(shard)], args, asIs)) as [number, number | string];
@@ -664,6 +654,24 @@ function parseClaimReply(reply: unknown[]): ClaimedRun[] {
       epoch: Number(epoch ?? 0),
     };
   });
+}
+
+/** wf1_emit's arguments (lua/emit.lua), also carried by wf1_park for the children it starts. */
+function emitArguments(a: EmitArgs): (string | number)[] {
+  return [
+    a.runId,
+    a.workflow,
+    a.queue,
+    a.input,
+    a.priority,
+    a.runAtMs ?? '',
+    a.delayMs ?? '',
+    a.idempotencyKey ?? '',
+    a.parentId ?? '',
+    a.parentField ?? '',
+    a.parentRoot ?? '',
+    a.note ?? '',
+  ];
 }
 
 export type CommitResult = { ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string };

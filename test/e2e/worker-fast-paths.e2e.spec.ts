@@ -54,6 +54,45 @@ class NapWorkflow {
   }
 }
 
+@Workflow('fp-kid')
+@Injectable()
+class KidWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    return ctx.input.n * 10;
+  }
+}
+
+@Workflow('fp-fan')
+@Injectable()
+class FanWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const kids = await Promise.all([1, 2, 3].map((k) => ctx.step.runWorkflow(`kid-${k}`, KidWorkflow, { n: ctx.input.n + k })));
+    return kids;
+  }
+}
+
+/** The status index of fp-kid runs that succeeded, in the test's own prefix. */
+let kidsSucceeded = '';
+
+/** A child waited for beside a step that is still running: the step looks for the child's outcome. */
+@Workflow('fp-kid-beside-step')
+@Injectable()
+class KidBesideStepWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    const [kid, kidDoneFirst] = await Promise.all([
+      ctx.step.runWorkflow('kid', KidWorkflow, { n: ctx.input.n }),
+      ctx.step.run('watch', async () => {
+        for (const deadline = Date.now() + 5_000; Date.now() < deadline; ) {
+          if ((await suite.direct.zcard(kidsSucceeded)) > 0) return true;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        return false;
+      }),
+    ]);
+    return { kid, kidDoneFirst };
+  }
+}
+
 const syncThrows = new Map<string, number>();
 
 /** The shapes a step function comes in, each through the step path without async/await. */
@@ -200,5 +239,33 @@ describe('worker fast paths (e2e, private redis-server)', () => {
         ['right', 'succeeded', 1],
       ]);
     }
+  });
+
+  it('a parent creates its children in its own shard with the call that parks it', async () => {
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_fan'), worker: { concurrency: 8 } }, [FanWorkflow, KidWorkflow]);
+    suite.apps.push(app);
+    let id = '';
+    const seen = await monitorCommands(suite.redis.url, async () => {
+      const handle = await app.client.emit(FanWorkflow, { n: 1 });
+      id = handle.id;
+      expect(await handle.result({ timeoutMs: 10_000 })).toEqual([20, 30, 40]);
+    });
+    const fcalls = seen.filter((c) => c.source !== 'lua' && /^fcall$/i.test(c.args[0]));
+    // One emit (the parent's); the park carries the three children.
+    expect(fcalls.filter((c) => c.args[1] === 'wf1_emit')).toHaveLength(1);
+    const parks = fcalls.filter((c) => c.args[1] === 'wf1_park');
+    expect(parks).toHaveLength(1);
+    expect(parks[0].args.filter((arg) => arg === 'spawn')).toHaveLength(3);
+    const children = await app.client.listRuns({ parentId: id });
+    expect(children.runs.map((run) => [run.workflow, run.status, run.parentId])).toEqual(Array(3).fill(['fp-kid', 'succeeded', id]));
+  });
+
+  it('a child waited for beside a step still running starts at once, not when the run parks', async () => {
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_beside'), worker: { concurrency: 4 } }, [KidBesideStepWorkflow, KidWorkflow]);
+    suite.apps.push(app);
+    const keys = app.moduleRef.get(WorkflowRedis).keys;
+    kidsSucceeded = keys.statusIndex(keys.shardRoot({ queue: 'default', partition: 0 }), 'fp-kid', 'succeeded');
+    const handle = await app.client.emit(KidBesideStepWorkflow, { n: 4 });
+    expect(await handle.result({ timeoutMs: 15_000 })).toEqual({ kid: 40, kidDoneFirst: true });
   });
 });
