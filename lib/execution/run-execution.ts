@@ -369,8 +369,8 @@ export class RunExecution implements DurableExecution {
   // ---- durable steps ----
 
   runStep<T>(request: StepRequest<T>): Promise<T> {
-    // Promise chains, not async/await, on this path: with AsyncLocalStorage active every promise runs its
-    // hooks, and the hooks were a fifth of the worker's CPU per three-step run (bench/NOTES.md, sixth round).
+    // Promise chains, not async/await, on this path: with AsyncLocalStorage active every promise in the
+    // process runs its hooks, up to a quarter of the worker's CPU per three-step run (bench/NOTES.md, sixth round).
     try {
       this.assertExecuting();
       const field = this.nextField(request.name);

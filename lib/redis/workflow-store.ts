@@ -43,7 +43,7 @@ export interface Handoff {
 
 export type WaitSpec =
   | { kind: 'sleep'; field: string; spec: string }
-  /** `spawn`: a child in the run's own shard not started yet; the park starts it (see RunExecution.park). */
+  /** `spawn`: a child in the run's own shard not created yet: the park creates it (see RunExecution.runChild). */
   | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
 
@@ -508,7 +508,7 @@ export class WorkflowStore {
    * Joins the call to this turn's batch of its function on its shard. The batch leaves at the end of the
    * turn (or once it is full) as one FCALL of wf1_many, or as the plain call when it holds only one. Each
    * caller gets its own call's reply; when the batch as a whole fails, each call is sent again alone
-   * (every batched call is safe to repeat: an emit names its run id, a commit stores the same record).
+   * (a step commit is safe to repeat: it stores the same record again).
    */
   private batched(fn: string, root: string, args: (string | number)[]): Promise<unknown> {
     const key = `${fn}\u0000${root}`;
