@@ -93,6 +93,28 @@ class KidBesideStepWorkflow {
   }
 }
 
+@Workflow('fp-sleepy-kid')
+@Injectable()
+class SleepyKidWorkflow {
+  async execute(ctx: WorkflowContext<{ ms: number }>) {
+    await ctx.step.sleep('nap', ctx.input.ms);
+    return 'kid done';
+  }
+}
+
+/** Waits for a child (created by its park) at most `timeoutMs`. */
+@Workflow('fp-impatient', { maxAttempts: 1 })
+@Injectable()
+class ImpatientWorkflow {
+  async execute(ctx: WorkflowContext<{ timeoutMs: number; kidMs: number }>) {
+    try {
+      return await ctx.step.runWorkflow('kid', SleepyKidWorkflow, { ms: ctx.input.kidMs }, { timeoutMs: ctx.input.timeoutMs });
+    } catch (error) {
+      return `${(error as Error).name}: ${(error as Error).message}`;
+    }
+  }
+}
+
 const syncThrows = new Map<string, number>();
 
 /** The shapes a step function comes in, each through the step path without async/await. */
@@ -267,5 +289,20 @@ describe('worker fast paths (e2e, private redis-server)', () => {
     kidsSucceeded = keys.statusIndex(keys.shardRoot({ queue: 'default', partition: 0 }), 'fp-kid', 'succeeded');
     const handle = await app.client.emit(KidBesideStepWorkflow, { n: 4 });
     expect(await handle.result({ timeoutMs: 15_000 })).toEqual({ kid: 40, kidDoneFirst: true });
+  });
+
+  it("a child created by the parent's park and waited for with timeoutMs times the wait out; the child goes on", async () => {
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_impatient'), worker: { concurrency: 4, reaperIntervalMs: 50 } }, [
+      ImpatientWorkflow,
+      SleepyKidWorkflow,
+    ]);
+    suite.apps.push(app);
+    const handle = await app.client.emit(ImpatientWorkflow, { timeoutMs: 300, kidMs: 1_500 });
+    expect(await handle.result({ timeoutMs: 10_000 })).toBe("TimeoutError: Child workflow 'kid' did not finish within 300 ms.");
+    const [kid] = (await app.client.listRuns({ parentId: handle.id })).runs;
+    expect(kid.status).not.toBe('succeeded');
+    expect(await app.client.handle(kid.id).result({ timeoutMs: 10_000 })).toBe('kid done');
+    // A child that finishes within the time: its output.
+    expect(await app.client.run(ImpatientWorkflow, { timeoutMs: 5_000, kidMs: 50 }, { timeoutMs: 10_000 })).toBe('kid done');
   });
 });
