@@ -80,13 +80,8 @@ export class WorkflowClient implements ChildLauncher {
     if (shard.queue !== parentShard.queue || shard.partition !== parentShard.partition) return undefined;
     // The run's history says when no live worker serves its workflow: known at once only for this app's own.
     if (this.servedByLiveWorker(target.name) !== true) return undefined;
-    const input = toPayload(start.input ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     const id = this.redis.keys.derivedRunId(start.parentId, start.seed, shard);
-    return {
-      id,
-      workflow: target.name,
-      emit: { runId: id, workflow: target.name, queue, input, priority: 0, parentId: start.parentId, parentField: start.parentField, parentRoot: start.parentRoot },
-    };
+    return { id, workflow: target.name, emit: this.emitArgs(target, queue, id, this.inputText(target, start.input), { parent: start }, true) };
   }
 
   childRunId(start: ChildStart): string {
@@ -132,7 +127,7 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   private insert(target: EmitTarget, validated: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
-    const text = toPayload(validated ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+    const text = this.inputText(target, validated);
     const queue = opts.queue ?? target.options.queue;
     const shard = this.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
     if (!this.redis.isReady) return this.redis.ready().then(() => this.writeRun(target, queue, shard, text, opts));
@@ -144,23 +139,33 @@ export class WorkflowClient implements ChildLauncher {
     const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
     const write = (served: boolean) =>
       this.redis.store
-        .emit(shard, {
-          runId,
-          workflow: target.name,
-          queue,
-          input: text,
-          priority: opts.priority ?? 0,
-          runAtMs: opts.runAt?.getTime(),
-          delayMs: opts.delayMs,
-          idempotencyKey: opts.idempotencyKey,
-          parentId: parent?.parentId,
-          parentField: parent?.parentField,
-          parentRoot: parent?.parentField ? parent.parentRoot : undefined,
-          note: served ? undefined : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
-        })
+        .emit(shard, this.emitArgs(target, queue, runId, text, opts, served))
         .then((stored) => ({ runId: stored.runId, workflow: target.name }));
     const served = this.servedByLiveWorker(target.name);
     return typeof served === 'boolean' ? write(served) : served.then(write);
+  }
+
+  private inputText(target: EmitTarget, input: unknown): string {
+    return toPayload(input ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+  }
+
+  /** What wf1_emit stores for a new run (`served`: a live worker serves its workflow, else its history says so). */
+  private emitArgs(target: EmitTarget, queue: string, runId: string, text: string, opts: EmitOptions & { parent?: ChildStart }, served: boolean): EmitArgs {
+    const parent = opts.parent;
+    return {
+      runId,
+      workflow: target.name,
+      queue,
+      input: text,
+      priority: opts.priority ?? 0,
+      runAtMs: opts.runAt?.getTime(),
+      delayMs: opts.delayMs,
+      idempotencyKey: opts.idempotencyKey,
+      parentId: parent?.parentId,
+      parentField: parent?.parentField,
+      parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+      note: served ? undefined : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
+    };
   }
 
   /** Starts a run and waits for its output (rejects with its error). */

@@ -388,7 +388,7 @@ export class RunExecution implements DurableExecution {
         return this.flushCommits().then(
           () => this.executeAndEnd(field, request, stored),
           (error: unknown) => {
-            this.stepEnded();
+            this.inFlightEnded();
             throw error;
           },
         );
@@ -400,32 +400,37 @@ export class RunExecution implements DurableExecution {
     }
   }
 
-  /** Executes a step and counts it as ended when it settles. */
+  /** Executes a step (counted in flight by the caller) and counts it as ended when it settles. */
   private executeAndEnd<T>(field: string, request: StepRequest<T>, stored: StoredStep | undefined): T | Promise<T> {
     let outcome: T | Promise<T>;
     try {
       outcome = this.executeStep(field, request, stored);
     } catch (error) {
-      this.stepEnded();
+      this.inFlightEnded();
       throw error;
     }
+    return this.endWhenSettled(outcome);
+  }
+
+  /** Counts an operation in flight (see inFlight) as ended once `outcome` settles, at once if it is a value. */
+  private endWhenSettled<T>(outcome: T | Promise<T>): T | Promise<T> {
     if (!isPromise(outcome)) {
-      this.stepEnded();
+      this.inFlightEnded();
       return outcome;
     }
     return outcome.then(
       (value) => {
-        this.stepEnded();
+        this.inFlightEnded();
         return value;
       },
       (error: unknown) => {
-        this.stepEnded();
+        this.inFlightEnded();
         throw error;
       },
     );
   }
 
-  private stepEnded(): void {
+  private inFlightEnded(): void {
     this.inFlight -= 1;
     this.considerParking();
   }
@@ -768,8 +773,12 @@ export class RunExecution implements DurableExecution {
 
   /** Starts a child once the steps before it are committed. */
   private startChildAfterCommits(start: ChildStart): Promise<{ id: string; workflow: string }> {
-    if (!this.commitsOutstanding) return this.settings.children.startChild(start);
-    return this.flushCommits().then(() => this.settings.children.startChild(start));
+    return this.afterCommits(() => this.settings.children.startChild(start));
+  }
+
+  /** Runs `work` once the step records deferred so far are committed (at once when none is). */
+  private afterCommits<T>(work: () => Promise<T>): Promise<T> {
+    return this.commitsOutstanding ? this.flushCommits().then(work) : work();
   }
 
   /** A child wait whose timeout passed: resolved as timed out unless the child's outcome got there first. */
@@ -867,19 +876,10 @@ export class RunExecution implements DurableExecution {
     try {
       work = operation();
     } catch (error) {
-      this.stepEnded();
+      this.inFlightEnded();
       return Promise.reject(error);
     }
-    return work.then(
-      (value) => {
-        this.stepEnded();
-        return value;
-      },
-      (error: unknown) => {
-        this.stepEnded();
-        throw error;
-      },
-    );
+    return this.endWhenSettled(work) as Promise<T>;
   }
 
   private waitFor(wait: WaitSpec): Promise<never> {
@@ -922,7 +922,7 @@ export class RunExecution implements DurableExecution {
       if (wait.kind !== 'child' || !wait.spawn) continue;
       const spawn = wait.spawn;
       wait.spawn = undefined;
-      this.track(() => (this.commitsOutstanding ? this.flushCommits().then(() => this.store.emit(this.shard, spawn)) : this.store.emit(this.shard, spawn))).catch(
+      this.track(() => this.afterCommits(() => this.store.emit(this.shard, spawn))).catch(
         (error: unknown) => {
           // The handler already waits for this child: the run is given up, and replayed by the next claim.
           if (this.state !== 'executing') return;
