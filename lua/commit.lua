@@ -15,8 +15,8 @@ local function commit_step(keys, argv)
   local root = keys[1]
   local id, token, field, state, record = argv[1], argv[2], argv[3], argv[4], argv[5]
   local now = now_ms()
-  local f, reason = check_lease(run_key(root, id), token, now)
-  if not f then return { 0, reason } end
+  local held, reason = holds_lease(run_key(root, id), token, now)
+  if not held then return { 0, reason } end
   if argv[7] == 'if-open' then
     local current = rcall('HGET', steps_key(root, id), field)
     if current and record_state(current) ~= 'W' then return { 2, current } end

@@ -11,7 +11,7 @@ local function heartbeat(keys, argv)
   for i = 2, #argv, 2 do
     local id, token = argv[i], argv[i + 1]
     local run = run_key(root, id)
-    if check_lease(run, token, now) then
+    if holds_lease(run, token, now) then
       rcall('HSET', run, 'lu', lease_until)
       rcall('ZADD', root .. ':leases', lease_until, id)
     else

@@ -151,13 +151,29 @@ local EXECUTING = { running = true, compensating = true }
 -- A run canceled at once whose workflow has @OnFailure ('fin' = 'hook') is leased, still canceled, to a
 -- worker that runs the hook. f[11] is the parent's step waiting for this run (nil when no parent waits),
 -- f[12] the run's implied history entries ('hn', see history), f[13] the parent's shard root.
+local function lease_refused(token, now, tok, st, lu, fin)
+  if not st then return 'NO_RUN' end
+  if tok ~= token then return 'STALE_TOKEN' end
+  if not EXECUTING[st] and not (st == 'canceled' and fin == 'hook') then return 'NOT_EXECUTING:' .. st end
+  if tonumber(lu) < now then return 'LEASE_EXPIRED' end
+  return nil
+end
+
 local function check_lease(run, token, now)
   local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
-  if not f[2] then return nil, 'NO_RUN' end
-  if f[1] ~= token then return nil, 'STALE_TOKEN' end
-  if not EXECUTING[f[2]] and not (f[2] == 'canceled' and f[10] == 'hook') then return nil, 'NOT_EXECUTING:' .. f[2] end
-  if tonumber(f[3]) < now then return nil, 'LEASE_EXPIRED' end
+  local refused = lease_refused(token, now, f[1], f[2], f[3], f[10])
+  if refused then return nil, refused end
   return f
+end
+
+-- check_lease for a caller that needs none of the run's fields (a step commit, a heartbeat): each field
+-- HMGET looks for costs Redis a scan of the run hash's compact encoding, so only the four the check
+-- needs are read. Returns true, or nil and the reason.
+local function holds_lease(run, token, now)
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'fin')
+  local refused = lease_refused(token, now, f[1], f[2], f[3], f[4])
+  if refused then return nil, refused end
+  return true
 end
 
 -- A done message on ':dv' carries the final state and its output or error when they are this small, so that a

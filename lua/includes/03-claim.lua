@@ -25,7 +25,18 @@ local function claim_runs(root, argv, at, now, reply)
       for p = 1, #popped, 2 do
         local id = popped[p]
         local run = run_key(root, id)
-        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'fin', 'err', 'sa', 'comp', 'tok', 'ep', 'hn')
+        -- Each field HMGET looks for costs a scan of the run hash, so a run that nothing has happened to
+        -- since its emit (never claimed, only its creation in its history: 'hn' = '1') is read without
+        -- the six fields that only a claim, a failure or a cancel writes.
+        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'hn')
+        local implied = f[9]
+        if f[4] or implied ~= '1' then
+          local later = rcall('HMGET', run, 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
+          for k = 1, 6 do f[8 + k] = later[k] end
+        else
+          for k = 9, 14 do f[k] = false end
+        end
+        f[15] = implied
         -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
         -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
         local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
