@@ -651,21 +651,25 @@ const FLUSH_EVERY = 16;
 const TRANSITION_RETRY_MS = 15_000;
 
 function claimArgs(r: ClaimRequest): (string | number)[] {
-  const args: (string | number)[] = [r.workerId, r.max, r.leaseMs, r.claimId, r.damagedRetentionMs];
+  // 'p': packed run entries (lua/includes/03-claim.lua), a third of the elements for ioredis to decode.
+  const args: (string | number)[] = [r.workerId, `${r.max}p`, r.leaseMs, r.claimId, r.damagedRetentionMs];
   for (const w of r.workflows) args.push(w.name, w.maxConcurrency, w.maxAttempts, w.timeoutMs);
   return args;
 }
 
 function parseClaimReply(reply: unknown[]): ClaimedRun[] {
   const serverNow = Number(reply[0]);
-  return reply.slice(1).map((entry) => {
-    const [id, workflow, input, attempt, maxAttempts, token, createdAt, parentId, finalizing, error, flat, epoch] =
-      entry as [string, string, string, number, number, string, number, string, string, string, string[], number];
+  const runs: ClaimedRun[] = [];
+  for (let r = 1; r < reply.length; r += 1) {
+    const [head, input, error, flat] = reply[r] as [string, string, string, string[]];
+    const parts = head.split('\n');
+    const [id, token, parentId, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
     const steps = new Map<string, string>();
     for (let i = 0; i < flat.length; i += 2) steps.set(flat[i], flat[i + 1]);
-    return {
+    runs.push({
       id,
-      workflow,
+      // the workflow is last: a newline in its name only splits it further
+      workflow: parts.length === 9 ? parts[8] : parts.slice(8).join('\n'),
       input,
       attempt: Number(attempt),
       maxAttempts: Number(maxAttempts),
@@ -676,9 +680,10 @@ function parseClaimReply(reply: unknown[]): ClaimedRun[] {
       error: error || undefined,
       steps,
       serverNow,
-      epoch: Number(epoch ?? 0),
-    };
-  });
+      epoch: Number(epoch),
+    });
+  }
+  return runs;
 }
 
 /** wf1_emit's arguments (lua/emit.lua), also carried by wf1_park for the children it starts. */

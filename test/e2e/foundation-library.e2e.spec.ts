@@ -169,4 +169,23 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(await clientCount(direct)).toBe(baseline + 2);
     expect(await b.client.run(LibraryWorkflow, { n: 50 }, { timeoutMs: 10_000 })).toEqual({ doubled: 100 });
   });
+
+  it('a claim asked for packed entries gets them; a caller of an older build (a bare count) gets the entries it always got', async () => {
+    await app(uniquePrefix('lib'), false); // loads this build
+    const root = `{${uniquePrefix('pk')}:default:0}`;
+    const workflow = 'odd\nname'; // a newline in the name: it is the head's last part
+    const emit = (id: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', '{"n":1}', 0, '', '', '', '', '', '', '');
+    await emit('run-a');
+    await emit('run-b');
+    const claim = (count: string, claimId: string) =>
+      direct.call('FCALL', 'wf1_claim', 1, root, 'w1', count, 30_000, claimId, 86_400_000, workflow, 0, 3, 0) as Promise<unknown[]>;
+
+    const [, packed] = await claim('1p', 'c1');
+    const [head, ...rest] = packed as [string, ...unknown[]];
+    // id, token, parent, finalizing, attempt, maxAttempts, createdAt, epoch, then the workflow
+    expect(head.split('\n')).toEqual(['run-a', '1:c1', '', '', '1', '3', expect.stringMatching(/^\d{13}$/), '0', 'odd', 'name']);
+    expect(rest).toEqual(['{"n":1}', '', []]);
+    const [, unpacked] = await claim('1', 'c2');
+    expect(unpacked).toEqual(['run-b', workflow, '{"n":1}', 1, 3, '1:c2', expect.any(Number), '', '', '', [], 0]);
+  });
 });
