@@ -6,22 +6,34 @@ import { DEFAULTS } from '../workflow.constants.js';
 export type RedisClient = Redis | Cluster;
 
 /**
- * The module's connections: one for commands (auto-pipelined, so concurrent runs share round trips) and
- * one for sharded pub/sub. A client passed in by the user is shared and never closed here; the ones the
- * module creates are owned and closed on shutdown.
+ * The module's connections: one for commands (auto-pipelined, so concurrent runs share round trips), one
+ * for sharded pub/sub and, in an app that runs a worker, one for the worker's transitions. A client passed
+ * in by the user is shared and never closed here; the ones the module creates are owned and closed on
+ * shutdown.
+ *
+ * The worker has a connection of its own because Redis answers one connection's commands in order: on a
+ * shared one, a burst of emits from the app (a request that starts 500 runs) queued every claim, step
+ * commit, completion and heartbeat of the worker behind it, so the worker's slots stood idle and then
+ * came back all at once (bench/NOTES.md, seventh round).
  */
 export class RedisConnections {
   private readonly owned: RedisClient[] = [];
   readonly command: RedisClient;
   readonly subscriber: RedisClient;
+  /** The worker's transitions; the command connection itself in an app without a worker. */
+  readonly worker: RedisClient;
 
-  constructor(connection: WorkflowConnection | undefined) {
+  constructor(connection: WorkflowConnection | undefined, withWorker = true) {
     const given = connection ?? DEFAULTS.connection;
     if (given instanceof Redis || given instanceof Cluster) {
       this.command = given;
     } else {
       this.command = this.own(createClient(given));
     }
+    // A duplicate keeps the options of the client it copies (the user's, for a shared one).
+    this.worker = withWorker
+      ? this.own(this.command instanceof Cluster ? this.command.duplicate() : (this.command as Redis).duplicate())
+      : this.command;
     // On a cluster, sharded pub/sub needs a subscriber per primary, which ioredis keeps for us.
     // Subscribing changes no state, so while the subscriber reconnects (a cut connection, a failover) a
     // subscription waits for it instead of failing the result() wait that asked for it.
@@ -36,9 +48,9 @@ export class RedisConnections {
     return this.command instanceof Cluster;
   }
 
-  /** Waits until both connections are ready; rejects with a clear error when Redis cannot be reached. */
+  /** Waits until every connection is ready; rejects with a clear error when Redis cannot be reached. */
   async connect(timeoutMs = 10_000): Promise<void> {
-    await Promise.all([this.command, this.subscriber].map((client) => waitReady(client, timeoutMs)));
+    await Promise.all([...new Set([this.command, this.subscriber, this.worker])].map((client) => waitReady(client, timeoutMs)));
   }
 
   async close(): Promise<void> {

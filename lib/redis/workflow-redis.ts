@@ -19,6 +19,8 @@ export class WorkflowRedis implements OnApplicationShutdown {
   readonly connections: RedisConnections;
   readonly loader: FunctionLoader;
   readonly store: WorkflowStore;
+  /** The store the worker's transitions go through: on a connection of their own (see RedisConnections). */
+  readonly workerStore: WorkflowStore;
   readonly subscriber: ChannelSubscriber;
   private readiness?: Promise<void>;
   /** Set once ready() has resolved: callers on hot paths skip the wait. */
@@ -27,9 +29,11 @@ export class WorkflowRedis implements OnApplicationShutdown {
   constructor(@Inject(WORKFLOW_MODULE_OPTIONS) options: WorkflowModuleOptions) {
     this.settings = resolveSettings(options);
     this.keys = new KeySpace(this.settings.prefix);
-    this.connections = new RedisConnections(options.connection);
+    this.connections = new RedisConnections(options.connection, this.settings.worker !== false);
     this.loader = new FunctionLoader(this.connections.command);
     this.store = new WorkflowStore(this.connections.command, this.keys, this.loader);
+    this.workerStore =
+      this.connections.worker === this.connections.command ? this.store : new WorkflowStore(this.connections.worker, this.keys, this.loader);
     this.subscriber = new ChannelSubscriber(this.connections.subscriber);
   }
 
@@ -57,6 +61,7 @@ export class WorkflowRedis implements OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     this.store.close();
+    this.workerStore.close();
     for (const listener of this.shutdownListeners) listener();
     await this.connections.close();
   }

@@ -439,6 +439,7 @@ export class WorkflowStore {
       await this.loader.reload();
       return this.guard(() => this.send(fn, keys, args));
     }
+    if (await this.refreshedAfterMoved(error)) return this.guard(() => this.send(fn, keys, args));
     let failure = asConnectionError(error);
     for (let wait = 25; ; wait = Math.min(wait * 2, 1_000)) {
       if (retryUntil === undefined || !(failure instanceof WorkflowConnectionError) || this.closed || Date.now() + wait > retryUntil) throw failure;
@@ -598,8 +599,26 @@ export class WorkflowStore {
     try {
       return await call();
     } catch (error) {
-      throw asConnectionError(error);
+      if (!(await this.refreshedAfterMoved(error))) throw asConnectionError(error);
+      try {
+        return await call();
+      } catch (again) {
+        throw asConnectionError(again);
+      }
     }
+  }
+
+  /**
+   * A MOVED (or ASK) that reached us: ioredis redirects a command on its own, but an auto-pipelined batch
+   * whose commands got different redirections (several slots, after a failover or a resharding) is
+   * answered with the errors, and nothing refreshes the client's slot map. Without this a client that
+   * only reads (an API process, the module's command connection) kept getting MOVED after a failover.
+   * Refreshes the map and says whether the call can be sent again (Redis did not execute it).
+   */
+  private refreshedAfterMoved(error: unknown): Promise<boolean> {
+    const client = this.client;
+    if (!(client instanceof Cluster) || !(error instanceof Error) || !/^(MOVED|ASK) /.test(error.message)) return Promise.resolve(false);
+    return new Promise((resolve) => client.refreshSlotsCache(() => resolve(true)));
   }
 }
 

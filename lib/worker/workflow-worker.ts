@@ -178,7 +178,7 @@ export class WorkflowWorker {
       for (const e of left) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), { id: e.execution.id, token: e.execution.token }]);
       for (const [shard, runs] of byShard) {
         try {
-          const released = await this.redis.store.release(shard.ref!, `shutdown of worker ${this.workerId}`, runs);
+          const released = await this.redis.workerStore.release(shard.ref!, `shutdown of worker ${this.workerId}`, runs);
           this.logger.log(`Released ${released} run(s) of ${shard.root} that did not finish within ${graceMs} ms`);
         } catch (error) {
           this.logger.error(`Could not release runs on shutdown (their leases will expire instead): ${errorMessage(error)}`);
@@ -205,7 +205,7 @@ export class WorkflowWorker {
       startedAt: this.startedAt,
       ttlMs,
     };
-    await this.redis.store.workerBeat(this.workerId, JSON.stringify(info), ttlMs);
+    await this.redis.workerStore.workerBeat(this.workerId, JSON.stringify(info), ttlMs);
   }
 
   private wakeAll(): void {
@@ -275,7 +275,7 @@ export class WorkflowWorker {
     this.reserved += want;
     let runs: ClaimedRun[] = [];
     try {
-      runs = await this.redis.store.claimRuns(shard.ref, this.claimRequest(want, specs));
+      runs = await this.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs));
       this.recovered();
       shard.backlog = runs.length === want;
     } catch (error) {
@@ -358,7 +358,7 @@ export class WorkflowWorker {
       this.serverOffsetMs = run.serverNow - Date.now();
       this.startExecution(
         shard,
-        new RunExecution(run, shard.ref!, definition as ExecutableDefinition, this.redis.store, {
+        new RunExecution(run, shard.ref!, definition as ExecutableDefinition, this.redis.workerStore, {
           workerId: this.workerId,
           maxPayloadBytes: this.redis.settings.maxPayloadBytes,
           retentionMs: this.redis.settings.retentionMs,
@@ -444,7 +444,7 @@ export class WorkflowWorker {
     if (shard.ticking) return this.scheduleTick(shard, reaperIntervalMs);
     shard.ticking = true;
     try {
-      const result = await this.redis.store.tick(shard.root, TICK_BATCH);
+      const result = await this.redis.workerStore.tick(shard.root, TICK_BATCH);
       this.lastTickAt = Date.now();
       this.recovered();
       this.serverOffsetMs = result.serverNow - Date.now();
@@ -467,7 +467,7 @@ export class WorkflowWorker {
   private async deliver(handoffs: Handoff[]): Promise<void> {
     for (const handoff of handoffs) {
       try {
-        await this.redis.store.deliver(handoff);
+        await this.redis.workerStore.deliver(handoff);
       } catch (error) {
         this.failed('hand-off delivery', error);
       }
@@ -483,7 +483,7 @@ export class WorkflowWorker {
       [...byShard].map(async ([shard, list]) => {
         try {
           const sentAt = Date.now();
-          const lost = await this.redis.store.heartbeat(
+          const lost = await this.redis.workerStore.heartbeat(
             shard.ref!,
             worker.leaseMs,
             list.map((e) => ({ id: e.execution.id, token: e.execution.token })),

@@ -158,6 +158,8 @@ describe('bad input and Redis outages (e2e, private redis-server)', () => {
       await redis.server.restart();
       expect(await survived).toEqual({ survived: true });
       await waitFor(() => logs.some((m) => /Redis is reachable again; worker resumed/.test(m)), 5_000);
+      // The worker has a connection of its own: the app's emits go out once the command connection is back too.
+      await waitFor(() => command.status === 'ready', 5_000);
       expect(await app.client.run(EchoWorkflow, { after: 'outage' }, { timeoutMs: 10_000 })).toEqual({ after: 'outage' });
       expect(errors.filter((m) => /Redis call failed/.test(m))).toHaveLength(1);
       process.stdout.write(`outage: emit failed after ${failedAfterMs} ms; worker errors logged during the outage: ${outageErrors.length}\n`);

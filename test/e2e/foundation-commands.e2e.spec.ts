@@ -31,6 +31,18 @@ class InstantWorkflow {
   }
 }
 
+let openGate: () => void = () => undefined;
+const gate = new Promise<void>((resolve) => (openGate = resolve));
+
+@Workflow('gated')
+@Injectable()
+class GatedWorkflow {
+  async execute(ctx: WorkflowContext<Record<string, never>>) {
+    await ctx.step.run('wait', () => gate);
+    return 'done';
+  }
+}
+
 async function commandStats(redis: Redis): Promise<Map<string, number>> {
   const stats = new Map<string, number>();
   for (const match of (await redis.info('commandstats')).matchAll(/cmdstat_([^:]+):calls=(\d+)/g)) stats.set(match[1], Number(match[2]));
@@ -132,22 +144,25 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('pipe'), worker: { concurrency: 50 } }, [CountedWorkflow]);
     suite.apps.push(app);
     type Socket = { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void; localPort: number };
-    const command = app.moduleRef.get(WorkflowRedis).connections.command as Redis & { stream: Socket };
+    // The app's emits go over the command connection, the worker's transitions over its own.
+    const { command, worker } = app.moduleRef.get(WorkflowRedis).connections as unknown as Record<'command' | 'worker', Redis & { stream: Socket }>;
     expect(command.options.enableAutoPipelining).toBe(true);
-    const stream = command.stream;
-    const source = `127.0.0.1:${stream.localPort}`;
-    // What reaches the socket: one _write (one buffer) or _writev (several, one writev system call) per flush.
+    expect(worker.options.enableAutoPipelining).toBe(true);
+    const streams = [command.stream, worker.stream];
+    const sources = new Set(streams.map((stream) => `127.0.0.1:${stream.localPort}`));
+    // What reaches the sockets: one _write (one buffer) or _writev (several, one writev system call) per flush.
     let writes = 0;
-    const write = stream._write.bind(stream);
-    const writev = stream._writev.bind(stream);
-    stream._write = (...args: unknown[]) => {
-      writes += 1;
-      return write(...args);
-    };
-    stream._writev = (...args: unknown[]) => {
-      writes += 1;
-      return writev(...args);
-    };
+    const originals = streams.map((stream) => ({ stream, write: stream._write.bind(stream), writev: stream._writev.bind(stream) }));
+    for (const { stream, write, writev } of originals) {
+      stream._write = (...args: unknown[]) => {
+        writes += 1;
+        return write(...args);
+      };
+      stream._writev = (...args: unknown[]) => {
+        writes += 1;
+        return writev(...args);
+      };
+    }
     let sent = 0;
     let transitions = 0;
     let commits = 0;
@@ -157,7 +172,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
         const handles = await Promise.all(Array.from({ length: 50 }, (_, n) => app.client.emit(CountedWorkflow, { n })));
         await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
       });
-      const ours = seen.filter((c) => c.source === source);
+      const ours = seen.filter((c) => sources.has(c.source));
       sent = ours.length;
       for (const { args } of ours) {
         // wf1_many root <function> <arguments per call> <calls' arguments...>
@@ -170,8 +185,10 @@ describe('commands and round trips (e2e, private redis-server)', () => {
         }
       }
     } finally {
-      stream._write = write;
-      stream._writev = writev;
+      for (const { stream, write, writev } of originals) {
+        stream._write = write;
+        stream._writev = writev;
+      }
     }
     process.stdout.write(
       `shared writes: 50 concurrent 3-step runs, ${transitions} calls in ${sent} commands (${commits} step commits in ${commitCalls}) in ${writes} socket writes\n`,
@@ -181,6 +198,29 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     expect(commits).toBe(100);
     expect(commitCalls).toBeLessThan(commits / 4);
     expect(writes).toBeLessThan(sent / 2);
+    await app.close();
+  });
+
+  it("the worker's transitions have a connection of their own: a burst of the app's emits does not hold up a run's completion", async () => {
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('own'), worker: { concurrency: 4 } }, [GatedWorkflow, InstantWorkflow]);
+    suite.apps.push(app);
+    const gated = await app.client.emit(GatedWorkflow, {});
+    await waitFor(async () => (await app.client.getRun(gated.id))?.status === 'running');
+    const burst: Promise<unknown>[] = [];
+    const seen = await monitorCommands(suite.redis.url, async () => {
+      // The emits are written first; the completion the open gate leads to is written after them.
+      for (let n = 0; n < 2000; n += 1) burst.push(app.client.emit(InstantWorkflow, { n }));
+      openGate();
+      expect(await gated.result({ timeoutMs: 10_000 })).toBe('done');
+      await Promise.all(burst);
+    });
+    const emits = seen.filter((c) => c.source !== 'lua' && /^wf1_emit$/i.test(c.args[1] ?? ''));
+    const completion = seen.findIndex((c) => /^wf1_complete$/i.test(c.args[1] ?? '') && c.args[4] === gated.id);
+    expect(emits).toHaveLength(2000);
+    expect(completion).toBeGreaterThanOrEqual(0);
+    expect(seen[completion].source).not.toBe(emits[0].source);
+    // On one shared connection Redis would have answered all 2,000 emits first.
+    expect(completion).toBeLessThan(seen.indexOf(emits[emits.length - 1]));
     await app.close();
   });
 

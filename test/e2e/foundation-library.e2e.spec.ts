@@ -157,7 +157,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const baseline = await clientCount(direct);
     const a = await app(prefix, { concurrency: 2 });
     const b = await app(prefix, { concurrency: 2 });
-    expect(await clientCount(direct)).toBe(baseline + 4);
+    expect(await clientCount(direct)).toBe(baseline + 6); // each: commands, pub/sub, the worker's transitions
     const handles = await Promise.all(Array.from({ length: 12 }, (_, n) => (n % 2 ? a : b).client.emit(LibraryWorkflow, { n })));
     const outputs = await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
     expect(outputs).toEqual(Array.from({ length: 12 }, (_, n) => ({ doubled: n * 2 })));
@@ -166,7 +166,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(workers.size).toBe(2);
 
     await a.close();
-    expect(await clientCount(direct)).toBe(baseline + 2);
+    expect(await clientCount(direct)).toBe(baseline + 3);
     expect(await b.client.run(LibraryWorkflow, { n: 50 }, { timeoutMs: 10_000 })).toEqual({ doubled: 100 });
   });
 

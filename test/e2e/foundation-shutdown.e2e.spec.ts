@@ -63,7 +63,7 @@ describe('graceful shutdown (e2e, real Redis)', () => {
   it('finishes runs within the grace period, releases the rest to another worker at once, stops claiming and closes its connections', async () => {
     const baseline = await clientCount(direct);
     const a = await worker('A');
-    expect(await clientCount(direct)).toBe(baseline + 2);
+    expect(await clientCount(direct)).toBe(baseline + 3); // commands, pub/sub, the worker's transitions
 
     const quick = await api.client.emit(ShutdownWorkflow, { id: 'quick', workMs: 300 });
     const stuck = await api.client.emit(ShutdownWorkflow, { id: 'stuck', hangInApp: 'A' });
@@ -84,7 +84,7 @@ describe('graceful shutdown (e2e, real Redis)', () => {
     expect((await api.client.getRunHistory(late.id)).map((e) => e.type)).toEqual(['created']);
     expect(closeMs).toBeGreaterThanOrEqual(GRACE_MS - 20);
     expect(closeMs).toBeLessThan(GRACE_MS + 3_000);
-    // A closed the two connections it owned.
+    // A closed the three connections it owned.
     await waitFor(async () => (await clientCount(direct)) === baseline, 2_000);
 
     const takenOverAt = Date.now();

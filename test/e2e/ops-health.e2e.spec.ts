@@ -59,10 +59,9 @@ describe('WorkflowHealthIndicator (e2e)', () => {
   });
 
   it('is down when the worker loop is stalled (its housekeeping call hangs), and recovers', async () => {
-    // A hung Redis call cannot be made on the worker's connection alone (the indicator shares it, and
-    // Redis answers a connection in order), so the worker's housekeeping call is made to hang here while
-    // Redis itself stays fine.
-    const store = app.moduleRef.get(WorkflowRedis).store;
+    // The worker's housekeeping call is made to hang here while Redis itself stays fine (the indicator's
+    // PING goes over the command connection and is answered).
+    const store = app.moduleRef.get(WorkflowRedis).workerStore;
     const realTick = store.tick.bind(store);
     let release!: () => void;
     const hung = new Promise<void>((resolve) => (release = resolve));
