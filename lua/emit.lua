@@ -13,7 +13,8 @@
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run.
-local function emit(keys, argv)
+-- `at`: the server time, when another function creates the run (wf1_park) and has read it already.
+local function emit(keys, argv, at)
   local root = keys[1]
   local id, wf, queue, input = argv[1], argv[2], argv[3], argv[4]
   local priority, run_at, delay, ikey, parent = argv[5], argv[6], argv[7], argv[8], argv[9]
@@ -29,7 +30,7 @@ local function emit(keys, argv)
     rcall('HSET', root .. ':ik:' .. wf, ikey, id)
   end
 
-  local now = now_ms()
+  local now = at or now_ms()
   local due = now
   if run_at ~= '' then due = math.max(due, tonumber(run_at)) end
   if delay ~= '' then due = math.max(due, now + tonumber(delay)) end

@@ -91,13 +91,13 @@ local function fail(keys, argv)
     local delay = tonumber(argv[5]) or 0
     local attempt = tonumber(f[8]) + 1
     rcall('ZREM', root .. ':leases', id)
-    rcall('HINCRBY', run, 'ep', 1)
+    rcall('HINCRBY', run, 'ep', '1')
     if delay > 0 then
-      rcall('HSET', run, 'st', 'scheduled', 'att', attempt, 'err', err, 'due', now + delay)
+      rcall('HSET', run, 'st', 'scheduled', 'att', ms(attempt), 'err', err, 'due', ms(now + delay))
       count_move(root, wf, id, status, 'scheduled')
       schedule_timer(root, id, now + delay)
     else
-      rcall('HSET', run, 'st', 'queued', 'att', attempt, 'err', err)
+      rcall('HSET', run, 'st', 'queued', 'att', ms(attempt), 'err', err)
       count_move(root, wf, id, status, 'queued')
       make_ready(root, id, wf, f[5], now)
     end

@@ -12,8 +12,8 @@ local function heartbeat(keys, argv)
     local id, token = argv[i], argv[i + 1]
     local run = run_key(root, id)
     if holds_lease(run, token, now) then
-      rcall('HSET', run, 'lu', lease_until)
-      rcall('ZADD', root .. ':leases', lease_until, id)
+      rcall('HSET', run, 'lu', ms(lease_until))
+      rcall('ZADD', root .. ':leases', ms(lease_until), id)
     else
       lost[#lost + 1] = id
     end

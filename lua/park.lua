@@ -36,7 +36,7 @@ local function park(keys, argv)
     local kind, field, spec = argv[i], argv[i + 1], argv[i + 2]
     i = i + 3
     if kind == 'spawn' then
-      emit(keys, { unpack(argv, i, i + 11) })
+      emit(keys, { unpack(argv, i, i + 11) }, now)
       i = i + 12
       kind = 'child'
     end
@@ -93,7 +93,7 @@ local function park(keys, argv)
   end
   rcall('DEL', awaited_key(root, id))
   if #open_fields > 0 then rcall('SADD', awaited_key(root, id), unpack(open_fields)) end
-  rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', children_open)
+  rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
   count_move(root, f[4], id, f[2], 'waiting')
   if due then schedule_timer(root, id, due) end
   history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[12] or false)

@@ -44,7 +44,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now)
   if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
     local wake = true
     if kind == 'child' and state == 'S' then
-      wake = rcall('HINCRBY', run, 'wn', -1) <= 0
+      wake = rcall('HINCRBY', run, 'wn', '-1') <= 0
     end
     if wake then wake_run(root, id, f[2], f[3], now, kind, field, f[5] or false) end
   end
