@@ -24,6 +24,14 @@ class LibraryWorkflow {
   }
 }
 
+@Workflow('two\nlines')
+@Injectable()
+class NewlineNameWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    return ctx.step.run('add', () => ctx.input.n + 1);
+  }
+}
+
 @Workflow('lib-wf')
 @Injectable()
 class DuplicateNameWorkflow {
@@ -185,6 +193,11 @@ describe('Function library and module init (e2e, real Redis)', () => {
     // id, token, parent, finalizing, attempt, maxAttempts, createdAt, epoch, then the workflow
     expect(head.split('\n')).toEqual(['run-a', '1:c1', '', '', '1', '3', expect.stringMatching(/^\d{13}$/), '0', 'odd', 'name']);
     expect(rest).toEqual(['{"n":1}', '', []]);
+
+    // The worker reads the packed head back: a workflow whose name has a newline runs.
+    const named = await startApp({ connection: redis.url, prefix: uniquePrefix('nl'), worker: { concurrency: 2 } }, [NewlineNameWorkflow]);
+    apps.push(named);
+    expect(await named.client.run(NewlineNameWorkflow, { n: 1 }, { timeoutMs: 10_000 })).toBe(2);
     const [, unpacked] = await claim('1', 'c2');
     expect(unpacked).toEqual(['run-b', workflow, '{"n":1}', 1, 3, '1:c2', expect.any(Number), '', '', '', [], 0]);
   });
