@@ -434,12 +434,16 @@ export class WorkflowStore {
   }
 
   /** A call failed: reload a lost library and call again; retry a transition through an outage until `retryUntil`. */
-  private async afterFailure(error: unknown, fn: string, keys: string[], args: (string | number)[], retryUntil?: number): Promise<unknown> {
+  private async afterFailure(error: unknown, fn: string, keys: string[], args: (string | number)[], retryUntil?: number, redirected = 0): Promise<unknown> {
     if (isFunctionNotFound(error)) {
       await this.loader.reload();
       return this.guard(() => this.send(fn, keys, args));
     }
-    if (await this.refreshedAfterMoved(error)) return this.guard(() => this.send(fn, keys, args));
+    // A cluster in the middle of a failover may redirect more than once; a transition then goes on
+    // retrying as for a lost connection.
+    if (redirected < MAX_REDIRECTED_RESENDS && (await this.refreshedAfterMoved(error))) {
+      return this.send(fn, keys, args).catch((next: unknown) => this.afterFailure(next, fn, keys, args, retryUntil, redirected + 1));
+    }
     let failure = asConnectionError(error);
     for (let wait = 25; ; wait = Math.min(wait * 2, 1_000)) {
       if (retryUntil === undefined || !(failure instanceof WorkflowConnectionError) || this.closed || Date.now() + wait > retryUntil) throw failure;
@@ -447,7 +451,7 @@ export class WorkflowStore {
       try {
         return await this.send(fn, keys, args);
       } catch (next) {
-        if (isFunctionNotFound(next)) return this.afterFailure(next, fn, keys, args, retryUntil);
+        if (isFunctionNotFound(next) || isRedirection(next)) return this.afterFailure(next, fn, keys, args, retryUntil, redirected);
         failure = asConnectionError(next);
       }
     }
@@ -617,7 +621,7 @@ export class WorkflowStore {
    */
   private refreshedAfterMoved(error: unknown): Promise<boolean> {
     const client = this.client;
-    if (!(client instanceof Cluster) || !(error instanceof Error) || !/^(MOVED|ASK) /.test(error.message)) return Promise.resolve(false);
+    if (!(client instanceof Cluster) || !isRedirection(error)) return Promise.resolve(false);
     return new Promise((resolve) => client.refreshSlotsCache(() => resolve(true)));
   }
 }
@@ -665,6 +669,13 @@ const MAX_BATCH = 16;
 
 /** Calls per socket write within one long turn (measured: 8-16 best for 50 concurrent one-step runs, bench/NOTES.md). */
 const FLUSH_EVERY = 16;
+
+/** How many times a call that got MOVED or ASK is sent again after refreshing the cluster's slot map. */
+const MAX_REDIRECTED_RESENDS = 5;
+
+function isRedirection(error: unknown): boolean {
+  return error instanceof Error && /^(MOVED|ASK) /.test(error.message);
+}
 
 /** How long a worker keeps retrying a transition through a connection outage. */
 const TRANSITION_RETRY_MS = 15_000;
