@@ -147,10 +147,8 @@ local FINAL = { succeeded = true, failed = true, canceled = true }
 local EXECUTING = { running = true, compensating = true }
 
 -- The presented token must be the run's current one and the run must be executing under a lease that
--- has not expired (judged by this server's clock). Returns the run's fields, or nil and the reason.
--- A run canceled at once whose workflow has @OnFailure ('fin' = 'hook') is leased, still canceled, to a
--- worker that runs the hook. f[11] is the parent's step waiting for this run (nil when no parent waits),
--- f[12] the run's implied history entries ('hn', see history), f[13] the parent's shard root.
+-- has not expired (judged by this server's clock); returns why not, or nil. A run canceled at once whose
+-- workflow has @OnFailure ('fin' = 'hook') is leased, still canceled, to a worker that runs the hook.
 local function lease_refused(token, now, tok, st, lu, fin)
   if not st then return 'NO_RUN' end
   if tok ~= token then return 'STALE_TOKEN' end
@@ -159,6 +157,9 @@ local function lease_refused(token, now, tok, st, lu, fin)
   return nil
 end
 
+-- The lease check for a caller that goes on with the run's fields: returns them, or nil and the reason.
+-- f[11] is the parent's step waiting for this run (nil when no parent waits), f[12] the run's implied
+-- history entries ('hn', see history), f[13] the parent's shard root.
 local function check_lease(run, token, now)
   local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
   local refused = lease_refused(token, now, f[1], f[2], f[3], f[10])
