@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { uniquePrefix } from '../support/redis-server.js';
-import { monitorCommands } from '../support/redis-monitor.js';
+import { monitorCommands, type MonitoredCommand } from '../support/redis-monitor.js';
 import { startApp, useSuiteRedis, waitFor } from '../support/workflow-app.js';
 
 @Workflow('counted')
@@ -207,14 +207,19 @@ describe('commands and round trips (e2e, private redis-server)', () => {
     const gated = await app.client.emit(GatedWorkflow, {});
     await waitFor(async () => (await app.client.getRun(gated.id))?.status === 'running');
     const burst: Promise<unknown>[] = [];
-    const seen = await monitorCommands(suite.redis.url, async () => {
-      // The emits are written first; the completion the open gate leads to is written after them.
-      for (let n = 0; n < 2000; n += 1) burst.push(app.client.emit(InstantWorkflow, { n }));
-      openGate();
-      expect(await gated.result({ timeoutMs: 10_000 })).toBe('done');
-      await Promise.all(burst);
-    });
-    const emits = seen.filter((c) => c.source !== 'lua' && /^wf1_emit$/i.test(c.args[1] ?? ''));
+    const isEmit = (c: MonitoredCommand) => c.source !== 'lua' && /^wf1_emit$/i.test(c.args[1] ?? '');
+    const seen = await monitorCommands(
+      suite.redis.url,
+      async () => {
+        // The emits are written first; the completion the open gate leads to is written after them.
+        for (let n = 0; n < 2000; n += 1) burst.push(app.client.emit(InstantWorkflow, { n }));
+        openGate();
+        expect(await gated.result({ timeoutMs: 10_000 })).toBe('done');
+        await Promise.all(burst);
+      },
+      (lines) => lines.filter(isEmit).length >= 2000,
+    );
+    const emits = seen.filter(isEmit);
     const completion = seen.findIndex((c) => /^wf1_complete$/i.test(c.args[1] ?? '') && c.args[4] === gated.id);
     expect(emits).toHaveLength(2000);
     expect(completion).toBeGreaterThanOrEqual(0);

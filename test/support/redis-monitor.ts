@@ -11,7 +11,16 @@ export interface MonitoredCommand {
  * monitored lines arrive in the same read as MONITOR's +OK (it switches modes a microtask later), which a
  * busy server makes likely; here every line after +OK is a command.
  */
-export async function monitorCommands(url: string, during: () => Promise<void>): Promise<MonitoredCommand[]> {
+/**
+ * `complete`: how the caller knows every command it waits for has been seen. MONITOR sends its lines
+ * after the commands ran, and a burst's lines can take longer than the usual 50 ms to arrive; they are
+ * waited for (up to 5 s) until it returns true.
+ */
+export async function monitorCommands(
+  url: string,
+  during: () => Promise<void>,
+  complete?: (seen: MonitoredCommand[]) => boolean,
+): Promise<MonitoredCommand[]> {
   const { hostname, port, password, username } = new URL(url);
   const socket = net.connect(Number(port || 6379), hostname || '127.0.0.1');
   const seen: MonitoredCommand[] = [];
@@ -41,6 +50,8 @@ export async function monitorCommands(url: string, during: () => Promise<void>):
   await started;
   try {
     await during();
+    const until = Date.now() + 5_000;
+    while (complete && !complete(seen) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
     // Lines of the last commands may still be on their way.
     await new Promise((resolve) => setTimeout(resolve, 50));
   } finally {
