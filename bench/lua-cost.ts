@@ -8,6 +8,9 @@
  *   npm run bench:lua                          N=20000 REPS=5 by default
  *   LUA_B=/path/to/other/lua npm run bench:lua  compares this package's lua/ (A) with another lua/ folder (B),
  *                                              each on a redis-server of its own, rounds alternating A B A B
+ *   WORKLOAD=fanout npm run bench:lua          the fan-out of scenario 3 instead: N parents, each parked with three
+ *                                              children it starts, the children completed (which wakes the
+ *                                              parent), the parents claimed again and completed
  *
  * Not a scenario of the issue: the tool for making the Lua library cheaper, one change at a time.
  */
@@ -66,7 +69,73 @@ interface Variant {
   rounds: Record<string, Cost>[];
 }
 
+const FANOUT = process.env.WORKLOAD === 'fanout';
+const PARENT_WORKFLOW = 'bench-fanout';
+const CHILD_WORKFLOW = 'bench-leaf';
+
+/** Claims every ready run of `workflow` in batches, as the worker's claim does (unpacked entries: id and token). */
+async function claimAll(admin: Redis, workflow: string, count: number, tag: string): Promise<{ id: string; token: string; steps: number }[]> {
+  const replies = await pipelined(
+    admin,
+    Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `${tag}${k}`, 86_400_000, workflow, 0, 1, 0]),
+  );
+  const runs = replies.flatMap((reply) =>
+    (reply as unknown[][]).slice(1).map((run) => ({ id: String(run[0]), token: String(run[5]), steps: (run[10] as unknown[]).length / 2 })),
+  );
+  if (runs.length !== count) throw new Error(`claimed ${runs.length} of ${count} runs of ${workflow}`);
+  return runs;
+}
+
+async function completeAll(admin: Redis, runs: { id: string; token: string }[], output: string, label: string): Promise<void> {
+  const replies = await pipelined(admin, runs.map((run) => ['wf1_complete', 1, ROOT, run.id, run.token, output, 86_400_000]));
+  if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${label}: a completion was refused`);
+}
+
+/** Scenario 3's parent with three children, transition by transition; costs are per parent (its children included). */
+async function fanOutRound(variant: Variant, rep: number): Promise<void> {
+  const { admin } = variant;
+  await admin.flushall();
+  await admin.function('LOAD', 'REPLACE', variant.code);
+  const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
+  const childIds = (i: number) => [0, 1, 2].map((k) => `01KCHILD${String(rep).padStart(2, '0')}${String(i * 3 + k).padStart(16, '0')}`);
+  const emit = await costOf(admin, () =>
+    pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, PARENT_WORKFLOW, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])),
+  );
+  let parents: { id: string; token: string }[] = [];
+  const claim = await costOf(admin, async () => {
+    parents = await claimAll(admin, PARENT_WORKFLOW, N, 'p');
+  });
+  const park = await costOf(admin, async () => {
+    const replies = await pipelined(
+      admin,
+      parents.map((parent, i) => {
+        const children = childIds(i);
+        const args: (string | number)[] = ['wf1_park', 1, ROOT, parent.id, parent.token, JSON.stringify({ children })];
+        children.forEach((child, k) => {
+          args.push('spawn', `0:child-${k}`, `${child}||${CHILD_WORKFLOW}`);
+          args.push(child, CHILD_WORKFLOW, 'default', `{"i":${i * 3 + k}}`, 0, '', '', '', parent.id, `0:child-${k}`, ROOT, '');
+        });
+        return args;
+      }),
+    );
+    if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${variant.label}: a park was refused`);
+  });
+  let children: { id: string; token: string }[] = [];
+  const claimChildren = await costOf(admin, async () => {
+    children = await claimAll(admin, CHILD_WORKFLOW, 3 * N, 'c');
+  });
+  const completeChildren = await costOf(admin, () => completeAll(admin, children, '1', variant.label));
+  let woken: { id: string; token: string; steps: number }[] = [];
+  const claimWoken = await costOf(admin, async () => {
+    woken = await claimAll(admin, PARENT_WORKFLOW, N, 'w');
+  });
+  if (woken.some((run) => run.steps !== 3)) throw new Error(`${variant.label}: a woken parent did not get its three child records`);
+  const completeParents = await costOf(admin, () => completeAll(admin, woken, '3', variant.label));
+  variant.rounds.push({ emit, claim, park, 'claim-3': claimChildren, 'complete-3': completeChildren, 'claim-woken': claimWoken, complete: completeParents });
+}
+
 async function round(variant: Variant, rep: number): Promise<void> {
+  if (FANOUT) return fanOutRound(variant, rep);
   const { admin } = variant;
   await admin.flushall();
   await admin.function('LOAD', 'REPLACE', variant.code);
@@ -107,7 +176,7 @@ const totals: number[] = [];
 for (const variant of variants) {
   let total = 0;
   let totalMin = 0;
-  for (const name of ['emit', 'claim', 'complete']) {
+  for (const name of Object.keys(variant.rounds[0])) {
     const cpus = variant.rounds.map((r) => r[name].cpu);
     const cpu = median(cpus);
     const fcall = median(variant.rounds.map((r) => r[name].fcall));
@@ -115,11 +184,11 @@ for (const variant of variants) {
     total += cpu;
     totalMin += Math.min(...cpus);
     console.log(
-      `${variant.label} ${name.padEnd(9)} Redis CPU ${cpu.toFixed(2).padStart(6)} µs/run, least ${Math.min(...cpus).toFixed(2)}; in FCALL ${fcall.toFixed(2)} (inner commands ${inner.toFixed(2)}, Lua around them ${(fcall - inner).toFixed(2)})`,
+      `${variant.label} ${name.padEnd(11)} Redis CPU ${cpu.toFixed(2).padStart(6)} µs/${FANOUT ? 'parent' : 'run'}, least ${Math.min(...cpus).toFixed(2)}; in FCALL ${fcall.toFixed(2)} (inner commands ${inner.toFixed(2)}, Lua around them ${(fcall - inner).toFixed(2)})`,
     );
   }
   totals.push(total);
-  console.log(`${variant.label} one-step run: Redis CPU ${total.toFixed(2)} µs, least ${totalMin.toFixed(2)} (median of ${REPS} rounds of ${N})`);
+  console.log(`${variant.label} ${FANOUT ? 'parent with 3 children' : 'one-step run'}: Redis CPU ${total.toFixed(2)} µs, least ${totalMin.toFixed(2)} (median of ${REPS} rounds of ${N})`);
 }
 if (totals.length === 2) console.log(`B / A: ${(totals[1] / totals[0]).toFixed(3)}`);
 for (const variant of variants) {

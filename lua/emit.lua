@@ -13,6 +13,21 @@
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run.
+-- The run hash of a new run: only the fields a run has are stored, since every byte here is kept for
+-- the run's whole retention. `argv` as for wf1_emit.
+local function new_run_fields(argv, status, now, due)
+  local fields = { 'wf', argv[2], 'q', argv[3], 'st', status, 'in', argv[4], 'att', '1', 'ca', ms(now) }
+  local function add(name, value) fields[#fields + 1] = name; fields[#fields + 1] = value end
+  if tonumber(argv[5]) ~= 0 then add('pri', argv[5]) end
+  if due > now then add('due', ms(due)) end
+  if argv[9] ~= '' then add('par', argv[9]) end
+  if argv[8] ~= '' then add('ik', argv[8]) end
+  if argv[10] and argv[10] ~= '' then add('pf', argv[10]); add('pr', argv[11]) end
+  -- The 'created' entry of a run emitted queued is implied (see history in includes/01-common.lua).
+  if status == 'queued' and not (argv[12] and argv[12] ~= '') then add('hn', '1') end
+  return fields
+end
+
 -- `at`: the server time, when another function creates the run (wf1_park) and has read it already.
 local function emit(keys, argv, at)
   local root = keys[1]
@@ -37,19 +52,8 @@ local function emit(keys, argv, at)
   local status = 'queued'
   if due > now then status = 'scheduled' end
 
-  -- Only the fields a run has are stored: every byte here is kept for the run's whole retention.
-  local fields = { 'wf', wf, 'q', queue, 'st', status, 'in', input, 'att', '1', 'ca', ms(now) }
-  local function add(name, value) fields[#fields + 1] = name; fields[#fields + 1] = value end
-  if tonumber(priority) ~= 0 then add('pri', priority) end
-  if due > now then add('due', ms(due)) end
-  if parent ~= '' then add('par', parent) end
-  if ikey ~= '' then add('ik', ikey) end
-  if argv[10] and argv[10] ~= '' then add('pf', argv[10]); add('pr', argv[11]) end
   local noted = argv[12] and argv[12] ~= ''
-  -- The 'created' entry of a run emitted queued is implied (see history in includes/01-common.lua).
-  if status == 'queued' and not noted then add('hn', '1') end
-  rcall('HSET', run, unpack(fields))
-  rcall('ZADD', root .. ':idx:' .. wf, '0', id)
+  rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
@@ -61,6 +65,51 @@ local function emit(keys, argv, at)
     if noted then history(root, id, now, 'note', { message = argv[12] }, nil, false) end
   end
   return { 1, id, status }
+end
+
+-- Creates the children a parking run starts (wf1_park's 'spawn' waits), each as wf1_emit would. In the
+-- common case (new runs, queued at once, no idempotency key, no note) the runs share their index writes:
+-- one ZADD per workflow into each of its 'queued' index and ready set, instead of one per child. Anything else (a resent park whose children exist, a delayed child) goes through emit one by one.
+-- `list`: the children's wf1_emit arguments.
+local function emit_children(keys, list, now)
+  local root = keys[1]
+  local runs, seen = {}, {}
+  local plain = true
+  for k, argv in ipairs(list) do
+    if argv[6] ~= '' or argv[7] ~= '' or argv[8] ~= '' or (argv[12] and argv[12] ~= '') or seen[argv[1]] then
+      plain = false
+      break
+    end
+    seen[argv[1]] = true
+    runs[k] = run_key(root, argv[1])
+  end
+  if not plain or rcall('EXISTS', unpack(runs)) > 0 then
+    for _, argv in ipairs(list) do emit(keys, argv, now) end
+    return
+  end
+  local workflows, by_workflow = {}, {}
+  for k, argv in ipairs(list) do
+    rcall('HSET', runs[k], unpack(new_run_fields(argv, 'queued', now, now)))
+    local wf = argv[2]
+    local group = by_workflow[wf]
+    if not group then
+      group = { queued = {}, ready = {} }
+      by_workflow[wf] = group
+      workflows[#workflows + 1] = wf
+    end
+    group.queued[#group.queued + 1] = '0'
+    group.queued[#group.queued + 1] = argv[1]
+    group.ready[#group.ready + 1] = ms(ready_score(argv[5], now))
+    group.ready[#group.ready + 1] = argv[1]
+  end
+  for _, wf in ipairs(workflows) do
+    local group = by_workflow[wf]
+    rcall('ZADD', status_key(root, wf, 'queued'), unpack(group.queued))
+    -- As make_ready: workers hear of the ready set only when it was empty before these runs.
+    local key = ready_key(root, wf)
+    rcall('ZADD', key, unpack(group.ready))
+    if rcall('ZCARD', key) == #group.ready / 2 then notify_workers(root, 'r') end
+  end
 end
 
 redis.register_function('wf1_emit', emit)

@@ -20,53 +20,70 @@ local function park(keys, argv)
   local id, token = argv[1], argv[2]
   local run = run_key(root, id)
   local now = now_ms()
-  local f, reason = check_lease(run, token, now)
+  local f, reason = check_lease(run, token, now, true)
   if not f then
     local g = rcall('HMGET', run, 'tok', 'st')
     if g[1] == token and (g[2] == 'waiting' or g[2] == 'queued') then return { g[2] == 'waiting' and 1 or 2, -1 } end
     return { 0, reason }
   end
   local steps = steps_key(root, id)
+  -- The waits are read first, so that the children the run starts are created together (emit_children)
+  -- and all step records are read, written and listed in one call each.
+  local waits, spawned, fields = {}, {}, {}
+  local i = 4
+  while i <= #argv do
+    local kind = argv[i]
+    waits[#waits + 1] = { kind, argv[i + 1], argv[i + 2] }
+    fields[#fields + 1] = argv[i + 1]
+    i = i + 3
+    if kind == 'spawn' then
+      spawned[#spawned + 1] = { unpack(argv, i, i + 11) }
+      i = i + 12
+    end
+  end
+  if #spawned > 0 then emit_children(keys, spawned, now) end
+  local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
+
   local due = nil
   local wake = false
   local children, children_open = 0, 0
-  local open_fields = {}
-  local i = 4
-  while i <= #argv do
-    local kind, field, spec = argv[i], argv[i + 1], argv[i + 2]
-    i = i + 3
-    if kind == 'spawn' then
-      emit(keys, { unpack(argv, i, i + 11) }, now)
-      i = i + 12
-      kind = 'child'
-    end
-    local current = rcall('HGET', steps, field)
+  local open_fields, new_records, new_children, written = {}, {}, {}, {}
+  local stamp = ms(now) .. '|W|'
+  for w, wait in ipairs(waits) do
+    local kind, field, spec = wait[1], wait[2], wait[3]
+    if kind == 'spawn' then kind = 'child' end
+    -- a field named twice takes the record its first wait wrote
+    local current = currents[w] or written[field]
     local state = record_state(current)
     local deadline = nil
     if not current then
+      local json
       if kind == 'sleep' then
         local amount = tonumber(string.sub(spec, 4))
         deadline = amount
         if string.sub(spec, 1, 3) == 'in:' then deadline = now + amount end
-        store_record(root, id, field, now, 'W', '{"k":"sleep","s":"waiting","u":' .. string.format('%d', deadline) .. '}')
+        json = '{"k":"sleep","s":"waiting","u":' .. ms(deadline) .. '}'
       elseif kind == 'child' then
         local child_id, timeout, wf = string.match(spec, '^([^|]*)|([^|]*)|(.*)$')
-        local json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)
+        json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)
         if timeout ~= '' then
           deadline = now + tonumber(timeout)
-          json = json .. ',"dl":' .. string.format('%d', deadline)
+          json = json .. ',"dl":' .. ms(deadline)
         end
-        store_record(root, id, field, now, 'W', json .. '}')
-        rcall('SADD', children_key(root, id), child_id)
+        json = json .. '}'
+        new_children[#new_children + 1] = child_id
       else
-        local wait = cjson.decode(spec)
-        local json = '{"k":"event","s":"waiting","ev":' .. cjson.encode(wait.ev) .. ',"key":' .. cjson.encode(wait.key or '')
-        if type(wait.to) == 'number' then
-          deadline = now + wait.to
-          json = json .. ',"dl":' .. string.format('%d', deadline)
+        local wait_spec = cjson.decode(spec)
+        json = '{"k":"event","s":"waiting","ev":' .. cjson.encode(wait_spec.ev) .. ',"key":' .. cjson.encode(wait_spec.key or '')
+        if type(wait_spec.to) == 'number' then
+          deadline = now + wait_spec.to
+          json = json .. ',"dl":' .. ms(deadline)
         end
-        store_record(root, id, field, now, 'W', json .. '}')
+        json = json .. '}'
       end
+      written[field] = stamp .. json
+      new_records[#new_records + 1] = field
+      new_records[#new_records + 1] = written[field]
       state = 'W'
     elseif state == 'W' then
       deadline = tonumber(string.match(current, '"[ud]l?":(%d+)'))
@@ -80,23 +97,32 @@ local function park(keys, argv)
       wake = true
     end
   end
+  if #new_records > 0 then rcall('HSET', steps, unpack(new_records)) end
+  if #new_children > 0 then rcall('SADD', children_key(root, id), unpack(new_children)) end
   if children > 0 and children_open == 0 then wake = true end
   if due and due <= now then wake = true end
 
   rcall('ZREM', root .. ':leases', id)
+  -- the fields the implied history entries are built from; a run that parks has not finished ('fa')
+  local known = { f[14], f[15], f[16], false }
   if wake then
     rcall('HSET', run, 'st', 'queued')
     count_move(root, f[4], id, f[2], 'queued')
     make_ready(root, id, f[4], f[5], now)
-    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[12] or false)
+    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[12] or false, known)
     return { 2 }
   end
-  rcall('DEL', awaited_key(root, id))
+  -- Every way out of 'waiting' deletes the awaited set, so there is none to clear here.
   if #open_fields > 0 then rcall('SADD', awaited_key(root, id), unpack(open_fields)) end
-  rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
+  -- 'ws': the run waits for children only, without a timer (a fan-in): see wake_run.
+  if not due and #open_fields == children_open then
+    rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open), 'ws', '1')
+  else
+    rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
+  end
   count_move(root, f[4], id, f[2], 'waiting')
   if due then schedule_timer(root, id, due) end
-  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[12] or false)
+  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[12] or false, known)
   return { 1, due or -1 }
 end
 

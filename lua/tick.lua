@@ -76,7 +76,7 @@ local function fail_past_deadline(root, now, batch)
       end
       if f[1] ~= 'queued' then
         rcall('HSET', run, 'st', 'queued')
-        rcall('HDEL', run, 'wait', 'wn')
+        rcall('HDEL', run, 'wait', 'wn', 'ws')
         rcall('DEL', awaited_key(root, id))
         count_move(root, f[2], id, f[1], 'queued')
         make_ready(root, id, f[2], f[3], now)
@@ -95,6 +95,7 @@ local function delete_expired_runs(root, now, batch)
     local f = rcall('HMGET', run, 'wf', 'st', 'ik')
     if f[1] then
       rcall('DEL', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id))
+      -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
         rcall('HDEL', root .. ':ik:' .. f[1], f[3])

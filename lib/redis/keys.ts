@@ -73,10 +73,6 @@ export class KeySpace {
     return `${root}:q:${workflow}`;
   }
 
-  workflowIndex(root: string, workflow: string): string {
-    return `${root}:idx:${workflow}`;
-  }
-
   statusIndex(root: string, workflow: string, status: string): string {
     return `${root}:st:${workflow}:${status}`;
   }

@@ -9,8 +9,8 @@
 --   <root>:leases       running runs by lease deadline (zset)
 --   <root>:deadlines    runs by whole-run deadline (zset)
 --   <root>:expiry       finished runs by expiry time (zset)
---   <root>:idx:<wf>     runs of a workflow (zset, score 0: ordered by run id, i.e. by creation)
---   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts
+--   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts; every
+--                       run is in exactly one, so their union lists all runs of the workflow
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
 -- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' a ready set has work again, 't<ms>' the
 -- shard's earliest timer is now due then,
@@ -67,8 +67,9 @@ local HISTORY_ALWAYS_KEPT = { succeeded = true, failed = true, canceled = true }
 -- transitions, as most do, never gets a history list: three list writes and a key fewer per run. Any
 -- other entry writes the implied ones first and drops 'hn'; readers build them the same way
 -- (WorkflowStore.readHistory), from one atomic read of the hash and the list.
-local function implied_history(run, count)
-  local f = rcall('HMGET', run, 'ca', 'sa', 'wk', 'fa')
+-- `known`: the fields 'ca', 'sa', 'wk', 'fa' when the caller has read them, nil to read them here.
+local function implied_history(run, count, known)
+  local f = known or rcall('HMGET', run, 'ca', 'sa', 'wk', 'fa')
   local entries = { '{"type":"created","at":' .. f[1] .. ',"status":"queued"}' }
   if count >= 2 then entries[2] = '{"type":"claimed","at":' .. f[2] .. ',"attempt":1,"workerId":' .. cjson.encode(f[3]) .. '}' end
   if count >= 3 then entries[3] = '{"type":"succeeded","at":' .. f[4] .. '}' end
@@ -77,10 +78,10 @@ end
 
 -- Writes the implied entries out (before a change of the fields they are built from, or before
 -- `entry`, pushed with them when given) and drops 'hn'. Returns the list's new length.
-local function write_implied_history(root, id, implied, entry)
+local function write_implied_history(root, id, implied, entry, known)
   local run = run_key(root, id)
   rcall('HDEL', run, 'hn')
-  local entries = implied_history(run, tonumber(implied))
+  local entries = implied_history(run, tonumber(implied), known)
   if entry then entries[#entries + 1] = entry end
   return rcall('RPUSH', hist_key(root, id), unpack(entries))
 end
@@ -88,8 +89,9 @@ end
 -- Appends one history entry: a JSON object built from our own scalars; raw_error is a JSON text made
 -- by the client (an error object) and is embedded as it is. Kinds and field names are this library's
 -- own identifiers (no escaping needed); string values may come from users and go through cjson.
--- `implied`: the run's 'hn' when the caller has read it (false: none), nil to look it up here.
-local function history(root, id, at, kind, fields, raw_error, implied)
+-- `implied`: the run's 'hn' when the caller has read it (false: none), nil to look it up here; `known`
+-- as for implied_history.
+local function history(root, id, at, kind, fields, raw_error, implied, known)
   if implied == nil then implied = rcall('HGET', run_key(root, id), 'hn') end
   local parts = { '{"type":"', kind, '","at":', string.format('%d', at) }
   if fields then
@@ -106,7 +108,7 @@ local function history(root, id, at, kind, fields, raw_error, implied)
   local key = hist_key(root, id)
   local length
   if implied then
-    length = write_implied_history(root, id, implied, table.concat(parts))
+    length = write_implied_history(root, id, implied, table.concat(parts), known)
   else
     length = rcall('RPUSH', key, table.concat(parts))
   end
@@ -160,8 +162,16 @@ end
 -- The lease check for a caller that goes on with the run's fields: returns them, or nil and the reason.
 -- f[11] is the parent's step waiting for this run (nil when no parent waits), f[12] the run's implied
 -- history entries ('hn', see history), f[13] the parent's shard root.
-local function check_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
+-- With `with_history`, f[14..16] are also 'ca', 'sa' and 'wk', which the implied history entries are built
+-- from (see implied_history): for a caller that writes history in any case, three more fields cost Redis
+-- less than another HMGET.
+local function check_lease(run, token, now, with_history)
+  local f
+  if with_history then
+    f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr', 'ca', 'sa', 'wk')
+  else
+    f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
+  end
   local refused = lease_refused(token, now, f[1], f[2], f[3], f[10])
   if refused then return nil, refused end
   return f

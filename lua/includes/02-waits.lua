@@ -14,13 +14,17 @@ end
 local function awaited_key(root, id) return root .. ':aw:' .. id end
 local function children_key(root, id) return root .. ':ch:' .. id end
 
--- Moves a waiting run back to its ready set. The caller checked that it is waiting.
-local function wake_run(root, id, wf, priority, now, reason, step, implied)
+-- Moves a waiting run back to its ready set. The caller checked that it is waiting. `drained`: the run
+-- waited only for children ('ws', see wf1_park) and the last of them has been delivered, so its awaited
+-- set is empty (Redis deleted it) and it has no timer: neither needs a call.
+local function wake_run(root, id, wf, priority, now, reason, step, implied, drained)
   local run = run_key(root, id)
   rcall('HSET', run, 'st', 'queued')
-  rcall('HDEL', run, 'wait', 'wn')
-  rcall('DEL', awaited_key(root, id))
-  rcall('ZREM', root .. ':timers', id)
+  rcall('HDEL', run, 'wait', 'wn', 'ws')
+  if not drained then
+    rcall('DEL', awaited_key(root, id))
+    rcall('ZREM', root .. ':timers', id)
+  end
   count_move(root, wf, id, 'waiting', 'queued')
   make_ready(root, id, wf, priority, now)
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
@@ -32,7 +36,7 @@ end
 -- Returns 1 when the record was written, 0 when it was already resolved (or the run is gone).
 local function deliver_to_run(root, id, field, state, json, kind, now)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep', 'hn')
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep', 'hn', 'ws')
   if not f[1] then return 0 end
   local current = rcall('HGET', steps_key(root, id), field)
   if current and record_state(current) ~= 'W' then return 0 end
@@ -42,11 +46,12 @@ local function deliver_to_run(root, id, field, state, json, kind, now)
   store_record(root, id, field, now, state,
     string.sub(json, 1, -2) .. ',"pa":' .. (f[4] or '0') .. ',"g":' .. generation .. '}')
   if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
-    local wake = true
+    local wake, drained = true, false
     if kind == 'child' and state == 'S' then
       wake = rcall('HINCRBY', run, 'wn', '-1') <= 0
+      drained = f[6] == '1'
     end
-    if wake then wake_run(root, id, f[2], f[3], now, kind, field, f[5] or false) end
+    if wake then wake_run(root, id, f[2], f[3], now, kind, field, f[5] or false, drained) end
   end
   return 1
 end

@@ -1,6 +1,70 @@
 -- Claiming ready runs, shared by wf1_claim and wf1_complete (which refills the slot it frees, as a claim would).
 local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is damaged (its attempt, creation time or input is missing or invalid), so it cannot be executed. Inspect it with getRun, then emit a new run."}'
 
+-- Claims the run `id`, just popped from the ready set of workflow `wf`, into `reply`. Returns true when
+-- the run was claimed, false when its ready entry was dropped (the run is not claimable any more).
+local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply)
+  local worker, claim_id, now, now_text, lease_text = claim.worker, claim.id, claim.now, claim.now_text, claim.lease_text
+  local run = run_key(root, id)
+  -- Each field HMGET looks for costs a scan of the run hash, so a run that nothing has happened to
+  -- since its emit (never claimed, only its creation in its history: 'hn' = '1') is read without
+  -- the six fields that only a claim, a failure or a cancel writes.
+  local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'hn')
+  local implied = f[9]
+  if f[4] or implied ~= '1' then
+    local later = rcall('HMGET', run, 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
+    for k = 1, 6 do f[8 + k] = later[k] end
+  else
+    for k = 9, 14 do f[k] = false end
+  end
+  f[15] = implied
+  -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
+  -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
+  local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
+  if claimable and (not tonumber(f[2]) or not tonumber(f[7]) or not f[6] or (f[3] and not tonumber(f[3]))) then
+    -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
+    rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now_text)
+    finish_run(root, id, wf, f[1], 'failed', now, claim.damaged_retention, f[5])
+    history(root, id, now, 'failed', nil, DAMAGED_RUN, f[15] or false)
+  elseif claimable then
+    local fence = ms((tonumber(f[4]) or 0) + 1)
+    local token = fence .. ':' .. claim_id
+    local max = f[3] or max_attempts
+    -- A run taken over in its finalizing phase with compensations left goes on compensating.
+    local status = 'running'
+    if f[9] and f[12] then status = 'compensating' end
+    if f[1] == 'canceled' then status = 'canceled' end
+    -- The first claim of a run whose history is only implied is implied too (see history).
+    local implied_claim = f[15] == '1' and f[2] == '1' and not f[4] and not f[11] and status == 'running'
+    if f[15] and not implied_claim then write_implied_history(root, id, f[15]) end
+    local fields = { 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max }
+    if not f[11] then fields[13] = 'sa'; fields[14] = now_text end
+    if implied_claim then fields[15] = 'hn'; fields[16] = '2' end
+    rcall('HSET', run, unpack(fields))
+    if timeout_ms > 0 and not f[5] then
+      local deadline = ms(now + timeout_ms)
+      rcall('HSET', run, 'dl', deadline)
+      rcall('ZADD', root .. ':deadlines', deadline, id)
+    end
+    rcall('ZADD', root .. ':leases', lease_text, id)
+    if f[1] ~= status then count_move(root, wf, id, f[1], status) end
+    if not implied_claim then history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker }, nil, false) end
+    -- Step records are written only under a lease, or delivered to a run that waits, which was
+    -- claimed before: a run never claimed (no fencing counter yet) has none to read.
+    local steps = {}
+    if f[4] then steps = rcall('HGETALL', steps_key(root, id)) end
+    if claim.packed then
+      reply[#reply + 1] = { table.concat({ id, token, f[8] or '', f[9] or '', f[2], max, f[7], f[14] or '0', wf }, '\n'),
+        f[6], f[10] or '', steps }
+    else
+      reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
+        f[9] or '', f[10] or '', steps, tonumber(f[14]) or 0 }
+    end
+    return true
+  end
+  return false
+end
+
 -- Claims into `reply` (appending one entry per run) from the arguments at argv[at..]:
 --   worker id, how many runs at most, lease in ms, claim id, retention in ms of a damaged run, then
 --   groups of 4 per workflow: name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none).
@@ -8,88 +72,57 @@ local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is da
 -- element of a reply costs the client's RESP decoder about 0.4 µs, and an unpacked entry has 12.
 -- Builds before 24 send a bare number and get unpacked entries, as they always did.
 local function claim_runs(root, argv, at, now, reply)
-  local worker, lease_ms, claim_id = argv[at], tonumber(argv[at + 2]), argv[at + 3]
   local want_text = argv[at + 1]
   local packed = string.sub(want_text, -1) == 'p'
   local want = tonumber(packed and string.sub(want_text, 1, -2) or want_text)
-  local damaged_retention = argv[at + 4]
+  local claim = { worker = argv[at], id = argv[at + 3], now = now, now_text = ms(now), lease_text = ms(now + tonumber(argv[at + 2])),
+    packed = packed, damaged_retention = argv[at + 4] }
   local taken = 0
-  local now_text, lease_text = ms(now), ms(now + lease_ms)
 
-  for g = at + 5, #argv, 4 do
-    if taken >= want then break end
-    local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
-    local room = want - taken
-    if limit > 0 then
+  local g = at + 5
+  while g <= #argv and taken < want do
+    if tonumber(argv[g + 1]) > 0 then
+      -- A workflow with maxConcurrency: as many as its executing runs leave room for.
+      local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
       local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
-      room = math.min(room, limit - executing)
-    end
-    while room > 0 do
-      -- One pop takes as many entries as there is room for; entries dropped below leave room for another pop.
-      local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
-      if #popped == 0 then break end
-      for p = 1, #popped, 2 do
-        local id = popped[p]
-        local run = run_key(root, id)
-        -- Each field HMGET looks for costs a scan of the run hash, so a run that nothing has happened to
-        -- since its emit (never claimed, only its creation in its history: 'hn' = '1') is read without
-        -- the six fields that only a claim, a failure or a cancel writes.
-        local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'hn')
-        local implied = f[9]
-        if f[4] or implied ~= '1' then
-          local later = rcall('HMGET', run, 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
-          for k = 1, 6 do f[8 + k] = later[k] end
-        else
-          for k = 9, 14 do f[k] = false end
+      local room = math.min(want - taken, limit - executing)
+      while room > 0 do
+        -- One pop takes as many entries as there is room for; entries dropped leave room for another pop.
+        local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
+        if #popped == 0 then break end
+        for p = 1, #popped, 2 do
+          if claim_run(root, popped[p], wf, max_attempts, timeout_ms, claim, reply) then
+            taken = taken + 1
+            room = room - 1
+          end
         end
-        f[15] = implied
-        -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
-        -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
-        local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
-        if claimable and (not tonumber(f[2]) or not tonumber(f[7]) or not f[6] or (f[3] and not tonumber(f[3]))) then
-          -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
-          rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now_text)
-          finish_run(root, id, wf, f[1], 'failed', now, damaged_retention, f[5])
-          history(root, id, now, 'failed', nil, DAMAGED_RUN, f[15] or false)
-        elseif claimable then
-          local fence = ms((tonumber(f[4]) or 0) + 1)
-          local token = fence .. ':' .. claim_id
-          local max = f[3] or max_attempts
-          -- A run taken over in its finalizing phase with compensations left goes on compensating.
-          local status = 'running'
-          if f[9] and f[12] then status = 'compensating' end
-          if f[1] == 'canceled' then status = 'canceled' end
-          -- The first claim of a run whose history is only implied is implied too (see history).
-          local implied_claim = f[15] == '1' and f[2] == '1' and not f[4] and not f[11] and status == 'running'
-          if f[15] and not implied_claim then write_implied_history(root, id, f[15]) end
-          local fields = { 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max }
-          if not f[11] then fields[13] = 'sa'; fields[14] = now_text end
-          if implied_claim then fields[15] = 'hn'; fields[16] = '2' end
-          rcall('HSET', run, unpack(fields))
-          if timeout_ms > 0 and not f[5] then
-            local deadline = ms(now + timeout_ms)
-            rcall('HSET', run, 'dl', deadline)
-            rcall('ZADD', root .. ':deadlines', deadline, id)
-          end
-          rcall('ZADD', root .. ':leases', lease_text, id)
-          if f[1] ~= status then count_move(root, wf, id, f[1], status) end
-          if not implied_claim then history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker }, nil, false) end
-          -- Step records are written only under a lease, or delivered to a run that waits, which was
-          -- claimed before: a run never claimed (no fencing counter yet) has none to read.
-          local steps = {}
-          if f[4] then steps = rcall('HGETALL', steps_key(root, id)) end
-          if packed then
-            reply[#reply + 1] = { table.concat({ id, token, f[8] or '', f[9] or '', f[2], max, f[7], f[14] or '0', wf }, '\n'),
-              f[6], f[10] or '', steps }
-          else
-            reply[#reply + 1] = { id, wf, f[6], tonumber(f[2]), tonumber(max), token, tonumber(f[7]), f[8] or '',
-              f[9] or '', f[10] or '', steps, tonumber(f[14]) or 0 }
-          end
-          taken = taken + 1
-          room = room - 1
+      end
+      g = g + 4
+    else
+      -- Consecutive workflows without a limit share each pop: ZMPOP takes from the first of their ready
+      -- sets that has runs, so empty ready sets cost no call of their own.
+      local pop, group_of = { 'ZMPOP', 0 }, {}
+      while g <= #argv and tonumber(argv[g + 1]) == 0 do
+        local key = ready_key(root, argv[g])
+        pop[#pop + 1] = key
+        group_of[key] = g
+        g = g + 4
+      end
+      pop[2] = ms(#pop - 2)
+      pop[#pop + 1] = 'MIN'
+      pop[#pop + 1] = 'COUNT'
+      local count_at = #pop + 1
+      while taken < want do
+        -- { key, { { member, score }, ... } }, or false when every set is empty
+        pop[count_at] = ms(want - taken)
+        local popped = rcall(unpack(pop))
+        if not popped then break end
+        local group = group_of[popped[1]]
+        local wf, max_attempts, timeout_ms = argv[group], argv[group + 2], tonumber(argv[group + 3])
+        for _, entry in ipairs(popped[2]) do
+          if claim_run(root, entry[1], wf, max_attempts, timeout_ms, claim, reply) then taken = taken + 1 end
         end
       end
     end
   end
 end
-

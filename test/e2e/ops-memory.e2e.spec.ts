@@ -68,7 +68,7 @@ describe('memory per finished run (measurement)', () => {
         `memory per finished 3-step run (${RUNS} runs, default key prefix length ${prefix.length}):`,
         `  used_memory delta: ${perRun.toFixed(0)} bytes per run (before ${before}, after ${after})`,
         `  MEMORY USAGE of one run: run hash ${runHash} + steps hash ${steps} + history list ${history} = ${runHash + steps + history} bytes;`,
-        '  the rest of the delta is its entries in the workflow index, the status index and the expiry set',
+        '  the rest of the delta is its entries in the status index and the expiry set',
       ].join('\n'),
     );
     expect(runHash + steps + history).toBeLessThan(perRun);

@@ -5,7 +5,7 @@ import { Test, type TestingModule } from '@nestjs/testing';
 import type { Redis } from 'ioredis';
 import { Workflow, WorkflowClient, WorkflowModule, type WorkflowContext } from '../../lib/index.js';
 import { redisUrlForTests, sleep, uniquePrefix, type TestRedis } from '../support/redis-server.js';
-import { redisFor, waitFor } from '../support/workflow-app.js';
+import { redisFor, runsInShard, waitFor } from '../support/workflow-app.js';
 
 let redis: TestRedis;
 let probe: Redis;
@@ -90,12 +90,12 @@ describe('cron triggers (e2e, real Redis, @nestjs/schedule)', () => {
       runIds.add(run!.id);
     }
     expect(runIds.size).toBe(ticks.size);
-    const created = await probe.zcard(`{${prefix}:default:0}:idx:every-second`);
+    const created = await runsInShard(probe, `{${prefix}:default:0}`, 'every-second');
     expect(created).toBe(ticks.size);
 
     // The jobs are gone: no run is started after shutdown.
     await sleep(1_300);
-    expect(await probe.zcard(`{${prefix}:default:0}:idx:every-second`)).toBe(created);
+    expect(await runsInShard(probe, `{${prefix}:default:0}`, 'every-second')).toBe(created);
     await apiOnly.close();
   }, 30_000);
 
@@ -108,16 +108,16 @@ describe('cron triggers (e2e, real Redis, @nestjs/schedule)', () => {
     const app = await buildApp(prefix, [BusyCronWorkflow]);
     await app.init();
     try {
-      const index = `{${prefix}:default:0}:idx:busy-cron`;
-      await waitFor(async () => (await probe.zcard(index)) === 1, 10_000);
+      const runs = () => runsInShard(probe, `{${prefix}:default:0}`, 'busy-cron');
+      await waitFor(async () => (await runs()) === 1, 10_000);
       await sleep(3_500);
-      expect(await probe.zcard(index)).toBe(1);
+      expect(await runs()).toBe(1);
       const skips = logs.filter((l) => l.includes("Cron trigger '* * * * * *@Europe/Paris' of workflow 'busy-cron' skipped the tick"));
       expect(skips.length).toBeGreaterThanOrEqual(2);
       expect(skips[0]).toContain('at its maxConcurrency of 1');
       await probe.set(gateKey, 'open');
       // Once the slot is free, the next tick starts a run again.
-      await waitFor(async () => (await probe.zcard(index)) >= 2, 10_000);
+      await waitFor(async () => (await runs()) >= 2, 10_000);
     } finally {
       await app.close();
       spy.mockRestore();

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { OnFailure, TimeoutError, Workflow, type OnFailureContext, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { redisUrlForTests, sleep, uniquePrefix, type TestRedis } from '../support/redis-server.js';
-import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+import { redisFor, runsInShard, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
 let redis: TestRedis;
 let probe: Redis;
@@ -166,7 +166,7 @@ describe('concurrency limits, priorities, idempotency keys and deadlines (e2e, r
         expect(found).toMatchObject({ id: handles[0].id, idempotencyKey: key, workflow: 'keyed' });
       }
       let runs = 0;
-      for (let p = 0; p < 4; p += 1) runs += await probe.zcard(`{${prefix}:default:${p}}:idx:keyed`);
+      for (let p = 0; p < 4; p += 1) runs += await runsInShard(probe, `{${prefix}:default:${p}}`, 'keyed');
       expect(runs).toBe(3);
       // Keys are per workflow.
       const other = await a.client.emit(OrderedWorkflow, { label: 'x' }, { idempotencyKey: 'order-1' });

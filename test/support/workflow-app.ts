@@ -3,6 +3,7 @@ import type { Provider } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { Redis } from 'ioredis';
 import { WorkflowClient, WorkflowModule, type WorkflowModuleOptions } from '../../lib/index.js';
+import { RUN_STATUSES } from '../../lib/interfaces/run.interfaces.js';
 import { redisUrlForTests, type TestRedis } from './redis-server.js';
 
 export interface TestApp {
@@ -36,6 +37,12 @@ export async function startApp(
 /** A plain Redis connection for assertions and side-effect counters. */
 export function redisFor(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: 1 });
+}
+
+/** How many runs of a workflow a shard holds: every run is in exactly one of the workflow's status indexes. */
+export async function runsInShard(redis: Redis, root: string, workflow: string): Promise<number> {
+  const sizes = await Promise.all(RUN_STATUSES.map((status) => redis.zcard(`${root}:st:${workflow}:${status}`)));
+  return sizes.reduce((a, b) => a + b, 0);
 }
 
 export async function waitFor(predicate: () => Promise<boolean> | boolean, timeoutMs = 10_000, stepMs = 20): Promise<void> {
