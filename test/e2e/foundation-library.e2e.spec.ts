@@ -201,4 +201,65 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const [, unpacked] = await claim('1', 'c2');
     expect(unpacked).toEqual(['run-b', workflow, '{"n":1}', 1, 3, '1:c2', expect.any(Number), '', '', '', [], 0]);
   });
+
+  it('a claim takes from the workflows in the order given: a limited one up to its room, the others from the first with runs', async () => {
+    await app(uniquePrefix('lib'), false);
+    const root = `{${uniquePrefix('cl')}:default:0}`;
+    const emit = (id: string, workflow: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', '{}', 0, '', '', '', '', '', '', '');
+    for (const id of ['b1', 'b2']) await emit(id, 'limited');
+    for (const id of ['c1', 'c2', 'c3']) await emit(id, 'plain-c');
+    await emit('d1', 'plain-d');
+    const claim = (count: number, claimId: string, groups: (string | number)[]) =>
+      direct.call('FCALL', 'wf1_claim', 1, root, 'w1', count, 30_000, claimId, 86_400_000, ...groups) as Promise<unknown[]>;
+    const ids = (reply: unknown[]) => reply.slice(1).map((run) => (run as unknown[])[0]);
+    const group = (name: string, limit = 0) => [name, limit, 1, 0];
+
+    // an empty workflow first, then one limited to 1 run at a time, then two more
+    const first = await claim(4, 'k1', [...group('empty-a'), ...group('limited', 1), ...group('plain-c'), ...group('plain-d')]);
+    expect(ids(first)).toEqual(['b1', 'c1', 'c2', 'c3']);
+    // 'limited' is at its limit; 'plain-d' comes before 'plain-c' now
+    const second = await claim(2, 'k2', [...group('limited', 1), ...group('plain-d'), ...group('empty-a'), ...group('plain-c')]);
+    expect(ids(second)).toEqual(['d1']);
+    expect(await direct.zcard(`${root}:q:limited`)).toBe(1);
+  });
+
+  it('a park that starts children creates each once: a child that exists already is left as it is', async () => {
+    await app(uniquePrefix('lib'), false);
+    const root = `{${uniquePrefix('sp')}:default:0}`;
+    const emit = (id: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, 'parent', 'default', '{}', 0, '', '', '', '', '', '', '');
+    const claimOne = async (claimId: string) => {
+      const [, run] = (await direct.call('FCALL', 'wf1_claim', 1, root, 'w1', 1, 30_000, claimId, 86_400_000, 'parent', 0, 1, 0)) as unknown[][];
+      return { id: String(run[0]), token: String(run[5]) };
+    };
+    const park = (parent: { id: string; token: string }, children: string[]) => {
+      const args: (string | number)[] = [parent.id, parent.token, JSON.stringify({ children })];
+      children.forEach((child, k) => {
+        args.push('spawn', `0:child-${k}`, `${child}||leaf`);
+        args.push(child, 'leaf', 'default', `{"k":${k}}`, 0, '', '', '', parent.id, `0:child-${k}`, root, '');
+      });
+      return direct.call('FCALL', 'wf1_park', 1, root, ...args);
+    };
+    await emit('p1');
+    await emit('p2');
+    const p1 = await claimOne('k1');
+    const p2 = await claimOne('k2');
+    expect(await park(p1, ['x1', 'x2'])).toEqual([1, -1]);
+    expect(await direct.hmget(`${root}:r:x1`, 'par', 'pf', 'st', 'in')).toEqual(['p1', '0:child-0', 'queued', '{"k":0}']);
+    expect(await direct.zrange(`${root}:q:leaf`, 0, -1)).toEqual(['x1', 'x2']);
+    expect(await direct.zrange(`${root}:st:leaf:queued`, 0, -1)).toEqual(['x1', 'x2']);
+    expect(await direct.hgetall(`${root}:s:p1`)).toEqual({
+      '0:child-0': expect.stringMatching(/^\d{13}\|W\|\{"k":"child","f":"child:leaf","s":"waiting","id":"x1"\}$/),
+      '0:child-1': expect.stringMatching(/^\d{13}\|W\|\{"k":"child","f":"child:leaf","s":"waiting","id":"x2"\}$/),
+    });
+    expect((await direct.smembers(`${root}:ch:p1`)).sort()).toEqual(['x1', 'x2']);
+    expect((await direct.smembers(`${root}:aw:p1`)).sort()).toEqual(['0:child-0', '0:child-1']);
+    expect(await direct.hmget(`${root}:r:p1`, 'st', 'wn', 'ws')).toEqual(['waiting', '2', '1']);
+
+    // p2 names x2 (which exists) and a new x3: x2 keeps its parent, x3 is created, nothing is indexed twice
+    expect(await park(p2, ['x2', 'x3'])).toEqual([1, -1]);
+    expect(await direct.hmget(`${root}:r:x2`, 'par', 'in')).toEqual(['p1', '{"k":1}']);
+    expect(await direct.hmget(`${root}:r:x3`, 'par', 'in')).toEqual(['p2', '{"k":1}']);
+    expect(await direct.zrange(`${root}:q:leaf`, 0, -1)).toEqual(['x1', 'x2', 'x3']);
+    expect(await direct.zcard(`${root}:st:leaf:queued`)).toBe(3);
+  });
 });

@@ -132,6 +132,21 @@ describe('operations: history, listings, stats, retention, worker registry (e2e)
     await expect(api.client.listRuns({ status: 'nope' as never })).rejects.toThrow('unknown status');
     expect((await api.client.listRuns({ parentId: waiting.runs[0].id })).runs).toEqual([]);
   });
+
+  it("lists a workflow's runs of every status together, newest first, one per page", async () => {
+    // ops-sleep holds a waiting and a canceled run (see the counts test); a delayed one is scheduled
+    const scheduled = await app.client.emit(SleepWorkflow, { n: 3 }, { delayMs: 60_000 });
+    const listed: { id: string; status: string }[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await api.client.listRuns({ workflow: 'ops-sleep', limit: 1, cursor });
+      listed.push(...page.runs);
+      cursor = page.cursor;
+    } while (cursor);
+    expect(listed.map((r) => r.status).sort()).toEqual(['canceled', 'scheduled', 'waiting']);
+    expect(listed[0].id).toBe(scheduled.id);
+    expect(listed.map((r) => r.id)).toEqual([...new Set(listed.map((r) => r.id))].sort().reverse());
+  });
 });
 
 describe('retention: finished runs expire with their steps, history, index entries and idempotency keys', () => {
