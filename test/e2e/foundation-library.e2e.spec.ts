@@ -245,8 +245,8 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const p2 = await claimOne('k2');
     expect(await park(p1, ['x1', 'x2'])).toEqual([1, -1]);
     expect(await direct.hmget(`${root}:r:x1`, 'par', 'pf', 'st', 'in')).toEqual(['p1', '0:child-0', 'queued', '{"k":0}']);
-    expect(await direct.zrange(`${root}:q:leaf`, 0, -1)).toEqual(['x1', 'x2']);
-    expect(await direct.zrange(`${root}:st:leaf:queued`, 0, -1)).toEqual(['x1', 'x2']);
+    expect(await direct.zrange(`${root}:q:leaf`, '0', '-1')).toEqual(['x1', 'x2']);
+    expect(await direct.zrange(`${root}:st:leaf:queued`, '0', '-1')).toEqual(['x1', 'x2']);
     expect(await direct.hgetall(`${root}:s:p1`)).toEqual({
       '0:child-0': expect.stringMatching(/^\d{13}\|W\|\{"k":"child","f":"child:leaf","s":"waiting","id":"x1"\}$/),
       '0:child-1': expect.stringMatching(/^\d{13}\|W\|\{"k":"child","f":"child:leaf","s":"waiting","id":"x2"\}$/),
@@ -259,7 +259,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(await park(p2, ['x2', 'x3'])).toEqual([1, -1]);
     expect(await direct.hmget(`${root}:r:x2`, 'par', 'in')).toEqual(['p1', '{"k":1}']);
     expect(await direct.hmget(`${root}:r:x3`, 'par', 'in')).toEqual(['p2', '{"k":1}']);
-    expect(await direct.zrange(`${root}:q:leaf`, 0, -1)).toEqual(['x1', 'x2', 'x3']);
+    expect(await direct.zrange(`${root}:q:leaf`, '0', '-1')).toEqual(['x1', 'x2', 'x3']);
     expect(await direct.zcard(`${root}:st:leaf:queued`)).toBe(3);
   });
 });
