@@ -13,6 +13,7 @@
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run.
+
 -- The run hash of a new run: only the fields a run has are stored, since every byte here is kept for
 -- the run's whole retention. `argv` as for wf1_emit.
 local function new_run_fields(argv, status, now, due)
@@ -69,7 +70,8 @@ end
 
 -- Creates the children a parking run starts (wf1_park's 'spawn' waits), each as wf1_emit would. In the
 -- common case (new runs, queued at once, no idempotency key, no note) the runs share their index writes:
--- one ZADD per workflow into each of its 'queued' index and ready set, instead of one per child. Anything else (a resent park whose children exist, a delayed child) goes through emit one by one.
+-- one ZADD per workflow into its 'queued' index and one into its ready set, instead of one each per
+-- child. Anything else (a child that exists already, a delayed child) goes through emit one by one.
 -- `list`: the children's wf1_emit arguments.
 local function emit_children(keys, list, now)
   local root = keys[1]

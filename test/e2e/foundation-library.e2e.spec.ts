@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import { Workflow, WorkflowConfigurationError, type WorkflowContext } from '../../lib/index.js';
 import { loadLuaLibrary } from '../../lib/redis/lua-library.js';
 import { startFakeOldRedis } from '../support/fake-old-redis.js';
+import { monitorCommands, type MonitoredCommand } from '../support/redis-monitor.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
@@ -221,6 +222,16 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const second = await claim(2, 'k2', [...group('limited', 1), ...group('plain-d'), ...group('empty-a'), ...group('plain-c')]);
     expect(ids(second)).toEqual(['d1']);
     expect(await direct.zcard(`${root}:q:limited`)).toBe(1);
+
+    // Empty ready sets cost no call of their own: one pop looks at all of them.
+    await emit('c4', 'plain-c');
+    let third: unknown[] = [];
+    const seen = await monitorCommands(redis.url, async () => {
+      third = await claim(1, 'k3', [...group('empty-a'), ...group('empty-b'), ...group('plain-d'), ...group('plain-c')]);
+    });
+    expect(ids(third)).toEqual(['c4']);
+    const pops = seen.filter((c) => c.source === 'lua' && /^Z(M)?POP/i.test(c.args[0]));
+    expect(pops.map((c) => c.args.slice(0, 2))).toEqual([['ZMPOP', '4']]);
   });
 
   it('a park that starts children creates each once: a child that exists already is left as it is', async () => {
@@ -243,7 +254,18 @@ describe('Function library and module init (e2e, real Redis)', () => {
     await emit('p2');
     const p1 = await claimOne('k1');
     const p2 = await claimOne('k2');
-    expect(await park(p1, ['x1', 'x2'])).toEqual([1, -1]);
+    const inPark = await monitorCommands(redis.url, async () => {
+      expect(await park(p1, ['x1', 'x2'])).toEqual([1, -1]);
+    });
+    // one call per index and per step-records operation, not one per child
+    const calls = (name: string, key: string) => inPark.filter((c) => c.source === 'lua' && c.args[0].toUpperCase() === name && c.args[1] === key).length;
+    expect(inPark.filter((c) => c.source === 'lua' && c.args[0].toUpperCase() === 'EXISTS')).toHaveLength(1);
+    expect(calls('ZADD', `${root}:q:leaf`)).toBe(1);
+    expect(calls('ZADD', `${root}:st:leaf:queued`)).toBe(1);
+    expect(calls('HMGET', `${root}:s:p1`)).toBe(1);
+    expect(calls('HSET', `${root}:s:p1`)).toBe(1);
+    expect(calls('SADD', `${root}:ch:p1`)).toBe(1);
+    expect(calls('DEL', `${root}:aw:p1`)).toBe(0);
     expect(await direct.hmget(`${root}:r:x1`, 'par', 'pf', 'st', 'in')).toEqual(['p1', '0:child-0', 'queued', '{"k":0}']);
     expect(await direct.zrange(`${root}:q:leaf`, '0', '-1')).toEqual(['x1', 'x2']);
     expect(await direct.zrange(`${root}:st:leaf:queued`, '0', '-1')).toEqual(['x1', 'x2']);
@@ -261,5 +283,20 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(await direct.hmget(`${root}:r:x3`, 'par', 'in')).toEqual(['p2', '{"k":1}']);
     expect(await direct.zrange(`${root}:q:leaf`, '0', '-1')).toEqual(['x1', 'x2', 'x3']);
     expect(await direct.zcard(`${root}:st:leaf:queued`)).toBe(3);
+
+    // p1 waits for its children only: the last one wakes it without touching a set or timer it has not got
+    const [, ...leaves] = (await direct.call('FCALL', 'wf1_claim', 1, root, 'w1', 3, 30_000, 'k3', 86_400_000, 'leaf', 0, 1, 0)) as unknown[][];
+    const complete = (run: unknown[]) => direct.call('FCALL', 'wf1_complete', 1, root, String(run[0]), String(run[5]), '1', 86_400_000);
+    const byId = new Map(leaves.map((run) => [String(run[0]), run]));
+    await complete(byId.get('x1')!);
+    expect(await direct.hget(`${root}:r:p1`, 'st')).toBe('waiting');
+    let wake: MonitoredCommand[] = [];
+    wake = await monitorCommands(redis.url, async () => {
+      await complete(byId.get('x2')!);
+    });
+    expect(await direct.hmget(`${root}:r:p1`, 'st', 'wn', 'ws', 'wait')).toEqual(['queued', null, null, null]);
+    expect(await direct.exists(`${root}:aw:p1`)).toBe(0);
+    expect(await direct.zrange(`${root}:q:parent`, '0', '-1')).toEqual(['p1']);
+    expect(wake.filter((c) => c.source === 'lua' && (c.args[0].toUpperCase() === 'DEL' || c.args[1] === `${root}:timers`))).toEqual([]);
   });
 });
