@@ -74,7 +74,7 @@ const PARENT_WORKFLOW = 'bench-fanout';
 const CHILD_WORKFLOW = 'bench-leaf';
 
 /** Claims every ready run of `workflow` in batches, as the worker's claim does (unpacked entries: id and token). */
-async function claimAll(admin: Redis, workflow: string, count: number, tag: string): Promise<{ id: string; token: string; steps: number }[]> {
+async function claimAll(admin: Redis, workflow: string, count: number, tag: string, label: string): Promise<{ id: string; token: string; steps: number }[]> {
   const replies = await pipelined(
     admin,
     Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `${tag}${k}`, 86_400_000, workflow, 0, 1, 0]),
@@ -82,7 +82,7 @@ async function claimAll(admin: Redis, workflow: string, count: number, tag: stri
   const runs = replies.flatMap((reply) =>
     (reply as unknown[][]).slice(1).map((run) => ({ id: String(run[0]), token: String(run[5]), steps: (run[10] as unknown[]).length / 2 })),
   );
-  if (runs.length !== count) throw new Error(`claimed ${runs.length} of ${count} runs of ${workflow}`);
+  if (runs.length !== count) throw new Error(`${label}: claimed ${runs.length} of ${count} runs of ${workflow}`);
   return runs;
 }
 
@@ -103,7 +103,7 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
   );
   let parents: { id: string; token: string }[] = [];
   const claim = await costOf(admin, async () => {
-    parents = await claimAll(admin, PARENT_WORKFLOW, N, 'p');
+    parents = await claimAll(admin, PARENT_WORKFLOW, N, 'p', variant.label);
   });
   const park = await costOf(admin, async () => {
     const replies = await pipelined(
@@ -122,12 +122,12 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
   });
   let children: { id: string; token: string }[] = [];
   const claimChildren = await costOf(admin, async () => {
-    children = await claimAll(admin, CHILD_WORKFLOW, 3 * N, 'c');
+    children = await claimAll(admin, CHILD_WORKFLOW, 3 * N, 'c', variant.label);
   });
   const completeChildren = await costOf(admin, () => completeAll(admin, children, '1', variant.label));
   let woken: { id: string; token: string; steps: number }[] = [];
   const claimWoken = await costOf(admin, async () => {
-    woken = await claimAll(admin, PARENT_WORKFLOW, N, 'w');
+    woken = await claimAll(admin, PARENT_WORKFLOW, N, 'w', variant.label);
   });
   if (woken.some((run) => run.steps !== 3)) throw new Error(`${variant.label}: a woken parent did not get its three child records`);
   const completeParents = await costOf(admin, () => completeAll(admin, woken, '3', variant.label));
@@ -145,13 +145,8 @@ async function round(variant: Variant, rep: number): Promise<void> {
   );
   let claimedRuns: { id: string; token: string }[] = [];
   const claim = await costOf(admin, async () => {
-    const replies = await pipelined(
-      admin,
-      Array.from({ length: N / BATCH }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `c${k}`, 86_400_000, WORKFLOW, 0, 1, 0]),
-    );
-    claimedRuns = replies.flatMap((reply) => (reply as unknown[][]).slice(1).map((run) => ({ id: String(run[0]), token: String(run[5]) })));
+    claimedRuns = await claimAll(admin, WORKFLOW, N, 'c', variant.label);
   });
-  if (claimedRuns.length !== N) throw new Error(`${variant.label}: claimed ${claimedRuns.length} of ${N} runs`);
   const record = `{"k":"step","a":1,"st":${Date.now()},"r":true}`;
   const complete = await costOf(admin, async () => {
     const replies = await pipelined(admin, claimedRuns.map((run) => ['wf1_complete', 1, ROOT, run.id, run.token, 'true', 86_400_000, 1, '0:a', record]));

@@ -32,8 +32,8 @@ end
 -- `at`: the server time, when another function creates the run (wf1_park) and has read it already.
 local function emit(keys, argv, at)
   local root = keys[1]
-  local id, wf, queue, input = argv[1], argv[2], argv[3], argv[4]
-  local priority, run_at, delay, ikey, parent = argv[5], argv[6], argv[7], argv[8], argv[9]
+  local id, wf = argv[1], argv[2]
+  local priority, run_at, delay, ikey = argv[5], argv[6], argv[7], argv[8]
   local run = run_key(root, id)
 
   local existing = rcall('HGET', run, 'st')
@@ -107,10 +107,9 @@ local function emit_children(keys, list, now)
   for _, wf in ipairs(workflows) do
     local group = by_workflow[wf]
     rcall('ZADD', status_key(root, wf, 'queued'), unpack(group.queued))
-    -- As make_ready: workers hear of the ready set only when it was empty before these runs.
     local key = ready_key(root, wf)
     rcall('ZADD', key, unpack(group.ready))
-    if rcall('ZCARD', key) == #group.ready / 2 then notify_workers(root, 'r') end
+    notify_if_was_empty(root, key, #group.ready / 2)
   end
 end
 

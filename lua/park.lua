@@ -48,7 +48,6 @@ local function park(keys, argv)
   local wake = false
   local children, children_open = 0, 0
   local open_fields, new_records, new_children, written = {}, {}, {}, {}
-  local stamp = ms(now) .. '|W|'
   for w, wait in ipairs(waits) do
     local kind, field, spec = wait[1], wait[2], wait[3]
     if kind == 'spawn' then kind = 'child' end
@@ -81,7 +80,7 @@ local function park(keys, argv)
         end
         json = json .. '}'
       end
-      written[field] = stamp .. json
+      written[field] = record_text(now, 'W', json)
       new_records[#new_records + 1] = field
       new_records[#new_records + 1] = written[field]
       state = 'W'

@@ -128,10 +128,15 @@ end
 -- Workers are told about ready work only when a ready set stops being empty: a worker with free slots
 -- claims on that message, and from then on claims again whenever a slot frees or a claim came back full,
 -- until the set is empty. A burst of 10,000 emits then sends one message, not 10,000.
+-- `added`: how many runs the caller has just added to the ready set `key`.
+local function notify_if_was_empty(root, key, added)
+  if rcall('ZCARD', key) == added then notify_workers(root, 'r') end
+end
+
 local function make_ready(root, id, wf, priority, at)
   local key = ready_key(root, wf)
   rcall('ZADD', key, ms(ready_score(priority, at)), id)
-  if rcall('ZCARD', key) == 1 then notify_workers(root, 'r') end
+  notify_if_was_empty(root, key, 1)
 end
 
 -- Workers are told about a timer only when it becomes the shard's earliest: each worker keeps a tick for

@@ -7,8 +7,12 @@ local function record_state(stored)
   return string.match(stored, '^%d+|(%a)|')
 end
 
+local function record_text(now, state, json)
+  return ms(now) .. '|' .. state .. '|' .. json
+end
+
 local function store_record(root, id, field, now, state, json)
-  rcall('HSET', steps_key(root, id), field, string.format('%d', now) .. '|' .. state .. '|' .. json)
+  rcall('HSET', steps_key(root, id), field, record_text(now, state, json))
 end
 
 local function awaited_key(root, id) return root .. ':aw:' .. id end
