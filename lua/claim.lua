@@ -3,8 +3,10 @@
 -- ARGV[1]  worker id               ARGV[2] how many runs at most
 -- ARGV[3]  lease in ms             ARGV[4] claim id (random; half of the fencing token)
 -- ARGV[5]  retention in ms of a run failed here because its stored data is damaged
--- ARGV[6..] groups of 4, one per workflow this worker can execute, in the order to try them:
---          name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none)
+-- ARGV[6]  the workflows this worker can execute, in the order to try them, packed in one text: per
+--          workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>' (maxConcurrency 0 =
+--          unlimited, timeoutMs 0 = none). Builds before 31 send ARGV[6..] as groups of 4 instead: name,
+--          maxConcurrency, maxAttempts, timeoutMs; both are read.
 -- Reply: { server now (ms), run, run, ... } where each run is
 --   { id, workflow, input, attempt, maxAttempts, token, createdAt, parentId,
 --     finalizing ('' | 'failed' | 'canceled' | 'hook': a canceled run whose @OnFailure is to run),

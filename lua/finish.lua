@@ -7,7 +7,7 @@
 --          last step's result and the run's output land together, so a one-step run finishes in one
 --          call after its claim. (A succeeded run is never compensated: no compensation flag is needed.)
 -- ARGV[6+2n..] optional: a claim that refills the slot this run frees, with wf1_claim's arguments
---          (worker id, how many, lease ms, claim id, damaged-run retention, workflow groups of 4).
+--          (worker id, how many, lease ms, claim id, damaged-run retention, workflow specs).
 -- Reply: { 1 } done (also when this exact call was already applied), or { 0, reason }. When the run is a
 --        child whose parent lives in another shard, the reply carries the hand-off to deliver there:
 --        { 1, parent root, parent id, parent step field, state, record, message id } (see wf1_deliver, wf1_ack).

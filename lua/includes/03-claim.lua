@@ -65,9 +65,71 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply)
   return false
 end
 
+-- How a claim goes through the workflows it may take, made from their specs: a list of segments, each either
+-- one workflow with maxConcurrency ({ wf, limit, max_attempts, timeout_ms }), or consecutive workflows
+-- without a limit that share one ZMPOP ({ pop = the command, count_at = where its COUNT goes,
+-- group_of = { ready key -> { wf, max_attempts, timeout_ms } } }).
+local function claim_plan(root, groups)
+  local plan, k = {}, 1
+  while k <= #groups do
+    local g = groups[k]
+    if g[2] > 0 then
+      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4] }
+      k = k + 1
+    else
+      local pop, group_of = { 'ZMPOP', 0 }, {}
+      while k <= #groups and groups[k][2] == 0 do
+        local key = ready_key(root, groups[k][1])
+        pop[#pop + 1] = key
+        group_of[key] = groups[k]
+        k = k + 1
+      end
+      pop[2] = ms(#pop - 2)
+      pop[#pop + 1] = 'MIN'
+      pop[#pop + 1] = 'COUNT'
+      plan[#plan + 1] = { pop = pop, count_at = #pop + 1, group_of = group_of }
+    end
+  end
+  return plan
+end
+
+-- Plans by shard root and packed spec text. A worker sends the same few texts call after call (one per
+-- rotation of its workflows), so each is parsed and its keys built once per library load instead of in
+-- every claim and completion: a pure function of its key, bounded, and rebuilt after a FUNCTION LOAD.
+local CLAIM_PLANS, CLAIM_PLAN_COUNT, MAX_CLAIM_PLANS = {}, 0, 1024
+
+-- The packed spec text: per workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>'.
+local function packed_claim_plan(root, text)
+  local by_text = CLAIM_PLANS[root]
+  local plan = by_text and by_text[text]
+  if plan then return plan end
+  local groups, pos = {}, 1
+  while pos <= #text do
+    local limit, attempts, timeout, length, from = string.match(text, '^([^,]*),([^,]*),([^,]*),(%d+):()', pos)
+    local to = from and from + tonumber(length) - 1
+    if not to or to > #text then error('wf1: malformed workflow specs in a claim: ' .. text) end
+    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout) }
+    pos = to + 1
+  end
+  plan = claim_plan(root, groups)
+  if CLAIM_PLAN_COUNT >= MAX_CLAIM_PLANS then
+    CLAIM_PLANS, CLAIM_PLAN_COUNT = {}, 0
+    by_text = nil
+  end
+  if not by_text then
+    by_text = {}
+    CLAIM_PLANS[root] = by_text
+  end
+  by_text[text] = plan
+  CLAIM_PLAN_COUNT = CLAIM_PLAN_COUNT + 1
+  return plan
+end
+
 -- Claims into `reply` (appending one entry per run) from the arguments at argv[at..]:
---   worker id, how many runs at most, lease in ms, claim id, retention in ms of a damaged run, then
---   groups of 4 per workflow: name, maxConcurrency (0 = unlimited), maxAttempts, timeoutMs (0 = none).
+--   worker id, how many runs at most, lease in ms, claim id, retention in ms of a damaged run, then the
+--   workflows to claim, in the order to try them: one packed spec text (see packed_claim_plan), or, as
+--   builds before 31 send them, groups of 4 per workflow: name, maxConcurrency (0 = unlimited),
+--   maxAttempts, timeoutMs (0 = none).
 -- How many runs at most with a trailing 'p' ('16p') asks for packed entries (see wf1_claim): each
 -- element of a reply costs the client's RESP decoder about 0.4 µs, and an unpacked entry has 12.
 -- Builds before 24 send a bare number and get unpacked entries, as they always did.
@@ -79,46 +141,44 @@ local function claim_runs(root, argv, at, now, reply)
     packed = packed, damaged_retention = argv[at + 4] }
   local taken = 0
 
-  local g = at + 5
-  while g <= #argv and taken < want do
-    if tonumber(argv[g + 1]) > 0 then
+  local plan
+  if #argv == at + 5 then
+    plan = packed_claim_plan(root, argv[at + 5])
+  else
+    local groups = {}
+    for g = at + 5, #argv, 4 do groups[#groups + 1] = { argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3]) } end
+    plan = claim_plan(root, groups)
+  end
+
+  for _, segment in ipairs(plan) do
+    if taken >= want then break end
+    if segment.limit then
       -- A workflow with maxConcurrency: as many as its executing runs leave room for.
-      local wf, limit, max_attempts, timeout_ms = argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3])
+      local wf = segment.wf
       local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
-      local room = math.min(want - taken, limit - executing)
+      local room = math.min(want - taken, segment.limit - executing)
       while room > 0 do
         -- One pop takes as many entries as there is room for; entries dropped leave room for another pop.
         local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
         if #popped == 0 then break end
         for p = 1, #popped, 2 do
-          if claim_run(root, popped[p], wf, max_attempts, timeout_ms, claim, reply) then
+          if claim_run(root, popped[p], wf, segment.max_attempts, segment.timeout_ms, claim, reply) then
             taken = taken + 1
             room = room - 1
           end
         end
       end
-      g = g + 4
     else
       -- Consecutive workflows without a limit share each pop: ZMPOP takes from the first of their ready
       -- sets that has runs, so empty ready sets cost no call of their own.
-      local pop, group_of = { 'ZMPOP', 0 }, {}
-      while g <= #argv and tonumber(argv[g + 1]) == 0 do
-        local key = ready_key(root, argv[g])
-        pop[#pop + 1] = key
-        group_of[key] = g
-        g = g + 4
-      end
-      pop[2] = ms(#pop - 2)
-      pop[#pop + 1] = 'MIN'
-      pop[#pop + 1] = 'COUNT'
-      local count_at = #pop + 1
+      local pop, count_at, group_of = segment.pop, segment.count_at, segment.group_of
       while taken < want do
         -- { key, { { member, score }, ... } }, or false when every set is empty
         pop[count_at] = ms(want - taken)
         local popped = rcall(unpack(pop))
         if not popped then break end
         local group = group_of[popped[1]]
-        local wf, max_attempts, timeout_ms = argv[group], argv[group + 2], tonumber(argv[group + 3])
+        local wf, max_attempts, timeout_ms = group[1], group[3], group[4]
         for _, entry in ipairs(popped[2]) do
           if claim_run(root, entry[1], wf, max_attempts, timeout_ms, claim, reply) then taken = taken + 1 end
         end

@@ -234,6 +234,49 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(pops.map((c) => c.args.slice(0, 2))).toEqual([['ZMPOP', '4']]);
   });
 
+  it('a claim takes its workflows packed in one argument, names of any characters included, as it takes the groups of 4 of older builds; the worker sends them packed', async () => {
+    const prefix = uniquePrefix('pw');
+    const started = await app(prefix, false);
+    const root = `{${uniquePrefix('pw')}:default:0}`;
+    const names = ['lim,1:x', 'plain,é:|2', 'plain-3'];
+    const emit = (id: string, workflow: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', '{}', 0, '', '', '', '', '', '', '');
+    for (const id of ['a1', 'a2']) await emit(id, names[0]);
+    await emit('b1', names[1]);
+    for (const id of ['c1', 'c2']) await emit(id, names[2]);
+    // per workflow: maxConcurrency, maxAttempts, timeoutMs, the name's length in bytes, ':', the name
+    const packed = (specs: [string, number, number][]) =>
+      specs.map(([name, limit, attempts]) => `${limit},${attempts},0,${Buffer.byteLength(name)}:${name}`).join('');
+    const claim = async (count: number, claimId: string, workflows: string) => {
+      const reply = (await direct.call('FCALL', 'wf1_claim', 1, root, 'w1', count, 30_000, claimId, 86_400_000, workflows)) as unknown[][];
+      return reply.slice(1).map((run) => [run[0], run[1], run[4]]);
+    };
+
+    // the limited workflow up to its room, then the others from the first with runs; maxAttempts as given
+    expect(await claim(3, 'k1', packed([[names[0], 1, 4], [names[1], 0, 2], [names[2], 0, 3]]))).toEqual([
+      ['a1', names[0], 4],
+      ['b1', names[1], 2],
+      ['c1', names[2], 3],
+    ]);
+    // The same text again (its plan is kept by the library), then another order of the same workflows.
+    expect(await claim(3, 'k2', packed([[names[0], 1, 4], [names[1], 0, 2], [names[2], 0, 3]]))).toEqual([['c2', names[2], 3]]);
+    await emit('c3', names[2]);
+    expect(await claim(3, 'k3', packed([[names[2], 0, 5], [names[0], 0, 1]]))).toEqual([
+      ['c3', names[2], 5],
+      ['a2', names[0], 1],
+    ]);
+    await expect(direct.call('FCALL', 'wf1_claim', 1, root, 'w1', 1, 30_000, 'k4', 86_400_000, '1,1,0,9:short')).rejects.toThrow(/malformed workflow specs/);
+
+    // The worker's own claims and completions carry one argument for its workflows.
+    const worker = await startApp({ connection: redis.url, prefix, worker: { concurrency: 2, reaperIntervalMs: 20 } }, [LibraryWorkflow]);
+    apps.push(worker);
+    const seen = await monitorCommands(redis.url, async () => {
+      expect(await started.client.run(LibraryWorkflow, { n: 4 }, { timeoutMs: 10_000 })).toEqual({ doubled: 8 });
+    });
+    const claims = seen.filter((c) => c.source !== 'lua' && c.args[0].toLowerCase() === 'fcall' && c.args[1] === 'wf1_claim');
+    expect(claims.length).toBeGreaterThan(0);
+    for (const c of claims) expect(c.args.slice(9)).toEqual(['0,3,0,6:lib-wf']); // maxAttempts 3 by default
+  });
+
   it('a park that starts children creates each once: a child that exists already is left as it is', async () => {
     await app(uniquePrefix('lib'), false);
     const root = `{${uniquePrefix('sp')}:default:0}`;
