@@ -73,11 +73,12 @@ const FANOUT = process.env.WORKLOAD === 'fanout';
 const PARENT_WORKFLOW = 'bench-fanout';
 const CHILD_WORKFLOW = 'bench-leaf';
 
-/** Claims every ready run of `workflow` in batches, as the worker's claim does (unpacked entries: id and token). */
+/** Claims every ready run of `workflow` in batches, as the worker's claim does (its workflows packed in one
+ *  argument, as the worker sends them; unpacked entries: id and token). */
 async function claimAll(admin: Redis, workflow: string, count: number, tag: string, label: string): Promise<{ id: string; token: string; steps: number }[]> {
   const replies = await pipelined(
     admin,
-    Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `${tag}${k}`, 86_400_000, workflow, 0, 1, 0]),
+    Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `${tag}${k}`, 86_400_000, `0,1,0,${Buffer.byteLength(workflow)}:${workflow}`]),
   );
   const runs = replies.flatMap((reply) =>
     (reply as unknown[][]).slice(1).map((run) => ({ id: String(run[0]), token: String(run[5]), steps: (run[10] as unknown[]).length / 2 })),

@@ -22,8 +22,7 @@ local function cancel(keys, argv)
   end
   rcall('ZREM', root .. ':timers', id)
   rcall('ZREM', ready_key(root, wf), id)
-  rcall('DEL', awaited_key(root, id))
-  rcall('HDEL', run, 'wait', 'wn', 'ws')
+  forget_wait(root, id, run)
   local children = rcall('SMEMBERS', children_key(root, id))
   if f[4] then
     rcall('HSET', run, 'st', 'compensating', 'fin', 'canceled', 'err', err, 'tok', '')

@@ -76,8 +76,7 @@ local function fail_past_deadline(root, now, batch)
       end
       if f[1] ~= 'queued' then
         rcall('HSET', run, 'st', 'queued')
-        rcall('HDEL', run, 'wait', 'wn', 'ws')
-        rcall('DEL', awaited_key(root, id))
+        forget_wait(root, id, run)
         count_move(root, f[2], id, f[1], 'queued')
         make_ready(root, id, f[2], f[3], now)
       end

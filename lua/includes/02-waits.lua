@@ -18,17 +18,22 @@ end
 local function awaited_key(root, id) return root .. ':aw:' .. id end
 local function children_key(root, id) return root .. ':ch:' .. id end
 
+-- What a run that leaves 'waiting' no longer waits for: its wait fields and its awaited set. Every way
+-- out of 'waiting' calls this, so a park starts from nothing (see wf1_park). `keep_awaited`: the set is
+-- gone already (see wake_run).
+local function forget_wait(root, id, run, keep_awaited)
+  rcall('HDEL', run, 'wait', 'wn', 'ws')
+  if not keep_awaited then rcall('DEL', awaited_key(root, id)) end
+end
+
 -- Moves a waiting run back to its ready set. The caller checked that it is waiting. `drained`: the run
 -- waited only for children ('ws', see wf1_park) and the last of them has been delivered, so its awaited
 -- set is empty (Redis deleted it) and it has no timer: neither needs a call.
 local function wake_run(root, id, wf, priority, now, reason, step, implied, drained)
   local run = run_key(root, id)
   rcall('HSET', run, 'st', 'queued')
-  rcall('HDEL', run, 'wait', 'wn', 'ws')
-  if not drained then
-    rcall('DEL', awaited_key(root, id))
-    rcall('ZREM', root .. ':timers', id)
-  end
+  forget_wait(root, id, run, drained)
+  if not drained then rcall('ZREM', root .. ':timers', id) end
   count_move(root, wf, id, 'waiting', 'queued')
   make_ready(root, id, wf, priority, now)
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)

@@ -10,8 +10,7 @@ export interface MonitoredCommand {
  * MONITOR over a plain socket. ioredis' monitor() drops into a "Command queue state error" when the first
  * monitored lines arrive in the same read as MONITOR's +OK (it switches modes a microtask later), which a
  * busy server makes likely; here every line after +OK is a command.
- */
-/**
+ *
  * `complete`: how the caller knows every command it waits for has been seen. MONITOR sends its lines
  * after the commands ran, and a burst's lines can take longer than the usual 50 ms to arrive; they are
  * waited for (up to 5 s) until it returns true.
