@@ -11,10 +11,11 @@
 --        { 0, reason } when the caller no longer holds the run (stale token, expired lease, canceled):
 --        the caller must stop executing the run.
 -- Repeating the call with the same arguments stores the same record again.
-local function commit_step(keys, argv)
+-- `now`: the server time, when wf1_many has read it once for all the calls it carries.
+local function commit_step(keys, argv, now)
   local root = keys[1]
   local id, token, field, state, record = argv[1], argv[2], argv[3], argv[4], argv[5]
-  local now = now_ms()
+  now = now or now_ms()
   local held, reason = holds_lease(run_key(root, id), token, now)
   if not held then return { 0, reason } end
   if argv[7] == 'if-open' then

@@ -21,7 +21,7 @@ local function complete(keys, argv)
   local steps = tonumber(argv[5]) or 0
   local claim_at = 6 + 2 * steps
   local claiming = argv[claim_at] ~= nil
-  local f, reason = check_lease(run, token, now)
+  local f, reason = check_lease_to_complete(run, token, now)
   local handoff
   if not f then
     if not (reason == 'NOT_EXECUTING:succeeded' and rcall('HGET', run, 'tok') == token) then return { 0, reason } end

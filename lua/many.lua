@@ -1,7 +1,7 @@
 -- wf1_many: several calls of one function on one shard in a single FCALL, so that the calls a process
 -- makes in one event-loop turn (the step commits of many runs) cost Redis and the client one call
--- instead of one each. Each call runs exactly as it would alone, one after the other; the FCALL as a
--- whole is atomic as every FCALL is.
+-- instead of one each. Each call runs as it would alone, one after the other, at one reading of the
+-- server clock; the FCALL as a whole is atomic as every FCALL is.
 -- (This file sorts after commit.lua: the library is assembled in file order, and the functions it
 -- batches must be defined before it.)
 -- KEYS[1]  shard root
@@ -19,9 +19,11 @@ local function many(keys, argv)
   end
   local replies = {}
   local call = {}
+  -- One atomic call: its calls share one reading of the server clock.
+  local now = now_ms()
   for first = 3, #argv, per_call do
     for i = 1, per_call do call[i] = argv[first + i - 1] end
-    replies[#replies + 1] = fn(keys, call)
+    replies[#replies + 1] = fn(keys, call, now)
   end
   return replies
 end

@@ -137,7 +137,7 @@ local function tick(keys, argv)
   local next_due = -1
   for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
-    if head[2] then
+    if head[2] and head[1] ~= SKIPLIST_SENTINEL then
       local wait = math.max(0, tonumber(head[2]) - now)
       if next_due < 0 or wait < next_due then next_due = wait end
     end

@@ -324,7 +324,7 @@ export class WorkflowStore {
    */
   async readRunIds(shard: ShardRef, workflow: string, status: string | undefined, beforeId: string | undefined, limit: number): Promise<string[]> {
     const root = this.root(shard);
-    const max = beforeId ? `(${beforeId}` : '+';
+    const max = beforeId ? `(${beforeId}` : BEFORE_SENTINEL;
     if (status) return this.guard(() => this.client.zrevrangebylex(this.keys.statusIndex(root, workflow, status), max, '-', 'LIMIT', 0, limit));
     const transaction = this.client.multi();
     for (const each of RUN_STATUSES) transaction.zrevrangebylex(this.keys.statusIndex(root, workflow, each), max, '-', 'LIMIT', 0, limit);
@@ -358,9 +358,9 @@ export class WorkflowStore {
     const root = this.root(shard);
     return this.guard(async () => {
       const [counts, ready, oldest] = await Promise.all([
-        Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+        Promise.all(statuses.map((status) => this.countIndex(root, workflow, status))),
         this.client.zcard(this.keys.ready(root, workflow)),
-        this.client.zrangebylex(this.keys.statusIndex(root, workflow, 'queued'), '-', '+', 'LIMIT', 0, 1),
+        this.client.zrangebylex(this.keys.statusIndex(root, workflow, 'queued'), '-', BEFORE_SENTINEL, 'LIMIT', 0, 1),
       ]);
       return { counts, ready, oldestQueued: oldest[0] };
     });
@@ -395,15 +395,21 @@ export class WorkflowStore {
     return [...impliedHistory(fields), ...list];
   }
 
+  /** The runs in a status index: its members before the sentinel that keeps a busy small index a skiplist
+   *  (lua/includes/01-common.lua, SKIPLIST_SENTINEL). */
+  private countIndex(root: string, workflow: string, status: string): Promise<number> {
+    return this.client.zlexcount(this.keys.statusIndex(root, workflow, status), '-', BEFORE_SENTINEL);
+  }
+
   async readIdempotencyKey(shard: ShardRef, workflow: string, key: string): Promise<string | null> {
     return this.guard(() => this.client.hget(this.keys.idempotency(this.root(shard), workflow), key));
   }
 
-  /** How many runs of a workflow are in each of the given statuses in this shard (its counts hash). */
+  /** How many runs of a workflow are in each of the given statuses in this shard (the sizes of its status indexes). */
   async readStatusCounts<S extends string>(shard: ShardRef, workflow: string, statuses: readonly S[]): Promise<Record<S, number>> {
     const root = this.root(shard);
     const values = await this.guard(() =>
-      Promise.all(statuses.map((status) => this.client.zcard(this.keys.statusIndex(root, workflow, status)))),
+      Promise.all(statuses.map((status) => this.countIndex(root, workflow, status))),
     );
     return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
   }
@@ -683,6 +689,10 @@ const MAX_BATCH = 16;
 
 /** Calls per socket write within one long turn (measured: 8-16 best for 50 concurrent one-step runs, bench/NOTES.md). */
 const FLUSH_EVERY = 16;
+
+/** The lexicographic bound below the member that keeps a status index in skiplist encoding (every run id
+ *  sorts before it; see SKIPLIST_SENTINEL in lua/includes/01-common.lua). */
+const BEFORE_SENTINEL = '(~';
 
 /** How many times a call that got MOVED or ASK is sent again after refreshing the cluster's slot map. */
 const MAX_REDIRECTED_RESENDS = 5;

@@ -19,8 +19,14 @@
 --
 -- User payloads (inputs, outputs, step records, errors) are opaque strings here: never cjson-decoded.
 
--- redis.call does not exist yet while the library loads, so it is looked up at call time.
-local function rcall(...) return redis.call(...) end
+-- redis.call does not exist yet while the library loads (its API then holds register_function and little
+-- else), so the first call looks it up and puts it in place of this wrapper: every later call goes to it
+-- directly, which spares a Lua call of about 0.08 µs per command (bench/NOTES.md, tenth round).
+local rcall
+rcall = function(...)
+  rcall = redis.call
+  return rcall(...)
+end
 
 -- Ready-set scores order by priority (higher first), then by time. 2^43 ms is 278 years, and
 -- priorities span -500..500, so every score stays below 2^53 and is exact in a double.
@@ -50,9 +56,25 @@ end
 -- are the counts by status.
 local function status_key(root, wf, status) return root .. ':st:' .. wf .. ':' .. status end
 
+-- The sorted sets that change on every claim and completion yet stay small (a shard's lease set and a
+-- workflow's 'running' index hold about as many members as the workers have slots) are kept in Redis's
+-- skiplist encoding. Below 128 members Redis keeps a sorted set as a listpack, where adding a member scans
+-- the whole set (to look for it, then for its place) and rewrites it: with 50 slots, the two ZADDs cost a
+-- one-step run about 7 % of its Redis instructions (callgrind, bench/NOTES.md, tenth round). A member
+-- longer than zset-max-listpack-value (64 bytes by default) turns a sorted set into a skiplist for good;
+-- this sentinel is added with every member those two sets get (a no-op once it is there). It sorts after
+-- every run id (ids never start with '~'), scores +inf in the lease set (never due) and 0 in the index:
+-- counts and listings of an index stop before '~' (ZLEXCOUNT / ZREVRANGEBYLEX up to '(~').
+local SKIPLIST_SENTINEL = '~keeps-this-sorted-set-a-skiplist-as-it-is-longer-than-zset-max-listpack-value'
+local BEFORE_SENTINEL = '(~'
+
 local function count_move(root, wf, id, from, to)
   if from then rcall('ZREM', status_key(root, wf, from), id) end
-  if to then rcall('ZADD', status_key(root, wf, to), '0', id) end
+  if to == 'running' then
+    rcall('ZADD', status_key(root, wf, to), '0', id, '0', SKIPLIST_SENTINEL)
+  elseif to then
+    rcall('ZADD', status_key(root, wf, to), '0', id)
+  end
 end
 
 -- A run's history holds at most this many entries: past it, one 'history-truncated' entry is appended
@@ -182,12 +204,34 @@ local function check_lease(run, token, now, with_history)
   return f
 end
 
+-- lease_refused for a caller that has not read 'fin': it matters only to a canceled run, and a field the
+-- run does not have costs HMGET a scan of the whole run hash, so it is looked up for a canceled run alone.
+-- Returns the reason as lease_refused does, and 'fin' (false when not read).
+local function lease_refused_reading_fin(run, token, now, tok, st, lu)
+  local fin = st == 'canceled' and rcall('HGET', run, 'fin')
+  return lease_refused(token, now, tok, st, lu, fin), fin
+end
+
+-- check_lease for a completion, which reads fewer of the fields: each field HMGET looks for costs a scan
+-- of the run hash's listpack, a whole scan when the run has no such field; 'par' and 'pr' (the parent and
+-- its shard) matter only when a parent waits for the run ('pf'), 'fin' only to a canceled run. Returns
+-- check_lease's table, with false for what it does not read ('pri', 'att', 'max'; 'par' and 'pr' without
+-- 'pf'; 'fin' of a run that is not canceled).
+local function check_lease_to_complete(run, token, now)
+  local g = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'dl', 'pf', 'hn')
+  local refused, fin = lease_refused_reading_fin(run, token, now, g[1], g[2], g[3])
+  if refused then return nil, refused end
+  local parent = g[6] and rcall('HMGET', run, 'par', 'pr') or { false, false }
+  return { g[1], g[2], g[3], g[4], false, g[5], parent[1], false, false, fin, g[6], g[7], parent[2] }
+end
+
 -- check_lease for a caller that needs none of the run's fields (a step commit, a heartbeat): each field
--- HMGET looks for costs Redis a scan of the run hash's compact encoding, so only the four the check
--- needs are read. Returns true, or nil and the reason.
+-- HMGET looks for costs Redis a scan of the run hash's compact encoding (a whole one for a field the run
+-- does not have), so only the three the check needs are read, and 'fin' only for a canceled run (see
+-- lease_refused_reading_fin). Returns true, or nil and the reason.
 local function holds_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'fin')
-  local refused = lease_refused(token, now, f[1], f[2], f[3], f[4])
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu')
+  local refused = lease_refused_reading_fin(run, token, now, f[1], f[2], f[3])
   if refused then return nil, refused end
   return true
 end

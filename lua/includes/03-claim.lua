@@ -1,4 +1,7 @@
 -- Claiming ready runs, shared by wf1_claim and wf1_complete (which refills the slot it frees, as a claim would).
+-- What a run never claimed has of the fields that only a claim, a failure or a cancel writes: none.
+local NEVER_CLAIMED = { false, false, false, false, false, false, false, false, false }
+
 local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is damaged (its attempt, creation time or input is missing or invalid), so it cannot be executed. Inspect it with getRun, then emit a new run."}'
 
 -- Claims the run `id`, just popped from the ready set of workflow `wf`, into `reply`. Returns true when
@@ -6,18 +9,15 @@ local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is da
 local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply)
   local worker, claim_id, now, now_text, lease_text = claim.worker, claim.id, claim.now, claim.now_text, claim.lease_text
   local run = run_key(root, id)
-  -- Each field HMGET looks for costs a scan of the run hash, so a run that nothing has happened to
-  -- since its emit (never claimed, only its creation in its history: 'hn' = '1') is read without
-  -- the six fields that only a claim, a failure or a cancel writes.
-  local f = rcall('HMGET', run, 'st', 'att', 'max', 'fen', 'dl', 'in', 'ca', 'par', 'hn')
-  local implied = f[9]
-  if f[4] or implied ~= '1' then
-    local later = rcall('HMGET', run, 'fin', 'err', 'sa', 'comp', 'tok', 'ep')
-    for k = 1, 6 do f[8 + k] = later[k] end
-  else
-    for k = 9, 14 do f[k] = false end
-  end
-  f[15] = implied
+  -- Each field HMGET looks for costs a scan of the run hash (all of it for a field the run does not have),
+  -- so a run that nothing has happened to since its emit (never claimed, only its creation in its
+  -- history: 'hn' = '1') is read without the nine fields that only a claim, a failure or a cancel writes.
+  local first = rcall('HMGET', run, 'st', 'att', 'in', 'ca', 'par', 'hn')
+  local implied = first[6]
+  local later = NEVER_CLAIMED
+  if implied ~= '1' then later = rcall('HMGET', run, 'max', 'fen', 'dl', 'fin', 'err', 'sa', 'comp', 'tok', 'ep') end
+  local f = { first[1], first[2], later[1], later[2], later[3], first[3], first[4], first[5],
+    later[4], later[5], later[6], later[7], later[8], later[9], implied }
   -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
   -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
   local claimable = f[1] == 'queued' or ((f[1] == 'compensating' or (f[1] == 'canceled' and f[9] == 'hook')) and f[9] and f[13] == '')
@@ -46,7 +46,7 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply)
       rcall('HSET', run, 'dl', deadline)
       rcall('ZADD', root .. ':deadlines', deadline, id)
     end
-    rcall('ZADD', root .. ':leases', lease_text, id)
+    rcall('ZADD', root .. ':leases', lease_text, id, '+inf', SKIPLIST_SENTINEL)
     if f[1] ~= status then count_move(root, wf, id, f[1], status) end
     if not implied_claim then history(root, id, now, 'claimed', { attempt = tonumber(f[2]), workerId = worker }, nil, false) end
     -- Step records are written only under a lease, or delivered to a run that waits, which was
@@ -155,7 +155,7 @@ local function claim_runs(root, argv, at, now, reply)
     if segment.limit then
       -- A workflow with maxConcurrency: as many as its executing runs leave room for.
       local wf = segment.wf
-      local executing = rcall('ZCARD', status_key(root, wf, 'running')) + rcall('ZCARD', status_key(root, wf, 'compensating'))
+      local executing = rcall('ZLEXCOUNT', status_key(root, wf, 'running'), '-', BEFORE_SENTINEL) + rcall('ZCARD', status_key(root, wf, 'compensating'))
       local room = math.min(want - taken, segment.limit - executing)
       while room > 0 do
         -- One pop takes as many entries as there is room for; entries dropped leave room for another pop.

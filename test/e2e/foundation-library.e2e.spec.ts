@@ -8,6 +8,7 @@ import { Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { Workflow, WorkflowConfigurationError, type WorkflowContext } from '../../lib/index.js';
 import { loadLuaLibrary } from '../../lib/redis/lua-library.js';
+import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { startFakeOldRedis } from '../support/fake-old-redis.js';
 import { monitorCommands, type MonitoredCommand } from '../support/redis-monitor.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
@@ -276,6 +277,42 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const claims = seen.filter((c) => c.source !== 'lua' && c.args[0].toLowerCase() === 'fcall' && c.args[1] === 'wf1_claim');
     expect(claims.length).toBeGreaterThan(0);
     for (const c of claims) expect(c.args.slice(9)).toEqual(['0,3,0,6:lib-wf']); // maxAttempts 3 by default
+  });
+
+  it("a shard's lease set and a workflow's running index stay skiplists, their sentinel seen by no count, listing, claim limit or tick", async () => {
+    const prefix = uniquePrefix('sk');
+    const started = await app(prefix, false);
+    const { keys, store } = started.moduleRef.get(WorkflowRedis);
+    const shard = { queue: 'default', partition: 0 };
+    const root = keys.shardRoot(shard);
+    for (const id of ['r1', 'r2', 'r3']) await direct.call('FCALL', 'wf1_emit', 1, root, id, 'lim', 'default', '{}', 0, '', '', '', '', '', '', '');
+    // 'lim' runs at most 2 at a time; claims ask for packed entries: '<id>\n<token>\n...'
+    const claim = async (count: number, claimId: string) => {
+      const reply = (await direct.call('FCALL', 'wf1_claim', 1, root, 'w1', `${count}p`, 30_000, claimId, 86_400_000, '2,1,0,3:lim')) as unknown[][];
+      return reply.slice(1).map((run) => String(run[0]).split('\n').slice(0, 2));
+    };
+    const first = await claim(1, 'k1');
+    expect(first.map(([id]) => id)).toEqual(['r1']);
+    expect(await direct.object('ENCODING', `${root}:leases`)).toBe('skiplist');
+    expect(await direct.object('ENCODING', `${root}:st:lim:running`)).toBe('skiplist');
+    // One run of 2 is executing: the sentinel does not count as a second.
+    const second = await claim(5, 'k2');
+    expect(second.map(([id]) => id)).toEqual(['r2']);
+    expect(await claim(5, 'k3')).toEqual([]);
+    expect(await store.readStatusCounts(shard, 'lim', ['queued', 'running'])).toEqual({ queued: 1, running: 2 });
+    expect(await store.readRunIds(shard, 'lim', 'running', undefined, 10)).toEqual(['r2', 'r1']);
+    expect(await store.readRunIds(shard, 'lim', undefined, undefined, 10)).toEqual(['r3', 'r2', 'r1']);
+
+    // Both released: the two sets hold only their sentinel, which no reader sees and no tick waits for.
+    const runs = [...first, ...second].flat();
+    expect(await direct.call('FCALL', 'wf1_release', 1, root, 'test', ...runs)).toBe(2);
+    expect(await direct.zcard(`${root}:leases`)).toBe(1);
+    expect((await store.readCounts(shard, 'lim', ['queued', 'running'])).counts).toEqual([3, 0]);
+    expect(await store.readRunIds(shard, 'lim', 'running', undefined, 10)).toEqual([]);
+    expect(await store.readRunIds(shard, 'lim', undefined, undefined, 10)).toEqual(['r3', 'r2', 'r1']);
+    await direct.del(`${root}:q:lim`); // nothing left to do in the shard: the tick has no next due time
+    const [, nextDue] = (await direct.call('FCALL', 'wf1_tick', 1, root, 100)) as number[];
+    expect(nextDue).toBe(-1);
   });
 
   it('a park that starts children creates each once: a child that exists already is left as it is', async () => {

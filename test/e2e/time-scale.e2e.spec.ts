@@ -6,7 +6,7 @@ import vm from 'node:vm';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { redisUrlForTests, sleep, uniquePrefix, type TestRedis } from '../support/redis-server.js';
-import { redisFor, startApp, waitFor } from '../support/workflow-app.js';
+import { redisFor, startApp, statusIndexSize, waitFor } from '../support/workflow-app.js';
 
 let redis: TestRedis;
 let probe: Redis;
@@ -33,7 +33,7 @@ class SleeperWorkflow {
 /** '<workflow>|<status>' -> runs, from the shard's status indexes. */
 async function counts(prefix: string): Promise<Record<string, number>> {
   const pairs = ['backlog', 'sleeper'].flatMap((wf) => ['scheduled', 'queued', 'running', 'waiting', 'succeeded'].map((st) => [wf, st]));
-  const sizes = await Promise.all(pairs.map(([wf, st]) => probe.zcard(`{${prefix}:default:0}:st:${wf}:${st}`)));
+  const sizes = await Promise.all(pairs.map(([wf, st]) => statusIndexSize(probe, `{${prefix}:default:0}`, wf, st)));
   return Object.fromEntries(pairs.map(([wf, st], i) => [`${wf}|${st}`, sizes[i]]));
 }
 

@@ -39,9 +39,15 @@ export function redisFor(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: 1 });
 }
 
+/** The runs in a status index: its members before '~' (after them: the sentinel that keeps the 'running'
+ *  index a skiplist, see lua/includes/01-common.lua). */
+export function statusIndexSize(redis: Redis, root: string, workflow: string, status: string): Promise<number> {
+  return redis.zlexcount(`${root}:st:${workflow}:${status}`, '-', '(~');
+}
+
 /** How many runs of a workflow a shard holds: every run is in exactly one of the workflow's status indexes. */
 export async function runsInShard(redis: Redis, root: string, workflow: string): Promise<number> {
-  const sizes = await Promise.all(RUN_STATUSES.map((status) => redis.zcard(`${root}:st:${workflow}:${status}`)));
+  const sizes = await Promise.all(RUN_STATUSES.map((status) => statusIndexSize(redis, root, workflow, status)));
   return sizes.reduce((a, b) => a + b, 0);
 }
 
