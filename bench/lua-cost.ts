@@ -11,11 +11,19 @@
  *   WORKLOAD=fanout npm run bench:lua          the fan-out of scenario 3 instead: N parents, each parked with three
  *                                              children it starts, the children completed (which wakes the
  *                                              parent), the parents claimed again and completed
+ *   CALLGRIND=1 N=500 REPS=1 npm run bench:lua  counts the instructions Redis executes for each instead (the
+ *                                              server runs under valgrind's callgrind): the same calls give the
+ *                                              same count within 0.1 %, where CPU time swings by 10-20 % on a
+ *                                              shared machine. REDIS_SERVER=/path/to/redis-server with symbols
+ *                                              lets `callgrind_annotate` on the printed dumps show where they go
  *
  * Not a scenario of the issue: the tool for making the Lua library cheaper, one change at a time.
  */
+import { execFile } from 'node:child_process';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { assembleLuaLibrary } from '../lib/redis/lua-library.js';
 import { startBenchRedis, type BenchRedis } from './support/redis-server.js';
@@ -27,17 +35,49 @@ const BATCH = 50;
 const ROOT = '{bench:default:0}';
 const WORKFLOW = 'bench-one';
 
+const CALLGRIND = process.env.CALLGRIND === '1';
+
 interface Cost {
   /** Redis process CPU time per run (INFO cpu): not inflated when the OS preempts Redis, as wall time is. */
   cpu: number;
   fcall: number;
   inner: number;
+  /** Instructions Redis executed per run (CALLGRIND=1 only). */
+  instructions?: number;
+  /** The callgrind dump of this cost's calls (CALLGRIND=1 only). */
+  dump?: string;
 }
 
-async function costOf(admin: Redis, send: () => Promise<unknown>): Promise<Cost> {
+/** Zeroes the server's callgrind counters; the returned function dumps them and reads the instructions counted since. */
+async function countInstructions(server: BenchRedis): Promise<() => Promise<{ instructions: number; dump: string }>> {
+  const control = (...args: string[]) => promisify(execFile)('callgrind_control', [...args, String(server.pid)]);
+  const dir = server.callgrindDir!;
+  const dumps = async () => new Set(await readdir(dir));
+  await control('-z');
+  const before = await dumps();
+  return async () => {
+    await control('-d');
+    // The dump is written by the server's process after callgrind_control has asked for it.
+    for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((resolve) => setTimeout(resolve, 100))) {
+      for (const name of await dumps()) {
+        if (before.has(name)) continue;
+        const dump = path.join(dir, name);
+        const text = (await stat(dump)).size > 0 ? await readFile(dump, 'utf8') : '';
+        const totals = /^(?:totals|summary): (\d+)/m.exec(text);
+        if (totals) return { instructions: Number(totals[1]), dump };
+      }
+    }
+    throw new Error(`callgrind wrote no dump into ${dir} within 60 s`);
+  };
+}
+
+async function costOf(variant: Variant, send: () => Promise<unknown>): Promise<Cost> {
+  const { admin } = variant;
   await admin.config('RESETSTAT');
   const cpu0 = await redisCpuSeconds(admin);
+  const counted = CALLGRIND ? await countInstructions(variant.server) : undefined;
   await send();
+  const instructions = counted ? await counted() : undefined;
   const cpu = ((await redisCpuSeconds(admin)) - cpu0) * 1e6;
   let fcall = 0;
   let inner = 0;
@@ -45,7 +85,7 @@ async function costOf(admin: Redis, send: () => Promise<unknown>): Promise<Cost>
     if (command === 'fcall') fcall += usec;
     else inner += usec;
   }
-  return { cpu: cpu / N, fcall: fcall / N, inner: inner / N };
+  return { cpu: cpu / N, fcall: fcall / N, inner: inner / N, instructions: instructions && instructions.instructions / N, dump: instructions?.dump };
 }
 
 async function pipelined(redis: Redis, calls: (string | number)[][]): Promise<unknown[]> {
@@ -99,14 +139,14 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
   await admin.function('LOAD', 'REPLACE', variant.code);
   const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
   const childIds = (i: number) => [0, 1, 2].map((k) => `01KCHILD${String(rep).padStart(2, '0')}${String(i * 3 + k).padStart(16, '0')}`);
-  const emit = await costOf(admin, () =>
+  const emit = await costOf(variant, () =>
     pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, PARENT_WORKFLOW, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])),
   );
   let parents: { id: string; token: string }[] = [];
-  const claim = await costOf(admin, async () => {
+  const claim = await costOf(variant, async () => {
     parents = await claimAll(admin, PARENT_WORKFLOW, N, 'p', variant.label);
   });
-  const park = await costOf(admin, async () => {
+  const park = await costOf(variant, async () => {
     const replies = await pipelined(
       admin,
       parents.map((parent, i) => {
@@ -122,16 +162,16 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
     if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${variant.label}: a park was refused`);
   });
   let children: { id: string; token: string }[] = [];
-  const claimChildren = await costOf(admin, async () => {
+  const claimChildren = await costOf(variant, async () => {
     children = await claimAll(admin, CHILD_WORKFLOW, 3 * N, 'c', variant.label);
   });
-  const completeChildren = await costOf(admin, () => completeAll(admin, children, '1', variant.label));
+  const completeChildren = await costOf(variant, () => completeAll(admin, children, '1', variant.label));
   let woken: { id: string; token: string; steps: number }[] = [];
-  const claimWoken = await costOf(admin, async () => {
+  const claimWoken = await costOf(variant, async () => {
     woken = await claimAll(admin, PARENT_WORKFLOW, N, 'w', variant.label);
   });
   if (woken.some((run) => run.steps !== 3)) throw new Error(`${variant.label}: a woken parent did not get its three child records`);
-  const completeParents = await costOf(admin, () => completeAll(admin, woken, '3', variant.label));
+  const completeParents = await costOf(variant, () => completeAll(admin, woken, '3', variant.label));
   variant.rounds.push({ emit, claim, park, 'claim-3': claimChildren, 'complete-3': completeChildren, 'claim-woken': claimWoken, complete: completeParents });
 }
 
@@ -141,15 +181,15 @@ async function round(variant: Variant, rep: number): Promise<void> {
   await admin.flushall();
   await admin.function('LOAD', 'REPLACE', variant.code);
   const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
-  const emit = await costOf(admin, () =>
+  const emit = await costOf(variant, () =>
     pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, WORKFLOW, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])),
   );
   let claimedRuns: { id: string; token: string }[] = [];
-  const claim = await costOf(admin, async () => {
+  const claim = await costOf(variant, async () => {
     claimedRuns = await claimAll(admin, WORKFLOW, N, 'c', variant.label);
   });
   const record = `{"k":"step","a":1,"st":${Date.now()},"r":true}`;
-  const complete = await costOf(admin, async () => {
+  const complete = await costOf(variant, async () => {
     const replies = await pipelined(admin, claimedRuns.map((run) => ['wf1_complete', 1, ROOT, run.id, run.token, 'true', 86_400_000, 1, '0:a', record]));
     if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${variant.label}: a completion was refused`);
   });
@@ -159,7 +199,7 @@ async function round(variant: Variant, rep: number): Promise<void> {
 const packageLua = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'lua');
 const variants: Variant[] = [];
 for (const [label, dir] of [['A', packageLua], ...(process.env.LUA_B ? [['B', process.env.LUA_B]] : [])]) {
-  const server = await startBenchRedis();
+  const server = await startBenchRedis({ callgrind: CALLGRIND });
   variants.push({ label, code: assembleLuaLibrary(dir).code, server, admin: new Redis(server.port, server.host), rounds: [] });
 }
 for (let rep = 0; rep < REPS; rep += 1) {
@@ -169,9 +209,11 @@ for (let rep = 0; rep < REPS; rep += 1) {
 // The least a round took is the steadiest reading of a cost on a shared machine; the median is printed too.
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const totals: number[] = [];
+const unit = FANOUT ? 'parent' : 'run';
 for (const variant of variants) {
   let total = 0;
   let totalMin = 0;
+  let totalInstructions = 0;
   for (const name of Object.keys(variant.rounds[0])) {
     const cpus = variant.rounds.map((r) => r[name].cpu);
     const cpu = median(cpus);
@@ -179,12 +221,24 @@ for (const variant of variants) {
     const inner = median(variant.rounds.map((r) => r[name].inner));
     total += cpu;
     totalMin += Math.min(...cpus);
+    if (CALLGRIND) {
+      const instructions = median(variant.rounds.map((r) => r[name].instructions!));
+      totalInstructions += instructions;
+      console.log(`${variant.label} ${name.padEnd(11)} ${Math.round(instructions).toLocaleString('en-US').padStart(9)} instructions/${unit} (dump ${variant.rounds.at(-1)![name].dump})`);
+      continue;
+    }
     console.log(
-      `${variant.label} ${name.padEnd(11)} Redis CPU ${cpu.toFixed(2).padStart(6)} µs/${FANOUT ? 'parent' : 'run'}, least ${Math.min(...cpus).toFixed(2)}; in FCALL ${fcall.toFixed(2)} (inner commands ${inner.toFixed(2)}, Lua around them ${(fcall - inner).toFixed(2)})`,
+      `${variant.label} ${name.padEnd(11)} Redis CPU ${cpu.toFixed(2).padStart(6)} µs/${unit}, least ${Math.min(...cpus).toFixed(2)}; in FCALL ${fcall.toFixed(2)} (inner commands ${inner.toFixed(2)}, Lua around them ${(fcall - inner).toFixed(2)})`,
     );
   }
+  const what = FANOUT ? 'parent with 3 children' : 'one-step run';
+  if (CALLGRIND) {
+    totals.push(totalInstructions);
+    console.log(`${variant.label} ${what}: ${Math.round(totalInstructions).toLocaleString('en-US')} instructions (median of ${REPS} rounds of ${N})`);
+    continue;
+  }
   totals.push(total);
-  console.log(`${variant.label} ${FANOUT ? 'parent with 3 children' : 'one-step run'}: Redis CPU ${total.toFixed(2)} µs, least ${totalMin.toFixed(2)} (median of ${REPS} rounds of ${N})`);
+  console.log(`${variant.label} ${what}: Redis CPU ${total.toFixed(2)} µs, least ${totalMin.toFixed(2)} (median of ${REPS} rounds of ${N})`);
 }
 if (totals.length === 2) console.log(`B / A: ${(totals[1] / totals[0]).toFixed(3)}`);
 for (const variant of variants) {
