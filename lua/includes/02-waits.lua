@@ -51,7 +51,11 @@ local function deliver_to_run(root, id, field, state, json, kind, now)
   if current and record_state(current) ~= 'W' then return 0 end
   -- The run's epoch (raised by every retry) is kept with the outcome, and so is the generation of the
   -- waiting record: a failure seen by an earlier epoch is started again, under the next generation.
-  local generation = current and string.match(current, '"g":(%d+)') or '0'
+  local generation = '0'
+  -- A plain find first: an unanchored pattern tries to match at every byte of the record (about 6,000
+  -- instructions for a child's waiting record, which has no generation until its first retry).
+  local at = current and string.find(current, '"g":', 1, true)
+  if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
   store_record(root, id, field, now, state,
     string.sub(json, 1, -2) .. ',"pa":' .. (f[4] or '0') .. ',"g":' .. generation .. '}')
   if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
