@@ -11,7 +11,7 @@
  *   WORKLOAD=fanout npm run bench:lua          the fan-out of scenario 3 instead: N parents, each parked with three
  *                                              children it starts, the children completed (which wakes the
  *                                              parent), the parents claimed again and completed
- *   CALLGRIND=1 N=500 REPS=1 npm run bench:lua  counts the instructions Redis executes for each instead (the
+ *   CALLGRIND=1 N=1000 REPS=1 npm run bench:lua counts the instructions Redis executes for each instead (the
  *                                              server runs under valgrind's callgrind): the same calls give the
  *                                              same count within 0.1 %, where CPU time swings by 10-20 % on a
  *                                              shared machine. REDIS_SERVER=/path/to/redis-server with symbols
