@@ -52,8 +52,9 @@ local function deliver_to_run(root, id, field, state, json, kind, now)
   -- The run's epoch (raised by every retry) is kept with the outcome, and so is the generation of the
   -- waiting record: a failure seen by an earlier epoch is started again, under the next generation.
   local generation = '0'
-  -- A plain find first: an unanchored pattern tries to match at every byte of the record (about 6,000
-  -- instructions for a child's waiting record, which has no generation until its first retry).
+  -- A plain find first: an unanchored pattern tries to match at every byte of the record (about 9,000
+  -- instructions per child delivery, measured with callgrind; a child's waiting record has no generation
+  -- until its first retry).
   local at = current and string.find(current, '"g":', 1, true)
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
   store_record(root, id, field, now, state,
