@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: starts a private redis-server, runs every scenario for our engine and for BullMQ
  * alternately (A B A B A B), each trial in a fresh Node process, and rewrites bench/RESULTS.md.
- * BENCH_QUICK=1: smaller counts, for iteration. BENCH_ONLY=s1,s4: some scenarios only.
+ * BENCH_QUICK=1: smaller counts, for iteration. BENCH_ONLY=s1,s4: some scenarios only. BENCH_WARMUP=0: no
+ * untimed warm-up before a throughput trial (0.1 by default: a tenth of its count, at most 2,000 units).
  * BENCH_PROFILE=1: our engine's trials run under `node --cpu-prof` (profiles in bench/profiles/).
  */
 import { fork } from 'node:child_process';
@@ -129,6 +130,9 @@ function cpuRows(scenario: string, r: Map<SystemId, TrialResult[]>, others: Syst
 
 // ---- scenarios ----
 
+/** As bench/trial.ts warms up a throughput trial (BENCH_WARMUP: the share of its count; 0 = none). */
+const WARMUP_SHARE = Number(process.env.BENCH_WARMUP ?? '0.1');
+const WARMUP_TEXT = WARMUP_SHARE > 0 ? `${Math.round(WARMUP_SHARE * 100)} % of its count (at most 2,000 units)` : 'nothing (BENCH_WARMUP=0)';
 const N1 = QUICK ? 3_000 : 20_000;
 const N2 = QUICK ? 1_500 : 10_000;
 const N3 = QUICK ? 1_000 : 5_000;
@@ -335,7 +339,8 @@ function report(rows: Row[], titles: string[], notes: string[], details: string[
     '- Our engine runs through `WorkflowModule.forRoot` in a Nest application context, as a user runs it.',
     '  BullMQ runs with default job options, so completed jobs are kept (as our finished runs are, for retention).',
     '- Throughput: timed from the first emit/add to the last unit finished (emits in concurrent chunks of 500,',
-    '  completion polled every 5 ms from the counters / the completed set).',
+    '  completion polled every 5 ms from the counters / the completed set). Before the clock starts, each trial',
+    `  runs ${WARMUP_TEXT} to the end, untimed, in the same process (the latency trials warm up too).`,
     '- Redis commands: INFO commandstats delta (commands called from Lua included, the FCALL/EVALSHA itself too,',
     '  the measuring client excluded). Round trips: requests sent by the system\'s clients, seen by MONITOR',
     '  (Lua-internal commands excluded); auto-pipelining may batch several into one socket write.',

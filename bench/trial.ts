@@ -89,10 +89,11 @@ async function subject(spec: TrialSpec, withWorker = true): Promise<Subject> {
   };
 }
 
-async function startAll(s: Subject, n: number): Promise<void> {
+/** Starts units `first`, `first + 1`, ... (`n` of them), EMIT_CHUNK at a time. */
+async function startAll(s: Subject, n: number, first = 0): Promise<void> {
   for (let from = 0; from < n; from += EMIT_CHUNK) {
     const chunk: Promise<unknown>[] = [];
-    for (let i = from; i < Math.min(n, from + EMIT_CHUNK); i += 1) chunk.push(s.start(i));
+    for (let i = from; i < Math.min(n, from + EMIT_CHUNK); i += 1) chunk.push(s.start(first + i));
     await Promise.all(chunk);
   }
 }
@@ -108,13 +109,28 @@ async function waitFinished(s: Subject, redis: Redis, n: number, timeoutMs = 600
   }
 }
 
+/**
+ * Units each throughput trial runs to the end before its clock starts: a fresh process first runs its
+ * code unoptimized and grows its heap and buffers, a fixed cost that would otherwise weigh more on the
+ * shorter trial of the faster system (bench/NOTES.md, twelfth round). BENCH_WARMUP=0 turns it off.
+ */
+function warmupUnits(n: number): number {
+  const share = Number(process.env.BENCH_WARMUP ?? '0.1');
+  return Math.min(2_000, Math.ceil(n * share));
+}
+
 async function throughput(spec: TrialSpec, redis: Redis): Promise<TrialResult> {
   const s = await subject(spec);
+  const warmup = warmupUnits(spec.n);
+  if (warmup > 0) {
+    await startAll(s, warmup, -warmup);
+    await waitFinished(s, redis, warmup);
+  }
   const redisCpu0 = await redisCpuSeconds(redis);
   const cpu0 = process.cpuUsage();
   const started = performance.now();
   await startAll(s, spec.n);
-  await waitFinished(s, redis, spec.n);
+  await waitFinished(s, redis, warmup + spec.n);
   const ms = performance.now() - started;
   const cpu = process.cpuUsage(cpu0);
   const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
