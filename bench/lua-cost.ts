@@ -132,16 +132,20 @@ async function completeAll(admin: Redis, runs: { id: string; token: string }[], 
   if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${label}: a completion was refused`);
 }
 
-/** Scenario 3's parent with three children, transition by transition; costs are per parent (its children included). */
-async function fanOutRound(variant: Variant, rep: number): Promise<void> {
+/** A round's start: the variant's library on an empty server, then N runs of `workflow` emitted (the round's first cost). */
+async function emitRound(variant: Variant, rep: number, workflow: string): Promise<Cost> {
   const { admin } = variant;
   await admin.flushall();
   await admin.function('LOAD', 'REPLACE', variant.code);
   const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
+  return costOf(variant, () => pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, workflow, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])));
+}
+
+/** Scenario 3's parent with three children, transition by transition; costs are per parent (its children included). */
+async function fanOutRound(variant: Variant, rep: number): Promise<void> {
+  const { admin } = variant;
+  const emit = await emitRound(variant, rep, PARENT_WORKFLOW);
   const childIds = (i: number) => [0, 1, 2].map((k) => `01KCHILD${String(rep).padStart(2, '0')}${String(i * 3 + k).padStart(16, '0')}`);
-  const emit = await costOf(variant, () =>
-    pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, PARENT_WORKFLOW, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])),
-  );
   let parents: { id: string; token: string }[] = [];
   const claim = await costOf(variant, async () => {
     parents = await claimAll(admin, PARENT_WORKFLOW, N, 'p', variant.label);
@@ -178,12 +182,7 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
 async function round(variant: Variant, rep: number): Promise<void> {
   if (FANOUT) return fanOutRound(variant, rep);
   const { admin } = variant;
-  await admin.flushall();
-  await admin.function('LOAD', 'REPLACE', variant.code);
-  const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
-  const emit = await costOf(variant, () =>
-    pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, WORKFLOW, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])),
-  );
+  const emit = await emitRound(variant, rep, WORKFLOW);
   let claimedRuns: { id: string; token: string }[] = [];
   const claim = await costOf(variant, async () => {
     claimedRuns = await claimAll(admin, WORKFLOW, N, 'c', variant.label);

@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { startBenchRedis, type BenchRedis } from './support/redis-server.js';
 import { commandStats, resetServer, totalCalls } from './support/redis-stats.js';
 import { fmt, spread, type Spread } from './support/stats.js';
+import { describeWarmup } from './support/warmup.js';
 import type { SystemId, TrialResult, TrialSpec } from './trial.js';
 import { statusKey } from './systems/ours.js';
 
@@ -130,9 +131,6 @@ function cpuRows(scenario: string, r: Map<SystemId, TrialResult[]>, others: Syst
 
 // ---- scenarios ----
 
-/** As bench/trial.ts warms up a throughput trial (BENCH_WARMUP: the share of its count; 0 = none). */
-const WARMUP_SHARE = Number(process.env.BENCH_WARMUP ?? '0.1');
-const WARMUP_TEXT = WARMUP_SHARE > 0 ? `${Math.round(WARMUP_SHARE * 100)} % of its count (at most 2,000 units)` : 'nothing (BENCH_WARMUP=0)';
 const N1 = QUICK ? 3_000 : 20_000;
 const N2 = QUICK ? 1_500 : 10_000;
 const N3 = QUICK ? 1_000 : 5_000;
@@ -340,7 +338,7 @@ function report(rows: Row[], titles: string[], notes: string[], details: string[
     '  BullMQ runs with default job options, so completed jobs are kept (as our finished runs are, for retention).',
     '- Throughput: timed from the first emit/add to the last unit finished (emits in concurrent chunks of 500,',
     '  completion polled every 5 ms from the counters / the completed set). Before the clock starts, each trial',
-    `  runs ${WARMUP_TEXT} to the end, untimed, in the same process (the latency trials warm up too).`,
+    `  runs ${describeWarmup()} to the end, untimed, in the same process (the latency trials warm up too).`,
     '- Redis commands: INFO commandstats delta (commands called from Lua included, the FCALL/EVALSHA itself too,',
     '  the measuring client excluded). Round trips: requests sent by the system\'s clients, seen by MONITOR',
     '  (Lua-internal commands excluded); auto-pipelining may batch several into one socket write.',

@@ -9,6 +9,7 @@ import { addChain, addFanOut, addFlow, bullCompleted, startBull, type BullSystem
 import { ourCount, startOurs, FanOutWorkflow, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
 import { commandStats, redisCpuSeconds, totalCalls, usedMemory } from './support/redis-stats.js';
 import { percentile } from './support/stats.js';
+import { warmupUnits } from './support/warmup.js';
 
 export type SystemId = 'ours' | 'bull-single' | 'bull-chain' | 'bull-flow' | 'bull-fanout';
 export type TrialKind = 'throughput' | 'latency' | 'work' | 'memory' | 'idle-worker' | 'idle-producer';
@@ -107,16 +108,6 @@ async function waitFinished(s: Subject, redis: Redis, n: number, timeoutMs = 600
     if (Date.now() > until) throw new Error(`only ${await s.finished(redis)} of ${n} finished within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-}
-
-/**
- * Units each throughput trial runs to the end before its clock starts: a fresh process first runs its
- * code unoptimized and grows its heap and buffers, a fixed cost that would otherwise weigh more on the
- * shorter trial of the faster system (bench/NOTES.md, twelfth round). BENCH_WARMUP=0 turns it off.
- */
-function warmupUnits(n: number): number {
-  const share = Number(process.env.BENCH_WARMUP ?? '0.1');
-  return Math.min(2_000, Math.ceil(n * share));
 }
 
 async function throughput(spec: TrialSpec, redis: Redis): Promise<TrialResult> {

@@ -71,6 +71,9 @@ describe('Function library and module init (e2e, real Redis)', () => {
     apps.push(started);
     return started;
   };
+  /** wf1_emit called directly: run `id` of `workflow`, queued at once in the shard `root` (no priority, delay, key or parent). */
+  const emitDirect = (root: string, id: string, workflow: string, input = '{}') =>
+    direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', input, 0, '', '', '', '', '', '', '');
 
   beforeAll(async () => {
     redis = await redisUrlForTests();
@@ -184,7 +187,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
     await app(uniquePrefix('lib'), false); // loads this build
     const root = `{${uniquePrefix('pk')}:default:0}`;
     const workflow = 'odd\nname'; // a newline in the name: it is the head's last part
-    const emit = (id: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', '{"n":1}', 0, '', '', '', '', '', '', '');
+    const emit = (id: string) => emitDirect(root, id, workflow, '{"n":1}');
     await emit('run-a');
     await emit('run-b');
     const claim = (count: string, claimId: string) =>
@@ -207,7 +210,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
   it('a claim takes from the workflows in the order given: a limited one up to its room, the others from the first with runs', async () => {
     await app(uniquePrefix('lib'), false);
     const root = `{${uniquePrefix('cl')}:default:0}`;
-    const emit = (id: string, workflow: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', '{}', 0, '', '', '', '', '', '', '');
+    const emit = (id: string, workflow: string) => emitDirect(root, id, workflow);
     for (const id of ['b1', 'b2']) await emit(id, 'limited');
     for (const id of ['c1', 'c2', 'c3']) await emit(id, 'plain-c');
     await emit('d1', 'plain-d');
@@ -241,7 +244,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const started = await app(prefix, false);
     const root = `{${uniquePrefix('pw')}:default:0}`;
     const names = ['lim,1:x', 'plain,é:|2', 'plain-3'];
-    const emit = (id: string, workflow: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, workflow, 'default', '{}', 0, '', '', '', '', '', '', '');
+    const emit = (id: string, workflow: string) => emitDirect(root, id, workflow);
     for (const id of ['a1', 'a2']) await emit(id, names[0]);
     await emit('b1', names[1]);
     for (const id of ['c1', 'c2']) await emit(id, names[2]);
@@ -285,7 +288,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
     const { keys, store } = started.moduleRef.get(WorkflowRedis);
     const shard = { queue: 'default', partition: 0 };
     const root = keys.shardRoot(shard);
-    for (const id of ['r1', 'r2', 'r3']) await direct.call('FCALL', 'wf1_emit', 1, root, id, 'lim', 'default', '{}', 0, '', '', '', '', '', '', '');
+    for (const id of ['r1', 'r2', 'r3']) await emitDirect(root, id, 'lim');
     // 'lim' runs at most 2 at a time; claims ask for packed entries: '<id>\n<token>\n...'
     const claim = async (count: number, claimId: string) => {
       const reply = (await direct.call('FCALL', 'wf1_claim', 1, root, 'w1', `${count}p`, 30_000, claimId, 86_400_000, '2,1,0,3:lim')) as unknown[][];
@@ -318,7 +321,7 @@ describe('Function library and module init (e2e, real Redis)', () => {
   it('a park that starts children creates each once: a child that exists already is left as it is', async () => {
     await app(uniquePrefix('lib'), false);
     const root = `{${uniquePrefix('sp')}:default:0}`;
-    const emit = (id: string) => direct.call('FCALL', 'wf1_emit', 1, root, id, 'parent', 'default', '{}', 0, '', '', '', '', '', '', '');
+    const emit = (id: string) => emitDirect(root, id, 'parent');
     const claimOne = async (claimId: string) => {
       const [, run] = (await direct.call('FCALL', 'wf1_claim', 1, root, 'w1', 1, 30_000, claimId, 86_400_000, 'parent', 0, 1, 0)) as unknown[][];
       return { id: String(run[0]), token: String(run[5]) };
