@@ -19,13 +19,11 @@
  *
  * Not a scenario of the issue: the tool for making the Lua library cheaper, one change at a time.
  */
-import { execFile } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { assembleLuaLibrary } from '../lib/redis/lua-library.js';
+import { countInstructions } from './support/callgrind.js';
 import { startBenchRedis, type BenchRedis } from './support/redis-server.js';
 import { commandTimes, redisCpuSeconds } from './support/redis-stats.js';
 
@@ -46,29 +44,6 @@ interface Cost {
   instructions?: number;
   /** The callgrind dump of this cost's calls (CALLGRIND=1 only). */
   dump?: string;
-}
-
-/** Zeroes the server's callgrind counters; the returned function dumps them and reads the instructions counted since. */
-async function countInstructions(server: BenchRedis): Promise<() => Promise<{ instructions: number; dump: string }>> {
-  const control = (...args: string[]) => promisify(execFile)('callgrind_control', [...args, String(server.pid)]);
-  const dir = server.callgrindDir!;
-  const dumps = async () => new Set(await readdir(dir));
-  await control('-z');
-  const before = await dumps();
-  return async () => {
-    await control('-d');
-    // The dump is written by the server's process after callgrind_control has asked for it.
-    for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((resolve) => setTimeout(resolve, 100))) {
-      for (const name of await dumps()) {
-        if (before.has(name)) continue;
-        const dump = path.join(dir, name);
-        const text = (await stat(dump)).size > 0 ? await readFile(dump, 'utf8') : '';
-        const totals = /^(?:totals|summary): (\d+)/m.exec(text);
-        if (totals) return { instructions: Number(totals[1]), dump };
-      }
-    }
-    throw new Error(`callgrind wrote no dump into ${dir} within 60 s`);
-  };
 }
 
 async function costOf(variant: Variant, send: () => Promise<unknown>): Promise<Cost> {
@@ -104,6 +79,8 @@ async function pipelined(redis: Redis, calls: (string | number)[][]): Promise<un
 interface Variant {
   label: string;
   code: string;
+  /** The library's build number (its claim replies are flat from 39 on). */
+  build: number;
   server: BenchRedis;
   admin: Redis;
   rounds: Record<string, Cost>[];
@@ -113,17 +90,28 @@ const FANOUT = process.env.WORKLOAD === 'fanout';
 const PARENT_WORKFLOW = 'bench-fanout';
 const CHILD_WORKFLOW = 'bench-leaf';
 
-/** Claims every ready run of `workflow` in batches, as the worker's claim does (its workflows packed in one
- *  argument, as the worker sends them; unpacked entries: id and token). */
-async function claimAll(admin: Redis, workflow: string, count: number, tag: string, label: string): Promise<{ id: string; token: string; steps: number }[]> {
+/** Claims every ready run of `workflow` in batches, as the worker's claim does: its workflows packed in one
+ *  argument, its runs packed and, from build 39 on, flat in the reply (lua/claim.lua). */
+async function claimAll(variant: Variant, workflow: string, count: number, tag: string): Promise<{ id: string; token: string; steps: number }[]> {
+  const flat = variant.build >= 39;
   const replies = await pipelined(
-    admin,
-    Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => ['wf1_claim', 1, ROOT, 'w1', BATCH, 30_000, `${tag}${k}`, 86_400_000, `0,1,0,${Buffer.byteLength(workflow)}:${workflow}`]),
+    variant.admin,
+    Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => [
+      'wf1_claim', 1, ROOT, 'w1', `${BATCH}${flat ? 'f' : 'p'}`, 30_000, `${tag}${k}`, 86_400_000, `0,1,0,${Buffer.byteLength(workflow)}:${workflow}`,
+    ]),
   );
-  const runs = replies.flatMap((reply) =>
-    (reply as unknown[][]).slice(1).map((run) => ({ id: String(run[0]), token: String(run[5]), steps: (run[10] as unknown[]).length / 2 })),
-  );
-  if (runs.length !== count) throw new Error(`${label}: claimed ${runs.length} of ${count} runs of ${workflow}`);
+  const runs: { id: string; token: string; steps: number }[] = [];
+  for (const reply of replies as unknown[][]) {
+    // per run: its head (id and token first), input, error and steps; flat, the steps' count comes before them
+    for (let r = 1; r < reply.length; ) {
+      const entry = flat ? reply.slice(r, r + 3) : (reply[r] as unknown[]);
+      const stepElements = flat ? Number(reply[r + 3]) : (entry[3] as unknown[]).length;
+      const [id, token] = String(entry[0]).split('\n');
+      runs.push({ id, token, steps: stepElements / 2 });
+      r += flat ? 4 + stepElements : 1;
+    }
+  }
+  if (runs.length !== count) throw new Error(`${variant.label}: claimed ${runs.length} of ${count} runs of ${workflow}`);
   return runs;
 }
 
@@ -148,7 +136,7 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
   const childIds = (i: number) => [0, 1, 2].map((k) => `01KCHILD${String(rep).padStart(2, '0')}${String(i * 3 + k).padStart(16, '0')}`);
   let parents: { id: string; token: string }[] = [];
   const claim = await costOf(variant, async () => {
-    parents = await claimAll(admin, PARENT_WORKFLOW, N, 'p', variant.label);
+    parents = await claimAll(variant, PARENT_WORKFLOW, N, 'p');
   });
   const park = await costOf(variant, async () => {
     const replies = await pipelined(
@@ -167,12 +155,12 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
   });
   let children: { id: string; token: string }[] = [];
   const claimChildren = await costOf(variant, async () => {
-    children = await claimAll(admin, CHILD_WORKFLOW, 3 * N, 'c', variant.label);
+    children = await claimAll(variant, CHILD_WORKFLOW, 3 * N, 'c');
   });
   const completeChildren = await costOf(variant, () => completeAll(admin, children, '1', variant.label));
   let woken: { id: string; token: string; steps: number }[] = [];
   const claimWoken = await costOf(variant, async () => {
-    woken = await claimAll(admin, PARENT_WORKFLOW, N, 'w', variant.label);
+    woken = await claimAll(variant, PARENT_WORKFLOW, N, 'w');
   });
   if (woken.some((run) => run.steps !== 3)) throw new Error(`${variant.label}: a woken parent did not get its three child records`);
   const completeParents = await costOf(variant, () => completeAll(admin, woken, '3', variant.label));
@@ -185,7 +173,7 @@ async function round(variant: Variant, rep: number): Promise<void> {
   const emit = await emitRound(variant, rep, WORKFLOW);
   let claimedRuns: { id: string; token: string }[] = [];
   const claim = await costOf(variant, async () => {
-    claimedRuns = await claimAll(admin, WORKFLOW, N, 'c', variant.label);
+    claimedRuns = await claimAll(variant, WORKFLOW, N, 'c');
   });
   const record = `{"k":"step","a":1,"st":${Date.now()},"r":true}`;
   const complete = await costOf(variant, async () => {
@@ -199,7 +187,9 @@ const packageLua = path.join(path.dirname(fileURLToPath(import.meta.url)), '..',
 const variants: Variant[] = [];
 for (const [label, dir] of [['A', packageLua], ...(process.env.LUA_B ? [['B', process.env.LUA_B]] : [])]) {
   const server = await startBenchRedis({ callgrind: CALLGRIND });
-  variants.push({ label, code: assembleLuaLibrary(dir).code, server, admin: new Redis(server.port, server.host), rounds: [] });
+  const code = assembleLuaLibrary(dir).code;
+  const build = Number(/local BUILD = (\d+)/.exec(code)?.[1] ?? 0);
+  variants.push({ label, code, build, server, admin: new Redis(server.port, server.host), rounds: [] });
 }
 for (let rep = 0; rep < REPS; rep += 1) {
   for (const variant of variants) await round(variant, rep);

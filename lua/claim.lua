@@ -14,7 +14,8 @@
 --   or, packed (ARGV[2] ends with 'p'), { head, input, error, { stepField, stepRecord, ... } } where head
 --   is id, token, parentId, finalizing, attempt, maxAttempts, createdAt, epoch and workflow joined by
 --   newlines (the workflow last, so that a newline in its name cannot shift the others; the user's input
---   and error stay elements of their own).
+--   and error stay elements of their own); or flat (ARGV[2] ends with 'f'): { server now, head, input,
+--   error, n, stepField, stepRecord, ... (n elements), head, ... } with the same head.
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
 -- (The claiming itself is claim_runs, in includes/03-claim.lua.)

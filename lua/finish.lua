@@ -12,7 +12,9 @@
 --        child whose parent lives in another shard, the reply carries the hand-off to deliver there:
 --        { 1, parent root, parent id, parent step field, state, record, message id } (see wf1_deliver, wf1_ack).
 --        With a claim the reply is { 1, { hand-off fields } or {}, { server now, run, run, ... } } (runs as
---        in wf1_claim); the claim is made only when the completion is.
+--        in wf1_claim); the claim is made only when the completion is. A claim asking for flat entries
+--        (its count ends with 'f') gets it flat: { 1, k, k hand-off fields, server now, runs as flat
+--        entries of wf1_claim }.
 local function complete(keys, argv)
   local root = keys[1]
   local id, token = argv[1], argv[2]
@@ -47,6 +49,15 @@ local function complete(keys, argv)
     handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now, f)
   end
   if claiming then
+    if string.sub(argv[claim_at + 1], -1) == 'f' then
+      local reply = { 1, handoff and #handoff or 0 }
+      if handoff then
+        for i = 1, #handoff do reply[2 + i] = handoff[i] end
+      end
+      reply[#reply + 1] = now
+      claim_runs(root, argv, claim_at, now, reply)
+      return reply
+    end
     local claimed = { now }
     claim_runs(root, argv, claim_at, now, claimed)
     return { 1, handoff or {}, claimed }

@@ -207,6 +207,40 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(unpacked).toEqual(['run-b', workflow, '{"n":1}', 1, 3, '1:c2', expect.any(Number), '', '', '', [], 0]);
   });
 
+  it('a claim asked for flat entries gets them in the reply itself, as does a completion that refills its slot, after its hand-off and the hand-off\'s length', async () => {
+    await app(uniquePrefix('lib'), false); // loads this build
+    const root = `{${uniquePrefix('fl')}:default:0}`;
+    const parentRoot = `{${uniquePrefix('fp')}:default:0}`;
+    const workflow = 'flat-wf';
+    await emitDirect(root, 'run-a', workflow, '{"n":1}');
+    await emitDirect(root, 'run-b', workflow, '{"n":2}');
+    const claimArgs = (count: string, claimId: string) => ['w1', count, 30_000, claimId, 86_400_000, `0,3,0,${workflow.length}:${workflow}`];
+    const head = (id: string, token: string) => `${id}\n${token}\n\n\n1\n3\n`;
+
+    // server now, then per run: head, input, error, how many step elements follow, the steps
+    const claimed = (await direct.call('FCALL', 'wf1_claim', 1, root, ...claimArgs('1f', 'c1'))) as unknown[];
+    expect(claimed).toEqual([expect.any(Number), expect.stringContaining(head('run-a', '1:c1')), '{"n":1}', '', 0]);
+
+    // a completion that refills its slot: done, no hand-off (0), server now, then the runs claimed
+    const refilled = (await direct.call('FCALL', 'wf1_complete', 1, root, 'run-a', '1:c1', '"done"', 86_400_000, 0, ...claimArgs('2f', 'c2'))) as unknown[];
+    expect(refilled).toEqual([1, 0, expect.any(Number), expect.stringContaining(head('run-b', '1:c2')), '{"n":2}', '', 0]);
+    expect(await direct.hget(`${root}:r:run-a`, 'st')).toBe('succeeded');
+
+    // a run claimed again after a step: its steps come with their count
+    await direct.call('FCALL', 'wf1_commit_step', 1, root, 'run-b', '1:c2', '0:s', 'S', '{"k":"s","a":1,"st":1,"r":2}', '0', '', '');
+    await direct.call('FCALL', 'wf1_release', 1, root, 'test', 'run-b', '1:c2');
+    const again = (await direct.call('FCALL', 'wf1_claim', 1, root, ...claimArgs('1f', 'c3'))) as unknown[];
+    expect(again).toEqual([expect.any(Number), expect.stringContaining(head('run-b', '2:c3')), '{"n":2}', '', 2, '0:s', expect.stringMatching(/^\d+\|S\|\{"k":"s"/)]);
+
+    // a child whose parent waits in another shard: the hand-off's six fields come first, with their count
+    await direct.call('FCALL', 'wf1_emit', 1, root, 'child-1', workflow, 'default', '{}', 0, '', '', '', 'parent-1', '0:child', parentRoot, '');
+    await direct.call('FCALL', 'wf1_complete', 1, root, 'run-b', '2:c3', '2', 86_400_000, 0);
+    const child = (await direct.call('FCALL', 'wf1_claim', 1, root, ...claimArgs('1f', 'c4'))) as unknown[];
+    expect(child[1]).toEqual(expect.stringContaining('child-1\n1:c4\nparent-1\n'));
+    const handedOff = (await direct.call('FCALL', 'wf1_complete', 1, root, 'child-1', '1:c4', '7', 86_400_000, 0, ...claimArgs('1f', 'c5'))) as unknown[];
+    expect(handedOff).toEqual([1, 6, parentRoot, 'parent-1', '0:child', 'S', expect.stringContaining('"r":7'), 'child-1', expect.any(Number)]);
+  });
+
   it('a claim takes from the workflows in the order given: a limited one up to its room, the others from the first with runs', async () => {
     await app(uniquePrefix('lib'), false);
     const root = `{${uniquePrefix('cl')}:default:0}`;
