@@ -49,7 +49,7 @@ local function complete(keys, argv)
     handoff = f[11] and notify_parent(root, id, f[4], 'S', argv[3], now, f)
   end
   if claiming then
-    if string.sub(argv[claim_at + 1], -1) == 'f' then
+    if claim_entry_format(argv[claim_at + 1]) == 'f' then
       local reply = { 1, handoff and #handoff or 0 }
       if handoff then
         for i = 1, #handoff do reply[2 + i] = handoff[i] end

@@ -144,11 +144,18 @@ end
 -- of a reply costs Redis about 5,000 instructions to turn into RESP (it looks each one up for 'err', 'ok',
 -- 'double', 'map' and more; callgrind), and a packed entry is two tables. Builds before 24 send a bare
 -- number and get unpacked entries, as they always did.
+-- The entries a claim asks for, read from the end of its count (`want_text`): 'f' flat, 'p' packed, nil unpacked.
+local function claim_entry_format(want_text)
+  local suffix = string.sub(want_text, -1)
+  if suffix == 'f' or suffix == 'p' then return suffix end
+  return nil
+end
+
 local function claim_runs(root, argv, at, now, reply)
   local want_text = argv[at + 1]
-  local suffix = string.sub(want_text, -1)
-  local flat = suffix == 'f'
-  local packed = flat or suffix == 'p'
+  local format = claim_entry_format(want_text)
+  local flat = format == 'f'
+  local packed = format ~= nil
   local want = tonumber(packed and string.sub(want_text, 1, -2) or want_text)
   local claim = { worker = argv[at], id = argv[at + 3], now = now, now_text = ms(now), lease_text = ms(now + tonumber(argv[at + 2])),
     packed = packed, flat = flat, damaged_retention = argv[at + 4] }
