@@ -16,16 +16,22 @@
 
 -- The run hash of a new run: only the fields a run has are stored, since every byte here is kept for
 -- the run's whole retention. `argv` as for wf1_emit.
-local function new_run_fields(argv, status, now, due)
-  local fields = { 'wf', argv[2], 'q', argv[3], 'st', status, 'in', argv[4], 'att', '1', 'ca', ms(now) }
-  local function add(name, value) fields[#fields + 1] = name; fields[#fields + 1] = value end
-  if tonumber(argv[5]) ~= 0 then add('pri', argv[5]) end
-  if due > now then add('due', ms(due)) end
-  if argv[9] ~= '' then add('par', argv[9]) end
-  if argv[8] ~= '' then add('ik', argv[8]) end
-  if argv[10] and argv[10] ~= '' then add('pf', argv[10]); add('pr', argv[11]) end
+-- `now_text`: ms(now), when the caller has made it already. `base`: where in `args` the arguments start,
+-- less one (0 when `args` is wf1_emit's own ARGV).
+local function new_run_fields(args, status, now, due, now_text, base)
+  local b = base or 0
+  local fields = { 'wf', args[b + 2], 'q', args[b + 3], 'st', status, 'in', args[b + 4], 'att', '1', 'ca', now_text or ms(now) }
+  local n = 12
+  local priority, ikey, parent, field, note = args[b + 5], args[b + 8], args[b + 9], args[b + 10], args[b + 12]
+  if tonumber(priority) ~= 0 then fields[n + 1] = 'pri'; fields[n + 2] = priority; n = n + 2 end
+  if due > now then fields[n + 1] = 'due'; fields[n + 2] = ms(due); n = n + 2 end
+  if parent ~= '' then fields[n + 1] = 'par'; fields[n + 2] = parent; n = n + 2 end
+  if ikey ~= '' then fields[n + 1] = 'ik'; fields[n + 2] = ikey; n = n + 2 end
+  if field and field ~= '' then
+    fields[n + 1] = 'pf'; fields[n + 2] = field; fields[n + 3] = 'pr'; fields[n + 4] = args[b + 11]; n = n + 4
+  end
   -- The 'created' entry of a run emitted queued is implied (see history in includes/01-common.lua).
-  if status == 'queued' and not (argv[12] and argv[12] ~= '') then add('hn', '1') end
+  if status == 'queued' and not (note and note ~= '') then fields[n + 1] = 'hn'; fields[n + 2] = '1' end
   return fields
 end
 
@@ -72,37 +78,41 @@ end
 -- common case (new runs, queued at once, no idempotency key, no note) the runs share their index writes:
 -- one ZADD per workflow into its 'queued' index and one into its ready set, instead of one each per
 -- child. Anything else (a child that exists already, a delayed child) goes through emit one by one.
--- `list`: the children's wf1_emit arguments.
-local function emit_children(keys, list, now)
+-- `args`: the park's arguments; `at`: where each child's wf1_emit arguments start in them (12 each). They
+-- are read in place: a table of its own per child would cost Redis more than the reading.
+local function emit_children(keys, args, at, now)
   local root = keys[1]
   local runs, seen = {}, {}
   local plain = true
-  for k, argv in ipairs(list) do
-    if argv[6] ~= '' or argv[7] ~= '' or argv[8] ~= '' or (argv[12] and argv[12] ~= '') or seen[argv[1]] then
+  for k, o in ipairs(at) do
+    local id = args[o]
+    if args[o + 5] ~= '' or args[o + 6] ~= '' or args[o + 7] ~= '' or (args[o + 11] and args[o + 11] ~= '') or seen[id] then
       plain = false
       break
     end
-    seen[argv[1]] = true
-    runs[k] = run_key(root, argv[1])
+    seen[id] = true
+    runs[k] = run_key(root, id)
   end
   if not plain or rcall('EXISTS', unpack(runs)) > 0 then
-    for _, argv in ipairs(list) do emit(keys, argv, now) end
+    for _, o in ipairs(at) do emit(keys, { unpack(args, o, o + 11) }, now) end
     return
   end
   local workflows, by_workflow = {}, {}
-  for k, argv in ipairs(list) do
-    rcall('HSET', runs[k], unpack(new_run_fields(argv, 'queued', now, now)))
-    local wf = argv[2]
+  local now_text = ms(now)
+  for k, o in ipairs(at) do
+    rcall('HSET', runs[k], unpack(new_run_fields(args, 'queued', now, now, now_text, o - 1)))
+    local id, wf = args[o], args[o + 1]
     local group = by_workflow[wf]
     if not group then
       group = { queued = {}, ready = {} }
       by_workflow[wf] = group
       workflows[#workflows + 1] = wf
     end
-    group.queued[#group.queued + 1] = '0'
-    group.queued[#group.queued + 1] = argv[1]
-    group.ready[#group.ready + 1] = ms(ready_score(argv[5], now))
-    group.ready[#group.ready + 1] = argv[1]
+    local queued, ready = group.queued, group.ready
+    queued[#queued + 1] = '0'
+    queued[#queued + 1] = id
+    ready[#ready + 1] = ms(ready_score(args[o + 4], now))
+    ready[#ready + 1] = id
   end
   for _, wf in ipairs(workflows) do
     local group = by_workflow[wf]

@@ -20,7 +20,7 @@ local function park(keys, argv)
   local id, token = argv[1], argv[2]
   local run = run_key(root, id)
   local now = now_ms()
-  local f, reason = check_lease(run, token, now, true)
+  local f, reason = check_lease_to_park(run, token, now)
   if not f then
     local g = rcall('HMGET', run, 'tok', 'st')
     if g[1] == token and (g[2] == 'waiting' or g[2] == 'queued') then return { g[2] == 'waiting' and 1 or 2, -1 } end
@@ -29,27 +29,28 @@ local function park(keys, argv)
   local steps = steps_key(root, id)
   -- The waits are read first, so that the children the run starts are created together (emit_children)
   -- and all step records are read, written and listed in one call each.
+  -- `waits`: where each wait's kind, field and spec are in argv (read in place, no table per wait)
   local waits, spawned, fields = {}, {}, {}
   local i = 4
   while i <= #argv do
     local kind = argv[i]
-    waits[#waits + 1] = { kind, argv[i + 1], argv[i + 2] }
+    waits[#waits + 1] = i
     fields[#fields + 1] = argv[i + 1]
     i = i + 3
     if kind == 'spawn' then
-      spawned[#spawned + 1] = { unpack(argv, i, i + 11) }
+      spawned[#spawned + 1] = i
       i = i + 12
     end
   end
-  if #spawned > 0 then emit_children(keys, spawned, now) end
+  if #spawned > 0 then emit_children(keys, argv, spawned, now) end
   local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
 
-  local due = nil
+  local due, now_text = nil, nil
   local wake = false
   local children, children_open = 0, 0
   local open_fields, new_records, new_children, written = {}, {}, {}, {}
-  for w, wait in ipairs(waits) do
-    local kind, field, spec = wait[1], wait[2], wait[3]
+  for w, at in ipairs(waits) do
+    local kind, field, spec = argv[at], argv[at + 1], argv[at + 2]
     if kind == 'spawn' then kind = 'child' end
     -- a field named twice takes the record its first wait wrote
     local current = currents[w] or written[field]
@@ -80,7 +81,8 @@ local function park(keys, argv)
         end
         json = json .. '}'
       end
-      written[field] = record_text(now, 'W', json)
+      now_text = now_text or ms(now)
+      written[field] = record_text(now_text, 'W', json)
       new_records[#new_records + 1] = field
       new_records[#new_records + 1] = written[field]
       state = 'W'
@@ -103,12 +105,12 @@ local function park(keys, argv)
 
   rcall('ZREM', root .. ':leases', id)
   -- the fields the implied history entries are built from; a run that parks has not finished ('fa')
-  local known = { f[14], f[15], f[16], false }
+  local known = { f[5], f[6], f[7], false }
   if wake then
     rcall('HSET', run, 'st', 'queued')
-    count_move(root, f[4], id, f[2], 'queued')
-    make_ready(root, id, f[4], f[5], now)
-    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[12] or false, known)
+    count_move(root, f[2], id, f[1], 'queued')
+    make_ready(root, id, f[2], f[3], now)
+    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[4] or false, known)
     return { 2 }
   end
   -- Every way out of 'waiting' deletes the awaited set, so there is none to clear here.
@@ -119,9 +121,9 @@ local function park(keys, argv)
   else
     rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
   end
-  count_move(root, f[4], id, f[2], 'waiting')
+  count_move(root, f[2], id, f[1], 'waiting')
   if due then schedule_timer(root, id, due) end
-  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[12] or false, known)
+  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[4] or false, known)
   return { 1, due or -1 }
 end
 

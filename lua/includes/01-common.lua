@@ -189,16 +189,8 @@ end
 -- The lease check for a caller that goes on with the run's fields: returns them, or nil and the reason.
 -- f[11] is the parent's step waiting for this run (nil when no parent waits), f[12] the run's implied
 -- history entries ('hn', see history), f[13] the parent's shard root.
--- With `with_history`, f[14..16] are also 'ca', 'sa' and 'wk', which the implied history entries are built
--- from (see implied_history): for a caller that writes history in any case, three more fields cost Redis
--- less than another HMGET.
-local function check_lease(run, token, now, with_history)
-  local f
-  if with_history then
-    f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr', 'ca', 'sa', 'wk')
-  else
-    f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
-  end
+local function check_lease(run, token, now)
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'dl', 'par', 'att', 'max', 'fin', 'pf', 'hn', 'pr')
   local refused = lease_refused(token, now, f[1], f[2], f[3], f[10])
   if refused then return nil, refused end
   return f
@@ -212,19 +204,6 @@ local function lease_refused_reading_fin(run, token, now, tok, st, lu)
   return lease_refused(token, now, tok, st, lu, fin), fin
 end
 
--- check_lease for a completion, which reads fewer of the fields: each field HMGET looks for costs a scan
--- of the run hash's listpack, a whole scan when the run has no such field; 'par' and 'pr' (the parent and
--- its shard) matter only when a parent waits for the run ('pf'), 'fin' only to a canceled run. Returns
--- check_lease's table, with false for what it does not read ('pri', 'att', 'max'; 'par' and 'pr' without
--- 'pf'; 'fin' of a run that is not canceled).
-local function check_lease_to_complete(run, token, now)
-  local g = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'dl', 'pf', 'hn')
-  local refused, fin = lease_refused_reading_fin(run, token, now, g[1], g[2], g[3])
-  if refused then return nil, refused end
-  local parent = g[6] and rcall('HMGET', run, 'par', 'pr') or { false, false }
-  return { g[1], g[2], g[3], g[4], false, g[5], parent[1], false, false, fin, g[6], g[7], parent[2] }
-end
-
 -- check_lease for a caller that needs none of the run's fields (a step commit, a heartbeat): each field
 -- HMGET looks for costs Redis a scan of the run hash's compact encoding (a whole one for a field the run
 -- does not have), so only the three the check needs are read, and 'fin' only for a canceled run (see
@@ -234,6 +213,17 @@ local function holds_lease(run, token, now)
   local refused = lease_refused_reading_fin(run, token, now, f[1], f[2], f[3])
   if refused then return nil, refused end
   return true
+end
+
+-- check_lease for a park, which reads only what it uses: its status, workflow and priority, its implied
+-- history entries ('hn') and the fields they are built from ('ca', 'sa', 'wk'; see implied_history). Each
+-- field HMGET looks for costs Redis about 2,000 instructions (the lookup and its element in the reply), so
+-- the seven that a park does not use are not read. Returns { st, wf, pri, hn, ca, sa, wk }, or nil and the reason.
+local function check_lease_to_park(run, token, now)
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'hn', 'ca', 'sa', 'wk')
+  local refused = lease_refused_reading_fin(run, token, now, f[1], f[2], f[3])
+  if refused then return nil, refused end
+  return { f[2], f[4], f[5], f[6], f[7], f[8], f[9] }
 end
 
 -- A done message on ':dv' carries the final state and its output or error when they are this small, so that a

@@ -7,12 +7,13 @@ local function record_state(stored)
   return string.match(stored, '^%d+|(%a)|')
 end
 
-local function record_text(now, state, json)
-  return ms(now) .. '|' .. state .. '|' .. json
+-- `now_text`: the server time as ms() writes it.
+local function record_text(now_text, state, json)
+  return now_text .. '|' .. state .. '|' .. json
 end
 
 local function store_record(root, id, field, now, state, json)
-  rcall('HSET', steps_key(root, id), field, record_text(now, state, json))
+  rcall('HSET', steps_key(root, id), field, record_text(ms(now), state, json))
 end
 
 local function awaited_key(root, id) return root .. ':aw:' .. id end
@@ -43,9 +44,12 @@ end
 -- already resolved: a repeated delivery changes nothing) and wakes the run when its wait is over: at
 -- once for an event or a failed child, after the last child for children that succeeded.
 -- Returns 1 when the record was written, 0 when it was already resolved (or the run is gone).
-local function deliver_to_run(root, id, field, state, json, kind, now)
+-- `now_text`: ms(now), when the caller has made it already.
+local function deliver_to_run(root, id, field, state, json, kind, now, now_text)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ep', 'hn', 'ws')
+  -- What only a wake needs (the workflow, priority, 'hn' and 'ws') is read when the run wakes: of a parent's
+  -- children, only the last delivery wakes it, and each field HMGET looks for costs about 2,000 instructions.
+  local f = rcall('HMGET', run, 'st', 'ep')
   if not f[1] then return 0 end
   local current = rcall('HGET', steps_key(root, id), field)
   if current and record_state(current) ~= 'W' then return 0 end
@@ -57,15 +61,16 @@ local function deliver_to_run(root, id, field, state, json, kind, now)
   -- until its first retry).
   local at = current and string.find(current, '"g":', 1, true)
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
-  store_record(root, id, field, now, state,
-    string.sub(json, 1, -2) .. ',"pa":' .. (f[4] or '0') .. ',"g":' .. generation .. '}')
+  rcall('HSET', steps_key(root, id), field, record_text(now_text or ms(now), state,
+    string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}'))
   if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
-    local wake, drained = true, false
-    if kind == 'child' and state == 'S' then
-      wake = rcall('HINCRBY', run, 'wn', '-1') <= 0
-      drained = f[6] == '1'
+    local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
+    if wake then
+      local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
+      -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
+      local drained = kind == 'child' and state == 'S' and w[4] == '1'
+      wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained)
     end
-    if wake then wake_run(root, id, f[2], f[3], now, kind, field, f[5] or false, drained) end
   end
   return 1
 end
@@ -90,15 +95,19 @@ end
 
 -- A finished child tells its parent: directly when both live in this shard, else through the outbox.
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
--- `leased`: the run's fields as check_lease read them (they hold 'par', 'pf' and 'pr'), nil to read them here.
-local function notify_parent(root, id, wf, state, payload, now, leased)
-  local f = leased and { leased[7], leased[11], leased[13] } or rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
-  if not f[2] or f[2] == '' then return nil end
+-- `read`: the caller has read the run's 'par', 'pf' and 'pr' (passed as parent, field, parent_root);
+-- without it they are read here.
+local function notify_parent(root, id, wf, state, payload, now, read, parent, field, parent_root, now_text)
+  if not read then
+    local f = rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
+    parent, field, parent_root = f[1], f[2], f[3]
+  end
+  if not field or field == '' then return nil end
   local json = child_record(wf, id, state, payload)
-  if f[3] == root then
-    deliver_to_run(root, f[1], f[2], state, json, 'child', now)
+  if parent_root == root then
+    deliver_to_run(root, parent, field, state, json, 'child', now, now_text)
     return nil
   end
-  outbox_add(root, id, f[3], f[1], f[2], state, json, 'child', now)
-  return { f[3], f[1], f[2], state, json, id }
+  outbox_add(root, id, parent_root, parent, field, state, json, 'child', now)
+  return { parent_root, parent, field, state, json, id }
 end
