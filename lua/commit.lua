@@ -22,7 +22,7 @@ local function commit_step(keys, argv, now)
     local current = rcall('HGET', steps_key(root, id), field)
     if current and record_state(current) ~= 'W' then return { 2, current } end
   end
-  store_record(root, id, field, now, state, record)
+  store_record(root, id, field, ms(now), state, record)
   if argv[6] == '1' then rcall('HSET', run_key(root, id), 'comp', '1') end
   if argv[8] and argv[8] ~= '' then rcall('SADD', children_key(root, id), argv[8]) end
   return { 1, now }

@@ -23,13 +23,10 @@ local function complete(keys, argv)
   local steps = argv[5] == '0' and 0 or tonumber(argv[5]) or 0
   local claim_at = 6 + 2 * steps
   local claiming = argv[claim_at] ~= nil
-  -- Only what a completion uses is read: each field HMGET looks for costs Redis about 2,000 instructions,
-  -- a whole scan of the run hash for a field the run does not have. 'par' and 'pr' (the parent and its
-  -- shard) matter only when a parent waits for the run ('pf'), 'fin' only to a canceled run (see
-  -- lease_refused_reading_fin).
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'dl', 'pf', 'hn')
+  -- Only what a completion uses is read. 'par' and 'pr' (the parent and its shard) matter only when a
+  -- parent waits for the run ('pf'), and are read then.
+  local f, reason = read_under_lease(run, token, now, 'wf', 'dl', 'pf', 'hn')
   local wf, status, deadline, waiting_field, implied = f[4], f[2], f[5], f[6], f[7]
-  local reason = lease_refused_reading_fin(run, token, now, f[1], status, f[3])
   local handoff, now_text
   if reason then
     if not (reason == 'NOT_EXECUTING:succeeded' and f[1] == token) then return { 0, reason } end
@@ -54,7 +51,7 @@ local function complete(keys, argv)
     -- Only a run whose parent waits for it ('pf') has anyone to tell: spares the lookup for the others.
     if waiting_field then
       local parent = rcall('HMGET', run, 'par', 'pr')
-      handoff = notify_parent(root, id, wf, 'S', argv[3], now, true, parent[1], waiting_field, parent[2], now_text)
+      handoff = notify_parent(root, id, wf, 'S', argv[3], now, parent[1], waiting_field, parent[2], now_text)
     end
   end
   if claiming then
@@ -147,7 +144,7 @@ local function fail(keys, argv)
     rcall('HDEL', run, 'fin')
     finish_run(root, id, wf, status, next_step, now, argv[6], f[6], err)
     history(root, id, now, next_step, nil, err, f[12] or false)
-    local handoff = f[11] and notify_parent(root, id, wf, 'F', err, now, true, f[7], f[11], f[13])
+    local handoff = f[11] and notify_parent(root, id, wf, 'F', err, now, f[7], f[11], f[13])
     if handoff then return { 1, unpack(handoff) } end
     return { 1 }
   end

@@ -20,10 +20,12 @@ local function park(keys, argv)
   local id, token = argv[1], argv[2]
   local run = run_key(root, id)
   local now = now_ms()
-  local f, reason = check_lease_to_park(run, token, now)
-  if not f then
-    local g = rcall('HMGET', run, 'tok', 'st')
-    if g[1] == token and (g[2] == 'waiting' or g[2] == 'queued') then return { g[2] == 'waiting' and 1 or 2, -1 } end
+  -- What a park uses: its status, workflow and priority (f[2], f[4], f[5]), its implied history entries
+  -- ('hn', f[6]) and the fields they are built from ('ca', 'sa', 'wk', f[7..9]; see implied_history).
+  local f, reason = read_under_lease(run, token, now, 'wf', 'pri', 'hn', 'ca', 'sa', 'wk')
+  if reason then
+    -- this exact call applied already: the run parked or went back to its ready set under this token
+    if f[1] == token and (f[2] == 'waiting' or f[2] == 'queued') then return { f[2] == 'waiting' and 1 or 2, -1 } end
     return { 0, reason }
   end
   local steps = steps_key(root, id)
@@ -105,12 +107,12 @@ local function park(keys, argv)
 
   rcall('ZREM', root .. ':leases', id)
   -- the fields the implied history entries are built from; a run that parks has not finished ('fa')
-  local known = { f[5], f[6], f[7], false }
+  local known = { f[7], f[8], f[9], false }
   if wake then
     rcall('HSET', run, 'st', 'queued')
-    count_move(root, f[2], id, f[1], 'queued')
-    make_ready(root, id, f[2], f[3], now)
-    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[4] or false, known)
+    count_move(root, f[4], id, f[2], 'queued')
+    make_ready(root, id, f[4], f[5], now)
+    history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[6] or false, known)
     return { 2 }
   end
   -- Every way out of 'waiting' deletes the awaited set, so there is none to clear here.
@@ -121,9 +123,9 @@ local function park(keys, argv)
   else
     rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
   end
-  count_move(root, f[2], id, f[1], 'waiting')
+  count_move(root, f[4], id, f[2], 'waiting')
   if due then schedule_timer(root, id, due) end
-  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[4] or false, known)
+  history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[6] or false, known)
   return { 1, due or -1 }
 end
 

@@ -204,26 +204,23 @@ local function lease_refused_reading_fin(run, token, now, tok, st, lu)
   return lease_refused(token, now, tok, st, lu, fin), fin
 end
 
--- check_lease for a caller that needs none of the run's fields (a step commit, a heartbeat): each field
--- HMGET looks for costs Redis a scan of the run hash's compact encoding (a whole one for a field the run
--- does not have), so only the three the check needs are read, and 'fin' only for a canceled run (see
--- lease_refused_reading_fin). Returns true, or nil and the reason.
-local function holds_lease(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu')
-  local refused = lease_refused_reading_fin(run, token, now, f[1], f[2], f[3])
-  if refused then return nil, refused end
-  return true
+-- The lease check for a caller that reads only the fields it uses: each field HMGET looks for costs Redis
+-- about 2,000 instructions (a scan of the run hash's compact encoding, a whole one for a field the run
+-- does not have, and an element of the reply), so the caller names what it needs besides the three the
+-- check reads, and 'fin' is looked up only for a canceled run (see lease_refused_reading_fin).
+-- Returns the HMGET reply ('tok', 'st', 'lu', then the named fields in their order) and the reason the
+-- lease is refused, or nil when it is held.
+local function read_under_lease(run, token, now, ...)
+  local f = rcall('HMGET', run, 'tok', 'st', 'lu', ...)
+  return f, lease_refused_reading_fin(run, token, now, f[1], f[2], f[3])
 end
 
--- check_lease for a park, which reads only what it uses: its status, workflow and priority, its implied
--- history entries ('hn') and the fields they are built from ('ca', 'sa', 'wk'; see implied_history). Each
--- field HMGET looks for costs Redis about 2,000 instructions (the lookup and its element in the reply), so
--- the seven that a park does not use are not read. Returns { st, wf, pri, hn, ca, sa, wk }, or nil and the reason.
-local function check_lease_to_park(run, token, now)
-  local f = rcall('HMGET', run, 'tok', 'st', 'lu', 'wf', 'pri', 'hn', 'ca', 'sa', 'wk')
-  local refused = lease_refused_reading_fin(run, token, now, f[1], f[2], f[3])
+-- check_lease for a caller that needs none of the run's fields (a step commit, a heartbeat).
+-- Returns true, or nil and the reason.
+local function holds_lease(run, token, now)
+  local _, refused = read_under_lease(run, token, now)
   if refused then return nil, refused end
-  return { f[2], f[4], f[5], f[6], f[7], f[8], f[9] }
+  return true
 end
 
 -- A done message on ':dv' carries the final state and its output or error when they are this small, so that a

@@ -12,8 +12,9 @@ local function record_text(now_text, state, json)
   return now_text .. '|' .. state .. '|' .. json
 end
 
-local function store_record(root, id, field, now, state, json)
-  rcall('HSET', steps_key(root, id), field, record_text(ms(now), state, json))
+-- `now_text`: the server time as ms() writes it.
+local function store_record(root, id, field, now_text, state, json)
+  rcall('HSET', steps_key(root, id), field, record_text(now_text, state, json))
 end
 
 local function awaited_key(root, id) return root .. ':aw:' .. id end
@@ -61,8 +62,8 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text)
   -- until its first retry).
   local at = current and string.find(current, '"g":', 1, true)
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
-  rcall('HSET', steps_key(root, id), field, record_text(now_text or ms(now), state,
-    string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}'))
+  store_record(root, id, field, now_text or ms(now), state,
+    string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}')
   if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
     local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
     if wake then
@@ -95,10 +96,10 @@ end
 
 -- A finished child tells its parent: directly when both live in this shard, else through the outbox.
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
--- `read`: the caller has read the run's 'par', 'pf' and 'pr' (passed as parent, field, parent_root);
--- without it they are read here.
-local function notify_parent(root, id, wf, state, payload, now, read, parent, field, parent_root, now_text)
-  if not read then
+-- `parent`, `field`, `parent_root`: the run's 'par', 'pf' and 'pr' when the caller has read them (a
+-- caller that has calls this only when 'pf' is set); without `field` they are read here.
+local function notify_parent(root, id, wf, state, payload, now, parent, field, parent_root, now_text)
+  if not field then
     local f = rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
     parent, field, parent_root = f[1], f[2], f[3]
   end
