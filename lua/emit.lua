@@ -60,7 +60,12 @@ local function emit(keys, argv, at)
   if due > now then status = 'scheduled' end
 
   local noted = argv[12] and argv[12] ~= ''
-  rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
+  if status == 'queued' and not noted and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
+    -- the common run, written out as for a plain child in emit_children
+    rcall('HSET', run, 'wf', wf, 'q', argv[3], 'st', 'queued', 'in', argv[4], 'att', '1', 'ca', ms(now), 'hn', '1')
+  else
+    rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
+  end
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
@@ -100,8 +105,16 @@ local function emit_children(keys, args, at, now)
   local workflows, by_workflow = {}, {}
   local now_text = ms(now)
   for k, o in ipairs(at) do
-    rcall('HSET', runs[k], unpack(new_run_fields(args, 'queued', now, now, now_text, o - 1)))
     local id, wf = args[o], args[o + 1]
+    if tonumber(args[o + 4]) == 0 and args[o + 8] ~= '' and args[o + 9] ~= '' then
+      -- A child its parent waits for, at the default priority (every child of a fan-out, as a rule): the
+      -- fields new_run_fields would give it, in its order, written out. Its table of 20 elements, grown by
+      -- appends and unpacked, cost Redis more than this child's HSET itself.
+      rcall('HSET', runs[k], 'wf', wf, 'q', args[o + 2], 'st', 'queued', 'in', args[o + 3], 'att', '1', 'ca', now_text,
+        'par', args[o + 8], 'pf', args[o + 9], 'pr', args[o + 10], 'hn', '1')
+    else
+      rcall('HSET', runs[k], unpack(new_run_fields(args, 'queued', now, now, now_text, o - 1)))
+    end
     local group = by_workflow[wf]
     if not group then
       group = { queued = {}, ready = {} }

@@ -27,7 +27,7 @@ local function complete(keys, argv)
   -- parent waits for the run ('pf'), and are read then.
   local f, reason = read_under_lease(run, token, now, 'wf', 'dl', 'pf', 'hn')
   local wf, status, deadline, waiting_field, implied = f[4], f[2], f[5], f[6], f[7]
-  local handoff, now_text
+  local handoff, now_text, handover
   if reason then
     if not (reason == 'NOT_EXECUTING:succeeded' and f[1] == token) then return { 0, reason } end
   else
@@ -51,7 +51,9 @@ local function complete(keys, argv)
     -- Only a run whose parent waits for it ('pf') has anyone to tell: spares the lookup for the others.
     if waiting_field then
       local parent = rcall('HMGET', run, 'par', 'pr')
-      handoff = notify_parent(root, id, wf, 'S', argv[3], now, parent[1], waiting_field, parent[2], now_text)
+      -- a parent this completion wakes may go to the slot it refills
+      handover = claiming and takes_over(root, argv, claim_at) or nil
+      handoff = notify_parent(root, id, wf, 'S', argv[3], now, parent[1], waiting_field, parent[2], now_text, handover)
     end
   end
   if claiming then
@@ -61,11 +63,11 @@ local function complete(keys, argv)
         for i = 1, #handoff do reply[2 + i] = handoff[i] end
       end
       reply[#reply + 1] = now
-      claim_runs(root, argv, claim_at, now, reply, now_text)
+      claim_runs(root, argv, claim_at, now, reply, now_text, handover)
       return reply
     end
     local claimed = { now }
-    claim_runs(root, argv, claim_at, now, claimed)
+    claim_runs(root, argv, claim_at, now, claimed, nil, handover)
     return { 1, handoff or {}, claimed }
   end
   if handoff then return { 1, unpack(handoff) } end

@@ -31,13 +31,26 @@ end
 -- Moves a waiting run back to its ready set. The caller checked that it is waiting. `drained`: the run
 -- waited only for children ('ws', see wf1_park) and the last of them has been delivered, so its awaited
 -- set is empty (Redis deleted it) and it has no timer: neither needs a call.
-local function wake_run(root, id, wf, priority, now, reason, step, implied, drained)
+-- `handover`: the slot a completion is about to refill (see takes_over in includes/03-claim.lua), or nil.
+-- When that refill can take the run's workflow, the run is not queued: it stays 'waiting', without its
+-- wait, until the same call leases it to the completing worker (claim_runs). A parent whose last child just
+-- finished is then executed at once, by the worker that finished that child, instead of waiting behind the
+-- ready set and being claimed by a later call: the ready entry, the notice to workers, the 'queued' status
+-- and the pop are spared (bench/NOTES.md, fifteenth round).
+local function wake_run(root, id, wf, priority, now, reason, step, implied, drained, handover)
   local run = run_key(root, id)
-  rcall('HSET', run, 'st', 'queued')
+  local group = handover and not handover.id and handover.groups[wf]
+  if group then
+    handover.id, handover.group = id, group
+  else
+    rcall('HSET', run, 'st', 'queued')
+  end
   forget_wait(root, id, run, drained)
   if not drained then rcall('ZREM', root .. ':timers', id) end
-  count_move(root, wf, id, 'waiting', 'queued')
-  make_ready(root, id, wf, priority, now)
+  if not group then
+    count_move(root, wf, id, 'waiting', 'queued')
+    make_ready(root, id, wf, priority, now)
+  end
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
 end
 
@@ -46,7 +59,8 @@ end
 -- once for an event or a failed child, after the last child for children that succeeded.
 -- Returns 1 when the record was written, 0 when it was already resolved (or the run is gone).
 -- `now_text`: ms(now), when the caller has made it already.
-local function deliver_to_run(root, id, field, state, json, kind, now, now_text)
+-- `handover`: as for wake_run.
+local function deliver_to_run(root, id, field, state, json, kind, now, now_text, handover)
   local run = run_key(root, id)
   -- What only a wake needs (the workflow, priority, 'hn' and 'ws') is read when the run wakes: of a parent's
   -- children, only the last delivery wakes it, and each field HMGET looks for costs about 2,000 instructions.
@@ -70,7 +84,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text)
       local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
       -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
       local drained = kind == 'child' and state == 'S' and w[4] == '1'
-      wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained)
+      wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover)
     end
   end
   return 1
@@ -98,7 +112,8 @@ end
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
 -- `parent`, `field`, `parent_root`: the run's 'par', 'pf' and 'pr' when the caller has read them (a
 -- caller that has calls this only when 'pf' is set); without `field` they are read here.
-local function notify_parent(root, id, wf, state, payload, now, parent, field, parent_root, now_text)
+-- `handover`: as for wake_run (a parent in this shard only).
+local function notify_parent(root, id, wf, state, payload, now, parent, field, parent_root, now_text, handover)
   if not field then
     local f = rcall('HMGET', run_key(root, id), 'par', 'pf', 'pr')
     parent, field, parent_root = f[1], f[2], f[3]
@@ -106,7 +121,7 @@ local function notify_parent(root, id, wf, state, payload, now, parent, field, p
   if not field or field == '' then return nil end
   local json = child_record(wf, id, state, payload)
   if parent_root == root then
-    deliver_to_run(root, parent, field, state, json, 'child', now, now_text)
+    deliver_to_run(root, parent, field, state, json, 'child', now, now_text, handover)
     return nil
   end
   outbox_add(root, id, parent_root, parent, field, state, json, 'child', now)

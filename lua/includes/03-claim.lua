@@ -8,7 +8,9 @@ local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is da
 
 -- Claims the run `id`, just popped from the ready set of workflow `wf`, into `reply`. Returns true when
 -- the run was claimed, false when its ready entry was dropped (the run is not claimable any more).
-local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply)
+-- `handed_over`: the run was not popped but woken in this call for this claim (see wake_run), so it is
+-- still 'waiting'.
+local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, handed_over)
   local worker, claim_id, now, now_text, lease_text = claim.worker, claim.id, claim.now, claim.now_text, claim.lease_text
   local run = run_key(root, id)
   -- Each field HMGET looks for costs a scan of the run hash (all of it for a field the run does not have),
@@ -23,7 +25,7 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply)
     later[1], later[2], later[3], later[4], later[5], later[6], later[7], later[8], later[9]
   -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
   -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
-  local claimable = st == 'queued' or ((st == 'compensating' or (st == 'canceled' and fin == 'hook')) and fin and tok == '')
+  local claimable = st == 'queued' or (handed_over and st == 'waiting') or ((st == 'compensating' or (st == 'canceled' and fin == 'hook')) and fin and tok == '')
   if claimable and (not tonumber(attempt) or not tonumber(created) or not input or (stored_max and not tonumber(stored_max))) then
     -- Damaged by hand or by a foreign writer: fail this run alone, with the reason in its history.
     rcall('HSET', run, 'st', 'failed', 'err', DAMAGED_RUN, 'fa', now_text)
@@ -86,8 +88,10 @@ end
 -- one workflow with maxConcurrency ({ wf, limit, max_attempts, timeout_ms }), or consecutive workflows
 -- without a limit that share one ZMPOP ({ pop = the command, count_at = where its COUNT goes,
 -- group_of = { ready key -> { wf, max_attempts, timeout_ms } } }).
+-- The plan also maps each workflow without a limit to its group (plan.groups), for a run handed over to
+-- the claim (see takes_over).
 local function claim_plan(root, groups)
-  local plan, k = {}, 1
+  local plan, k = { groups = {} }, 1
   while k <= #groups do
     local g = groups[k]
     if g[2] > 0 then
@@ -99,6 +103,7 @@ local function claim_plan(root, groups)
         local key = ready_key(root, groups[k][1])
         pop[#pop + 1] = key
         group_of[key] = groups[k]
+        plan.groups[groups[k][1]] = groups[k]
         k = k + 1
       end
       pop[2] = ms(#pop - 2)
@@ -160,22 +165,45 @@ local function claim_entry_format(want_text)
   return nil
 end
 
+-- How many runs a claim asks for at most, and the format of its entries (see claim_entry_format).
+local function claim_want(want_text)
+  local format = claim_entry_format(want_text)
+  return tonumber(format and string.sub(want_text, 1, -2) or want_text), format
+end
+
+-- What a completion that refills its slot offers a run it wakes (wake_run's `handover`): the workflows
+-- the refill may take without a limit (a workflow with maxConcurrency is claimed only within its room),
+-- and, once a run was handed over, its id and group. One table for the library's lifetime, as CLAIM.
+local HANDOVER = {}
+
+-- The handover for the claim at argv[at..] (see claim_runs), or nil when it asks for no run or names its
+-- workflows as builds before 31 do.
+local function takes_over(root, argv, at)
+  local want = claim_want(argv[at + 1])
+  if #argv ~= at + 5 or not want or want < 1 then return nil end
+  HANDOVER.groups, HANDOVER.id, HANDOVER.group = packed_claim_plan(root, argv[at + 5]).groups, nil, nil
+  return HANDOVER
+end
+
 -- What claim_run needs of the claim, filled in by each claim_runs: one table for the library's lifetime
 -- instead of one per claim (a table costs Redis its allocation and later its collection). A claim
 -- never runs inside another, so one is enough.
 local CLAIM = {}
 
--- `now_text`: ms(now), when the caller has made it already.
-local function claim_runs(root, argv, at, now, reply, now_text)
-  local want_text = argv[at + 1]
-  local format = claim_entry_format(want_text)
+-- `now_text`: ms(now), when the caller has made it already. `handover`: from takes_over, when the caller
+-- offered this claim to the runs it woke; the run handed over, if any, is claimed first.
+local function claim_runs(root, argv, at, now, reply, now_text, handover)
+  local want, format = claim_want(argv[at + 1])
   local flat = format == 'f'
   local packed = format ~= nil
-  local want = tonumber(packed and string.sub(want_text, 1, -2) or want_text)
   local claim = CLAIM
   claim.worker, claim.id, claim.now, claim.now_text = argv[at], argv[at + 3], now, now_text or ms(now)
   claim.lease_text, claim.packed, claim.flat, claim.damaged_retention = ms(now + tonumber(argv[at + 2])), packed, flat, argv[at + 4]
   local taken = 0
+  if handover and handover.id then
+    local group = handover.group
+    if claim_run(root, handover.id, group[1], group[3], group[4], claim, reply, true) then taken = 1 end
+  end
 
   local plan
   if #argv == at + 5 then

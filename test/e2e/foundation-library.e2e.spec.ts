@@ -417,4 +417,78 @@ describe('Function library and module init (e2e, real Redis)', () => {
     expect(await direct.zrange(`${root}:q:parent`, '0', '-1')).toEqual(['p1']);
     expect(wake.filter((c) => c.source === 'lua' && (c.args[0].toUpperCase() === 'DEL' || c.args[1] === `${root}:timers`))).toEqual([]);
   });
+
+  it('a completion that refills its slot takes the parent it wakes, when the refill may take its workflow without a limit: leased at once, never queued', async () => {
+    await app(uniquePrefix('lib'), false);
+    const root = `{${uniquePrefix('ho')}:default:0}`;
+    const spec = (name: string, limit = 0) => `${limit},3,0,${name.length}:${name}`;
+    const claimArgs = (count: string, claimId: string, plan: string) => ['w1', count, 30_000, claimId, 86_400_000, plan];
+    const both = spec('ho-leaf') + spec('ho-parent');
+    /** Parent `id` claimed, parked with children `<id>-a` and `<id>-b` that it starts, and both children claimed. */
+    const parkedWithChildren = async (id: string) => {
+      await emitDirect(root, id, 'ho-parent');
+      const claimed = (await direct.call('FCALL', 'wf1_claim', 1, root, ...claimArgs('1f', `${id}c`, spec('ho-parent')))) as string[];
+      const token = claimed[1].split('\n')[1];
+      const children = [`${id}-a`, `${id}-b`];
+      const args: (string | number)[] = [id, token, JSON.stringify({ children })];
+      children.forEach((child, k) => {
+        args.push('spawn', `0:child-${k}`, `${child}||ho-leaf`);
+        args.push(child, 'ho-leaf', 'default', '{}', 0, '', '', '', id, `0:child-${k}`, root, '');
+      });
+      expect(await direct.call('FCALL', 'wf1_park', 1, root, ...args)).toEqual([1, -1]);
+      const leaves = (await direct.call('FCALL', 'wf1_claim', 1, root, ...claimArgs('2f', `${id}l`, spec('ho-leaf')))) as string[];
+      return [leaves[1], leaves[5]].map((head) => head.split('\n').slice(0, 2));
+    };
+    const complete = (run: string[], ...refill: (string | number)[]) =>
+      direct.call('FCALL', 'wf1_complete', 1, root, run[0], run[1], '1', 86_400_000, 0, ...refill) as Promise<unknown[]>;
+
+    // the first child's completion wakes nothing; the last one's refill gets the parent, fenced anew
+    const [a, b] = await parkedWithChildren('p1');
+    expect(await complete(a, ...claimArgs('2f', 'r1', both))).toEqual([1, 0, expect.any(Number)]);
+    expect(await direct.hget(`${root}:r:p1`, 'st')).toBe('waiting');
+    let reply: unknown[] = [];
+    const inCompletion = await monitorCommands(redis.url, async () => {
+      reply = await complete(b, ...claimArgs('2f', 'r2', both));
+    });
+    expect(reply.slice(0, 4)).toEqual([1, 0, expect.any(Number), expect.stringMatching(/^p1\n2:r2\n/)]);
+    // its input, error and both children's outcomes come with it
+    expect(reply.slice(4, 7)).toEqual(['{}', '', 4]);
+    expect(reply.slice(7).filter((_, i) => i % 2 === 1)).toEqual([expect.stringContaining('"s":"succeeded"'), expect.stringContaining('"s":"succeeded"')]);
+    expect(reply).toHaveLength(11);
+    expect(await direct.hmget(`${root}:r:p1`, 'st', 'tok', 'wk', 'wait', 'wn', 'ws')).toEqual(['running', '2:r2', 'w1', null, null, null]);
+    expect(await direct.zcard(`${root}:q:ho-parent`)).toBe(0);
+    expect(await direct.zrange(`${root}:st:ho-parent:running`, '0', '-1')).toEqual(['p1', expect.stringMatching(/^~/)]);
+    expect(await direct.zcard(`${root}:st:ho-parent:waiting`)).toBe(0);
+    expect(await direct.zcard(`${root}:st:ho-parent:queued`)).toBe(0);
+    expect(await direct.zscore(`${root}:leases`, 'p1')).not.toBeNull();
+    // nothing went through the ready set: no entry, no notice to the workers, no pop of the parent's set
+    const lua = inCompletion.filter((c) => c.source === 'lua');
+    expect(lua.filter((c) => c.args[1] === `${root}:q:ho-parent` || c.args[1] === `${root}:w`)).toEqual([]);
+    const history = (await direct.lrange(`${root}:h:p1`, 0, -1)).map((entry) => JSON.parse(entry).type);
+    expect(history).toEqual(['created', 'claimed', 'parked', 'woken', 'claimed']);
+    // the parent's worker finishes it with the token it got
+    expect(await direct.call('FCALL', 'wf1_complete', 1, root, 'p1', '2:r2', '"both"', 86_400_000, 0)).toEqual([1]);
+    expect(await direct.hget(`${root}:r:p1`, 'st')).toBe('succeeded');
+
+    // a refill that may not take the parent's workflow leaves it to its ready set
+    const [c, d] = await parkedWithChildren('p2');
+    await complete(c, ...claimArgs('2f', 'p2r1', spec('ho-leaf')));
+    expect(await complete(d, ...claimArgs('2f', 'p2r2', spec('ho-leaf')))).toEqual([1, 0, expect.any(Number)]);
+    expect(await direct.hget(`${root}:r:p2`, 'st')).toBe('queued');
+    expect(await direct.zrange(`${root}:q:ho-parent`, '0', '-1')).toEqual(['p2']);
+    expect(await direct.zrange(`${root}:st:ho-parent:queued`, '0', '-1')).toEqual(['p2']);
+    const next = (await direct.call('FCALL', 'wf1_claim', 1, root, ...claimArgs('1f', 'p2w', spec('ho-parent')))) as string[];
+    expect(next[1]).toMatch(/^p2\n2:p2w\n/);
+
+    // so does one that may take it only within a limit: the limited claim counts its room and pops it from there
+    const [e, f] = await parkedWithChildren('p3');
+    await complete(e, ...claimArgs('2f', 'p3r1', spec('ho-parent', 5)));
+    const limited = await monitorCommands(redis.url, async () => {
+      reply = await complete(f, ...claimArgs('2f', 'p3r2', spec('ho-parent', 5)));
+    });
+    expect(reply[3]).toMatch(/^p3\n2:p3r2\n/);
+    const popped = limited.filter((c) => c.source === 'lua' && c.args[1] === `${root}:q:ho-parent`).map((c) => c.args[0].toUpperCase());
+    expect(popped.slice(0, 3)).toEqual(['ZADD', 'ZCARD', 'ZPOPMIN']);
+    expect(await direct.zcard(`${root}:q:ho-parent`)).toBe(0);
+  });
 });
