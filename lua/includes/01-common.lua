@@ -33,9 +33,12 @@ end
 local READY_EPOCH = 1704067200000
 local PRIORITY_SPAN = 8796093022208
 
+-- Arithmetic on TIME's texts converts them in the VM: tonumber and math.floor are C calls, which cost
+-- Redis about 2,000 instructions more per call of the library (callgrind).
 local function now_ms()
   local t = rcall('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2] + 0
+  return t[1] * 1000 + (us - us % 1000) / 1000
 end
 
 -- Numbers go to redis.call as text made here: a Lua number argument is printed with '%.17g', which
