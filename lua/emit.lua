@@ -35,6 +35,20 @@ local function new_run_fields(args, status, now, due, now_text, base)
   return fields
 end
 
+-- A run queued at once without priority, idempotency key or note (the common run, and a child its parent
+-- waits for), written with the fields new_run_fields gives it, in its order, as the arguments of one HSET:
+-- its table of fields, grown by appends and unpacked (20 elements for a child), cost Redis more than the
+-- HSET itself (bench/NOTES.md, fifteenth round). `parent`, `field`, `parent_root`: the parent that waits
+-- for the run, or nil.
+local function write_plain_run(run, wf, queue, input, now_text, parent, field, parent_root)
+  if parent then
+    rcall('HSET', run, 'wf', wf, 'q', queue, 'st', 'queued', 'in', input, 'att', '1', 'ca', now_text,
+      'par', parent, 'pf', field, 'pr', parent_root, 'hn', '1')
+  else
+    rcall('HSET', run, 'wf', wf, 'q', queue, 'st', 'queued', 'in', input, 'att', '1', 'ca', now_text, 'hn', '1')
+  end
+end
+
 -- `at`: the server time, when another function creates the run (wf1_park) and has read it already.
 local function emit(keys, argv, at)
   local root = keys[1]
@@ -61,8 +75,7 @@ local function emit(keys, argv, at)
 
   local noted = argv[12] and argv[12] ~= ''
   if status == 'queued' and not noted and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
-    -- the common run, written out as for a plain child in emit_children
-    rcall('HSET', run, 'wf', wf, 'q', argv[3], 'st', 'queued', 'in', argv[4], 'att', '1', 'ca', ms(now), 'hn', '1')
+    write_plain_run(run, wf, argv[3], argv[4], ms(now))
   else
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
@@ -106,12 +119,9 @@ local function emit_children(keys, args, at, now)
   local now_text = ms(now)
   for k, o in ipairs(at) do
     local id, wf = args[o], args[o + 1]
+    -- a child its parent waits for, at the default priority: every child of a fan-out, as a rule
     if tonumber(args[o + 4]) == 0 and args[o + 8] ~= '' and args[o + 9] ~= '' then
-      -- A child its parent waits for, at the default priority (every child of a fan-out, as a rule): the
-      -- fields new_run_fields would give it, in its order, written out. Its table of 20 elements, grown by
-      -- appends and unpacked, cost Redis more than this child's HSET itself.
-      rcall('HSET', runs[k], 'wf', wf, 'q', args[o + 2], 'st', 'queued', 'in', args[o + 3], 'att', '1', 'ca', now_text,
-        'par', args[o + 8], 'pf', args[o + 9], 'pr', args[o + 10], 'hn', '1')
+      write_plain_run(runs[k], wf, args[o + 2], args[o + 3], now_text, args[o + 8], args[o + 9], args[o + 10])
     else
       rcall('HSET', runs[k], unpack(new_run_fields(args, 'queued', now, now, now_text, o - 1)))
     end

@@ -51,8 +51,8 @@ local function complete(keys, argv)
     -- Only a run whose parent waits for it ('pf') has anyone to tell: spares the lookup for the others.
     if waiting_field then
       local parent = rcall('HMGET', run, 'par', 'pr')
-      -- a parent this completion wakes may go to the slot it refills
-      handover = claiming and takes_over(root, argv, claim_at) or nil
+      -- a parent in this shard that this completion wakes may go to the slot it refills
+      handover = claiming and parent[2] == root and takes_over(root, argv, claim_at) or nil
       handoff = notify_parent(root, id, wf, 'S', argv[3], now, parent[1], waiting_field, parent[2], now_text, handover)
     end
   end

@@ -39,15 +39,13 @@ end
 -- and the pop are spared (bench/NOTES.md, fifteenth round).
 local function wake_run(root, id, wf, priority, now, reason, step, implied, drained, handover)
   local run = run_key(root, id)
+  forget_wait(root, id, run, drained)
+  if not drained then rcall('ZREM', root .. ':timers', id) end
   local group = handover and not handover.id and handover.groups[wf]
   if group then
     handover.id, handover.group = id, group
   else
     rcall('HSET', run, 'st', 'queued')
-  end
-  forget_wait(root, id, run, drained)
-  if not drained then rcall('ZREM', root .. ':timers', id) end
-  if not group then
     count_move(root, wf, id, 'waiting', 'queued')
     make_ready(root, id, wf, priority, now)
   end
