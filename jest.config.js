@@ -4,12 +4,14 @@
  * check: `npm run typecheck` does that) because tsconfig.json sets
  * isolatedModules; in that mode it still emits
  * decorator metadata, which Nest constructor injection depends on.
+ *
+ * Two projects: `default` (unit and e2e suites, `npm test`, under 10 minutes) and `slow` (the suites that
+ * work at the sizes users reach: 10,000 children, waiters, records; `npm run test:slow`). `.ci/run` runs both.
  * @type {import('jest').Config}
  */
-export default {
+const common = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
-  testMatch: ['<rootDir>/test/**/*.spec.ts'],
+  rootDir: '.',
   moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'],
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: {
@@ -25,5 +27,12 @@ export default {
       },
     ],
   },
+};
+
+export default {
   testTimeout: 30000,
+  projects: [
+    { ...common, displayName: 'default', roots: ['<rootDir>/test'], testMatch: ['<rootDir>/test/{unit,e2e}/**/*.spec.ts'] },
+    { ...common, displayName: 'slow', roots: ['<rootDir>/test'], testMatch: ['<rootDir>/test/slow/**/*.spec.ts'] },
+  ],
 };
