@@ -12,7 +12,7 @@ import { CheckoutWorkflow } from '../../sample/orders/checkout.workflow.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-// The README's screenshot is rewritten only on request (UPDATE_SCREENSHOT=1 npm test), so that a test run
+// The screenshot in docs/dashboard.md is rewritten only on request (UPDATE_SCREENSHOT=1 npm test), so that a test run
 // leaves the work tree clean; otherwise the page is still captured, to a temporary file.
 const SCREENSHOT = process.env.UPDATE_SCREENSHOT === '1'
   ? new URL('../../docs/dashboard-run.png', import.meta.url).pathname

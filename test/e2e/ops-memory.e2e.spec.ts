@@ -7,8 +7,8 @@ import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis
 import { redisFor, startApp, type TestApp } from '../support/workflow-app.js';
 
 /**
- * Measures what a finished 3-step run costs in Redis (the figure in the README's "Operating in
- * production"): NODE_OPTIONS=--experimental-vm-modules npx jest test/e2e/ops-memory.e2e.spec.ts
+ * Measures what a finished 3-step run costs in Redis (the figure in docs/operations.md, "Retention and
+ * memory"): NODE_OPTIONS=--experimental-vm-modules npx jest test/e2e/ops-memory.e2e.spec.ts
  */
 const RUNS = 2_000;
 

@@ -1,7 +1,7 @@
 /**
- * The README's "Testing your workflows" recipes, run as tests. Each `#region recipe:<name>` below is shown
- * verbatim in README.md (with '../../lib/index.js' spelled 'nestjs-redis-workflows'); the last test fails
- * when the README and this file disagree, so the recipes cannot rot.
+ * The recipes of docs/testing.md, run as tests. Each `#region recipe:<name>` below is shown verbatim in
+ * docs/testing.md (with '../../lib/index.js' spelled 'nestjs-redis-workflows'); the last test fails when
+ * the guide and this file disagree, so the recipes cannot rot.
  */
 import { readFile } from 'node:fs/promises';
 // #region recipe:imports
@@ -220,15 +220,15 @@ describe('POST /orders (e2e: HTTP app, real Redis)', () => {
 });
 // #endregion
 
-describe('README', () => {
+describe('docs/testing.md', () => {
   it('shows each recipe of this file verbatim', async () => {
-    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const guide = await readFile(new URL('../../docs/testing.md', import.meta.url), 'utf8');
     const source = await readFile(new URL(import.meta.url), 'utf8');
     const regions = [...source.matchAll(/^\/\/ #region recipe:(\S+)\n([\s\S]*?)^\/\/ #endregion$/gm)];
     expect(regions.map((r) => r[1])).toEqual(['imports', 'app', 'unit', 'redis', 'integration', 'e2e']);
     for (const [, name, code] of regions) {
       const shown = code.replace("'../../lib/index.js'", "'nestjs-redis-workflows'");
-      if (!readme.includes(shown)) throw new Error(`README.md does not show recipe '${name}' as it is in ${new URL(import.meta.url).pathname}`);
+      if (!guide.includes(shown)) throw new Error(`docs/testing.md does not show recipe '${name}' as it is in ${new URL(import.meta.url).pathname}`);
     }
   });
 });
