@@ -25,7 +25,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const guides = readdirSync(path.join(repo, 'docs'))
   .filter((file) => file.endsWith('.md'))
   .map((file) => `docs/${file}`);
-const documents = ['README.md', 'bench/README.md', ...guides];
+const documents = ['README.md', 'bench/README.md', 'bench/NOTES.md', ...guides];
 const TSC = path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
 const JEST = path.join(repo, 'node_modules', 'jest', 'bin', 'jest.js');
 
