@@ -148,8 +148,11 @@ describe('docs: code blocks compile and the quick start runs', () => {
       expect(Number.isNaN(Date.parse(status.output?.receiptSentAt ?? ''))).toBe(false);
       expect((await fetch(`${base}/orders/nope`)).status).toBe(404);
     } finally {
-      server.kill('SIGTERM');
-      await once(server, 'exit');
+      if (server.exitCode === null && server.signalCode === null) {
+        const exited = once(server, 'exit');
+        server.kill('SIGTERM');
+        await exited;
+      }
     }
     expect(serverOutput).toContain('charging');
 
