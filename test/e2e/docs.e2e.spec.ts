@@ -220,6 +220,23 @@ describe('docs: code blocks compile and the quick start runs', () => {
     expect(problems).toEqual([]);
   });
 
+  it('the README lists every module option and every error', () => {
+    const text = readFileSync(path.join(repo, 'README.md'), 'utf8');
+    const source = (file: string) => readFileSync(path.join(repo, file), 'utf8');
+    const fieldsOf = (code: string, name: string) =>
+      [...(new RegExp(`interface ${name} [^{]*\\{([\\s\\S]*?)\\n\\}`).exec(code)?.[1] ?? '').matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]);
+    const options = source('lib/interfaces/module-options.interface.ts');
+    const expected = [...fieldsOf(options, 'WorkflowModuleOptions'), ...fieldsOf(options, 'WorkerOptions').map((f) => `worker.${f}`)];
+    expect(expected).toEqual(expect.arrayContaining(['connection', 'maxStepsPerRun', 'tracing', 'worker.leaseMs']));
+    // Errors: the exported classes, and the names the Lua library stores for errors of its own.
+    const errors = [...source('lib/errors/workflow.errors.ts').matchAll(/^export class (\w+) extends/gm)].map((m) => m[1]);
+    const stored = readdirSync(path.join(repo, 'lua', 'includes')).flatMap((f) => [...source(`lua/includes/${f}`).matchAll(/"name":"(\w+Error)"/g)].map((m) => m[1]));
+    expect(stored).toContain('CorruptedRunError');
+    const missing = [...expected, ...errors.filter((e) => e !== 'WorkflowError'), ...stored].filter((name) => !text.includes(`| \`${name}\``));
+    expect(missing).toEqual([]);
+    expect(text).not.toMatch(/\(Roadmap\)/i);
+  });
+
   it("the paths docs/internals.md names exist", () => {
     const text = readFileSync(path.join(repo, 'docs', 'internals.md'), 'utf8');
     const named = [...text.matchAll(/`((?:lib|lua|test|bench|sample)\/[\w./-]*)`/g)].map((m) => m[1]);
