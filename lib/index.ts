@@ -16,3 +16,5 @@ export { WorkflowHealthIndicator, WorkflowHealthCheckError } from './health/work
 export type { WorkflowHealthOptions, WorkflowHealthResult } from './health/workflow-health.indicator.js';
 export { WorkflowDashboardModule } from './dashboard/dashboard.module.js';
 export type { WorkflowDashboardOptions } from './dashboard/dashboard.options.js';
+export { WorkflowHttpExceptionFilter } from './http/workflow-http-exception.filter.js';
+export { toWorkflowHttpException } from './http/workflow-http-exception.js';

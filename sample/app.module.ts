@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
-import { WorkflowDashboardModule, WorkflowModule, type WorkflowDashboardOptions } from '../lib/index.js';
+import { APP_FILTER } from '@nestjs/core';
+import { WorkflowDashboardModule, WorkflowHttpExceptionFilter, WorkflowModule, type WorkflowDashboardOptions } from '../lib/index.js';
 import { CatalogService } from './imports/catalog.service.js';
 import { ImportCatalogWorkflow } from './imports/import-catalog.workflow.js';
 import { ImportRowWorkflow } from './imports/import-row.workflow.js';
@@ -35,7 +36,11 @@ export class AppModule {
         ...(options.dashboard ? [WorkflowDashboardModule.forRoot(options.dashboard)] : []),
       ],
       controllers: [OrdersController],
-      providers: [StockService, PaymentsService, CheckoutWorkflow, CatalogService, ImportCatalogWorkflow, ImportRowWorkflow, ImportXmlWorkflow],
+      providers: [
+        // Answers the library's errors over HTTP (400, 404, 409, 504, 500 for a failed run) for every controller.
+        { provide: APP_FILTER, useClass: WorkflowHttpExceptionFilter },
+        ...[StockService, PaymentsService, CheckoutWorkflow, CatalogService, ImportCatalogWorkflow, ImportRowWorkflow, ImportXmlWorkflow],
+      ],
     };
   }
 }

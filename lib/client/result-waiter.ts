@@ -1,6 +1,7 @@
 import { parseJson } from './run-info.mapper.js';
 import { decodeError, type StoredError } from '../errors/error-codec.js';
-import { CanceledError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
+import { markRunFailure } from '../errors/run-failure.js';
+import { CanceledError, RunNotFoundError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RunInfo } from '../interfaces/run.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -66,7 +67,7 @@ export class ResultWaiter {
           if (settled) return;
           this.readRun(runId).then(
             (run) => {
-              if (!run) return finish(() => reject(new WorkflowError(`Run ${runId} does not exist (or expired after its retention).`)));
+              if (!run) return finish(() => reject(new RunNotFoundError(runId)));
               if (FINAL.has(run.status)) finish(() => settle(run, resolve, reject));
             },
             (error) => {
@@ -97,7 +98,7 @@ export class ResultWaiter {
       };
       if (timeoutMs !== undefined) {
         timer = setTimeout(
-          () => finish(() => reject(new WaitTimeoutError(`Run ${runId} did not finish within ${timeoutMs} ms; it goes on (use handle(id).result() to wait again).`))),
+          () => finish(() => reject(new WaitTimeoutError(`Run ${runId} did not finish within ${timeoutMs} ms; it goes on (use handle(id).result() to wait again).`, runId))),
           timeoutMs,
         );
       }
@@ -137,6 +138,8 @@ export class ResultWaiter {
 function settle<O>(run: Pick<RunInfo, 'id' | 'status' | 'output' | 'error'>, resolve: (value: O) => void, reject: (error: unknown) => void): void {
   if (run.status === 'succeeded') return resolve(run.output as O);
   const error = run.error ? decodeError(run.error as StoredError) : undefined;
-  if (run.status === 'canceled') return reject(error instanceof CanceledError ? error : new CanceledError(error?.message ?? 'The run was canceled.', { cause: error }));
-  reject(error ?? new WorkflowError(`Run ${run.id} failed.`));
+  if (run.status === 'canceled') {
+    return reject(markRunFailure(error instanceof CanceledError ? error : new CanceledError(error?.message ?? 'The run was canceled.', { cause: error }), run.id));
+  }
+  reject(markRunFailure(error ?? new WorkflowError(`Run ${run.id} failed.`), run.id));
 }

@@ -4,7 +4,7 @@ import { ulid } from 'ulid';
 import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { encodeErrorJson } from '../errors/error-codec.js';
-import { CanceledError, UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
+import { CanceledError, RunNotFoundError, UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { prepareInput } from '../execution/input-validation.js';
 import { toPayload } from '../execution/payload.js';
@@ -178,16 +178,24 @@ export class WorkflowClient implements ChildLauncher {
     return handle.result({ timeoutMs: opts.timeoutMs });
   }
 
+  /**
+   * A handle on a run by its id. It does not read Redis: for an id that names no retained run (unknown,
+   * expired, or not an id of this package: the ids `getRun` answers null for), `getState()` and
+   * `result()` reject with RunNotFoundError and `cancel()` returns false.
+   */
   handle<O = unknown>(runId: string): RunHandle<O> {
-    const shard = this.shardOf(runId);
     return {
       id: runId,
       getState: async () => {
         const run = await this.getRun(runId);
-        if (!run) throw new WorkflowError(`Run ${runId} does not exist (or expired after its retention).`);
+        if (!run) throw new RunNotFoundError(runId);
         return run as RunInfo<unknown, O>;
       },
-      result: (opts = {}) => this.waiter.wait<O>(runId, shard, opts.timeoutMs),
+      result: async (opts = {}) => {
+        const shard = this.redis.keys.parseRunId(runId);
+        if (!shard) throw new RunNotFoundError(runId);
+        return this.waiter.wait<O>(runId, shard, opts.timeoutMs);
+      },
       cancel: (reason?: string) => this.cancelRun(runId, { reason }),
     };
   }
@@ -272,15 +280,13 @@ export class WorkflowClient implements ChildLauncher {
    * continued, its succeeded steps kept; compensated steps run again with a new idempotency key.
    */
   async retryRun(runId: string): Promise<RunHandle> {
-    const shard = this.shardOf(runId);
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) throw new RunNotFoundError(runId);
     await this.redis.ready();
     const result = await this.redis.store.retry(shard, runId);
     if (!result.ok) {
-      throw new WorkflowError(
-        result.status === 'unknown'
-          ? `Run ${runId} does not exist (or expired after its retention).`
-          : `Run ${runId} is ${result.status}; only failed or canceled runs can be retried.`,
-      );
+      if (result.status === 'unknown') throw new RunNotFoundError(runId);
+      throw new WorkflowError(`Run ${runId} is ${result.status}; only failed or canceled runs can be retried.`);
     }
     return this.handle(runId);
   }
@@ -338,12 +344,6 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   // ---- routing ----
-
-  private shardOf(runId: string): ShardRef {
-    const shard = this.redis.keys.parseRunId(runId);
-    if (!shard) throw new WorkflowError(`${JSON.stringify(runId)} is not a run id of this package ('<ulid>.<queue>.<partition>').`);
-    return shard;
-  }
 
   /**
    * A workflow with maxConcurrency keeps its runs in partition 0 of its queue, where its concurrency is

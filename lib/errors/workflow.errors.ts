@@ -18,8 +18,26 @@ export class CanceledError extends WorkflowError {
 /** A run passed its whole-run deadline (`timeoutMs` of `@Workflow`), or a step passed its own. */
 export class TimeoutError extends WorkflowError {}
 
-/** A `result()` wait gave up after its own `timeoutMs`; the run itself goes on. */
-export class WaitTimeoutError extends WorkflowError {}
+/** A `result()` wait gave up after its own `timeoutMs`; the run itself goes on (`runId` says which, to wait again). */
+export class WaitTimeoutError extends WorkflowError {
+  constructor(
+    message: string,
+    public readonly runId?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * No retained run has this id: it never existed, is not an id of this package, or expired after its
+ * retention. `getRun` answers null for such an id; a handle's `getState()` and `result()`, and
+ * `retryRun`, reject with this error.
+ */
+export class RunNotFoundError extends WorkflowError {
+  constructor(public readonly runId: string) {
+    super(`Run ${JSON.stringify(runId)} does not exist (or expired after its retention): check the id, or look it up with findRun(workflow, idempotencyKey).`);
+  }
+}
 
 /** Thrown by user code: the run fails at once, with no further attempts. */
 export class NonRetriableError extends WorkflowError {}

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { Workflow, WorkflowError, type WorkflowContext } from '../../lib/index.js';
+import { RunNotFoundError, Workflow, WorkflowError, type WorkflowContext } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
@@ -175,9 +175,14 @@ describe('faults: repeated calls, damaged data, unknown workflows, bad input (e2
     expect(await c.getRunHistory(other)).toEqual([]);
     expect(await c.cancelRun('nope')).toBe(false);
     expect(await c.cancelRun(other)).toBe(false);
-    await expect(c.retryRun('nope')).rejects.toThrow('is not a run id');
-    await expect(c.retryRun(other)).rejects.toThrow('does not exist');
-    expect(() => c.handle('nope')).toThrow('is not a run id');
+    // An id that names no retained run, malformed or not, is the same unknown run everywhere: getRun
+    // answers null, and what needs the run rejects with RunNotFoundError (the HTTP filter's 404).
+    for (const id of ['nope', other]) {
+      await expect(c.retryRun(id)).rejects.toThrow(RunNotFoundError);
+      await expect(c.handle(id).getState()).rejects.toThrow(RunNotFoundError);
+      await expect(c.handle(id).result()).rejects.toMatchObject({ name: 'RunNotFoundError', runId: id });
+      expect(await c.handle(id).cancel()).toBe(false);
+    }
     await expect(c.findRun('f-steps', '')).rejects.toThrow('non-empty');
     await expect(c.findRun('no-such', 'k')).rejects.toThrow('Unknown workflow');
     await expect(c.sendEvent('', {})).rejects.toThrow('event name');

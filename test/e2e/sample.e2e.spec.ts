@@ -101,13 +101,14 @@ describe('sample app (e2e, real Redis)', () => {
       .post('/orders')
       .send({ orderId, sku: 'mug', quantity: 0, amountCents: 100, paymentToken: 'tok_visa' })
       .expect(400);
-    expect(refused.body.message).toContain('quantity');
+    expect(refused.body).toEqual({ statusCode: 400, error: 'Bad Request', message: ['quantity must not be less than 1'] });
     expect(await app.get(WorkflowClient).findRun('checkout', orderId)).toBeNull();
   });
 
   it('GET /orders/:runId answers 404 for an unknown run', async () => {
     await request(app.getHttpServer()).get('/orders/01M7Z8A2WVN7Y6RGA643PXHA42.default.0').expect(404);
     await request(app.getHttpServer()).get('/orders/not-a-run-id').expect(404);
+    await request(app.getHttpServer()).get('/orders/not-a-run-id/result').expect(404);
   });
 
   it('a declined order started over HTTP ends failed, visible through GET', async () => {
@@ -119,5 +120,13 @@ describe('sample app (e2e, real Redis)', () => {
       return run.status === 'failed';
     }, 10_000);
     expect(run.error).toMatchObject({ name: 'PaymentDeclinedError', message: expect.stringContaining('declined') });
+    const result = await request(app.getHttpServer()).get(`/orders/${body.runId}/result`).expect(500);
+    expect(result.body).toEqual({
+      statusCode: 500,
+      error: 'Internal Server Error',
+      name: 'PaymentDeclinedError',
+      runId: body.runId,
+      message: `Payment for order ${order.orderId} was declined by the card issuer.`,
+    });
   });
 });
