@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Proves that the package installs and works as the README's Install section says, with nothing of this
+# repository but its tarball: packs this clone (which builds it), checks what the tarball holds, makes a
+# new Nest 12 app in a temporary directory outside the repository (the files in
+# scripts/package-check/app: the README's tsconfig, jest config and first workflow), installs the
+# tarball and the peers from the npm registry at the versions this repository pins, type-checks and
+# builds the app, runs its jest test and then its compiled main.js against a private redis-server, and
+# has the installed package serve its dashboard (scripts/package-check/dashboard-check.mjs).
+#
+#   bash scripts/check-package.sh          (npm run check:package; .ci/run runs it after npm test)
+#
+# Needs node, npm, redis-server >= 7 and the npm registry (npm's cache makes a second run quicker).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+started=$SECONDS
+work=$(mktemp -d "${TMPDIR:-/tmp}/nrw-package-check-XXXXXX")
+case "$work" in "$repo"/*) echo "check-package: the temporary directory must be outside the repository (TMPDIR=$TMPDIR)" >&2; exit 1 ;; esac
+redis_pid=""
+app_pid=""
+cleanup() {
+  [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null || true
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+step() { echo "check-package: $*"; }
+fail() { echo "check-package: FAILED: $*" >&2; exit 1; }
+
+# ---- 1. pack (npm runs the prepare script: a fresh build) and check what the tarball holds ----
+step "packing $repo"
+(cd "$repo" && npm pack --pack-destination "$work" >"$work/pack.log" 2>&1) || { cat "$work/pack.log" >&2; fail "npm pack"; }
+tarball=$(ls "$work"/*.tgz)
+tar -tzf "$tarball" | sort >"$work/contents.txt"
+unexpected=$(grep -Ev '^package/(package\.json|README\.md|LICENSE|dist/lib/.+\.(js|d\.ts)|lua/.+\.lua|lib/dashboard/assets/[^/]+)$' "$work/contents.txt" || true)
+[ -z "$unexpected" ] || fail "the tarball holds files users do not need:"$'\n'"$unexpected"
+for needed in package/LICENSE package/README.md package/dist/lib/index.js package/dist/lib/index.d.ts \
+  package/lua/includes/00-build.lua package/lib/dashboard/assets/dashboard.js; do
+  grep -qx "$needed" "$work/contents.txt" || fail "the tarball lacks $needed"
+done
+step "$(basename "$tarball"): $(wc -l <"$work/contents.txt") files, $(du -k "$tarball" | cut -f1) kB"
+
+# ---- 2. a new Nest 12 app outside the repository, with the tarball and the peers from the registry ----
+cp -R "$repo/scripts/package-check/app" "$work/app"
+cd "$work/app"
+pinned() { node -e 'const p = require(process.argv[1]); const v = p.devDependencies[process.argv[2]]; if (!v) process.exit(1); console.log(`${process.argv[2]}@${v}`)' "$repo/package.json" "$1"; }
+deps=(); for name in @nestjs/common @nestjs/core @nestjs/platform-express ioredis reflect-metadata rxjs class-validator class-transformer; do deps+=("$(pinned "$name")"); done
+dev_deps=(); for name in typescript jest ts-jest @jest/globals @nestjs/testing supertest @types/supertest @types/node; do dev_deps+=("$(pinned "$name")"); done
+step "npm install $(basename "$tarball") ${deps[*]}"
+npm install --no-audit --no-fund --prefer-offline --loglevel=error "$tarball" "${deps[@]}" >"$work/install.log" 2>&1 || { cat "$work/install.log" >&2; fail "npm install"; }
+step "npm install -D ${dev_deps[*]}"
+npm install --no-audit --no-fund --prefer-offline --loglevel=error -D "${dev_deps[@]}" >"$work/install-dev.log" 2>&1 || { cat "$work/install-dev.log" >&2; fail "npm install -D"; }
+
+step "tsc (type check of src and test, then the build of src)"
+npx tsc -p tsconfig.json --noEmit
+npm run --silent build
+
+# ---- 3. a private redis-server, then the app's jest test and its compiled main.js ----
+free_port() { node -e 'const s = require("node:net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
+wait_for() { # <port> <what>: waits until something accepts connections on 127.0.0.1:<port>
+  node -e 'const [port, what] = process.argv.slice(1); const until = Date.now() + 15000;
+    const attempt = () => { const c = require("node:net").connect(Number(port), "127.0.0.1");
+      c.on("connect", () => { c.end(); process.exit(0); });
+      c.on("error", () => { if (Date.now() > until) { console.error(`${what} did not answer on port ${port}`); process.exit(1); } setTimeout(attempt, 100); }); };
+    attempt();' "$1" "$2"
+}
+command -v redis-server >/dev/null || fail "redis-server not found (bash scripts/setup.sh installs it)"
+redis_port=$(free_port)
+mkdir "$work/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/redis" >"$work/redis.log" 2>&1 &
+redis_pid=$!
+wait_for "$redis_port" redis-server
+export REDIS_URL="redis://127.0.0.1:$redis_port"
+
+step "npm test (jest, ts-jest ESM) against $REDIS_URL"
+npm test --silent
+
+app_port=$(free_port)
+step "node dist/main.js on port $app_port"
+PORT=$app_port node dist/main.js >"$work/main.log" 2>&1 &
+app_pid=$!
+wait_for "$app_port" "the app" || { cat "$work/main.log" >&2; fail "node dist/main.js did not start"; }
+node --input-type=module -e '
+  const base = `http://127.0.0.1:${process.argv[1]}`;
+  const check = (what, ok) => { if (!ok) { console.error(`check-package: FAILED: ${what}`); process.exit(1); } };
+  const post = await fetch(`${base}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ orderId: "main-1", amountCents: 990 }) });
+  check(`POST /orders answered ${post.status}`, post.status === 202);
+  const { runId } = await post.json();
+  const result = await fetch(`${base}/orders/${runId}/result`);
+  const output = await result.json();
+  check(`GET /orders/${runId}/result answered ${result.status} ${JSON.stringify(output)}`, result.status === 200 && output.chargeId === "ch_main-1");
+  const unknown = await fetch(`${base}/orders/no-such-run`);
+  check(`GET /orders/no-such-run answered ${unknown.status}`, unknown.status === 404);
+' "$app_port" || { cat "$work/main.log" >&2; exit 1; }
+kill -TERM "$app_pid"
+status=0; wait "$app_pid" || status=$?
+app_pid=""
+# Nest's shutdown hooks close the app, then end the process by the signal it got (128 + 15).
+[ "$status" -eq 0 ] || [ "$status" -eq 143 ] || { cat "$work/main.log" >&2; fail "node dist/main.js exited with $status on SIGTERM"; }
+
+step "the dashboard's page and assets, served from the installed package"
+cp "$repo/scripts/package-check/dashboard-check.mjs" "$work/app/"
+node dashboard-check.mjs
+
+step "passed in $((SECONDS - started)) s"
