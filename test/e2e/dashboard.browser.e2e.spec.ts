@@ -11,7 +11,9 @@ import { runDemo, type DemoReport } from '../../sample/demo.js';
 import { CheckoutWorkflow } from '../../sample/orders/checkout.workflow.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 
-const CHROMIUM = '/usr/bin/chromium';
+// CHROMIUM_PATH, else where Debian's, Fedora's and Homebrew's packages put it (scripts/setup.sh installs it).
+const CHROMIUM_CANDIDATES = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/Applications/Chromium.app/Contents/MacOS/Chromium'];
+const CHROMIUM = CHROMIUM_CANDIDATES.find((candidate) => candidate && existsSync(candidate));
 // The screenshot in docs/dashboard.md is rewritten only on request (UPDATE_SCREENSHOT=1 npm test), so that a test run
 // leaves the work tree clean; otherwise the page is still captured, to a temporary file.
 const SCREENSHOT = process.env.UPDATE_SCREENSHOT === '1'
@@ -44,7 +46,7 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
   let report: DemoReport;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does.`);
+    if (!CHROMIUM) throw new Error('chromium is missing: run bash scripts/setup.sh (Debian: apt-get install chromium), or set CHROMIUM_PATH.');
     redis = await redisUrlForTests();
     const prefix = uniquePrefix('dash');
     const moduleRef = await Test.createTestingModule({
