@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Proves that the package installs and works as the README's Install section says, with nothing of this
 # repository but its tarball: packs this clone (which builds it), checks what the tarball holds, makes a
-# new Nest 12 app in a temporary directory outside the repository (the files in
-# scripts/package-check/app: the README's tsconfig, jest config and first workflow), installs the
-# tarball and the peers from the npm registry at the versions this repository pins, type-checks and
-# builds the app, runs its jest test and then its compiled main.js against a private redis-server, and
-# has the installed package serve its dashboard (scripts/package-check/dashboard-check.mjs).
+# new Nest 12 app in a temporary directory outside the repository (a first workflow, a controller and a
+# jest test: scripts/package-check/app) with the tsconfig.json, jest.config.js and test script of the
+# README shipped in the tarball (scripts/package-check/readme-settings.mjs), installs the tarball and
+# the peers from the npm registry at the versions this repository pins, builds the app with `npx tsc`,
+# runs its jest test and then its compiled main.js against a private redis-server, and has the
+# installed package serve its dashboard (scripts/package-check/dashboard-check.mjs).
 #
 #   bash scripts/check-package.sh          (npm run check:package; .ci/run runs it after npm test)
 #
@@ -43,17 +44,25 @@ step "$(basename "$tarball"): $(wc -l <"$work/contents.txt") files, $(du -k "$ta
 # ---- 2. a new Nest 12 app outside the repository, with the tarball and the peers from the registry ----
 cp -R "$repo/scripts/package-check/app" "$work/app"
 cd "$work/app"
-pinned() { node -e 'const p = require(process.argv[1]); const v = p.devDependencies[process.argv[2]]; if (!v) process.exit(1); console.log(`${process.argv[2]}@${v}`)' "$repo/package.json" "$1"; }
-deps=(); for name in @nestjs/common @nestjs/core @nestjs/platform-express ioredis reflect-metadata rxjs class-validator class-transformer; do deps+=("$(pinned "$name")"); done
-dev_deps=(); for name in typescript jest ts-jest @jest/globals @nestjs/testing supertest @types/supertest @types/node; do dev_deps+=("$(pinned "$name")"); done
-step "npm install $(basename "$tarball") ${deps[*]}"
-npm install --no-audit --no-fund --prefer-offline --loglevel=error "$tarball" "${deps[@]}" >"$work/install.log" 2>&1 || { cat "$work/install.log" >&2; fail "npm install"; }
-step "npm install -D ${dev_deps[*]}"
-npm install --no-audit --no-fund --prefer-offline --loglevel=error -D "${dev_deps[@]}" >"$work/install-dev.log" 2>&1 || { cat "$work/install-dev.log" >&2; fail "npm install -D"; }
+tar -xzf "$tarball" -C "$work" package/README.md
+node "$repo/scripts/package-check/readme-settings.mjs" "$work/package/README.md"
+# One install of everything: the tarball, the peers and the tools at the versions package.json pins.
+node -e '
+  const fs = require("node:fs");
+  const [repoManifest, tarball] = process.argv.slice(1);
+  const pinned = require(repoManifest).devDependencies;
+  const pick = (names) => Object.fromEntries(names.map((name) => { if (!pinned[name]) throw new Error(`${name} is not pinned in devDependencies`); return [name, pinned[name]]; }));
+  const app = JSON.parse(fs.readFileSync("package.json", "utf8"));
+  app.dependencies = { "nestjs-redis-workflows": `file:${tarball}`,
+    ...pick(["@nestjs/common", "@nestjs/core", "@nestjs/platform-express", "ioredis", "reflect-metadata", "rxjs", "class-validator", "class-transformer"]) };
+  app.devDependencies = pick(["typescript", "jest", "ts-jest", "@jest/globals", "@nestjs/testing", "supertest", "@types/supertest", "@types/node"]);
+  fs.writeFileSync("package.json", JSON.stringify(app, null, 2) + "\n");
+  console.log(`check-package: npm install ${Object.entries({ ...app.dependencies, ...app.devDependencies }).map(([n, v]) => `${n}@${v}`).join(" ")}`);
+' "$repo/package.json" "$tarball"
+npm install --no-audit --no-fund --prefer-offline --loglevel=error >"$work/install.log" 2>&1 || { cat "$work/install.log" >&2; fail "npm install"; }
 
-step "tsc (type check of src and test, then the build of src)"
-npx tsc -p tsconfig.json --noEmit
-npm run --silent build
+step "npx tsc (the README's tsconfig.json)"
+npx tsc
 
 # ---- 3. a private redis-server, then the app's jest test and its compiled main.js ----
 free_port() { node -e 'const s = require("node:net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'; }
@@ -72,7 +81,7 @@ redis_pid=$!
 wait_for "$redis_port" redis-server
 export REDIS_URL="redis://127.0.0.1:$redis_port"
 
-step "npm test (jest, ts-jest ESM) against $REDIS_URL"
+step "npm test (the README's jest.config.js and test script) against $REDIS_URL"
 npm test --silent
 
 app_port=$(free_port)
