@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { getFreePort } from '../../support/redis-server.js';
 
 export interface BenchRedis {
   url: string;
@@ -32,7 +32,7 @@ export interface BenchRedisOptions {
  * systems run against the same server under the same settings. It never touches a shared Redis.
  */
 export async function startBenchRedis(options: BenchRedisOptions = {}): Promise<BenchRedis> {
-  const port = await freePort();
+  const port = await getFreePort();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'wf-bench-redis-'));
   const server = process.env.REDIS_SERVER ?? 'redis-server';
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning'];
@@ -83,16 +83,4 @@ export async function startBenchRedis(options: BenchRedisOptions = {}): Promise<
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
