@@ -40,6 +40,10 @@ for needed in package/LICENSE package/README.md package/dist/lib/index.js packag
   grep -qx "$needed" "$work/contents.txt" || fail "the tarball lacks $needed"
 done
 step "$(basename "$tarball"): $(wc -l <"$work/contents.txt") files, $(du -k "$tarball" | cut -f1) kB"
+# npm's warnings about package.json fields (auto-corrected bin, repository, ...); being logged out is not one.
+(cd "$repo" && npm publish --dry-run --ignore-scripts >"$work/publish.log" 2>&1) || { cat "$work/publish.log" >&2; fail "npm publish --dry-run"; }
+warnings=$(grep -i 'warn' "$work/publish.log" | grep -v 'requires you to be logged in' || true)
+[ -z "$warnings" ] || fail "npm publish --dry-run warns:"$'\n'"$warnings"
 
 # ---- 2. a new Nest 12 app outside the repository, with the tarball and the peers from the registry ----
 cp -R "$repo/scripts/package-check/app" "$work/app"
