@@ -42,9 +42,14 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   return info;
 }
 
-/** Maps the stored step hash to StepInfo[], in the order the steps started. */
+/**
+ * Maps the stored step hash to StepInfo[], in the order the run made the calls (StepRecord.n). Records
+ * without a call order (waits written by Redis functions, records of older versions) go in by start time:
+ * before the first ordered step that started later.
+ */
 export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now()): StepInfo[] {
-  const steps: StepInfo[] = [];
+  const ordered: { n: number; step: StepInfo }[] = [];
+  const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
     let stored;
     try {
@@ -72,10 +77,22 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
     if (status === 'succeeded' || status === 'failed' || status === 'compensated') {
       info.finishedAt = iso(r.k === 'sleep' && r.u !== undefined ? r.u : stored.committedAt);
     }
-    steps.push(info);
+    if (typeof r.n === 'number') ordered.push({ n: r.n, step: info });
+    else unordered.push(info);
   }
-  return steps.sort((a, b) => (a.startedAt ?? '').localeCompare(b.startedAt ?? '') || a.occurrence - b.occurrence);
+  ordered.sort((a, b) => a.n - b.n);
+  unordered.sort(byStart);
+  const steps: StepInfo[] = [];
+  let next = 0;
+  for (const { step } of ordered) {
+    while (next < unordered.length && byStart(unordered[next], step) < 0) steps.push(unordered[next++]);
+    steps.push(step);
+  }
+  while (next < unordered.length) steps.push(unordered[next++]);
+  return steps;
 }
+
+const byStart = (a: StepInfo, b: StepInfo) => (a.startedAt ?? '').localeCompare(b.startedAt ?? '') || a.occurrence - b.occurrence;
 
 const STATUS_OF_STATE: Record<RecordState, StepInfo['status']> = { S: 'succeeded', F: 'failed', W: 'waiting', C: 'compensated' };
 
@@ -122,7 +139,7 @@ function endsBefore(step: RunEvent, entry: RunEvent): boolean {
 export function mergeStepEvents(history: RunEvent[], steps: Record<string, string>): RunEvent[] {
   // Same-millisecond commits are ordered by when their steps started (commit time minus duration), then
   // by occurrence: sequential steps can commit within one millisecond.
-  const stepEvents: { ms: number; start: number; event: RunEvent }[] = [];
+  const stepEvents: { ms: number; start: number; n?: number; event: RunEvent }[] = [];
   for (const [field, value] of Object.entries(steps)) {
     let stored;
     try {
@@ -135,14 +152,15 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
     const r = stored.record;
     const event: RunEvent = { type, at: new Date(stored.committedAt).toISOString(), step: stored.name };
     if (r.a !== undefined) event.attempt = r.a;
+    else if (r.n !== undefined && (r.k === 'step' || r.k === 'method')) event.attempt = 1; // 'a' is left out when 1
     if (r.e) event.error = r.e;
     event.data = { occurrence: stored.occurrence, kind: r.k, ...(r.id !== undefined ? { childRunId: r.id } : {}) };
     const startOf = (ms: number) => (r.d !== undefined ? ms - r.d : (r.st ?? ms));
-    stepEvents.push({ ms: stored.committedAt, start: startOf(r.sc ?? stored.committedAt), event });
+    stepEvents.push({ ms: stored.committedAt, start: startOf(r.sc ?? stored.committedAt), n: r.n, event });
     if (stored.state === 'C' && r.sc !== undefined) {
       // the success that was compensated later: its commit time is kept in the compensated record
       const { error: _error, ...succeeded } = event;
-      stepEvents.push({ ms: r.sc, start: startOf(r.sc), event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
+      stepEvents.push({ ms: r.sc, start: startOf(r.sc), n: r.n, event: { ...succeeded, type: 'step-succeeded', at: new Date(r.sc).toISOString() } });
     }
   }
   // Compensations run after the handler failed (after every step outcome of the same millisecond), and
@@ -152,7 +170,7 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
   stepEvents.sort((a, b) => {
     const order = a.ms - b.ms || compensated(a) - compensated(b);
     if (order !== 0) return order;
-    const forward = a.start - b.start || occurrence(a) - occurrence(b);
+    const forward = (a.n !== undefined && b.n !== undefined ? a.n - b.n : a.start - b.start) || occurrence(a) - occurrence(b);
     return compensated(a) ? -forward : forward;
   });
   const merged: RunEvent[] = [];

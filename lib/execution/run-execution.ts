@@ -110,6 +110,8 @@ export class RunExecution implements DurableExecution {
   private readonly abortWaiters = new Set<(reason: Error) => void>();
   private readonly steps = new Map<string, StoredStep>();
   private readonly occurrences = new Map<string, number>();
+  /** Each step field this execution reached, and its position in the run's calls (StepRecord.n). */
+  private readonly callOrder = new Map<string, number>();
   private readonly compensations: Compensation[] = [];
   private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
@@ -526,6 +528,7 @@ export class RunExecution implements DurableExecution {
         const record = encodeStepRecord({
           k: request.kind,
           f: request.fingerprint,
+          n: this.callOrder.get(field),
           a: previousAttempts + attempt,
           st: startedAt,
           ...(generation ? { g: generation } : {}),
@@ -552,7 +555,8 @@ export class RunExecution implements DurableExecution {
   ): T | Promise<T> {
     this.assertExecuting();
     const text = toPayload(value, `The result of step '${request.name}'`, this.settings.maxPayloadBytes);
-    const fields: StepRecord = { k: request.kind, f: request.fingerprint, a: attempt.attempts, st: attempt.startedAt };
+    const fields: StepRecord = { k: request.kind, f: request.fingerprint, n: this.callOrder.get(field), st: attempt.startedAt };
+    if (attempt.attempts !== 1) fields.a = attempt.attempts;
     if (attempt.generation) fields.g = attempt.generation;
     if (request.compensate) fields.c = 1;
     const record = encodeStepRecord(fields, text);
@@ -784,7 +788,7 @@ export class RunExecution implements DurableExecution {
   /** A child wait whose timeout passed: resolved as timed out unless the child's outcome got there first. */
   private async timeOutChild(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions): Promise<unknown> {
     const timedOut = await this.resolveOpenWait(field, 'F', encodeStepRecord({
-      k: 'child', f: fingerprint, s: 'failed', id: stored.record.id,
+      k: 'child', f: fingerprint, s: 'failed', n: this.callOrder.get(field), id: stored.record.id,
       e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
     }));
     if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
@@ -796,7 +800,7 @@ export class RunExecution implements DurableExecution {
     // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
     // that the new child's outcome (however fast) is delivered onto it.
     const childId = this.settings.children.childRunId(start);
-    const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', id: childId, g: generation });
+    const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', n: this.callOrder.get(field), id: childId, g: generation });
     await this.track(() => this.commit(field, 'W', record, { childId }));
     return this.track(() => this.startChildAfterCommits(start));
   }
@@ -823,7 +827,7 @@ export class RunExecution implements DurableExecution {
         queue: opts.queue,
         runAt: opts.runAt,
       });
-      await this.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded' }, JSON.stringify(child.id)), {
+      await this.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded', n: this.callOrder.get(field) }, JSON.stringify(child.id)), {
         childId: child.id,
       });
       return child.id;
@@ -847,7 +851,7 @@ export class RunExecution implements DurableExecution {
     if (this.mode === 'collect') throw new EndOfRecords();
     if (stored?.state === 'W') {
       if (stored.record.dl !== undefined && stored.record.dl <= this.serverNow()) {
-        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', ev: opts.event, key, th: stored.record.dl }, 'null');
+        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', n: this.callOrder.get(field), ev: opts.event, key, th: stored.record.dl }, 'null');
         return resolved(await this.resolveOpenWait(field, 'S', record));
       }
       return this.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
@@ -858,7 +862,7 @@ export class RunExecution implements DurableExecution {
       return this.store.waitEvent(opts.event, key, this.id, field, threshold, this.settings.shardRoot);
     });
     if (matched !== undefined) {
-      const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)}}`;
+      const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)},"n":${this.callOrder.get(field)}}`;
       return resolved(await this.track(() => this.resolveOpenWait(field, 'S', record)));
     }
     return this.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
@@ -1012,6 +1016,7 @@ export class RunExecution implements DurableExecution {
       clearTimeout(timer);
     }
     this.occurrences.clear();
+    this.callOrder.clear();
   }
 
   /** The run failed for good (or was canceled): compensations in reverse order, @OnFailure, final state. */
@@ -1124,6 +1129,7 @@ export class RunExecution implements DurableExecution {
     const occurrence = this.occurrences.get(name) ?? 0;
     this.occurrences.set(name, occurrence + 1);
     const field = stepField(name, occurrence);
+    this.callOrder.set(field, this.callOrder.size);
     if (!this.knownFields.has(field) && this.mode === 'execute') {
       this.knownFields.add(field);
       const max = this.settings.maxStepsPerRun;

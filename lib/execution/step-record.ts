@@ -12,8 +12,13 @@ export interface StepRecord {
   f?: string;
   /** status, for display */
   s?: string;
-  /** attempts so far */
+  /** attempts so far; left out when 1 (a step that succeeded at its first attempt), see `n` */
   a?: number;
+  /** call order: the position of this call among every step, sleep, child and wait the run's handler made
+   *  (0 first). Steps are listed in this order (clocks cannot order calls made within one millisecond or
+   *  on two workers). Records written by Redis functions (waits) have none. Costs the bytes that leaving
+   *  out `"a":1` saves, so a small record still fits in 64 bytes. */
+  n?: number;
   /** started at (worker clock, for display). Records carry no display-only status (the state letter says
    *  it), so that a small record fits in 64 bytes and the run's step hash stays in Redis's compact encoding. */
   st?: number;
