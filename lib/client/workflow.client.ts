@@ -6,8 +6,9 @@ import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { encodeErrorJson } from '../errors/error-codec.js';
 import { CanceledError, RunNotFoundError, UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
+import { checkDuration, checkEvent, checkInstant, MAX_TIMER_MS } from '../execution/call-limits.js';
 import { prepareInput } from '../execution/input-validation.js';
-import { toPayload } from '../execution/payload.js';
+import { assertPayloadDepth, toPayload } from '../execution/payload.js';
 import type {
   EmitOptions,
   ListRunsParams,
@@ -123,6 +124,8 @@ export class WorkflowClient implements ChildLauncher {
       );
     }
     if (!target.options.input) return this.insert(target, input, opts);
+    // class-transformer walks the input recursively: a deep one would overflow the stack there.
+    assertPayloadDepth(input, `The input of workflow '${target.name}'`);
     return prepareInput(target.options.input, input, target.options.validation).then((validated) => this.insert(target, validated, opts));
   }
 
@@ -174,6 +177,7 @@ export class WorkflowClient implements ChildLauncher {
     input: InputOf<W>,
     opts: EmitOptions & { timeoutMs?: number } = {},
   ): Promise<OutputOf<W, O>> {
+    if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, 'run(): timeoutMs', 0, MAX_TIMER_MS);
     const handle = await this.emit<W, O>(workflow, input, opts);
     return handle.result({ timeoutMs: opts.timeoutMs });
   }
@@ -192,9 +196,10 @@ export class WorkflowClient implements ChildLauncher {
         return run as RunInfo<unknown, O>;
       },
       result: async (opts = {}) => {
+        if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, 'result(): timeoutMs', 0, MAX_TIMER_MS);
         const shard = this.redis.keys.parseRunId(runId);
         if (!shard) throw new RunNotFoundError(runId);
-        return this.waiter.wait<O>(runId, shard, opts.timeoutMs);
+        return this.waiter.wait<O>(runId, shard, opts?.timeoutMs);
       },
       cancel: (reason?: string) => this.cancelRun(runId, { reason }),
     };
@@ -296,9 +301,7 @@ export class WorkflowClient implements ChildLauncher {
    * Returns how many runs it woke now.
    */
   async sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
-    if (typeof event !== 'string' || event === '' || event.length > 200) throw new WorkflowError('sendEvent needs an event name of 1 to 200 characters.');
-    const key = opts.key ?? '';
-    if (typeof key !== 'string' || key.length > 512) throw new WorkflowError('The event key must be a string of at most 512 characters.');
+    const { key } = checkEvent(event, opts?.key, 'sendEvent');
     const text = toPayload(payload ?? null, `The payload of event '${event}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     await this.redis.ready();
     const { handoffs } = await this.redis.store.sendEvent(ulid(), event, key, text, this.redis.settings.eventRetentionMs);
@@ -397,12 +400,8 @@ function checkEmitOptions(opts: EmitOptions): void {
   if (opts.priority !== undefined && (!Number.isInteger(opts.priority) || opts.priority < -500 || opts.priority > 500)) {
     throw new WorkflowError(`priority must be a whole number from -500 to 500, got ${opts.priority}.`);
   }
-  if (opts.delayMs !== undefined && !(Number.isFinite(opts.delayMs) && opts.delayMs >= 0)) {
-    throw new WorkflowError(`delayMs must be a number >= 0, got ${opts.delayMs}.`);
-  }
-  if (opts.runAt !== undefined && !(opts.runAt instanceof Date && Number.isFinite(opts.runAt.getTime()))) {
-    throw new WorkflowError('runAt must be a valid Date.');
-  }
+  if (opts.delayMs !== undefined) checkDuration(opts.delayMs, 'delayMs');
+  if (opts.runAt !== undefined) checkInstant(opts.runAt, 'runAt');
   if (opts.queue !== undefined) assertKeySegment('queue', opts.queue);
   if (opts.idempotencyKey !== undefined && (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey === '' || opts.idempotencyKey.length > 512)) {
     throw new WorkflowError('idempotencyKey must be a non-empty string of at most 512 characters.');

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { checkStepName, checkStepOptions } from '../execution/call-limits.js';
 import { executionScope } from '../execution/execution-scope.js';
 import type { StepOptions } from '../interfaces/workflow.interfaces.js';
 import { STEP_METADATA } from '../workflow.constants.js';
@@ -15,6 +16,8 @@ export function Step(options: StepOptions = {}): MethodDecorator {
     if (typeof original !== 'function') throw new TypeError(`@Step() can only decorate methods (${String(key)}).`);
     const method = `${target.constructor.name}.${String(key)}`;
     const name = options.name ?? method;
+    checkStepName(name);
+    checkStepOptions(options, `@Step() on ${method}`);
     const durable = function (this: unknown, ...args: unknown[]) {
       const scope = executionScope.getStore();
       if (!scope || scope.step) return original.apply(this, args);

@@ -2,6 +2,7 @@ import type { Type } from '@nestjs/common';
 import type { WorkflowMetadata } from '../decorators/workflow.decorator.js';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 import type { BackoffOptions, CronTrigger, InputValidationOptions, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
+import { MAX_DELAY_MS } from '../execution/call-limits.js';
 import { assertKeySegment } from '../redis/keys.js';
 import { DEFAULTS, WORKFLOW_METADATA } from '../workflow.constants.js';
 
@@ -43,8 +44,12 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
   positiveInt(o.maxAttempts, 'maxAttempts');
   positiveInt(o.maxConcurrency, 'maxConcurrency');
   positiveInt(o.timeoutMs, 'timeoutMs');
-  if (o.backoff && (!['fixed', 'exponential'].includes(o.backoff.type) || !(o.backoff.delayMs >= 0))) {
-    throw new WorkflowConfigurationError(`${where}: backoff needs type 'fixed' or 'exponential' and delayMs >= 0.`);
+  if (o.timeoutMs !== undefined && o.timeoutMs > MAX_DELAY_MS) {
+    throw new WorkflowConfigurationError(`${where}: timeoutMs must be at most ${MAX_DELAY_MS} (100 years), got ${o.timeoutMs}.`);
+  }
+  const delayOk = (ms: unknown) => ms === undefined || (typeof ms === 'number' && ms >= 0 && ms <= MAX_DELAY_MS);
+  if (o.backoff && (!['fixed', 'exponential'].includes(o.backoff.type) || o.backoff.delayMs === undefined || !delayOk(o.backoff.delayMs) || !delayOk(o.backoff.maxDelayMs))) {
+    throw new WorkflowConfigurationError(`${where}: backoff needs type 'fixed' or 'exponential' and delayMs (and maxDelayMs) from 0 to ${MAX_DELAY_MS}.`);
   }
   if (o.input !== undefined && typeof o.input !== 'function') {
     throw new WorkflowConfigurationError(`${where}: input must be a class (a class-validator DTO).`);

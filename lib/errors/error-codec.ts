@@ -2,6 +2,7 @@ import {
   CanceledError,
   ChildWorkflowError,
   InputValidationError,
+  InvalidArgumentError,
   LeaseLostError,
   NonDeterminismError,
   NonRetriableError,
@@ -33,25 +34,43 @@ const KNOWN: Record<string, new (message: string) => Error> = {
   NonDeterminismError,
   ChildWorkflowError,
   PayloadError,
+  InvalidArgumentError,
 };
 
-const MAX_STACK = 4_000;
-const MAX_MESSAGE = 8_000;
+/**
+ * What is kept of an error (characters). An error's own properties and causes are user data of any size:
+ * a 4 MB string property was stored whole with every attempt. The run's own error keeps the most; each
+ * cause (at most MAX_CAUSES deep) keeps less, so a stored error stays under about 32 KB.
+ */
+const LIMITS = [
+  { message: 8_000, stack: 4_000 },
+  { message: 2_000, stack: 1_000 },
+] as const;
+const MAX_CAUSES = 3;
+const MAX_NAME = 200;
+const MAX_DATA_PROPERTIES = 10;
+const MAX_DATA_KEY = 100;
+const MAX_DATA_STRING = 256;
 
 export function encodeError(error: unknown, depth = 0): StoredError {
+  const limits = LIMITS[Math.min(depth, LIMITS.length - 1)];
   if (!(error instanceof Error)) {
-    return { name: 'Error', message: truncate(typeof error === 'string' ? error : safeString(error), MAX_MESSAGE) };
+    return { name: 'Error', message: truncate(typeof error === 'string' ? error : safeString(error), limits.message) };
   }
-  const stored: StoredError = { name: error.name || 'Error', message: truncate(error.message ?? '', MAX_MESSAGE) };
-  if (error.stack) stored.stack = truncate(error.stack, MAX_STACK);
-  if (error.cause !== undefined && depth < 3) stored.cause = encodeError(error.cause, depth + 1);
+  const stored: StoredError = { name: truncate(String(error.name || 'Error'), MAX_NAME), message: truncate(String(error.message ?? ''), limits.message) };
+  if (error.stack) stored.stack = truncate(String(error.stack), limits.stack);
+  if (error.cause !== undefined && depth < MAX_CAUSES) stored.cause = encodeError(error.cause, depth + 1);
   const data: Record<string, unknown> = {};
+  let kept = 0;
   for (const [key, value] of Object.entries(error)) {
     if (key === 'name' || key === 'message' || key === 'stack' || key === 'cause') continue;
     if (error instanceof InputValidationError && key === 'errors') continue;
-    if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) data[key] = value;
+    if (!(value === null || ['string', 'number', 'boolean'].includes(typeof value))) continue;
+    if (kept === MAX_DATA_PROPERTIES || key.length > MAX_DATA_KEY) continue;
+    data[key] = typeof value === 'string' ? truncate(value, MAX_DATA_STRING) : value;
+    kept += 1;
   }
-  if (Object.keys(data).length > 0) stored.data = data;
+  if (kept > 0) stored.data = data;
   return stored;
 }
 

@@ -67,6 +67,10 @@ export class ChildWorkflowError extends WorkflowError {}
 /** A value cannot be stored: not JSON (function, cycle, BigInt, ...) or larger than `maxPayloadBytes`. */
 export class PayloadError extends WorkflowError {}
 
+/** A call got an argument it cannot accept (a delay past 100 years, an invalid Date, a step name too
+ *  long, ...). Nothing was written. Inside a run it fails the run at once: replaying would repeat it. */
+export class InvalidArgumentError extends WorkflowError {}
+
 /** The module was given options it cannot work with, or Redis is not what it needs. */
 export class WorkflowConfigurationError extends WorkflowError {}
 

@@ -10,7 +10,9 @@ import {
   TimeoutError,
   WorkflowConfigurationError,
   WorkflowError,
+  InvalidArgumentError,
 } from '../errors/workflow.errors.js';
+import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type {
   InputData,
   OnFailureContext,
@@ -177,6 +179,7 @@ class InlineRun implements DurableExecution {
             error instanceof NonRetriableError ||
             error instanceof NonDeterminismError ||
             error instanceof PayloadError ||
+            error instanceof InvalidArgumentError ||
             error instanceof TimeoutError ||
             this.controller.signal.aborted ||
             this.attempt >= this.maxAttempts;
@@ -207,9 +210,9 @@ class InlineRun implements DurableExecution {
       signal: this.controller.signal,
       logger: this.logger,
       step: {
-        run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
-        sleep: (name) => this.instant(name, 'sleep'),
-        sleepUntil: (name) => this.instant(name, 'sleep'),
+        run: (name, fn, opts) => checked(() => checkStepOptions(opts, `step.run(${quoteName(name)})`), () => this.runStep({ name, kind: 'step', fn, ...opts })),
+        sleep: (name, ms) => checked(() => checkDuration(ms, `sleep(${quoteName(name)})`), () => this.instant(name, 'sleep')),
+        sleepUntil: (name, at) => checked(() => checkInstant(at, `sleepUntil(${quoteName(name)})`), () => this.instant(name, 'sleep')),
         runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
@@ -320,8 +323,12 @@ class InlineRun implements DurableExecution {
   }
 
   private waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
-    if (!opts || typeof opts.event !== 'string' || opts.event === '') {
-      return Promise.reject(new WorkflowError(`waitForEvent('${name}') needs { event: 'name' }.`));
+    if (!opts || typeof opts !== 'object') return Promise.reject(new InvalidArgumentError(`waitForEvent(${quoteName(name)}) needs { event: 'name' }.`));
+    try {
+      checkEvent(opts.event, opts.key, `waitForEvent(${quoteName(name)})`);
+      if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `waitForEvent(${quoteName(name)}): timeoutMs`);
+    } catch (error) {
+      return Promise.reject(error);
     }
     const events = this.inline.eventOverrides ?? {};
     const keyed = opts.key !== undefined ? `${opts.event}:${opts.key}` : undefined;
@@ -421,7 +428,7 @@ class InlineRun implements DurableExecution {
   }
 
   private nextField(name: string): string {
-    if (typeof name !== 'string' || name.length === 0) throw new TypeError('A step needs a non-empty name.');
+    checkStepName(name);
     const occurrence = this.occurrences.get(name) ?? 0;
     this.occurrences.set(name, occurrence + 1);
     return stepField(name, occurrence);
@@ -463,3 +470,12 @@ function findOnFailureMethod(handler: object): string | undefined {
   return undefined;
 }
 
+/** Runs `check` (which throws on a bad argument), then `call`; a bad argument becomes a rejection. */
+function checked<T>(check: () => unknown, call: () => Promise<T>): Promise<T> {
+  try {
+    check();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return call();
+}

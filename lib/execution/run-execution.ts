@@ -7,9 +7,11 @@ import {
   NonDeterminismError,
   NonRetriableError,
   PayloadError,
+  InvalidArgumentError,
   TimeoutError,
   WorkflowError,
 } from '../errors/workflow.errors.js';
+import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type { ResolvedWorkflowOptions, WorkflowDefinition } from '../discovery/workflow-definition.js';
 import type {
   ChildEmitOptions,
@@ -357,9 +359,16 @@ export class RunExecution implements DurableExecution {
 
   private runHandler(): Promise<unknown> {
     const ctx = new HandlerContext(this, this.input, this.runMeta(), {
-      run: (name, fn, opts) => this.runStep({ name, kind: 'step', fn, ...opts }),
-      sleep: (name, ms) => this.sleep(name, `in:${Math.max(0, Math.floor(Number(ms) || 0))}`),
-      sleepUntil: (name, at) => this.sleep(name, `at:${new Date(at).getTime()}`),
+      run: (name, fn, opts) => {
+        try {
+          checkStepOptions(opts, `step.run(${quoteName(name)})`);
+        } catch (error) {
+          return Promise.reject(error);
+        }
+        return this.runStep({ name, kind: 'step', fn, ...opts });
+      },
+      sleep: (name, ms) => this.sleep(name, () => `in:${Math.floor(checkDuration(ms, `sleep(${quoteName(name)})`))}`),
+      sleepUntil: (name, at) => this.sleep(name, () => `at:${checkInstant(at, `sleepUntil(${quoteName(name)})`)}`),
       runWorkflow: (name, workflow, input, opts) => this.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
@@ -719,8 +728,10 @@ export class RunExecution implements DurableExecution {
 
   // ---- waits: sleeps, children, events. The run parks once no step of it is in flight. ----
 
-  private sleep(name: string, spec: string): Promise<void> {
+  /** `spec`: checks the argument (before anything is counted or written) and gives the wait's spec. */
+  private sleep(name: string, describeWait: () => string): Promise<void> {
     this.assertExecuting();
+    const spec = describeWait();
     const field = this.nextField(name);
     const stored = this.steps.get(field);
     if (stored) {
@@ -734,6 +745,7 @@ export class RunExecution implements DurableExecution {
   private runChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildRunOptions = {}): Promise<unknown> {
     try {
       this.assertExecuting();
+      if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `runWorkflow(${quoteName(name)}): timeoutMs`);
       const field = this.nextField(name);
       const workflowName = this.settings.children.workflowName(workflow);
       const fingerprint = `child:${workflowName}`;
@@ -807,6 +819,7 @@ export class RunExecution implements DurableExecution {
 
   private async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
     this.assertExecuting();
+    if (opts?.runAt !== undefined) checkInstant(opts.runAt, `emitWorkflow(${quoteName(name)}): runAt`);
     const field = this.nextField(name);
     const fingerprint = `child:${this.settings.children.workflowName(workflow)}`;
     const stored = this.steps.get(field);
@@ -836,8 +849,9 @@ export class RunExecution implements DurableExecution {
 
   private async waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
     this.assertExecuting();
-    if (!opts || typeof opts.event !== 'string' || opts.event === '') throw new TypeError('waitForEvent needs { event: string }.');
-    const key = opts.key ?? '';
+    if (!opts || typeof opts !== 'object') throw new InvalidArgumentError(`waitForEvent(${quoteName(name)}) needs { event: string, key?: string, timeoutMs?: number }.`);
+    const { key } = checkEvent(opts.event, opts.key, `waitForEvent(${quoteName(name)})`);
+    if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `waitForEvent(${quoteName(name)}): timeoutMs`);
     const field = this.nextField(name);
     const fingerprint = `event:${opts.event}`;
     const stored = this.steps.get(field);
@@ -989,6 +1003,7 @@ export class RunExecution implements DurableExecution {
       error instanceof NonRetriableError ||
       error instanceof NonDeterminismError ||
       error instanceof PayloadError ||
+      error instanceof InvalidArgumentError ||
       this.claim.attempt >= this.claim.maxAttempts;
     this.failure = error;
     if (!final) {
@@ -1125,7 +1140,7 @@ export class RunExecution implements DurableExecution {
   }
 
   private nextField(name: string): string {
-    if (typeof name !== 'string' || name.length === 0) throw new TypeError('A step needs a non-empty name.');
+    checkStepName(name);
     const occurrence = this.occurrences.get(name) ?? 0;
     this.occurrences.set(name, occurrence + 1);
     const field = stepField(name, occurrence);
