@@ -9,6 +9,7 @@ export interface WorkflowSettings {
   worker: false | { queues?: string[]; concurrency: number; leaseMs: number; reaperIntervalMs: number };
   cron: boolean;
   shutdownGraceMs: number;
+  connectTimeoutMs: number;
   maxPayloadBytes: number;
   retentionMs: { succeeded: number; failed: number; canceled: number };
   eventRetentionMs: number;
@@ -58,6 +59,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     worker,
     cron: options.cron ?? true,
     shutdownGraceMs: number(options.shutdownGraceMs, DEFAULTS.shutdownGraceMs, 'shutdownGraceMs', 0),
+    connectTimeoutMs: number(options.connectTimeoutMs, DEFAULTS.connectTimeoutMs, 'connectTimeoutMs', 1),
     maxPayloadBytes: number(options.maxPayloadBytes, DEFAULTS.maxPayloadBytes, 'maxPayloadBytes', 1),
     retentionMs: {
       succeeded: number(retention.succeededMs, DEFAULTS.retention.succeededMs, 'retention.succeededMs', 0),

@@ -11,6 +11,7 @@ export const DEFAULTS = {
   leaseMs: 30_000,
   reaperIntervalMs: 100,
   shutdownGraceMs: 10_000,
+  connectTimeoutMs: 10_000,
   maxPayloadBytes: 1024 * 1024,
   maxAttempts: 3,
   backoff: { type: 'exponential', delayMs: 1_000, maxDelayMs: 60_000 },

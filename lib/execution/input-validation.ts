@@ -1,6 +1,7 @@
 import type { Type } from '@nestjs/common';
 import { InputValidationError, WorkflowConfigurationError } from '../errors/workflow.errors.js';
 import type { InputValidationOptions } from '../interfaces/workflow.interfaces.js';
+import type { ValidationError } from 'class-validator';
 
 export type { InputValidationOptions };
 
@@ -27,9 +28,24 @@ export async function prepareInput(
     const details = errors
       .map((e) => `${e.property}: ${Object.values(e.constraints ?? {}).join(', ') || 'invalid nested value'}`)
       .join('; ');
-    throw new InputValidationError(`Invalid input for ${dto.name}: ${details}`, errors);
+    throw new InputValidationError(`Invalid input for ${dto.name}: ${details}`, withoutInput(errors, instance));
   }
   return instance;
+}
+
+/**
+ * class-validator's errors with `target` (the object validated: the whole input, at the top level) left
+ * out, and `value` too where it is the whole input: an error is logged and shown, and the input may hold
+ * secrets. What was wrong (property, constraints, children) stays.
+ */
+function withoutInput(errors: ValidationError[], input: object): ValidationError[] {
+  return errors.map((error) => {
+    const { target: _target, value, children, ...rest } = error;
+    const kept = Object.assign(Object.create(Object.getPrototypeOf(error) as object) as ValidationError, rest);
+    if (value !== input) kept.value = value;
+    kept.children = children ? withoutInput(children, input) : [];
+    return kept;
+  });
 }
 
 async function loadValidationLibraries(): Promise<[typeof import('class-transformer'), typeof import('class-validator')]> {

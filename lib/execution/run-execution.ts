@@ -1053,7 +1053,11 @@ export class RunExecution implements DurableExecution {
       if (onFailure) await this.runOnFailure(onFailure, error);
       if (this.state !== 'executing') return this.stopped;
     }
-    this.logger.error(`Run ${target}: ${describeError(error)}`);
+    // A cancellation or a NonRetriableError is the business's outcome, not the engine's fault: ERROR is kept
+    // for what an operator must look into.
+    if (target === 'canceled' || error instanceof CanceledError) this.logger.log(`Run ${target}: ${describeError(error)}`);
+    else if (error instanceof NonRetriableError) this.logger.warn(`Run ${target}: ${describeError(error)}`);
+    else this.logger.error(`Run ${target}: ${describeError(error)}`);
     const retentionMs = target === 'failed' ? this.settings.retentionMs.failed : this.settings.retentionMs.canceled;
     const result = await this.store.fail(this.shard, this.id, this.token, encodeErrorJson(error), target, { retentionMs });
     return this.afterTransition(result, target);

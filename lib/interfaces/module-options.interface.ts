@@ -35,6 +35,9 @@ export interface WorkflowModuleOptions {
   worker?: false | WorkerOptions;
   /** Register cron triggers of discovered workflows. Default true. */
   cron?: boolean;
+  /** How long start-up waits for Redis to answer before failing with a clear error. Default 10 000 ms.
+   *  What it waits for (host:port, password masked) is logged at once. A refused password fails at once. */
+  connectTimeoutMs?: number;
   /** How long app.close() lets executing runs finish. Default 10 000 ms. */
   shutdownGraceMs?: number;
   /** Largest input / step result / output / event payload in bytes. Default 1 MiB. */

@@ -1,5 +1,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { errorMessage } from '../errors/error-codec.js';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
+import { isAuthenticationError, maskUrl } from './connection-description.js';
 import type { WorkflowConnection } from '../interfaces/module-options.interface.js';
 import { DEFAULTS } from '../workflow.constants.js';
 
@@ -48,9 +50,19 @@ export class RedisConnections {
     return this.command instanceof Cluster;
   }
 
-  /** Waits until every connection is ready; rejects with a clear error when Redis cannot be reached. */
-  async connect(timeoutMs = 10_000): Promise<void> {
-    await Promise.all([...new Set([this.command, this.subscriber, this.worker])].map((client) => waitReady(client, timeoutMs)));
+  /**
+   * Waits until every connection is ready; rejects with a clear error when Redis cannot be reached within
+   * `timeoutMs`, and at once when it refuses the credentials. `where`: the server, password masked.
+   * `onFirstError`: told once, at the first failed attempt, so that a start-up does not wait in silence.
+   */
+  async connect(timeoutMs: number, where: string, onFirstError?: (error: Error) => void): Promise<void> {
+    let told = false;
+    const tell = (error: Error) => {
+      if (told) return;
+      told = true;
+      onFirstError?.(error);
+    };
+    await Promise.all([...new Set([this.command, this.subscriber, this.worker])].map((client) => waitReady(client, timeoutMs, where, tell)));
   }
 
   async close(): Promise<void> {
@@ -86,10 +98,15 @@ function createClient(connection: Exclude<WorkflowConnection, Redis | Cluster>):
   if (typeof connection === 'string') {
     if (!/^rediss?:\/\//.test(connection)) {
       throw new WorkflowConfigurationError(
-        `connection ${JSON.stringify(connection)} is not a redis:// or rediss:// URL; pass a URL, RedisOptions, a Redis or Cluster instance, or { nodes }.`,
+        `connection ${JSON.stringify(maskUrl(connection))} is not a redis:// or rediss:// URL; pass a URL, RedisOptions, a Redis or Cluster instance, or { nodes }.`,
       );
     }
-    return new Redis(connection, OWNED_DEFAULTS);
+    try {
+      return new Redis(connection, OWNED_DEFAULTS);
+    } catch (error) {
+      // ioredis's URL parser quotes the URL it could not read
+      throw new WorkflowConfigurationError(`connection ${JSON.stringify(maskUrl(connection))} is not a valid Redis URL: ${maskUrl(errorMessage(error)).replaceAll(connection, maskUrl(connection))}`);
+    }
   }
   if ('nodes' in connection && Array.isArray(connection.nodes)) {
     return new Cluster(connection.nodes, {
@@ -103,18 +120,29 @@ function createClient(connection: Exclude<WorkflowConnection, Redis | Cluster>):
   return new Redis({ ...OWNED_DEFAULTS, ...(connection as RedisOptions) });
 }
 
-async function waitReady(client: RedisClient, timeoutMs: number): Promise<void> {
+async function waitReady(client: RedisClient, timeoutMs: number, where: string, onError: (error: Error) => void): Promise<void> {
   if (client.status === 'ready') return;
   if (client.status === 'wait') {
     client.connect().catch(() => undefined);
   }
   await new Promise<void>((resolve, reject) => {
     let lastError: Error | undefined;
-    const onError = (error: Error) => (lastError = error);
+    const onFailure = (error: Error) => {
+      lastError = error;
+      if (isAuthenticationError(error)) {
+        done(
+          new WorkflowConfigurationError(
+            `Redis at ${where} refused the credentials (${error.message}): check the password (and username, for an ACL user) in the module's connection option, and that the user exists and is enabled on that server.`,
+          ),
+        );
+        return;
+      }
+      onError(error);
+    };
     const done = (error?: Error) => {
       clearTimeout(timer);
       client.off('ready', onReady);
-      client.off('error', onError);
+      client.off('error', onFailure);
       if (error) reject(error);
       else resolve();
     };
@@ -123,12 +151,12 @@ async function waitReady(client: RedisClient, timeoutMs: number): Promise<void> 
       () =>
         done(
           new WorkflowConfigurationError(
-            `Cannot reach Redis within ${timeoutMs} ms${lastError ? ` (${lastError.message})` : ''}: check the module's connection option and that Redis is running.`,
+            `Cannot reach Redis at ${where} within ${timeoutMs} ms${lastError ? ` (${lastError.message})` : ''}: check the module's connection option and that Redis is running (connectTimeoutMs sets how long to wait).`,
           ),
         ),
       timeoutMs,
     );
     client.on('ready', onReady);
-    client.on('error', onError);
+    client.on('error', onFailure);
   });
 }

@@ -1,8 +1,11 @@
-import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { errorMessage } from '../errors/error-codec.js';
 import type { WorkflowModuleOptions } from '../interfaces/module-options.interface.js';
 import { WORKFLOW_MODULE_OPTIONS } from '../workflow.constants.js';
 import { resolveSettings, type WorkflowSettings } from '../workflow-settings.js';
+import { DEFAULTS } from '../workflow.constants.js';
 import { ChannelSubscriber } from './channel-subscriber.js';
+import { describeConnection } from './connection-description.js';
 import { FunctionLoader } from './function-loader.js';
 import { KeySpace } from './keys.js';
 import { RedisConnections } from './redis-connections.js';
@@ -25,9 +28,13 @@ export class WorkflowRedis implements OnApplicationShutdown {
   private readiness?: Promise<void>;
   /** Set once ready() has resolved: callers on hot paths skip the wait. */
   isReady = false;
+  /** The server, password masked, for log lines and errors. */
+  readonly where: string;
+  private readonly logger = new Logger('WorkflowRedis');
 
   constructor(@Inject(WORKFLOW_MODULE_OPTIONS) options: WorkflowModuleOptions) {
     this.settings = resolveSettings(options);
+    this.where = describeConnection(options.connection, DEFAULTS.connection);
     this.keys = new KeySpace(this.settings.prefix);
     this.connections = new RedisConnections(options.connection, this.settings.worker !== false);
     this.loader = new FunctionLoader(this.connections.command);
@@ -41,7 +48,11 @@ export class WorkflowRedis implements OnApplicationShutdown {
   ready(): Promise<void> {
     this.readiness ??= (async () => {
       try {
-        await this.connections.connect();
+        const timeoutMs = this.settings.connectTimeoutMs;
+        this.logger.log(`Connecting to Redis at ${this.where} (waiting up to ${timeoutMs} ms, option connectTimeoutMs)`);
+        await this.connections.connect(timeoutMs, this.where, (error) =>
+          this.logger.warn(`Redis at ${this.where} is not reachable yet (${errorMessage(error)}); retrying for up to ${timeoutMs} ms. Start Redis or fix the connection option.`),
+        );
         await this.loader.ensureLoaded();
         this.isReady = true;
       } catch (error) {
