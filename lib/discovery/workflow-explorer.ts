@@ -5,6 +5,7 @@ import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 import type { WorkflowHandler } from '../interfaces/workflow.interfaces.js';
 import { ON_FAILURE_METADATA } from '../workflow.constants.js';
 import { readWorkflowMetadata, resolveWorkflowOptions } from './workflow-definition.js';
+import { keepReplacedStepsDurable } from './step-replacements.js';
 import { WorkflowRegistry } from './workflow-registry.js';
 
 /** Collects the app's @Workflow providers into the registry, and refuses the mistakes it can see. */
@@ -20,6 +21,7 @@ export class WorkflowExplorer {
 
   explore(): void {
     for (const wrapper of this.discovery.getProviders()) {
+      if (wrapper.isDependencyTreeStatic()) keepReplacedStepsDurable(wrapper, this.scanner);
       const type = this.typeOf(wrapper);
       if (!type) continue;
       const meta = readWorkflowMetadata(type);

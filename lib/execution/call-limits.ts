@@ -29,8 +29,11 @@ export function checkDuration(value: unknown, what: string, min = 0, max = MAX_D
 }
 
 /** A step's own options (ctx.step.run's and @Step's), checked where they are given. */
-export function checkStepOptions(opts: { timeoutMs?: unknown; retries?: unknown } | undefined, where: string): void {
+export function checkStepOptions(opts: { timeoutMs?: unknown; retries?: unknown; shouldRetry?: unknown } | undefined, where: string): void {
   if (opts === undefined || opts === null) return;
+  if (opts.shouldRetry !== undefined && typeof opts.shouldRetry !== 'function') {
+    throw new InvalidArgumentError(`${where}: shouldRetry must be a function (error, attempt) => boolean.`);
+  }
   if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `${where}: timeoutMs`, 1, MAX_TIMER_MS);
   if (opts.retries !== undefined && !(Number.isInteger(opts.retries) && (opts.retries as number) >= 0 && (opts.retries as number) <= MAX_STEP_RETRIES)) {
     throw new InvalidArgumentError(`${where}: retries must be a whole number from 0 to ${MAX_STEP_RETRIES}, got ${describe(opts.retries)}.`);

@@ -15,11 +15,14 @@ export interface StepRequest<T> {
   retries?: number;
   backoff?: BackoffOptions;
   compensate?: (result: T) => unknown;
+  shouldRetry?: (error: unknown, attempt: number) => boolean;
 }
 
 /** An execution that makes steps durable: the real engine's RunExecution, or the in-process runInline. */
 export interface DurableExecution {
   runStep<T>(request: StepRequest<T>): Promise<T>;
+  /** runInline: retries follow at once, without their backoff. */
+  readonly skipsBackoff?: boolean;
 }
 
 export interface ExecutionScope {

@@ -12,6 +12,7 @@ import {
   WorkflowError,
   InvalidArgumentError,
 } from '../errors/workflow.errors.js';
+import { mayRetryStep } from './retry-policy.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type {
   InputData,
@@ -122,6 +123,8 @@ interface Memo {
 }
 
 class InlineRun implements DurableExecution {
+  /** Retries follow at once (see DurableExecution.skipsBackoff). */
+  readonly skipsBackoff = true;
   private readonly runId: string;
   private readonly name: string;
   private readonly options: ResolvedWorkflowOptions;
@@ -255,8 +258,7 @@ class InlineRun implements DurableExecution {
           );
           return toPayload(value, `The result of step '${request.name}'`, this.maxPayloadBytes);
         } catch (error) {
-          const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError || this.controller.signal.aborted;
-          if (final) throw error;
+          if (this.controller.signal.aborted || !mayRetryStep(request, error, attempt, attempt < maxTries)) throw error;
           this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
         } finally {
           clearTimeout(timer);

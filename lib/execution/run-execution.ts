@@ -11,6 +11,7 @@ import {
   TimeoutError,
   WorkflowError,
 } from '../errors/workflow.errors.js';
+import { mayRetryStep } from './retry-policy.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type { ResolvedWorkflowOptions, WorkflowDefinition } from '../discovery/workflow-definition.js';
 import type {
@@ -532,8 +533,7 @@ export class RunExecution implements DurableExecution {
         }
       }
       if (this.state !== 'executing') throw this.stopReason();
-      const final = attempt >= maxTries || error instanceof NonRetriableError || error instanceof PayloadError;
-      if (final) {
+      if (!mayRetryStep(request, error, previousAttempts + attempt, attempt < maxTries)) {
         const record = encodeStepRecord({
           k: request.kind,
           f: request.fingerprint,

@@ -46,6 +46,11 @@ export interface StepOptions {
   timeoutMs?: number;
   retries?: number;
   backoff?: BackoffOptions;
+  /** Asked after a failed attempt that has retries left: false ends the step with that error. */
+  shouldRetry?: (error: unknown, attempt: number) => boolean;
+  /** A method of the same class, called with the step's result and then the step's arguments when the
+   *  run's saga unwinds (the run failed for good or was canceled). */
+  compensate?: string;
 }
 
 export interface StepContext {
@@ -60,6 +65,8 @@ export interface RunStepOptions<T> {
   retries?: number;
   backoff?: BackoffOptions;
   compensate?: (result: T) => unknown;
+  /** Asked after a failed attempt that has retries left: false ends the step with that error. */
+  shouldRetry?: (error: unknown, attempt: number) => boolean;
 }
 
 export interface RunMeta {
