@@ -4,6 +4,7 @@ import { WorkflowRegistry } from './discovery/workflow-registry.js';
 import { WorkflowRedis } from './redis/workflow-redis.js';
 import { CronTriggerService } from './scheduler/cron-trigger.service.js';
 import { WorkflowWorker } from './worker/workflow-worker.js';
+import { registryEntry } from './discovery/registry-entry.js';
 
 /**
  * The module's lifecycle, in Nest's order: discover and load the library on init, start the worker on
@@ -45,21 +46,7 @@ export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, 
 
   /** Lets API-only apps emit these workflows by name, and operators list them. */
   private async registerWorkflows(): Promise<void> {
-    const entries = this.registry.all().map((w) => ({
-      name: w.name,
-      meta: JSON.stringify({
-        name: w.name,
-        queue: w.options.queue,
-        maxConcurrency: w.options.maxConcurrency,
-        onFailure: !!w.onFailure,
-        maxAttempts: w.options.maxAttempts,
-        timeoutMs: w.options.timeoutMs,
-        backoff: w.options.backoff,
-        cron: w.options.cron,
-        input: w.options.input?.name,
-        registeredAt: new Date().toISOString(),
-      }),
-    }));
+    const entries = this.registry.all().map((w) => ({ name: w.name, meta: registryEntry(w.name, w.options, !!w.onFailure, 'worker') }));
     try {
       await this.redis.store.register(entries);
     } catch (error) {

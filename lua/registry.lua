@@ -16,8 +16,18 @@ local function register(keys, argv)
   return #argv / 2
 end
 
+-- wf1_register_absent: records a workflow that no worker has registered, for an app that emits it by
+-- class, so that its runs are listed and counted while no worker serves it. A worker's entry is kept.
+-- KEYS[1]  the registry hash '{<prefix>}:workflows'
+-- ARGV[1]  workflow name    ARGV[2] metadata (JSON text written by the client)
+-- Reply: 1 when written, 0 when the workflow was registered already.
+local function register_absent(keys, argv)
+  return rcall('HSETNX', keys[1], argv[1], argv[2])
+end
+
 redis.register_function({ function_name = 'wf1_version', callback = version, flags = { 'no-writes' } })
 redis.register_function('wf1_register', register)
+redis.register_function('wf1_register_absent', register_absent)
 
 -- wf1_worker_beat: a worker says it is alive (or, with a ttl of 0, that it stopped), and workers not
 -- heard from within their ttl are forgotten.

@@ -128,7 +128,8 @@ export class RunInspector {
     const perWorkflow = await Promise.all(
       workflows.map(async (w) => {
         const { counts, depth, oldest } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
-        return { name: w.name, queue: w.queue, counts, queueDepth: depth, ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}) };
+        const serving = workers.filter((worker) => worker.workflows.includes(w.name)).length;
+        return { name: w.name, queue: w.queue, counts, queueDepth: depth, ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}), workers: serving };
       }),
     );
     for (const w of perWorkflow) {

@@ -26,12 +26,15 @@ import { assertKeySegment, type ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { ResultWaiter } from './result-waiter.js';
+import { UnservedWorkflows } from './unserved-workflows.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 
 /** What the client knows of a workflow it emits: from this app's providers, the class, or Redis. */
 interface EmitTarget {
   name: string;
-  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & Partial<Pick<ResolvedWorkflowOptions, 'input' | 'validation'>>;
+  options: Pick<ResolvedWorkflowOptions, 'queue' | 'maxConcurrency'> & Partial<ResolvedWorkflowOptions>;
+  /** The workflow's class, when the app has it (a provider, or a class passed to emit). */
+  type?: Type;
 }
 
 type WorkflowRef = string | WorkflowClass;
@@ -43,6 +46,7 @@ type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 export class WorkflowClient implements ChildLauncher {
   private readonly waiter: ResultWaiter;
   private readonly inspector: RunInspector;
+  private readonly unserved: UnservedWorkflows;
   private readonly remoteTargets = new Map<string, EmitTarget>();
   private liveWorkflows?: { names: Set<string>; readAt: number };
   private liveRead?: Promise<{ names: Set<string>; readAt: number }>;
@@ -53,6 +57,7 @@ export class WorkflowClient implements ChildLauncher {
   ) {
     this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
     this.inspector = new RunInspector(redis, registry);
+    this.unserved = new UnservedWorkflows(redis.store);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -140,10 +145,14 @@ export class WorkflowClient implements ChildLauncher {
   private writeRun(target: EmitTarget, queue: string, shard: ShardRef, text: string, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
     const parent = opts.parent;
     const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
-    const write = (served: boolean) =>
+    const emit = (served: boolean) =>
       this.redis.store
         .emit(shard, this.emitArgs(target, queue, runId, text, opts, served))
         .then((stored) => ({ runId: stored.runId, workflow: target.name }));
+    const write = (served: boolean) => {
+      const registering = served ? undefined : this.unserved.emitting(target);
+      return registering ? registering.then(() => emit(served)) : emit(served);
+    };
     const served = this.servedByLiveWorker(target.name);
     return typeof served === 'boolean' ? write(served) : served.then(write);
   }
@@ -369,7 +378,7 @@ export class WorkflowClient implements ChildLauncher {
       if (local) return local;
       const meta = readWorkflowMetadata(workflow);
       if (!meta) throw new UnknownWorkflowError(`${(workflow as Type).name} is not a workflow: decorate it with @Workflow('name').`);
-      return { name: meta.name, options: resolveWorkflowOptions(meta) };
+      return { name: meta.name, options: resolveWorkflowOptions(meta), type: workflow as Type };
     }
     if (typeof workflow !== 'string' || workflow === '') {
       throw new UnknownWorkflowError('Name a workflow by its @Workflow name or pass its class.');

@@ -128,7 +128,8 @@ export interface WorkflowMeta {
 }
 
 export interface WorkflowStats {
-  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
+  /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does). */
+  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number }[];
   queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
   workers: { alive: number; list: WorkerInfo[] };
 }

@@ -296,6 +296,11 @@ export class WorkflowStore {
     return { serverNow: Number(now), nextDueMs: Number(nextDue) >= 0 ? Number(nextDue) : undefined, more: more === 1, handoffs };
   }
 
+  /** Registers a workflow unless it is registered already (by a worker, or an earlier emit). */
+  async registerIfAbsent(name: string, meta: string): Promise<boolean> {
+    return Number(await this.fcall('wf1_register_absent', [this.keys.registry()], [name, meta])) === 1;
+  }
+
   async register(entries: { name: string; meta: string }[]): Promise<void> {
     if (entries.length === 0) return;
     await this.fcall('wf1_register', [this.keys.registry()], entries.flatMap((e) => [e.name, e.meta]));

@@ -127,6 +127,11 @@ function table(headings, rows, empty = 'Nothing here.') {
 
 // ---- pages ----
 
+/** A workflow no live worker serves: its runs wait in 'queued' until one does. */
+function noWorker() {
+  return h('span', { class: 'badge no-worker', title: "No live worker serves this workflow: its runs wait in 'queued'. Add its class to the providers of an app that runs a worker." }, 'no worker');
+}
+
 const overviewPage = {
   load: () => api('/stats'),
   live: () => true,
@@ -136,7 +141,7 @@ const overviewPage = {
     return h('div', {},
       h('h1', {}, 'Overview ', h('span', { class: 'live', title: 'refreshed every 2 s' }, `live · ${new Date().toLocaleTimeString()}`)),
       section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Oldest waiting'],
-        stats.workflows.map((w) => [h('a', { href: listHref({ workflow: w.name }) }, w.name), w.queue, ...statusCells(w.name, w.counts),
+        stats.workflows.map((w) => [h('span', {}, h('a', { href: listHref({ workflow: w.name }) }, w.name), w.workers === 0 ? noWorker() : null), w.queue, ...statusCells(w.name, w.counts),
           w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
       section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
         stats.queues.map((q) => [q.name, q.queueDepth, q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
