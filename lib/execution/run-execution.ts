@@ -730,8 +730,13 @@ export class RunExecution implements DurableExecution {
 
   /** `spec`: checks the argument (before anything is counted or written) and gives the wait's spec. */
   private sleep(name: string, describeWait: () => string): Promise<void> {
+    let spec: string;
+    try {
+      spec = describeWait();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.assertExecuting();
-    const spec = describeWait();
     const field = this.nextField(name);
     const stored = this.steps.get(field);
     if (stored) {
