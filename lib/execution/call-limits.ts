@@ -18,33 +18,38 @@ export const MAX_STEP_NAME_LENGTH = 256;
 export const MAX_EVENT_NAME_LENGTH = 200;
 export const MAX_EVENT_KEY_LENGTH = 512;
 
+/** What a message names (the call and argument): a function when building it would cost on a hot path. */
+export type Label = string | (() => string);
+
+const text = (label: Label) => (typeof label === 'string' ? label : label());
+
 /** A delay or timeout in ms: a finite number from `min` to MAX_DELAY_MS. */
-export function checkDuration(value: unknown, what: string, min = 0, max = MAX_DELAY_MS): number {
+export function checkDuration(value: unknown, what: Label, min = 0, max = MAX_DELAY_MS): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
     throw new InvalidArgumentError(
-      `${what} must be a number of milliseconds from ${min} to ${max}${max === MAX_DELAY_MS ? ' (100 years)' : ' (about 24.8 days, the longest timer Node keeps)'}, got ${describe(value)}.`,
+      `${text(what)} must be a number of milliseconds from ${min} to ${max}${max === MAX_DELAY_MS ? ' (100 years)' : ' (about 24.8 days, the longest timer Node keeps)'}, got ${describe(value)}.`,
     );
   }
   return value;
 }
 
 /** A step's own options (ctx.step.run's and @Step's), checked where they are given. */
-export function checkStepOptions(opts: { timeoutMs?: unknown; retries?: unknown; shouldRetry?: unknown } | undefined, where: string): void {
+export function checkStepOptions(opts: { timeoutMs?: unknown; retries?: unknown; shouldRetry?: unknown } | undefined, where: Label): void {
   if (opts === undefined || opts === null) return;
   if (opts.shouldRetry !== undefined && typeof opts.shouldRetry !== 'function') {
-    throw new InvalidArgumentError(`${where}: shouldRetry must be a function (error, attempt) => boolean.`);
+    throw new InvalidArgumentError(`${text(where)}: shouldRetry must be a function (error, attempt) => boolean.`);
   }
-  if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `${where}: timeoutMs`, 1, MAX_TIMER_MS);
+  if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `${text(where)}: timeoutMs`, 1, MAX_TIMER_MS);
   if (opts.retries !== undefined && !(Number.isInteger(opts.retries) && (opts.retries as number) >= 0 && (opts.retries as number) <= MAX_STEP_RETRIES)) {
-    throw new InvalidArgumentError(`${where}: retries must be a whole number from 0 to ${MAX_STEP_RETRIES}, got ${describe(opts.retries)}.`);
+    throw new InvalidArgumentError(`${text(where)}: retries must be a whole number from 0 to ${MAX_STEP_RETRIES}, got ${describe(opts.retries)}.`);
   }
 }
 
 /** A point in time for sleepUntil / runAt: a valid Date no further than MAX_DELAY_MS from now. */
-export function checkInstant(value: unknown, what: string): number {
+export function checkInstant(value: unknown, what: Label): number {
   const ms = value instanceof Date ? value.getTime() : NaN;
-  if (!Number.isFinite(ms)) throw new InvalidArgumentError(`${what} must be a valid Date, got ${value instanceof Date ? 'an invalid Date' : describe(value)}.`);
-  if (ms - Date.now() > MAX_DELAY_MS) throw new InvalidArgumentError(`${what} must be at most 100 years from now, got ${(value as Date).toISOString()}.`);
+  if (!Number.isFinite(ms)) throw new InvalidArgumentError(`${text(what)} must be a valid Date, got ${value instanceof Date ? 'an invalid Date' : describe(value)}.`);
+  if (ms - Date.now() > MAX_DELAY_MS) throw new InvalidArgumentError(`${text(what)} must be at most 100 years from now, got ${(value as Date).toISOString()}.`);
   return ms;
 }
 
@@ -59,13 +64,13 @@ export function checkStepName(name: unknown): string {
 }
 
 /** The one rule for event names and keys, shared by sendEvent and waitForEvent (so a wait can be met). */
-export function checkEvent(event: unknown, key: unknown, where: string): { event: string; key: string } {
+export function checkEvent(event: unknown, key: unknown, where: Label): { event: string; key: string } {
   if (typeof event !== 'string' || event === '' || event.length > MAX_EVENT_NAME_LENGTH) {
-    throw new InvalidArgumentError(`${where} needs an event name of 1 to ${MAX_EVENT_NAME_LENGTH} characters, got ${typeof event === 'string' ? `${event.length} characters` : describe(event)}.`);
+    throw new InvalidArgumentError(`${text(where)} needs an event name of 1 to ${MAX_EVENT_NAME_LENGTH} characters, got ${typeof event === 'string' ? `${event.length} characters` : describe(event)}.`);
   }
   const k = key ?? '';
   if (typeof k !== 'string' || k.length > MAX_EVENT_KEY_LENGTH) {
-    throw new InvalidArgumentError(`${where}: the event key must be a string of at most ${MAX_EVENT_KEY_LENGTH} characters, got ${typeof k === 'string' ? `${k.length} characters` : describe(k)}.`);
+    throw new InvalidArgumentError(`${text(where)}: the event key must be a string of at most ${MAX_EVENT_KEY_LENGTH} characters, got ${typeof k === 'string' ? `${k.length} characters` : describe(k)}.`);
   }
   return { event, key: k };
 }

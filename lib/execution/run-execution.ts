@@ -362,14 +362,14 @@ export class RunExecution implements DurableExecution {
     const ctx = new HandlerContext(this, this.input, this.runMeta(), {
       run: (name, fn, opts) => {
         try {
-          checkStepOptions(opts, `step.run(${quoteName(name)})`);
+          if (opts !== undefined) checkStepOptions(opts, () => `step.run(${quoteName(name)})`);
         } catch (error) {
           return Promise.reject(error);
         }
         return this.runStep({ name, kind: 'step', fn, ...opts });
       },
-      sleep: (name, ms) => this.sleep(name, () => `in:${Math.floor(checkDuration(ms, `sleep(${quoteName(name)})`))}`),
-      sleepUntil: (name, at) => this.sleep(name, () => `at:${checkInstant(at, `sleepUntil(${quoteName(name)})`)}`),
+      sleep: (name, ms) => this.sleep(name, () => `in:${Math.floor(checkDuration(ms, () => `sleep(${quoteName(name)})`))}`),
+      sleepUntil: (name, at) => this.sleep(name, () => `at:${checkInstant(at, () => `sleepUntil(${quoteName(name)})`)}`),
       runWorkflow: (name, workflow, input, opts) => this.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waitForEvent(name, opts) as never,
@@ -750,7 +750,7 @@ export class RunExecution implements DurableExecution {
   private runChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildRunOptions = {}): Promise<unknown> {
     try {
       this.assertExecuting();
-      if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `runWorkflow(${quoteName(name)}): timeoutMs`);
+      if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `runWorkflow(${quoteName(name)}): timeoutMs`);
       const field = this.nextField(name);
       const workflowName = this.settings.children.workflowName(workflow);
       const fingerprint = `child:${workflowName}`;
@@ -824,7 +824,7 @@ export class RunExecution implements DurableExecution {
 
   private async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
     this.assertExecuting();
-    if (opts?.runAt !== undefined) checkInstant(opts.runAt, `emitWorkflow(${quoteName(name)}): runAt`);
+    if (opts?.runAt !== undefined) checkInstant(opts.runAt, () => `emitWorkflow(${quoteName(name)}): runAt`);
     const field = this.nextField(name);
     const fingerprint = `child:${this.settings.children.workflowName(workflow)}`;
     const stored = this.steps.get(field);
@@ -855,8 +855,8 @@ export class RunExecution implements DurableExecution {
   private async waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
     this.assertExecuting();
     if (!opts || typeof opts !== 'object') throw new InvalidArgumentError(`waitForEvent(${quoteName(name)}) needs { event: string, key?: string, timeoutMs?: number }.`);
-    const { key } = checkEvent(opts.event, opts.key, `waitForEvent(${quoteName(name)})`);
-    if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, `waitForEvent(${quoteName(name)}): timeoutMs`);
+    const { key } = checkEvent(opts.event, opts.key, () => `waitForEvent(${quoteName(name)})`);
+    if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `waitForEvent(${quoteName(name)}): timeoutMs`);
     const field = this.nextField(name);
     const fingerprint = `event:${opts.event}`;
     const stored = this.steps.get(field);
