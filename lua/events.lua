@@ -1,18 +1,48 @@
 -- Events live in the event shard ('{<prefix>:~events}', a name no queue can take), one log per (event, key):
---   <root>:ev:<len>:<event>:<key>:log  sent events by time (zset of event ids)
+--   <root>:ev:<len>:<event>:<key>:log  sent events in the order they were sent (zset of event ids, scored
+--                                      by their position: see next_position)
 --   <root>:ev:<len>:<event>:<key>:pay  event id -> payload (hash)
---   <root>:ev:<len>:<event>:<key>:wt   '<run id>|<field>' -> '<threshold ms>|<run's shard root>' (hash)
--- A parking run registers its wait here and, in the same call, gets any logged event newer than its
+--   <root>:ev:<len>:<event>:<key>:wt   '<run id>|<field>' -> '<threshold>|<run's shard root>' (hash)
+-- A parking run registers its wait here and, in the same call, gets any logged event past its
 -- threshold; a send logs the event and takes the waiters registered here. Either the send sees the
 -- waiter or the waiter sees the event.
+--
+-- Positions and thresholds. An event's position is the server's ms when it was sent, made strictly greater
+-- than the position of the log's previous event by steps of 1/1024 ms when several share a millisecond
+-- (like a stream id '<ms>-<seq>' packed in one double: exact up to 2^43 ms, the year 2248). Events thus
+-- sort in the order they were sent, and a position names one event. A threshold, in ZRANGEBYSCORE's
+-- syntax, is either '(<position>' (after the event the run's previous wait for this (event, key)
+-- received) or '<ms>' (sent at or after that millisecond: the run's creation, see WorkflowStore.waitEvent).
+local POSITION_STEP = 1 / 1024
 
 local function event_base(root, event, key)
   return root .. ':ev:' .. string.len(event) .. ':' .. event .. ':' .. key
 end
 
-local function event_record(event, key, event_id, sent_at, payload)
+-- Positions are written with 17 significant digits: read back (by Redis, Lua or JSON.parse) they are the
+-- same double.
+local function position_text(position) return string.format('%.17g', position) end
+
+-- The position of an event sent now: after the last one logged, even within the same millisecond.
+local function next_position(log, now)
+  local last = rcall('ZRANGE', log, -1, -1, 'WITHSCORES')[2]
+  if last then
+    local after = tonumber(last) + POSITION_STEP
+    if after > now then return after end
+  end
+  return now
+end
+
+-- Whether an event at `position` is past a threshold (see above).
+local function past_threshold(position, threshold)
+  if string.sub(threshold, 1, 1) == '(' then return position > tonumber(string.sub(threshold, 2)) end
+  return position >= tonumber(threshold)
+end
+
+-- 'th': the event's position, from which the run's next wait for this (event, key) goes on.
+local function event_record(event, key, event_id, position, payload)
   return '{"k":"event","s":"succeeded","ev":' .. cjson.encode(event) .. ',"key":' .. cjson.encode(key) ..
-    ',"id":' .. cjson.encode(event_id) .. ',"th":' .. string.format('%d', sent_at) ..
+    ',"id":' .. cjson.encode(event_id) .. ',"th":' .. position_text(position) ..
     ',"r":' .. (payload ~= '' and payload or 'null') .. '}'
 end
 
@@ -37,7 +67,8 @@ local function send_event(keys, argv)
     rcall('ZREM', base .. ':log', unpack(expired))
     rcall('HDEL', base .. ':pay', unpack(expired))
   end
-  rcall('ZADD', base .. ':log', now, event_id)
+  local position = next_position(base .. ':log', now)
+  rcall('ZADD', base .. ':log', position_text(position), event_id)
   rcall('HSET', base .. ':pay', event_id, payload)
   rcall('PEXPIRE', base .. ':log', retention)
   rcall('PEXPIRE', base .. ':pay', retention)
@@ -45,11 +76,11 @@ local function send_event(keys, argv)
   local waiters = rcall('HGETALL', base .. ':wt')
   for i = 1, #waiters, 2 do
     local waiter, spec = waiters[i], waiters[i + 1]
-    local threshold, run_root = string.match(spec, '^(%d+)|(.*)$')
-    if tonumber(threshold) < now then
+    local threshold, run_root = string.match(spec, '^([^|]*)|(.*)$')
+    if past_threshold(position, threshold) then
       local bar = string.find(waiter, '|', 1, true)
       local run_id, field = string.sub(waiter, 1, bar - 1), string.sub(waiter, bar + 1)
-      local json = event_record(event, key, event_id, now, payload)
+      local json = event_record(event, key, event_id, position, payload)
       local message_id = event_id .. '|' .. waiter
       outbox_add(root, message_id, run_root, run_id, field, 'S', json, 'event', now)
       rcall('HDEL', base .. ':wt', waiter)
@@ -60,17 +91,18 @@ local function send_event(keys, argv)
 end
 
 -- wf1_wait_event: registers a run's wait for (event, key), or answers it at once with the earliest
--- event logged after the threshold.
+-- event logged past the threshold.
 -- KEYS[1]  event shard root
 -- ARGV[1]  event name    ARGV[2] key ('' = none)    ARGV[3] run id    ARGV[4] step field
--- ARGV[5]  threshold ms: only events sent after it match    ARGV[6] the run's shard root
+-- ARGV[5]  threshold: '(<position>' (events after that one) or '<ms>' (events sent at or after it)
+-- ARGV[6]  the run's shard root
 -- Reply: { 1, record } when an event matched (the record to commit as the step's result), or { 0 } when
 --        the wait is registered and a later send will deliver the event to the run.
 local function wait_event(keys, argv)
   local root = keys[1]
   local event, key, run_id, field, threshold, run_root = argv[1], argv[2], argv[3], argv[4], argv[5], argv[6]
   local base = event_base(root, event, key)
-  local found = rcall('ZRANGEBYSCORE', base .. ':log', '(' .. threshold, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local found = rcall('ZRANGEBYSCORE', base .. ':log', threshold, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if found[1] then
     local payload = rcall('HGET', base .. ':pay', found[1])
     if payload then

@@ -5,10 +5,11 @@
 -- KEYS[1]  shard root
 -- ARGV[1]  run id    ARGV[2] fencing token
 -- ARGV[3]  what the run waits for (JSON text, shown as RunInfo.waitingFor)
--- ARGV[4..] groups of 3, one per wait: kind, step field, spec
+-- ARGV[4..] groups, one per wait: kind, step field, spec (3 arguments; 5 for 'ev')
 --          'sleep', field, 'in:<ms>' | 'at:<ms>'           a sleep; its record stores the wake-up time
 --          'child', field, '<child id>|<timeout ms or empty>|<workflow>'
---          'event', field, JSON text {"ev":..,"key":..,"to":<timeout ms or null>} (our own, decoded here)
+--          'ev', field, event name, key ('' = none), timeout ms ('' = none): an event. The name and key
+--          are the user's own strings, so they come as arguments of their own: nothing here decodes them.
 --          'spawn', field, spec as for 'child', then the 12 arguments of wf1_emit for that child: a child
 --          in this shard that the run starts as it parks (created first, as wf1_emit would; an existing
 --          run id creates nothing), then waited for as 'child'.
@@ -42,6 +43,11 @@ local function park(keys, argv)
     if kind == 'spawn' then
       spawned[#spawned + 1] = i
       i = i + 12
+    elseif kind == 'ev' then
+      i = i + 2
+    elseif kind ~= 'sleep' and kind ~= 'child' then
+      -- before any write: 'event' is the JSON wait spec of clients older than BUILD 46
+      return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
     end
   end
   if #spawned > 0 then emit_children(keys, argv, spawned, now) end
@@ -75,10 +81,10 @@ local function park(keys, argv)
         json = json .. '}'
         new_children[#new_children + 1] = child_id
       else
-        local wait_spec = cjson.decode(spec)
-        json = '{"k":"event","s":"waiting","ev":' .. cjson.encode(wait_spec.ev) .. ',"key":' .. cjson.encode(wait_spec.key or '')
-        if type(wait_spec.to) == 'number' then
-          deadline = now + wait_spec.to
+        json = '{"k":"event","s":"waiting","ev":' .. cjson.encode(spec) .. ',"key":' .. cjson.encode(argv[at + 3])
+        local timeout = argv[at + 4]
+        if timeout ~= '' then
+          deadline = now + tonumber(timeout)
           json = json .. ',"dl":' .. ms(deadline)
         end
         json = json .. '}'

@@ -24,7 +24,7 @@ import type {
   WorkflowHandler,
 } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
-import type { ClaimRequest, ClaimedRun, CommitResult, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
+import type { ClaimRequest, ClaimedRun, CommitResult, EventThreshold, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
 import { abortableDelay, backoffDelay, raceAbort } from './backoff.js';
 import type { ChildLauncher, ChildStart } from './child-launcher.js';
 import { executionScope, type DurableExecution, type ExecutionScope, type StepRequest } from './execution-scope.js';
@@ -116,6 +116,7 @@ export class RunExecution implements DurableExecution {
   /** Each step field this execution reached, and its position in the run's calls (StepRecord.n). */
   private readonly callOrder = new Map<string, number>();
   private readonly compensations: Compensation[] = [];
+  /** (event, key) -> the log position of the event the run's last wait for them received. */
   private readonly eventThresholds = new Map<string, number>();
   private readonly claimedAtLocal = Date.now();
   /** Local time by which the lease surely still holds (the claim or the last heartbeat, sent before this, plus leaseMs). */
@@ -870,15 +871,18 @@ export class RunExecution implements DurableExecution {
     if (this.mode === 'collect') throw new EndOfRecords();
     if (stored?.state === 'W') {
       if (stored.record.dl !== undefined && stored.record.dl <= this.serverNow()) {
-        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', n: this.callOrder.get(field), ev: opts.event, key, th: stored.record.dl }, 'null');
+        // A wait that timed out received no event, so the next one goes on from the same place in the log
+        // (no 'th'): an event whose delivery lost the race with the timeout is not missed.
+        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', n: this.callOrder.get(field), ev: opts.event, key }, 'null');
         return resolved(await this.resolveOpenWait(field, 'S', record));
       }
       return this.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
     }
-    const threshold = this.eventThresholds.get(streamKey) ?? this.claim.createdAt;
+    const position = this.eventThresholds.get(streamKey);
+    const after: EventThreshold = position === undefined ? { runCreatedAt: this.claim.createdAt } : { position };
     const matched = await this.track(async () => {
       await this.flushCommits();
-      return this.store.waitEvent(opts.event, key, this.id, field, threshold, this.settings.shardRoot);
+      return this.store.waitEvent(opts.event, key, this.id, field, after, this.settings.shardRoot);
     });
     if (matched !== undefined) {
       const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)},"n":${this.callOrder.get(field)}}`;

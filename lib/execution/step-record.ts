@@ -37,7 +37,9 @@ export interface StepRecord {
   dl?: number;
   /** a child's run id */
   id?: string;
-  /** an event wait's event and key, and the point (server ms) from which the next wait for them counts */
+  /** an event wait's event and key, and the position in their log of the event it received (server ms,
+   *  with a fraction that orders the events of one millisecond): the run's next wait for them takes the
+   *  first event after it */
   ev?: string;
   key?: string;
   th?: number;

@@ -48,6 +48,20 @@ export type WaitSpec =
   | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
 
+/**
+ * Where a run's wait for an (event, key) starts in their log: after the event its previous wait for them
+ * received (`position`, the record's 'th'), or, for its first wait, from the run's creation.
+ */
+export type EventThreshold = { position: number } | { runCreatedAt: number };
+
+/**
+ * How far the clocks of two Redis Cluster nodes may differ without a run missing an event: a run's
+ * creation time is read on its shard's node, an event's on the event shard's node. A first wait therefore
+ * also takes an event sent up to this long before the run's creation by those clocks. On a single server
+ * both are one clock, and the first wait takes the events sent from the run's creation millisecond on.
+ */
+export const EVENT_CLOCK_SKEW_MS = 1_000;
+
 export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
 
 export interface ClaimWorkflowSpec {
@@ -207,7 +221,8 @@ export class WorkflowStore {
         args.push(w.spawn ? 'spawn' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
         if (w.spawn) args.push(...emitArguments(w.spawn));
       }
-      else args.push('event', w.field, JSON.stringify({ ev: w.event, key: w.key, to: w.timeoutMs ?? null }));
+      // the user's event name and key as arguments of their own: the library decodes nothing users wrote
+      else args.push('ev', w.field, w.event, w.key, w.timeoutMs ?? '');
     }
     const reply = (await this.transition('wf1_park', [this.root(shard)], args, asIs)) as [number, number | string];
     if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
@@ -266,9 +281,13 @@ export class WorkflowStore {
     return { repeated: reply[0] === 0, handoffs };
   }
 
-  /** Registers a wait for (event, key), or returns the record of the earliest event after the threshold. */
-  async waitEvent(event: string, key: string, runId: string, field: string, thresholdMs: number, runRoot: string): Promise<string | undefined> {
-    const reply = (await this.fcall('wf1_wait_event', [this.keys.eventRoot()], [event, key, runId, field, thresholdMs, runRoot])) as [
+  /** Registers a wait for (event, key), or returns the record of the earliest event past the threshold. */
+  async waitEvent(event: string, key: string, runId: string, field: string, after: EventThreshold, runRoot: string): Promise<string | undefined> {
+    // In ZRANGEBYSCORE's syntax (lua/events.lua): exclusive after an event, inclusive from a millisecond
+    // (an event sent in the creation's millisecond counts as sent after it).
+    const threshold =
+      'position' in after ? `(${after.position}` : String(after.runCreatedAt - (this.client instanceof Cluster ? EVENT_CLOCK_SKEW_MS : 0));
+    const reply = (await this.fcall('wf1_wait_event', [this.keys.eventRoot()], [event, key, runId, field, threshold, runRoot])) as [
       number,
       string?,
     ];

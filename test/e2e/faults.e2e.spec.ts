@@ -85,7 +85,7 @@ describe('faults: repeated calls, damaged data, unknown workflows, bad input (e2
     await twice(() => store.retry(shard, runId));
     const [again] = await store.claim(shard, 'w1', 1, 30_000, 'c2', [{ name: 'idem', maxConcurrency: 0, maxAttempts: 3, timeoutMs: 0 }], 1000);
     await twice(() => store.park(shard, runId, again.token, '{}', [{ kind: 'event', field: '0:e', event: 'ev', key: 'k1' }]));
-    await twice(() => store.waitEvent('ev', 'k1', runId, '0:e', 0, engine.keys.shardRoot(shard)));
+    await twice(() => store.waitEvent('ev', 'k1', runId, '0:e', { runCreatedAt: 0 }, engine.keys.shardRoot(shard)));
     const eventId = '01JZZZZZZZZZZZZZZZZZZZZZZZ';
     await twice(() => store.sendEvent(eventId, 'ev', 'k1', '{"ok":1}', 60_000));
     const { handoffs } = await store.sendEvent('01JZZZZZZZZZZZZZZZZZZZZZZY', 'ev', 'k1', '{"ok":2}', 60_000);
