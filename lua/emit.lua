@@ -12,7 +12,10 @@
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
---        already named a run; the id and status are then those of the existing run.
+--        already named a run; the id and status are then those of the existing run. A parent whose step
+--        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
+--        when it has finished and the parent lives in another shard, the reply goes on with the hand-off
+--        of its outcome: { 0, run id, status, parent root, parent id, field, state, record, message id }.
 
 -- The run hash of a new run: only the fields a run has are stored, since every byte here is kept for
 -- the run's whole retention. `argv` as for wf1_emit.
@@ -61,7 +64,14 @@ local function emit(keys, argv, at)
   if ikey ~= '' then
     local other = rcall('HGET', root .. ':ik:' .. wf, ikey)
     if other then
-      return { 0, other, rcall('HGET', run_key(root, other), 'st') or 'unknown' }
+      local reply = { 0, other, rcall('HGET', run_key(root, other), 'st') or 'unknown' }
+      if argv[10] ~= '' then
+        local handoff = wait_for_existing_run(root, other, argv[9], argv[10], argv[11], at or now_ms())
+        if handoff then
+          for i = 1, #handoff do reply[3 + i] = handoff[i] end
+        end
+      end
+      return reply
     end
     rcall('HSET', root .. ':ik:' .. wf, ikey, id)
   end

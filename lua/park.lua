@@ -8,6 +8,8 @@
 -- ARGV[4..] groups, one per wait: kind, step field, spec (3 arguments; 5 for 'ev')
 --          'sleep', field, 'in:<ms>' | 'at:<ms>'           a sleep; its record stores the wake-up time
 --          'child', field, '<child id>|<timeout ms or empty>|<workflow>'
+--          'join', field, spec as for 'child': a run that another parent started (the idempotency key of the
+--                  run's child named it); waited for, but not this run's child (a cancel leaves it alone)
 --          'ev', field, event name, key ('' = none), timeout ms ('' = none): an event. The name and key
 --          are the user's own strings, so they come as arguments of their own: nothing here decodes them.
 --          'spawn', field, spec as for 'child', then the 12 arguments of wf1_emit for that child: a child
@@ -45,7 +47,7 @@ local function park(keys, argv)
       i = i + 12
     elseif kind == 'ev' then
       i = i + 2
-    elseif kind ~= 'sleep' and kind ~= 'child' then
+    elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' then
       -- before any write: 'event' is the JSON wait spec of clients older than BUILD 46
       return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
     end
@@ -59,7 +61,8 @@ local function park(keys, argv)
   local open_fields, new_records, new_children, written = {}, {}, {}, {}
   for w, at in ipairs(waits) do
     local kind, field, spec = argv[at], argv[at + 1], argv[at + 2]
-    if kind == 'spawn' then kind = 'child' end
+    local own = kind ~= 'join'
+    if kind == 'spawn' or kind == 'join' then kind = 'child' end
     -- a field named twice takes the record its first wait wrote
     local current = currents[w] or written[field]
     local state = record_state(current)
@@ -79,7 +82,7 @@ local function park(keys, argv)
           json = json .. ',"dl":' .. ms(deadline)
         end
         json = json .. '}'
-        new_children[#new_children + 1] = child_id
+        if own then new_children[#new_children + 1] = child_id end
       else
         json = '{"k":"event","s":"waiting","ev":' .. cjson.encode(spec) .. ',"key":' .. cjson.encode(argv[at + 3])
         local timeout = argv[at + 4]

@@ -1,6 +1,6 @@
 -- wf1_tick: the shard's housekeeping, run by workers when something is due: wakes runs whose timer is
--- due, takes runs back from workers whose lease expired, fails runs past their deadline, and deletes
--- finished runs past their retention. Each part handles at most ARGV[1] entries per call, so a large
+-- due, takes runs back from workers whose lease expired, fails runs past their deadline, tells the parents
+-- of a run that several wait for its outcome, and deletes finished runs past their retention. Each part handles at most ARGV[1] entries per call, so a large
 -- backlog is worked off in several short calls instead of blocking Redis.
 -- KEYS[1]  shard root
 -- ARGV[1]  batch size per part
@@ -92,8 +92,11 @@ local function delete_expired_runs(root, now, batch)
     rcall('ZREM', root .. ':expiry', id)
     local run = run_key(root, id)
     local f = rcall('HMGET', run, 'wf', 'st', 'ik')
-    if f[1] then
-      rcall('DEL', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id))
+    if f[1] and rcall('ZSCORE', root .. ':pwq', id) then
+      -- parents still to be told its outcome (see tell_waiting_parents): kept a little longer
+      rcall('ZADD', root .. ':expiry', ms(now + 1000), id)
+    elseif f[1] then
+      rcall('DEL', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id))
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
@@ -132,10 +135,14 @@ local function tick(keys, argv)
   if woken > 0 then notify_workers(root, 'r') end
   if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
   if fail_past_deadline(root, now, batch) >= batch then more = 1 end
+  -- before the deletions (a run kept for 0 ms still tells its parents) and the outbox (whose messages to
+  -- other shards this adds, due now)
+  local _, parents_left = tell_waiting_parents(root, now, batch)
+  if parents_left then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
   local handoffs = overdue_handoffs(root, now, batch)
   local next_due = -1
-  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox' }) do
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
     if head[2] and head[1] ~= SKIPLIST_SENTINEL then
       local wait = math.max(0, tonumber(head[2]) - now)

@@ -66,13 +66,13 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /** For a running parent: starts a child under a run id derived from the parent's step. */
-  startChild(start: ChildStart): Promise<{ id: string; workflow: string }> {
+  startChild(start: ChildStart): Promise<{ id: string; workflow: string; joined: boolean }> {
     return this.create(start.workflow, start.input, {
       idempotencyKey: start.idempotencyKey,
       queue: start.queue,
       runAt: start.runAt,
       parent: start,
-    }).then(({ runId, workflow }) => ({ id: runId, workflow }));
+    }).then(({ runId, workflow, joined }) => ({ id: runId, workflow, joined }));
   }
 
   childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined {
@@ -111,7 +111,7 @@ export class WorkflowClient implements ChildLauncher {
    * target, the input and the connection need no waiting: every promise pays the AsyncLocalStorage hooks
    * that @Step() needs (bench/NOTES.md, sixth round), and a producer makes this call per run.
    */
-  private create(workflow: WorkflowRef, input: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
+  private create(workflow: WorkflowRef, input: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string; joined: boolean }> {
     try {
       const target = this.knownTarget(workflow);
       if (!target) return this.resolveTarget(workflow).then((resolved) => this.createFor(resolved, input, opts));
@@ -121,7 +121,7 @@ export class WorkflowClient implements ChildLauncher {
     }
   }
 
-  private createFor(target: EmitTarget, input: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
+  private createFor(target: EmitTarget, input: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string; joined: boolean }> {
     checkEmitOptions(opts);
     if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.maxConcurrency > 0) {
       throw new WorkflowError(
@@ -134,7 +134,7 @@ export class WorkflowClient implements ChildLauncher {
     return prepareInput(target.options.input, input, target.options.validation).then((validated) => this.insert(target, validated, opts));
   }
 
-  private insert(target: EmitTarget, validated: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
+  private insert(target: EmitTarget, validated: unknown, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string; joined: boolean }> {
     const text = this.inputText(target, validated);
     const queue = opts.queue ?? target.options.queue;
     const shard = this.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
@@ -142,13 +142,22 @@ export class WorkflowClient implements ChildLauncher {
     return this.writeRun(target, queue, shard, text, opts);
   }
 
-  private writeRun(target: EmitTarget, queue: string, shard: ShardRef, text: string, opts: EmitOptions & { parent?: ChildStart }): Promise<{ runId: string; workflow: string }> {
+  /** `joined`: the idempotency key named a run of another parent's (or a client's), and a parent waits for it. */
+  private writeRun(
+    target: EmitTarget,
+    queue: string,
+    shard: ShardRef,
+    text: string,
+    opts: EmitOptions & { parent?: ChildStart },
+  ): Promise<{ runId: string; workflow: string; joined: boolean }> {
     const parent = opts.parent;
     const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
+    const written = (stored: { runId: string }) => ({ runId: stored.runId, workflow: target.name, joined: stored.runId !== runId });
     const emit = (served: boolean) =>
-      this.redis.store
-        .emit(shard, this.emitArgs(target, queue, runId, text, opts, served))
-        .then((stored) => ({ runId: stored.runId, workflow: target.name }));
+      this.redis.store.emit(shard, this.emitArgs(target, queue, runId, text, opts, served)).then((stored) =>
+        // The run named by the key had finished: the waiting parent gets its outcome before it parks.
+        stored.handoff ? this.redis.store.deliver(stored.handoff).then(() => written(stored)) : written(stored),
+      );
     const write = (served: boolean) => {
       const registering = served ? undefined : this.unserved.emitting(target);
       return registering ? registering.then(() => emit(served)) : emit(served);

@@ -18,8 +18,11 @@ export interface ChildStart {
 
 /** Starts child runs for a running workflow (implemented by WorkflowClient). */
 export interface ChildLauncher {
-  /** Returns the id of the run that stands for the child (an existing one for a reused idempotency key). */
-  startChild(start: ChildStart): Promise<{ id: string; workflow: string }>;
+  /**
+   * Returns the id of the run that stands for the child: an existing one for a reused idempotency key
+   * (`joined`: a run the parent did not start, which it waits for but does not own).
+   */
+  startChild(start: ChildStart): Promise<{ id: string; workflow: string; joined?: boolean }>;
   /**
    * The run a child would be, when the parent can create it in the same call as it parks: a child that
    * lives in the parent's shard and needs no look-up or validation that waits. Undefined otherwise.

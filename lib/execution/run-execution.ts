@@ -787,14 +787,16 @@ export class RunExecution implements DurableExecution {
         if (inShard) return this.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
       }
       const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : this.track(() => this.startChildAfterCommits(start));
-      return started.then((child) => this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs }));
+      return started.then((child) =>
+        this.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
+      );
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
   /** Starts a child once the steps before it are committed. */
-  private startChildAfterCommits(start: ChildStart): Promise<{ id: string; workflow: string }> {
+  private startChildAfterCommits(start: ChildStart): Promise<{ id: string; workflow: string; joined?: boolean }> {
     return this.afterCommits(() => this.settings.children.startChild(start));
   }
 
@@ -814,7 +816,12 @@ export class RunExecution implements DurableExecution {
   }
 
   /** A child that failed in an earlier epoch, started again under the next generation. */
-  private async restartFailedChild(field: string, fingerprint: string, generation: number, start: ChildStart): Promise<{ id: string; workflow: string }> {
+  private async restartFailedChild(
+    field: string,
+    fingerprint: string,
+    generation: number,
+    start: ChildStart,
+  ): Promise<{ id: string; workflow: string; joined?: boolean }> {
     // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
     // that the new child's outcome (however fast) is delivered onto it.
     const childId = this.settings.children.childRunId(start);

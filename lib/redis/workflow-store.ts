@@ -44,8 +44,9 @@ export interface Handoff {
 
 export type WaitSpec =
   | { kind: 'sleep'; field: string; spec: string }
-  /** `spawn`: a child in the run's own shard not created yet: the park creates it (see RunExecution.runChild). */
-  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs }
+  /** `spawn`: a child in the run's own shard not created yet: the park creates it (see RunExecution.runChild).
+   *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
 
 /**
@@ -123,7 +124,11 @@ export class WorkflowStore {
     return this.keys.shardRoot(shard);
   }
 
-  emit(shard: ShardRef, a: EmitArgs): Promise<{ created: boolean; runId: string; status: string }> {
+  /**
+   * Creates a run. `handoff`: the idempotency key named a finished run that a parent (a.parentField) now
+   * waits for, in another shard: its outcome, to deliver to that parent.
+   */
+  emit(shard: ShardRef, a: EmitArgs): Promise<{ created: boolean; runId: string; status: string; handoff?: Handoff }> {
     try {
       this.assertConnected();
     } catch (error) {
@@ -131,6 +136,8 @@ export class WorkflowStore {
     }
     return this.fcall('wf1_emit', [this.root(shard)], emitArguments(a), (reply) => {
       const [created, runId, status] = reply as [number, string, string];
+      const parts = reply as unknown[];
+      if (parts.length > 3) return { created: created === 1, runId, status, handoff: this.handoffFrom(this.root(shard), parts.slice(3)) };
       return { created: created === 1, runId, status };
     });
   }
@@ -218,7 +225,7 @@ export class WorkflowStore {
     for (const w of waits) {
       if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
       else if (w.kind === 'child') {
-        args.push(w.spawn ? 'spawn' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+        args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
         if (w.spawn) args.push(...emitArguments(w.spawn));
       }
       // the user's event name and key as arguments of their own: the library decodes nothing users wrote

@@ -106,6 +106,11 @@ local function child_record(wf, child_id, state, payload)
   return head .. ',"s":"failed","e":' .. payload .. '}'
 end
 
+-- A run's 'pf' when more than one parent waits for it (an idempotency key named it for a second parent):
+-- the parents and their steps are then in its waiting-parents hash (see includes/04-child-waiters.lua).
+-- A step field is never '*' ('<occurrence>:<name>').
+local MANY_PARENTS = '*'
+
 -- A finished child tells its parent: directly when both live in this shard, else through the outbox.
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
 -- `parent`, `field`, `parent_root`: the run's 'par', 'pf' and 'pr' when the caller has read them (a
@@ -117,6 +122,12 @@ local function notify_parent(root, id, wf, state, payload, now, parent, field, p
     parent, field, parent_root = f[1], f[2], f[3]
   end
   if not field or field == '' then return nil end
+  if field == MANY_PARENTS then
+    -- however many they are, housekeeping tells them in bounded chunks, starting now
+    rcall('ZADD', root .. ':pwq', ms(now), id)
+    notify_workers(root, 't' .. ms(now))
+    return nil
+  end
   local json = child_record(wf, id, state, payload)
   if parent_root == root then
     deliver_to_run(root, parent, field, state, json, 'child', now, now_text, handover)
