@@ -88,6 +88,16 @@ async function receiveTwiceScenario(app: TestApp, tag: string): Promise<void> {
   expect({ wrong: wrong.length, examples: wrong.slice(0, 3) }).toEqual({ wrong: 0, examples: [] });
 }
 
+function sameMillisecondTests(appOf: () => TestApp, tag: string): void {
+  it('emit then sendEvent at once (0 waiters): the run still receives the event, 200 times over', async () => {
+    await unblockScenario(appOf(), tag);
+  }, 60_000);
+
+  it('emit, send "a", send "b" at once: the run receives "a" then "b", 200 times over', async () => {
+    await receiveTwiceScenario(appOf(), tag);
+  }, 60_000);
+}
+
 describe('events sent in the same millisecond as the emit and as each other (single Redis)', () => {
   let redis: TestRedis;
   let app: TestApp;
@@ -105,13 +115,7 @@ describe('events sent in the same millisecond as the emit and as each other (sin
     await redis?.stop();
   });
 
-  it('emit then sendEvent at once (0 waiters): the run still receives the event, 200 times over', async () => {
-    await unblockScenario(app, 'single');
-  }, 60_000);
-
-  it('emit, send "a", send "b" at once: the run receives "a" then "b", 200 times over', async () => {
-    await receiveTwiceScenario(app, 'single');
-  }, 60_000);
+  sameMillisecondTests(() => app, 'single');
 
   it('an event sent well before the run was created is not received', async () => {
     await app.client.sendEvent('unblock', 'stale', { key: 'before-creation' });
@@ -180,11 +184,5 @@ describe('events in another node than the run (Redis Cluster, 3 primaries)', () 
     await cluster?.stop();
   });
 
-  it('emit then sendEvent at once: the run receives the event, 200 times over', async () => {
-    await unblockScenario(app, 'cluster');
-  }, 60_000);
-
-  it('emit, send "a", send "b" at once: "a" then "b", 200 times over', async () => {
-    await receiveTwiceScenario(app, 'cluster');
-  }, 60_000);
+  sameMillisecondTests(() => app, 'cluster');
 });
