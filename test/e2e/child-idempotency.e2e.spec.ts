@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { CanceledError, ChildWorkflowError, NonRetriableError, Workflow, type WorkflowContext } from '../../lib/index.js';
+import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
@@ -92,7 +93,7 @@ describe('children started with an idempotency key that names an existing run (e
     ]);
     const handles = [first, ...others];
     await waitFor(async () => (await Promise.all(handles.map((h) => h.getState()))).every((s) => s.status === 'waiting'));
-    expect(await app.client.sendEvent('ci.release', null, { key: tag })).toBe(1);
+    await app.client.sendEvent('ci.release', null, { key: tag }); // the child may not be waiting yet: it gets the event then
     const outputs = await Promise.all(handles.map((h) => h.result({ timeoutMs: 10_000 })));
     expect(outputs).toEqual(handles.map(() => ({ tag, by: first.id })));
     expect(await count(`executed:${tag}`)).toBe(1);
@@ -103,7 +104,7 @@ describe('children started with an idempotency key that names an existing run (e
     const child = { tag, hold: true };
     const handles = await Promise.all(Array.from({ length: 120 }, (_, i) => app.client.emit(i % 2 ? Parent : ParentHere, { key: tag, child, queue: 'ci-one' })));
     await waitFor(async () => (await Promise.all(handles.map((h) => h.getState()))).every((s) => s.status === 'waiting'), 15_000);
-    expect(await app.client.sendEvent('ci.release', null, { key: tag })).toBe(1);
+    await app.client.sendEvent('ci.release', null, { key: tag }); // the child may not be waiting yet: it gets the event then
     const outputs = await Promise.all(handles.map((h) => h.result({ timeoutMs: 15_000 })));
     expect(new Set(outputs.map((o) => JSON.stringify(o))).size).toBe(1);
     expect(await count(`executed:${tag}`)).toBe(1);
@@ -129,12 +130,13 @@ describe('children started with an idempotency key that names an existing run (e
     const tag = 'joined-cancel';
     const child = { tag, hold: true };
     const owner = await app.client.emit(Parent, { key: tag, child });
-    await waitFor(async () => (await count(`executed:${tag}`)) === 1);
+    await waitFor(async () => (await owner.getState()).status === 'waiting');
+    const childId = (await app.client.getRunSteps(owner.id))[0].childRunId!;
+    await waitFor(async () => (await app.client.getRun(childId))?.status === 'waiting');
     const joined = await app.client.emit(Parent, { key: tag, child });
     await waitFor(async () => (await joined.getState()).status === 'waiting');
     expect(await joined.cancel('not needed')).toBe(true);
     await expect(joined.result({ timeoutMs: 5_000 })).rejects.toBeInstanceOf(CanceledError);
-    const childId = (await app.client.getRunSteps(owner.id))[0].childRunId!;
     expect((await app.client.getRun(childId))?.status).toBe('waiting');
     await app.client.sendEvent('ci.release', null, { key: tag });
     expect(await owner.result({ timeoutMs: 10_000 })).toEqual({ tag, by: owner.id });
@@ -153,5 +155,37 @@ describe('children started with an idempotency key that names an existing run (e
     } finally {
       await short.close();
     }
+  });
+});
+
+describe('children named by an idempotency key, parents and child on other nodes (Redis Cluster, 3 primaries)', () => {
+  let redis: TestRedis;
+  let cluster: RedisClusterHandle;
+  let app: TestApp;
+
+  beforeAll(async () => {
+    redis = await redisUrlForTests();
+    counters = redisFor(redis.url);
+    cluster = await startCluster({ primaries: 3 });
+    app = await startApp({ ...(options(uniquePrefix('cic'), '') as object), connection: { nodes: cluster.nodes } } as never, [OnceChild, Parent]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await app?.close();
+    await cluster?.stop();
+    counters?.disconnect();
+    await redis?.stop();
+  });
+
+  it('parents that come before and after the child finished all get its outcome', async () => {
+    const tag = 'cluster-running';
+    const child = { tag, hold: true };
+    const early = await Promise.all(Array.from({ length: 4 }, () => app.client.emit(Parent, { key: tag, child })));
+    await waitFor(async () => (await Promise.all(early.map((h) => h.getState()))).every((s) => s.status === 'waiting'));
+    await app.client.sendEvent('ci.release', null, { key: tag }); // the child may not be waiting yet: it gets the event then
+    const outputs = await Promise.all(early.map((h) => h.result({ timeoutMs: 10_000 })));
+    const late = await Promise.all(Array.from({ length: 4 }, () => app.client.run(Parent, { key: tag, child }, { timeoutMs: 10_000 })));
+    expect(new Set([...outputs, ...late].map((o) => JSON.stringify(o))).size).toBe(1);
+    expect(await count(`executed:${tag}`)).toBe(1);
   });
 });
