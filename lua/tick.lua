@@ -1,7 +1,8 @@
 -- wf1_tick: the shard's housekeeping, run by workers when something is due: wakes runs whose timer is
 -- due, takes runs back from workers whose lease expired, fails runs past their deadline, tells the parents
--- of a run that several wait for its outcome, and deletes finished runs past their retention. Each part handles at most ARGV[1] entries per call, so a large
--- backlog is worked off in several short calls instead of blocking Redis.
+-- of a run that several wait for its outcome, and deletes finished runs past their retention. Each part
+-- handles at most ARGV[1] entries per call, so a large backlog is worked off in several short calls
+-- instead of blocking Redis.
 -- KEYS[1]  shard root
 -- ARGV[1]  batch size per part
 -- Reply: { server now, ms until the next due entry (-1 if none), 1 if a part had more than a batch,
