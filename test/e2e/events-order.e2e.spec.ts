@@ -41,7 +41,7 @@ class ParkedWaitWorkflow {
 @Injectable()
 class TimeoutThenAgainWorkflow {
   async execute(ctx: WorkflowContext<{ key: string }>) {
-    const first = await ctx.step.waitForEvent('first', { event: 'late', key: ctx.input.key, timeoutMs: 300 });
+    const first = await ctx.step.waitForEvent('first', { event: 'late', key: ctx.input.key, timeoutMs: 2_000 });
     const second = await ctx.step.waitForEvent('second', { event: 'late', key: ctx.input.key, timeoutMs: 3_000 });
     return [first, second];
   }
