@@ -99,6 +99,19 @@ describe('children started with an idempotency key that names an existing run (e
     expect(await count(`executed:${tag}`)).toBe(1);
   });
 
+  it('a parent whose key names a run a client emitted waits for that run', async () => {
+    const tag = 'client-emitted';
+    const child = { tag, hold: true };
+    const emitted = await app.client.emit(OnceChild, child, { idempotencyKey: tag });
+    await waitFor(async () => (await emitted.getState()).status === 'waiting');
+    const parent = await app.client.emit(Parent, { key: tag, child });
+    await waitFor(async () => (await parent.getState()).status === 'waiting');
+    await app.client.sendEvent('ci.release', null, { key: tag });
+    expect(await parent.result({ timeoutMs: 10_000 })).toEqual({ tag });
+    expect(await emitted.result({ timeoutMs: 1_000 })).toEqual({ tag });
+    expect(await count(`executed:${tag}`)).toBe(1);
+  });
+
   it('120 parents waiting on one child (more than one housekeeping chunk) are all woken', async () => {
     const tag = 'many';
     const child = { tag, hold: true };
