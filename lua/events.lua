@@ -1,7 +1,7 @@
 -- Events live in the event shard ('{<prefix>:~events}', a name no queue can take), one log per (event, key):
 --   <root>:ev:<len>:<event>:<key>:log  sent events in the order they were sent (zset of event ids, scored
 --                                      by their position: see next_position)
---   <root>:ev:<len>:<event>:<key>:pay  event id -> payload (hash)
+--   <root>:ev:<len>:<event>:<key>:pay  event id -> payload (hash), and '~last' -> the last event's position
 --   <root>:ev:<len>:<event>:<key>:wt   '<run id>|<field>' -> '<threshold>|<run's shard root>' (hash)
 -- A parking run registers its wait here and, in the same call, gets any logged event past its
 -- threshold; a send logs the event and takes the waiters registered here. Either the send sees the
