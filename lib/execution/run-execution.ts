@@ -23,7 +23,7 @@ import type {
   WorkflowClass,
   WorkflowHandler,
 } from '../interfaces/workflow.interfaces.js';
-import type { ShardRef } from '../redis/keys.js';
+import { asStoredText, type ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimedRun, CommitResult, EventThreshold, Handoff, TransitionResult, WaitSpec, WorkflowStore } from '../redis/workflow-store.js';
 import { abortableDelay, backoffDelay, raceAbort } from './backoff.js';
 import type { ChildLauncher, ChildStart } from './child-launcher.js';
@@ -866,7 +866,8 @@ export class RunExecution implements DurableExecution {
     const { key } = checkEvent(opts.event, opts.key, () => `waitForEvent(${quoteName(name)})`);
     if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `waitForEvent(${quoteName(name)}): timeoutMs`);
     const field = this.nextField(name);
-    const fingerprint = `event:${opts.event}`;
+    // as the records the library writes name the event (a lone surrogate in it arrives as U+FFFD)
+    const fingerprint = `event:${asStoredText(opts.event)}`;
     const stored = this.steps.get(field);
     const streamKey = `${opts.event}\u0000${key}`;
     if (stored) this.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);

@@ -29,6 +29,14 @@ export function assertKeySegment(kind: 'prefix' | 'queue', value: string): void 
   }
 }
 
+/**
+ * A text as Redis keeps it: commands carry UTF-8, in which a lone UTF-16 surrogate has no encoding and
+ * becomes U+FFFD. Compare with this what the library wrote from a user's text (an event name in a record).
+ */
+export function asStoredText(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+}
+
 export interface ShardRef {
   queue: string;
   partition: number;

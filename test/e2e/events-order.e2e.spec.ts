@@ -150,6 +150,7 @@ describe('events sent in the same millisecond as the emit and as each other (sin
       { event: 'e"v\\n\u0001', key: 'k|with:separators|\u0000nul' },
       { event: 'combining-e\u0301', key: 'e\u0301' },
       { event: 'same-key-as-name', key: JSON.parse('"\\udfff-lone-low"') as string },
+      { event: JSON.parse('"lone-\\ud800-in-the-name"') as string, key: 'k' },
     ];
     const handles = await Promise.all(cases.map((c) => app.client.emit(ParkedWaitWorkflow, c)));
     await waitFor(async () => (await Promise.all(handles.map((h) => h.getState()))).every((s) => s.status === 'waiting'), 5_000);
