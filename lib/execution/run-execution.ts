@@ -1164,7 +1164,8 @@ export class RunExecution implements DurableExecution {
     checkStepName(name);
     const occurrence = this.occurrences.get(name) ?? 0;
     this.occurrences.set(name, occurrence + 1);
-    const field = stepField(name, occurrence);
+    // as Redis keeps the field (a lone surrogate arrives as U+FFFD), so that a replay finds its record
+    const field = stepField(asStoredText(name), occurrence);
     this.callOrder.set(field, this.callOrder.size);
     if (!this.knownFields.has(field) && this.mode === 'execute') {
       this.knownFields.add(field);

@@ -34,7 +34,9 @@ export function assertKeySegment(kind: 'prefix' | 'queue', value: string): void 
  * becomes U+FFFD. Compare with this what the library wrote from a user's text (an event name in a record).
  */
 export function asStoredText(text: string): string {
-  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+  // Node >= 20 has both (ES2024); this project's TypeScript lib is ES2022. A native scan: it runs per step call.
+  const unicode = text as string & { isWellFormed(): boolean; toWellFormed(): string };
+  return unicode.isWellFormed() ? text : unicode.toWellFormed();
 }
 
 export interface ShardRef {

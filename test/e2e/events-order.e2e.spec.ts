@@ -47,6 +47,21 @@ class TimeoutThenAgainWorkflow {
   }
 }
 
+let loneStepRuns = 0;
+
+@Workflow('ev-lone-step', { queue: 'ev-runs' })
+@Injectable()
+class LoneSurrogateStepWorkflow {
+  async execute(ctx: WorkflowContext<{ name: string }>) {
+    const value = await ctx.step.run(ctx.input.name, () => {
+      loneStepRuns += 1;
+      return 'once';
+    });
+    await ctx.step.sleep('replay', 10); // the run parks and is replayed: the step must come from its record
+    return value;
+  }
+}
+
 const ROUNDS = 20;
 const RUNS_PER_ROUND = 10; // 200 of each scenario, 10 at once
 
@@ -106,7 +121,7 @@ describe('events sent in the same millisecond as the emit and as each other (sin
     redis = await redisUrlForTests();
     app = await startApp(
       { connection: redis.url, prefix: uniquePrefix('evo'), queues: { 'ev-runs': { partitions: 3 } }, worker: { concurrency: 50, reaperIntervalMs: 20 } } as never,
-      [UnblockWorkflow, ReceiveTwiceWorkflow, ParkedWaitWorkflow, TimeoutThenAgainWorkflow],
+      [UnblockWorkflow, ReceiveTwiceWorkflow, ParkedWaitWorkflow, TimeoutThenAgainWorkflow, LoneSurrogateStepWorkflow],
     );
   }, 30_000);
 
@@ -134,6 +149,12 @@ describe('events sent in the same millisecond as the emit and as each other (sin
     const { handoffs } = await app.moduleRef.get(WorkflowRedis).store.sendEvent(ulid(), 'late', 'late-1', '"late"', 60_000);
     expect(handoffs).toHaveLength(1);
     expect(await handle.result({ timeoutMs: 10_000 })).toEqual([null, 'late']);
+  });
+
+  it('a step whose name holds a lone surrogate is replayed from its record, not run again', async () => {
+    const name = JSON.parse('"step-\\ud800"') as string;
+    expect(await app.client.run(LoneSurrogateStepWorkflow, { name }, { timeoutMs: 10_000 })).toBe('once');
+    expect(loneStepRuns).toBe(1);
   });
 
   it('a parked wait whose key holds a lone surrogate is woken by sendEvent with that key', async () => {
