@@ -1,11 +1,18 @@
+import { Cluster } from 'ioredis';
 import type { RedisClient } from './redis-connections.js';
 
 type Listener = (message: string) => void;
 
 /**
  * Sharded pub/sub over the module's one subscriber connection: workers listen on their shards' worker
- * channels and result() waiters on the done channels, however many there are. ioredis subscribes again
- * by itself after a reconnect; `onReconnect` listeners then re-read what they may have missed.
+ * channels and result() waiters on the done channels, however many there are.
+ *
+ * After every reconnect (a cut connection, a restarted server, a cluster failover that moves a shard's
+ * subscriptions to the promoted replica) this class subscribes to every channel again itself and waits
+ * for Redis to confirm, and only then tells its `onReconnect` listeners to re-read what they may have
+ * missed. ioredis resubscribes too, but it announces the reconnect (`ready`, `subscribersReady`) before
+ * the server has confirmed, so a re-read made at that moment could run before the subscription and miss
+ * a completion published in between.
  */
 export class ChannelSubscriber {
   private readonly listeners = new Map<string, Set<Listener>>();
@@ -17,11 +24,17 @@ export class ChannelSubscriber {
     client.on('smessage', (channel: string, message: string) => {
       for (const listener of this.listeners.get(channel) ?? []) listener(message);
     });
-    client.on('ready', () => {
-      if (this.wasReady) for (const listener of this.reconnectListeners) listener();
-      this.wasReady = true;
-    });
-    if (client.status === 'ready') this.wasReady = true;
+    if (client instanceof Cluster) {
+      // A cluster's sharded subscribers (one per primary) are replaced after a failover or a cut
+      // connection; the cluster itself stays 'ready' meanwhile and emits this instead.
+      client.on('subscribersReady', () => void this.resubscribed());
+    } else {
+      client.on('ready', () => {
+        if (this.wasReady) void this.resubscribed();
+        this.wasReady = true;
+      });
+      if (client.status === 'ready') this.wasReady = true;
+    }
   }
 
   async subscribe(channel: string, listener: Listener): Promise<void> {
@@ -52,8 +65,19 @@ export class ChannelSubscriber {
     if (this.client.status === 'ready') await this.client.sunsubscribe(channel).catch(() => undefined);
   }
 
+  /** Called after every reconnect, once every channel's subscription is confirmed again. */
   onReconnect(listener: () => void): () => void {
     this.reconnectListeners.add(listener);
     return () => this.reconnectListeners.delete(listener);
+  }
+
+  /**
+   * Subscribing to a channel already subscribed changes nothing on the server, and its reply comes after
+   * the subscription is in place. Listeners are told even when a subscription failed (the connection
+   * dropped again): their re-read is harmless, and the next reconnect runs this again.
+   */
+  private async resubscribed(): Promise<void> {
+    await Promise.allSettled([...this.listeners.keys()].map((channel) => this.client.ssubscribe(channel)));
+    for (const listener of this.reconnectListeners) listener();
   }
 }

@@ -39,10 +39,20 @@ export class RedisConnections {
     // On a cluster, sharded pub/sub needs a subscriber per primary, which ioredis keeps for us.
     // Subscribing changes no state, so while the subscriber reconnects (a cut connection, a failover) a
     // subscription waits for it instead of failing the result() wait that asked for it.
+    // No auto-pipelining on it: ioredis 6.0 auto-pipelines SSUBSCRIBE, and a cluster then remembers only the
+    // first channel of each batch, so the others were not subscribed again on a promoted replica.
     this.subscriber = this.own(
       this.command instanceof Cluster
-        ? this.command.duplicate(undefined, { shardedSubscribers: true, lazyConnect: true, enableOfflineQueue: true })
-        : (this.command as Redis).duplicate({ lazyConnect: true, enableOfflineQueue: true }),
+        ? this.command.duplicate(undefined, {
+            shardedSubscribers: true,
+            lazyConnect: true,
+            enableOfflineQueue: true,
+            enableAutoPipelining: false,
+            redisOptions: { ...this.command.options.redisOptions, enableAutoPipelining: false },
+          })
+        : // ChannelSubscriber subscribes again after a reconnect, and waits for the reply (ioredis's own
+          // resubscription leaves its promise unhandled when the connection drops again).
+          (this.command as Redis).duplicate({ lazyConnect: true, enableOfflineQueue: true, enableAutoPipelining: false, autoResubscribe: false }),
     );
   }
 
