@@ -58,6 +58,12 @@ export class UnknownWorkflowError extends WorkflowError {}
 /** This worker no longer holds the run (its lease expired or was taken over); it must stop executing it. */
 export class LeaseLostError extends WorkflowError {}
 
+/**
+ * A run's stored state is damaged (by hand or by a foreign writer): a record of it cannot be read, so it
+ * cannot be replayed without running committed steps again. The run fails at once, with no further attempts.
+ */
+export class CorruptedRunError extends NonRetriableError {}
+
 /** A replay reached a step whose recorded kind or fingerprint differs from what the code now asks. */
 export class NonDeterminismError extends WorkflowError {}
 

@@ -6,6 +6,7 @@ import {
   LeaseLostError,
   NonDeterminismError,
   NonRetriableError,
+  CorruptedRunError,
   PayloadError,
   InvalidArgumentError,
   TimeoutError,
@@ -112,6 +113,8 @@ export class RunExecution implements DurableExecution {
   /** Steps racing the run's end (see untilAborted). */
   private readonly abortWaiters = new Set<(reason: Error) => void>();
   private readonly steps = new Map<string, StoredStep>();
+  /** Step records of the claim that could not be parsed (damaged in Redis). */
+  private unreadableRecords?: string[];
   private readonly occurrences = new Map<string, number>();
   /** Each step field this execution reached, and its position in the run's calls (StepRecord.n). */
   private readonly callOrder = new Map<string, number>();
@@ -166,7 +169,8 @@ export class RunExecution implements DurableExecution {
       try {
         this.steps.set(field, parseStoredStep(field, value));
       } catch {
-        this.logger.warn(`Ignoring unreadable record of step ${field}`);
+        // Replaying without it would run a committed step again: the run fails instead (executeRunInFull).
+        (this.unreadableRecords ??= []).push(field);
       }
     }
   }
@@ -257,8 +261,9 @@ export class RunExecution implements DurableExecution {
   }
 
   private executeRun(): Promise<ExecutionOutcome> {
-    // The common case without async/await (see runStep): a run that is not finalizing, with no input DTO.
-    if (this.claim.finalizing || this.options.input) return this.executeRunInFull();
+    // The common case without async/await (see runStep): a run that is not finalizing, with no input DTO
+    // and no damaged record.
+    if (this.claim.finalizing || this.options.input || this.unreadableRecords) return this.executeRunInFull();
     try {
       this.input = fromPayload(this.claim.input);
     } catch {
@@ -290,6 +295,13 @@ export class RunExecution implements DurableExecution {
     } catch (error) {
       if (this.claim.finalizing) this.input = safeParse(this.claim.input);
       else return this.fail(error instanceof WorkflowError ? new NonRetriableError(error.message, { cause: error }) : error);
+    }
+    if (this.unreadableRecords) {
+      const error = new CorruptedRunError(
+        `The stored record of step ${this.unreadableRecords.map((field) => `'${field}'`).join(', ')} of run ${this.id} is damaged (not a step record), so the run cannot be replayed without running committed steps again. Inspect it with getRunSteps, then emit a new run.`,
+      );
+      if (!this.claim.finalizing) return this.fail(error);
+      this.logger.error(`${error.message} Its compensations run without that step's.`);
     }
     if (this.claim.finalizing === 'hook') {
       // Canceled at once (no compensations): only its @OnFailure is left to run.
