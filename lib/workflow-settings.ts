@@ -14,6 +14,7 @@ export interface WorkflowSettings {
   retentionMs: { succeeded: number; failed: number; canceled: number };
   eventRetentionMs: number;
   maxStepsPerRun: number;
+  trustedLibraryHashes: string[];
   partitions(queue: string): number;
 }
 
@@ -53,6 +54,10 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     }
     partitions.set(queue, count);
   }
+  const trustedLibraryHashes = options.trustedLibraryHashes ?? [];
+  if (!Array.isArray(trustedLibraryHashes) || !trustedLibraryHashes.every((hash) => typeof hash === 'string' && /^[0-9a-f]{64}$/.test(hash))) {
+    throw new WorkflowConfigurationError('trustedLibraryHashes must be an array of sha256 hashes (64 lowercase hex digits), as printed in the error that names the library.');
+  }
   const retention = options.retention ?? {};
   return {
     prefix,
@@ -68,6 +73,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     },
     eventRetentionMs: number(options.eventRetentionMs, DEFAULTS.eventRetentionMs, 'eventRetentionMs', 0),
     maxStepsPerRun: Math.floor(number(options.maxStepsPerRun, DEFAULTS.maxStepsPerRun, 'maxStepsPerRun', 1)),
+    trustedLibraryHashes,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
   };
 }

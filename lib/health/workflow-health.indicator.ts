@@ -34,10 +34,10 @@ export class WorkflowHealthCheckError extends Error {
 type Check = { status: 'up' | 'down'; message?: string; [detail: string]: unknown };
 
 /**
- * Health of this app's workflow module: Redis reachable, the Function library loaded (at this package's
- * build or newer), and, when the app runs a worker, its loop alive. It does not import @nestjs/terminus
- * (an optional peer): its result has terminus's HealthIndicatorResult shape, so it plugs into a terminus
- * health check as it is:
+ * Health of this app's workflow module: Redis reachable, the Function library loaded (this package's
+ * code, or a newer release's that this app can verify: see FunctionLoader) and, when the app runs a
+ * worker, its loop alive. It does not import @nestjs/terminus (an optional peer): its result has
+ * terminus's HealthIndicatorResult shape, so it plugs into a terminus health check as it is:
  *
  *   @Get('health') @HealthCheck()
  *   check() { return this.health.check([() => this.workflows.isHealthy('workflows')]); }
@@ -88,17 +88,19 @@ export class WorkflowHealthIndicator {
   }
 
   private async checkLibrary(timeoutMs: number): Promise<Check> {
-    const expected = this.redis.loader.library.build;
+    const { name, build: expected } = this.redis.loader.library;
     try {
-      const builds = await withTimeout(this.redis.loader.loadedBuilds(), timeoutMs, 'Redis did not answer');
-      const missing = builds.filter((b) => b === undefined || b < expected);
+      const states = await withTimeout(this.redis.loader.inspect(), timeoutMs, 'Redis did not answer');
+      const untrusted = states.filter((state) => state.verdict === 'untrusted');
+      if (untrusted.length > 0) return { status: 'down', message: untrusted.map((state) => state.problem).join(' ') };
+      const missing = states.filter((state) => state.verdict === 'missing' || state.verdict === 'older');
       if (missing.length > 0) {
         return {
           status: 'down',
-          message: `Function library ${this.redis.loader.library.name} build ${expected} is not loaded on ${missing.length} node(s) (found ${missing.map((b) => b ?? 'none').join(', ')}); it is loaded at start and after a 'Function not found'`,
+          message: `Function library ${name} build ${expected} is not loaded on ${missing.length} node(s) (found ${missing.map((state) => state.build ?? 'none').join(', ')}); it is loaded at start and after a 'Function not found'`,
         };
       }
-      return { status: 'up', build: expected, loaded: builds };
+      return { status: 'up', build: expected, loaded: states.map((state) => state.build) };
     } catch (error) {
       return { status: 'down', message: `Could not read the library build: ${errorMessage(error)}` };
     }

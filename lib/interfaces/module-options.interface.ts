@@ -54,6 +54,10 @@ export interface WorkflowModuleOptions {
   /** OpenTelemetry spans for runs and steps. Default true: used when @opentelemetry/api is installed,
    *  a no-op otherwise. `{ tracer }` passes a tracer explicitly; `false` turns tracing off. */
   tracing?: boolean | WorkflowTracingOptions;
+  /** sha256 hashes of Function libraries of newer releases of this package that this app runs on although
+   *  none of its own processes loaded them (another app on the same Redis upgraded first). The hash is in
+   *  the error this app gives when it meets such a library. Default: none. */
+  trustedLibraryHashes?: string[];
 }
 
 export interface WorkflowOptionsFactory {

@@ -87,6 +87,11 @@ export class KeySpace {
     return `${root}:st:${workflow}:${status}`;
   }
 
+  /** Hash: sha256 of a Function library's code -> its build, for every library a process of this app loaded (see FunctionLoader). */
+  libraryHashes(): string {
+    return `{${this.prefix}}:library`;
+  }
+
   workers(): string {
     return `{${this.prefix}}:workers`;
   }

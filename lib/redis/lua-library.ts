@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,13 @@ export interface LuaLibrary {
   name: string;
   build: number;
   code: string;
+  /** sha256 (hex) of `code`: with the build, what identifies a library (see libraryHash). */
+  hash: string;
+}
+
+/** The identity of a library's code, as loaded: the sha256 (hex) of the text FUNCTION LIST WITHCODE returns. */
+export function libraryHash(code: string): string {
+  return createHash('sha256').update(code).digest('hex');
 }
 
 /** The lua/ folder of this package, found by walking up from this file (works from lib/ and dist/). */
@@ -41,5 +49,5 @@ export function assembleLuaLibrary(luaDir: string): LuaLibrary {
   const code = `#!lua name=${LIBRARY_NAME}\n${parts.join('\n')}`;
   const match = /local BUILD = (\d+)/.exec(code);
   if (!match) throw new Error('nestjs-redis-workflows: lua/includes/00-build.lua has no BUILD number.');
-  return { name: LIBRARY_NAME, build: Number(match[1]), code };
+  return { name: LIBRARY_NAME, build: Number(match[1]), code, hash: libraryHash(code) };
 }

@@ -37,7 +37,7 @@ export class WorkflowRedis implements OnApplicationShutdown {
     this.where = describeConnection(options.connection, DEFAULTS.connection);
     this.keys = new KeySpace(this.settings.prefix);
     this.connections = new RedisConnections(options.connection, this.settings.worker !== false);
-    this.loader = new FunctionLoader(this.connections.command);
+    this.loader = new FunctionLoader(this.connections.command, this.keys, { trustedHashes: this.settings.trustedLibraryHashes });
     this.store = new WorkflowStore(this.connections.command, this.keys, this.loader);
     this.workerStore =
       this.connections.worker === this.connections.command ? this.store : new WorkflowStore(this.connections.worker, this.keys, this.loader);
