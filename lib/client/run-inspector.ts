@@ -40,6 +40,9 @@ interface WorkerBeat {
   ttlMs: number;
 }
 
+/** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
+const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk'] as const;
+
 const emptyCounts = (): StatusCounts => Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as StatusCounts;
 
 /**
@@ -77,33 +80,40 @@ export class RunInspector {
     );
     candidates.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
     const page = candidates.slice(0, limit);
-    const hashes = await this.redis.store.readRuns(page);
+    const hashes = await this.redis.store.readRuns(page, params.summary ? SUMMARY_FIELDS : undefined);
     const runs = page.flatMap((c, i) => (hashes[i] ? [toRunInfo(c.id, hashes[i]!)] : []));
     const more = full || candidates.length > limit;
     return more && page.length > 0 ? { runs, cursor: page[page.length - 1].id } : { runs };
   }
 
+  /** A parent's children, newest first, read a page at a time (a parent may have 10,000). */
   private async listChildren(params: ListRunsParams, limit: number): Promise<RunPage> {
     const shard = this.redis.keys.parseRunId(params.parentId);
     if (!shard) return { runs: [] };
-    const ids = (await this.redis.store.readChildren(shard, params.parentId!))
+    const refs = (await this.redis.store.readChildren(shard, params.parentId!))
       .filter((id) => params.cursor === undefined || id < params.cursor)
       .sort()
-      .reverse();
-    const refs = ids.flatMap((id) => {
-      const s = this.redis.keys.parseRunId(id);
-      return s ? [{ shard: s, id }] : [];
-    });
-    const hashes = await this.redis.store.readRuns(refs);
+      .reverse()
+      .flatMap((id) => {
+        const s = this.redis.keys.parseRunId(id);
+        return s ? [{ shard: s, id }] : [];
+      });
+    const filtered = params.status !== undefined || params.workflow !== undefined;
+    // Without a filter the page and one more (to know whether there are more) is all there is to read.
+    const chunk = filtered ? Math.max(limit + 1, 100) : limit + 1;
     const matching: RunInfo[] = [];
-    refs.forEach((ref, i) => {
-      const hash = hashes[i];
-      if (!hash) return;
-      const info = toRunInfo(ref.id, hash);
-      if (params.status !== undefined && info.status !== params.status) return;
-      if (params.workflow !== undefined && info.workflow !== params.workflow) return;
-      matching.push(info);
-    });
+    for (let at = 0; at < refs.length && matching.length <= limit; at += chunk) {
+      const slice = refs.slice(at, at + chunk);
+      const hashes = await this.redis.store.readRuns(slice, params.summary ? SUMMARY_FIELDS : undefined);
+      slice.forEach((ref, i) => {
+        const hash = hashes[i];
+        if (!hash) return;
+        const info = toRunInfo(ref.id, hash);
+        if (params.status !== undefined && info.status !== params.status) return;
+        if (params.workflow !== undefined && info.workflow !== params.workflow) return;
+        matching.push(info);
+      });
+    }
     const runs = matching.slice(0, limit);
     return matching.length > limit ? { runs, cursor: runs[runs.length - 1].id } : { runs };
   }

@@ -1,6 +1,6 @@
 import { BadRequestException, ConflictException, ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { WorkflowClient } from '../client/workflow.client.js';
-import { WorkflowError } from '../errors/workflow.errors.js';
+import { WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import { RUN_STATUSES, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
 import { WORKFLOW_DASHBOARD_OPTIONS, type ResolvedDashboardOptions } from './dashboard.options.js';
 
@@ -29,7 +29,9 @@ export interface RunDetail {
   childrenCursor?: string;
 }
 
-const CHILDREN_SHOWN = 200;
+/** A run's page shows its newest children (re-read every 2 s while it is live); the rest are paged in the
+ *  runs list (`api/runs?parentId=`). */
+const CHILDREN_SHOWN = 50;
 
 /**
  * The dashboard's JSON API. Everything comes from the public WorkflowClient, so the dashboard sees
@@ -57,13 +59,20 @@ export class DashboardApi {
     }
     const limit = query.limit === undefined || query.limit === '' ? 50 : Number(query.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new BadRequestException('limit must be an integer from 1 to 500.');
-    const page = await this.client.listRuns({
-      workflow: query.workflow || undefined,
-      status: status as RunStatus | undefined,
-      parentId: query.parentId || undefined,
-      cursor: query.cursor || undefined,
-      limit,
-    });
+    const page = await this.client
+      .listRuns({
+        workflow: query.workflow || undefined,
+        status: status as RunStatus | undefined,
+        parentId: query.parentId || undefined,
+        cursor: query.cursor || undefined,
+        limit,
+        summary: true,
+      })
+      .catch((error: unknown) => {
+        // a cursor or parent id that is not one: the request's fault, not the server's
+        if (error instanceof WorkflowError && !(error instanceof WorkflowConnectionError)) throw new BadRequestException(error.message);
+        throw error;
+      });
     return { runs: page.runs.map(summarize), ...(page.cursor ? { cursor: page.cursor } : {}) };
   }
 
@@ -73,7 +82,7 @@ export class DashboardApi {
     const [steps, history, children] = await Promise.all([
       this.client.getRunSteps(runId),
       this.client.getRunHistory(runId),
-      this.client.listRuns({ parentId: runId, limit: CHILDREN_SHOWN }),
+      this.client.listRuns({ parentId: runId, limit: CHILDREN_SHOWN, summary: true }),
     ]);
     return { run, steps, history, children: children.runs.map(summarize), ...(children.cursor ? { childrenCursor: children.cursor } : {}) };
   }

@@ -1,4 +1,4 @@
-import { Module, type DynamicModule } from '@nestjs/common';
+import { Inject, Logger, Module, type DynamicModule, type OnModuleInit } from '@nestjs/common';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 import { DashboardApi } from './dashboard.api.js';
 import { createDashboardController } from './dashboard.controller.js';
@@ -9,9 +9,27 @@ import { WORKFLOW_DASHBOARD_OPTIONS, type ResolvedDashboardOptions, type Workflo
  * unless this module is imported; it needs WorkflowModule (any worker setting) in the same app.
  */
 @Module({})
-export class WorkflowDashboardModule {
+export class WorkflowDashboardModule implements OnModuleInit {
+  constructor(@Inject(WORKFLOW_DASHBOARD_OPTIONS) private readonly options: ResolvedDashboardOptions) {}
+
+  /** A dashboard without a guard shows every run's input, output and errors, and its actions, to anyone
+   *  who reaches the app's HTTP server: said once at start, with how to set one. */
+  onModuleInit(): void {
+    if (this.options.guarded) return;
+    new Logger('WorkflowDashboard').warn(
+      `The workflow dashboard at ${this.options.path} has no guard: anyone who can reach this HTTP server can read every run's input, output and errors` +
+        (this.options.readOnly ? '' : ', and cancel runs, retry them and send events') +
+        `. Pass your auth guard: WorkflowDashboardModule.forRoot({ guard: AdminGuard, imports: [AuthModule] })` +
+        (this.options.readOnly ? '.' : ', and readOnly: true where nobody should act.'),
+    );
+  }
+
   static forRoot(options: WorkflowDashboardOptions = {}): DynamicModule {
-    const resolved: ResolvedDashboardOptions = { path: normalizePath(options.path ?? '/workflows'), readOnly: options.readOnly === true };
+    const resolved: ResolvedDashboardOptions = {
+      path: normalizePath(options.path ?? '/workflows'),
+      readOnly: options.readOnly === true,
+      guarded: options.guard !== undefined,
+    };
     return {
       module: WorkflowDashboardModule,
       imports: options.imports ?? [],

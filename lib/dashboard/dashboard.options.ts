@@ -17,6 +17,8 @@ export interface WorkflowDashboardOptions {
 export interface ResolvedDashboardOptions {
   path: string;
   readOnly: boolean;
+  /** A guard was given: without one, start-up warns. */
+  guarded: boolean;
 }
 
 export const WORKFLOW_DASHBOARD_OPTIONS = Symbol('WORKFLOW_DASHBOARD_OPTIONS');

@@ -94,6 +94,9 @@ export interface ListRunsParams {
   limit?: number;
   /** The `cursor` of the previous page. */
   cursor?: string;
+  /** Leave out each run's input, output and waitingFor: only the fields a list shows are read from Redis,
+   *  so a page costs the same whatever the runs carry. Default false. */
+  summary?: boolean;
 }
 
 export interface RunPage {

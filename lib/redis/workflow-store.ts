@@ -369,7 +369,18 @@ export class WorkflowStore {
     return [...ids].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)).slice(0, limit);
   }
 
-  async readRuns(runs: { shard: ShardRef; id: string }[]): Promise<(Record<string, string> | undefined)[]> {
+  /** The runs' hashes; with `fields`, only those fields (HMGET: a run's payloads are not read). */
+  async readRuns(runs: { shard: ShardRef; id: string }[], fields?: readonly string[]): Promise<(Record<string, string> | undefined)[]> {
+    if (fields) {
+      const values = await this.guard(() => Promise.all(runs.map((r) => this.client.hmget(this.keys.run(this.root(r.shard), r.id), ...fields))));
+      return values.map((row) => {
+        const hash: Record<string, string> = {};
+        row.forEach((value, i) => {
+          if (value !== null) hash[fields[i]] = value;
+        });
+        return Object.keys(hash).length === 0 ? undefined : hash;
+      });
+    }
     const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
     return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
   }

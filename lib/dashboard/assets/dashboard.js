@@ -152,7 +152,7 @@ const overviewPage = {
 };
 
 function runListPage(params) {
-  const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', cursor: params.get('cursor') ?? '' };
+  const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', parentId: params.get('parentId') ?? '', cursor: params.get('cursor') ?? '' };
   return {
     load: async () => {
       const [workflows, page] = await Promise.all([api('/workflows'), api(`/runs?${new URLSearchParams({ ...filters, limit: '25' })}`)]);
@@ -165,6 +165,7 @@ function runListPage(params) {
           h('option', { value: '' }, 'all'), options.map((o) => h('option', { value: o, selected: o === filters[name] }, o))));
       return h('div', {},
         h('h1', {}, 'Runs'),
+        filters.parentId ? h('p', { class: 'crumbs' }, 'Children of ', h('a', { href: runHref(filters.parentId), class: 'mono' }, filters.parentId)) : null,
         h('div', { class: 'filters' }, select('workflow', workflows, 'Workflow'), select('status', STATUSES, 'Status'),
           h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }), class: 'button' }, 'Refresh')),
         table(['Run', 'Workflow', 'Status', 'Attempt', 'Created', 'Took', 'Idempotency key', 'Error'],
@@ -173,7 +174,7 @@ function runListPage(params) {
             r.error ? h('span', { class: 'error-text', title: r.error.message }, `${r.error.name}: ${r.error.message}`) : '']),
           'No run matches these filters.'),
         h('p', { class: 'paging' },
-          filters.cursor ? h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }) }, '« First page') : null,
+          filters.cursor ? h('a', { href: listHref({ workflow: filters.workflow, status: filters.status, parentId: filters.parentId }) }, '« First page') : null,
           page.cursor ? h('a', { href: listHref({ ...filters, cursor: page.cursor }), class: 'next' }, 'Next page »') : null));
     },
   };
@@ -215,7 +216,8 @@ function runPage(id) {
         section(`Steps (${steps.length})`, timeline(run, steps)),
         children.length ? section(`Children (${children.length}${childrenCursor ? '+' : ''})`,
           table(['Run', 'Workflow', 'Status', 'Attempt', 'Took', 'Error'],
-            children.map((c) => [h('a', { href: runHref(c.id), class: 'mono' }, c.id), c.workflow, badge(c.status), attempts(c), took(c.startedAt, c.finishedAt), c.error?.message ?? '']))) : null,
+            children.map((c) => [h('a', { href: runHref(c.id), class: 'mono' }, c.id), c.workflow, badge(c.status), attempts(c), took(c.startedAt, c.finishedAt), c.error?.message ?? ''])),
+          childrenCursor ? h('p', { class: 'paging' }, h('a', { href: listHref({ parentId: run.id }), class: 'all-children' }, 'All children »')) : null) : null,
         section(`History (${history.length})`, table(['At', 'Event', 'Step', 'Attempt', 'Worker', 'Details'],
           history.map((e) => [time(e.at), h('span', { class: 'event-type' }, e.type), e.step ?? '', e.attempt ?? '', h('span', { class: 'mono' }, e.workerId ?? ''),
             e.error ? errorView(e.error) : e.data ? jsonView(e.data) : '']))));
