@@ -89,7 +89,15 @@ export class FunctionLoader {
   private async ensureLoadedOn(node: Redis): Promise<NodeLibraryState> {
     const state = await this.inspectNode(node);
     if (state.verdict !== 'missing' && state.verdict !== 'older') return state;
-    await node.call('FUNCTION', 'LOAD', 'REPLACE', this.library.code);
+    try {
+      await node.call('FUNCTION', 'LOAD', 'REPLACE', this.library.code);
+    } catch (error) {
+      if (!(error instanceof Error) || !/NOPERM/.test(error.message)) throw error;
+      throw new WorkflowConfigurationError(
+        `The Redis user of this app may not FUNCTION LOAD (${error.message}), and ${state.build === undefined ? 'no' : `only an older (build ${state.build})`} Function library ${this.library.name} is loaded on ${state.node}. ` +
+          `An admin loads it: start one process of this release with an admin connection (its start loads build ${this.library.build}), then this app.`,
+      );
+    }
     this.logger.log(
       `Loaded Redis Function library ${this.library.name} build ${this.library.build}` + (state.build === undefined ? '' : ` (replacing build ${state.build})`),
     );

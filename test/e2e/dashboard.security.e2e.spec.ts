@@ -29,7 +29,7 @@ class ChildWorkflow {
 class ParentWorkflow {
   async execute(ctx: WorkflowContext<{ children: number }>) {
     const blob = 'x'.repeat(10_000);
-    return Promise.all(Array.from({ length: ctx.input.children }, (_, n) => ctx.step.runWorkflow<number>(`child-${n}`, ChildWorkflow, { n, blob })));
+    return Promise.all(Array.from({ length: ctx.input.children }, (_, n) => ctx.step.runWorkflow(`child-${n}`, ChildWorkflow, { n, blob })));
   }
 }
 
