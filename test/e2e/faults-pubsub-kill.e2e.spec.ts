@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
+import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { startRedis, uniquePrefix, type RedisServerHandle } from '../support/redis-server.js';
-import { redisFor, startApp, type TestApp } from '../support/workflow-app.js';
+import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
 @Workflow('pk-quick', { queue: 'pk' })
 @Injectable()
@@ -35,6 +36,30 @@ describe('faults: pub/sub connections cut while runs complete (CLIENT KILL TYPE 
     await worker?.close();
     admin?.disconnect();
     await redis?.stop();
+  });
+
+  it('tells its reconnect listeners (which re-read run states) only once the subscriptions are back: a message published at that moment arrives', async () => {
+    const engine = api.moduleRef.get(WorkflowRedis);
+    const channel = engine.keys.doneChannel(engine.keys.shardRoot({ queue: 'pk', partition: 0 }));
+    const received: string[] = [];
+    await engine.subscriber.subscribe(channel, (message) => received.push(message));
+    // What a completion does when it lands right as a waiter re-reads after the reconnect.
+    let published = 0;
+    const stop = engine.subscriber.onReconnect(() => {
+      published += 1;
+      void admin.spublish(channel, `probe-${published}`);
+    });
+    try {
+      for (let cut = 0; cut < 3; cut += 1) {
+        const reconnected = published + 1;
+        expect(Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'))).toBeGreaterThan(0);
+        await waitFor(() => published >= reconnected, 5_000);
+        await waitFor(() => received.includes(`probe-${reconnected}`), 2_000).catch(() => undefined);
+      }
+    } finally {
+      stop();
+    }
+    expect(received.filter((m) => m.startsWith('probe-'))).toEqual(Array.from({ length: published }, (_, i) => `probe-${i + 1}`));
   });
 
   it('no result() wait misses a completion published around a reconnect of the subscriber', async () => {
