@@ -73,11 +73,15 @@ export class ChannelSubscriber {
 
   /**
    * Subscribing to a channel already subscribed changes nothing on the server, and its reply comes after
-   * the subscription is in place. Listeners are told even when a subscription failed (the connection
+   * the subscription is in place. A cluster client remembers a channel once per SSUBSCRIBE (to subscribe
+   * again on a new node), so there it is unsubscribed first: a message published in between is what the
+   * listeners' re-read is for. Listeners are told even when a subscription failed (the connection
    * dropped again): their re-read is harmless, and the next reconnect runs this again.
    */
   private async resubscribed(): Promise<void> {
-    await Promise.allSettled([...this.listeners.keys()].map((channel) => this.client.ssubscribe(channel)));
+    const client = this.client;
+    const again = client instanceof Cluster ? (channel: string) => client.sunsubscribe(channel).then(() => client.ssubscribe(channel)) : (channel: string) => client.ssubscribe(channel);
+    await Promise.allSettled([...this.listeners.keys()].map(again));
     for (const listener of this.reconnectListeners) listener();
   }
 }
