@@ -6,7 +6,26 @@
 -- ARGV[4]  '1' when the workflow has @OnFailure: a run canceled at once is then queued, still canceled, for
 --          a worker to run the hook
 -- Reply: { 0, status } when nothing changed (finished, finalizing, unknown); otherwise
---        { 1, { child ids to cancel too }, hand-off to the parent's shard (as wf1_complete) or nothing }
+--        { 1, { child ids to cancel too: the first page }, hand-off to the parent's shard (as wf1_complete) or {},
+--          cursor of the next page ('0': none) }
+-- The cascade to the children goes a page of CASCADE_PAGE children at a time (ARCHITECTURE.md section 7: a
+-- parent may have 10,000). A run with children is kept in the shard's cascade set ('<root>:cascade', by due
+-- time; the run's 'cc' is the cursor from which its children are not all known to be canceled) until the
+-- caller confirms the last page (wf1_cancel_more with 'done'); housekeeping hands a cascade whose caller
+-- stopped to a worker, which goes on from 'cc' (wf1_tick). A page may be canceled twice, never skipped.
+local CASCADE_PAGE = 64
+
+-- A page of the run's children from `cursor` on, recording that the cascade stands there. Returns the
+-- children and the next page's cursor ('0' after the last).
+local function cascade_page(root, id, cursor, now)
+  local page = rcall('SSCAN', children_key(root, id), cursor, 'COUNT', CASCADE_PAGE)
+  if #page[2] > 0 or cursor ~= '0' then
+    rcall('HSET', run_key(root, id), 'cc', cursor)
+    rcall('ZADD', root .. ':cascade', ms(now + OUTBOX_RETRY_MS), id)
+  end
+  return page[2], page[1]
+end
+
 local function cancel(keys, argv)
   local root = keys[1]
   local id, err = argv[1], argv[2]
@@ -23,13 +42,13 @@ local function cancel(keys, argv)
   rcall('ZREM', root .. ':timers', id)
   rcall('ZREM', ready_key(root, wf), id)
   forget_wait(root, id, run)
-  local children = rcall('SMEMBERS', children_key(root, id))
+  local children, next_page = cascade_page(root, id, '0', now)
   if f[4] then
     rcall('HSET', run, 'st', 'compensating', 'fin', 'canceled', 'err', err, 'tok', '')
     count_move(root, wf, id, status, 'compensating')
     make_ready(root, id, wf, f[3], now)
     history(root, id, now, 'canceling', nil, err)
-    return { 1, children }
+    return { 1, children, {}, next_page }
   end
   rcall('HSET', run, 'st', 'canceled', 'err', err, 'fa', now, 'tok', '')
   finish_run(root, id, wf, status, 'canceled', now, argv[3], f[6])
@@ -39,7 +58,27 @@ local function cancel(keys, argv)
     make_ready(root, id, wf, f[3], now)
   end
   local handoff = notify_parent(root, id, wf, 'F', err, now)
-  return { 1, children, handoff or {} }
+  return { 1, children, handoff or {}, next_page }
+end
+
+-- wf1_cancel_more: the next page of a canceled run's children (see wf1_cancel).
+-- KEYS[1]  shard root
+-- ARGV[1]  run id    ARGV[2] the cursor of the page to take (the children before it are canceled), or 'done':
+--          every page is canceled and the cascade ends
+-- Reply: { next cursor ('0' after the last page), child ids... }, or { 'done' } when the run has no cascade
+--        (ended already: a repeated call).
+local function cancel_more(keys, argv)
+  local root, id, cursor = keys[1], argv[1], argv[2]
+  if not rcall('HGET', run_key(root, id), 'cc') then return { 'done' } end
+  if cursor == 'done' then
+    rcall('HDEL', run_key(root, id), 'cc')
+    rcall('ZREM', root .. ':cascade', id)
+    return { 'done' }
+  end
+  local children, next_page = cascade_page(root, id, cursor, now_ms())
+  local reply = { next_page }
+  for i = 1, #children do reply[i + 1] = children[i] end
+  return reply
 end
 
 -- wf1_retry: a failed or canceled run goes back to the queue under the same id: attempt 1 again, its
@@ -65,4 +104,5 @@ local function retry(keys, argv)
 end
 
 redis.register_function('wf1_cancel', cancel)
+redis.register_function('wf1_cancel_more', cancel_more)
 redis.register_function('wf1_retry', retry)

@@ -15,7 +15,9 @@
 --   is id, token, parentId, finalizing, attempt, maxAttempts, createdAt, epoch and workflow joined by
 --   newlines (the workflow last, so that a newline in its name cannot shift the others; the user's input
 --   and error stay elements of their own); or flat (ARGV[2] ends with 'f'): { server now, head, input,
---   error, n, stepField, stepRecord, ... (n elements), head, ... } with the same head.
+--   error, n, stepField, stepRecord, ... (n elements), head, ... } with the same head. Or flat with paged
+--   records (ARGV[2] ends with 'r'): as flat, but a run whose records do not all fit one page has
+--   '<n>:<HSCAN cursor>' in place of n, and the caller reads the rest of its records from that cursor.
 -- Concurrency limits count the workflow's executing runs in this shard: a workflow with maxConcurrency
 -- keeps all its runs in one shard, so the count is cluster-wide.
 -- (The claiming itself is claim_runs, in includes/03-claim.lua.)

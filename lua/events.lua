@@ -55,13 +55,108 @@ local function event_record(event, key, event_id, position, payload)
     ',"r":' .. (payload ~= '' and payload or 'null') .. '}'
 end
 
--- wf1_send_event: logs an event and hands it to the runs waiting for it.
+-- The record of an event whose payload the receiving shard keeps once (see includes/04-shared-payloads.lua).
+local function event_record_by_reference(event, key, event_id, position)
+  return '{"k":"event","s":"succeeded","ev":' .. cjson.encode(event) .. ',"key":' .. cjson.encode(key) ..
+    ',"id":' .. cjson.encode(event_id) .. ',"th":' .. position_text(position) .. ',"rp":' .. cjson.encode(event_id) .. '}'
+end
+
+-- An event reaches its waiters EVENT_WAITERS_PER_CALL at a time (ARCHITECTURE.md section 7: one send to
+-- 10,000 waiters took 186 ms in one call and copied the payload into an outbox message per waiter, +247 MB
+-- for a 10 KB payload, enough to push a 100 MB Redis into OOM halfway). The send takes the first page of
+-- waiters; while more remain, the event is in the fan-out set ('<root>:fanout', event id by due time;
+-- '<root>:fo:<event id>' holds the HSCAN cursor of its waiters) and wf1_send_event_more takes the next page,
+-- called by the sender at once and by housekeeping (wf1_tick) when the sender stopped. A page's hand-offs
+-- are outbox messages that name the event instead of carrying its payload ('{"p":1,...}'); the payload
+-- stays once in the event's log, and '<root>:evm:<event id>' keeps the event's name, key and time for
+-- housekeeping to rebuild a record (event_outbox_message).
+local EVENT_WAITERS_PER_CALL = 64
+
+local function event_meta_key(root, event_id) return root .. ':evm:' .. event_id end
+local function fanout_key(root, event_id) return root .. ':fo:' .. event_id end
+
+-- Takes up to EVENT_WAITERS_PER_CALL waiters of (event, key) from one page of their hash from `cursor` on,
+-- each waiting past its threshold for the event at `position`: their hand-offs go to the outbox (due at `due`) and into
+-- `reply`. Returns the cursor to go on from and whether the waiters are all taken. A compact hash (up to
+-- hash-max-listpack-entries, 512 by default) comes whole in one page: the rest of a page is taken by the
+-- next call from the same cursor (the waiters taken are gone from the hash by then).
+-- `by_reference`: the records name the event instead of carrying its payload.
+local function take_waiters(root, base, event, key, event_id, position, payload, cursor, due, reply, by_reference)
+  local page = rcall('HSCAN', base .. ':wt', cursor, 'COUNT', EVENT_WAITERS_PER_CALL)
+  local waiters, json, taken = page[2], nil, 0
+  for i = 1, #waiters, 2 do
+    local waiter, spec = waiters[i], waiters[i + 1]
+    local threshold, run_root = string.match(spec, '^([^|]*)|(.*)$')
+    if taken == EVENT_WAITERS_PER_CALL then return cursor, false end
+    if past_threshold(position, threshold) then
+      taken = taken + 1
+      local bar = string.find(waiter, '|', 1, true)
+      local run_id, field = string.sub(waiter, 1, bar - 1), string.sub(waiter, bar + 1)
+      json = json or (by_reference and event_record_by_reference(event, key, event_id, position) or event_record(event, key, event_id, position, payload))
+      local message_id = event_id .. '|' .. waiter
+      rcall('ZADD', root .. ':outbox', ms(due), message_id)
+      rcall('HSET', root .. ':obx', message_id, '{"p":1,"t":' .. cjson.encode(run_root) .. ',"r":' .. cjson.encode(run_id) ..
+        ',"f":' .. cjson.encode(field) .. ',"s":"S","k":"event"}')
+      rcall('HDEL', base .. ':wt', waiter)
+      reply[#reply + 1] = { run_root, run_id, field, json, message_id }
+    end
+  end
+  return page[1], page[1] == '0'
+end
+
+-- The hand-off an outbox message stands for, as the caller delivers it: a message that names an event
+-- ('{"p":1,...}') gets its record, rebuilt from the event's log; '' when the event has expired meanwhile.
+-- `records`: the records rebuilt so far in this call, by event id (the messages of one event share one).
+local function event_outbox_message(root, message_id, message, records)
+  if string.sub(message, 1, 7) ~= '{"p":1,' then return message end
+  local event_id = string.match(message_id, '^([^|]*)|')
+  local record = records[event_id]
+  if record == nil then
+    local meta = rcall('HMGET', event_meta_key(root, event_id), 'ev', 'key', 'at')
+    local payload = meta[1] and rcall('HGET', event_base(root, meta[1], meta[2]) .. ':pay', event_id)
+    record = payload and cjson.encode(event_record(meta[1], meta[2], event_id, tonumber(meta[3]), payload)) or false
+    records[event_id] = record
+  end
+  if not record then return '' end
+  return string.sub(message, 1, -2) .. ',"x":' .. record .. '}'
+end
+
+-- Takes the next page of an event's waiters from its fan-out (see EVENT_WAITERS_PER_CALL) into `reply`;
+-- the fan-out ends with its last page, else it is due again at `again` (for housekeeping, should the caller
+-- stop). `due`: when the page's outbox messages are due. Returns false when the event has no fan-out (over,
+-- or never had one).
+local function continue_fanout(root, event_id, due, again, reply, by_reference)
+  local cursor = rcall('HGET', fanout_key(root, event_id), 'c')
+  local meta = cursor and rcall('HMGET', event_meta_key(root, event_id), 'ev', 'key', 'at')
+  if not cursor or not meta[1] then
+    rcall('ZREM', root .. ':fanout', event_id)
+    if cursor then rcall('DEL', fanout_key(root, event_id)) end
+    return false
+  end
+  local base = event_base(root, meta[1], meta[2])
+  local payload = rcall('HGET', base .. ':pay', event_id) or ''
+  local next_cursor, all_taken = take_waiters(root, base, meta[1], meta[2], event_id, tonumber(meta[3]), payload, cursor, due, reply, by_reference)
+  if all_taken then
+    rcall('DEL', fanout_key(root, event_id))
+    rcall('ZREM', root .. ':fanout', event_id)
+  else
+    rcall('HSET', fanout_key(root, event_id), 'c', next_cursor)
+    rcall('ZADD', root .. ':fanout', ms(again), event_id)
+  end
+  return true
+end
+
+-- wf1_send_event: logs an event and hands it to the runs waiting for it (the first page of them).
 -- KEYS[1]  event shard root
 -- ARGV[1]  event id (generated by the client; it is also the request id: a resent call changes nothing)
 -- ARGV[2]  event name    ARGV[3] key ('' = none)    ARGV[4] payload (JSON text, opaque)
 -- ARGV[5]  retention in ms
--- Reply: { 1 | 0 (a repeat of an earlier call), sent at ms, { run root, run id, field, record, message id }, ... }
---        one entry per waiting run: the caller delivers each with wf1_deliver on the run's shard and then
+-- ARGV[6]  optional: 'ref' when the records handed to the waiters are to name the event instead of carrying
+--          its payload; the caller then delivers the payload once per receiving shard with each record
+--          (wf1_deliver's ARGV[6..7]; see includes/04-shared-payloads.lua)
+-- Reply: { 1 | 2 (more waiters to come: see wf1_send_event_more) | 0 (a repeat of an earlier call), sent at ms,
+--        { run root, run id, field, record, message id }, ... }
+--        one entry per waiting run taken: the caller delivers each with wf1_deliver on the run's shard and then
 --        acknowledges it with wf1_ack here; housekeeping delivers what a crashed caller did not.
 local function send_event(keys, argv)
   local root = keys[1]
@@ -84,20 +179,33 @@ local function send_event(keys, argv)
   rcall('PEXPIRE', base .. ':log', retention)
   rcall('PEXPIRE', base .. ':pay', retention)
   local reply = { 1, now }
-  local waiters = rcall('HGETALL', base .. ':wt')
-  for i = 1, #waiters, 2 do
-    local waiter, spec = waiters[i], waiters[i + 1]
-    local threshold, run_root = string.match(spec, '^([^|]*)|(.*)$')
-    if past_threshold(position, threshold) then
-      local bar = string.find(waiter, '|', 1, true)
-      local run_id, field = string.sub(waiter, 1, bar - 1), string.sub(waiter, bar + 1)
-      local json = event_record(event, key, event_id, position, payload)
-      local message_id = event_id .. '|' .. waiter
-      outbox_add(root, message_id, run_root, run_id, field, 'S', json, 'event', now)
-      rcall('HDEL', base .. ':wt', waiter)
-      reply[#reply + 1] = { run_root, run_id, field, json, message_id }
-    end
+  if rcall('EXISTS', base .. ':wt') == 0 then return reply end
+  local meta = event_meta_key(root, event_id)
+  rcall('HSET', meta, 'ev', event, 'key', key, 'at', position_at)
+  rcall('PEXPIRE', meta, retention)
+  local cursor, all_taken = take_waiters(root, base, event, key, event_id, position, payload, '0', now + OUTBOX_RETRY_MS, reply, argv[6] == 'ref')
+  if not all_taken then
+    reply[1] = 2
+    rcall('HSET', fanout_key(root, event_id), 'c', cursor)
+    rcall('PEXPIRE', fanout_key(root, event_id), retention)
+    rcall('ZADD', root .. ':fanout', ms(now + OUTBOX_RETRY_MS), event_id)
   end
+  return reply
+end
+
+-- wf1_send_event_more: the next page of an event's waiters (see EVENT_WAITERS_PER_CALL).
+-- KEYS[1]  event shard root
+-- ARGV[1]  event id    ARGV[2] optional: 'ref' as wf1_send_event's ARGV[6]
+-- Reply: as wf1_send_event's: { 2 (more to come) | 1 (the last page) | 0 (no fan-out: over already), sent at ms
+--        (0 when over), entries... }. Each call takes the page after the last one taken, whoever took it: a
+--        reply lost on its way leaves its hand-offs in the outbox, for housekeeping to deliver.
+local function send_event_more(keys, argv)
+  local root, event_id = keys[1], argv[1]
+  local now = now_ms()
+  local reply = { 2, 0 }
+  if not continue_fanout(root, event_id, now + OUTBOX_RETRY_MS, now + OUTBOX_RETRY_MS, reply, argv[2] == 'ref') then return { 0, 0 } end
+  reply[2] = tonumber(rcall('HGET', event_meta_key(root, event_id), 'at')) or 0
+  if rcall('EXISTS', fanout_key(root, event_id)) == 0 then reply[1] = 1 end
   return reply
 end
 
@@ -125,4 +233,5 @@ local function wait_event(keys, argv)
 end
 
 redis.register_function('wf1_send_event', send_event)
+redis.register_function('wf1_send_event_more', send_event_more)
 redis.register_function('wf1_wait_event', wait_event)

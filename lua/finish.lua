@@ -2,7 +2,7 @@
 -- KEYS[1]  shard root
 -- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3] output (JSON text, opaque)
 -- ARGV[4]  retention of a succeeded run in ms
--- ARGV[5]  n: how many succeeded steps are committed with the completion (absent = 0)
+-- ARGV[5]  n: how many succeeded steps are committed with the completion (absent = 0; at most MAX_RECORDS_PER_CALL)
 -- ARGV[6..5+2n] those steps, in pairs: field, record (JSON text, stored as '<server ms>|S|<record>'). The
 --          last step's result and the run's output land together, so a one-step run finishes in one
 --          call after its claim. (A succeeded run is never compensated: no compensation flag is needed.)
@@ -15,12 +15,19 @@
 --        in wf1_claim); the claim is made only when the completion is. A claim asking for flat entries
 --        (its count ends with 'f') gets it flat: { 1, k, k hand-off fields, server now, runs as flat
 --        entries of wf1_claim }.
+-- Step records one completion carries at most (clients of build 48 on send at most 64): refused before any
+-- write, so that a completion never does work proportional to a run's size.
+local MAX_RECORDS_PER_CALL = 1000
+
 local function complete(keys, argv)
   local root = keys[1]
   local id, token = argv[1], argv[2]
   local run = run_key(root, id)
   local now = now_ms()
   local steps = argv[5] == '0' and 0 or tonumber(argv[5]) or 0
+  if steps > MAX_RECORDS_PER_CALL then
+    return redis.error_reply('ERR wf1_complete: ' .. steps .. ' step records in one call; commit all but ' .. MAX_RECORDS_PER_CALL .. ' before it (wf1_commit_step)')
+  end
   local claim_at = 6 + 2 * steps
   local claiming = argv[claim_at] ~= nil
   -- Only what a completion uses is read. 'par' and 'pr' (the parent and its shard) matter only when a
@@ -110,6 +117,7 @@ local function fail(keys, argv)
     local delay = tonumber(argv[5]) or 0
     local attempt = tonumber(f[8]) + 1
     rcall('ZREM', root .. ':leases', id)
+    drop_staged_waits(root, id, run)
     rcall('HINCRBY', run, 'ep', '1')
     if delay > 0 then
       rcall('HSET', run, 'st', 'scheduled', 'att', ms(attempt), 'err', err, 'due', ms(now + delay))

@@ -35,6 +35,7 @@ local function release(keys, argv)
     local run = run_key(root, id)
     local f = check_lease(run, token, now)
     if f and f[2] == 'running' then
+      drop_staged_waits(root, id, run)
       rcall('HSET', run, 'st', 'queued')
       rcall('ZREM', root .. ':leases', id)
       count_move(root, f[4], id, 'running', 'queued')

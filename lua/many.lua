@@ -8,13 +8,16 @@
 -- ARGV[1]  the function: 'commit_step' (wf1_commit_step)
 -- ARGV[2]  how many arguments each call has (8 for commit_step)
 -- ARGV[3..] the calls' arguments, one call after the other, each as the single function takes them
+--          (at most MAX_CALLS_PER_BATCH calls; more are refused before any write)
 -- Reply: one reply per call, in order, each what the single function replies.
 local BATCHABLE = { commit_step = commit_step }
+-- Calls one batch carries at most (clients send 16): a batch's work stays bounded.
+local MAX_CALLS_PER_BATCH = 256
 
 local function many(keys, argv)
   local fn = BATCHABLE[argv[1]]
   local per_call = tonumber(argv[2])
-  if not fn or not per_call or per_call < 1 or (#argv - 2) % per_call ~= 0 then
+  if not fn or not per_call or per_call < 1 or (#argv - 2) % per_call ~= 0 or (#argv - 2) / per_call > MAX_CALLS_PER_BATCH then
     return redis.error_reply('ERR wf1_many: cannot batch ' .. tostring(argv[1]) .. ' with ' .. tostring(argv[2]) .. ' arguments per call')
   end
   local replies = {}

@@ -16,9 +16,38 @@
 --          in this shard that the run starts as it parks (created first, as wf1_emit would; an existing
 --          run id creates nothing), then waited for as 'child'.
 --          A wait without a record gets a waiting record ('W'); an existing record is left as it is.
+--          ARGV[4..6] may instead be 'staged', '', '': the run's earlier waits were written by wf1_park_stage
+--          under this token, and this call adds the last ones (ARGV[7..]) and parks on all of them.
+-- At most MAX_WAITS_PER_CALL waits per call: more are refused before any write (see wf1_park_stage).
 -- Reply: { 1, wake-up ms or -1 } parked; { 2 } the wait was already over and the run is queued again;
 --        { 0, reason } the caller no longer holds the run.
-local function park(keys, argv)
+--
+-- wf1_park_stage: writes some of a large park's waits ahead of the park (a Promise.all over thousands of
+-- children or events), in calls of a few waits each (32: PARK_WAITS_PER_CALL in lib/redis/workflow-store.ts;
+-- the client takes this path only past that many waits, so a small park is one call), so that no call does work
+-- proportional to the fan-out (ARCHITECTURE.md section 7: the park that created 3,999 children took
+-- about 120 ms in one call, and 4,000 failed on unpack's limit after creating them).
+-- KEYS[1]  shard root
+-- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3..] waits, as wf1_park's ARGV[4..]
+-- Reply: { 1 } staged (or the run has parked already under this token: a repeated call), { 0, reason }.
+-- Why the executor creates the children in chunks itself rather than recording them for housekeeping to
+-- create: each chunk is then a complete wf1_park of its waits minus the status change (children created
+-- with their indexes and ready entries, waiting records written, open waits added to the awaited set), so
+-- there is no second kind of pending work to sweep, the children start as soon as their chunk lands, and a
+-- small park (a fan-out of 3, the benchmark's) is the one call it always was. Every chunk is safe to
+-- repeat: child ids are derived from the parent's id and step (a repeat creates nothing), a record that
+-- exists is left as it is, and the open-children count ('wn') grows only by the waits SADD adds. The
+-- staged waits belong to the token in 'sg': the first chunk under a new token (a takeover after a crash
+-- between chunks) clears what an earlier attempt staged, and the replay stages every wait again; the
+-- final wf1_park refuses to park on waits staged under another token. While waits are staged the run is
+-- still running: a child's outcome or an event delivered meanwhile takes its field out of the awaited set
+-- (deliver_to_run) and counts down 'wn' or marks the park as already over ('sk'). Staging fields on the run:
+-- 'sg' token, 'wn' open children, 'sk' a wait is already over, 'sc' a child is waited for, 'se' a wait other
+-- than a child is open, 'sd' the earliest due time.
+local MAX_WAITS_PER_CALL = 1000
+local STAGED_FIELDS = { 'sk', 'sc', 'se', 'sd' }
+
+local function park(keys, argv, staging)
   local root = keys[1]
   local id, token = argv[1], argv[2]
   local run = run_key(root, id)
@@ -31,12 +60,13 @@ local function park(keys, argv)
     if f[1] == token and (f[2] == 'waiting' or f[2] == 'queued') then return { f[2] == 'waiting' and 1 or 2, -1 } end
     return { 0, reason }
   end
+  local staged = not staging and argv[4] == 'staged'
+  local i = staging and 3 or (staged and 7 or 4)
   local steps = steps_key(root, id)
   -- The waits are read first, so that the children the run starts are created together (emit_children)
   -- and all step records are read, written and listed in one call each.
   -- `waits`: where each wait's kind, field and spec are in argv (read in place, no table per wait)
   local waits, spawned, fields = {}, {}, {}
-  local i = 4
   while i <= #argv do
     local kind = argv[i]
     waits[#waits + 1] = i
@@ -52,6 +82,19 @@ local function park(keys, argv)
       return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
     end
   end
+  if #waits > MAX_WAITS_PER_CALL then
+    return redis.error_reply('ERR wf1_park: ' .. #waits .. ' waits in one call; send at most ' .. MAX_WAITS_PER_CALL .. ' per call (wf1_park_stage)')
+  end
+  -- the waits staged so far (see wf1_park_stage): 'sg', 'wn', then STAGED_FIELDS
+  local s = (staging or staged) and rcall('HMGET', run, 'sg', 'wn', unpack(STAGED_FIELDS))
+  if staged and s[1] ~= token then return { 0, 'STAGED_WAITS_LOST' } end
+  if staging and s[1] ~= token then
+    -- an earlier attempt's staged waits: this attempt's replay stages all of its own
+    rcall('DEL', awaited_key(root, id))
+    rcall('HDEL', run, 'wn', unpack(STAGED_FIELDS))
+    rcall('HSET', run, 'sg', token)
+    s = { token, false, false, false, false, false }
+  end
   if #spawned > 0 then emit_children(keys, argv, spawned, now) end
   local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
 
@@ -59,6 +102,8 @@ local function park(keys, argv)
   local wake = false
   local children, children_open = 0, 0
   local open_fields, new_records, new_children, written = {}, {}, {}, {}
+  -- the open child waits of a staging call, by field
+  local open_children = staging and {}
   for w, at in ipairs(waits) do
     local kind, field, spec = argv[at], argv[at + 1], argv[at + 2]
     local own = kind ~= 'join'
@@ -104,6 +149,7 @@ local function park(keys, argv)
     if state == 'W' then
       if kind == 'child' then children_open = children_open + 1 end
       if kind ~= 'sleep' then open_fields[#open_fields + 1] = field end
+      if open_children and kind == 'child' then open_children[field] = true end
       if deadline and (not due or deadline < due) then due = deadline end
     elseif kind ~= 'child' or state == 'F' then
       wake = true
@@ -111,6 +157,30 @@ local function park(keys, argv)
   end
   if #new_records > 0 then rcall('HSET', steps, unpack(new_records)) end
   if #new_children > 0 then rcall('SADD', children_key(root, id), unpack(new_children)) end
+  if staging then
+    -- Counted once per field whatever the repeats: SADD answers 0 for a field added before.
+    local awaited, added = awaited_key(root, id), 0
+    for _, field in ipairs(open_fields) do
+      if rcall('SADD', awaited, field) == 1 and open_children[field] then added = added + 1 end
+    end
+    if added > 0 then rcall('HINCRBY', run, 'wn', ms(added)) end
+    if wake and not s[3] then rcall('HSET', run, 'sk', '1') end
+    if children > 0 and not s[4] then rcall('HSET', run, 'sc', '1') end
+    if #open_fields > children_open and not s[5] then rcall('HSET', run, 'se', '1') end
+    if due and not (s[6] and tonumber(s[6]) <= due) then rcall('HSET', run, 'sd', ms(due)) end
+    return { 1 }
+  end
+  -- open waits other than children (events)
+  local open_others = #open_fields - children_open
+  if staged then
+    if s[3] then wake = true end
+    if s[4] then children = children + 1 end
+    children_open = children_open + (tonumber(s[2]) or 0)
+    if s[5] then open_others = open_others + 1 end
+    local staged_due = tonumber(s[6])
+    if staged_due and (not due or staged_due < due) then due = staged_due end
+    rcall('HDEL', run, 'sg', unpack(STAGED_FIELDS))
+  end
   if children > 0 and children_open == 0 then wake = true end
   if due and due <= now then wake = true end
 
@@ -118,6 +188,7 @@ local function park(keys, argv)
   -- the fields the implied history entries are built from; a run that parks has not finished ('fa')
   local known = { f[7], f[8], f[9], false }
   if wake then
+    if staged then forget_wait(root, id, run) end
     rcall('HSET', run, 'st', 'queued')
     count_move(root, f[4], id, f[2], 'queued')
     make_ready(root, id, f[4], f[5], now)
@@ -127,7 +198,7 @@ local function park(keys, argv)
   -- Every way out of 'waiting' deletes the awaited set, so there is none to clear here.
   if #open_fields > 0 then rcall('SADD', awaited_key(root, id), unpack(open_fields)) end
   -- 'ws': the run waits for children only, without a timer (a fan-in): see wake_run.
-  if not due and #open_fields == children_open then
+  if not due and open_others == 0 then
     rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open), 'ws', '1')
   else
     rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
@@ -138,4 +209,9 @@ local function park(keys, argv)
   return { 1, due or -1 }
 end
 
+local function park_stage(keys, argv)
+  return park(keys, argv, true)
+end
+
 redis.register_function('wf1_park', park)
+redis.register_function('wf1_park_stage', park_stage)

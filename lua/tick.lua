@@ -1,12 +1,15 @@
 -- wf1_tick: the shard's housekeeping, run by workers when something is due: wakes runs whose timer is
 -- due, takes runs back from workers whose lease expired, fails runs past their deadline, tells the parents
--- of a run that several wait for its outcome, and deletes finished runs past their retention. Each part
--- handles at most ARGV[1] entries per call, so a large backlog is worked off in several short calls
--- instead of blocking Redis.
+-- of a run that several wait for its outcome, deletes finished runs past their retention, and (on the event
+-- shard) goes on with an event's fan-out to its waiters whose sender stopped (see wf1_send_event_more). Each
+-- part handles at most ARGV[1] entries per call (a fan-out one page of its waiters), so a large backlog is
+-- worked off in several short calls instead of blocking Redis.
 -- KEYS[1]  shard root
 -- ARGV[1]  batch size per part
 -- Reply: { server now, ms until the next due entry (-1 if none), 1 if a part had more than a batch,
---          { { message id, message JSON }, ... } overdue hand-offs for the caller to deliver (wf1_deliver) }
+--          { { message id, message JSON }, ... } overdue hand-offs for the caller to deliver (wf1_deliver),
+--          { run id, cursor } a cancel cascade whose caller stopped, for the caller to go on with from that
+--          cursor (wf1_cancel_more), or {} }
 local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
 local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
 
@@ -44,6 +47,7 @@ local function reclaim_expired_leases(root, now, batch)
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { workerId = f[8] })
     elseif EXECUTING[f[1]] and tonumber(f[2]) < now then
+      drop_staged_waits(root, id, run)
       local attempt = tonumber(f[3])
       if f[7] then
         rcall('HSET', run, 'st', 'queued')
@@ -96,8 +100,13 @@ local function delete_expired_runs(root, now, batch)
     if f[1] and rcall('ZSCORE', root .. ':pwq', id) then
       -- parents still to be told its outcome (see tell_waiting_parents): kept a little longer
       rcall('ZADD', root .. ':expiry', ms(now + 1000), id)
+    elseif f[1] and not release_shared_payloads(root, id) then
+      -- a run whose records named many shared payloads goes once the last is released (see release_shared_payloads)
+      rcall('ZADD', root .. ':expiry', ms(now), id)
     elseif f[1] then
-      rcall('DEL', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id))
+      -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
+      -- background instead of within this call
+      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id))
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
@@ -111,14 +120,24 @@ end
 
 -- Hand-offs to other shards that were not acknowledged in time (the worker that should have delivered
 -- them crashed): handed to this caller to deliver, and due again later in case it crashes too.
+-- A call hands out messages of at most about HANDOFF_BYTES in all (an event's record carries its payload).
+local HANDOFF_BYTES = 262144
+
 local function overdue_handoffs(root, now, batch)
   local ids = rcall('ZRANGEBYSCORE', root .. ':outbox', '-inf', now, 'LIMIT', 0, batch)
-  local messages = {}
+  local messages, bytes, records = {}, 0, {}
   for _, message_id in ipairs(ids) do
+    if bytes > HANDOFF_BYTES then break end
     local message = rcall('HGET', root .. ':obx', message_id)
-    if message then
+    -- a message that names an event gets the event's record (none when the event expired: dropped)
+    if message then message = event_outbox_message(root, message_id, message, records) end
+    if message == '' then
+      rcall('ZREM', root .. ':outbox', message_id)
+      rcall('HDEL', root .. ':obx', message_id)
+    elseif message then
       rcall('ZADD', root .. ':outbox', now + OUTBOX_RETRY_MS, message_id)
       messages[#messages + 1] = { message_id, message }
+      bytes = bytes + #message
     else
       rcall('ZREM', root .. ':outbox', message_id)
     end
@@ -141,16 +160,35 @@ local function tick(keys, argv)
   local _, parents_left = tell_waiting_parents(root, now, batch)
   if parents_left then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
+  -- An event's fan-out whose sender stopped: its next page of waiters goes to the outbox due now, so that
+  -- this call hands their deliveries to the caller below (one page per call: a page is EVENT_WAITERS_PER_CALL),
+  -- and the fan-out stays due, for the next call.
+  local stalled = rcall('ZRANGEBYSCORE', root .. ':fanout', '-inf', now, 'LIMIT', 0, 1)
+  if stalled[1] then
+    continue_fanout(root, stalled[1], now, now, {})
+    more = 1
+  end
   local handoffs = overdue_handoffs(root, now, batch)
+  local cascade = {}
+  local stopped = rcall('ZRANGEBYSCORE', root .. ':cascade', '-inf', now, 'LIMIT', 0, 1)
+  if stopped[1] then
+    local cursor = rcall('HGET', run_key(root, stopped[1]), 'cc')
+    if cursor then
+      rcall('ZADD', root .. ':cascade', ms(now + OUTBOX_RETRY_MS), stopped[1])
+      cascade = { stopped[1], cursor }
+    else
+      rcall('ZREM', root .. ':cascade', stopped[1])
+    end
+  end
   local next_due = -1
-  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq' }) do
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
     if head[2] and head[1] ~= SKIPLIST_SENTINEL then
       local wait = math.max(0, tonumber(head[2]) - now)
       if next_due < 0 or wait < next_due then next_due = wait end
     end
   end
-  return { now, next_due, more, handoffs }
+  return { now, next_due, more, handoffs, cascade }
 end
 
 redis.register_function('wf1_tick', tick)

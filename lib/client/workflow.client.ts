@@ -1,9 +1,9 @@
-import { Injectable, type Type } from '@nestjs/common';
+import { Injectable, Logger, type Type } from '@nestjs/common';
 import { createHash, randomInt } from 'node:crypto';
 import { ulid } from 'ulid';
 import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { encodeErrorJson } from '../errors/error-codec.js';
+import { encodeErrorJson, errorMessage } from '../errors/error-codec.js';
 import { CanceledError, RunNotFoundError, UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, checkEvent, checkInstant, MAX_TIMER_MS } from '../execution/call-limits.js';
@@ -24,7 +24,7 @@ import { RunInspector } from './run-inspector.js';
 import type { InputData, WorkflowClass, WorkflowInput, WorkflowOutput } from '../interfaces/workflow.interfaces.js';
 import { assertKeySegment, type ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
-import type { EmitArgs } from '../redis/workflow-store.js';
+import type { EmitArgs, Handoff } from '../redis/workflow-store.js';
 import { ResultWaiter } from './result-waiter.js';
 import { UnservedWorkflows } from './unserved-workflows.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
@@ -44,6 +44,7 @@ type OutputOf<W, O> = W extends WorkflowClass ? WorkflowOutput<W> : O;
 /** Starts runs, waits for their results and inspects them. Inject it anywhere in the app. */
 @Injectable()
 export class WorkflowClient implements ChildLauncher {
+  private readonly logger = new Logger('WorkflowClient');
   private readonly waiter: ResultWaiter;
   private readonly inspector: RunInspector;
   private readonly unserved: UnservedWorkflows;
@@ -294,8 +295,23 @@ export class WorkflowClient implements ChildLauncher {
     );
     if (!result.canceled) return false;
     if (result.handoff) await this.redis.store.deliver(result.handoff);
-    await Promise.all(result.children.map((child) => this.cancelRun(child, { reason: `its parent ${runId} was canceled` })));
+    await this.cancelChildren(runId, result);
     return true;
+  }
+
+  /**
+   * Cancels a canceled run's children a page at a time (lua/cancel.lua), from `page` on, and ends the cascade
+   * once the last page is canceled. Also how a worker goes on with a cascade whose canceling process stopped.
+   */
+  async cancelChildren(runId: string, page: { children: string[]; nextPage?: string }): Promise<void> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return;
+    for (;;) {
+      await Promise.all(page.children.map((child) => this.cancelRun(child, { reason: `its parent ${runId} was canceled` })));
+      // builds before 48 answer every child at once and keep no cascade
+      if (page.nextPage === undefined) return;
+      page = await this.redis.store.cancelMore(shard, runId, page.nextPage === '0' ? 'done' : page.nextPage);
+    }
   }
 
   /**
@@ -322,9 +338,26 @@ export class WorkflowClient implements ChildLauncher {
     const { key } = checkEvent(event, opts?.key, 'sendEvent');
     const text = toPayload(payload ?? null, `The payload of event '${event}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     await this.redis.ready();
-    const { handoffs } = await this.redis.store.sendEvent(ulid(), event, key, text, this.redis.settings.eventRetentionMs);
-    await Promise.all(handoffs.map((handoff) => this.redis.store.deliver(handoff)));
-    return handoffs.length;
+    const eventId = ulid();
+    let page: { more: boolean; handoffs: Handoff[] } = await this.redis.store.sendEvent(eventId, event, key, text, this.redis.settings.eventRetentionMs);
+    let delivered = 0;
+    // A page of waiters at a time (lua/events.lua): each page is delivered before the next is taken, so that
+    // Redis holds one page's hand-offs at a time and no call's work grows with the number of waiters.
+    try {
+      for (;;) {
+        await Promise.all(page.handoffs.map((handoff) => this.redis.store.deliver(handoff)));
+        delivered += page.handoffs.length;
+        if (!page.more) return delivered;
+        page = await this.redis.store.sendEventMore(eventId, text);
+      }
+    } catch (error) {
+      // The event is stored, and every waiter it was not delivered to yet is in the outbox or the event's
+      // fan-out, which housekeeping works off: the send has happened, only its deliveries are late.
+      this.logger.warn(
+        `Event '${event}' is stored, but delivering it to its waiters failed after ${delivered} (${errorMessage(error)}); housekeeping delivers it to the others once Redis accepts the writes again.`,
+      );
+      return delivered;
+    }
   }
 
   /** Whether the run's workflow has an @OnFailure method (known here, or as registered by its workers). */

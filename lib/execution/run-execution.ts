@@ -166,13 +166,49 @@ export class RunExecution implements DurableExecution {
     this.knownFields = new Set(claim.steps.keys());
     this.leaseHeldUntil = this.claimedAtLocal + (settings.leaseMs ?? 0);
     for (const [field, value] of claim.steps) {
-      try {
-        this.steps.set(field, parseStoredStep(field, value));
-      } catch {
-        // Replaying without it would run a committed step again: the run fails instead (executeRunInFull).
-        (this.unreadableRecords ??= []).push(field);
-      }
+      this.keepStored(field, value);
+      if (value.includes(',"rp":"')) this.namesPayloads = true;
     }
+  }
+
+  /** A record names an event's payload instead of carrying it: read before the replay (prepareSteps). */
+  private namesPayloads = false;
+
+  private keepStored(field: string, value: string): void {
+    try {
+      this.steps.set(field, parseStoredStep(field, value));
+    } catch {
+      // Replaying without it would run a committed step again: the run fails instead (executeRunInFull).
+      const unreadable = (this.unreadableRecords ??= []);
+      if (!unreadable.includes(field)) unreadable.push(field);
+    }
+  }
+
+  /**
+   * Before the replay: the records of a large run that its claim did not carry (see ClaimedRun.stepsCursor), and
+   * the payloads of events that records name instead of carrying (WorkflowStore.withPayloads).
+   */
+  private prepareSteps(): Promise<void> {
+    const cursor = this.claim.stepsCursor;
+    this.claim.stepsCursor = undefined;
+    this.namesPayloads = false;
+    const more = new Map<string, string>();
+    const read = cursor === undefined ? Promise.resolve() : this.store.readStepsFrom(this.shard, this.id, cursor, more);
+    return read.then(() => {
+      for (const [field, value] of more) {
+        this.knownFields.add(field);
+        this.claim.steps.set(field, value);
+      }
+      return this.store.withPayloads(this.shard, this.claim.steps);
+    }).then(
+      (steps) => {
+        for (const [field, value] of steps) this.keepStored(field, value);
+      },
+      (error: unknown) => {
+        this.logger.error(`Could not read the run's step records: ${describeError(error)}`);
+        this.lose('STEPS_UNREADABLE');
+      },
+    );
   }
 
   /** A heartbeat sent at `sentAt` (local ms) extended the lease. */
@@ -247,6 +283,7 @@ export class RunExecution implements DurableExecution {
   }
 
   execute(): Promise<ExecutionOutcome> {
+    if (this.claim.stepsCursor !== undefined || this.namesPayloads) return this.prepareSteps().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
     const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 });
     if (!observation) return this.executeRun();
     this.observation = observation;
@@ -913,7 +950,15 @@ export class RunExecution implements DurableExecution {
 
   /** Resolves a wait unless a delivery resolved it first; returns the record that stands. */
   private resolveOpenWait(field: string, state: RecordState, record: string): Promise<StoredStep> {
-    return this.commit(field, state, record, { ifOpen: true });
+    return this.commit(field, state, record, { ifOpen: true }).then((stored) => {
+      const eventId = stored.record.rp;
+      if (eventId === undefined) return stored;
+      // the delivery that got there first named the event's payload instead of carrying it
+      return this.store.readSharedPayload(this.shard, eventId).then((payload) => {
+        if (payload !== null) stored.record.r = JSON.parse(payload);
+        return stored;
+      });
+    });
   }
 
   /** Counts an operation as in flight, so that the run does not park before it ends. */
@@ -1231,15 +1276,25 @@ function childError(name: string, stored: StoredStep): ChildWorkflowError {
   return new ChildWorkflowError(`Child workflow '${name}' (run ${stored.record.id}) failed: ${cause.message}`, { cause });
 }
 
+/** What RunInfo.waitingFor shows, kept in the run hash: at most WAITS_SHOWN of each kind, with their total past that
+ *  (a fan-out of 10,000 children would otherwise store and carry 300 KB of ids with the park). */
 function describeWaits(waits: WaitSpec[]): unknown {
   const sleeps = waits.filter((w) => w.kind === 'sleep').map((w) => w.field.slice(w.field.indexOf(':') + 1));
   const children = waits.flatMap((w) => (w.kind === 'child' ? [w.childId] : []));
   const events = waits.flatMap((w) => (w.kind === 'event' ? [{ event: w.event, ...(w.key ? { key: w.key } : {}) }] : []));
   return {
-    ...(sleeps.length ? { sleep: sleeps } : {}),
-    ...(children.length ? { children } : {}),
-    ...(events.length ? { events } : {}),
+    ...shownWaits('sleep', sleeps),
+    ...shownWaits('children', children),
+    ...shownWaits('events', events),
   };
+}
+
+const WAITS_SHOWN = 100;
+
+function shownWaits(kind: string, list: unknown[]): Record<string, unknown> {
+  if (list.length === 0) return {};
+  if (list.length <= WAITS_SHOWN) return { [kind]: list };
+  return { [kind]: list.slice(0, WAITS_SHOWN), [`${kind}Total`]: list.length };
 }
 
 function storedResult<T>(stored: StoredStep): T {

@@ -30,6 +30,8 @@ export interface StepRecord {
   c?: number;
   /** result (JSON value) */
   r?: unknown;
+  /** an event's id whose payload is the result, kept once by the run's shard (WorkflowStore.withPayloads) */
+  rp?: string;
   e?: StoredError;
   /** a sleep's wake-up time (server clock) */
   u?: number;

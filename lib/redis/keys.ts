@@ -100,6 +100,11 @@ export class KeySpace {
     return `${root}:ch:${runId}`;
   }
 
+  /** An event's payload kept once for the runs of a shard whose records name the event (lua/includes/04-shared-payloads.lua). */
+  sharedPayload(root: string, eventId: string): string {
+    return `${root}:evp:${eventId}`;
+  }
+
   idempotency(root: string, workflow: string): string {
     return `${root}:ik:${workflow}`;
   }

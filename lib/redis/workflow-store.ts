@@ -40,6 +40,9 @@ export interface Handoff {
   /** The sending shard's root and the message id, to acknowledge once delivered. */
   sourceRoot: string;
   messageId: string;
+  /** An event record that names the event instead of carrying its payload: the payload, kept once by the receiving shard. */
+  payload?: string;
+  payloadRef?: string;
 }
 
 export type WaitSpec =
@@ -91,6 +94,8 @@ export interface ClaimedRun {
   serverNow: number;
   /** Raised by every retry (of an attempt, or retryRun): outcomes of earlier epochs may be redone. */
   epoch: number;
+  /** The claim brought the first page of the run's records only: the rest are read from here (readStepsFrom). */
+  stepsCursor?: string;
 }
 
 /** What a claim asks for: up to `max` ready runs of `workflows`, leased to `workerId`. */
@@ -192,6 +197,16 @@ export class WorkflowStore {
     steps: readonly { field: string; record: string }[] = [],
     refill?: ClaimRequest,
   ): Promise<TransitionResult & { handoff?: Handoff; claimed?: ClaimedRun[] }> {
+    if (steps.length > COMPLETE_RECORDS_PER_CALL) {
+      // Thousands of steps that ended in the handler's last turn (a Promise.all): all but the last records
+      // are committed as steps are (wf1_many, 16 a call), so that the completion's own work stays bounded.
+      const early = steps.slice(0, steps.length - COMPLETE_RECORDS_PER_CALL);
+      const rest = steps.slice(early.length);
+      return Promise.all(early.map((step) => this.commitStep(shard, runId, token, step.field, 'S', step.record))).then((results) => {
+        const refused = results.find((result) => !result.ok);
+        return refused && !refused.ok ? refused : this.complete(shard, runId, token, output, retentionMs, rest, refill);
+      });
+    }
     const args: (string | number)[] = [runId, token, output, retentionMs, steps.length];
     for (const step of steps) args.push(step.field, step.record);
     if (refill) args.push(...claimArgs(refill));
@@ -220,18 +235,30 @@ export class WorkflowStore {
     );
   }
 
+  /**
+   * Parks the run on its waits. Past PARK_WAITS_PER_CALL waits (a Promise.all over many children or
+   * events), all but the last of them are first written in calls of that many each (wf1_park_stage, safe
+   * to repeat), and the park itself carries the rest: no call does work proportional to the fan-out.
+   */
   async park(shard: ShardRef, runId: string, token: string, waitingFor: string, waits: WaitSpec[]): Promise<ParkResult> {
+    const root = this.root(shard);
     const args: (string | number)[] = [runId, token, waitingFor];
-    for (const w of waits) {
-      if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
-      else if (w.kind === 'child') {
-        args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
-        if (w.spawn) args.push(...emitArguments(w.spawn));
+    let last = waits;
+    if (waits.length > PARK_WAITS_PER_CALL) {
+      const upTo = waits.length - PARK_WAITS_PER_CALL;
+      const stages: Promise<unknown>[] = [];
+      for (let at = 0; at < upTo; at += PARK_WAITS_PER_CALL) {
+        const stageArgs: (string | number)[] = [runId, token];
+        pushWaitArguments(stageArgs, waits.slice(at, Math.min(at + PARK_WAITS_PER_CALL, upTo)));
+        stages.push(this.transition('wf1_park_stage', [root], stageArgs, asIs));
       }
-      // the user's event name and key as arguments of their own: the library decodes nothing users wrote
-      else args.push('ev', w.field, w.event, w.key, w.timeoutMs ?? '');
+      const refused = ((await Promise.all(stages)) as [number, string?][]).find((reply) => reply[0] === 0);
+      if (refused) return { outcome: 'lost', reason: String(refused[1]) };
+      args.push('staged', '', '');
+      last = waits.slice(upTo);
     }
-    const reply = (await this.transition('wf1_park', [this.root(shard)], args, asIs)) as [number, number | string];
+    pushWaitArguments(args, last);
+    const reply = (await this.transition('wf1_park', [root], args, asIs)) as [number, number | string];
     if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
     if (reply[0] === 2) return { outcome: 'requeued' };
     return { outcome: 'parked', wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
@@ -239,7 +266,9 @@ export class WorkflowStore {
 
   /** Delivers a hand-off on its target shard, then acknowledges it on the source shard. */
   async deliver(handoff: Handoff): Promise<void> {
-    await this.transition('wf1_deliver', [handoff.targetRoot], [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind], asIs);
+    const args = [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind];
+    if (handoff.payloadRef !== undefined) args.push(handoff.payload ?? 'null', handoff.payloadRef);
+    await this.transition('wf1_deliver', [handoff.targetRoot], args, asIs);
     await this.transition('wf1_ack', [handoff.sourceRoot], [handoff.messageId], asIs);
   }
 
@@ -249,15 +278,27 @@ export class WorkflowStore {
     error: string,
     retentionMs: number,
     hasOnFailure = false,
-  ): Promise<{ canceled: boolean; status?: string; children: string[]; handoff?: Handoff }> {
+  ): Promise<{ canceled: boolean; status?: string; children: string[]; nextPage?: string; handoff?: Handoff }> {
     const reply = (await this.fcall('wf1_cancel', [this.root(shard)], [runId, error, retentionMs, hasOnFailure ? '1' : ''])) as unknown[];
     if (reply[0] !== 1) return { canceled: false, status: String(reply[1]), children: [] };
     const handoff = reply[2] as unknown[] | undefined;
     return {
       canceled: true,
       children: reply[1] as string[],
+      // the cursor of the next page of children ('0': none; see cancelMore)
+      nextPage: reply[3] as string | undefined,
       handoff: handoff && handoff.length > 0 ? this.handoffFrom(this.root(shard), handoff) : undefined,
     };
+  }
+
+  /**
+   * A canceled run's children from the page at `cursor` on (the children before it are canceled), or the
+   * end of its cascade with 'done'. `nextPage`: the cursor after this page ('0' after the last), absent
+   * when the cascade has ended.
+   */
+  async cancelMore(shard: ShardRef, runId: string, cursor: string): Promise<{ children: string[]; nextPage?: string }> {
+    const [next, ...children] = (await this.fcall('wf1_cancel_more', [this.root(shard)], [runId, cursor])) as string[];
+    return next === 'done' ? { children: [] } : { children, nextPage: next };
   }
 
   async retry(shard: ShardRef, runId: string): Promise<{ ok: boolean; status?: string }> {
@@ -265,16 +306,32 @@ export class WorkflowStore {
     return reply[0] === 1 ? { ok: true } : { ok: false, status: reply[1] };
   }
 
-  /** Logs an event and returns the hand-offs to the runs that waited for it. */
+  /**
+   * Logs an event and returns the hand-offs to the first page of runs that waited for it; `more`: further
+   * pages are to be taken with sendEventMore (or by housekeeping, if this process stops).
+   */
   async sendEvent(
     eventId: string,
     event: string,
     key: string,
     payload: string,
     retentionMs: number,
-  ): Promise<{ repeated: boolean; handoffs: Handoff[] }> {
+  ): Promise<{ repeated: boolean; more: boolean; handoffs: Handoff[] }> {
+    const byReference = Buffer.byteLength(payload) > SHARED_PAYLOAD_MIN_BYTES;
+    const args = [eventId, event, key, payload, retentionMs, byReference ? 'ref' : ''];
+    const reply = (await this.fcall('wf1_send_event', [this.keys.eventRoot()], args)) as unknown[];
+    return { repeated: reply[0] === 0, ...this.eventHandoffs(reply, byReference ? { payload, payloadRef: eventId } : undefined) };
+  }
+
+  /** The next page of an event's waiters (see sendEvent; `payload`: the event's, as sent). */
+  async sendEventMore(eventId: string, payload: string): Promise<{ more: boolean; handoffs: Handoff[] }> {
+    const byReference = Buffer.byteLength(payload) > SHARED_PAYLOAD_MIN_BYTES;
+    const reply = (await this.fcall('wf1_send_event_more', [this.keys.eventRoot()], [eventId, byReference ? 'ref' : ''])) as unknown[];
+    return this.eventHandoffs(reply, byReference ? { payload, payloadRef: eventId } : undefined);
+  }
+
+  private eventHandoffs(reply: unknown[], shared?: { payload: string; payloadRef: string }): { more: boolean; handoffs: Handoff[] } {
     const root = this.keys.eventRoot();
-    const reply = (await this.fcall('wf1_send_event', [root], [eventId, event, key, payload, retentionMs])) as unknown[];
     const handoffs = (reply.slice(2) as string[][]).map(([targetRoot, runId, field, record, messageId]) => ({
       targetRoot,
       runId,
@@ -284,8 +341,9 @@ export class WorkflowStore {
       kind: 'event' as const,
       sourceRoot: root,
       messageId,
+      ...shared,
     }));
-    return { repeated: reply[0] === 0, handoffs };
+    return { more: reply[0] === 2, handoffs };
   }
 
   /** Registers a wait for (event, key), or returns the record of the earliest event past the threshold. */
@@ -301,25 +359,41 @@ export class WorkflowStore {
     return reply[0] === 1 ? reply[1] : undefined;
   }
 
+  /** Renews the leases of a worker's runs in a shard, RUNS_PER_CALL a call (a worker's concurrency is the user's to set). */
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
-    const args: (string | number)[] = [leaseMs];
-    for (const r of runs) args.push(r.id, r.token);
-    return (await this.transition('wf1_heartbeat', [this.root(shard)], args, asIs)) as string[];
+    const calls = inChunks(runs, RUNS_PER_CALL).map((chunk) => {
+      const args: (string | number)[] = [leaseMs];
+      for (const r of chunk) args.push(r.id, r.token);
+      return this.transition('wf1_heartbeat', [this.root(shard)], args, asIs) as Promise<string[]>;
+    });
+    return (await Promise.all(calls)).flat();
   }
 
   async release(shard: ShardRef, reason: string, runs: { id: string; token: string }[]): Promise<number> {
-    const args: string[] = [reason];
-    for (const r of runs) args.push(r.id, r.token);
-    return this.transition('wf1_release', [this.root(shard)], args, Number);
+    const calls = inChunks(runs, RUNS_PER_CALL).map((chunk) => {
+      const args: string[] = [reason];
+      for (const r of chunk) args.push(r.id, r.token);
+      return this.transition('wf1_release', [this.root(shard)], args, Number);
+    });
+    return (await Promise.all(calls)).reduce((a, b) => a + b, 0);
   }
 
-  async tick(root: string, batch: number): Promise<{ serverNow: number; nextDueMs?: number; more: boolean; handoffs: Handoff[] }> {
-    const [now, nextDue, more, messages] = (await this.fcall('wf1_tick', [root], [batch])) as [number, number, number, string[][]];
+  async tick(
+    root: string,
+    batch: number,
+  ): Promise<{ serverNow: number; nextDueMs?: number; more: boolean; handoffs: Handoff[]; cascade?: { runId: string; cursor: string } }> {
+    const [now, nextDue, more, messages, cascade] = (await this.fcall('wf1_tick', [root], [batch])) as [number, number, number, string[][], string[]?];
     const handoffs = (messages ?? []).map(([messageId, text]) => {
       const m = JSON.parse(text) as { t: string; r: string; f: string; s: 'S' | 'F'; x: string; k: 'child' | 'event' };
       return { targetRoot: m.t, runId: m.r, field: m.f, state: m.s, record: m.x, kind: m.k, sourceRoot: root, messageId };
     });
-    return { serverNow: Number(now), nextDueMs: Number(nextDue) >= 0 ? Number(nextDue) : undefined, more: more === 1, handoffs };
+    return {
+      serverNow: Number(now),
+      nextDueMs: Number(nextDue) >= 0 ? Number(nextDue) : undefined,
+      more: more === 1,
+      handoffs,
+      ...(cascade && cascade.length === 2 ? { cascade: { runId: cascade[0], cursor: cascade[1] } } : {}),
+    };
   }
 
   /** Registers a workflow unless it is registered already (by a worker, or an earlier emit). */
@@ -419,8 +493,52 @@ export class WorkflowStore {
     return Object.keys(hash).length === 0 ? undefined : hash;
   }
 
+  /**
+   * The step records of a claimed run that its claim did not carry, from the claim's HSCAN cursor on, a page
+   * per command so that no read stalls Redis. Records may repeat (HSCAN's promise): later ones win, which is
+   * also how a record resolved meanwhile is taken.
+   */
+  async readStepsFrom(shard: ShardRef, runId: string, cursor: string, into: Map<string, string>): Promise<void> {
+    const key = this.keys.steps(this.root(shard), runId);
+    for (let at = cursor; at !== '0'; ) {
+      const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
+      for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
+      at = next;
+    }
+  }
+
   async readSteps(shard: ShardRef, runId: string): Promise<Record<string, string>> {
-    return this.guard(() => this.client.hgetall(this.keys.steps(this.root(shard), runId)));
+    const records = await this.guard(() => this.client.hgetall(this.keys.steps(this.root(shard), runId)));
+    const resolved = await this.withPayloads(shard, new Map(Object.entries(records)));
+    return Object.fromEntries(resolved);
+  }
+
+  /** The payload of an event kept once by a shard for the records that name it (see withPayloads), or null. */
+  async readSharedPayload(shard: ShardRef, eventId: string): Promise<string | null> {
+    return this.guard(() => this.client.get(this.keys.sharedPayload(this.root(shard), eventId)));
+  }
+
+  /**
+   * Records that name an event instead of carrying its payload (lua/includes/04-shared-payloads.lua) get the
+   * payload back in place, read once per event from the shard; every reader of records goes through this.
+   */
+  async withPayloads(shard: ShardRef, records: Map<string, string>): Promise<Map<string, string>> {
+    const refs = new Set<string>();
+    for (const record of records.values()) {
+      const named = SHARED_PAYLOAD_NAME.exec(record);
+      if (named) refs.add(named[1]);
+    }
+    if (refs.size === 0) return records;
+    const root = this.root(shard);
+    const ids = [...refs];
+    const payloads = await this.guard(() => this.client.mget(...ids.map((id) => this.keys.sharedPayload(root, id))));
+    const byId = new Map(ids.map((id, i) => [id, payloads[i]]));
+    for (const [field, record] of records) {
+      const named = SHARED_PAYLOAD_NAME.exec(record);
+      const payload = named && byId.get(named[1]);
+      if (payload != null) records.set(field, record.replace(named![0], `,"r":${payload}`));
+    }
+    return records;
   }
 
   /** The run's history entries: the implied ones (see implied-history.ts), then its list, read atomically. */
@@ -750,7 +868,8 @@ const TRANSITION_RETRY_MS = 15_000;
 function claimArgs(r: ClaimRequest): (string | number)[] {
   // 'f': packed run entries, flat in the reply (lua/includes/03-claim.lua): a third of the elements for ioredis
   // to decode, and no nested arrays, which cost Redis about 5,000 instructions each to send.
-  return [r.workerId, `${r.max}f`, r.leaseMs, r.claimId, r.damagedRetentionMs, packedWorkflowSpecs(r.workflows)];
+  // 'r': flat, with a large run's step records paged (see ClaimedRun.stepsCursor).
+  return [r.workerId, `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, packedWorkflowSpecs(r.workflows)];
 }
 
 const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
@@ -780,7 +899,10 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
     const head = reply[r] as string;
     const input = reply[r + 1] as string;
     const error = reply[r + 2] as string;
-    const stepsEnd = r + 4 + Number(reply[r + 3]);
+    // '<n>:<cursor>' for a run whose records go on past the claim's page
+    const count = reply[r + 3];
+    const paged = typeof count === 'string' ? count.split(':') : undefined;
+    const stepsEnd = r + 4 + Number(paged ? paged[0] : count);
     const steps = new Map<string, string>();
     for (let i = r + 4; i < stepsEnd; i += 2) steps.set(reply[i] as string, reply[i + 1] as string);
     r = stepsEnd;
@@ -801,9 +923,52 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
       steps,
       serverNow,
       epoch: Number(epoch),
+      ...(paged ? { stepsCursor: paged[1] } : {}),
     });
   }
   return runs;
+}
+
+/**
+ * Waits per wf1_park or wf1_park_stage call. A fan-out child costs a park about 30 µs of Redis time (the
+ * park that created 3,999 children took about 120 ms), so a call stays near 0.6 ms; a park of 32 waits or
+ * fewer (a fan-out of 3, the common case) is one call, as it always was.
+ */
+export const PARK_WAITS_PER_CALL = 32;
+
+/** Payloads past this many bytes reach the waiters of an event by reference, kept once per receiving shard
+ *  (a 10 KB payload to 10,000 waiters kept 100 MB of copies in their records); smaller ones are inlined. */
+const SHARED_PAYLOAD_MIN_BYTES = 1024;
+
+/** Where a record names an event's shared payload ('"rp":"<event id>"', lua/events.lua). */
+const SHARED_PAYLOAD_NAME = /,"rp":"([0-9A-HJKMNP-TV-Z]{26})"/;
+
+/** Runs per heartbeat or release call. */
+const RUNS_PER_CALL = 64;
+
+function inChunks<T>(items: readonly T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let at = 0; at < items.length; at += size) chunks.push(items.slice(at, at + size));
+  return chunks;
+}
+
+/** Step records per HSCAN when a worker reads the rest of a claimed run's records (readStepsFrom). */
+const STEP_RECORDS_PAGE = 1000;
+
+/** Step records a completion carries at most; more are committed before it (see complete). */
+export const COMPLETE_RECORDS_PER_CALL = 64;
+
+/** wf1_park's waits (lua/park.lua), appended to `args`. */
+function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]): void {
+  for (const w of waits) {
+    if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
+    else if (w.kind === 'child') {
+      args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      if (w.spawn) args.push(...emitArguments(w.spawn));
+    }
+    // the user's event name and key as arguments of their own: the library decodes nothing users wrote
+    else args.push('ev', w.field, w.event, w.key, w.timeoutMs ?? '');
+  }
 }
 
 /** wf1_emit's arguments (lua/emit.lua), also carried by wf1_park for the children it starts. */

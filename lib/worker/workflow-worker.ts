@@ -449,6 +449,7 @@ export class WorkflowWorker {
       this.recovered();
       this.serverOffsetMs = result.serverNow - Date.now();
       if (result.handoffs.length > 0) void this.deliver(result.handoffs);
+      if (result.cascade) void this.continueCascade(result.cascade.runId, result.cascade.cursor);
       // A safety net for a 'ready' message lost in a reconnect or a failover: a free slot looks for work.
       if (this.executing.size < this.concurrency) void this.claim(shard);
       // A backlog is worked off call after call: each call is bounded (TICK_BATCH per part), so other
@@ -471,6 +472,16 @@ export class WorkflowWorker {
       } catch (error) {
         this.failed('hand-off delivery', error);
       }
+    }
+  }
+
+  /** A cancel cascade whose canceling process stopped: its children from the page at `cursor` on. */
+  private async continueCascade(runId: string, cursor: string): Promise<void> {
+    try {
+      const shard = this.redis.keys.parseRunId(runId);
+      if (shard) await this.client.cancelChildren(runId, await this.redis.workerStore.cancelMore(shard, runId, cursor));
+    } catch (error) {
+      this.failed('cancel cascade', error);
     }
   }
 

@@ -28,6 +28,15 @@ local function forget_wait(root, id, run, keep_awaited)
   if not keep_awaited then rcall('DEL', awaited_key(root, id)) end
 end
 
+-- A run taken from its worker (lease expired, released, retried) forgets the waits a park of it staged
+-- and did not finish (see wf1_park_stage): its next attempt parks from nothing, as after any park.
+local function drop_staged_waits(root, id, run)
+  if rcall('HEXISTS', run, 'sg') == 1 then
+    rcall('DEL', awaited_key(root, id))
+    rcall('HDEL', run, 'sg', 'wn', 'sk', 'sc', 'se', 'sd')
+  end
+end
+
 -- Moves a waiting run back to its ready set. The caller checked that it is waiting. `drained`: the run
 -- waited only for children ('ws', see wf1_park) and the last of them has been delivered, so its awaited
 -- set is empty (Redis deleted it) and it has no timer: neither needs a call.
@@ -76,14 +85,19 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
   store_record(root, id, field, now_text or ms(now), state,
     string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}')
-  if f[1] == 'waiting' and rcall('SREM', awaited_key(root, id), field) == 1 then
-    local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
-    if wake then
-      local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
-      -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
-      local drained = kind == 'child' and state == 'S' and w[4] == '1'
-      wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover)
+  if f[1] == 'waiting' then
+    if rcall('SREM', awaited_key(root, id), field) == 1 then
+      local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
+      if wake then
+        local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
+        -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
+        local drained = kind == 'child' and state == 'S' and w[4] == '1'
+        wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover)
+      end
     end
+  elseif rcall('SREM', awaited_key(root, id), field) == 1 then
+    -- a wait staged by a park that is still on its way (see wf1_park_stage): the park counts it as done
+    if kind == 'child' and state == 'S' then rcall('HINCRBY', run, 'wn', '-1') else rcall('HSET', run, 'sk', '1') end
   end
   return 1
 end

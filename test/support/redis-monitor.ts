@@ -69,3 +69,28 @@ export function parseMonitorLine(line: string): MonitoredCommand | undefined {
   }
   return { source: match[1], args };
 }
+
+/** An FCALL as MONITOR saw it: its function, how many arguments it carried and how many commands it ran. */
+export interface MonitoredCall {
+  fn: string;
+  args: number;
+  commands: number;
+}
+
+/**
+ * The FCALLs among monitored commands, each with the commands it ran inside (MONITOR lists them right after
+ * the call, from the source 'lua'): how much work each call did, whatever the machine's speed.
+ */
+export function fcallsWithWork(seen: MonitoredCommand[]): MonitoredCall[] {
+  const calls: MonitoredCall[] = [];
+  let current: MonitoredCall | undefined;
+  for (const command of seen) {
+    if (command.source === 'lua') {
+      if (current) current.commands += 1;
+    } else {
+      current = /^fcall/i.test(command.args[0] ?? '') ? { fn: command.args[1], args: command.args.length, commands: 0 } : undefined;
+      if (current) calls.push(current);
+    }
+  }
+  return calls;
+}
