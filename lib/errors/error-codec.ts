@@ -118,6 +118,8 @@ export function errorMessage(error: unknown): string {
 }
 
 /** An error's name and message, for log lines where the kind of error matters. */
+/** An error in one line for logs and messages, cut like a stored cause: a user's error message can be megabytes. */
 export function describeError(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  const text = error instanceof Error ? `${error.name}: ${error.message}` : safeString(error);
+  return truncate(text, LIMITS[1].message);
 }
