@@ -14,7 +14,7 @@ function runProbe(): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
-      [path.join(root, 'node_modules/jest/bin/jest.js'), '--ci', '--testMatch', '<rootDir>/test/support/worker-memory.probe.ts'],
+      [path.join(root, 'node_modules/jest/bin/jest.js'), '--ci', '--selectProjects', 'default', '--testMatch', '<rootDir>/test/support/worker-memory.probe.ts'],
       { cwd: root, env: { ...process.env, NODE_OPTIONS: '--experimental-vm-modules' }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let output = '';
