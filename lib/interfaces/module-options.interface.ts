@@ -1,7 +1,7 @@
 import type { ModuleMetadata, Type, InjectionToken, OptionalFactoryDependency } from '@nestjs/common';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { WorkflowTracingOptions } from '../observability/tracing.js';
-import type { WorkflowMetricsOptions } from '../observability/metrics/workflow-metrics.js';
+import type { WorkflowMetricsOptions } from '../observability/metrics/metrics-options.js';
 
 export type WorkflowConnection =
   | string

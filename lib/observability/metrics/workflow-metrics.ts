@@ -1,24 +1,13 @@
-import { Inject, Injectable, Optional, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { WorkflowClient } from '../../client/workflow.client.js';
 import { errorMessage } from '../../errors/error-codec.js';
 import { WorkflowConfigurationError } from '../../errors/workflow.errors.js';
 import { WorkflowHealthIndicator } from '../../health/workflow-health.indicator.js';
-import type { WorkflowModuleOptions } from '../../interfaces/module-options.interface.js';
-import { WORKFLOW_MODULE_OPTIONS } from '../../workflow.constants.js';
+import { WorkflowRedis } from '../../redis/workflow-redis.js';
 import { WorkflowEvents } from '../workflow-events.js';
-import { loadPromClient, type PromRegistry } from './prom-client.loader.js';
+import { loadPromClient, type PromClient, type PromRegistry } from './prom-client.loader.js';
 import { RedisGauges } from './redis-gauges.js';
 import { RunCounters } from './run-counters.js';
-
-export interface WorkflowMetricsOptions {
-  /** The registry to register the metrics in. Default: prom-client's global `register` (the one
-   *  @willsoto/nestjs-prometheus and `collectDefaultMetrics()` use). */
-  registry?: PromRegistry;
-  /** Put before every metric name, e.g. 'myapp_' gives 'myapp_workflow_runs_started_total'. Default ''. */
-  prefix?: string;
-}
-
-const METRIC_NAME_PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 
 /**
  * Prometheus metrics (`metrics` option): counters and a step histogram fed by this process's lifecycle
@@ -26,6 +15,7 @@ const METRIC_NAME_PREFIX = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
  */
 @Injectable()
 export class WorkflowMetrics implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger('WorkflowMetrics');
   private registered: { registry: PromRegistry; names: string[] } | undefined;
   private counters?: RunCounters;
 
@@ -33,23 +23,31 @@ export class WorkflowMetrics implements OnModuleInit, OnApplicationShutdown {
     private readonly events: WorkflowEvents,
     private readonly client: WorkflowClient,
     private readonly health: WorkflowHealthIndicator,
-    @Optional() @Inject(WORKFLOW_MODULE_OPTIONS) private readonly options?: WorkflowModuleOptions,
+    private readonly redis: WorkflowRedis,
   ) {}
 
   async onModuleInit(): Promise<void> {
-    const option = this.options?.metrics;
-    if (option === undefined || option === false) return;
-    const { registry: given, prefix = '' } = validate(option);
-    const prom = await loadPromClient();
-    const registry = given ?? prom.register;
+    const settings = this.redis.settings.metrics;
+    if (!settings) return;
+    let prom: PromClient;
+    try {
+      prom = await loadPromClient();
+    } catch (error) {
+      // Start-up fails: close what the module opened meanwhile, as the lifecycle does on its own failures
+      // (not awaited: this error, not a closed connection's, is the one Nest reports).
+      this.redis.connections.close().catch((closeError: unknown) => this.logger.warn(`Closing Redis connections failed: ${errorMessage(closeError)}`));
+      throw error;
+    }
+    const registry = settings.registry ?? prom.register;
     const before = new Set(namesIn(registry));
     try {
-      this.counters = new RunCounters(prom, registry, prefix);
-      new RedisGauges(prom, registry, prefix, this.client, this.health);
+      this.counters = new RunCounters(prom, registry, settings.prefix);
+      new RedisGauges(prom, registry, settings.prefix, this.client, this.health);
     } catch (error) {
       for (const name of namesIn(registry)) if (!before.has(name)) registry.removeSingleMetric(name);
+      this.redis.connections.close().catch(() => undefined);
       throw new WorkflowConfigurationError(
-        `Could not register the workflow metrics: ${errorMessage(error)}. Another WorkflowModule in this process registered them in the same registry: give each its own metrics.prefix or metrics.registry.`,
+        `Could not register the workflow metrics: ${errorMessage(error)} Another WorkflowModule in this process registered them in the same registry: give each its own metrics.prefix or metrics.registry.`,
       );
     }
     this.registered = { registry, names: namesIn(registry).filter((name) => !before.has(name)) };
@@ -63,21 +61,6 @@ export class WorkflowMetrics implements OnModuleInit, OnApplicationShutdown {
     for (const name of this.registered.names) this.registered.registry.removeSingleMetric(name);
     this.registered = undefined;
   }
-}
-
-function validate(option: true | WorkflowMetricsOptions): WorkflowMetricsOptions {
-  if (option === true) return {};
-  if (option === null || typeof option !== 'object') {
-    throw new WorkflowConfigurationError(`WorkflowModule option metrics must be true, false or { registry?, prefix? }, got ${String(option)}.`);
-  }
-  if (option.prefix !== undefined && (typeof option.prefix !== 'string' || (option.prefix !== '' && !METRIC_NAME_PREFIX.test(option.prefix)))) {
-    throw new WorkflowConfigurationError(`metrics.prefix ${JSON.stringify(option.prefix)} is not a valid start of a Prometheus metric name: use letters, digits, '_' or ':' (not starting with a digit), e.g. 'myapp_'.`);
-  }
-  const registry = option.registry as Partial<PromRegistry> | undefined;
-  if (registry !== undefined && (typeof registry?.registerMetric !== 'function' || typeof registry.getMetricsAsArray !== 'function')) {
-    throw new WorkflowConfigurationError('metrics.registry must be a prom-client Registry (e.g. `new Registry()` or `register` from prom-client).');
-  }
-  return option;
 }
 
 function namesIn(registry: PromRegistry): string[] {
