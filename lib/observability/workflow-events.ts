@@ -32,7 +32,8 @@ export interface WorkflowEventPayload {
   error?: Error;
   /** run.retrying: the backoff before the next attempt. */
   retryInMs?: number;
-  /** run.started: true when the run had stored steps already (a wake-up, a retry or a takeover). */
+  /** run.started: true when the run had stored steps already (a wake-up, a retry or a takeover), or failed or
+   *  was canceled already and this execution runs its compensations and @OnFailure. */
   resumed?: boolean;
   /** step.* */
   step?: { name: string; occurrence: number; kind: string; attempts: number };

@@ -156,6 +156,9 @@ describe('Prometheus metrics (e2e, /metrics over HTTP)', () => {
     expect(sample(text, 'workflow_runs_retried_total', labels('metrics-flaky'))).toBe(1);
     expect(sample(text, 'workflow_runs_succeeded_total', labels('metrics-flaky'))).toBe(1);
     expect(sample(text, 'workflow_runs_failed_total', labels('metrics-bad'))).toBe(1);
+    // the run that passed its deadline: one start (its finalizing execution is no new start), failed once
+    expect(sample(text, 'workflow_runs_started_total', labels('metrics-slow'))).toBe(1);
+    expect(sample(text, 'workflow_runs_failed_total', labels('metrics-slow'))).toBe(1);
     expect(sample(text, 'workflow_runs_failed_total', labels('metrics-ok'))).toBeUndefined();
     // steps: 2 per ok run; flaky's 'prepare' once (replayed, not executed, on the retry); bad's 'charge' failed
     expect(sample(text, 'workflow_step_duration_seconds_count', labels('metrics-ok', { status: 'succeeded' }))).toBe(6);
