@@ -22,7 +22,7 @@ describe('metrics: loading prom-client (real processes)', () => {
     await redis?.stop();
   });
 
-  const runApp = (env: { METRICS?: string }, withoutPromClient: boolean) =>
+  const runApp = (env: { METRICS?: string; WILLSOTO?: string }, withoutPromClient: boolean) =>
     new Promise<{ code: number | null; output: string }>((resolve) => {
       const child = spawn(process.execPath, [...(withoutPromClient ? ['--import', './test/fixtures/hide-prom-client.mjs'] : []), script], {
         cwd: path.resolve(path.dirname(script), '../../..'),
@@ -51,6 +51,16 @@ describe('metrics: loading prom-client (real processes)', () => {
   it('metrics: true loads prom-client when it is installed', async () => {
     const { code, output } = await runApp({ METRICS: '1' }, false);
     expect(output).toContain('PROM_CLIENT_LOADED true');
+    expect(code).toBe(0);
+  }, 60_000);
+
+  it('@willsoto/nestjs-prometheus serves the metrics on its /metrics (prom-client\'s global registry)', async () => {
+    // In a real process: jest cannot load it (a CommonJS package that requires Nest 12's ES modules).
+    const { code, output } = await runApp({ METRICS: '1', WILLSOTO: '1' }, false);
+    expect(output).toContain('SCRAPE 200');
+    expect(output).toContain('workflow_runs_started_total{workflow="metrics-loading",queue="loading"} 1');
+    expect(output).toContain('workflow_runs_succeeded_total{workflow="metrics-loading",queue="loading"} 1');
+    expect(output).toMatch(/workflow_runs\{workflow="metrics-loading",queue="loading",status="succeeded"\} 1/);
     expect(code).toBe(0);
   }, 60_000);
 
