@@ -46,6 +46,17 @@ class SlowWorkflow {
   }
 }
 
+@Workflow('metrics-cancel', { queue: 'metrics' })
+@Injectable()
+class CancelWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number }>) {
+    return ctx.step.run('wait-for-cancel', (s) => new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, 10_000);
+      s.signal.addEventListener('abort', () => (clearTimeout(timer), reject(s.signal.reason)));
+    }));
+  }
+}
+
 /** Only an API-only app has it: its runs stay queued (queue depth, oldest age, held back). */
 @Workflow('metrics-idle', { queue: 'idle' })
 @Injectable()
@@ -55,7 +66,7 @@ class IdleWorkflow {
   }
 }
 
-const WORKFLOWS = [OkWorkflow, FlakyWorkflow, BadWorkflow, SlowWorkflow];
+const WORKFLOWS = [OkWorkflow, FlakyWorkflow, BadWorkflow, SlowWorkflow, CancelWorkflow];
 
 /** What a user writes without @willsoto/nestjs-prometheus (which jest cannot load next to Nest 12's ES
  *  modules; test/e2e/metrics-loading.e2e.spec.ts serves /metrics with it in a real process). */
@@ -126,7 +137,7 @@ describe('Prometheus metrics (e2e, /metrics over HTTP)', () => {
     await redis?.stop();
   });
 
-  it('counts runs started, succeeded, retried, failed and lost by workflow, and step durations, with no run id in any label', async () => {
+  it('counts runs started, succeeded, retried, failed, canceled and lost by workflow, and step durations, with no run id in any label', async () => {
     for (let n = 0; n < 3; n += 1) {
       const handle = await client.emit(OkWorkflow, { n });
       runIds.push(handle.id);
@@ -141,6 +152,11 @@ describe('Prometheus metrics (e2e, /metrics over HTTP)', () => {
     await expect(flaky.result({ timeoutMs: 10_000 })).resolves.toBe('done');
     await expect(bad.result({ timeoutMs: 10_000 })).rejects.toThrow('card declined');
     await expect(slow.result({ timeoutMs: 10_000 })).rejects.toThrow();
+    const canceled = await client.emit(CancelWorkflow, { n: 1 });
+    runIds.push(canceled.id);
+    await waitFor(async () => (await canceled.getState())?.status === 'running');
+    await canceled.cancel();
+    await expect(canceled.result({ timeoutMs: 10_000 })).rejects.toThrow('canceled');
 
     const labels = (workflow: string, extra: Record<string, string> = {}) => ({ workflow, queue: 'metrics', ...extra });
     let text = '';
@@ -149,6 +165,12 @@ describe('Prometheus metrics (e2e, /metrics over HTTP)', () => {
       return sample(text, 'workflow_runs_lost_total', labels('metrics-slow', { reason: 'timeout' })) === 1;
     }, 10_000, 200);
 
+    await waitFor(async () => {
+      text = await scrape();
+      return sample(text, 'workflow_runs_canceled_total', labels('metrics-cancel')) === 1;
+    }, 10_000, 200);
+    expect(sample(text, 'workflow_runs_lost_total', labels('metrics-cancel', { reason: 'lease_lost' }))).toBeUndefined();
+    expect(sample(text, 'workflow_runs', labels('metrics-cancel', { status: 'canceled' }))).toBe(1);
     expect(sample(text, 'workflow_runs_started_total', labels('metrics-ok'))).toBe(3);
     expect(sample(text, 'workflow_runs_succeeded_total', labels('metrics-ok'))).toBe(3);
     // the retry's second execution is not a new start
