@@ -12,6 +12,8 @@ export { WorkflowEvents, WORKFLOW_EVENT_NAMES } from './observability/workflow-e
 export type { WorkflowEventName, WorkflowEventPayload, WorkflowEventListener, WorkflowEventFilter } from './observability/workflow-events.js';
 export { OnWorkflowEvent } from './observability/on-workflow-event.decorator.js';
 export type { SpanLike, TracerLike, WorkflowTracingOptions } from './observability/tracing.js';
+export type { WorkflowMetricsOptions } from './observability/metrics/metrics-options.js';
+export type { PromRegistry } from './observability/metrics/prom-client.loader.js';
 export { WorkflowHealthIndicator, WorkflowHealthCheckError } from './health/workflow-health.indicator.js';
 export type { WorkflowHealthOptions, WorkflowHealthResult } from './health/workflow-health.indicator.js';
 export { WorkflowDashboardModule } from './dashboard/dashboard.module.js';

@@ -1,6 +1,7 @@
 import { WorkflowConfigurationError } from './errors/workflow.errors.js';
 import type { WorkflowModuleOptions } from './interfaces/module-options.interface.js';
 import { assertKeySegment } from './redis/keys.js';
+import { resolveMetricsOption } from './observability/metrics/metrics-options.js';
 import { DEFAULTS } from './workflow.constants.js';
 
 /** The module's options with defaults applied and checked once, at start. */
@@ -15,6 +16,7 @@ export interface WorkflowSettings {
   eventRetentionMs: number;
   maxStepsPerRun: number;
   trustedLibraryHashes: string[];
+  metrics: ReturnType<typeof resolveMetricsOption>;
   partitions(queue: string): number;
 }
 
@@ -74,6 +76,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     eventRetentionMs: number(options.eventRetentionMs, DEFAULTS.eventRetentionMs, 'eventRetentionMs', 0),
     maxStepsPerRun: Math.floor(number(options.maxStepsPerRun, DEFAULTS.maxStepsPerRun, 'maxStepsPerRun', 1)),
     trustedLibraryHashes,
+    metrics: resolveMetricsOption(options.metrics),
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
   };
 }

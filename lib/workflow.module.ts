@@ -14,8 +14,9 @@ import { WorkflowHealthIndicator } from './health/workflow-health.indicator.js';
 import { WorkflowEvents } from './observability/workflow-events.js';
 import { WorkflowEventsExplorer } from './observability/workflow-events.explorer.js';
 import { WorkflowObserver } from './observability/workflow-observer.js';
+import { WorkflowMetrics } from './observability/metrics/workflow-metrics.js';
 
-const OPS_PROVIDERS: Provider[] = [WorkflowEvents, WorkflowEventsExplorer, WorkflowObserver, WorkflowHealthIndicator];
+const OPS_PROVIDERS: Provider[] = [WorkflowEvents, WorkflowEventsExplorer, WorkflowObserver, WorkflowHealthIndicator, WorkflowMetrics];
 const CORE_PROVIDERS: Provider[] = [WorkflowRedis, WorkflowRegistry, WorkflowExplorer, WorkflowClient, WorkflowWorker, CronTriggerService, WorkflowLifecycle, ...OPS_PROVIDERS];
 const EXPORTS = [WorkflowClient, WorkflowRegistry, WorkflowRedis, WorkflowWorker, WorkflowEvents, WorkflowHealthIndicator];
 

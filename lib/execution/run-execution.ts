@@ -284,7 +284,7 @@ export class RunExecution implements DurableExecution {
 
   execute(): Promise<ExecutionOutcome> {
     if (this.claim.stepsCursor !== undefined || this.namesPayloads) return this.prepareSteps().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
-    const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 });
+    const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 || !!this.claim.finalizing });
     if (!observation) return this.executeRun();
     this.observation = observation;
     return this.executeObserved(observation);

@@ -3,6 +3,7 @@ import { Injectable } from '@nestjs/common';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { WorkflowWorker } from '../worker/workflow-worker.js';
+import { judgeMemory, memoryThreshold, readRedisMemory } from './redis-memory.check.js';
 
 /** The shape @nestjs/terminus expects from a health indicator: `{ [key]: { status, ...details } }`. */
 export type WorkflowHealthResult<Key extends string = string> = Record<Key, { status: 'up' | 'down'; [detail: string]: unknown }>;
@@ -13,6 +14,9 @@ export interface WorkflowHealthOptions {
   /** The worker's loop counts as stalled when its last housekeeping tick is older than this. A live worker
    *  ticks at least once a second per shard. Default 10 000 ms. */
   loopStalledAfterMs?: number;
+  /** Share of Redis's maxmemory past which memory counts as down, so that health turns down before Redis
+   *  refuses writes (at 100 % with noeviction). Checked on every primary of a cluster. Default 0.9. */
+  memoryThreshold?: number;
 }
 
 /**
@@ -35,7 +39,8 @@ type Check = { status: 'up' | 'down'; message?: string; [detail: string]: unknow
 
 /**
  * Health of this app's workflow module: Redis reachable, the Function library loaded (this package's
- * code, or a newer release's that this app can verify: see FunctionLoader) and, when the app runs a
+ * code, or a newer release's that this app can verify: see FunctionLoader), Redis memory below
+ * `memoryThreshold` of maxmemory with an eviction policy that keeps workflow keys, and, when the app runs a
  * worker, its loop alive. It does not import @nestjs/terminus (an optional peer): its result has
  * terminus's HealthIndicatorResult shape, so it plugs into a terminus health check as it is:
  *
@@ -51,21 +56,24 @@ export class WorkflowHealthIndicator {
   ) {}
 
   /**
-   * Returns `{ [key]: { status: 'up' | 'down', redis, library, worker } }`; never throws. Terminus 11 and
+   * Returns `{ [key]: { status: 'up' | 'down', redis, library, worker, memory } }`; never throws (except for
+   * an invalid `memoryThreshold`). Terminus 11 and
    * later treat a returned 'down' as a failed indicator (as its HealthIndicatorService's `down()` does);
    * use `assertHealthy` for code that expects a throw.
    */
   async isHealthy<Key extends string = 'workflows'>(key: Key = 'workflows' as Key, options: WorkflowHealthOptions = {}): Promise<WorkflowHealthResult<Key>> {
     const timeoutMs = options.timeoutMs ?? 1_000;
-    const [redis, library] = await Promise.all([this.checkRedis(timeoutMs), this.checkLibrary(timeoutMs)]);
+    const threshold = memoryThreshold(options.memoryThreshold);
+    const [redis, library, memory] = await Promise.all([this.checkRedis(timeoutMs), this.checkLibrary(timeoutMs), this.checkMemory(timeoutMs, threshold)]);
     const worker = this.checkWorker(options.loopStalledAfterMs ?? 10_000);
-    const down = [redis, library, worker].filter((c) => c.status === 'down');
+    const down = [redis, library, worker, memory].filter((c) => c.status === 'down');
     const result = {
       status: down.length === 0 ? 'up' : 'down',
       ...(down.length > 0 ? { message: down.map((c) => c.message).join('; ') } : {}),
       redis,
       library,
       worker,
+      memory,
     } as const;
     return { [key]: result } as unknown as WorkflowHealthResult<Key>;
   }
@@ -103,6 +111,15 @@ export class WorkflowHealthIndicator {
       return { status: 'up', build: expected, loaded: states.map((state) => state.build) };
     } catch (error) {
       return { status: 'down', message: `Could not read the library build: ${errorMessage(error)}` };
+    }
+  }
+
+  private async checkMemory(timeoutMs: number, threshold: number): Promise<Check> {
+    try {
+      const nodes = await withTimeout(readRedisMemory(this.redis.connections.command), timeoutMs, 'Redis did not answer INFO memory');
+      return judgeMemory(nodes, threshold);
+    } catch (error) {
+      return { status: 'down', message: `Could not read Redis memory: ${errorMessage(error)}` };
     }
   }
 

@@ -1,6 +1,7 @@
 import type { ModuleMetadata, Type, InjectionToken, OptionalFactoryDependency } from '@nestjs/common';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { WorkflowTracingOptions } from '../observability/tracing.js';
+import type { WorkflowMetricsOptions } from '../observability/metrics/metrics-options.js';
 
 export type WorkflowConnection =
   | string
@@ -58,6 +59,10 @@ export interface WorkflowModuleOptions {
    *  none of its own processes loaded them (another app on the same Redis upgraded first). The hash is in
    *  the error this app gives when it meets such a library. Default: none. */
   trustedLibraryHashes?: string[];
+  /** Prometheus metrics through prom-client (an optional peer: `npm i prom-client`). `true` registers them
+   *  in prom-client's global registry (the one @willsoto/nestjs-prometheus serves); `{ registry, prefix }`
+   *  picks another registry or prefixes the names. Default: off, and prom-client is never imported. */
+  metrics?: boolean | WorkflowMetricsOptions;
 }
 
 export interface WorkflowOptionsFactory {

@@ -7,6 +7,7 @@ export const WORKFLOW_EVENT_NAMES = [
   'run.failed',
   'run.retrying',
   'run.canceled',
+  'run.lost',
   'step.succeeded',
   'step.failed',
 ] as const;
@@ -26,11 +27,13 @@ export interface WorkflowEventPayload {
   workerId: string;
   /** run.*: time since this execution started; step.*: time the step took in this execution. */
   durationMs?: number;
-  /** run.failed, run.retrying, run.canceled, step.failed */
+  /** run.failed, run.retrying, run.canceled, step.failed; run.lost: why this worker stopped (LeaseLostError,
+   *  TimeoutError of the run's deadline). */
   error?: Error;
   /** run.retrying: the backoff before the next attempt. */
   retryInMs?: number;
-  /** run.started: true when the run had stored steps already (a wake-up, a retry or a takeover). */
+  /** run.started: true when the run had stored steps already (a wake-up, a retry or a takeover), or failed or
+   *  was canceled already and this execution runs its compensations and @OnFailure. */
   resumed?: boolean;
   /** step.* */
   step?: { name: string; occurrence: number; kind: string; attempts: number };

@@ -30,6 +30,9 @@ const EVENT_OF_END: Partial<Record<RunEnd, WorkflowEventName>> = {
   retrying: 'run.retrying',
   failed: 'run.failed',
   canceled: 'run.canceled',
+  // The worker stopped without storing an outcome (lease lost or taken, run deadline, shutdown past its
+  // grace): another worker or housekeeping decides the run. Operators alert on it (metrics count it).
+  lost: 'run.lost',
 };
 
 /**

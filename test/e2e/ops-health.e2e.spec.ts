@@ -43,6 +43,7 @@ describe('WorkflowHealthIndicator (e2e)', () => {
         redis: { status: 'up', latencyMs: expect.any(Number) },
         library: { status: 'up', build: expect.any(Number), loaded: [expect.any(Number)] },
         worker: { status: 'up', id: expect.any(String), activeRuns: 0, concurrency: 10, lastLoopAgoMs: expect.any(Number) },
+        memory: expect.objectContaining({ status: 'up', usedBytes: expect.any(Number), maxBytes: 0, policy: 'noeviction' }),
       },
     });
     await expect(health.assertHealthy('wf')).resolves.toMatchObject({ wf: { status: 'up' } });
