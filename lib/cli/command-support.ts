@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import type { StandaloneClient } from '../client/standalone-client.js';
 import { errorMessage } from '../errors/error-codec.js';
 import { assertKeySegment } from '../redis/keys.js';
-import { openClient, seedUrls, type ConnectionFlags } from './connection.js';
+import { seedUrls, type ConnectionFlags } from './connection.js';
 
 /** Where a command writes, and the environment it reads (REDIS_URL, COLUMNS). */
 export interface CliIo {
@@ -31,6 +31,8 @@ export function withCommonOptions(command: Command): Command {
  */
 export async function withClient<T>(flags: CommonFlags, io: CliIo, action: (opened: StandaloneClient) => Promise<T>): Promise<T> {
   seedUrls(flags, io.env);
+  // The client's stack (Nest, ioredis) is loaded only now: --help and usage errors answer at once.
+  const { openClient } = await import('./open-client.js');
   const opened = await openClient(flags, io.env);
   try {
     return await action(opened);

@@ -1,4 +1,4 @@
-import { triggerId } from '../scheduler/cron-trigger.service.js';
+import { triggerId } from '../scheduler/trigger-id.js';
 import type { StatusCounts, WorkerInfo, WorkflowMeta, WorkflowStats } from '../interfaces/run.interfaces.js';
 import { brief, duration, relative, when } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
