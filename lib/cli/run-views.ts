@@ -98,11 +98,19 @@ function historyTable(history: RunEvent[], createdAt: string, width: number): st
     event.type,
     event.step ?? '',
     event.attempt !== undefined ? String(event.attempt) : '',
-    event.error ? errorLine(event.error) : event.data ? brief(event.data) : event.workerId ? `worker ${event.workerId}` : '',
+    eventDetail(event),
   ]);
   return renderTable(
     [{ header: 'AT' }, { header: 'SINCE CREATED', alignRight: true }, { header: 'EVENT' }, { header: 'STEP' }, { header: 'ATTEMPT', alignRight: true }, { header: 'DETAIL', flex: true }],
     rows,
     width,
   );
+}
+
+/** A step event's occurrence and kind are in the STEP column and the steps table already. */
+function eventDetail(event: RunEvent): string {
+  if (event.error) return errorLine(event.error);
+  const { occurrence: _occurrence, kind: _kind, ...data } = event.data ?? {};
+  if (Object.keys(data).length > 0) return brief(data);
+  return event.workerId ? `worker ${event.workerId}` : '';
 }

@@ -8,12 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Workflow, type RunInfo, type RunPage, type WorkflowContext, type WorkflowMeta, type WorkflowStats } from '../../lib/index.js';
 import { uniquePrefix } from '../support/redis-server.js';
-import { startApp, useSuiteRedis, waitFor } from '../support/workflow-app.js';
+import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
+import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 const TSC = path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
@@ -56,35 +57,12 @@ interface CliExit {
   stderr: string;
 }
 
-describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redis)', () => {
-  const suite = useSuiteRedis();
-  const prefix = uniquePrefix('cli');
-  let work: string;
-  let bin: string;
-  const ids = { ok: [] as string[], failed: [] as string[], waiting: '', canceled: '' };
+let work: string | undefined;
+let built: Promise<string> | undefined;
 
-  /** Runs the built bin; REDIS_URL is removed from the environment unless `env` sets it. */
-  async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliExit> {
-    const { REDIS_URL: _ignored, ...rest } = process.env;
-    const child = spawn(process.execPath, [bin, ...args], { cwd: work, env: { ...rest, COLUMNS: '160', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    // The process must end by itself: every command closes its connections.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const [code] = (await once(child, 'exit')) as [number | null];
-    clearTimeout(timer);
-    return { code, stdout, stderr };
-  }
-  const conn = () => ['--redis', suite.redis.url, '--prefix', prefix];
-  async function json<T>(args: string[]): Promise<T> {
-    const exit = await cli([...args, ...conn(), '--json']);
-    if (exit.code !== 0) throw new Error(`${args.join(' ')} exited ${exit.code}: ${exit.stderr}`);
-    return JSON.parse(exit.stdout) as T;
-  }
-
-  beforeAll(async () => {
+/** Builds lib/ once into a package directory with package.json's `bin`; resolves with the bin's path. */
+function buildBin(): Promise<string> {
+  built ??= (async () => {
     work = await mkdtemp(path.join(repo, '.cli-check-'));
     const pkg = path.join(work, 'package');
     const build = spawn(process.execPath, [TSC, '-p', 'tsconfig.build.json', '--outDir', path.join(pkg, 'dist'), '--sourceMap', 'false', '--declarationMap', 'false'], {
@@ -97,8 +75,50 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     if (code !== 0) throw new Error(`building lib/ failed:\n${output}`);
     const manifest = JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { name: string; version: string; type: string; bin: Record<string, string> };
     await writeFile(path.join(pkg, 'package.json'), JSON.stringify({ name: manifest.name, version: manifest.version, type: manifest.type, bin: manifest.bin }));
-    bin = path.join(pkg, manifest.bin['nestjs-redis-workflows']);
+    return path.join(pkg, manifest.bin['nestjs-redis-workflows']);
+  })();
+  return built;
+}
 
+afterAll(async () => {
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+/**
+ * Runs the built bin; REDIS_URL is removed from the environment unless `env` sets it. With
+ * CLI_TRANSCRIPT=<file>, each command and its output is appended there (docs/cli.md's transcripts).
+ */
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliExit> {
+  const bin = await buildBin();
+  const { REDIS_URL: _ignored, ...rest } = process.env;
+  const child = spawn(process.execPath, [bin, ...args], { cwd: work, env: { ...rest, COLUMNS: '160', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  // The process must end by itself: every command closes its connections.
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  if (process.env.CLI_TRANSCRIPT) {
+    await appendFile(process.env.CLI_TRANSCRIPT, `$ npx nestjs-redis-workflows ${args.join(' ')}\n${stdout}${stderr}(exit ${code})\n\n`);
+  }
+  return { code, stdout, stderr };
+}
+
+describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redis)', () => {
+  const suite = useSuiteRedis();
+  const prefix = uniquePrefix('cli');
+  const ids = { ok: [] as string[], failed: [] as string[], waiting: '', canceled: '' };
+  const conn = () => ['--redis', suite.redis.url, '--prefix', prefix];
+  async function json<T>(args: string[]): Promise<T> {
+    const exit = await cli([...args, ...conn(), '--json']);
+    if (exit.code !== 0) throw new Error(`${args.join(' ')} exited ${exit.code}: ${exit.stderr}`);
+    return JSON.parse(exit.stdout) as T;
+  }
+
+  beforeAll(async () => {
+    await buildBin();
     const app = await startApp({ connection: suite.redis.url, prefix, cron: false, worker: { reaperIntervalMs: 20 } }, [OkWorkflow, PartnerWorkflow, SleepWorkflow]);
     suite.apps.push(app);
     const ok = await Promise.all([1, 2, 3].map((n) => app.client.emit(OkWorkflow, { n })));
@@ -112,10 +132,6 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     [ids.waiting, ids.canceled] = sleeping.map((h) => h.id);
     await app.client.cancelRun(ids.canceled, { reason: 'set up by the test' });
   }, 180_000);
-
-  afterAll(async () => {
-    if (work) await rm(work, { recursive: true, force: true });
-  });
 
   it('runs list: a table of the newest runs, and the same page as JSON', async () => {
     const table = await cli(['runs', 'list', ...conn()]);
@@ -152,7 +168,7 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(shown.stdout).toMatch(/Error:\s+Error: partner API answered 503/);
     expect(shown.stdout).toMatch(/Steps \(2\)\nSTEP\s+KIND\s+STATUS\s+ATTEMPTS\s+TOOK\s+RESULT\nreserve\s+step\s+succeeded\s+1\s+\S+\s+"reserved A-1"\ncall-partner\s+step\s+failed/);
     expect(shown.stdout).toMatch(/History \(\d+\)\nAT\s+SINCE CREATED\s+EVENT/);
-    expect(shown.stdout).toMatch(/\+\S+\s+created\n/);
+    expect(shown.stdout).toMatch(/\+\S+\s+created\s/);
 
     const detail = await json<{ run: RunInfo; steps: unknown[]; history: { type: string }[] }>(['runs', 'show', id]);
     expect(detail.run).toMatchObject({ id, workflow: 'cli-partner', status: 'failed', error: { message: 'partner API answered 503' } });
@@ -283,5 +299,38 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(wrong.stderr).not.toContain('wrong-password');
     const right = await cli(['stats', '--redis', `redis://cli-operator:right-password@${url.host}`, '--prefix', prefix, '--json']);
     expect(right.code).toBe(0);
+  });
+});
+
+describe('CLI against a Redis Cluster (3 primaries): detected from one node, or --cluster with seeds', () => {
+  let cluster: RedisClusterHandle;
+  let app: TestApp;
+  const prefix = uniquePrefix('cli_cluster');
+  let runIds: string[] = [];
+
+  beforeAll(async () => {
+    await buildBin();
+    cluster = await startCluster({ primaries: 3 });
+    app = await startApp({ connection: { nodes: cluster.nodes }, prefix, cron: false, queues: { cli: { partitions: 3 } }, worker: { reaperIntervalMs: 20 } } as never, [OkWorkflow]);
+    const handles = await Promise.all([1, 2, 3, 4].map((n) => app.client.emit(OkWorkflow, { n })));
+    await Promise.all(handles.map((h) => h.result({ timeoutMs: 10_000 })));
+    runIds = handles.map((h) => h.id);
+  }, 180_000);
+
+  afterAll(async () => {
+    await app?.close();
+    await cluster?.stop();
+  });
+
+  it('lists, shows and counts runs spread over the nodes', async () => {
+    const node = (i: number) => `redis://${cluster.nodes[i].host}:${cluster.nodes[i].port}`;
+    const detected = await cli(['runs', 'list', '--redis', node(1), '--prefix', prefix, '--json']);
+    expect(detected.code).toBe(0);
+    expect((JSON.parse(detected.stdout) as RunPage).runs.map((r) => r.id).sort()).toEqual([...runIds].sort());
+    const seeds = `${node(0)},${node(2)}`;
+    const shown = await cli(['runs', 'show', runIds[3], '--redis', seeds, '--cluster', '--prefix', prefix, '--json']);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ run: { id: runIds[3], status: 'succeeded', output: 8 } });
+    const stats = await cli(['stats', '--redis', node(0), '--prefix', prefix, '--json']);
+    expect((JSON.parse(stats.stdout) as WorkflowStats).workflows.find((w) => w.name === 'cli-ok')?.counts.succeeded).toBe(4);
   });
 });
