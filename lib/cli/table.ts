@@ -23,7 +23,8 @@ export function renderTable(columns: Column[], rows: string[][], width: number):
         if (i === row.length - 1 && !columns[i].alignRight) return text;
         return columns[i].alignRight ? text.padStart(widths[i]) : text.padEnd(widths[i]);
       })
-      .join(GAP);
+      .join(GAP)
+      .trimEnd();
   return [line(columns.map((c) => c.header)), ...cells.map(line)].join('\n');
 }
 

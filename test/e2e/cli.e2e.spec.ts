@@ -169,6 +169,7 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(shown.stdout).toMatch(/Steps \(2\)\nSTEP\s+KIND\s+STATUS\s+ATTEMPTS\s+TOOK\s+RESULT\nreserve\s+step\s+succeeded\s+1\s+\S+\s+"reserved A-1"\ncall-partner\s+step\s+failed/);
     expect(shown.stdout).toMatch(/History \(\d+\)\nAT\s+SINCE CREATED\s+EVENT/);
     expect(shown.stdout).toMatch(/\+\S+\s+created\s/);
+    expect(shown.stdout.split('\n').filter((line) => line !== line.trimEnd())).toEqual([]);
 
     const detail = await json<{ run: RunInfo; steps: unknown[]; history: { type: string }[] }>(['runs', 'show', id]);
     expect(detail.run).toMatchObject({ id, workflow: 'cli-partner', status: 'failed', error: { message: 'partner API answered 503' } });
@@ -279,7 +280,7 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
       [],
     ];
     for (const args of cases) {
-      const exit = await cli([...args, '--connect-timeout', '100']);
+      const exit = await cli(args.length > 0 ? [...args, '--connect-timeout', '100'] : args);
       expect({ args, code: exit.code, stdout: exit.stdout }).toEqual({ args, code: 2, stdout: '' });
       expect(exit.stderr).not.toBe('');
     }
