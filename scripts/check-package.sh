@@ -5,8 +5,8 @@
 # jest test: scripts/package-check/app) with the tsconfig.json, jest.config.js and test script of the
 # README shipped in the tarball (scripts/package-check/readme-settings.mjs), installs the tarball and
 # the peers from the npm registry at the versions this repository pins, builds the app with `npx tsc`,
-# runs its jest test and then its compiled main.js against a private redis-server, and has the
-# installed package serve its dashboard (scripts/package-check/dashboard-check.mjs).
+# runs its jest test and then its compiled main.js against a private redis-server, lists that run with
+# the package's CLI (its bin), and has the installed package serve its dashboard (scripts/package-check/dashboard-check.mjs).
 #
 #   bash scripts/check-package.sh          (npm run check:package; .ci/run runs it after npm test)
 #
@@ -36,7 +36,7 @@ tar -tzf "$tarball" | sort >"$work/contents.txt"
 unexpected=$(grep -Ev '^package/(package\.json|README\.md|LICENSE|dist/lib/.+\.(js|d\.ts)|lua/.+\.lua|lib/dashboard/assets/[^/]+)$' "$work/contents.txt" || true)
 [ -z "$unexpected" ] || fail "the tarball holds files users do not need:"$'\n'"$unexpected"
 for needed in package/LICENSE package/README.md package/dist/lib/index.js package/dist/lib/index.d.ts \
-  package/lua/includes/00-build.lua package/lib/dashboard/assets/dashboard.js; do
+  package/lua/includes/00-build.lua package/lib/dashboard/assets/dashboard.js package/dist/lib/cli/main.js; do
   grep -qx "$needed" "$work/contents.txt" || fail "the tarball lacks $needed"
 done
 step "$(basename "$tarball"): $(wc -l <"$work/contents.txt") files, $(du -k "$tarball" | cut -f1) kB"
@@ -110,6 +110,15 @@ status=0; wait "$app_pid" || status=$?
 app_pid=""
 # Nest's shutdown hooks close the app, then end the process by the signal it got (128 + 15).
 [ "$status" -eq 0 ] || [ "$status" -eq 143 ] || { cat "$work/main.log" >&2; fail "node dist/main.js exited with $status on SIGTERM"; }
+
+step "npx nestjs-redis-workflows (the package's bin) lists the run main.js made"
+listed=$(npx --no-install nestjs-redis-workflows runs list --status succeeded --json) || fail "npx nestjs-redis-workflows runs list exited with $?"
+node -e '
+  const page = JSON.parse(process.argv[1]);
+  if (!page.runs.some((run) => run.workflow && run.output && run.output.chargeId === "ch_main-1")) {
+    console.error(`check-package: FAILED: the CLI did not list the run of main.js: ${process.argv[1]}`);
+    process.exit(1);
+  }' "$listed"
 
 step "the dashboard's page and assets, served from the installed package"
 cp "$repo/scripts/package-check/dashboard-check.mjs" "$work/app/"

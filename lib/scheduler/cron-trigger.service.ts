@@ -11,6 +11,7 @@ import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 import type { CronTrigger } from '../interfaces/workflow.interfaces.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
+import { triggerId } from './trigger-id.js';
 
 type CronJobClass = typeof CronJob;
 
@@ -166,17 +167,6 @@ export class CronTriggerService {
     }
     await this.client.emit(definition.type, (m.trigger.input ?? {}) as never, { idempotencyKey });
   }
-}
-
-/** The id of a trigger: its own, or one derived from its expression and time zone. */
-export function triggerId(workflow: string, trigger: CronTrigger): string {
-  if (trigger === null || typeof trigger !== 'object' || typeof trigger.expression !== 'string' || trigger.expression.trim() === '') {
-    throw new WorkflowConfigurationError(`@Workflow('${workflow}'): each cron trigger needs an expression, e.g. { expression: '0 * * * *' }.`);
-  }
-  if (trigger.id !== undefined && (typeof trigger.id !== 'string' || trigger.id === '')) {
-    throw new WorkflowConfigurationError(`@Workflow('${workflow}'): a cron trigger's id must be a non-empty string.`);
-  }
-  return trigger.id ?? `${trigger.expression.trim()}@${trigger.timezone ?? 'local'}`;
 }
 
 /**

@@ -1,0 +1,129 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import { RUN_STATUSES, type ListRunsParams, type RunStatus } from '../interfaces/run.interfaces.js';
+import { KeySpace } from '../redis/keys.js';
+import { DEFAULTS } from '../workflow.constants.js';
+import { CliError, EXIT } from './cli-error.js';
+import { terminalWidth } from './format.js';
+import { print, wholeNumberArg, withClient, withCommonOptions, type CliIo, type CommonFlags } from './command-support.js';
+import { runsTable, runView, type RunDetail } from './run-views.js';
+import { schedulesOf, schedulesTable, statsView, workflowsTable, workflowView } from './workflow-views.js';
+
+interface ListFlags extends CommonFlags {
+  workflow?: string;
+  status?: RunStatus;
+  parent?: string;
+  limit: number;
+  cursor?: string;
+}
+
+const runIds = new KeySpace(DEFAULTS.prefix);
+
+const notFound = (id: string, flags: CommonFlags) =>
+  new CliError(
+    `No run ${id} under prefix '${flags.prefix}': it may have expired (the retention option), or be under another --prefix or --redis. Find runs with: runs list --workflow <name>.`,
+    EXIT.failed,
+  );
+
+/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules list, stats. */
+export function registerCommands(program: Command, io: CliIo): void {
+  const width = () => terminalWidth(io.env);
+  const runs = program.command('runs').description('list, inspect, cancel and retry runs');
+
+  withCommonOptions(runs.command('list').description('runs newest first, filtered; page with --cursor'))
+    .option('--workflow <name>', 'only runs of this workflow')
+    .addOption(new Option('--status <status>', 'only runs in this status').choices(RUN_STATUSES))
+    .option('--parent <runId>', 'only the children of this run')
+    .option('--limit <n>', 'runs per page, 1 to 1000', wholeNumberArg(1, 1000), 50)
+    .option('--cursor <cursor>', 'the next page: the cursor the previous page printed', cursorArg)
+    .action((flags: ListFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        const params: ListRunsParams = { workflow: flags.workflow, status: flags.status, parentId: flags.parent, limit: flags.limit, cursor: flags.cursor };
+        const page = await client.listRuns(params);
+        print(io, flags, page, () => runsTable(page, Date.now(), width()));
+      }),
+    );
+
+  withCommonOptions(runs.command('show').argument('<runId>').description('a run, its steps and its history'))
+    .action((id: string, flags: CommonFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        const run = await client.getRun(id);
+        if (!run) throw notFound(id, flags);
+        const [steps, history] = await Promise.all([client.getRunSteps(id), client.getRunHistory(id)]);
+        const detail: RunDetail = { run, steps, history };
+        print(io, flags, detail, () => runView(detail, Date.now(), width()));
+      }),
+    );
+
+  withCommonOptions(runs.command('cancel').argument('<runId>').description('cancel a run that has not finished, and its children'))
+    .option('--reason <text>', 'recorded in the run\'s error: "The run was canceled: <text>"')
+    .action((id: string, flags: CommonFlags & { reason?: string }) =>
+      withClient(flags, io, async ({ client }) => {
+        const canceled = await client.cancelRun(id, { reason: flags.reason });
+        const run = await client.getRun(id);
+        if (!run) throw notFound(id, flags);
+        if (!canceled) throw new CliError(`Run ${id} is ${run.status}: only a run that has not finished can be canceled. Nothing was changed.`, EXIT.failed);
+        print(io, flags, { canceled: true, run }, () =>
+          run.status === 'canceled' ? `Canceled run ${id}.` : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
+        );
+      }),
+    );
+
+  withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
+    .action((id: string, flags: CommonFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        try {
+          await client.retryRun(id);
+        } catch (error) {
+          if (error instanceof RunNotFoundError) throw notFound(id, flags);
+          if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
+          throw error;
+        }
+        const run = await client.getRun(id);
+        print(io, flags, { retried: true, run }, () => `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}. Follow it with: runs show ${id}`);
+      }),
+    );
+
+  const workflows = program.command('workflows').description('the workflows workers registered in Redis');
+
+  withCommonOptions(workflows.command('list').description('workflows with their queue, live workers, cron triggers and runs by status'))
+    .action((flags: CommonFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        const list = await client.listWorkflows();
+        print(io, flags, list, () => workflowsTable(list, flags.prefix, width()));
+      }),
+    );
+
+  withCommonOptions(workflows.command('show').argument('<name>').description("a workflow's options, runs by status, cron triggers and workers"))
+    .action((name: string, flags: CommonFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        const meta = await client.getWorkflowMeta(name);
+        if (!meta) {
+          throw new CliError(`No workflow '${name}' is registered under prefix '${flags.prefix}': see the names with: workflows list.`, EXIT.failed);
+        }
+        print(io, flags, meta, () => workflowView(meta, Date.now(), width()));
+      }),
+    );
+
+  const schedules = program.command('schedules').description('cron triggers');
+  withCommonOptions(schedules.command('list').description('the cron triggers that registered workflows declare'))
+    .action((flags: CommonFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        const list = schedulesOf(await client.listWorkflows());
+        print(io, flags, list, () => schedulesTable(list, width()));
+      }),
+    );
+
+  withCommonOptions(program.command('stats').description('runs by status, queue depth and oldest queued run per workflow and queue; live workers'))
+    .action((flags: CommonFlags) =>
+      withClient(flags, io, async ({ client }) => {
+        const stats = await client.getStats();
+        print(io, flags, stats, () => statsView(stats, flags.prefix, Date.now(), width()));
+      }),
+    );
+}
+
+function cursorArg(text: string): string {
+  if (!runIds.parseRunId(text)) throw new InvalidArgumentError('Use the cursor that the previous page printed (a run id).');
+  return text;
+}

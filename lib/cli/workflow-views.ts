@@ -1,0 +1,94 @@
+import { triggerId } from '../scheduler/trigger-id.js';
+import type { StatusCounts, WorkerInfo, WorkflowMeta, WorkflowStats } from '../interfaces/run.interfaces.js';
+import { brief, duration, relative, when } from './format.js';
+import { renderFields, renderTable, type Column } from './table.js';
+
+const COUNTED = ['scheduled', 'queued', 'running', 'waiting', 'compensating', 'succeeded', 'failed', 'canceled'] as const;
+const countColumns: Column[] = COUNTED.map((status) => ({ header: status.toUpperCase(), alignRight: true }));
+const countCells = (counts: StatusCounts) => COUNTED.map((status) => String(counts[status]));
+
+const NO_WORKFLOWS = (prefix: string) =>
+  `No workflow is registered under prefix '${prefix}'. Workers register theirs when they start: check --prefix (the module's prefix option, default 'wf') and --redis.`;
+
+export function workflowsTable(workflows: WorkflowMeta[], prefix: string, width: number): string {
+  if (workflows.length === 0) return NO_WORKFLOWS(prefix);
+  return renderTable(
+    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'WORKERS', alignRight: true }, { header: 'CRON', alignRight: true }, ...countColumns],
+    workflows.map((w) => [w.name, w.queue, String(w.workers.length), String(w.cron.length), ...countCells(w.counts)]),
+    width,
+  );
+}
+
+export function workflowView(meta: WorkflowMeta, now: number, width: number): string {
+  const { options } = meta;
+  const fields = renderFields([
+    ['Workflow', meta.name],
+    ['Queue', meta.queue],
+    ['Max attempts', String(options.maxAttempts)],
+    ['Max concurrency', options.maxConcurrency !== undefined ? String(options.maxConcurrency) : 'unlimited'],
+    ['Timeout', options.timeoutMs !== undefined ? duration(options.timeoutMs) : undefined],
+    ['Backoff', options.backoff !== undefined ? brief(options.backoff, 80) : undefined],
+    ['Input class', options.input],
+    ['Registered', when(meta.registeredAt, now)],
+  ]);
+  const counts = renderTable(countColumns, [countCells(meta.counts)], width);
+  const cron = meta.cron.length === 0 ? '  none' : schedulesTable(schedulesOf([meta]), width);
+  const workers = meta.workers.length === 0 ? '  none: its runs wait in queued until a worker that has it starts' : workersTable(meta.workers, now, width);
+  return [fields, '', 'Runs by status', counts, '', `Cron triggers (${meta.cron.length})`, cron, '', `Workers alive (${meta.workers.length})`, workers].join('\n');
+}
+
+export function statsView(stats: WorkflowStats, prefix: string, now: number, width: number): string {
+  if (stats.workflows.length === 0) return NO_WORKFLOWS(prefix);
+  const oldest = (ms: number | undefined) => (ms === undefined ? '-' : duration(ms, false));
+  const workflows = renderTable(
+    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true }, ...countColumns],
+    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts)]),
+    width,
+  );
+  const queues = renderTable(
+    [{ header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, ...countColumns],
+    stats.queues.map((q) => [q.name, String(q.queueDepth), oldest(q.oldestQueuedAgeMs), ...countCells(q.counts)]),
+    width,
+  );
+  const workers = stats.workers.alive === 0 ? '  none alive: queued runs wait until a worker starts' : workersTable(stats.workers.list, now, width);
+  return ['Workflows', workflows, '', 'Queues', queues, '', `Workers alive (${stats.workers.alive})`, workers].join('\n');
+}
+
+function workersTable(workers: WorkerInfo[], now: number, width: number): string {
+  return renderTable(
+    [{ header: 'WORKER' }, { header: 'HOST' }, { header: 'PID', alignRight: true }, { header: 'ACTIVE', alignRight: true }, { header: 'STARTED' }, { header: 'HEARTBEAT' }, { header: 'QUEUES', flex: true }],
+    workers.map((w) => [w.id, w.host, String(w.pid), `${w.activeRuns}/${w.concurrency}`, relative(w.startedAt, now), relative(w.lastHeartbeatAt, now), w.queues.join(', ')]),
+    width,
+  );
+}
+
+/** A cron trigger as the registry in Redis holds it (`schedules list --json` prints these). */
+export interface ScheduleEntry {
+  workflow: string;
+  id: string;
+  expression: string;
+  timezone?: string;
+  /** Live workers that have the workflow: the trigger fires only while one of them runs (with cron enabled). */
+  workers: number;
+}
+
+export function schedulesOf(workflows: WorkflowMeta[]): ScheduleEntry[] {
+  return workflows.flatMap((w) =>
+    w.cron.map((trigger) => ({
+      workflow: w.name,
+      id: triggerId(w.name, trigger),
+      expression: trigger.expression,
+      ...(trigger.timezone !== undefined ? { timezone: trigger.timezone } : {}),
+      workers: w.workers.length,
+    })),
+  );
+}
+
+export function schedulesTable(schedules: ScheduleEntry[], width: number): string {
+  if (schedules.length === 0) return 'No cron triggers are registered.';
+  return renderTable(
+    [{ header: 'WORKFLOW' }, { header: 'ID' }, { header: 'EXPRESSION' }, { header: 'TIMEZONE' }, { header: 'WORKERS', alignRight: true }],
+    schedules.map((s) => [s.workflow, s.id, s.expression, s.timezone ?? 'local', String(s.workers)]),
+    width,
+  );
+}
