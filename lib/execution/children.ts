@@ -1,0 +1,138 @@
+import { decodeError, encodeErrorJson } from '../errors/error-codec.js';
+import { ChildWorkflowError, TimeoutError, WorkflowError } from '../errors/workflow.errors.js';
+import type { ChildEmitOptions, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
+import { checkDuration, checkInstant, quoteName } from './call-limits.js';
+import type { ChildStart } from './child-launcher.js';
+import type { ExecutionState } from './execution-state.js';
+import { encodeStepRecord, type StoredStep } from './step-record.js';
+import { EndOfRecords } from './suspension.js';
+
+type StartedChild = { id: string; workflow: string; joined?: boolean };
+
+/**
+ * The handler's child workflows: runWorkflow (a child it waits for; one in the run's own shard is spawned
+ * by the call that parks the run, see Parking) and emitWorkflow (a child it starts and does not wait for).
+ * Made on the first child of an execution.
+ *
+ * runChild goes without async/await on its common paths (a replayed result, a first start): see
+ * step-attempts.ts.
+ */
+export class Children {
+  constructor(private readonly run: ExecutionState) {}
+
+  runChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildRunOptions = {}): Promise<unknown> {
+    const run = this.run;
+    try {
+      run.assertExecuting();
+      if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `runWorkflow(${quoteName(name)}): timeoutMs`);
+      const field = run.journal.nextField(name);
+      const workflowName = run.settings.children.workflowName(workflow);
+      const fingerprint = `child:${workflowName}`;
+      const stored = run.journal.steps.get(field);
+      if (stored) run.journal.assertSameStep(stored, 'child', fingerprint);
+      // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
+      const retryFailed = stored?.state === 'F' && (stored.record.pa ?? run.claim.epoch) < run.claim.epoch && run.mode === 'execute';
+      if (stored && !retryFailed) {
+        if (stored.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
+        if (stored.state === 'F') throw childError(name, stored);
+        if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
+          return this.timeOutChild(name, field, fingerprint, stored, opts);
+        }
+        if (run.mode === 'collect') throw new EndOfRecords();
+        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
+      }
+      if (run.mode === 'collect') throw new EndOfRecords();
+      const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
+      const start = this.childStart(field, generation, workflow, input, opts, field, undefined);
+      if (!retryFailed) {
+        // A child in this shard is created by the call that parks the run: one call fewer per child, and
+        // the children and the wait for them appear together (see Parking.considerParking for a run that goes on).
+        const inShard = run.settings.children.childInShard(start, run.shard);
+        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
+      }
+      const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : run.parking.track(() => this.startChildAfterCommits(start));
+      return started.then((child) =>
+        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
+    const run = this.run;
+    run.assertExecuting();
+    if (opts?.runAt !== undefined) checkInstant(opts.runAt, () => `emitWorkflow(${quoteName(name)}): runAt`);
+    const field = run.journal.nextField(name);
+    const fingerprint = `child:${run.settings.children.workflowName(workflow)}`;
+    const stored = run.journal.steps.get(field);
+    if (stored) {
+      run.journal.assertSameStep(stored, 'child-emit', fingerprint);
+      return String(stored.record.r);
+    }
+    if (run.mode === 'collect') throw new EndOfRecords();
+    return run.parking.track(async () => {
+      await run.commits.flush();
+      const child = await run.settings.children.startChild(this.childStart(field, 0, workflow, input, opts, undefined, opts.runAt));
+      await run.commits.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded', n: run.journal.position(field) }, JSON.stringify(child.id)), {
+        childId: child.id,
+      });
+      return child.id;
+    });
+  }
+
+  /** What starting a child of this run at `field` (its `generation`-th start there) needs; `parentField` when the run waits for it. */
+  private childStart(
+    field: string,
+    generation: number,
+    workflow: string | WorkflowClass,
+    input: unknown,
+    opts: ChildRunOptions | ChildEmitOptions,
+    parentField: string | undefined,
+    runAt: Date | undefined,
+  ): ChildStart {
+    const run = this.run;
+    return {
+      parentId: run.id,
+      parentRoot: run.settings.shardRoot,
+      parentField,
+      seed: `${run.id}|${field}|${generation}`,
+      workflow,
+      input,
+      idempotencyKey: opts.idempotencyKey,
+      queue: opts.queue,
+      runAt,
+    };
+  }
+
+  /** Starts a child once the steps before it are committed. */
+  private startChildAfterCommits(start: ChildStart): Promise<StartedChild> {
+    return this.run.commits.afterCommits(() => this.run.settings.children.startChild(start));
+  }
+
+  /** A child wait whose timeout passed: resolved as timed out unless the child's outcome got there first. */
+  private async timeOutChild(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions): Promise<unknown> {
+    const timedOut = await this.run.waits.resolveOpenWait(field, 'F', encodeStepRecord({
+      k: 'child', f: fingerprint, s: 'failed', n: this.run.journal.position(field), id: stored.record.id,
+      e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
+    }));
+    if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
+    throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
+  }
+
+  /** A child that failed in an earlier epoch, started again under the next generation. */
+  private async restartFailedChild(field: string, fingerprint: string, generation: number, start: ChildStart): Promise<StartedChild> {
+    const run = this.run;
+    // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
+    // that the new child's outcome (however fast) is delivered onto it.
+    const childId = run.settings.children.childRunId(start);
+    const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', n: run.journal.position(field), id: childId, g: generation });
+    await run.parking.track(() => run.commits.commit(field, 'W', record, { childId }));
+    return run.parking.track(() => this.startChildAfterCommits(start));
+  }
+}
+
+function childError(name: string, stored: StoredStep): ChildWorkflowError {
+  const cause = stored.record.e ? decodeError(stored.record.e) : new WorkflowError('The child run failed.');
+  return new ChildWorkflowError(`Child workflow '${name}' (run ${stored.record.id}) failed: ${cause.message}`, { cause });
+}

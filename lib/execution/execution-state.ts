@@ -1,0 +1,255 @@
+import { Logger } from '@nestjs/common';
+import { CanceledError, LeaseLostError, type NonDeterminismError, type NonRetriableError } from '../errors/workflow.errors.js';
+import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
+import type { RunMeta, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
+import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
+import type { ShardRef } from '../redis/keys.js';
+import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-store.js';
+import type { ChildLauncher } from './child-launcher.js';
+import type { DurableExecution, StepRequest } from './execution-scope.js';
+import { Children } from './children.js';
+import { CommitBatcher } from './commit-batcher.js';
+import { Journal } from './journal.js';
+import { Parking } from './parking.js';
+import { Saga } from './saga.js';
+import { StepAttempts } from './step-attempts.js';
+import { PARKING } from './suspension.js';
+import { Waits } from './waits.js';
+
+export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
+
+export interface ExecutionSettings {
+  workerId: string;
+  maxPayloadBytes: number;
+  retentionMs: { succeeded: number; failed: number; canceled: number };
+  children: ChildLauncher;
+  shardRoot: string;
+  /** The lease the claim granted, in ms (renewed by the worker's heartbeats, see leaseRenewed). */
+  leaseMs?: number;
+  /** Most step records a run may have (every kind counts); past it the step fails the run. */
+  maxStepsPerRun?: number;
+  /** Asked as the run completes: a claim to make in the same call, for the slot the run frees. */
+  refill?: () => SlotRefill | undefined;
+  /** Lifecycle hooks and tracing spans at run and step boundaries. */
+  observer?: ExecutionObserver;
+}
+
+/** A claim made together with a completion; `settle` gets the runs it claimed (none if the call failed). */
+export interface SlotRefill {
+  request: ClaimRequest;
+  settle(runs: ClaimedRun[]): void;
+}
+
+export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHandler };
+
+/**
+ * What the parts of one execution share: the claim and where it runs, the execution's state, its parts
+ * (each made once per execution and given this object: no closure per call), its lease, and how it stops
+ * (lost, canceled, parked), which every pending call of the handler observes. The lifecycle that drives
+ * it is RunExecution (run-execution.ts); its members are read by the parts in lib/execution only.
+ *
+ * untilAborted runs once per step: a plain promise, no async (see step-attempts.ts).
+ */
+export abstract class ExecutionState implements DurableExecution {
+  readonly id: string;
+  readonly token: string;
+  readonly journal: Journal;
+  readonly attempts: StepAttempts;
+  readonly commits: CommitBatcher;
+  readonly parking: Parking;
+  state: 'executing' | 'parking' | 'stopped' = 'executing';
+  /** 'collect': a replay after a takeover of a failing run, to find the compensations to run. */
+  mode: 'execute' | 'collect' = 'execute';
+  /** A non-determinism found during replay fails the run even if the handler caught it. */
+  fatal?: NonDeterminismError | NonRetriableError;
+  /** The handler returned or threw (a run whose handler settled does not park). */
+  handlerSettled = false;
+  observation?: RunObservation;
+  input: unknown;
+  /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
+  protected abortReason?: Error;
+  private waitsPart?: Waits;
+  private childrenPart?: Children;
+  protected sagaPart?: Saga;
+  private loggerInstance?: Logger;
+  /** Created when someone asks for the signal: most runs never do, and a controller per run costs. */
+  private controller?: AbortController;
+  /** Steps racing the run's end (see untilAborted). */
+  private readonly abortWaiters = new Set<(reason: Error) => void>();
+  private readonly claimedAtLocal = Date.now();
+  /** Local time by which the lease surely still holds (the claim or the last heartbeat, sent before this, plus leaseMs). */
+  private leaseHeldUntil: number;
+  private lastStartedAt = 0;
+  /** How the execution stopped, once it has; `stopped` is made when someone waits for it (most runs never). */
+  private stopOutcome?: ExecutionOutcome;
+  private stoppedPromise?: Promise<ExecutionOutcome>;
+  private resolveStopped?: (outcome: ExecutionOutcome) => void;
+
+  constructor(
+    readonly claim: ClaimedRun,
+    readonly shard: ShardRef,
+    readonly definition: ExecutableDefinition,
+    readonly store: WorkflowStore,
+    readonly settings: ExecutionSettings,
+  ) {
+    this.id = claim.id;
+    this.token = claim.token;
+    this.leaseHeldUntil = this.claimedAtLocal + (settings.leaseMs ?? 0);
+    this.journal = new Journal(this);
+    this.attempts = new StepAttempts(this);
+    this.commits = new CommitBatcher(this);
+    this.parking = new Parking(this);
+  }
+
+  /** Runs the workflow's handler from the top (the Saga replays it to collect compensations). */
+  abstract runHandler(): Promise<unknown>;
+
+  /** A @Step method called from the handler (see DurableExecution). */
+  runStep<T>(request: StepRequest<T>): Promise<T> {
+    return this.attempts.runStep(request);
+  }
+
+  /** Sleeps and event waits, made on the first. */
+  get waits(): Waits {
+    return (this.waitsPart ??= new Waits(this));
+  }
+
+  /** Child workflows, made on the first. */
+  get children(): Children {
+    return (this.childrenPart ??= new Children(this));
+  }
+
+  /** Compensations and @OnFailure, made on the first compensated step or at the final failure. */
+  get saga(): Saga {
+    return (this.sagaPart ??= new Saga(this));
+  }
+
+  get workflow(): string {
+    return this.claim.workflow;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  /** The run's logger, made on first use. */
+  get logger(): Logger {
+    return (this.loggerInstance ??= new Logger(`Workflow ${this.claim.workflow} ${this.claim.id}`));
+  }
+
+  runMeta(): RunMeta {
+    return {
+      id: this.id,
+      workflow: this.claim.workflow,
+      queue: this.shard.queue,
+      attempt: this.claim.attempt,
+      maxAttempts: this.claim.maxAttempts,
+      ...(this.claim.parentId ? { parentId: this.claim.parentId } : {}),
+    };
+  }
+
+  // ---- the lease and the clocks ----
+
+  /** A heartbeat sent at `sentAt` (local ms) extended the lease. */
+  leaseRenewed(sentAt: number): void {
+    this.leaseHeldUntil = Math.max(this.leaseHeldUntil, sentAt + (this.settings.leaseMs ?? 0));
+  }
+
+  /** At least half the lease is left by the local clock: a step that ends later (the process stalled, a
+   *  heartbeat failed) commits before the handler sees its result, so a lost lease surfaces at that step. */
+  leaseSurelyHeld(): boolean {
+    const leaseMs = this.settings.leaseMs ?? 0;
+    return Date.now() + leaseMs / 2 < this.leaseHeldUntil;
+  }
+
+  /**
+   * A step's start time (display only): never the same as the previous step's of this execution, so that
+   * steps sort in the order they started even when several start within one millisecond.
+   */
+  nextStartTime(): number {
+    this.lastStartedAt = Math.max(Date.now(), this.lastStartedAt + 1);
+    return this.lastStartedAt;
+  }
+
+  /** The Redis server's time now, estimated from the claim's server time and local elapsed time. */
+  serverNow(): number {
+    return this.claim.serverNow + (Date.now() - this.claimedAtLocal);
+  }
+
+  // ---- how an execution stops ----
+
+  assertExecuting(): void {
+    if (this.state === 'executing') return;
+    if (this.state === 'parking') throw PARKING;
+    throw this.stopReason();
+  }
+
+  stopReason(): Error {
+    return this.abortReason ?? new LeaseLostError(`This worker no longer holds run ${this.id}.`);
+  }
+
+  /** Settles as `work` does, or rejects as soon as the execution stops (the run's signal, without one). */
+  untilAborted<T>(work: Promise<T>): Promise<T> {
+    if (this.abortReason) return Promise.reject(this.abortReason);
+    return new Promise<T>((resolve, reject) => {
+      this.abortWaiters.add(reject);
+      work.then(
+        (value) => {
+          this.abortWaiters.delete(reject);
+          resolve(value);
+        },
+        (error) => {
+          this.abortWaiters.delete(reject);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** Settles with the outcome once the execution has stopped (lost, canceled, parked). */
+  get stopped(): Promise<ExecutionOutcome> {
+    return (this.stoppedPromise ??=
+      this.stopOutcome !== undefined ? Promise.resolve(this.stopOutcome) : new Promise((resolve) => (this.resolveStopped = resolve)));
+  }
+
+  /** Stops the execution: the lease was lost, or the run canceled or timed out. Steps in flight see their signal aborted. */
+  abort(reason: Error): void {
+    if (this.abortReason) return;
+    this.signalAbort(reason);
+    this.state = 'stopped';
+    this.resolveStop('lost');
+  }
+
+  /** Redis refused a call of this execution's (`reason`): another worker holds the run, or it was canceled. */
+  lose(reason: string): void {
+    const error = reason.startsWith('NOT_EXECUTING:canceled') || reason.startsWith('NOT_EXECUTING:compensating')
+      ? new CanceledError('The run was canceled while this worker executed it.')
+      : new LeaseLostError(`This worker no longer holds run ${this.id} (${reason}); another worker's results stand.`);
+    this.logger.warn(error.message);
+    this.abort(error);
+  }
+
+  /** The run parked (see Parking): the handler's pending calls end with `reason`. */
+  parked(reason: Error): void {
+    this.state = 'stopped';
+    this.signalAbort(reason);
+    this.resolveStop('parked');
+  }
+
+  private signalAbort(reason: Error): void {
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+    for (const reject of this.abortWaiters) reject(reason);
+    this.abortWaiters.clear();
+  }
+
+  private resolveStop(outcome: ExecutionOutcome): void {
+    if (this.stopOutcome !== undefined) return;
+    this.stopOutcome = outcome;
+    this.resolveStopped?.(outcome);
+  }
+}

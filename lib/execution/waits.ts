@@ -1,0 +1,93 @@
+import { InvalidArgumentError } from '../errors/workflow.errors.js';
+import type { WaitForEventOptions } from '../interfaces/workflow.interfaces.js';
+import { asStoredText } from '../redis/keys.js';
+import type { EventThreshold } from '../redis/workflow-store.js';
+import { checkDuration, checkEvent, quoteName } from './call-limits.js';
+import type { ExecutionState } from './execution-state.js';
+import { encodeStepRecord, type RecordState, type StoredStep } from './step-record.js';
+import { EndOfRecords } from './suspension.js';
+
+/**
+ * The handler's durable waits on time and on events: ctx.step.sleep, sleepUntil and waitForEvent. A wait
+ * that is not over is handed to Parking; the run parks and is brought back by a timer or a delivery.
+ * (Children are waits too: children.ts.) Made on the first wait of an execution.
+ */
+export class Waits {
+  /** (event, key) -> the log position of the event the run's last wait for them received. */
+  private readonly eventThresholds = new Map<string, number>();
+
+  constructor(private readonly run: ExecutionState) {}
+
+  /** `describeWait`: checks the argument (before anything is counted or written) and gives the wait's spec. */
+  sleep(name: string, describeWait: () => string): Promise<void> {
+    let spec: string;
+    try {
+      spec = describeWait();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const run = this.run;
+    run.assertExecuting();
+    const field = run.journal.nextField(name);
+    const stored = run.journal.steps.get(field);
+    if (stored) {
+      run.journal.assertSameStep(stored, 'sleep', '');
+      if (stored.state !== 'W' || (stored.record.u ?? 0) <= run.serverNow()) return Promise.resolve();
+    }
+    return run.parking.waitFor({ kind: 'sleep', field, spec });
+  }
+
+  async waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
+    const run = this.run;
+    run.assertExecuting();
+    if (!opts || typeof opts !== 'object') throw new InvalidArgumentError(`waitForEvent(${quoteName(name)}) needs { event: string, key?: string, timeoutMs?: number }.`);
+    const { key } = checkEvent(opts.event, opts.key, () => `waitForEvent(${quoteName(name)})`);
+    if (opts.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `waitForEvent(${quoteName(name)}): timeoutMs`);
+    const field = run.journal.nextField(name);
+    // as the records the library writes name the event (a lone surrogate in it arrives as U+FFFD)
+    const fingerprint = `event:${asStoredText(opts.event)}`;
+    const stored = run.journal.steps.get(field);
+    const streamKey = `${opts.event}\u0000${key}`;
+    if (stored) run.journal.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);
+    const resolved = (s: StoredStep) => {
+      if (s.record.th !== undefined) this.eventThresholds.set(streamKey, s.record.th);
+      return s.record.r === undefined ? null : structuredClone(s.record.r);
+    };
+    if (stored?.state === 'S') return resolved(stored);
+    if (run.mode === 'collect') throw new EndOfRecords();
+    if (stored?.state === 'W') {
+      if (stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
+        // A wait that timed out received no event, so the next one goes on from the same place in the log
+        // (no 'th'): an event whose delivery lost the race with the timeout is not missed.
+        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', n: run.journal.position(field), ev: opts.event, key }, 'null');
+        return resolved(await this.resolveOpenWait(field, 'S', record));
+      }
+      return run.parking.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
+    }
+    const position = this.eventThresholds.get(streamKey);
+    const after: EventThreshold = position === undefined ? { runCreatedAt: run.claim.createdAt } : { position };
+    const matched = await run.parking.track(async () => {
+      await run.commits.flush();
+      return run.store.waitEvent(opts.event, key, run.id, field, after, run.settings.shardRoot);
+    });
+    if (matched !== undefined) {
+      const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)},"n":${run.journal.position(field)}}`;
+      return resolved(await run.parking.track(() => this.resolveOpenWait(field, 'S', record)));
+    }
+    return run.parking.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
+  }
+
+  /** Resolves a wait unless a delivery resolved it first; returns the record that stands. */
+  resolveOpenWait(field: string, state: RecordState, record: string): Promise<StoredStep> {
+    const run = this.run;
+    return run.commits.commit(field, state, record, { ifOpen: true }).then((stored) => {
+      const eventId = stored.record.rp;
+      if (eventId === undefined) return stored;
+      // the delivery that got there first named the event's payload instead of carrying it
+      return run.store.readSharedPayload(run.shard, eventId).then((payload) => {
+        if (payload !== null) stored.record.r = JSON.parse(payload);
+        return stored;
+      });
+    });
+  }
+}
