@@ -1,7 +1,7 @@
 /**
  * Step commits made in one event-loop turn on one shard share one FCALL (wf1_many), and each caller still
  * gets its own call's outcome: a refused commit does not fail the others, and a batch that fails as a
- * whole is sent again call by call. Emits are not batched (see BATCHED_NAMES in workflow-store.ts).
+ * whole is sent again call by call. Emits are not batched (see BATCHED_NAMES in lib/redis/turn-batcher.ts).
  */
 import { describe, expect, it } from '@jest/globals';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';

@@ -1,0 +1,354 @@
+import { asIs } from './function-calls.js';
+import type { ShardRef } from './keys.js';
+import { WorkflowReads } from './workflow-reads.js';
+
+export interface EmitArgs {
+  runId: string;
+  workflow: string;
+  queue: string;
+  input: string;
+  priority: number;
+  runAtMs?: number;
+  delayMs?: number;
+  idempotencyKey?: string;
+  parentId?: string;
+  /** The parent's step that waits for this run, and the parent's shard root (where the outcome goes). */
+  parentField?: string;
+  parentRoot?: string;
+  /** A note for the run's history. */
+  note?: string;
+}
+
+/** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
+export interface Handoff {
+  targetRoot: string;
+  runId: string;
+  field: string;
+  state: 'S' | 'F';
+  record: string;
+  kind: 'child' | 'event';
+  /** The sending shard's root and the message id, to acknowledge once delivered. */
+  sourceRoot: string;
+  messageId: string;
+  /** An event record that names the event instead of carrying its payload: the payload, kept once by the receiving shard. */
+  payload?: string;
+  payloadRef?: string;
+}
+
+export type WaitSpec =
+  | { kind: 'sleep'; field: string; spec: string }
+  /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
+   *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
+  | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
+
+export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
+
+export interface ClaimWorkflowSpec {
+  name: string;
+  maxConcurrency: number;
+  maxAttempts: number;
+  timeoutMs: number;
+}
+
+export interface ClaimedRun {
+  id: string;
+  workflow: string;
+  input: string;
+  attempt: number;
+  maxAttempts: number;
+  token: string;
+  createdAt: number;
+  parentId?: string;
+  /** Set when the run failed for good or was canceled and its compensations / @OnFailure are to run
+   *  ('hook': canceled at once, only its @OnFailure is left). */
+  finalizing?: 'failed' | 'canceled' | 'hook';
+  error?: string;
+  /** step field -> '<committed ms>|<record JSON>' */
+  steps: Map<string, string>;
+  /** The Redis server's time at the claim, in ms. */
+  serverNow: number;
+  /** Raised by every retry (of an attempt, or retryRun): outcomes of earlier epochs may be redone. */
+  epoch: number;
+  /** The claim brought the first page of the run's records only: the rest are read from here (readStepsFrom). */
+  stepsCursor?: string;
+}
+
+/** What a claim asks for: up to `max` ready runs of `workflows`, leased to `workerId`. */
+export interface ClaimRequest {
+  workerId: string;
+  max: number;
+  leaseMs: number;
+  claimId: string;
+  workflows: ClaimWorkflowSpec[];
+  damagedRetentionMs: number;
+}
+
+export type TransitionResult = { ok: true } | { ok: false; reason: string };
+
+export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled' | 'hook-done';
+
+export type CommitResult = { ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string };
+
+/**
+ * The transitions of a run a worker holds, on the worker's hot path: claiming runs, committing a step,
+ * completing (with a claim for the freed slot), failing, parking, and delivering the hand-off a transition
+ * produces; each with the reply decoder of its call. A layer of WorkflowStore (workflow-store.ts).
+ * Those a run makes on every step go without async (one promise beyond ioredis' own, see FunctionCalls).
+ */
+export abstract class RunTransitions extends WorkflowReads {
+  async claim(
+    shard: ShardRef,
+    workerId: string,
+    max: number,
+    leaseMs: number,
+    claimId: string,
+    workflows: ClaimWorkflowSpec[],
+    damagedRetentionMs: number,
+  ): Promise<ClaimedRun[]> {
+    return this.claimRuns(shard, { workerId, max, leaseMs, claimId, workflows, damagedRetentionMs });
+  }
+
+  async claimRuns(shard: ShardRef, request: ClaimRequest): Promise<ClaimedRun[]> {
+    return parseClaimReply((await this.fcall('wf1_claim', [this.root(shard)], claimArgs(request))) as unknown[]);
+  }
+
+  /**
+   * Stores a step record. `ifOpen`: only when the step has no record or a waiting one; the reply then
+   * carries the record that won instead ('resolved').
+   */
+  commitStep(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    field: string,
+    state: 'S' | 'F' | 'C' | 'W',
+    record: string,
+    opts: { hasCompensation?: boolean; ifOpen?: boolean; childId?: string } = {},
+  ): Promise<CommitResult> {
+    return this.transition(
+      'wf1_commit_step',
+      [this.root(shard)],
+      [runId, token, field, state, record, opts.hasCompensation ? '1' : '0', opts.ifOpen ? 'if-open' : '', opts.childId ?? ''],
+      parseCommitReply,
+    );
+  }
+
+  /**
+   * The run succeeded. `steps`: succeeded step records committed in the same call. `refill`: a claim made
+   * in the same call once the run is completed, for the slot it frees (its runs are in `claimed`).
+   */
+  complete(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    output: string,
+    retentionMs: number,
+    steps: readonly { field: string; record: string }[] = [],
+    refill?: ClaimRequest,
+  ): Promise<TransitionResult & { handoff?: Handoff; claimed?: ClaimedRun[] }> {
+    if (steps.length > COMPLETE_RECORDS_PER_CALL) {
+      // Thousands of steps that ended in the handler's last turn (a Promise.all): all but the last records
+      // are committed as steps are (wf1_many, 16 a call), so that the completion's own work stays bounded.
+      const early = steps.slice(0, steps.length - COMPLETE_RECORDS_PER_CALL);
+      const rest = steps.slice(early.length);
+      return Promise.all(early.map((step) => this.commitStep(shard, runId, token, step.field, 'S', step.record))).then((results) => {
+        const refused = results.find((result) => !result.ok);
+        return refused && !refused.ok ? refused : this.complete(shard, runId, token, output, retentionMs, rest, refill);
+      });
+    }
+    const args: (string | number)[] = [runId, token, output, retentionMs, steps.length];
+    for (const step of steps) args.push(step.field, step.record);
+    if (refill) args.push(...claimArgs(refill));
+    return this.transition('wf1_complete', [this.root(shard)], args, (reply) => {
+      const parts = reply as unknown[];
+      if (!refill || parts[0] !== 1) return this.withHandoff(shard, parts);
+      // flat (lua/finish.lua): 1, k, the k fields of a hand-off, then the claim's runs
+      const handoffLength = Number(parts[1]);
+      return { ...this.withHandoff(shard, [1, ...parts.slice(2, 2 + handoffLength)]), claimed: parseClaimReply(parts, 2 + handoffLength) };
+    });
+  }
+
+  fail(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    error: string,
+    next: FailNext,
+    opts: { delayMs?: number; retentionMs?: number; compensating?: boolean } = {},
+  ): Promise<TransitionResult & { handoff?: Handoff }> {
+    return this.transition(
+      'wf1_fail',
+      [this.root(shard)],
+      [runId, token, error, next, opts.delayMs ?? 0, opts.retentionMs ?? 0, opts.compensating ? '1' : '0'],
+      (reply) => this.withHandoff(shard, reply),
+    );
+  }
+
+  /**
+   * Parks the run on its waits. Past PARK_WAITS_PER_CALL waits (a Promise.all over many children or
+   * events), all but the last of them are first written in calls of that many each (wf1_park_stage, safe
+   * to repeat), and the park itself carries the rest: no call does work proportional to the fan-out.
+   */
+  async park(shard: ShardRef, runId: string, token: string, waitingFor: string, waits: WaitSpec[]): Promise<ParkResult> {
+    const root = this.root(shard);
+    const args: (string | number)[] = [runId, token, waitingFor];
+    let last = waits;
+    if (waits.length > PARK_WAITS_PER_CALL) {
+      const upTo = waits.length - PARK_WAITS_PER_CALL;
+      const stages: Promise<unknown>[] = [];
+      for (let at = 0; at < upTo; at += PARK_WAITS_PER_CALL) {
+        const stageArgs: (string | number)[] = [runId, token];
+        pushWaitArguments(stageArgs, waits.slice(at, Math.min(at + PARK_WAITS_PER_CALL, upTo)));
+        stages.push(this.transition('wf1_park_stage', [root], stageArgs, asIs));
+      }
+      const refused = ((await Promise.all(stages)) as [number, string?][]).find((reply) => reply[0] === 0);
+      if (refused) return { outcome: 'lost', reason: String(refused[1]) };
+      args.push('staged', '', '');
+      last = waits.slice(upTo);
+    }
+    pushWaitArguments(args, last);
+    const reply = (await this.transition('wf1_park', [root], args, asIs)) as [number, number | string];
+    if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
+    if (reply[0] === 2) return { outcome: 'requeued' };
+    return { outcome: 'parked', wakeAt: Number(reply[1]) >= 0 ? Number(reply[1]) : undefined };
+  }
+
+  /** Delivers a hand-off on its target shard, then acknowledges it on the source shard. */
+  async deliver(handoff: Handoff): Promise<void> {
+    const args = [handoff.runId, handoff.field, handoff.state, handoff.record, handoff.kind];
+    if (handoff.payloadRef !== undefined) args.push(handoff.payload ?? 'null', handoff.payloadRef);
+    await this.transition('wf1_deliver', [handoff.targetRoot], args, asIs);
+    await this.transition('wf1_ack', [handoff.sourceRoot], [handoff.messageId], asIs);
+  }
+
+  protected withHandoff(shard: ShardRef, reply: unknown): TransitionResult & { handoff?: Handoff } {
+    const parts = reply as unknown[];
+    if (parts[0] !== 1) return { ok: false, reason: String(parts[1] ?? 'UNKNOWN') };
+    return parts.length > 1 ? { ok: true, handoff: this.handoffFrom(this.root(shard), parts.slice(1)) } : { ok: true };
+  }
+
+  protected handoffFrom(sourceRoot: string, parts: unknown[]): Handoff {
+    const [targetRoot, runId, field, state, record, messageId] = parts as string[];
+    return { targetRoot, runId, field, state: state as 'S' | 'F', record, kind: 'child', sourceRoot, messageId };
+  }
+}
+
+function claimArgs(r: ClaimRequest): (string | number)[] {
+  // 'f': packed run entries, flat in the reply (lua/includes/03-claim.lua): a third of the elements for ioredis
+  // to decode, and no nested arrays, which cost Redis about 5,000 instructions each to send.
+  // 'r': flat, with a large run's step records paged (see ClaimedRun.stepsCursor).
+  return [r.workerId, `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, packedWorkflowSpecs(r.workflows)];
+}
+
+const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
+
+/**
+ * The workflows of a claim as one argument (read by packed_claim_plan in lua/includes/03-claim.lua), which
+ * Redis parses once and keeps: as four arguments each, they cost every claim and completion about 0.15 µs
+ * of Redis time per argument, plus building their keys again. A worker passes the same few arrays each time.
+ */
+function packedWorkflowSpecs(workflows: readonly ClaimWorkflowSpec[]): string {
+  let text = packedSpecs.get(workflows);
+  if (text === undefined) {
+    text = workflows.map((w) => `${w.maxConcurrency},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
+    packedSpecs.set(workflows, text);
+  }
+  return text;
+}
+
+/**
+ * The runs of a flat claim reply (lua/claim.lua), from `at` to its end: the server's time, then per run its
+ * head, input, error, how many step elements follow, and those (field, record, ...).
+ */
+function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
+  const serverNow = Number(reply[at]);
+  const runs: ClaimedRun[] = [];
+  for (let r = at + 1; r < reply.length; ) {
+    const head = reply[r] as string;
+    const input = reply[r + 1] as string;
+    const error = reply[r + 2] as string;
+    // '<n>:<cursor>' for a run whose records go on past the claim's page
+    const count = reply[r + 3];
+    const paged = typeof count === 'string' ? count.split(':') : undefined;
+    const stepsEnd = r + 4 + Number(paged ? paged[0] : count);
+    const steps = new Map<string, string>();
+    for (let i = r + 4; i < stepsEnd; i += 2) steps.set(reply[i] as string, reply[i + 1] as string);
+    r = stepsEnd;
+    const parts = head.split('\n');
+    const [id, token, parentId, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
+    runs.push({
+      id,
+      // the workflow is last: a newline in its name only splits it further
+      workflow: parts.length === 9 ? parts[8] : parts.slice(8).join('\n'),
+      input,
+      attempt: Number(attempt),
+      maxAttempts: Number(maxAttempts),
+      token,
+      createdAt: Number(createdAt),
+      parentId: parentId || undefined,
+      finalizing: (finalizing || undefined) as ClaimedRun['finalizing'],
+      error: error || undefined,
+      steps,
+      serverNow,
+      epoch: Number(epoch),
+      ...(paged ? { stepsCursor: paged[1] } : {}),
+    });
+  }
+  return runs;
+}
+
+/**
+ * Waits per wf1_park or wf1_park_stage call. A fan-out child costs a park about 30 µs of Redis time (the
+ * park that created 3,999 children took about 120 ms), so a call stays near 0.6 ms; a park of 32 waits or
+ * fewer (a fan-out of 3, the common case) is one call, as it always was.
+ */
+export const PARK_WAITS_PER_CALL = 32;
+
+/** Step records a completion carries at most; more are committed before it (see complete). */
+export const COMPLETE_RECORDS_PER_CALL = 64;
+
+/** wf1_park's waits (lua/park.lua), appended to `args`. */
+function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]): void {
+  for (const w of waits) {
+    if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
+    else if (w.kind === 'child') {
+      args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      if (w.spawn) args.push(...emitArguments(w.spawn));
+    }
+    // the user's event name and key as arguments of their own: the library decodes nothing users wrote
+    else args.push('ev', w.field, w.event, w.key, w.timeoutMs ?? '');
+  }
+}
+
+/** wf1_emit's arguments (lua/emit.lua), also carried by wf1_park for the children it starts. */
+export function emitArguments(a: EmitArgs): (string | number)[] {
+  return [
+    a.runId,
+    a.workflow,
+    a.queue,
+    a.input,
+    a.priority,
+    a.runAtMs ?? '',
+    a.delayMs ?? '',
+    a.idempotencyKey ?? '',
+    a.parentId ?? '',
+    a.parentField ?? '',
+    a.parentRoot ?? '',
+    a.note ?? '',
+  ];
+}
+
+/** wf1_commit_step's reply: 1 and the commit's server time; 2 and the record that won (if-open); 0 and why not. */
+function parseCommitReply(raw: unknown): CommitResult {
+  const reply = raw as [number, (string | number)?];
+  if (reply[0] === 2) return { ok: true, resolved: reply[1] as string };
+  // Builds before 12 answer { 1 } without the server time of the commit.
+  if (reply[0] === 1) return typeof reply[1] === 'number' ? { ok: true, committedAt: reply[1] } : { ok: true };
+  return toResult(reply);
+}
+
+function toResult(reply: unknown): TransitionResult {
+  const [ok, reason] = reply as [number, string?];
+  return ok === 1 ? { ok: true } : { ok: false, reason: reason ?? 'UNKNOWN' };
+}

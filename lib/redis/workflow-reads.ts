@@ -1,0 +1,180 @@
+import { IMPLIED_HISTORY_FIELDS, impliedHistory } from './implied-history.js';
+import { RUN_STATUSES } from '../interfaces/run.interfaces.js';
+import { FunctionCalls } from './function-calls.js';
+import type { ShardRef } from './keys.js';
+
+/**
+ * The store's reads, for inspection (listings, counts, a run's hash, steps and history) and for a worker
+ * reading the rest of a large run's records. Plain commands on keys of one slot; they change nothing.
+ * A layer of WorkflowStore (workflow-store.ts).
+ */
+export abstract class WorkflowReads extends FunctionCalls {
+  /**
+   * Run ids of a workflow in a shard, newest first, strictly older than the cursor id. Without a status, the
+   * newest of every status index are read in one transaction (so that a run moving between two of them is
+   * seen once) and merged: every run is in exactly one, so no index of all runs is kept (one write per run fewer).
+   */
+  async readRunIds(shard: ShardRef, workflow: string, status: string | undefined, beforeId: string | undefined, limit: number): Promise<string[]> {
+    const root = this.root(shard);
+    const max = beforeId ? `(${beforeId}` : BEFORE_SENTINEL;
+    if (status) return this.guard(() => this.client.zrevrangebylex(this.keys.statusIndex(root, workflow, status), max, '-', 'LIMIT', 0, limit));
+    const transaction = this.client.multi();
+    for (const each of RUN_STATUSES) transaction.zrevrangebylex(this.keys.statusIndex(root, workflow, each), max, '-', 'LIMIT', 0, limit);
+    const replies = (await this.guard(() => transaction.exec())) ?? [];
+    const ids = new Set<string>();
+    for (const [error, page] of replies) {
+      if (error) throw error;
+      for (const id of page as string[]) ids.add(id);
+    }
+    return [...ids].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)).slice(0, limit);
+  }
+
+  /** The runs' hashes; with `fields`, only those fields (HMGET: a run's payloads are not read). */
+  async readRuns(runs: { shard: ShardRef; id: string }[], fields?: readonly string[]): Promise<(Record<string, string> | undefined)[]> {
+    if (fields) {
+      const values = await this.guard(() => Promise.all(runs.map((r) => this.client.hmget(this.keys.run(this.root(r.shard), r.id), ...fields))));
+      return values.map((row) => {
+        const hash: Record<string, string> = {};
+        row.forEach((value, i) => {
+          if (value !== null) hash[fields[i]] = value;
+        });
+        return Object.keys(hash).length === 0 ? undefined : hash;
+      });
+    }
+    const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
+    return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
+  }
+
+  async readChildren(shard: ShardRef, runId: string): Promise<string[]> {
+    return this.guard(() => this.client.smembers(this.keys.children(this.root(shard), runId)));
+  }
+
+  /**
+   * Per status, how many runs of the workflow the shard holds; how many wait in its ready set; and the
+   * oldest queued run's id (a ULID: its creation time).
+   */
+  async readCounts(
+    shard: ShardRef,
+    workflow: string,
+    statuses: readonly string[],
+  ): Promise<{ counts: number[]; ready: number; oldestQueued?: string }> {
+    const root = this.root(shard);
+    return this.guard(async () => {
+      const [counts, ready, oldest] = await Promise.all([
+        Promise.all(statuses.map((status) => this.countIndex(root, workflow, status))),
+        this.client.zcard(this.keys.ready(root, workflow)),
+        this.client.zrangebylex(this.keys.statusIndex(root, workflow, 'queued'), '-', BEFORE_SENTINEL, 'LIMIT', 0, 1),
+      ]);
+      return { counts, ready, oldestQueued: oldest[0] };
+    });
+  }
+
+  async readWorkers(): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.workers()));
+  }
+
+  async readRun(shard: ShardRef, runId: string): Promise<Record<string, string> | undefined> {
+    const hash = await this.guard(() => this.client.hgetall(this.keys.run(this.root(shard), runId)));
+    return Object.keys(hash).length === 0 ? undefined : hash;
+  }
+
+  /**
+   * The step records of a claimed run that its claim did not carry, from the claim's HSCAN cursor on, a page
+   * per command so that no read stalls Redis. Records may repeat (HSCAN's promise): later ones win, which is
+   * also how a record resolved meanwhile is taken.
+   */
+  async readStepsFrom(shard: ShardRef, runId: string, cursor: string, into: Map<string, string>): Promise<void> {
+    const key = this.keys.steps(this.root(shard), runId);
+    for (let at = cursor; at !== '0'; ) {
+      const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
+      for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
+      at = next;
+    }
+  }
+
+  async readSteps(shard: ShardRef, runId: string): Promise<Record<string, string>> {
+    const records = await this.guard(() => this.client.hgetall(this.keys.steps(this.root(shard), runId)));
+    const resolved = await this.withPayloads(shard, new Map(Object.entries(records)));
+    return Object.fromEntries(resolved);
+  }
+
+  /** The payload of an event kept once by a shard for the records that name it (see withPayloads), or null. */
+  async readSharedPayload(shard: ShardRef, eventId: string): Promise<string | null> {
+    return this.guard(() => this.client.get(this.keys.sharedPayload(this.root(shard), eventId)));
+  }
+
+  /**
+   * Records that name an event instead of carrying its payload (lua/includes/04-shared-payloads.lua) get the
+   * payload back in place, read once per event from the shard; every reader of records goes through this.
+   */
+  async withPayloads(shard: ShardRef, records: Map<string, string>): Promise<Map<string, string>> {
+    const refs = new Set<string>();
+    for (const record of records.values()) {
+      const named = SHARED_PAYLOAD_NAME.exec(record);
+      if (named) refs.add(named[1]);
+    }
+    if (refs.size === 0) return records;
+    const root = this.root(shard);
+    const ids = [...refs];
+    const payloads = await this.guard(() => this.client.mget(...ids.map((id) => this.keys.sharedPayload(root, id))));
+    const byId = new Map(ids.map((id, i) => [id, payloads[i]]));
+    for (const [field, record] of records) {
+      const named = SHARED_PAYLOAD_NAME.exec(record);
+      const payload = named && byId.get(named[1]);
+      if (payload != null) records.set(field, record.replace(named![0], `,"r":${payload}`));
+    }
+    return records;
+  }
+
+  /** The run's history entries: the implied ones (see implied-history.ts), then its list, read atomically. */
+  async readHistory(shard: ShardRef, runId: string): Promise<string[]> {
+    const root = this.root(shard);
+    const replies = await this.guard(() =>
+      this.client
+        .multi()
+        .hmget(this.keys.run(root, runId), ...IMPLIED_HISTORY_FIELDS)
+        .lrange(this.keys.history(root, runId), 0, -1)
+        .exec(),
+    );
+    const [[hashError, fields], [listError, list]] = replies as [[Error | null, (string | null)[]], [Error | null, string[]]];
+    if (hashError ?? listError) throw hashError ?? listError;
+    return [...impliedHistory(fields), ...list];
+  }
+
+  /** The runs in a status index: its members before the sentinel that keeps a busy small index a skiplist
+   *  (lua/includes/01-common.lua, SKIPLIST_SENTINEL). */
+  private countIndex(root: string, workflow: string, status: string): Promise<number> {
+    return this.client.zlexcount(this.keys.statusIndex(root, workflow, status), '-', BEFORE_SENTINEL);
+  }
+
+  async readIdempotencyKey(shard: ShardRef, workflow: string, key: string): Promise<string | null> {
+    return this.guard(() => this.client.hget(this.keys.idempotency(this.root(shard), workflow), key));
+  }
+
+  /** How many runs of a workflow are in each of the given statuses in this shard (the sizes of its status indexes). */
+  async readStatusCounts<S extends string>(shard: ShardRef, workflow: string, statuses: readonly S[]): Promise<Record<S, number>> {
+    const root = this.root(shard);
+    const values = await this.guard(() =>
+      Promise.all(statuses.map((status) => this.countIndex(root, workflow, status))),
+    );
+    return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
+  }
+
+  async readRegistry(): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.registry()));
+  }
+
+  async readRegistryEntry(name: string): Promise<string | null> {
+    return this.guard(() => this.client.hget(this.keys.registry(), name));
+  }
+}
+
+/** The lexicographic bound below the member that keeps a status index in skiplist encoding (every run id
+ *  sorts before it; see SKIPLIST_SENTINEL in lua/includes/01-common.lua). */
+const BEFORE_SENTINEL = '(~';
+
+/** Where a record names an event's shared payload ('"rp":"<event id>"', lua/events.lua). */
+const SHARED_PAYLOAD_NAME = /,"rp":"([0-9A-HJKMNP-TV-Z]{26})"/;
+
+/** Step records per HSCAN when a worker reads the rest of a claimed run's records (readStepsFrom). */
+const STEP_RECORDS_PAGE = 1000;
