@@ -13,6 +13,19 @@
 local LEASE_EXPIRED = '{"name":"LeaseExpiredError","message":"The worker executing this attempt stopped renewing its lease (crashed, stalled or disconnected)."}'
 local RUN_TIMEOUT = '{"name":"TimeoutError","message":"The run passed its whole-run deadline (timeoutMs)."}'
 
+-- Works off up to `batch` runs due by `upto` on one of the shard's schedules (':leases', ':deadlines',
+-- ':expiry'): each is taken off it, then `work(id, run key, fields)` gets the named fields of its hash.
+-- Returns how many were due. `fields` is one of the constant lists below (never a user's list).
+local function for_due_runs(root, schedule, upto, batch, fields, work)
+  local ids = rcall('ZRANGEBYSCORE', root .. schedule, '-inf', upto, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    rcall('ZREM', root .. schedule, id)
+    local run = run_key(root, id)
+    work(id, run, rcall('HMGET', run, unpack(fields)))
+  end
+  return #ids
+end
+
 -- Due scheduled runs are the common case of a backlog (delayed emits): one ZREM and one notify per call.
 local function wake_due_timers(root, now, batch)
   local ids = rcall('ZRANGEBYSCORE', root .. ':timers', '-inf', now, 'LIMIT', 0, batch)
@@ -35,12 +48,9 @@ local function wake_due_timers(root, now, batch)
   return #ids, woken
 end
 
+local LEASE_FIELDS = { 'st', 'lu', 'att', 'max', 'wf', 'pri', 'fin', 'wk' }
 local function reclaim_expired_leases(root, now, batch)
-  local ids = rcall('ZRANGEBYSCORE', root .. ':leases', '-inf', now - 1, 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':leases', id)
-    local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'lu', 'att', 'max', 'wf', 'pri', 'fin', 'wk')
+  return for_due_runs(root, ':leases', now - 1, batch, LEASE_FIELDS, function(id, run, f)
     if f[1] == 'canceled' and f[7] == 'hook' and tonumber(f[2]) < now then
       -- The worker running the @OnFailure of a canceled run died: another one runs it.
       rcall('HSET', run, 'tok', '')
@@ -60,16 +70,12 @@ local function reclaim_expired_leases(root, now, batch)
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
     end
-  end
-  return #ids
+  end)
 end
 
+local DEADLINE_FIELDS = { 'st', 'wf', 'pri', 'fin' }
 local function fail_past_deadline(root, now, batch)
-  local ids = rcall('ZRANGEBYSCORE', root .. ':deadlines', '-inf', now, 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':deadlines', id)
-    local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'fin')
+  return for_due_runs(root, ':deadlines', now, batch, DEADLINE_FIELDS, function(id, run, f)
     if f[1] and not FINAL[f[1]] and not f[4] then
       -- The run's final failure (compensations, @OnFailure) is executed by the next worker to claim it.
       rcall('HSET', run, 'fin', 'failed', 'err', RUN_TIMEOUT, 'tok', '')
@@ -87,16 +93,12 @@ local function fail_past_deadline(root, now, batch)
       end
       history(root, id, now, 'timed-out', nil, RUN_TIMEOUT)
     end
-  end
-  return #ids
+  end)
 end
 
+local EXPIRY_FIELDS = { 'wf', 'st', 'ik' }
 local function delete_expired_runs(root, now, batch)
-  local ids = rcall('ZRANGEBYSCORE', root .. ':expiry', '-inf', now, 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':expiry', id)
-    local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'wf', 'st', 'ik')
+  return for_due_runs(root, ':expiry', now, batch, EXPIRY_FIELDS, function(id, run, f)
     if f[1] and rcall('ZSCORE', root .. ':pwq', id) then
       -- parents still to be told its outcome (see tell_waiting_parents): kept a little longer
       rcall('ZADD', root .. ':expiry', ms(now + 1000), id)
@@ -114,8 +116,7 @@ local function delete_expired_runs(root, now, batch)
       end
       count_move(root, f[1], id, f[2], nil)
     end
-  end
-  return #ids
+  end)
 end
 
 -- Hand-offs to other shards that were not acknowledged in time (the worker that should have delivered
