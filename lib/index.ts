@@ -3,7 +3,7 @@ export { WorkflowClient } from './client/workflow.client.js';
 export { Workflow, Step, OnFailure } from './decorators/index.js';
 export { currentStep } from './execution/execution-scope.js';
 export { runInline } from './execution/inline-runner.js';
-export type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from './execution/inline-runner.js';
+export type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from './interfaces/inline.interfaces.js';
 export * from './errors/index.js';
 export type * from './interfaces/module-options.interface.js';
 export type * from './interfaces/workflow.interfaces.js';

@@ -1,0 +1,70 @@
+import type { LoggerService } from '@nestjs/common';
+import type { WorkflowHandler } from './workflow.interfaces.js';
+
+/** The options and result of runInline (lib/execution/inline-runner.ts), for unit tests of a workflow. */
+
+/**
+ * Replaces a step by its name: a value is the step's result; a function is called instead of the step
+ * with the @Step method's arguments, ctx.step.run's StepContext, or the child workflow's input.
+ * A function that throws fails the step as the real one would (retries and compensations apply).
+ */
+export type StepOverride = unknown | ((...args: any[]) => unknown);
+
+export interface InlineOptions<I = unknown> {
+  input: I;
+  /** By step name: @Step() methods, ctx.step.run, ctx.step.runWorkflow / emitWorkflow. */
+  stepOverrides?: Record<string, StepOverride>;
+  /**
+   * Answers ctx.step.waitForEvent, by `'event:key'` (checked first) or `'event'`. A missing event resolves
+   * with null, as a wait that timed out would. A function receives the wait's options.
+   */
+  eventOverrides?: Record<string, unknown>;
+  /**
+   * Handlers of child workflows that runWorkflow/emitWorkflow name (by class or name), e.g.
+   * `[moduleRef.get(ShippingWorkflow)]`. A child class without constructor parameters needs none.
+   */
+  workflows?: WorkflowHandler<any, any>[];
+  /** Default: the workflow's maxAttempts. 1 executes a single attempt. */
+  maxAttempts?: number;
+  /** Default 'inline-<uuid>'. Step idempotency keys are `<runId>:<occurrence>:<name>`. */
+  runId?: string;
+  /** Default 1 MiB, as the module's maxPayloadBytes. */
+  maxPayloadBytes?: number;
+  /** Default: a Nest Logger named after the run. */
+  logger?: LoggerService;
+}
+
+/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit';
+
+export interface InlineStep {
+  name: string;
+  occurrence: number;
+  kind: InlineStepKind;
+  /** 'compensated': the step succeeded and its compensation was run (even if it threw) after the run failed. */
+  status: 'running' | 'succeeded' | 'failed' | 'compensated';
+  /** Executions of the step over all run attempts (a replayed result does not count). */
+  attempts: number;
+  result?: unknown;
+  error?: Error;
+  /** Set when the step's compensation threw on each of its tries. */
+  compensationError?: Error;
+  /** Whether an override answered the step. */
+  overridden: boolean;
+  /** For runWorkflow / emitWorkflow executed inline: the child run's own result. */
+  child?: InlineResult;
+}
+
+export interface InlineResult<O = unknown> {
+  runId: string;
+  workflow: string;
+  succeeded: boolean;
+  output?: O;
+  error?: Error;
+  /** Run-level attempts made. */
+  attempts: number;
+  /** One entry per (name, occurrence), in the order the steps were first started. */
+  steps: InlineStep[];
+  /** Set when the @OnFailure method threw. */
+  onFailureError?: Error;
+}
