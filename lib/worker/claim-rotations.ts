@@ -1,0 +1,40 @@
+import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import type { ClaimWorkflowSpec } from '../redis/workflow-store.js';
+
+/**
+ * The order in which a claim asks for a shard's workflows: those whose queue it is first, rotated from
+ * claim to claim for fairness, then the others this app has (their runs may be sent to this queue by
+ * emit's `queue` option).
+ */
+export class ClaimRotations {
+  private rotation = 0;
+  private rotationsFor?: { registered: number; byQueue: Map<string | undefined, ClaimWorkflowSpec[][]> };
+
+  constructor(private readonly registry: WorkflowRegistry) {}
+
+  /** The workflows to claim in the next claim of a shard of `queue` (undefined: the event shard). */
+  next(queue: string | undefined): ClaimWorkflowSpec[] {
+    const rotations = this.rotations(queue);
+    this.rotation = (this.rotation + 1) % rotations.length;
+    return rotations[this.rotation];
+  }
+
+  /** Each rotation of a queue's claim order, made once (a completing run asks for one). */
+  private rotations(queue: string | undefined): ClaimWorkflowSpec[][] {
+    if (this.rotationsFor?.registered !== this.registry.size) this.rotationsFor = { registered: this.registry.size, byQueue: new Map() };
+    const known = this.rotationsFor.byQueue.get(queue);
+    if (known) return known;
+    const all = this.registry.all().filter((w) => w.instance);
+    const home = all.filter((w) => w.options.queue === queue);
+    const away = all.filter((w) => w.options.queue !== queue && w.options.maxConcurrency === 0);
+    const spec = (w: (typeof all)[number]): ClaimWorkflowSpec => ({
+      name: w.name,
+      maxConcurrency: w.options.maxConcurrency,
+      maxAttempts: w.options.maxAttempts,
+      timeoutMs: w.options.timeoutMs,
+    });
+    const rotations = Array.from({ length: Math.max(1, home.length) }, (_, r) => [...home.slice(r), ...home.slice(0, r), ...away].map(spec));
+    this.rotationsFor.byQueue.set(queue, rotations);
+    return rotations;
+  }
+}
