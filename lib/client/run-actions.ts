@@ -1,0 +1,105 @@
+import { Logger } from '@nestjs/common';
+import { ulid } from 'ulid';
+import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import { encodeErrorJson, errorMessage } from '../errors/error-codec.js';
+import { CanceledError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import { checkEvent } from '../execution/call-limits.js';
+import { toPayload } from '../execution/payload.js';
+import type { ShardRef } from '../redis/keys.js';
+import type { WorkflowRedis } from '../redis/workflow-redis.js';
+import type { Handoff } from '../redis/workflow-store.js';
+
+/** What the client does to runs that exist: cancel them (and their children), retry them, send them events. */
+export class RunActions {
+  private readonly logger = new Logger('WorkflowClient');
+
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly registry: WorkflowRegistry,
+  ) {}
+
+  /** See WorkflowClient.cancelRun. */
+  async cancelRun(runId: string, opts: { reason?: string } = {}): Promise<boolean> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return false;
+    await this.redis.ready();
+    const reason = opts.reason === undefined ? 'The run was canceled.' : `The run was canceled: ${String(opts.reason).slice(0, 1000)}`;
+    const result = await this.redis.store.cancel(
+      shard,
+      runId,
+      encodeErrorJson(new CanceledError(reason)),
+      this.redis.settings.retentionMs.canceled,
+      await this.hasOnFailure(runId, shard),
+    );
+    if (!result.canceled) return false;
+    if (result.handoff) await this.redis.store.deliver(result.handoff);
+    await this.cancelChildren(runId, result);
+    return true;
+  }
+
+  /** See WorkflowClient.cancelChildren. */
+  async cancelChildren(runId: string, page: { children: string[]; nextPage?: string }): Promise<void> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return;
+    for (;;) {
+      await Promise.all(page.children.map((child) => this.cancelRun(child, { reason: `its parent ${runId} was canceled` })));
+      // builds before 48 answer every child at once and keep no cascade
+      if (page.nextPage === undefined) return;
+      page = await this.redis.store.cancelMore(shard, runId, page.nextPage === '0' ? 'done' : page.nextPage);
+    }
+  }
+
+  /** Sends a failed or canceled run back to the queue (see WorkflowClient.retryRun); throws when it is neither. */
+  async retryRun(runId: string): Promise<void> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) throw new RunNotFoundError(runId);
+    await this.redis.ready();
+    const result = await this.redis.store.retry(shard, runId);
+    if (!result.ok) {
+      if (result.status === 'unknown') throw new RunNotFoundError(runId);
+      throw new WorkflowError(`Run ${runId} is ${result.status}; only failed or canceled runs can be retried.`);
+    }
+  }
+
+  /** See WorkflowClient.sendEvent. */
+  async sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+    const { key } = checkEvent(event, opts?.key, 'sendEvent');
+    const text = toPayload(payload ?? null, `The payload of event '${event}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+    await this.redis.ready();
+    const eventId = ulid();
+    let page: { more: boolean; handoffs: Handoff[] } = await this.redis.store.sendEvent(eventId, event, key, text, this.redis.settings.eventRetentionMs);
+    let delivered = 0;
+    // A page of waiters at a time (lua/events.lua): each page is delivered before the next is taken, so that
+    // Redis holds one page's hand-offs at a time and no call's work grows with the number of waiters.
+    try {
+      for (;;) {
+        await Promise.all(page.handoffs.map((handoff) => this.redis.store.deliver(handoff)));
+        delivered += page.handoffs.length;
+        if (!page.more) return delivered;
+        page = await this.redis.store.sendEventMore(eventId, text);
+      }
+    } catch (error) {
+      // The event is stored, and every waiter it was not delivered to yet is in the outbox or the event's
+      // fan-out, which housekeeping works off: the send has happened, only its deliveries are late.
+      this.logger.warn(
+        `Event '${event}' is stored, but delivering it to its waiters failed after ${delivered} (${errorMessage(error)}); housekeeping delivers it to the others once Redis accepts the writes again.`,
+      );
+      return delivered;
+    }
+  }
+
+  /** Whether the run's workflow has an @OnFailure method (known here, or as registered by its workers). */
+  private async hasOnFailure(runId: string, shard: ShardRef): Promise<boolean> {
+    const hash = await this.redis.store.readRun(shard, runId);
+    const workflow = hash?.wf;
+    if (!workflow) return false;
+    const local = this.registry.get(workflow);
+    if (local) return !!local.onFailure;
+    const entry = await this.redis.store.readRegistryEntry(workflow);
+    try {
+      return !!entry && (JSON.parse(entry) as { onFailure?: boolean }).onFailure === true;
+    } catch {
+      return false;
+    }
+  }
+}

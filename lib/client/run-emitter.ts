@@ -1,0 +1,166 @@
+import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import { WorkflowError } from '../errors/workflow.errors.js';
+import type { ChildStart } from '../execution/child-launcher.js';
+import { checkDuration, checkInstant } from '../execution/call-limits.js';
+import { prepareInput } from '../execution/input-validation.js';
+import { assertPayloadDepth, toPayload } from '../execution/payload.js';
+import type { EmitOptions } from '../interfaces/run.interfaces.js';
+import { assertKeySegment, type ShardRef } from '../redis/keys.js';
+import type { WorkflowRedis } from '../redis/workflow-redis.js';
+import type { EmitArgs } from '../redis/workflow-store.js';
+import type { EmitTarget, EmitTargets, WorkflowRef } from './emit-targets.js';
+import type { RunInspector } from './run-inspector.js';
+import { UnservedWorkflows } from './unserved-workflows.js';
+
+export type EmitRequest = EmitOptions & { parent?: ChildStart };
+export interface EmittedRun {
+  runId: string;
+  workflow: string;
+  /** The idempotency key named a run of another parent's (or a client's), and a parent waits for it. */
+  joined: boolean;
+}
+
+/**
+ * Stores new runs: the emit options' checks, input validation and size, the shard, whether a live worker
+ * serves the workflow, and the run a parent's child gets in its own shard.
+ *
+ * Written with then() rather than async/await, and synchronous where the target, the input and the
+ * connection need no waiting: every promise pays the AsyncLocalStorage hooks that @Step() needs
+ * (bench/NOTES.md, sixth round), and a producer makes this call per run.
+ */
+export class RunEmitter {
+  private readonly unserved: UnservedWorkflows;
+  private liveWorkflows?: { names: Set<string>; readAt: number };
+  private liveRead?: Promise<{ names: Set<string>; readAt: number }>;
+
+  constructor(
+    private readonly redis: WorkflowRedis,
+    private readonly registry: WorkflowRegistry,
+    private readonly targets: EmitTargets,
+    private readonly inspector: RunInspector,
+  ) {
+    this.unserved = new UnservedWorkflows(redis.store);
+  }
+
+  /** Validates and stores a new run. */
+  create(workflow: WorkflowRef, input: unknown, opts: EmitRequest): Promise<EmittedRun> {
+    try {
+      const target = this.targets.known(workflow);
+      if (!target) return this.targets.resolve(workflow).then((resolved) => this.createFor(resolved, input, opts));
+      return this.createFor(target, input, opts);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined {
+    // An idempotency key may name another run (its id is known only once stored); an explicit queue or a
+    // start time go through the checks of a plain emit.
+    if (start.idempotencyKey !== undefined || start.queue !== undefined || start.runAt !== undefined || !start.parentField) return undefined;
+    const target = this.targets.known(start.workflow);
+    if (!target || target.options.input || !this.redis.isReady) return undefined;
+    const queue = target.options.queue;
+    const shard = this.targets.pickShard(queue, target, undefined, start.seed);
+    if (shard.queue !== parentShard.queue || shard.partition !== parentShard.partition) return undefined;
+    // The run's history says when no live worker serves its workflow: known at once only for this app's own.
+    if (this.servedByLiveWorker(target.name) !== true) return undefined;
+    const id = this.redis.keys.derivedRunId(start.parentId, start.seed, shard);
+    return { id, workflow: target.name, emit: this.emitArgs(target, queue, id, this.inputText(target, start.input), { parent: start }, true) };
+  }
+
+  private createFor(target: EmitTarget, input: unknown, opts: EmitRequest): Promise<EmittedRun> {
+    checkEmitOptions(opts);
+    if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.maxConcurrency > 0) {
+      throw new WorkflowError(
+        `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
+      );
+    }
+    if (!target.options.input) return this.insert(target, input, opts);
+    // class-transformer walks the input recursively: a deep one would overflow the stack there.
+    assertPayloadDepth(input, `The input of workflow '${target.name}'`);
+    return prepareInput(target.options.input, input, target.options.validation).then((validated) => this.insert(target, validated, opts));
+  }
+
+  private insert(target: EmitTarget, validated: unknown, opts: EmitRequest): Promise<EmittedRun> {
+    const text = this.inputText(target, validated);
+    const queue = opts.queue ?? target.options.queue;
+    const shard = this.targets.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
+    if (!this.redis.isReady) return this.redis.ready().then(() => this.writeRun(target, queue, shard, text, opts));
+    return this.writeRun(target, queue, shard, text, opts);
+  }
+
+  private writeRun(target: EmitTarget, queue: string, shard: ShardRef, text: string, opts: EmitRequest): Promise<EmittedRun> {
+    const parent = opts.parent;
+    const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
+    const written = (stored: { runId: string }) => ({ runId: stored.runId, workflow: target.name, joined: stored.runId !== runId });
+    const emit = (served: boolean) =>
+      this.redis.store.emit(shard, this.emitArgs(target, queue, runId, text, opts, served)).then((stored) =>
+        // The run named by the key had finished: the waiting parent gets its outcome before it parks.
+        stored.handoff ? this.redis.store.deliver(stored.handoff).then(() => written(stored)) : written(stored),
+      );
+    const write = (served: boolean) => {
+      const registering = served ? undefined : this.unserved.emitting(target);
+      return registering ? registering.then(() => emit(served)) : emit(served);
+    };
+    const served = this.servedByLiveWorker(target.name);
+    return typeof served === 'boolean' ? write(served) : served.then(write);
+  }
+
+  private inputText(target: EmitTarget, input: unknown): string {
+    return toPayload(input ?? null, `The input of workflow '${target.name}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
+  }
+
+  /** What wf1_emit stores for a new run (`served`: a live worker serves its workflow, else its history says so). */
+  private emitArgs(target: EmitTarget, queue: string, runId: string, text: string, opts: EmitRequest, served: boolean): EmitArgs {
+    const parent = opts.parent;
+    return {
+      runId,
+      workflow: target.name,
+      queue,
+      input: text,
+      priority: opts.priority ?? 0,
+      runAtMs: opts.runAt?.getTime(),
+      delayMs: opts.delayMs,
+      idempotencyKey: opts.idempotencyKey,
+      parentId: parent?.parentId,
+      parentField: parent?.parentField,
+      parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+      note: served ? undefined : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
+    };
+  }
+
+  /** Whether a live worker (this app's, or one in the registry seen within 5 s) serves the workflow. */
+  private servedByLiveWorker(workflow: string): boolean | Promise<boolean> {
+    if (this.redis.settings.worker && this.registry.get(workflow)?.instance) return true;
+    const live = this.liveWorkflows;
+    const age = live ? Date.now() - live.readAt : Infinity;
+    if (!live || age > 5_000 || (age > 1_000 && !live.names.has(workflow))) {
+      // Emits made while the registry is being read share that read.
+      this.liveRead ??= this.inspector.workers().then(
+        (workers) => {
+          this.liveRead = undefined;
+          return (this.liveWorkflows = { names: new Set(workers.flatMap((w) => w.workflows)), readAt: Date.now() });
+        },
+        (error: unknown) => {
+          this.liveRead = undefined;
+          throw error;
+        },
+      );
+      return this.liveRead.then((read) => read.names.has(workflow));
+    }
+    return live.names.has(workflow);
+  }
+}
+
+function checkEmitOptions(opts: EmitOptions): void {
+  if (opts === null || typeof opts !== 'object') throw new WorkflowError('emit options must be an object.');
+  if (opts.priority !== undefined && (!Number.isInteger(opts.priority) || opts.priority < -500 || opts.priority > 500)) {
+    throw new WorkflowError(`priority must be a whole number from -500 to 500, got ${opts.priority}.`);
+  }
+  if (opts.delayMs !== undefined) checkDuration(opts.delayMs, 'delayMs');
+  if (opts.runAt !== undefined) checkInstant(opts.runAt, 'runAt');
+  if (opts.queue !== undefined) assertKeySegment('queue', opts.queue);
+  if (opts.idempotencyKey !== undefined && (typeof opts.idempotencyKey !== 'string' || opts.idempotencyKey === '' || opts.idempotencyKey.length > 512)) {
+    throw new WorkflowError('idempotencyKey must be a non-empty string of at most 512 characters.');
+  }
+}
