@@ -202,7 +202,7 @@ describe('commands and round trips (e2e, private redis-server)', () => {
   });
 
   it("the worker's transitions have a connection of their own: a burst of the app's emits does not hold up a run's completion", async () => {
-    const BURST = 6000;
+    const BURST = 12_000;
     const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('own'), worker: { concurrency: 4 } }, [GatedWorkflow, InstantWorkflow]);
     suite.apps.push(app);
     const gated = await app.client.emit(GatedWorkflow, {});
@@ -213,7 +213,8 @@ describe('commands and round trips (e2e, private redis-server)', () => {
       suite.redis.url,
       async () => {
         // The emits are written first; the completion the open gate leads to is written after them. The
-        // burst is large enough that Redis is still working through it when the completion arrives.
+        // burst is large enough that Redis is still working through it when the completion arrives (6,000
+        // emits left too small a margin on a loaded 2-core machine: the completion came 26 commands late).
         for (let n = 0; n < BURST; n += 1) burst.push(app.client.emit(InstantWorkflow, { n }));
         openGate();
         expect(await gated.result({ timeoutMs: 10_000 })).toBe('done');
