@@ -30,7 +30,7 @@ import { executionScope, type DurableExecution, type StepRequest } from './execu
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
 import { stepField } from './step-record.js';
-import type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from '../interfaces/inline.interfaces.js';
+import type { InlineOptions, InlineResult, InlineStep, InlineStepKind } from '../interfaces/inline.interfaces.js';
 
 type HandlerInput<H> = H extends WorkflowHandler<infer I, any> ? I : unknown;
 type HandlerOutput<H> = H extends WorkflowHandler<any, infer O> ? Awaited<O> : unknown;

@@ -4,7 +4,7 @@ import { errorMessage } from '../../errors/error-codec.js';
 import type { WorkflowHealthIndicator, WorkflowHealthResult } from '../../health/workflow-health.indicator.js';
 import type { NodeMemory } from '../../health/redis-memory.check.js';
 import { RUN_STATUSES, type WorkflowStats } from '../../interfaces/run.interfaces.js';
-import type { Labels, PromClient, PromGauge, PromRegistry } from './prom-client.loader.js';
+import type { Labels, PromClient, PromRegistry } from './prom-client.loader.js';
 
 /** Scrapes within this long of the last Redis read share it: a scrape storm costs one read. */
 export const SNAPSHOT_TTL_MS = 1_000;
