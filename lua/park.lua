@@ -7,7 +7,11 @@
 -- ARGV[3]  what the run waits for (JSON text, shown as RunInfo.waitingFor)
 -- ARGV[4..] groups, one per wait: kind, step field, spec (3 arguments; 5 for 'ev')
 --          'sleep', field, 'in:<ms>' | 'at:<ms>'           a sleep; its record stores the wake-up time
---          'child', field, '<child id>|<timeout ms or empty>|<workflow>'
+--          'child', field, '<child id>|<timeout ms or empty>|<workflow>'; the timeout may start with 'c'
+--                  (onFailure 'continue'): the child's failure is an outcome like its success, so it wakes the
+--                  run only as the last of its children (the waiting record carries '"oc":1' for deliver_to_run)
+--          'any', field, spec as for 'child': a run the handler races (waitForAny) with other waits: any
+--                  outcome of it wakes the run (the waiting record carries '"any":1'); not counted as a child
 --          'join', field, spec as for 'child': a run that another parent started (the idempotency key of the
 --                  run's child named it); waited for, but not this run's child (a cancel leaves it alone)
 --          'ev', field, event name, key ('' = none), timeout ms ('' = none): an event. The name and key
@@ -106,8 +110,11 @@ local function park(keys, argv, staging)
   local open_children = staging and {}
   for w, at in ipairs(waits) do
     local kind, field, spec = argv[at], argv[at + 1], argv[at + 2]
-    local own = kind ~= 'join'
-    if kind == 'spawn' or kind == 'join' then kind = 'child' end
+    local own = kind ~= 'join' and kind ~= 'any'
+    local raced = kind == 'any'
+    if kind == 'spawn' or kind == 'join' or raced then kind = 'child' end
+    -- onFailure 'continue' (see the header): a failed child counts as finished, as a succeeded one does
+    local settles = false
     -- a field named twice takes the record its first wait wrote
     local current = currents[w] or written[field]
     local state = record_state(current)
@@ -122,6 +129,11 @@ local function park(keys, argv, staging)
       elseif kind == 'child' then
         local child_id, timeout, wf = string.match(spec, '^([^|]*)|([^|]*)|(.*)$')
         json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)
+        if string.sub(timeout, 1, 1) == 'c' then
+          timeout = string.sub(timeout, 2)
+          json = json .. ',"oc":1'
+        end
+        if raced then json = json .. ',"any":1' end
         if timeout ~= '' then
           deadline = now + tonumber(timeout)
           json = json .. ',"dl":' .. ms(deadline)
@@ -145,13 +157,18 @@ local function park(keys, argv, staging)
     elseif state == 'W' then
       deadline = tonumber(string.match(current, '"[ud]l?":(%d+)'))
     end
-    if kind == 'child' then children = children + 1 end
+    if kind == 'child' and not raced then
+      settles = string.sub(spec, string.find(spec, '|', 1, true) + 1, string.find(spec, '|', 1, true) + 1) == 'c'
+    end
+    -- a raced run is an open wait like an event's: any outcome of it wakes the run
+    local counted = kind == 'child' and not raced
+    if counted then children = children + 1 end
     if state == 'W' then
-      if kind == 'child' then children_open = children_open + 1 end
+      if counted then children_open = children_open + 1 end
       if kind ~= 'sleep' then open_fields[#open_fields + 1] = field end
-      if open_children and kind == 'child' then open_children[field] = true end
+      if open_children and counted then open_children[field] = true end
       if deadline and (not due or deadline < due) then due = deadline end
-    elseif kind ~= 'child' or state == 'F' then
+    elseif not counted or (state == 'F' and not settles) then
       wake = true
     end
   end

@@ -10,6 +10,7 @@ import type {
   RunHandle,
   RunInfo,
   RunPage,
+  SendEventOptions,
   StepInfo,
   WorkflowMeta,
   WorkflowStats,
@@ -198,7 +199,7 @@ export class WorkflowClient implements ChildLauncher {
    * Sends an event: it is kept for eventRetentionMs, and every run waiting for (event, key) is woken.
    * Returns how many runs it woke now.
    */
-  sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+  sendEvent(event: string, payload?: unknown, opts: SendEventOptions = {}): Promise<number> {
     return this.actions.sendEvent(event, payload, opts);
   }
 }

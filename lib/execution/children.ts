@@ -1,6 +1,6 @@
 import { decodeError, encodeErrorJson } from '../errors/error-codec.js';
-import { ChildWorkflowError, TimeoutError, WorkflowError } from '../errors/workflow.errors.js';
-import type { ChildEmitOptions, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
+import { ChildWorkflowError, InvalidArgumentError, TimeoutError, WorkflowError } from '../errors/workflow.errors.js';
+import type { ChildEmitOptions, ChildOutcome, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
 import { checkDuration, checkInstant, quoteName } from './call-limits.js';
 import type { ChildStart } from './child-launcher.js';
 import type { ExecutionState } from './execution-state.js';
@@ -25,6 +25,7 @@ export class Children {
     try {
       run.assertExecuting();
       if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `runWorkflow(${quoteName(name)}): timeoutMs`);
+      const settles = checkOnFailure(opts?.onFailure, name);
       const field = run.journal.nextField(name);
       const workflowName = run.settings.children.workflowName(workflow);
       const fingerprint = `child:${workflowName}`;
@@ -33,13 +34,17 @@ export class Children {
       // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
       const retryFailed = stored?.state === 'F' && (stored.record.pa ?? run.claim.epoch) < run.claim.epoch && run.mode === 'execute';
       if (stored && !retryFailed) {
-        if (stored.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
-        if (stored.state === 'F') throw childError(name, stored);
+        if (stored.state === 'S') return Promise.resolve(settled(settles, structuredClone(stored.record.r)));
+        if (stored.state === 'F') {
+          if (settles) return Promise.resolve(failedOutcome(name, stored));
+          throw childError(name, stored);
+        }
         if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
-          return this.timeOutChild(name, field, fingerprint, stored, opts);
+          const timedOut = this.timeOutChild(name, field, fingerprint, stored, opts);
+          return settles ? timedOut.then((output) => settled(true, output), (error: Error) => ({ status: 'failed', error })) : timedOut;
         }
         if (run.mode === 'collect') throw new EndOfRecords();
-        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
+        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs, settles });
       }
       if (run.mode === 'collect') throw new EndOfRecords();
       const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
@@ -48,11 +53,11 @@ export class Children {
         // A child in this shard is created by the call that parks the run: one call fewer per child, and
         // the children and the wait for them appear together (see Parking.considerParking for a run that goes on).
         const inShard = run.settings.children.childInShard(start, run.shard);
-        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
+        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit, settles });
       }
-      const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : run.parking.track(() => this.startChildAfterCommits(start));
+      const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start, settles) : run.parking.track(() => this.startChildAfterCommits(start));
       return started.then((child) =>
-        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
+        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined, settles }),
       );
     } catch (error) {
       return Promise.reject(error);
@@ -121,12 +126,12 @@ export class Children {
   }
 
   /** A child that failed in an earlier epoch, started again under the next generation. */
-  private async restartFailedChild(field: string, fingerprint: string, generation: number, start: ChildStart): Promise<StartedChild> {
+  private async restartFailedChild(field: string, fingerprint: string, generation: number, start: ChildStart, settles: boolean): Promise<StartedChild> {
     const run = this.run;
     // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
     // that the new child's outcome (however fast) is delivered onto it.
     const childId = run.settings.children.childRunId(start);
-    const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', n: run.journal.position(field), id: childId, g: generation });
+    const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', n: run.journal.position(field), id: childId, g: generation, ...(settles ? { oc: 1 } : {}) });
     await run.parking.track(() => run.commits.commit(field, 'W', record, { childId }));
     return run.parking.track(() => this.startChildAfterCommits(start));
   }
@@ -135,4 +140,20 @@ export class Children {
 function childError(name: string, stored: StoredStep): ChildWorkflowError {
   const cause = stored.record.e ? decodeError(stored.record.e) : new WorkflowError('The child run failed.');
   return new ChildWorkflowError(`Child workflow '${name}' (run ${stored.record.id}) failed: ${cause.message}`, { cause });
+}
+
+function checkOnFailure(onFailure: unknown, name: string): boolean {
+  if (onFailure === undefined || onFailure === 'fail') return false;
+  if (onFailure === 'continue') return true;
+  throw new InvalidArgumentError(`runWorkflow(${quoteName(name)}): onFailure must be 'fail' (reject at once, the default) or 'continue' (resolve with { status, output | error }), got ${JSON.stringify(String(onFailure))}.`);
+}
+
+/** A child's output as runWorkflow gives it: as it is, or as a ChildOutcome under onFailure 'continue'. */
+function settled(settles: boolean, output: unknown): unknown {
+  return settles ? { status: 'succeeded', output } : output;
+}
+
+function failedOutcome(name: string, stored: StoredStep): ChildOutcome {
+  const error = stored.record.e?.name === 'TimeoutError' ? decodeError(stored.record.e) : childError(name, stored);
+  return { status: 'failed', error };
 }

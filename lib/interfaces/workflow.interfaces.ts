@@ -82,7 +82,17 @@ export interface ChildRunOptions {
   timeoutMs?: number;
   idempotencyKey?: string;
   queue?: string;
+  /**
+   * What a failure of this child does to the parent: 'fail' (the default) rejects runWorkflow at once, and
+   * a `Promise.all` over children wakes the parent as soon as one fails; 'continue' resolves runWorkflow with
+   * a ChildOutcome instead, and the parent wakes once, when all of its children have finished, as
+   * `Promise.allSettled` would.
+   */
+  onFailure?: 'fail' | 'continue';
 }
+
+/** How a child run started with `onFailure: 'continue'` ended (as a GraphNodeResult names it). */
+export type ChildOutcome<O = unknown> = { status: 'succeeded'; output: O } | { status: 'failed'; error: Error };
 
 export interface ChildEmitOptions {
   idempotencyKey?: string;
@@ -101,6 +111,13 @@ export interface WorkflowStepApi {
   /** Durable: the run is parked, no worker slot is held. */
   sleep(name: string, ms: number): Promise<void>;
   sleepUntil(name: string, at: Date): Promise<void>;
+  /** As below, with onFailure 'continue': resolves with how the child ended, never rejects for its failure. */
+  runWorkflow<W extends string | WorkflowClass, O = unknown>(
+    name: string,
+    workflow: W,
+    input: W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown,
+    opts: ChildRunOptions & { onFailure: 'continue' },
+  ): Promise<ChildOutcome<W extends WorkflowClass ? WorkflowOutput<W> : O>>;
   /** Starts a child run (once, even across replays), parks until it finishes and returns its output. */
   runWorkflow<W extends string | WorkflowClass, O = unknown>(
     name: string,

@@ -39,7 +39,8 @@ export type WaitSpec =
   | { kind: 'sleep'; field: string; spec: string }
   /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
    *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
-  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
+  /** `settles`: onFailure 'continue' (a failure wakes the run only as the last of its children). `raced`: waitForAny's. */
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean; settles?: boolean; raced?: boolean }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
 
 export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
@@ -313,7 +314,8 @@ function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]
   for (const w of waits) {
     if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
     else if (w.kind === 'child') {
-      args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      const kind = w.raced ? 'any' : w.spawn ? 'spawn' : w.joined ? 'join' : 'child';
+      args.push(kind, w.field, `${w.childId}|${w.settles ? 'c' : ''}${w.timeoutMs ?? ''}|${w.workflow}`);
       if (w.spawn) args.push(...emitArguments(w.spawn));
     }
     // the user's event name and key as arguments of their own: the library decodes nothing users wrote

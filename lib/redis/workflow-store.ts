@@ -104,9 +104,12 @@ export class WorkflowStore extends RunTransitions {
     key: string,
     payload: string,
     retentionMs: number,
+    sendId?: string,
   ): Promise<{ repeated: boolean; more: boolean; handoffs: Handoff[] }> {
     const byReference = Buffer.byteLength(payload) > SHARED_PAYLOAD_MIN_BYTES;
     const args = [eventId, event, key, payload, retentionMs, byReference ? 'ref' : ''];
+    // the sender's id: a repeated one (within the event's retention) delivers nothing
+    if (sendId !== undefined) args.push(sendId);
     const reply = (await this.fcall('wf1_send_event', [this.keys.eventRoot()], args)) as unknown[];
     return { repeated: reply[0] === 0, ...this.eventHandoffs(reply, byReference ? { payload, payloadRef: eventId } : undefined) };
   }

@@ -1,0 +1,159 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable } from '@nestjs/common';
+import {
+  ChildWorkflowError,
+  InvalidArgumentError,
+  NonRetriableError,
+  Workflow,
+  type ChildOutcome,
+  type WorkflowContext,
+  type WorkflowModuleOptions,
+} from '../../lib/index.js';
+import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
+import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
+import { startApp, waitFor, type TestApp } from '../support/workflow-app.js';
+
+/**
+ * Composition, part two (issue 31, items 2-6), each on one Redis and on a 3-primary cluster: waitForAny,
+ * sendEvent's id, runWorkflow's onFailure 'continue', setEvent/getEvent, child deadlines.
+ */
+
+/** Handler executions, by run id and label. */
+const executions = new Map<string, number>();
+const bump = (label: string) => executions.set(label, (executions.get(label) ?? 0) + 1);
+
+@Workflow('c2-child', { queue: 'c2-children' })
+@Injectable()
+class ChildWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number; fail?: boolean; delayMs?: number }>) {
+    if (ctx.input.delayMs) await ctx.step.sleep('wait', ctx.input.delayMs);
+    if (ctx.input.fail) throw new NonRetriableError(`child ${ctx.input.n} refuses`);
+    return ctx.input.n * 2;
+  }
+}
+
+@Workflow('c2-settled')
+@Injectable()
+class SettledWorkflow {
+  async execute(ctx: WorkflowContext<{ ns: number[]; failAt: number[]; policy: 'fail' | 'continue' }>) {
+    bump(`settled:${ctx.run.id}`);
+    if (ctx.input.policy === 'fail') {
+      try {
+        await Promise.all(ctx.input.ns.map((n) => ctx.step.runWorkflow(`c-${n}`, ChildWorkflow, { n, fail: ctx.input.failAt.includes(n), delayMs: n * 40 })));
+        return 'all succeeded';
+      } catch (error) {
+        return { rejected: error instanceof ChildWorkflowError };
+      }
+    }
+    const outcomes: ChildOutcome<number>[] = await Promise.all(
+      ctx.input.ns.map((n) =>
+        ctx.step.runWorkflow(`c-${n}`, ChildWorkflow, { n, fail: ctx.input.failAt.includes(n), delayMs: n * 40 }, { onFailure: 'continue' }),
+      ),
+    );
+    return outcomes.map((o) => (o.status === 'succeeded' ? { ok: o.output } : { failed: o.error instanceof ChildWorkflowError, message: o.error.message }));
+  }
+}
+
+@Workflow('c2-two-events')
+@Injectable()
+class TwoEventsWorkflow {
+  async execute(ctx: WorkflowContext<{ key: string; secondTimeoutMs?: number }>) {
+    const first = await ctx.step.waitForEvent('first', { event: 'c2.paid', key: ctx.input.key });
+    const second = await ctx.step.waitForEvent('second', { event: 'c2.paid', key: ctx.input.key, timeoutMs: ctx.input.secondTimeoutMs ?? 1_500 });
+    return { first, second };
+  }
+}
+
+const WORKFLOWS = [ChildWorkflow, SettledWorkflow, TwoEventsWorkflow];
+
+function compositionSuite(label: string, connect: () => Promise<{ connection: WorkflowModuleOptions['connection']; stop(): Promise<void> }>) {
+  describe(label, () => {
+    let app: TestApp;
+    let stop: () => Promise<void>;
+
+    beforeAll(async () => {
+      const target = await connect();
+      stop = target.stop;
+      app = await startApp(
+        {
+          connection: target.connection,
+          prefix: uniquePrefix('c2'),
+          queues: { default: { partitions: 2 }, 'c2-children': { partitions: 3 } },
+          worker: { concurrency: 40, reaperIntervalMs: 20 },
+          shutdownGraceMs: 100,
+        } as never,
+        WORKFLOWS,
+      );
+    }, 60_000);
+
+    /** Whether the run is parked at its step `name`. */
+    const waitsAt = async (runId: string, name: string) =>
+      (await app.client.getRun(runId))?.status === 'waiting' && (await app.client.getRunSteps(runId)).some((s) => s.name === name && s.status === 'waiting');
+
+    afterAll(async () => {
+      await app?.close();
+      await stop?.();
+    });
+
+    describe('sendEvent(event, payload, { key, id })', () => {
+      it('delivers a repeated id nothing: the next wait times out instead of receiving it', async () => {
+        const handle = await app.client.emit(TwoEventsWorkflow, { key: 'k1' });
+        await waitFor(async () => (await handle.getState()).status === 'waiting');
+        expect(await app.client.sendEvent('c2.paid', { n: 1 }, { key: 'k1', id: 'delivery-1' })).toBe(1);
+        await waitFor(() => waitsAt(handle.id, 'second'));
+        expect(await app.client.sendEvent('c2.paid', { n: 2 }, { key: 'k1', id: 'delivery-1' })).toBe(0);
+        expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ first: { n: 1 }, second: null });
+      });
+
+      it('a repeated id reaches none of the waiters of a fan-out past one page (64 per call)', async () => {
+        const handles = await Promise.all(Array.from({ length: 70 }, () => app.client.emit(TwoEventsWorkflow, { key: 'fan', secondTimeoutMs: 2_000 })));
+        await waitFor(async () => (await Promise.all(handles.map((h) => h.getState()))).every((r) => r.status === 'waiting'), 20_000);
+        expect(await app.client.sendEvent('c2.paid', { n: 1 }, { key: 'fan', id: 'fan-1' })).toBe(70);
+        await waitFor(async () => (await Promise.all(handles.map((h) => waitsAt(h.id, 'second')))).every(Boolean), 20_000);
+        expect(await app.client.sendEvent('c2.paid', { n: 2 }, { key: 'fan', id: 'fan-1' })).toBe(0);
+        const outputs = await Promise.all(handles.map((h) => h.result({ timeoutMs: 20_000 })));
+        expect(outputs).toEqual(handles.map(() => ({ first: { n: 1 }, second: null })));
+      }, 40_000);
+
+      it('refuses an id that is not a non-empty string', async () => {
+        await expect(app.client.sendEvent('c2.paid', {}, { id: '' })).rejects.toThrow(InvalidArgumentError);
+        await expect(app.client.sendEvent('c2.paid', {}, { id: 42 as never })).rejects.toThrow(/id must be a string/);
+      });
+    });
+
+    describe("runWorkflow(..., { onFailure: 'continue' })", () => {
+      it('collects every outcome like Promise.allSettled, waking the parent once after the last child', async () => {
+        const handle = await app.client.emit(SettledWorkflow, { ns: [1, 2, 3, 4], failAt: [1, 3], policy: 'continue' });
+        const output = await handle.result({ timeoutMs: 15_000 });
+        expect(output).toEqual([
+          { failed: true, message: expect.stringContaining('child 1 refuses') },
+          { ok: 4 },
+          { failed: true, message: expect.stringContaining('child 3 refuses') },
+          { ok: 8 },
+        ]);
+        // once before the children, once after the last of them: not once per child, not at the first failure
+        expect(executions.get(`settled:${handle.id}`)).toBe(2);
+        const children = await app.client.listRuns({ parentId: handle.id });
+        expect(children.runs.map((r) => r.status).sort()).toEqual(['failed', 'failed', 'succeeded', 'succeeded']);
+      });
+
+      it("keeps failing fast by default: the parent wakes at the first failure", async () => {
+        const handle = await app.client.emit(SettledWorkflow, { ns: [1, 2, 20], failAt: [1], policy: 'fail' });
+        expect(await handle.result({ timeoutMs: 15_000 })).toEqual({ rejected: true });
+        // child 20 (sleeping 800 ms) had not finished when the parent went on
+        const children = await app.client.listRuns({ parentId: handle.id });
+        expect(children.runs.find((r) => (r.input as { n: number }).n === 20)?.status).not.toBe('succeeded');
+      });
+    });
+  });
+}
+
+compositionSuite('composition, part two, on one Redis', async () => {
+  const redis: TestRedis = await redisUrlForTests();
+  return { connection: redis.url, stop: () => redis.stop() };
+});
+
+compositionSuite('composition, part two, on a 3-primary Redis Cluster', async () => {
+  const cluster: RedisClusterHandle = await startCluster({ primaries: 3 });
+  return { connection: { nodes: cluster.nodes } as never, stop: () => cluster.stop() };
+});
