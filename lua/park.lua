@@ -81,7 +81,7 @@ local function park(keys, argv, staging)
       i = i + 12
     elseif kind == 'ev' then
       i = i + 2
-    elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' then
+    elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' and kind ~= 'any' then
       -- before any write: 'event' is the JSON wait spec of clients older than BUILD 46
       return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
     end

@@ -51,9 +51,13 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   const ordered: { n: number; step: StepInfo }[] = [];
   const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
+    // a wait of a waitForAny race ('<occurrence>~<index>:<name>', see lib/execution/races.ts): shown under
+    // the race's name until the race is decided, then only the race's own record is
+    const race = /^(\d+)~\d+:/.exec(field);
+    if (race && hash[`${race[1]}:${field.slice(race[0].length)}`] !== undefined) continue;
     let stored;
     try {
-      stored = parseStoredStep(field, value);
+      stored = parseStoredStep(race ? `${race[1]}:${field.slice(race[0].length)}` : field, value);
     } catch {
       continue;
     }

@@ -11,6 +11,7 @@ import { Children } from './children.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
+import { Races } from './races.js';
 import { Saga } from './saga.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
@@ -70,6 +71,7 @@ export abstract class ExecutionState implements DurableExecution {
   protected abortReason?: Error;
   private waitsPart?: Waits;
   private childrenPart?: Children;
+  private racesPart?: Races;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
   /** Created when someone asks for the signal: most runs never do, and a controller per run costs. */
@@ -112,6 +114,11 @@ export abstract class ExecutionState implements DurableExecution {
   /** Sleeps and event waits, made on the first. */
   get waits(): Waits {
     return (this.waitsPart ??= new Waits(this));
+  }
+
+  /** waitForAny's races, made on the first. */
+  get races(): Races {
+    return (this.racesPart ??= new Races(this));
   }
 
   /** Child workflows, made on the first. */

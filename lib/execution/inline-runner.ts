@@ -12,11 +12,16 @@ import {
   WorkflowError,
   InvalidArgumentError,
 } from '../errors/workflow.errors.js';
+import { checkWaits } from './races.js';
 import { mayRetryStep } from './retry-policy.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type {
+  ChildOutcome,
+  ChildRunOptions,
   InputData,
   OnFailureContext,
+  RaceResult,
+  RaceWait,
   RunMeta,
   StepContext,
   WaitForEventOptions,
@@ -68,6 +73,8 @@ class InlineRun implements DurableExecution {
   private readonly logger: LoggerService;
   private readonly controller = new AbortController();
   private readonly entries = new Map<string, InlineStep>();
+  /** The runs this inline run started, by id: what its waitForAny races. */
+  private readonly emittedRuns = new Map<string, InlineResult>();
   /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
   private readonly memo = new Map<string, Memo>();
   private occurrences = new Map<string, number>();
@@ -151,9 +158,11 @@ class InlineRun implements DurableExecution {
         run: (name, fn, opts) => checked(() => checkStepOptions(opts, `step.run(${quoteName(name)})`), () => this.runStep({ name, kind: 'step', fn, ...opts })),
         sleep: (name, ms) => checked(() => checkDuration(ms, `sleep(${quoteName(name)})`), () => this.instant(name, 'sleep')),
         sleepUntil: (name, at) => checked(() => checkInstant(at, `sleepUntil(${quoteName(name)})`), () => this.instant(name, 'sleep')),
-        runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
+        runWorkflow: ((name: string, workflow: string | WorkflowClass, childInput: unknown, opts?: ChildRunOptions) =>
+          opts?.onFailure === 'continue' ? this.settledChild(name, workflow, childInput) : this.child(name, 'child', workflow, childInput)) as never,
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
+        waitForAny: (name, waits) => this.waitForAny(name, waits) as Promise<any>,
       },
     };
     const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
@@ -277,6 +286,56 @@ class InlineRun implements DurableExecution {
     });
   }
 
+  /** runWorkflow with onFailure 'continue': the child's failure is an outcome, not a rejection. */
+  private settledChild(name: string, workflow: string | WorkflowClass, input: unknown): Promise<ChildOutcome> {
+    return this.child(name, 'child', workflow, input).then(
+      (output) => ({ status: 'succeeded', output }),
+      (error: unknown) => {
+        if (error instanceof ChildWorkflowError) return { status: 'failed', error };
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * waitForAny in memory: the first (in the array's order) of the events an eventOverride answers and the
+   * runs emitted in this inline run; when none, the shortest sleep (sleeps do not wait inline). A race that
+   * nothing can end inline is refused, as a run would wait for ever.
+   */
+  private waitForAny(name: string, waits: readonly RaceWait[]): Promise<RaceResult> {
+    try {
+      checkWaits(name, waits);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const events = this.inline.eventOverrides ?? {};
+    const text = this.durable(name, 'any', `any:${waits.map((w) => ('runId' in w ? 'r' : 'event' in w ? 'e' : 's')).join('')}`, false, async (_field, entry) => {
+      entry.attempts += 1;
+      for (const [index, wait] of waits.entries()) {
+        if ('event' in wait) {
+          const keyed = wait.key !== undefined ? `${wait.event}:${wait.key}` : undefined;
+          const source = keyed !== undefined && keyed in events ? events[keyed] : events[wait.event];
+          if (source === undefined) continue;
+          const payload = typeof source === 'function' ? await (source as (o: unknown) => unknown)(wait) : source;
+          return toPayload({ index, value: payload ?? null }, `The payload of event '${wait.event}'`, this.maxPayloadBytes);
+        }
+        if ('runId' in wait) {
+          const run = this.emittedRuns.get(wait.runId);
+          if (!run) continue;
+          if (!run.succeeded) {
+            throw new ChildWorkflowError(`Run ${run.runId} raced by waitForAny(${quoteName(name)}) failed: ${run.error?.message}`, { cause: run.error });
+          }
+          return toPayload({ index, value: run.output ?? null }, `The output of run ${run.runId}`, this.maxPayloadBytes);
+        }
+      }
+      const sleeps = waits.flatMap((w, index) => ('sleepMs' in w ? [{ index, ms: w.sleepMs }] : []));
+      if (sleeps.length === 0) throw new InvalidArgumentError(`waitForAny(${quoteName(name)}): nothing in this race can happen inline; give its event an eventOverride, or emit its run in this workflow.`);
+      const shortest = sleeps.reduce((a, b) => (b.ms < a.ms ? b : a));
+      return toPayload({ index: shortest.index, value: null }, 'a sleep', this.maxPayloadBytes);
+    });
+    return text as Promise<RaceResult>;
+  }
+
   private child(name: string, kind: 'child' | 'child-emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {
     const override = this.overrideFor(name);
     const childName = typeof workflow === 'string' ? workflow : (readWorkflowMetadata(workflow)?.name ?? workflow?.name);
@@ -289,6 +348,7 @@ class InlineRun implements DurableExecution {
       const handler = this.resolveChild(name, workflow);
       const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId).execute();
       entry.child = result;
+      this.emittedRuns.set(result.runId, result);
       if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
       if (!result.succeeded) {
         const cause = result.error!;

@@ -34,8 +34,8 @@ export interface InlineOptions<I = unknown> {
   logger?: LoggerService;
 }
 
-/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit';
+/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow, any is waitForAny. */
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'any';
 
 export interface InlineStep {
   name: string;

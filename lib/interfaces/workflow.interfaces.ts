@@ -106,6 +106,15 @@ export interface WaitForEventOptions {
   timeoutMs?: number;
 }
 
+/** One wait of ctx.step.waitForAny: a run (an id emitWorkflow returned), an event, or a sleep. */
+export type RaceWait = { runId: string } | { event: string; key?: string } | { sleepMs: number };
+
+/** What ctx.step.waitForAny resolves with: which wait happened first, and its value. */
+export interface RaceResult<T = unknown> {
+  index: number;
+  value: T;
+}
+
 export interface WorkflowStepApi {
   run<T>(name: string, fn: (s: StepContext) => Promise<T> | T, opts?: RunStepOptions<T>): Promise<T>;
   /** Durable: the run is parked, no worker slot is held. */
@@ -134,6 +143,12 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /**
+   * Parks until the first of `waits` happens (a run from emitWorkflow finishes, an event is sent, a sleep
+   * ends) and resolves with its index and value (the run's output, the event's payload, null for a sleep);
+   * rejects with ChildWorkflowError when the first is a run that failed. Every replay resolves the same way.
+   */
+  waitForAny<T = unknown>(name: string, waits: readonly RaceWait[]): Promise<RaceResult<T>>;
 }
 
 export interface WorkflowContext<I = unknown> {

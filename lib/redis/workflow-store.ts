@@ -150,6 +150,35 @@ export class WorkflowStore extends RunTransitions {
     return reply[0] === 1 ? reply[1] : undefined;
   }
 
+  /**
+   * Registers a waitForAny's wait for the run `racedId` (lua/races.lua): undefined when that run is unknown,
+   * its outcome (state and record) when it has finished, else its workflow (the outcome comes later).
+   */
+  async waitRun(
+    racedId: string,
+    runId: string,
+    field: string,
+    runRoot: string,
+  ): Promise<undefined | { state: 'S' | 'F'; record: string } | { workflow: string }> {
+    const shard = this.keys.parseRunId(racedId);
+    if (!shard) return undefined;
+    const reply = (await this.fcall('wf1_wait_run', [this.root(shard)], [racedId, runId, field, runRoot])) as unknown[];
+    if (reply[0] === 1) return { state: reply[1] as 'S' | 'F', record: String(reply[2]) };
+    if (reply[0] === 0) return { workflow: String(reply[1]) };
+    return undefined;
+  }
+
+  /** Drops the registration of a waitForAny's wait that lost the race (lua/races.lua). */
+  async forgetWaiter(wait: { event: string; key: string } | { racedId: string }, runId: string, field: string): Promise<void> {
+    const waiter = `${runId}|${field}`;
+    if ('event' in wait) {
+      await this.fcall('wf1_forget_waiter', [this.keys.eventRoot()], ['ev', waiter, wait.event, wait.key]);
+      return;
+    }
+    const shard = this.keys.parseRunId(wait.racedId);
+    if (shard) await this.fcall('wf1_forget_waiter', [this.root(shard)], ['run', waiter, wait.racedId]);
+  }
+
   /** Renews the leases of a worker's runs in a shard, RUNS_PER_CALL a call (a worker's concurrency is the user's to set). */
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
     const calls = inChunks(runs, RUNS_PER_CALL).map((chunk) => {

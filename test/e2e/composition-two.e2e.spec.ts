@@ -64,7 +64,29 @@ class TwoEventsWorkflow {
   }
 }
 
-const WORKFLOWS = [ChildWorkflow, SettledWorkflow, TwoEventsWorkflow];
+@Workflow('c2-race')
+@Injectable()
+class RaceWorkflow {
+  async execute(ctx: WorkflowContext<{ childDelayMs: number; childFails?: boolean; sleepMs: number; preSleepMs?: number; key: string }>) {
+    const childId = await ctx.step.emitWorkflow('spawn', ChildWorkflow, { n: 5, delayMs: ctx.input.childDelayMs, fail: ctx.input.childFails });
+    if (ctx.input.preSleepMs) await ctx.step.sleep('before', ctx.input.preSleepMs);
+    const first = await ctx.step.waitForAny('first', [{ runId: childId }, { event: 'c2.go', key: ctx.input.key }, { sleepMs: ctx.input.sleepMs }]);
+    bump(`race-after:${ctx.run.id}`);
+    // a park after the race: the replay that follows must resolve the race as the first execution did
+    await ctx.step.sleep('after', 300);
+    return { ...first, childId };
+  }
+}
+
+@Workflow('c2-bad-race')
+@Injectable()
+class BadRaceWorkflow {
+  async execute(ctx: WorkflowContext) {
+    return ctx.step.waitForAny('bad', [{ sleepMs: 1, event: 'x' } as never]);
+  }
+}
+
+const WORKFLOWS = [ChildWorkflow, SettledWorkflow, TwoEventsWorkflow, RaceWorkflow, BadRaceWorkflow];
 
 function compositionSuite(label: string, connect: () => Promise<{ connection: WorkflowModuleOptions['connection']; stop(): Promise<void> }>) {
   describe(label, () => {
@@ -118,6 +140,66 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
       it('refuses an id that is not a non-empty string', async () => {
         await expect(app.client.sendEvent('c2.paid', {}, { id: '' })).rejects.toThrow(InvalidArgumentError);
         await expect(app.client.sendEvent('c2.paid', {}, { id: 42 as never })).rejects.toThrow(/id must be a string/);
+      });
+    });
+
+    describe('ctx.step.waitForAny(name, [{ runId }, { event, key }, { sleepMs }])', () => {
+      const race = (input: { childDelayMs: number; childFails?: boolean; sleepMs: number; preSleepMs?: number }) =>
+        app.client.emit(RaceWorkflow, { ...input, key: uniquePrefix('race') });
+
+      it('an event wins: one park, resolved with its index and payload, the same on the replay after it', async () => {
+        const handle = await race({ childDelayMs: 8_000, sleepMs: 8_000 });
+        await waitFor(() => waitsAt(handle.id, 'first'));
+        const { key } = (await handle.getState()).input as { key: string };
+        expect(await app.client.sendEvent('c2.go', { go: 1 }, { key })).toBe(1);
+        const output = (await handle.result({ timeoutMs: 10_000 })) as { index: number; value: unknown };
+        expect(output).toMatchObject({ index: 1, value: { go: 1 } });
+        // the replay after 'after' took the recorded winner (the sleep or child would not have won either, but
+        // the record is what it read: the race's step is one record, kind 'any')
+        expect(executions.get(`race-after:${handle.id}`)).toBe(2);
+        const steps = await app.client.getRunSteps(handle.id);
+        expect(steps.filter((s) => s.name === 'first')).toEqual([expect.objectContaining({ kind: 'any', status: 'succeeded', result: { go: 1 } })]);
+        const history = await app.client.getRunHistory(handle.id);
+        // parked once for the race and once for 'after'
+        expect(history.filter((e) => e.type === 'parked')).toHaveLength(2);
+      });
+
+      it('a child run wins; the event registration is dropped (a later send reaches no one)', async () => {
+        const handle = await race({ childDelayMs: 100, sleepMs: 8_000 });
+        const output = (await handle.result({ timeoutMs: 10_000 })) as { index: number; value: unknown };
+        expect(output).toMatchObject({ index: 0, value: 10 });
+        const { key } = (await handle.getState()).input as { key: string };
+        expect(await app.client.sendEvent('c2.go', { late: true }, { key })).toBe(0);
+      });
+
+      it('a sleep wins; the raced child is left running and finishes on its own', async () => {
+        const handle = await race({ childDelayMs: 1_500, sleepMs: 200 });
+        const output = (await handle.result({ timeoutMs: 10_000 })) as { index: number; value: unknown; childId: string };
+        expect(output).toMatchObject({ index: 2, value: null });
+        expect((await app.client.getRun(output.childId))?.status).not.toBe('succeeded');
+        expect(await app.client.handle(output.childId).result({ timeoutMs: 10_000 })).toBe(10);
+        const { key } = (await handle.getState()).input as { key: string };
+        expect(await app.client.sendEvent('c2.go', {}, { key })).toBe(0);
+      });
+
+      it('an event sent before the race is reached wins at once, without a park', async () => {
+        const handle = await race({ childDelayMs: 8_000, sleepMs: 8_000, preSleepMs: 600 });
+        await waitFor(() => waitsAt(handle.id, 'before'));
+        const { key } = (await handle.getState()).input as { key: string };
+        await app.client.sendEvent('c2.go', { early: true }, { key });
+        expect(await handle.result({ timeoutMs: 10_000 })).toMatchObject({ index: 1, value: { early: true } });
+      });
+
+      it('a raced child that fails first rejects the race with ChildWorkflowError', async () => {
+        const handle = await race({ childDelayMs: 100, childFails: true, sleepMs: 8_000 });
+        await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/raced by waitForAny\('first'\) failed: child 5 refuses/);
+      });
+
+      it('refuses a malformed race before anything is written: the run fails at once with what to fix', async () => {
+        const handle = await app.client.emit(BadRaceWorkflow, {});
+        await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/wait 0 must be exactly one of \{ runId \}, \{ event, key\? \} or \{ sleepMs \}/);
+        expect((await handle.getState()).attempt).toBe(1);
+        expect(await app.client.getRunSteps(handle.id)).toEqual([]);
       });
     });
 
