@@ -1,3 +1,4 @@
+import { PUBLISHED_STEP_PREFIX } from '../execution/published-values.js';
 import type { StoredError } from '../errors/error-codec.js';
 import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
 import { parseStoredStep, type RecordState } from '../execution/step-record.js';
@@ -65,8 +66,10 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
     let status = STATUS_OF_STATE[stored.state];
     // A sleep is recorded once, when the run parks; once its time has come it is done.
     if (r.k === 'sleep' && status === 'waiting' && r.u !== undefined && r.u <= serverNowMs) status = 'succeeded';
+    // ctx.setEvent's record (lib/execution/published-values.ts): shown under its key
+    const published = stored.name.startsWith(PUBLISHED_STEP_PREFIX);
     const info: StepInfo = {
-      name: stored.name,
+      name: published ? stored.name.slice(PUBLISHED_STEP_PREFIX.length) : stored.name,
       occurrence: stored.occurrence,
       kind: r.k,
       status,

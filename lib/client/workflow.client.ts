@@ -21,6 +21,7 @@ import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
+import { PublishedReader } from './published-reader.js';
 import { ResultWaiter } from './result-waiter.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
@@ -40,6 +41,7 @@ export class WorkflowClient implements ChildLauncher {
   private readonly targets: EmitTargets;
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
+  private readonly published: PublishedReader;
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -50,6 +52,7 @@ export class WorkflowClient implements ChildLauncher {
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
+    this.published = new PublishedReader(redis);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -201,5 +204,14 @@ export class WorkflowClient implements ChildLauncher {
    */
   sendEvent(event: string, payload?: unknown, opts: SendEventOptions = {}): Promise<number> {
     return this.actions.sendEvent(event, payload, opts);
+  }
+
+  /**
+   * The value run `runId` published under `key` with ctx.setEvent, or undefined while it has published none.
+   * With timeoutMs, waits up to that long for the key to be set (undefined when it is not, or when the run
+   * ended without setting it). Rejects with RunNotFoundError for an unknown (or expired) run.
+   */
+  getEvent<T = unknown>(runId: string, key: string, opts: { timeoutMs?: number } = {}): Promise<T | undefined> {
+    return this.published.getEvent(runId, key, opts) as Promise<T | undefined>;
   }
 }

@@ -11,6 +11,7 @@ import { Children } from './children.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
+import { publishValue } from './published-values.js';
 import { Races } from './races.js';
 import { Saga } from './saga.js';
 import { StepAttempts } from './step-attempts.js';
@@ -114,6 +115,11 @@ export abstract class ExecutionState implements DurableExecution {
   /** Sleeps and event waits, made on the first. */
   get waits(): Waits {
     return (this.waitsPart ??= new Waits(this));
+  }
+
+  /** ctx.setEvent (published-values.ts). */
+  setEvent(key: string, value: unknown): Promise<void> {
+    return publishValue(this, key, value);
   }
 
   /** waitForAny's races, made on the first. */

@@ -12,6 +12,7 @@ import {
   WorkflowError,
   InvalidArgumentError,
 } from '../errors/workflow.errors.js';
+import { checkPublishedKey, MAX_PUBLISHED_VALUE_BYTES, PUBLISHED_STEP_PREFIX } from './published-values.js';
 import { checkWaits } from './races.js';
 import { mayRetryStep } from './retry-policy.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
@@ -73,6 +74,9 @@ class InlineRun implements DurableExecution {
   private readonly logger: LoggerService;
   private readonly controller = new AbortController();
   private readonly entries = new Map<string, InlineStep>();
+  /** ctx.setEvent's values (InlineResult.events), and the calls that published them (step fields). */
+  private readonly published: Record<string, unknown> = {};
+  private readonly publications = new Set<string>();
   /** The runs this inline run started, by id: what its waitForAny races. */
   private readonly emittedRuns = new Map<string, InlineResult>();
   /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
@@ -154,6 +158,7 @@ class InlineRun implements DurableExecution {
       run: this.runMeta(),
       signal: this.controller.signal,
       logger: this.logger,
+      setEvent: (key, value) => this.setEvent(key, value),
       step: {
         run: (name, fn, opts) => checked(() => checkStepOptions(opts, `step.run(${quoteName(name)})`), () => this.runStep({ name, kind: 'step', fn, ...opts })),
         sleep: (name, ms) => checked(() => checkDuration(ms, `sleep(${quoteName(name)})`), () => this.instant(name, 'sleep')),
@@ -284,6 +289,26 @@ class InlineRun implements DurableExecution {
       const payload = typeof source === 'function' ? await (source as (o: WaitForEventOptions) => unknown)(opts) : source;
       return toPayload(payload ?? null, `The payload of event '${opts.event}'`, this.maxPayloadBytes);
     });
+  }
+
+  /** ctx.setEvent in memory: the latest value of each key ends up in InlineResult.events; a retried attempt
+   *  that reaches a publication again publishes nothing, as a replay does. */
+  private setEvent(key: string, value: unknown): Promise<void> {
+    try {
+      checkPublishedKey(key, 'ctx.setEvent()');
+      const text = toPayload(value ?? null, `ctx.setEvent(${quoteName(key)})'s value`, this.maxPayloadBytes) ?? 'null';
+      if (Buffer.byteLength(text, 'utf8') > MAX_PUBLISHED_VALUE_BYTES) {
+        throw new PayloadError(`ctx.setEvent(${quoteName(key)})'s value is more than ${MAX_PUBLISHED_VALUE_BYTES} bytes (64 KiB). Publish a status or a summary.`);
+      }
+      const field = this.nextField(`${PUBLISHED_STEP_PREFIX}${key}`);
+      if (!this.publications.has(field)) {
+        this.publications.add(field);
+        this.published[key] = fromPayload(text);
+      }
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** runWorkflow with onFailure 'continue': the child's failure is an outcome, not a rejection. */
@@ -449,6 +474,7 @@ class InlineRun implements DurableExecution {
       ...outcome,
       attempts: this.attempt,
       steps: [...this.entries.values()],
+      events: { ...this.published },
     };
   }
 }

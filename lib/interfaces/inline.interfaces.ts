@@ -65,6 +65,8 @@ export interface InlineResult<O = unknown> {
   attempts: number;
   /** One entry per (name, occurrence), in the order the steps were first started. */
   steps: InlineStep[];
+  /** The values the run published with ctx.setEvent: the latest of each key. */
+  events: Record<string, unknown>;
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
 }

@@ -159,6 +159,12 @@ export interface WorkflowContext<I = unknown> {
   /** Nest logger scoped to the run. */
   logger: LoggerService;
   step: WorkflowStepApi;
+  /**
+   * Publishes a value of this run under `key` (a status, an intermediate result; JSON, at most 64 KiB) for
+   * client.getEvent to read or wait for. Recorded: a replay that reaches this call again publishes nothing.
+   * The latest value of a key stands; values are deleted with the run by retention.
+   */
+  setEvent(key: string, value: unknown): Promise<void>;
 }
 
 export interface OnFailureContext<I = unknown> {

@@ -96,6 +96,11 @@ export class KeySpace {
     return `{${this.prefix}}:workers`;
   }
 
+  /** The values a run published with ctx.setEvent (lua/published.lua). */
+  published(root: string, runId: string): string {
+    return `${root}:pv:${runId}`;
+  }
+
   children(root: string, runId: string): string {
     return `${root}:ch:${runId}`;
   }

@@ -179,6 +179,29 @@ export class WorkflowStore extends RunTransitions {
     if (shard) await this.fcall('wf1_forget_waiter', [this.root(shard)], ['run', waiter, wait.racedId]);
   }
 
+  /** ctx.setEvent: publishes `value` under `key` for the run, with the step record at `field` (lua/published.lua). */
+  async setEvent(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    field: string,
+    record: string,
+    key: string,
+    value: string,
+  ): Promise<{ ok: true; at: number } | { ok: false; reason: string }> {
+    const reply = (await this.transition('wf1_set_event', [this.root(shard)], [runId, token, field, record, key, value], asIs)) as [number, unknown];
+    if (reply[0] === 0) return { ok: false, reason: String(reply[1]) };
+    // 2: recorded already (a resent call): the record's time is its prefix
+    return { ok: true, at: reply[0] === 1 ? Number(reply[1]) : Number(String(reply[1]).split('|', 1)[0]) };
+  }
+
+  /** A value a run published with ctx.setEvent (null when the key is not set), and whether the run has finished. */
+  async readPublished(shard: ShardRef, runId: string, key: string): Promise<{ value: string | null; status: string | null }> {
+    const root = this.root(shard);
+    const [value, status] = await Promise.all([this.client.hget(this.keys.published(root, runId), key), this.client.hget(this.keys.run(root, runId), 'st')]);
+    return { value, status };
+  }
+
   /** Renews the leases of a worker's runs in a shard, RUNS_PER_CALL a call (a worker's concurrency is the user's to set). */
   async heartbeat(shard: ShardRef, leaseMs: number, runs: { id: string; token: string }[]): Promise<string[]> {
     const calls = inChunks(runs, RUNS_PER_CALL).map((chunk) => {

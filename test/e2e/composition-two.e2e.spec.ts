@@ -4,11 +4,13 @@ import {
   ChildWorkflowError,
   InvalidArgumentError,
   NonRetriableError,
+  RunNotFoundError,
   Workflow,
   type ChildOutcome,
   type WorkflowContext,
   type WorkflowModuleOptions,
 } from '../../lib/index.js';
+import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
 import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 import { startApp, waitFor, type TestApp } from '../support/workflow-app.js';
@@ -86,16 +88,36 @@ class BadRaceWorkflow {
   }
 }
 
-const WORKFLOWS = [ChildWorkflow, SettledWorkflow, TwoEventsWorkflow, RaceWorkflow, BadRaceWorkflow];
+@Workflow('c2-publisher')
+@Injectable()
+class PublisherWorkflow {
+  async execute(ctx: WorkflowContext<{ key: string; bytes?: number }>) {
+    bump(`publisher:${ctx.run.id}`);
+    // differs on every execution: a replay that published again would overwrite what readers saw
+    await ctx.setEvent('execution', executions.get(`publisher:${ctx.run.id}`));
+    await ctx.setEvent('status', { stage: 'waiting' });
+    if (ctx.input.bytes) await ctx.setEvent('big', 'x'.repeat(ctx.input.bytes));
+    const go = await ctx.step.waitForEvent<{ answer: number }>('go', { event: 'c2.publish', key: ctx.input.key });
+    await ctx.setEvent('status', { stage: 'done', answer: go?.answer });
+    await ctx.setEvent('answer', go?.answer);
+    await ctx.step.sleep('after', 100);
+    return 'published';
+  }
+}
+
+const WORKFLOWS = [ChildWorkflow, SettledWorkflow, TwoEventsWorkflow, RaceWorkflow, BadRaceWorkflow, PublisherWorkflow];
 
 function compositionSuite(label: string, connect: () => Promise<{ connection: WorkflowModuleOptions['connection']; stop(): Promise<void> }>) {
   describe(label, () => {
     let app: TestApp;
     let stop: () => Promise<void>;
 
+    let connection: unknown;
+
     beforeAll(async () => {
       const target = await connect();
       stop = target.stop;
+      connection = target.connection;
       app = await startApp(
         {
           connection: target.connection,
@@ -200,6 +222,71 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
         await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/wait 0 must be exactly one of \{ runId \}, \{ event, key\? \} or \{ sleepMs \}/);
         expect((await handle.getState()).attempt).toBe(1);
         expect(await app.client.getRunSteps(handle.id)).toEqual([]);
+      });
+    });
+
+    describe('ctx.setEvent(key, value) / client.getEvent(runId, key, { timeoutMs })', () => {
+      it('a caller reads the latest value, waits for the next one, and a replay publishes nothing again', async () => {
+        const key = uniquePrefix('pub');
+        const handle = await app.client.emit(PublisherWorkflow, { key });
+        await waitFor(() => waitsAt(handle.id, 'go'));
+        expect(await app.client.getEvent(handle.id, 'status')).toEqual({ stage: 'waiting' });
+        expect(await app.client.getEvent(handle.id, 'never-set')).toBeUndefined();
+        // set only once the run goes on: getEvent waits for it (the done channel announces it; no polling)
+        const answer = app.client.getEvent(handle.id, 'answer', { timeoutMs: 10_000 });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await app.client.sendEvent('c2.publish', { answer: 42 }, { key });
+        await expect(answer).resolves.toBe(42);
+        expect(await app.client.getEvent(handle.id, 'status')).toEqual({ stage: 'done', answer: 42 });
+        expect(await handle.result({ timeoutMs: 10_000 })).toBe('published');
+        // executed three times (start, after 'go', after 'after'); 'execution' keeps the first's value
+        expect(executions.get(`publisher:${handle.id}`)).toBe(3);
+        expect(await app.client.getEvent(handle.id, 'execution')).toBe(1);
+        const steps = await app.client.getRunSteps(handle.id);
+        expect(steps.filter((s) => s.kind === 'set-event').map((s) => s.name)).toEqual(['execution', 'status', 'status', 'answer']);
+      });
+
+      it('getEvent waits for a key set later, and gives up with undefined when it is not set in time or the run ends', async () => {
+        const key = uniquePrefix('pub');
+        const handle = await app.client.emit(PublisherWorkflow, { key });
+        await waitFor(() => waitsAt(handle.id, 'go'));
+        const started = Date.now();
+        expect(await app.client.getEvent(handle.id, 'never-set', { timeoutMs: 300 })).toBeUndefined();
+        expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+        const waiting = app.client.getEvent(handle.id, 'never-set', { timeoutMs: 20_000 });
+        await app.client.sendEvent('c2.publish', { answer: 1 }, { key });
+        const ended = Date.now();
+        // the run ended without setting it: nothing can set it any more
+        await expect(waiting).resolves.toBeUndefined();
+        expect(Date.now() - ended).toBeLessThan(10_000);
+        await expect(app.client.getEvent('01M97HZW8MBTBW1CXTAJ0TED38.default.0', 'x')).rejects.toThrow(RunNotFoundError);
+      });
+
+      it('refuses a value over 64 KiB with a clear error, and publishes nothing', async () => {
+        const handle = await app.client.emit(PublisherWorkflow, { key: uniquePrefix('pub'), bytes: 70_000 });
+        await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/value is 70002 bytes, more than 65536 \(64 KiB\)/);
+        expect(await app.client.getEvent(handle.id, 'big')).toBeUndefined();
+      });
+
+      it('values are deleted with the run by retention', async () => {
+        const short = await startApp(
+          { connection: connection as never, prefix: uniquePrefix('c2r'), retention: { succeededMs: 300 }, worker: { reaperIntervalMs: 20 } } as never,
+          [PublisherWorkflow],
+        );
+        try {
+          const key = uniquePrefix('pub');
+          const handle = await short.client.emit(PublisherWorkflow, { key });
+          await waitFor(async () => (await short.client.getEvent(handle.id, 'status')) !== undefined);
+          const redis = short.moduleRef.get(WorkflowRedis);
+          const published = redis.keys.published(redis.keys.shardRoot(redis.keys.parseRunId(handle.id)!), handle.id);
+          expect(await redis.store.client.exists(published)).toBe(1);
+          await short.client.sendEvent('c2.publish', { answer: 1 }, { key });
+          await handle.result({ timeoutMs: 10_000 });
+          await waitFor(async () => (await short.client.getRun(handle.id)) === null, 10_000);
+          expect(await redis.store.client.exists(published)).toBe(0);
+        } finally {
+          await short.close();
+        }
       });
     });
 
