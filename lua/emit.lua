@@ -11,6 +11,8 @@
 -- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
+-- ARGV[13] optional: the run's deadline (absolute server ms; a child's runWorkflow timeoutMs or its parent's
+--          deadline): past it the run fails with TimeoutError (wf1_tick), as past its workflow's timeoutMs
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run. A parent whose step
 --        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
@@ -90,6 +92,10 @@ local function emit(keys, argv, at)
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
   count_move(root, wf, id, nil, status)
+  if argv[13] and argv[13] ~= '' then
+    rcall('HSET', run, 'dl', argv[13])
+    rcall('ZADD', root .. ':deadlines', argv[13], id)
+  end
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   else

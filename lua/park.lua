@@ -10,6 +10,9 @@
 --          'child', field, '<child id>|<timeout ms or empty>|<workflow>'; the timeout may start with 'c'
 --                  (onFailure 'continue'): the child's failure is an outcome like its success, so it wakes the
 --                  run only as the last of its children (the waiting record carries '"oc":1' for deliver_to_run)
+--                  After the 'c', an 'i' (inheritDeadline): a child this call spawns gets its parent's deadline
+--                  ('dl') as its own when that is earlier than its timeout. A spawned child with a timeout or an 'i'
+--                  gets a deadline ('dl', the ':deadlines' set) and fails with TimeoutError past it.
 --          'any', field, spec as for 'child': a run the handler races (waitForAny) with other waits: any
 --                  outcome of it wakes the run (the waiting record carries '"any":1'); not counted as a child
 --          'join', field, spec as for 'child': a run that another parent started (the idempotency key of the
@@ -49,6 +52,40 @@
 -- 'sg' token, 'wn' open children, 'sk' a wait is already over, 'sc' a child is waited for, 'se' a wait other
 -- than a child is open, 'sd' the earliest due time.
 local MAX_WAITS_PER_CALL = 1000
+
+-- The timeout part of a child wait's spec, '[c][i]<ms or empty>' (see the header): the ms text, and whether
+-- the wait settles (onFailure 'continue') and whether the child inherits its parent's deadline.
+local function child_timeout(text)
+  local settles = string.sub(text, 1, 1) == 'c'
+  if settles then text = string.sub(text, 2) end
+  local inherits = string.sub(text, 1, 1) == 'i'
+  if inherits then text = string.sub(text, 2) end
+  return text, settles, inherits
+end
+
+-- Gives the children a park spawned their deadlines (runWorkflow's timeoutMs, inheritDeadline): set once,
+-- when a child is created, so that a repeated park moves no deadline. `parent_deadline`: read when needed.
+local function spawned_deadlines(root, run, argv, spawned, now)
+  local parent_deadline
+  for _, o in ipairs(spawned) do
+    -- o: where the child's wf1_emit arguments start; its wait's spec is 3 before
+    local child_id, timeout_text = string.match(argv[o - 1], '^([^|]*)|([^|]*)|')
+    local timeout, _, inherits = child_timeout(timeout_text or '')
+    local deadline = timeout ~= '' and now + tonumber(timeout) or nil
+    if inherits then
+      if parent_deadline == nil then parent_deadline = tonumber(rcall('HGET', run, 'dl')) or false end
+      if parent_deadline and (not deadline or parent_deadline < deadline) then deadline = parent_deadline end
+    end
+    if deadline then
+      local child = run_key(root, child_id)
+      local c = rcall('HMGET', child, 'st', 'dl')
+      if c[1] and not FINAL[c[1]] and not c[2] then
+        rcall('HSET', child, 'dl', ms(deadline))
+        rcall('ZADD', root .. ':deadlines', ms(deadline), child_id)
+      end
+    end
+  end
+end
 local STAGED_FIELDS = { 'sk', 'sc', 'se', 'sd' }
 
 local function park(keys, argv, staging)
@@ -99,7 +136,10 @@ local function park(keys, argv, staging)
     rcall('HSET', run, 'sg', token)
     s = { token, false, false, false, false, false }
   end
-  if #spawned > 0 then emit_children(keys, argv, spawned, now) end
+  if #spawned > 0 then
+    emit_children(keys, argv, spawned, now)
+    spawned_deadlines(keys[1], run, argv, spawned, now)
+  end
   local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
 
   local due, now_text = nil, nil
@@ -129,10 +169,9 @@ local function park(keys, argv, staging)
       elseif kind == 'child' then
         local child_id, timeout, wf = string.match(spec, '^([^|]*)|([^|]*)|(.*)$')
         json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)
-        if string.sub(timeout, 1, 1) == 'c' then
-          timeout = string.sub(timeout, 2)
-          json = json .. ',"oc":1'
-        end
+        local settles_child
+        timeout, settles_child = child_timeout(timeout)
+        if settles_child then json = json .. ',"oc":1' end
         if raced then json = json .. ',"any":1' end
         if timeout ~= '' then
           deadline = now + tonumber(timeout)
@@ -160,6 +199,7 @@ local function park(keys, argv, staging)
     if kind == 'child' and not raced then
       settles = string.sub(spec, string.find(spec, '|', 1, true) + 1, string.find(spec, '|', 1, true) + 1) == 'c'
     end
+    -- (settles: the 'c' right after the child id, see child_timeout)
     -- a raced run is an open wait like an event's: any outcome of it wakes the run
     local counted = kind == 'child' and not raced
     if counted then children = children + 1 end

@@ -26,6 +26,10 @@ export class Children {
       run.assertExecuting();
       if (opts?.timeoutMs !== undefined) checkDuration(opts.timeoutMs, () => `runWorkflow(${quoteName(name)}): timeoutMs`);
       const settles = checkOnFailure(opts?.onFailure, name);
+      if (opts?.inheritDeadline !== undefined && typeof opts.inheritDeadline !== 'boolean') {
+        throw new InvalidArgumentError(`runWorkflow(${quoteName(name)}): inheritDeadline must be true or false (default false).`);
+      }
+      const inherits = opts?.inheritDeadline === true;
       const field = run.journal.nextField(name);
       const workflowName = run.settings.children.workflowName(workflow);
       const fingerprint = `child:${workflowName}`;
@@ -36,15 +40,16 @@ export class Children {
       if (stored && !retryFailed) {
         if (stored.state === 'S') return Promise.resolve(settled(settles, structuredClone(stored.record.r)));
         if (stored.state === 'F') {
-          if (settles) return Promise.resolve(failedOutcome(name, stored));
-          throw childError(name, stored);
+          const error = deadlineError(name, stored, opts) ?? childError(name, stored);
+          if (settles) return Promise.resolve({ status: 'failed', error });
+          throw error;
         }
         if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
           const timedOut = this.timeOutChild(name, field, fingerprint, stored, opts);
           return settles ? timedOut.then((output) => settled(true, output), (error: Error) => ({ status: 'failed', error })) : timedOut;
         }
         if (run.mode === 'collect') throw new EndOfRecords();
-        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs, settles });
+        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs, settles, inherits });
       }
       if (run.mode === 'collect') throw new EndOfRecords();
       const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
@@ -53,11 +58,13 @@ export class Children {
         // A child in this shard is created by the call that parks the run: one call fewer per child, and
         // the children and the wait for them appear together (see Parking.considerParking for a run that goes on).
         const inShard = run.settings.children.childInShard(start, run.shard);
-        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit, settles });
+        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit, settles, inherits });
       }
-      const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start, settles) : run.parking.track(() => this.startChildAfterCommits(start));
+      const started = retryFailed
+        ? this.restartFailedChild(field, fingerprint, generation, start, settles, opts)
+        : run.parking.track(() => this.startChildAfterCommits(start, opts));
       return started.then((child) =>
-        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined, settles }),
+        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined, settles, inherits }),
       );
     } catch (error) {
       return Promise.reject(error);
@@ -110,9 +117,17 @@ export class Children {
     };
   }
 
-  /** Starts a child once the steps before it are committed. */
-  private startChildAfterCommits(start: ChildStart): Promise<StartedChild> {
-    return this.run.commits.afterCommits(() => this.run.settings.children.startChild(start));
+  /** Starts a child once the steps before it are committed, with its deadline (timeoutMs, inheritDeadline). */
+  private startChildAfterCommits(start: ChildStart, opts: ChildRunOptions): Promise<StartedChild> {
+    const run = this.run;
+    return run.commits.afterCommits(async () => {
+      let deadline = opts.timeoutMs === undefined ? undefined : Math.round(run.serverNow()) + opts.timeoutMs;
+      if (opts.inheritDeadline) {
+        const parents = await run.store.readDeadline(run.shard, run.id);
+        if (parents !== undefined && (deadline === undefined || parents < deadline)) deadline = parents;
+      }
+      return run.settings.children.startChild(deadline === undefined ? start : { ...start, deadlineMs: deadline });
+    });
   }
 
   /** A child wait whose timeout passed: resolved as timed out unless the child's outcome got there first. */
@@ -122,18 +137,26 @@ export class Children {
       e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
     }));
     if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
-    throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
+    // the child's own deadline (the same instant) may have failed it first: the same TimeoutError either way
+    throw deadlineError(name, timedOut, opts) ?? (timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut));
   }
 
   /** A child that failed in an earlier epoch, started again under the next generation. */
-  private async restartFailedChild(field: string, fingerprint: string, generation: number, start: ChildStart, settles: boolean): Promise<StartedChild> {
+  private async restartFailedChild(
+    field: string,
+    fingerprint: string,
+    generation: number,
+    start: ChildStart,
+    settles: boolean,
+    opts: ChildRunOptions,
+  ): Promise<StartedChild> {
     const run = this.run;
     // The earlier attempt's failed record gives way to a waiting one before the new child starts, so
     // that the new child's outcome (however fast) is delivered onto it.
     const childId = run.settings.children.childRunId(start);
     const record = encodeStepRecord({ k: 'child', f: fingerprint, s: 'waiting', n: run.journal.position(field), id: childId, g: generation, ...(settles ? { oc: 1 } : {}) });
     await run.parking.track(() => run.commits.commit(field, 'W', record, { childId }));
-    return run.parking.track(() => this.startChildAfterCommits(start));
+    return run.parking.track(() => this.startChildAfterCommits(start, opts));
   }
 }
 
@@ -156,4 +179,14 @@ function settled(settles: boolean, output: unknown): unknown {
 function failedOutcome(name: string, stored: StoredStep): ChildOutcome {
   const error = stored.record.e?.name === 'TimeoutError' ? decodeError(stored.record.e) : childError(name, stored);
   return { status: 'failed', error };
+}
+
+/**
+ * A child that failed past the deadline this call gave it (timeoutMs, inheritDeadline): runWorkflow rejects
+ * with TimeoutError, as when the parent's own wait for it times out first. Undefined for any other failure.
+ */
+function deadlineError(name: string, stored: StoredStep, opts: ChildRunOptions): TimeoutError | undefined {
+  if (stored.record.e?.name !== 'TimeoutError' || (opts.timeoutMs === undefined && !opts.inheritDeadline)) return undefined;
+  const within = opts.timeoutMs === undefined ? "before its parent's deadline" : `within ${opts.timeoutMs} ms`;
+  return new TimeoutError(`Child workflow '${name}' did not finish ${within}.`, { cause: decodeError(stored.record.e) });
 }

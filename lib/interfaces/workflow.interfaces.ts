@@ -79,7 +79,18 @@ export interface RunMeta {
 }
 
 export interface ChildRunOptions {
+  /**
+   * The child's deadline, from its start: past it the child run fails with TimeoutError (its compensations
+   * and @OnFailure run) and runWorkflow rejects with TimeoutError. With the child workflow's own timeoutMs,
+   * the earlier deadline stands.
+   */
   timeoutMs?: number;
+  /**
+   * true: the child also gets the parent's deadline (its workflow's timeoutMs, counted from the parent's first
+   * claim) when that is earlier, so a child never outlives its parent's. Default false: a child's deadline is
+   * its own (timeoutMs, its workflow's timeoutMs), whatever the parent's.
+   */
+  inheritDeadline?: boolean;
   idempotencyKey?: string;
   queue?: string;
   /**

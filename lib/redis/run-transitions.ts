@@ -17,6 +17,8 @@ export interface EmitArgs {
   parentRoot?: string;
   /** A note for the run's history. */
   note?: string;
+  /** The run's deadline (absolute server ms): a child's from runWorkflow's timeoutMs / inheritDeadline. */
+  deadlineMs?: number;
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -40,7 +42,7 @@ export type WaitSpec =
   /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
    *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
   /** `settles`: onFailure 'continue' (a failure wakes the run only as the last of its children). `raced`: waitForAny's. */
-  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean; settles?: boolean; raced?: boolean }
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean; settles?: boolean; raced?: boolean; inherits?: boolean }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
 
 export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
@@ -315,7 +317,7 @@ function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]
     if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
     else if (w.kind === 'child') {
       const kind = w.raced ? 'any' : w.spawn ? 'spawn' : w.joined ? 'join' : 'child';
-      args.push(kind, w.field, `${w.childId}|${w.settles ? 'c' : ''}${w.timeoutMs ?? ''}|${w.workflow}`);
+      args.push(kind, w.field, `${w.childId}|${w.settles ? 'c' : ''}${w.inherits ? 'i' : ''}${w.timeoutMs ?? ''}|${w.workflow}`);
       if (w.spawn) args.push(...emitArguments(w.spawn));
     }
     // the user's event name and key as arguments of their own: the library decodes nothing users wrote

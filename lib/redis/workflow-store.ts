@@ -52,7 +52,9 @@ export class WorkflowStore extends RunTransitions {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.fcall('wf1_emit', [this.root(shard)], emitArguments(a), (reply) => {
+    const args = emitArguments(a);
+    if (a.deadlineMs !== undefined) args.push(a.deadlineMs);
+    return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
       const [created, runId, status] = reply as [number, string, string];
       const parts = reply as unknown[];
       if (parts.length > 3) return { created: created === 1, runId, status, handoff: this.handoffFrom(this.root(shard), parts.slice(3)) };
@@ -193,6 +195,12 @@ export class WorkflowStore extends RunTransitions {
     if (reply[0] === 0) return { ok: false, reason: String(reply[1]) };
     // 2: recorded already (a resent call): the record's time is its prefix
     return { ok: true, at: reply[0] === 1 ? Number(reply[1]) : Number(String(reply[1]).split('|', 1)[0]) };
+  }
+
+  /** A run's whole-run deadline (server ms), if it has one. */
+  async readDeadline(shard: ShardRef, runId: string): Promise<number | undefined> {
+    const dl = await this.client.hget(this.keys.run(this.root(shard), runId), 'dl');
+    return dl === null ? undefined : Number(dl);
   }
 
   /** A value a run published with ctx.setEvent (null when the key is not set), and whether the run has finished. */

@@ -105,7 +105,57 @@ class PublisherWorkflow {
   }
 }
 
-const WORKFLOWS = [ChildWorkflow, SettledWorkflow, TwoEventsWorkflow, RaceWorkflow, BadRaceWorkflow, PublisherWorkflow];
+/** In the one-partition queue of its parent: created by the parent's park (the in-shard path). */
+@Workflow('c2-solo-kid', { queue: 'c2-solo' })
+@Injectable()
+class SoloKidWorkflow {
+  async execute(ctx: WorkflowContext<{ n: number; delayMs?: number }>) {
+    if (ctx.input.delayMs) await ctx.step.sleep('wait', ctx.input.delayMs);
+    return ctx.input.n * 2;
+  }
+}
+
+type DeadlineInput = { solo?: boolean; timeoutMs?: number; inherit?: boolean; childMs: number };
+
+async function runKid(ctx: WorkflowContext<DeadlineInput>): Promise<unknown> {
+  const opts = { timeoutMs: ctx.input.timeoutMs, inheritDeadline: ctx.input.inherit };
+  try {
+    return ctx.input.solo
+      ? await ctx.step.runWorkflow('kid', SoloKidWorkflow, { n: 1, delayMs: ctx.input.childMs }, opts)
+      : await ctx.step.runWorkflow('kid', ChildWorkflow, { n: 1, delayMs: ctx.input.childMs }, opts);
+  } catch (error) {
+    return `${(error as Error).name}: ${(error as Error).message}`;
+  }
+}
+
+@Workflow('c2-deadline-parent', { queue: 'c2-solo' })
+@Injectable()
+class DeadlineParentWorkflow {
+  execute(ctx: WorkflowContext<DeadlineInput>) {
+    return runKid(ctx);
+  }
+}
+
+/** A parent with a whole-run deadline of its own, for inheritDeadline. */
+@Workflow('c2-hurried-parent', { queue: 'c2-solo', timeoutMs: 700, maxAttempts: 1 })
+@Injectable()
+class HurriedParentWorkflow {
+  execute(ctx: WorkflowContext<DeadlineInput>) {
+    return runKid(ctx);
+  }
+}
+
+const WORKFLOWS = [
+  ChildWorkflow,
+  SettledWorkflow,
+  TwoEventsWorkflow,
+  RaceWorkflow,
+  BadRaceWorkflow,
+  PublisherWorkflow,
+  SoloKidWorkflow,
+  DeadlineParentWorkflow,
+  HurriedParentWorkflow,
+];
 
 function compositionSuite(label: string, connect: () => Promise<{ connection: WorkflowModuleOptions['connection']; stop(): Promise<void> }>) {
   describe(label, () => {
@@ -122,7 +172,7 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
         {
           connection: target.connection,
           prefix: uniquePrefix('c2'),
-          queues: { default: { partitions: 2 }, 'c2-children': { partitions: 3 } },
+          queues: { default: { partitions: 2 }, 'c2-children': { partitions: 3 }, 'c2-solo': { partitions: 1 } },
           worker: { concurrency: 40, reaperIntervalMs: 20 },
           shutdownGraceMs: 100,
         } as never,
@@ -287,6 +337,40 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
         } finally {
           await short.close();
         }
+      });
+    });
+
+    describe('runWorkflow(..., { timeoutMs, inheritDeadline })', () => {
+      const kidOf = async (parentId: string) => (await app.client.listRuns({ parentId })).runs[0];
+
+      it.each([
+        ['in another shard (created by wf1_emit)', false],
+        ["in the parent's shard (created by the parent's park)", true],
+      ])('timeoutMs is the child own deadline %s: the child fails with TimeoutError and the parent sees it', async (_where, solo) => {
+        const handle = await app.client.emit(DeadlineParentWorkflow, { solo, timeoutMs: 400, childMs: 3_000 });
+        expect(await handle.result({ timeoutMs: 10_000 })).toBe("TimeoutError: Child workflow 'kid' did not finish within 400 ms.");
+        // not left running: failed by its own deadline, long before its 3 s sleep ends
+        await waitFor(async () => (await kidOf(handle.id))?.status === 'failed', 2_500);
+        const kid = await kidOf(handle.id);
+        expect(kid.error).toMatchObject({ name: 'TimeoutError' });
+      });
+
+      it('a child that ends in time is not affected', async () => {
+        const handle = await app.client.emit(DeadlineParentWorkflow, { solo: true, timeoutMs: 5_000, childMs: 50 });
+        expect(await handle.result({ timeoutMs: 10_000 })).toBe(2);
+      });
+
+      it("inheritDeadline: true gives the child its parent's remaining deadline", async () => {
+        const handle = await app.client.emit(HurriedParentWorkflow, { inherit: true, childMs: 4_000 });
+        await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/deadline/);
+        await waitFor(async () => (await kidOf(handle.id))?.status === 'failed', 3_000);
+        expect((await kidOf(handle.id)).error).toMatchObject({ name: 'TimeoutError' });
+      });
+
+      it('by default a child does not inherit: it outlives a parent that timed out', async () => {
+        const handle = await app.client.emit(HurriedParentWorkflow, { childMs: 1_500 });
+        await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/deadline/);
+        await waitFor(async () => (await kidOf(handle.id))?.status === 'succeeded', 8_000);
       });
     });
 
