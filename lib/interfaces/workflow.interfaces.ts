@@ -1,3 +1,4 @@
+import type { RedisStepOptions, RedisTx } from './redis-step.interfaces.js';
 import type { LoggerService, Type } from '@nestjs/common';
 
 export interface BackoffOptions {
@@ -160,6 +161,9 @@ export interface WorkflowStepApi {
    * rejects with ChildWorkflowError when the first is a run that failed. Every replay resolves the same way.
    */
   waitForAny<T = unknown>(name: string, waits: readonly RaceWait[]): Promise<RaceResult<T>>;
+  /** A step whose effect is on this Redis: the commands `build` queues on `tx` run in the call that
+   *  commits the step, exactly once across crashes, retries and replays. Resolves with their replies. */
+  redis(name: string, build: (tx: RedisTx) => void, opts?: RedisStepOptions): Promise<unknown[]>;
 }
 
 export interface WorkflowContext<I = unknown> {
