@@ -410,3 +410,30 @@ compositionSuite('composition, part two, on a 3-primary Redis Cluster', async ()
   const cluster: RedisClusterHandle = await startCluster({ primaries: 3 });
   return { connection: { nodes: cluster.nodes } as never, stop: () => cluster.stop() };
 });
+
+describe('runInline: waitForAny, setEvent and onFailure continue without Redis', () => {
+  it('races in memory: an overridden event or an emitted run wins, else the shortest sleep', async () => {
+    const { runInline } = await import('../../lib/index.js');
+    const handler = {
+      async execute(ctx: WorkflowContext<{ withEvent: boolean }>) {
+        const kid = await ctx.step.emitWorkflow('kid', ChildWorkflow, { n: 4 });
+        const first = await ctx.step.waitForAny('first', [{ event: 'c2.go' }, { sleepMs: 50 }]);
+        const second = await ctx.step.waitForAny('second', [{ sleepMs: 10 }, { runId: kid }]);
+        await ctx.setEvent('status', 'raced');
+        await ctx.setEvent('status', { first: first.index, second: second.index });
+        return { first, second };
+      },
+    };
+    const withEvent = await runInline(handler, { input: { withEvent: true }, eventOverrides: { 'c2.go': { go: true } }, workflows: [new ChildWorkflow()] });
+    expect(withEvent.output).toEqual({ first: { index: 0, value: { go: true } }, second: { index: 1, value: 8 } });
+    expect(withEvent.events).toEqual({ status: { first: 0, second: 1 } });
+    const withoutEvent = await runInline(handler, { input: { withEvent: false }, workflows: [new ChildWorkflow()] });
+    expect((withoutEvent.output as { first: unknown }).first).toEqual({ index: 1, value: null });
+  });
+
+  it("settles a failed child under onFailure 'continue'", async () => {
+    const { runInline } = await import('../../lib/index.js');
+    const result = await runInline(new SettledWorkflow(), { input: { ns: [1, 2], failAt: [1], policy: 'continue' }, workflows: [new ChildWorkflow()] });
+    expect(result.output).toEqual([{ failed: true, message: expect.stringContaining('child 1 refuses') }, { ok: 4 }]);
+  });
+});
