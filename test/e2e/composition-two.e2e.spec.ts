@@ -11,6 +11,8 @@ import {
   type WorkflowModuleOptions,
 } from '../../lib/index.js';
 import { WorkflowRedis } from '../../lib/redis/workflow-redis.js';
+import { Redis } from 'ioredis';
+import { fcallProfile, startSlowlog } from '../support/slowlog.js';
 import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { redisUrlForTests, uniquePrefix, type TestRedis } from '../support/redis-server.js';
 import { startApp, waitFor, type TestApp } from '../support/workflow-app.js';
@@ -145,7 +147,19 @@ class HurriedParentWorkflow {
   }
 }
 
+/** A race of the most waits waitForAny takes: one run, 30 events, one sleep. */
+@Workflow('c2-wide-race')
+@Injectable()
+class WideRaceWorkflow {
+  async execute(ctx: WorkflowContext<{ key: string }>) {
+    const kid = await ctx.step.emitWorkflow('kid', ChildWorkflow, { n: 3, delayMs: 300 });
+    const events = Array.from({ length: 30 }, (_, i) => ({ event: 'c2.wide', key: `${ctx.input.key}:${i}` }));
+    return ctx.step.waitForAny('wide', [{ runId: kid }, ...events, { sleepMs: 30_000 }]);
+  }
+}
+
 const WORKFLOWS = [
+  WideRaceWorkflow,
   ChildWorkflow,
   SettledWorkflow,
   TwoEventsWorkflow,
@@ -265,6 +279,26 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
       it('a raced child that fails first rejects the race with ChildWorkflowError', async () => {
         const handle = await race({ childDelayMs: 100, childFails: true, sleepMs: 8_000 });
         await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(/raced by waitForAny\('first'\) failed: child 5 refuses/);
+      });
+
+      it('a race of 32 waits: no Redis call over 5 ms (SLOWLOG), the 30 losing event registrations dropped', async () => {
+        if (typeof connection !== 'string') return; // SLOWLOG of one server; the cluster runs the same calls
+        const redis = new Redis(connection);
+        try {
+          await startSlowlog(redis, 0);
+          const key = uniquePrefix('wide');
+          const handle = await app.client.emit(WideRaceWorkflow, { key });
+          expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ index: 0, value: 6 });
+          const profile = await fcallProfile(redis);
+          // eslint-disable-next-line no-console
+          console.log(`race of 32 waits, FCALL times (µs): ${JSON.stringify(profile)}`);
+          for (const [fn, p] of Object.entries(profile)) expect([fn, p.max < 5_000]).toEqual([fn, true]);
+          expect(profile.wf1_forget_waiter?.calls).toBe(30);
+          expect(await app.client.sendEvent('c2.wide', {}, { key: `${key}:7` })).toBe(0);
+        } finally {
+          await redis.config('SET', 'slowlog-log-slower-than', '10000');
+          redis.disconnect();
+        }
       });
 
       it('refuses a malformed race before anything is written: the run fails at once with what to fix', async () => {
