@@ -3,6 +3,8 @@
 --                                      by their position: see next_position)
 --   <root>:ev:<len>:<event>:<key>:pay  event id -> payload (hash), and '~last' -> the last event's position
 --   <root>:ev:<len>:<event>:<key>:wt   '<run id>|<field>' -> '<threshold>|<run's shard root>' (hash)
+--   <root>:eid:<len>:<event>:<id>      a send's own id (sendEvent's { id }), kept for the event retention:
+--                                      a send of the same id meanwhile delivers nothing (string, '1')
 -- A parking run registers its wait here and, in the same call, gets any logged event past its
 -- threshold; a send logs the event and takes the waiters registered here. Either the send sees the
 -- waiter or the waiter sees the event.
