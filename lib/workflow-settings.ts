@@ -4,6 +4,7 @@ import { assertKeySegment } from './redis/keys.js';
 import { resolveMetricsOption } from './observability/metrics/metrics-options.js';
 import { DEFAULTS } from './workflow.constants.js';
 import { FaultInjector } from './execution/fault-injector.js';
+import type { PayloadCodec } from './codecs/payload-codec.js';
 
 /** The module's options with defaults applied and checked once, at start. */
 export interface WorkflowSettings {
@@ -20,6 +21,7 @@ export interface WorkflowSettings {
   metrics: ReturnType<typeof resolveMetricsOption>;
   /** The `faults` option, for tests: one injector per app, so each fault fires once per run. */
   faults?: FaultInjector;
+  codec?: PayloadCodec;
   partitions(queue: string): number;
 }
 
@@ -80,7 +82,16 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     maxStepsPerRun: Math.floor(number(options.maxStepsPerRun, DEFAULTS.maxStepsPerRun, 'maxStepsPerRun', 1)),
     trustedLibraryHashes,
     metrics: resolveMetricsOption(options.metrics),
+    codec: checkCodec(options.codec),
     faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
   };
+}
+
+function checkCodec(codec: PayloadCodec | undefined): PayloadCodec | undefined {
+  if (codec === undefined) return undefined;
+  if (codec === null || typeof codec.encode !== 'function' || typeof codec.decode !== 'function') {
+    throw new WorkflowConfigurationError('The codec option needs { encode(text): string, decode(text): string }, e.g. aesGcmCodec({ keys, current }).');
+  }
+  return codec;
 }

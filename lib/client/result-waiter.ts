@@ -1,7 +1,8 @@
+import { ENCODED_PAYLOAD_PLACEHOLDER } from '../codecs/payload-codec.js';
 import { parseJson } from './run-info.mapper.js';
 import { decodeError, type StoredError } from '../errors/error-codec.js';
 import { markRunFailure } from '../errors/run-failure.js';
-import { CanceledError, RunNotFoundError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
+import { CanceledError, PayloadError, RunNotFoundError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RunInfo } from '../interfaces/run.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -136,7 +137,12 @@ export class ResultWaiter {
 }
 
 function settle<O>(run: Pick<RunInfo, 'id' | 'status' | 'output' | 'error'>, resolve: (value: O) => void, reject: (error: unknown) => void): void {
-  if (run.status === 'succeeded') return resolve(run.output as O);
+  if (run.status === 'succeeded') {
+    if (run.output === ENCODED_PAYLOAD_PLACEHOLDER) {
+      return reject(new PayloadError(`Run ${run.id}'s output was stored with a codec (the codec option) and this process has none: give it the same codec to read it.`));
+    }
+    return resolve(run.output as O);
+  }
   const error = run.error ? decodeError(run.error as StoredError) : undefined;
   if (run.status === 'canceled') {
     return reject(markRunFailure(error instanceof CanceledError ? error : new CanceledError(error?.message ?? 'The run was canceled.', { cause: error }), run.id));

@@ -1,4 +1,5 @@
-import { decodeError, encodeErrorJson } from '../errors/error-codec.js';
+import { storedResult } from './journal.js';
+import { decodeError, encodeError } from '../errors/error-codec.js';
 import { ChildWorkflowError, TimeoutError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildEmitOptions, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
 import { checkDuration, checkInstant, quoteName } from './call-limits.js';
@@ -33,7 +34,7 @@ export class Children {
       // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
       const retryFailed = stored?.state === 'F' && (stored.record.pa ?? run.claim.epoch) < run.claim.epoch && run.mode === 'execute';
       if (stored && !retryFailed) {
-        if (stored.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
+        if (stored.state === 'S') return Promise.resolve(storedResult(stored));
         if (stored.state === 'F') throw childError(name, stored);
         if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
           return this.timeOutChild(name, field, fingerprint, stored, opts);
@@ -68,7 +69,7 @@ export class Children {
     const stored = run.journal.steps.get(field);
     if (stored) {
       run.journal.assertSameStep(stored, 'child-emit', fingerprint);
-      return String(stored.record.r);
+      return String(storedResult(stored));
     }
     if (run.mode === 'collect') throw new EndOfRecords();
     return run.parking.track(async () => {
@@ -114,9 +115,9 @@ export class Children {
   private async timeOutChild(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions): Promise<unknown> {
     const timedOut = await this.run.waits.resolveOpenWait(field, 'F', encodeStepRecord({
       k: 'child', f: fingerprint, s: 'failed', n: this.run.journal.position(field), id: stored.record.id,
-      e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
+      e: encodeError(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`)),
     }));
-    if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
+    if (timedOut.state === 'S') return storedResult(timedOut);
     throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
   }
 

@@ -1,3 +1,4 @@
+import { decodeStoredValue, isEncodedPayload } from '../codecs/payload-codec.js';
 import { describeError } from '../errors/error-codec.js';
 import { NonDeterminismError, NonRetriableError } from '../errors/workflow.errors.js';
 import { asStoredText } from '../redis/keys.js';
@@ -135,5 +136,7 @@ export class Journal {
 
 /** A stored step's result, as a copy the handler may change. */
 export function storedResult<T>(stored: StoredStep): T {
-  return (stored.record.r === undefined ? undefined : structuredClone(stored.record.r)) as T;
+  const result = stored.record.r;
+  if (isEncodedPayload(result)) return decodeStoredValue(result) as T;
+  return (result === undefined ? undefined : structuredClone(result)) as T;
 }

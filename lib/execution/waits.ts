@@ -1,3 +1,4 @@
+import { storedResult } from './journal.js';
 import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import type { WaitForEventOptions } from '../interfaces/workflow.interfaces.js';
 import { asStoredText } from '../redis/keys.js';
@@ -51,7 +52,7 @@ export class Waits {
     if (stored) run.journal.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);
     const resolved = (s: StoredStep) => {
       if (s.record.th !== undefined) this.eventThresholds.set(streamKey, s.record.th);
-      return s.record.r === undefined ? null : structuredClone(s.record.r);
+      return s.record.r === undefined ? null : storedResult(s);
     };
     if (stored?.state === 'S') return resolved(stored);
     if (run.mode === 'collect') throw new EndOfRecords();

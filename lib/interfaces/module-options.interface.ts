@@ -3,6 +3,7 @@ import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from '
 import type { WorkflowTracingOptions } from '../observability/tracing.js';
 import type { WorkflowMetricsOptions } from '../observability/metrics/metrics-options.js';
 import type { FaultInjection } from './fault-injection.interfaces.js';
+import type { PayloadCodec } from '../codecs/payload-codec.js';
 
 export type WorkflowConnection =
   | string
@@ -68,6 +69,10 @@ export interface WorkflowModuleOptions {
    *  happen by this app's worker against the real Redis (see FaultInjection and docs/testing.md). A start
    *  with faults set logs a warning. Default: none. */
   faults?: FaultInjection;
+  /** Encodes every payload before it is stored (inputs, step results, outputs, events, errors) and decodes
+   *  it when read: `aesGcmCodec({ keys, current })` for encryption at rest with key rotation,
+   *  `compressionCodec()`, or both with `chainCodecs`. Redis never reads payloads. Default: none. */
+  codec?: PayloadCodec;
 }
 
 export interface WorkflowOptionsFactory {
