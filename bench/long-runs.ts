@@ -128,6 +128,7 @@ async function main(): Promise<void> {
     say('| cache | N | wakes | total | Redis output | claims over 1 ms | median wake at ~100 | at ~2,000 |');
     say('|---|---|---|---|---|---|---|---|');
     const probeRows: string[] = [];
+    const memoryRows: string[] = [];
     for (const mode of MODES) {
       const app = await NestFactory.createApplicationContext(LongRunModule.forRoot(server.url, mode === 'on'), { logger: ['error', 'warn'] });
       await app.init();
@@ -174,8 +175,7 @@ async function main(): Promise<void> {
         const heapAfter = process.memoryUsage().heapUsed;
         const cache = worker.executionCache!;
         const runs = cache.runs - cachedBefore;
-        probeRows.push('');
-        probeRows.push(
+        memoryRows.push(
           `Worker heap per cached execution of 1,000 records (${runs} runs parked, ${gc ? 'after gc' : 'no --expose-gc'}): ` +
             `${((heapAfter - heapBefore) / runs / 1000).toFixed(0)} KB measured, ${((cache.bytes - bytesBefore) / runs / 1000).toFixed(0)} KB estimated by the cache (its maxBytes counts the estimate)`,
         );
@@ -186,6 +186,8 @@ async function main(): Promise<void> {
     say('| wake | history (records) | median wake latency | Redis output per wake |');
     say('|---|---|---|---|');
     for (const row of probeRows) say(row);
+    say('');
+    for (const row of memoryRows) say(row);
   } finally {
     info.disconnect();
     await server.stop();
