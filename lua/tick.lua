@@ -37,6 +37,11 @@ local function wake_due_timers(root, now, batch)
     local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ww')
     if f[1] == 'waiting' then
       wake_run(root, id, f[2], f[3], now, 'timer', nil, nil, nil, nil, f[4] or nil)
+    elseif f[1] == 'queued' and f[4] then
+      -- a warm run whose worker did not claim it within its window (busy, stopped or dead): to its ready
+      -- set, for any worker (see delta_key in includes/01-common.lua). It stays warm: if its worker claims
+      -- it after all, the claim still sends only the delta. One claimed meanwhile left its sticky queue.
+      if rcall('ZREM', sticky_key(root, select(3, warm_parts(f[4]))), id) == 1 then make_ready(root, id, f[2], f[3], now) end
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
@@ -46,23 +51,6 @@ local function wake_due_timers(root, now, batch)
     end
   end
   return #ids, woken
-end
-
--- Warm runs whose worker did not claim them within their window (busy, stopped or dead): to their ready
--- set, for any worker (see delta_key in includes/01-common.lua). The run stays warm: if its worker claims
--- it after all, the claim still sends only the delta.
-local function expire_sticky(root, now, batch)
-  local ids = rcall('ZRANGEBYSCORE', root .. ':sticky', '-inf', now, 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
-    rcall('ZREM', root .. ':sticky', id)
-    local f = rcall('HMGET', run_key(root, id), 'st', 'wf', 'pri', 'ww')
-    local worker = f[4] and select(3, warm_parts(f[4]))
-    -- a run its worker claimed meanwhile is not in its sticky queue any more
-    if worker and rcall('ZREM', sticky_key(root, worker), id) == 1 and f[1] == 'queued' then
-      make_ready(root, id, f[2], f[3], now)
-    end
-  end
-  return #ids
 end
 
 local LEASE_FIELDS = { 'st', 'lu', 'att', 'max', 'wf', 'pri', 'fin', 'wk' }
@@ -171,7 +159,6 @@ local function tick(keys, argv)
   local seen, woken = wake_due_timers(root, now, batch)
   if seen >= batch then more = 1 end
   if woken > 0 then notify_workers(root, 'r') end
-  if expire_sticky(root, now, batch) >= batch then more = 1 end
   if reclaim_expired_leases(root, now, batch) >= batch then more = 1 end
   if fail_past_deadline(root, now, batch) >= batch then more = 1 end
   -- before the deletions (a run kept for 0 ms still tells its parents) and the outbox (whose messages to
@@ -200,7 +187,7 @@ local function tick(keys, argv)
     end
   end
   local next_due = -1
-  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade', ':sticky' }) do
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
     if head[2] and head[1] ~= SKIPLIST_SENTINEL then
       local wait = math.max(0, tonumber(head[2]) - now)

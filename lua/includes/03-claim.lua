@@ -277,7 +277,7 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
     local popped = rcall('ZPOPMIN', sticky_key(root, claim.worker), want - taken)
     for p = 1, #popped, 2 do
       local id = popped[p]
-      rcall('ZREM', root .. ':sticky', id)
+      rcall('ZREM', root .. ':timers', id)
       local f = rcall('HMGET', run_key(root, id), 'wf', 'pri', 'st')
       local group = f[1] and plan.groups[f[1]]
       if group then
