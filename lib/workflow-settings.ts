@@ -3,6 +3,7 @@ import type { WorkflowModuleOptions } from './interfaces/module-options.interfac
 import { assertKeySegment } from './redis/keys.js';
 import { resolveMetricsOption } from './observability/metrics/metrics-options.js';
 import { DEFAULTS } from './workflow.constants.js';
+import { FaultInjector } from './execution/fault-injector.js';
 
 /** The module's options with defaults applied and checked once, at start. */
 export interface WorkflowSettings {
@@ -18,6 +19,8 @@ export interface WorkflowSettings {
   executionCache: false | { maxRuns: number; maxBytes: number; stickyWindowMs: number };
   trustedLibraryHashes: string[];
   metrics: ReturnType<typeof resolveMetricsOption>;
+  /** The `faults` option, for tests: one injector per app, so each fault fires once per run. */
+  faults?: FaultInjector;
   partitions(queue: string): number;
 }
 
@@ -79,6 +82,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     executionCache: resolveExecutionCache(options.executionCache),
     trustedLibraryHashes,
     metrics: resolveMetricsOption(options.metrics),
+    faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
   };
 }

@@ -15,6 +15,7 @@ import { Saga } from './saga.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
 import { Waits } from './waits.js';
+import type { FaultInjector } from './fault-injector.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
 
@@ -35,6 +36,8 @@ export interface ExecutionSettings {
   /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
    *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
   keepsWarm?: { windowMs: number; workerId: string };
+  /** The module's `faults` option (tests only). */
+  faults?: FaultInjector;
 }
 
 /** A claim made together with a completion; `settle` gets the runs it claimed (none if the call failed). */
