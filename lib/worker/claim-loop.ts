@@ -181,18 +181,18 @@ export class ClaimLoop {
       // A warm claim brought only the records written since the park: without the execution, all are read.
       if (run.warm && run.stepsCursor === undefined) run.stepsCursor = '0';
       const execution = new RunExecution(run, shard.ref!, definition as ExecutableDefinition, state.redis.workerStore, {
-          workerId: state.workerId,
-          maxPayloadBytes: settings.maxPayloadBytes,
-          retentionMs: settings.retentionMs,
-          children: this.client,
-          shardRoot: shard.root,
-          leaseMs: state.settings.leaseMs,
-          maxStepsPerRun: settings.maxStepsPerRun,
-          observer: this.observer,
-          faults: settings.faults,
-          refill: () => this.refill(shard),
-          ...(this.keepsWarm ? { keepsWarm: this.keepsWarm } : {}),
-        });
+        workerId: state.workerId,
+        maxPayloadBytes: settings.maxPayloadBytes,
+        retentionMs: settings.retentionMs,
+        children: this.client,
+        shardRoot: shard.root,
+        leaseMs: state.settings.leaseMs,
+        maxStepsPerRun: settings.maxStepsPerRun,
+        observer: this.observer,
+        faults: settings.faults,
+        refill: () => this.refill(shard),
+        ...(this.keepsWarm ? { keepsWarm: this.keepsWarm } : {}),
+      });
       this.startExecution(shard, execution, execution.execute());
     }
   }
