@@ -4,7 +4,7 @@
  * private redis-server without persistence.
  *
  *   npm run bench:long-runs
- *   SIZES=1000,3000 MODES=on,off PROBES=100,1000 MEMORY_RUNS=50 npm run bench:long-runs
+ *   SIZES=1000,3000 MODES=on,off PROBES=100,1000 MEMORY_RUNS=50 npm run bench:long-runs   (SIZES=none: the probes only)
  *
  * Prints, per mode and N: total time, Redis output bytes (INFO stats total_net_output_bytes delta), claims
  * over 1 ms (SLOWLOG at 1,000 µs, wf1_claim calls), the median wake at record ~100 and ~2,000; then, per
@@ -17,10 +17,11 @@ import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { Workflow, WorkflowClient, WorkflowModule, type WorkflowContext } from '../lib/index.js';
 import { WorkflowWorker } from '../lib/worker/workflow-worker.js';
+import { commandStats, totalCalls } from './support/redis-stats.js';
 import { startBenchRedis } from './support/redis-server.js';
 
 const PREFIX = 'lr';
-const numbers = (text: string | undefined, fallback: number[]) => (text ? text.split(',').map(Number) : fallback);
+const numbers = (text: string | undefined, fallback: number[]) => (text === 'none' ? [] : text ? text.split(',').map(Number) : fallback);
 const SIZES = numbers(process.env.SIZES, [1_000, 3_000, 10_000]);
 const PROBES = numbers(process.env.PROBES, [100, 1_000, 10_000]);
 const MODES = (process.env.MODES ?? 'on,off').split(',');
@@ -33,10 +34,15 @@ const mark = (key: string) => {
   if (!marks.has(key)) marks.set(key, performance.now());
 };
 let info: Redis;
-let probeBytes: { from?: number; to?: number } = {};
+let probeBytes: { from?: number; to?: number; commandsFrom?: number; commandsTo?: number } = {};
 
 async function outputBytes(): Promise<number> {
   return Number(/total_net_output_bytes:(\d+)/.exec(await info.info('stats'))![1]);
+}
+
+/** Commands Redis executed (INFO commandstats, those called from Lua included). */
+async function redisCommands(): Promise<number> {
+  return totalCalls(await commandStats(info));
 }
 
 @Workflow('long-run', { maxAttempts: 1 })
@@ -63,12 +69,18 @@ export class ProbeWorkflow {
   async execute(ctx: WorkflowContext<{ n: number; tag: string }>) {
     for (let i = 0; i < ctx.input.n; i += 1) await ctx.step.run(`s${i}`, () => i);
     for (let j = 0; j < PROBE_WAKES; j += 1) {
-      if (j === 1 && probeBytes.from === undefined) probeBytes.from = await outputBytes();
+      if (j === 1 && probeBytes.from === undefined) {
+        probeBytes.commandsFrom = await redisCommands();
+        probeBytes.from = await outputBytes();
+      }
       mark(`${ctx.input.tag}:a${j}`);
       await ctx.step.sleep(`z${j}`, 1);
       mark(`${ctx.input.tag}:b${j}`);
     }
-    if (probeBytes.to === undefined) probeBytes.to = await outputBytes();
+    if (probeBytes.to === undefined) {
+      probeBytes.to = await outputBytes();
+      probeBytes.commandsTo = await redisCommands();
+    }
     return ctx.input.n;
   }
 }
@@ -159,7 +171,9 @@ async function main(): Promise<void> {
         const latency = median(wakes(tag, [...Array(PROBE_WAKES).keys()].slice(1)));
         // bytes over wakes 1..19 (the INFO reply read at each end is a few KB of the total: subtracted)
         const perWake = (probeBytes.to! - probeBytes.from! - 2 * 4_000) / (PROBE_WAKES - 1);
-        probeRows.push(`| ${mode === 'on' ? 'warm' : 'cold'} | ${records.toLocaleString('en')} | ${ms(latency)} | ${(Math.max(0, perWake) / 1000).toFixed(1)} KB |`);
+        // commands per wake (each wake: the park, the timer's tick, the claim; the INFO reads at the ends are not counted)
+        const commands = (probeBytes.commandsTo! - probeBytes.commandsFrom!) / (PROBE_WAKES - 1);
+        probeRows.push(`| ${mode === 'on' ? 'warm' : 'cold'} | ${records.toLocaleString('en')} | ${ms(latency)} | ${(Math.max(0, perWake) / 1000).toFixed(1)} KB | ${commands.toFixed(1)} |`);
       }
       if (mode === 'on' && MEMORY_RUNS > 0) {
         const worker = app.get(WorkflowWorker);
@@ -183,8 +197,8 @@ async function main(): Promise<void> {
       await app.close();
     }
     say('');
-    say('| wake | history (records) | median wake latency | Redis output per wake |');
-    say('|---|---|---|---|');
+    say('| wake | history (records) | median wake latency | Redis output per wake | Redis commands per wake |');
+    say('|---|---|---|---|---|');
     for (const row of probeRows) say(row);
     say('');
     for (const row of memoryRows) say(row);
