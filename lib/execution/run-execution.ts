@@ -18,6 +18,7 @@ import { ExecutionState, type ExecutionOutcome } from './execution-state.js';
 import { executionScope } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
+import { parseStoredStep } from './step-record.js';
 import { settle } from './promises.js';
 import { HandlerContext } from './user-contexts.js';
 
@@ -168,7 +169,8 @@ export class RunExecution extends ExecutionState {
       claim.attempt === this.claim.attempt &&
       claim.epoch === this.claim.epoch &&
       claim.input === this.claim.input &&
-      fenceOf(claim.token) === fenceOf(this.token) + 1
+      fenceOf(claim.token) === fenceOf(this.token) + 1 &&
+      allReadable(claim.steps)
     );
   }
 
@@ -331,6 +333,18 @@ export class RunExecution extends ExecutionState {
     this.lose(result.reason);
     return 'lost';
   }
+}
+
+/** A damaged record fails the run with CorruptedRunError, which a replay from all records reports. */
+function allReadable(steps: Map<string, string>): boolean {
+  for (const [field, value] of steps) {
+    try {
+      parseStoredStep(field, value);
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 function fenceOf(token: string): number {
