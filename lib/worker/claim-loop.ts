@@ -209,7 +209,10 @@ export class ClaimLoop {
     const ended = (result?: ExecutionOutcome) => {
       this.state.executing.delete(execution.id);
       // parked with its handler suspended: kept warm for the run's next wake
-      if (result === 'parked' && this.state.cache && this.state.running && execution.resumable) this.state.cache.keep(execution);
+      if (result === 'parked' && this.state.cache) {
+        if (this.state.running && execution.resumable) this.state.cache.keep(execution);
+        else execution.discard();
+      }
       this.onSlotFreed(shard);
     };
     const done = outcome.then(ended, (error) => {
