@@ -18,7 +18,7 @@
 --          A wait without a record gets a waiting record ('W'); an existing record is left as it is.
 --          ARGV[4..6] may instead be 'staged', '', '': the run's earlier waits were written by wf1_park_stage
 --          under this token, and this call adds the last ones (ARGV[7..]) and parks on all of them.
---          A group 'warm', window ms, worker id (build 51 on, wf1_park only, not with 'staged'): the worker
+--          A group 'warm', window ms, worker id (build 52 on, wf1_park only, not with 'staged'): the worker
 --          keeps the execution in memory; the run is marked warm for it (see delta_key in 01-common.lua).
 -- At most MAX_WAITS_PER_CALL waits per call: more are refused before any write (see wf1_park_stage).
 -- Reply: { 1, wake-up ms or -1 } parked; { 2 } the wait was already over and the run is queued again;

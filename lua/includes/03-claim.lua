@@ -219,7 +219,7 @@ end
 
 
 -- How many runs a claim asks for at most, and the format of its entries (see claim_entry_format).
--- A leading 's' ('s16r', build 51 on): the claim takes the runs on the caller's sticky queue first (see
+-- A leading 's' ('s16r', build 52 on): the claim takes the runs on the caller's sticky queue first (see
 -- delta_key in 01-common.lua); the third value says so.
 local function claim_want(want_text)
   local format = claim_entry_format(want_text)
