@@ -172,8 +172,9 @@ end
 -- of a warm run queues it on that worker's sticky queue ('<root>:sq:<worker id>', scored as a ready set)
 -- for `window` ms (a timer: the run is 'queued' while its timer is due), tells that worker alone
 -- ('s<worker id>'), and housekeeping moves it to its ready set past the window (wake_due_timers in
--- tick.lua): a warm worker that died or is busy delays a run by the window at most. A claim of a warm run by its worker at the same fence sends only the
--- delta records (see claim_run); any other claim drops 'ww' and the delta and sends every record.
+-- tick.lua): a warm worker that died or is busy delays a run by the window (and the next tick) at most.
+-- A claim of a warm run by its worker at the same fence sends only the delta records (see claim_run); any
+-- other claim drops 'ww' and the delta and sends every record.
 local function delta_key(root, id) return root .. ':sd:' .. id end
 local function sticky_key(root, worker) return root .. ':sq:' .. worker end
 
