@@ -34,9 +34,14 @@ local function wake_due_timers(root, now, batch)
   local woken = 0
   for _, id in ipairs(ids) do
     local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+    local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ww')
     if f[1] == 'waiting' then
-      wake_run(root, id, f[2], f[3], now, 'timer')
+      wake_run(root, id, f[2], f[3], now, 'timer', nil, nil, nil, nil, f[4] or nil)
+    elseif f[1] == 'queued' and f[4] then
+      -- a warm run whose worker did not claim it within its window (busy, stopped or dead): to its ready
+      -- set, for any worker (see delta_key in includes/01-common.lua). It stays warm: if its worker claims
+      -- it after all, the claim still sends only the delta. One claimed meanwhile left its sticky queue.
+      if rcall('ZREM', sticky_key(root, select(3, warm_parts(f[4]))), id) == 1 then make_ready(root, id, f[2], f[3], now) end
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
@@ -108,7 +113,7 @@ local function delete_expired_runs(root, now, batch)
     elseif f[1] then
       -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
       -- background instead of within this call
-      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id))
+      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id))
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then

@@ -7,6 +7,7 @@ import {
   type RunPage,
   type StatusCounts,
   type WorkerInfo,
+  type ExecutionCacheStats,
   type WorkflowMeta,
   type WorkflowStats,
 } from '../interfaces/run.interfaces.js';
@@ -38,6 +39,7 @@ interface WorkerBeat {
   activeRuns: number;
   startedAt: string;
   ttlMs: number;
+  executionCache?: ExecutionCacheStats;
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
@@ -190,6 +192,7 @@ export class RunInspector {
           activeRuns: beat.activeRuns,
           startedAt: beat.startedAt,
           lastHeartbeatAt: new Date(expires - beat.ttlMs).toISOString(),
+          ...(beat.executionCache ? { executionCache: beat.executionCache } : {}),
         });
       } catch {
         // skipped, as above

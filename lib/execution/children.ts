@@ -4,6 +4,7 @@ import { ChildWorkflowError, TimeoutError, WorkflowError } from '../errors/workf
 import type { ChildEmitOptions, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
 import { checkDuration, checkInstant, quoteName } from './call-limits.js';
 import type { ChildStart } from './child-launcher.js';
+import type { WaitSpec } from '../redis/workflow-store.js';
 import type { ExecutionState } from './execution-state.js';
 import { encodeStepRecord, type StoredStep } from './step-record.js';
 import { EndOfRecords } from './suspension.js';
@@ -40,7 +41,7 @@ export class Children {
           return this.timeOutChild(name, field, fingerprint, stored, opts);
         }
         if (run.mode === 'collect') throw new EndOfRecords();
-        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
+        return this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
       }
       if (run.mode === 'collect') throw new EndOfRecords();
       const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
@@ -49,15 +50,29 @@ export class Children {
         // A child in this shard is created by the call that parks the run: one call fewer per child, and
         // the children and the wait for them appear together (see Parking.considerParking for a run that goes on).
         const inShard = run.settings.children.childInShard(start, run.shard);
-        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
+        if (inShard) return this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
       }
       const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : run.parking.track(() => this.startChildAfterCommits(start));
       return started.then((child) =>
-        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
+        this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
       );
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** The run waits for a child; after a warm resume, the child's record (as the claim brought it) decides. */
+  private waitForChild(name: string, field: string, fingerprint: string, opts: ChildRunOptions, wait: WaitSpec & { kind: 'child' }): Promise<unknown> {
+    return this.run.parking.waitFor(wait, () => {
+      const stored = this.run.journal.steps.get(field);
+      if (stored?.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
+      if (stored?.state === 'F') return Promise.reject(childError(name, stored));
+      if (stored?.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.run.serverNow()) {
+        return this.timeOutChild(name, field, fingerprint, stored, opts);
+      }
+      // created by the park that suspended the handler: not again
+      return this.waitForChild(name, field, fingerprint, opts, { ...wait, spawn: undefined });
+    });
   }
 
   async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {

@@ -36,6 +36,9 @@ export interface ExecutionSettings {
   refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+  /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
+   *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
+  keepsWarm?: { windowMs: number; workerId: string };
   /** The module's `faults` option (tests only). */
   faults?: FaultInjector;
 }
@@ -58,7 +61,8 @@ export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHand
  */
 export abstract class ExecutionState implements DurableExecution {
   readonly id: string;
-  readonly token: string;
+  /** The claim's fencing token; a warm resume (RunExecution.resume) takes the new claim's. */
+  token: string;
   readonly journal: Journal;
   readonly attempts: StepAttempts;
   readonly commits: CommitBatcher;
@@ -70,6 +74,8 @@ export abstract class ExecutionState implements DurableExecution {
   fatal?: NonDeterminismError | NonRetriableError;
   /** The handler returned or threw (a run whose handler settled does not park). */
   handlerSettled = false;
+  /** A durable call of the handler was refused because the run was parking or stopped (see assertExecuting). */
+  refusedWhileParked = false;
   observation?: RunObservation;
   input: unknown;
   /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
@@ -83,7 +89,7 @@ export abstract class ExecutionState implements DurableExecution {
   private controller?: AbortController;
   /** Steps racing the run's end (see untilAborted). */
   private readonly abortWaiters = new Set<(reason: Error) => void>();
-  private readonly claimedAtLocal = Date.now();
+  private claimedAtLocal = Date.now();
   /** Local time by which the lease surely still holds (the claim or the last heartbeat, sent before this, plus leaseMs). */
   private leaseHeldUntil: number;
   private lastStartedAt = 0;
@@ -93,7 +99,7 @@ export abstract class ExecutionState implements DurableExecution {
   private resolveStopped?: (outcome: ExecutionOutcome) => void;
 
   constructor(
-    readonly claim: ClaimedRun,
+    public claim: ClaimedRun,
     readonly shard: ShardRef,
     readonly definition: ExecutableDefinition,
     readonly store: WorkflowStore,
@@ -196,6 +202,9 @@ export abstract class ExecutionState implements DurableExecution {
 
   assertExecuting(): void {
     if (this.state === 'executing') return;
+    // The handler went on (a branch that waited on something else than a durable call) while the run
+    // parked: it saw a refusal that a replay would not see, so it cannot be resumed warm.
+    this.refusedWhileParked = true;
     if (this.state === 'parking') throw PARKING;
     throw this.stopReason();
   }
@@ -245,16 +254,40 @@ export abstract class ExecutionState implements DurableExecution {
     this.abort(error);
   }
 
-  /** The run parked (see Parking): the handler's pending calls end with `reason`. */
+  /** The run parked (see Parking): the handler's pending calls end with `reason`. A handler kept warm
+   *  keeps its signal: nothing is in flight at a park, and a warm resume goes on with the same handler. */
   parked(reason: Error): void {
     this.state = 'stopped';
-    this.signalAbort(reason);
+    this.signalAbort(reason, this.parking.resumable);
     this.resolveStop('parked');
   }
 
-  private signalAbort(reason: Error): void {
+  /**
+   * A parked execution kept warm takes over the run again under `claim`, a claim of the same run by this
+   * worker with no claim in between (RunExecution.resume): a new token, lease and server time; the
+   * journal, the suspended handler and everything it holds are kept.
+   */
+  protected rebind(claim: ClaimedRun): void {
+    this.claim = claim;
+    this.token = claim.token;
+    this.claimedAtLocal = Date.now();
+    this.leaseHeldUntil = this.claimedAtLocal + (this.settings.leaseMs ?? 0);
+    this.state = 'executing';
+    this.abortReason = undefined;
+    this.stopOutcome = undefined;
+    this.stoppedPromise = undefined;
+    this.resolveStopped = undefined;
+  }
+
+  /** A warm execution that will not be resumed (evicted, or the run went on without it). */
+  discard(): void {
+    this.parking.forgetSuspended();
+    this.controller?.abort(this.abortReason);
+  }
+
+  private signalAbort(reason: Error, keepSignal = false): void {
     this.abortReason = reason;
-    this.controller?.abort(reason);
+    if (!keepSignal) this.controller?.abort(reason);
     for (const reject of this.abortWaiters) reject(reason);
     this.abortWaiters.clear();
   }

@@ -25,6 +25,8 @@ export class Journal {
   private readonly callOrder = new Map<string, number>();
   /** Every step field of the run: stored ones and those this execution reached (for maxStepsPerRun). */
   private readonly knownFields: Set<string>;
+  /** An estimate of the memory the records take (see ExecutionCache), from the sizes of their texts. */
+  bytes = 0;
 
   constructor(private readonly run: ExecutionState) {
     const claimed = run.claim.steps;
@@ -68,7 +70,20 @@ export class Journal {
     );
   }
 
+  /**
+   * Records a warm claim brought (ClaimedRun.warm): those written since this execution parked. A record
+   * read again (a claim that sent every record) replaces the one kept, with the same content.
+   */
+  takeDelta(steps: Map<string, string>): void {
+    for (const [field, value] of steps) {
+      this.knownFields.add(field);
+      this.keepStored(field, value);
+      if (value.includes(',"rp":"')) this.namesPayloads = true;
+    }
+  }
+
   private keepStored(field: string, value: string): void {
+    if (!this.steps.has(field)) this.bytes += recordBytes(field, value.length);
     try {
       this.steps.set(field, parseStoredStep(field, value));
     } catch {
@@ -84,7 +99,8 @@ export class Journal {
   }
 
   /** Keeps a record this execution committed, as the object it encoded (no re-parse). */
-  remember(field: string, committedAt: number, state: RecordState, record: StepRecord): StoredStep {
+  remember(field: string, committedAt: number, state: RecordState, record: StepRecord, textLength = 64): StoredStep {
+    if (!this.steps.has(field)) this.bytes += recordBytes(field, textLength);
     const stored: StoredStep = { field, ...parseStepField(field), committedAt, state, record };
     this.steps.set(field, stored);
     return stored;
@@ -139,4 +155,13 @@ export function storedResult<T>(stored: StoredStep): T {
   const result = stored.record.r;
   if (isEncodedPayload(result)) return decodeStoredValue(result) as T;
   return (result === undefined ? undefined : structuredClone(result)) as T;
+}
+
+/**
+ * What a kept record costs in memory, estimated: its field and text as UTF-16, and about 300 bytes of
+ * objects (the parsed record, its map entries, the call order and known-field entries). Calibrated by
+ * bench/long-runs.ts (worker heap per cached execution).
+ */
+function recordBytes(field: string, textLength: number): number {
+  return 2 * (field.length + textLength) + 300;
 }

@@ -117,6 +117,23 @@ export interface WorkerInfo {
   activeRuns: number;
   startedAt: string;
   lastHeartbeatAt: string;
+  /** The worker's warm executions (the executionCache option), as of its last registry beat (every 5 s);
+   *  absent when the cache is off or the worker is older. */
+  executionCache?: ExecutionCacheStats;
+}
+
+/** A worker's cache of warm executions (sticky executions, the executionCache option). */
+export interface ExecutionCacheStats {
+  /** Executions kept warm now, and an estimate of the memory they take (bytes, from their step records). */
+  runs: number;
+  bytes: number;
+  maxRuns: number;
+  maxBytes: number;
+  /** Warm claims resumed from the cache; warm claims that found nothing to resume (evicted) and replayed. */
+  hits: number;
+  misses: number;
+  /** Executions dropped to stay within maxRuns and maxBytes. */
+  evictions: number;
 }
 
 export interface WorkflowMeta {

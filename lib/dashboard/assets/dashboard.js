@@ -145,11 +145,18 @@ const overviewPage = {
           w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
       section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
         stats.queues.map((q) => [q.name, q.queueDepth, q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
-      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Started', 'Last heartbeat'],
-        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, ago(w.startedAt), ago(w.lastHeartbeatAt)]),
+      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Warm runs', 'Started', 'Last heartbeat'],
+        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, warmRuns(w.executionCache), ago(w.startedAt), ago(w.lastHeartbeatAt)]),
         'No worker is alive.')));
   },
 };
+
+// A worker's cache of warm executions (executionCache): kept / max, and the share of warm claims that resumed one.
+function warmRuns(cache) {
+  if (!cache) return '-';
+  const claims = cache.hits + cache.misses;
+  return claims === 0 ? `${cache.runs} / ${cache.maxRuns}` : `${cache.runs} / ${cache.maxRuns} (${Math.round((100 * cache.hits) / claims)}% hits)`;
+}
 
 function runListPage(params) {
   const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', parentId: params.get('parentId') ?? '', cursor: params.get('cursor') ?? '' };
