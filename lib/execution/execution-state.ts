@@ -53,6 +53,8 @@ export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHand
 export abstract class ExecutionState implements DurableExecution {
   readonly id: string;
   readonly token: string;
+  /** The counter part of the token ('<fence>:<claim id>'), handed to steps (StepContext.fencingToken). */
+  readonly fencingToken: string;
   readonly journal: Journal;
   readonly attempts: StepAttempts;
   readonly commits: CommitBatcher;
@@ -94,6 +96,8 @@ export abstract class ExecutionState implements DurableExecution {
   ) {
     this.id = claim.id;
     this.token = claim.token;
+    const colon = claim.token.indexOf(':');
+    this.fencingToken = colon < 0 ? claim.token : claim.token.slice(0, colon);
     this.leaseHeldUntil = this.claimedAtLocal + (settings.leaseMs ?? 0);
     this.journal = new Journal(this);
     this.attempts = new StepAttempts(this);

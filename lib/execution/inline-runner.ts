@@ -185,7 +185,7 @@ class InlineRun implements DurableExecution {
                 request.timeoutMs,
               )
             : undefined;
-        const step: StepContext = { idempotencyKey, signal: stepController.signal, attempt: entry.attempts };
+        const step: StepContext = { idempotencyKey, signal: stepController.signal, attempt: entry.attempts, fencingToken: '1' };
         try {
           const value = await raceAbort(
             executionScope.run({ execution: this, step }, () => Promise.resolve().then(() => fn(step))),

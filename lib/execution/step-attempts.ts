@@ -79,7 +79,7 @@ export class StepAttempts {
     const run = this.run;
     if (previous || request.timeoutMs !== undefined || run.observation) return this.executeAttempts(field, request, previous);
     const startedAt = run.nextStartTime();
-    const step = new StepCallContext(`${run.id}:${field}`, 1, run);
+    const step = new StepCallContext(`${run.id}:${field}`, 1, run, run.fencingToken);
     let outcome: T | Promise<T>;
     try {
       outcome = executionScope.run({ execution: run, step }, () => request.fn(step));
@@ -134,7 +134,7 @@ export class StepAttempts {
         }
         const onRunAbort = stepController ? () => stepController!.abort(run.signal.reason) : undefined;
         if (onRunAbort) run.signal.addEventListener('abort', onRunAbort, { once: true });
-        const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? run);
+        const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? run, run.fencingToken);
         try {
           const call = () => executionScope.run({ execution: run, step: stepContext }, () => settle(() => request.fn(stepContext)));
           const work = observed ? observed.within(call) : call();

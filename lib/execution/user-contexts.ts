@@ -46,6 +46,7 @@ export class StepCallContext implements StepContext {
     readonly idempotencyKey: string,
     readonly attempt: number,
     source: { readonly signal: AbortSignal },
+    readonly fencingToken: string,
   ) {
     this.#source = source;
   }

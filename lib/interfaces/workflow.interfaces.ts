@@ -58,6 +58,13 @@ export interface StepContext {
   idempotencyKey: string;
   signal: AbortSignal;
   attempt: number;
+  /**
+   * The run's fencing token: a decimal number as a string that grows with every claim of the run (a
+   * worker that takes the run over after a lost lease has a greater one). Hand it to a store that refuses
+   * writes carrying a token older than the newest it has seen, so a stalled worker cannot overwrite the
+   * new owner's work. Compare as numbers (`BigInt(token)`), not as strings.
+   */
+  fencingToken: string;
 }
 
 export interface RunStepOptions<T> {
