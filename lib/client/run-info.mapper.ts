@@ -39,6 +39,9 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
+  if (h.cn) info.continuedAs = h.cn;
+  if (h.cf) info.continuedFrom = h.cf;
+  if (h.fk) info.forkedFrom = h.fk;
   return info;
 }
 

@@ -21,6 +21,7 @@ import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
 import { ResultWaiter } from './result-waiter.js';
+import { liveRunOf } from './run-chain.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
@@ -44,7 +45,7 @@ export class WorkflowClient implements ChildLauncher {
     private readonly redis: WorkflowRedis,
     registry: WorkflowRegistry,
   ) {
-    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
+    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id), (id, shard) => liveRunOf(redis.store, shard, id).then((live) => live?.id));
     this.inspector = new RunInspector(redis, registry);
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);

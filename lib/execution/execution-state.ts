@@ -8,6 +8,10 @@ import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-
 import type { ChildLauncher } from './child-launcher.js';
 import type { DurableExecution, StepRequest } from './execution-scope.js';
 import { Children } from './children.js';
+import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
+import { toPayload } from './payload.js';
+import { EndOfRecords } from './suspension.js';
+import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
@@ -64,6 +68,8 @@ export abstract class ExecutionState implements DurableExecution {
   mode: 'execute' | 'collect' = 'execute';
   /** A non-determinism found during replay fails the run even if the handler caught it. */
   fatal?: NonDeterminismError | NonRetriableError;
+  /** The new run's input (JSON text) once the handler called ctx.continueAsNew. */
+  continuation?: string;
   /** The handler returned or threw (a run whose handler settled does not park). */
   handlerSettled = false;
   observation?: RunObservation;
@@ -154,6 +160,19 @@ export abstract class ExecutionState implements DurableExecution {
       maxAttempts: this.claim.maxAttempts,
       ...(this.claim.parentId ? { parentId: this.claim.parentId } : {}),
     };
+  }
+
+  /** ctx.continueAsNew: recorded here, then the handler is unwound (see ContinueAsNewSignal). */
+  continueAsNew(input: unknown): Promise<never> {
+    try {
+      this.assertExecuting();
+      if (this.mode === 'collect') throw new EndOfRecords();
+      if (this.continuation !== undefined) throw new InvalidArgumentError(CONTINUED_TWICE);
+      this.continuation = toPayload(input ?? null, `The input of ctx.continueAsNew in workflow '${this.workflow}'`, this.settings.maxPayloadBytes) ?? 'null';
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return Promise.reject(new ContinueAsNewSignal());
   }
 
   // ---- the lease and the clocks ----

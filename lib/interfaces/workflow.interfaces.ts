@@ -134,6 +134,14 @@ export interface WorkflowContext<I = unknown> {
   /** Nest logger scoped to the run. */
   logger: LoggerService;
   step: WorkflowStepApi;
+  /**
+   * Ends this execution as `succeeded` (RunInfo.continuedAs names the new run) and starts the same
+   * workflow with `input` and an empty history, in one atomic call: for a loop that would otherwise grow
+   * one run without bound. Never resolves: the handler stops here (code after it does not run, and what it
+   * returns is ignored). A handle of the first run, and a parent waiting for it, get the chain's final
+   * outcome. See docs/versioning.md.
+   */
+  continueAsNew(input: I): Promise<never>;
 }
 
 export interface OnFailureContext<I = unknown> {

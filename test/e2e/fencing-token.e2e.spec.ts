@@ -112,7 +112,7 @@ describe('StepContext.fencingToken (e2e)', () => {
     const got: string[] = [];
     const result = await runInline(
       { execute: async (ctx: WorkflowContext<unknown>) => ctx.step.run('s', (s) => got.push(s.fencingToken)) } as never,
-      { input: {} },
+      { input: {} } as never,
     );
     expect(result.succeeded).toBe(true);
     expect(got).toEqual(['1']);
