@@ -1,6 +1,6 @@
 import type { StoredError } from '../errors/error-codec.js';
 import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
-import { parseStoredStep, type RecordState } from '../execution/step-record.js';
+import { GENERATION_FIELD, parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
 
@@ -54,6 +54,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   const ordered: { n: number; step: StepInfo }[] = [];
   const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
+    if (field === GENERATION_FIELD) continue;
     let stored;
     try {
       stored = parseStoredStep(field, value);
@@ -144,6 +145,7 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
   // by occurrence: sequential steps can commit within one millisecond.
   const stepEvents: { ms: number; start: number; n?: number; event: RunEvent }[] = [];
   for (const [field, value] of Object.entries(steps)) {
+    if (field === GENERATION_FIELD) continue;
     let stored;
     try {
       stored = parseStoredStep(field, value);
