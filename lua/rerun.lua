@@ -114,7 +114,9 @@ local function fork(keys, argv)
   local now = now_ms()
   local now_text = ms(now)
   local status = more and 'scheduled' or 'queued'
-  local fields = { 'wf', s[1], 'q', s[2], 'st', status, 'in', input, 'att', '1', 'ca', now_text, 'fk', source }
+  -- 'fen' 0: a claim reads the records of a run it has a fencing counter for (includes/03-claim.lua); a fork
+  -- has records before its first claim
+  local fields = { 'wf', s[1], 'q', s[2], 'st', status, 'in', input, 'att', '1', 'ca', now_text, 'fk', source, 'fen', '0' }
   if s[3] and tonumber(s[3]) ~= 0 then fields[#fields + 1] = 'pri'; fields[#fields + 1] = s[3] end
   if comp then fields[#fields + 1] = 'comp'; fields[#fields + 1] = '1' end
   -- 'fc': records still on their way (see wf1_fork_more)

@@ -74,7 +74,7 @@ export class RunRecovery {
   /** The run's records in call order (as getRunSteps lists them), each with its stored value. */
   private async orderedRecords(shard: ShardRef, runId: string): Promise<{ ordered: (StoredStep & { value: string })[]; generation: number }> {
     const raw = new Map<string, string>();
-    await this.redis.store.readStepsFrom(shard, runId, '0', raw);
+    await this.redis.store.readStepsPaged(shard, runId, raw);
     const hash = Object.fromEntries(await this.redis.store.withPayloads(shard, raw));
     const generation = hash[GENERATION_FIELD] && /"g":(\d+)/.exec(hash[GENERATION_FIELD]);
 
