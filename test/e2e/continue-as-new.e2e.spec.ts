@@ -3,11 +3,12 @@
  * an empty history, in one call (lua/rerun.lua, wf1_continue). result() of the first handle, a parent
  * waiting for the first run and cancelRun of the first run all reach the chain's live run.
  */
-import { describe, expect, it } from '@jest/globals';
+import { afterAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { CanceledError, Workflow, runInline, type WorkflowContext } from '../../lib/index.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
+import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 
 const executed: Record<string, number> = {};
 
@@ -43,7 +44,7 @@ class Parent {
   }
 }
 
-const start = (url: string, prefix: string): Promise<TestApp> =>
+const start = (url: string | object, prefix: string): Promise<TestApp> =>
   startApp(
     { connection: url, prefix, queues: { 'can-parents': { partitions: 2 }, 'can-children': { partitions: 3 } }, worker: { concurrency: 20, reaperIntervalMs: 20 } } as never,
     [Loop, Parent],
@@ -121,4 +122,30 @@ describe('ctx.continueAsNew (e2e)', () => {
     expect(result.continuedAsNew).toBe(4);
     expect(result.steps.map((s) => s.result)).toEqual([4]);
   });
+});
+
+describe('ctx.continueAsNew on a Redis Cluster (3 primaries)', () => {
+  let cluster: RedisClusterHandle;
+  let app: TestApp;
+
+  afterAll(async () => {
+    await app?.close();
+    await cluster?.stop();
+  });
+
+  it('every execution of a chain stays in the first run\'s shard (one slot per call); a parent in another shard gets the outcome', async () => {
+    cluster = await startCluster({ primaries: 3 });
+    app = await start({ nodes: cluster.nodes }, uniquePrefix('canc'));
+    const runs = await Promise.all([0, 1, 2, 3, 4, 5].map((k) => app.client.emit(Loop, { tag: `cl-${k}`, i: 0, until: 3 })));
+    const outputs = await Promise.all(runs.map((h) => h.result({ timeoutMs: 20_000 })));
+    expect(outputs).toEqual(runs.map(() => ({ done: 3, steps: true })));
+    for (const h of runs) {
+      let id: string | undefined = h.id;
+      while (id) {
+        expect(id.split('.').slice(1)).toEqual(h.id.split('.').slice(1));
+        id = (await app.client.getRun(id))!.continuedAs;
+      }
+    }
+    expect(await app.client.run(Parent, { child: { tag: 'cl-parent', i: 0, until: 2 } }, { timeoutMs: 20_000 })).toEqual({ done: 2, steps: true });
+  }, 90_000);
 });
