@@ -5,7 +5,8 @@
 -- the old run's shard (same queue and partition), so the finish of one and the creation of the next are
 -- one call, on one slot. Fields: 'cn' the run this one continued as, 'cf' the run it continued from,
 -- 'ch' the chain's first run (on every run after the first), 'cl' the chain's latest run (on the first,
--- while it exists), so that a handle of the first run finds the live one in one read.
+-- while it exists), so that a handle of the first run finds the live one in one read. A fork has 'frk' (the
+-- run it was forked from) and, while its records are still being copied, 'fcp'.
 
 -- wf1_continue: the run ends as succeeded, continued as a new run of the same workflow with `input` and no
 -- step records; a parent waiting for the run waits for the new one.
@@ -116,12 +117,12 @@ local function fork(keys, argv)
   local status = more and 'scheduled' or 'queued'
   -- 'fen' 0: a claim reads the records of a run it has a fencing counter for (includes/03-claim.lua); a fork
   -- has records before its first claim
-  local fields = { 'wf', s[1], 'q', s[2], 'st', status, 'in', input, 'att', '1', 'ca', now_text, 'fk', source, 'fen', '0' }
+  local fields = { 'wf', s[1], 'q', s[2], 'st', status, 'in', input, 'att', '1', 'ca', now_text, 'frk', source, 'fen', '0' }
   if s[3] and tonumber(s[3]) ~= 0 then fields[#fields + 1] = 'pri'; fields[#fields + 1] = s[3] end
   if comp then fields[#fields + 1] = 'comp'; fields[#fields + 1] = '1' end
-  -- 'fc': records still on their way (see wf1_fork_more)
+  -- 'fcp': records still on their way (see wf1_fork_more)
   if more then
-    fields[#fields + 1] = 'fc'; fields[#fields + 1] = '1'
+    fields[#fields + 1] = 'fcp'; fields[#fields + 1] = '1'
     fields[#fields + 1] = 'due'; fields[#fields + 1] = ms(now + FORK_COPY_GRACE_MS)
   end
   rcall('HSET', run, unpack(fields))
@@ -146,13 +147,13 @@ local function fork_more(keys, argv)
     return redis.error_reply('ERR wf1_fork_more: ' .. n .. ' records in one call; send at most ' .. FORK_RECORDS_PER_CALL)
   end
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'fc', 'wf', 'pri')
+  local f = rcall('HMGET', run, 'st', 'fcp', 'wf', 'pri')
   if f[1] ~= 'scheduled' or not f[2] then return { 0, f[1] or 'unknown' } end
   copy_records(root, id, argv, 5, n)
   if argv[3] == '1' then rcall('HSET', run, 'comp', '1') end
   if argv[2] == '1' then
     local now = now_ms()
-    rcall('HDEL', run, 'fc', 'due')
+    rcall('HDEL', run, 'fcp', 'due')
     rcall('HSET', run, 'st', 'queued')
     rcall('ZREM', root .. ':timers', id)
     count_move(root, f[3], id, 'scheduled', 'queued')

@@ -41,7 +41,7 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.wk) info.workerId = h.wk;
   if (h.cn) info.continuedAs = h.cn;
   if (h.cf) info.continuedFrom = h.cf;
-  if (h.fk) info.forkedFrom = h.fk;
+  if (h.frk) info.forkedFrom = h.frk;
   return info;
 }
 

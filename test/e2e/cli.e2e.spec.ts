@@ -321,7 +321,7 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     const retried = await cli(['runs', 'retry', id, '--from-step', 'call-partner', ...conn(), '--json']);
     expect(retried.code).toBe(0);
     await waitFor(async () => (await json<{ run: RunInfo }>(['runs', 'show', id])).run.status === 'succeeded', 15_000, 200);
-  });
+  }, 90_000);
 });
 
 describe('CLI against a Redis Cluster (3 primaries): detected from one node, or --cluster with seeds', () => {
