@@ -42,7 +42,8 @@ export class RunRecovery {
       .filter(copied)
       .map((s) => ({ field: s.field, value: s.value, compensates: s.record.c === 1 }));
     const forkId = this.redis.keys.newRunId(shard);
-    await this.redis.store.fork(shard, forkId, runId, input, records);
+    const made = await this.redis.store.fork(shard, forkId, runId, input, records);
+    if (made.status === 'NO_SOURCE') throw new RunNotFoundError(runId);
     return forkId;
   }
 

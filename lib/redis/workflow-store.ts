@@ -119,7 +119,9 @@ export class WorkflowStore extends RunTransitions {
     };
     const [first, ...rest] = chunks.length > 0 ? chunks : [[]];
     const [created, status] = (await this.fcall('wf1_fork', [root], [runId, sourceId, input, rest.length > 0 ? '1' : '0', ...chunkArgs(first)])) as [number, string];
-    if (created !== 1) return { created: false, status };
+    // The id is new: a run under it is this call's own, applied already (a resend after a reconnect), and
+    // one still 'scheduled' waits for the rest of its records.
+    if (created !== 1 && !(status === 'scheduled' && rest.length > 0)) return { created: status !== 'NO_SOURCE', status };
     for (let i = 0; i < rest.length; i += 1) {
       const [last, comp, ...tail] = [i === rest.length - 1 ? '1' : '0', ...chunkArgs(rest[i])];
       await this.fcall('wf1_fork_more', [root], [runId, last, comp, ...tail]);
@@ -139,7 +141,8 @@ export class WorkflowStore extends RunTransitions {
     chunks.push([last]);
     for (let i = 0; i < chunks.length; i += 1) {
       const reply = (await this.fcall('wf1_forget', [root], [runId, i === 0 ? '1' : '0', i === chunks.length - 1 ? '1' : '0', generation, ...chunks[i]])) as [number, string?];
-      if (reply[0] !== 1) return { ok: false, status: reply[1] };
+      // the last call queues the run: a resend of it after a reconnect finds the run queued already
+      if (reply[0] !== 1 && !(i === chunks.length - 1 && reply[1] === 'queued')) return { ok: false, status: reply[1] };
     }
     return { ok: true };
   }
