@@ -64,7 +64,11 @@ export function registerCommands(program: Command, io: CliIo): void {
         if (!run) throw notFound(id, flags);
         if (!canceled) throw new CliError(`Run ${id} is ${run.status}: only a run that has not finished can be canceled. Nothing was changed.`, EXIT.failed);
         print(io, flags, { canceled: true, run }, () =>
-          run.status === 'canceled' ? `Canceled run ${id}.` : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
+          run.status === 'canceled'
+            ? `Canceled run ${id}.`
+            : run.continuedAs
+              ? `Canceled the live run of the chain that run ${id} continued into (follow it with: runs show ${run.continuedAs}).`
+              : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
         );
       }),
     );
