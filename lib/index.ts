@@ -6,6 +6,7 @@ export { runInline } from './execution/inline-runner.js';
 export type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from './interfaces/inline.interfaces.js';
 export type { ForkRunOptions, RetryRunOptions } from './client/run-recovery.js';
 export type { FaultInjection, FaultKind, InjectedFault } from './interfaces/fault-injection.interfaces.js';
+export type { RedisCompensation, RedisStepOptions, RedisTx, RedisTxValue } from './interfaces/redis-step.interfaces.js';
 export * from './errors/index.js';
 export type * from './interfaces/module-options.interface.js';
 export type * from './interfaces/workflow.interfaces.js';
