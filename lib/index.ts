@@ -7,6 +7,7 @@ export { aesGcmCodec, type AesGcmCodecOptions } from './codecs/aes-gcm.codec.js'
 export { compressionCodec, chainCodecs, type CompressionCodecOptions } from './codecs/compression.codec.js';
 export type { PayloadCodec } from './codecs/payload-codec.js';
 export type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from './interfaces/inline.interfaces.js';
+export type { ForkRunOptions, RetryRunOptions } from './client/run-recovery.js';
 export type { FaultInjection, FaultKind, InjectedFault } from './interfaces/fault-injection.interfaces.js';
 export type { RedisCompensation, RedisStepOptions, RedisTx, RedisTxValue } from './interfaces/redis-step.interfaces.js';
 export * from './errors/index.js';

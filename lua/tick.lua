@@ -101,10 +101,36 @@ local function fail_past_deadline(root, now, batch)
   end)
 end
 
-local EXPIRY_FIELDS = { 'wf', 'st', 'ik' }
+-- The first run of a chain made by continue-as-new (lua/rerun.lua; 'cl' names the latest) is kept while the
+-- chain lives, so that its handle, its idempotency key and its parents still reach the live run: as a stub
+-- (its run hash and history; its step records go at its retention) until the last run of the chain is
+-- deleted. Rechecked this often while the chain runs.
+local CHAIN_RECHECK_MS = 60000
+
+-- Returns true when the chain `id` heads is still to be kept (and reschedules it), false when it can go.
+local function keeps_chain_head(root, id, now)
+  local live = chain_live(root, id)
+  if live == id then return false end
+  local live_status = rcall('HGET', run_key(root, live), 'st')
+  if not live_status then return false end
+  rcall('UNLINK', steps_key(root, id))
+  if FINAL[live_status] then
+    -- goes with the last run of the chain
+    local due = tonumber(rcall('ZSCORE', root .. ':expiry', live))
+    if not due or due <= now then return false end
+    rcall('ZADD', root .. ':expiry', ms(due), id)
+  else
+    rcall('ZADD', root .. ':expiry', ms(now + CHAIN_RECHECK_MS), id)
+  end
+  return true
+end
+
+local EXPIRY_FIELDS = { 'wf', 'st', 'ik', 'cl' }
 local function delete_expired_runs(root, now, batch)
   return for_due_runs(root, ':expiry', now, batch, EXPIRY_FIELDS, function(id, run, f)
-    if f[1] and rcall('ZSCORE', root .. ':pwq', id) then
+    if f[4] and keeps_chain_head(root, id, now) then
+      return
+    elseif f[1] and rcall('ZSCORE', root .. ':pwq', id) then
       -- parents still to be told its outcome (see tell_waiting_parents): kept a little longer
       rcall('ZADD', root .. ':expiry', ms(now + 1000), id)
     elseif f[1] and not release_shared_payloads(root, id) then

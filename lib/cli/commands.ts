@@ -64,16 +64,21 @@ export function registerCommands(program: Command, io: CliIo): void {
         if (!run) throw notFound(id, flags);
         if (!canceled) throw new CliError(`Run ${id} is ${run.status}: only a run that has not finished can be canceled. Nothing was changed.`, EXIT.failed);
         print(io, flags, { canceled: true, run }, () =>
-          run.status === 'canceled' ? `Canceled run ${id}.` : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
+          run.status === 'canceled'
+            ? `Canceled run ${id}.`
+            : run.continuedAs
+              ? `Canceled the live run of the chain that run ${id} continued into (follow it with: runs show ${run.continuedAs}).`
+              : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
         );
       }),
     );
 
   withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
-    .action((id: string, flags: CommonFlags) =>
+    .option('--from-step <name>', 'forget the records from this step on (in call order): it and the steps after it run again, with new idempotency keys')
+    .action((id: string, flags: CommonFlags & { fromStep?: string }) =>
       withClient(flags, io, async ({ client }) => {
         try {
-          await client.retryRun(id);
+          await client.retryRun(id, { fromStep: flags.fromStep });
         } catch (error) {
           if (error instanceof RunNotFoundError) throw notFound(id, flags);
           if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
@@ -81,6 +86,24 @@ export function registerCommands(program: Command, io: CliIo): void {
         }
         const run = await client.getRun(id);
         print(io, flags, { retried: true, run }, () => `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}. Follow it with: runs show ${id}`);
+      }),
+    );
+
+  withCommonOptions(runs.command('fork').argument('<runId>').description('a new run of a finished run\'s workflow on today\'s code, with copies of its records before a step'))
+    .option('--from-step <name>', 'the first step to execute again (default: the first that did not succeed)')
+    .option('--input <json>', "the fork's input as JSON (default: the run's input)", jsonArg)
+    .action((id: string, flags: CommonFlags & { fromStep?: string; input?: { value: unknown } }) =>
+      withClient(flags, io, async ({ client }) => {
+        let forkId: string;
+        try {
+          forkId = (await client.forkRun(id, { fromStep: flags.fromStep, input: flags.input?.value })).id;
+        } catch (error) {
+          if (error instanceof RunNotFoundError) throw notFound(id, flags);
+          if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
+          throw error;
+        }
+        const run = await client.getRun(forkId);
+        print(io, flags, { forked: true, run }, () => `Forked run ${id} as ${forkId}: it is ${run?.status ?? 'queued'}. Follow it with: runs show ${forkId}`);
       }),
     );
 
@@ -121,6 +144,14 @@ export function registerCommands(program: Command, io: CliIo): void {
         print(io, flags, stats, () => statsView(stats, flags.prefix, Date.now(), width()));
       }),
     );
+}
+
+function jsonArg(text: string): { value: unknown } {
+  try {
+    return { value: JSON.parse(text) };
+  } catch {
+    throw new InvalidArgumentError('Use JSON, e.g. --input \'{"orderId":"o-1"}\' (quote it for the shell).');
+  }
 }
 
 function cursorArg(text: string): string {

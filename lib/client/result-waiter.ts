@@ -46,6 +46,8 @@ export class ResultWaiter {
   constructor(
     private readonly redis: WorkflowRedis,
     private readonly readRun: (runId: string) => Promise<RunInfo | null>,
+    /** The live run of the chain `runId` continued into (ctx.continueAsNew), or undefined when none is retained. */
+    private readonly followChain: (runId: string, shard: ShardRef) => Promise<string | undefined> = async () => undefined,
   ) {
     redis.subscriber.onReconnect(() => {
       for (const set of this.waiters.values()) for (const waiter of set) waiter.check();
@@ -59,6 +61,7 @@ export class ResultWaiter {
   async wait<O>(runId: string, shard: ShardRef, timeoutMs?: number): Promise<O> {
     // '<done channel>v' carries the outcome with the id (the done channel itself only the id, for older builds).
     const channel = this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard));
+    const startedAt = Date.now();
     return new Promise<O>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -69,6 +72,7 @@ export class ResultWaiter {
           this.readRun(runId).then(
             (run) => {
               if (!run) return finish(() => reject(new RunNotFoundError(runId)));
+              if (run.status === 'succeeded' && run.continuedAs) return finish(() => this.followed<O>(runId, shard, timeoutMs, startedAt).then(resolve, reject));
               if (FINAL.has(run.status)) finish(() => settle(run, resolve, reject));
             },
             (error) => {
@@ -113,6 +117,13 @@ export class ResultWaiter {
         () => waiter.check(),
       );
     });
+  }
+
+  /** The run continued as a new run: the wait goes on with the chain's live run, within what is left of its timeout. */
+  private async followed<O>(runId: string, shard: ShardRef, timeoutMs: number | undefined, startedAt: number): Promise<O> {
+    const live = await this.followChain(runId, shard);
+    if (!live) throw new RunNotFoundError(runId);
+    return this.wait<O>(live, shard, timeoutMs === undefined ? undefined : Math.max(0, timeoutMs - (Date.now() - startedAt)));
   }
 
   private async listen(channel: string): Promise<void> {

@@ -1,7 +1,7 @@
 import { decodeStoredValue } from '../codecs/payload-codec.js';
 import type { StoredError } from '../errors/error-codec.js';
 import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
-import { parseStoredStep, type RecordState } from '../execution/step-record.js';
+import { GENERATION_FIELD, parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
 
@@ -48,6 +48,9 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
+  if (h.cn) info.continuedAs = h.cn;
+  if (h.cf) info.continuedFrom = h.cf;
+  if (h.frk) info.forkedFrom = h.frk;
   return info;
 }
 
@@ -60,6 +63,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   const ordered: { n: number; step: StepInfo }[] = [];
   const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
+    if (field === GENERATION_FIELD) continue;
     let stored;
     try {
       stored = parseStoredStep(field, value);
@@ -150,6 +154,7 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
   // by occurrence: sequential steps can commit within one millisecond.
   const stepEvents: { ms: number; start: number; n?: number; event: RunEvent }[] = [];
   for (const [field, value] of Object.entries(steps)) {
+    if (field === GENERATION_FIELD) continue;
     let stored;
     try {
       stored = parseStoredStep(field, value);

@@ -44,7 +44,7 @@ export class Children {
         return this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
       }
       if (run.mode === 'collect') throw new EndOfRecords();
-      const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
+      const generation = Math.max(run.journal.generationFloor, retryFailed ? (stored!.record.g ?? 0) + 1 : 0);
       const start = this.childStart(field, generation, workflow, input, opts, field, undefined);
       if (!retryFailed) {
         // A child in this shard is created by the call that parks the run: one call fewer per child, and
@@ -89,7 +89,7 @@ export class Children {
     if (run.mode === 'collect') throw new EndOfRecords();
     return run.parking.track(async () => {
       await run.commits.flush();
-      const child = await run.settings.children.startChild(this.childStart(field, 0, workflow, input, opts, undefined, opts.runAt));
+      const child = await run.settings.children.startChild(this.childStart(field, run.journal.generationFloor, workflow, input, opts, undefined, opts.runAt));
       await run.commits.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded', n: run.journal.position(field) }, JSON.stringify(child.id)), {
         childId: child.id,
       });

@@ -8,6 +8,10 @@ import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-
 import type { ChildLauncher } from './child-launcher.js';
 import type { DurableExecution, StepRequest } from './execution-scope.js';
 import { Children } from './children.js';
+import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
+import { toPayload } from './payload.js';
+import { EndOfRecords } from './suspension.js';
+import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
@@ -63,6 +67,11 @@ export abstract class ExecutionState implements DurableExecution {
   readonly id: string;
   /** The claim's fencing token; a warm resume (RunExecution.resume) takes the new claim's. */
   token: string;
+  /** The counter part of the token ('<fence>:<claim id>'), handed to steps (StepContext.fencingToken). */
+  get fencingToken(): string {
+    const colon = this.token.indexOf(':');
+    return colon < 0 ? this.token : this.token.slice(0, colon);
+  }
   readonly journal: Journal;
   readonly attempts: StepAttempts;
   readonly commits: CommitBatcher;
@@ -72,6 +81,8 @@ export abstract class ExecutionState implements DurableExecution {
   mode: 'execute' | 'collect' = 'execute';
   /** A non-determinism found during replay fails the run even if the handler caught it. */
   fatal?: NonDeterminismError | NonRetriableError;
+  /** The new run's input (JSON text) once the handler called ctx.continueAsNew. */
+  continuation?: string;
   /** The handler returned or threw (a run whose handler settled does not park). */
   handlerSettled = false;
   /** A durable call of the handler was refused because the run was parking or stopped (see assertExecuting). */
@@ -168,6 +179,19 @@ export abstract class ExecutionState implements DurableExecution {
       maxAttempts: this.claim.maxAttempts,
       ...(this.claim.parentId ? { parentId: this.claim.parentId } : {}),
     };
+  }
+
+  /** ctx.continueAsNew: recorded here, then the handler is unwound (see ContinueAsNewSignal). */
+  continueAsNew(input: unknown): Promise<never> {
+    try {
+      this.assertExecuting();
+      if (this.mode === 'collect') throw new EndOfRecords();
+      if (this.continuation !== undefined) throw new InvalidArgumentError(CONTINUED_TWICE);
+      this.continuation = toPayload(input ?? null, `The input of ctx.continueAsNew in workflow '${this.workflow}'`, this.settings.maxPayloadBytes) ?? 'null';
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return Promise.reject(new ContinueAsNewSignal());
   }
 
   // ---- the lease and the clocks ----

@@ -4,7 +4,7 @@ import { NonDeterminismError, NonRetriableError } from '../errors/workflow.error
 import { asStoredText } from '../redis/keys.js';
 import { checkStepName } from './call-limits.js';
 import type { ExecutionState } from './execution-state.js';
-import { parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
+import { GENERATION_FIELD, parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
 
 /**
  * The replay journal of one execution: the run's step records (as claimed, read, or committed by this
@@ -18,6 +18,8 @@ export class Journal {
   readonly steps = new Map<string, StoredStep>();
   /** Step records of the claim that could not be parsed (damaged in Redis). */
   unreadableRecords?: string[];
+  /** The run's step generation after retries from a step (GENERATION_FIELD): the least a step executed again gets. */
+  generationFloor = 0;
   /** A record names an event's payload instead of carrying it: read before the replay (prepare). */
   namesPayloads = false;
   private readonly occurrences = new Map<string, number>();
@@ -31,6 +33,7 @@ export class Journal {
   constructor(private readonly run: ExecutionState) {
     const claimed = run.claim.steps;
     this.knownFields = new Set(claimed.keys());
+    if (claimed.has(GENERATION_FIELD)) this.knownFields.delete(GENERATION_FIELD);
     for (const [field, value] of claimed) {
       this.keepStored(field, value);
       if (value.includes(',"rp":"')) this.namesPayloads = true;
@@ -55,7 +58,7 @@ export class Journal {
     const read = cursor === undefined ? Promise.resolve() : run.store.readStepsFrom(run.shard, run.id, cursor, more);
     return read.then(() => {
       for (const [field, value] of more) {
-        this.knownFields.add(field);
+        if (field !== GENERATION_FIELD) this.knownFields.add(field);
         run.claim.steps.set(field, value);
       }
       return run.store.withPayloads(run.shard, run.claim.steps);
@@ -83,6 +86,11 @@ export class Journal {
   }
 
   private keepStored(field: string, value: string): void {
+    if (field === GENERATION_FIELD) {
+      const generation = /"g":(\d+)/.exec(value);
+      this.generationFloor = generation ? Number(generation[1]) : 0;
+      return;
+    }
     if (!this.steps.has(field)) this.bytes += recordBytes(field, value.length);
     try {
       this.steps.set(field, parseStoredStep(field, value));

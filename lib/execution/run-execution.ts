@@ -207,6 +207,7 @@ export class RunExecution extends ExecutionState {
   private succeed(output: unknown): ExecutionOutcome | Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
     if (this.fatal) return this.fail(this.fatal);
+    if (this.continuation !== undefined) return this.continueRun(this.continuation);
     let text: string;
     try {
       text = toPayload(output, `The output of workflow '${this.claim.workflow}'`, this.settings.maxPayloadBytes) ?? 'null';
@@ -245,6 +246,28 @@ export class RunExecution extends ExecutionState {
     );
   }
 
+  /**
+   * ctx.continueAsNew was called: this execution ends as succeeded and the new run (same shard, same
+   * workflow, `input`, no records) is created in the same call, with the step records not committed yet.
+   */
+  private async continueRun(input: string): Promise<ExecutionOutcome> {
+    let steps: PendingCommit[];
+    try {
+      steps = this.commits.flushing ? await this.commits.takeAfterFlush() : this.commits.takeNow();
+    } catch {
+      return this.stopped;
+    }
+    if (this.state !== 'executing') return this.stopped;
+    const newRunId = this.store.keys.newRunId(this.shard);
+    const result = await this.store.continueAsNew(this.shard, this.id, this.token, newRunId, input, this.settings.retentionMs.succeeded, steps);
+    if (result.ok) {
+      const committedAt = Math.round(this.serverNow());
+      for (const step of steps) step.committed(this.journal.remember(step.field, committedAt, 'S', step.parsed));
+      this.logger.debug?.(`Continued as new run ${newRunId}`);
+    }
+    return this.afterTransition(result, 'succeeded');
+  }
+
   /** Runs the workflow's handler from the top, with the step API that routes each call to its part. */
   runHandler(): Promise<unknown> {
     const ctx = new HandlerContext(this, this.input, this.runMeta(), {
@@ -271,6 +294,7 @@ export class RunExecution extends ExecutionState {
 
   private async fail(thrown: unknown): Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
+    if (this.continuation !== undefined && !this.fatal) return this.continueRun(this.continuation);
     try {
       // The steps that succeeded before the failure are committed: their compensations are known then.
       await this.commits.flush();

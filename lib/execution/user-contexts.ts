@@ -15,6 +15,7 @@ import type { RunMeta, StepContext, WorkflowContext, WorkflowStepApi } from '../
 export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
+  continueAsNew(input: unknown): Promise<never>;
 }
 
 export class HandlerContext<I> implements WorkflowContext<I> {
@@ -36,6 +37,10 @@ export class HandlerContext<I> implements WorkflowContext<I> {
   get logger(): LoggerService {
     return this.#source.logger;
   }
+
+  continueAsNew(input: I): Promise<never> {
+    return this.#source.continueAsNew(input);
+  }
 }
 
 export class StepCallContext implements StepContext {
@@ -46,6 +51,7 @@ export class StepCallContext implements StepContext {
     readonly idempotencyKey: string,
     readonly attempt: number,
     source: { readonly signal: AbortSignal },
+    readonly fencingToken: string,
   ) {
     this.#source = source;
   }

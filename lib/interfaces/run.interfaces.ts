@@ -37,6 +37,12 @@ export interface RunInfo<I = unknown, O = unknown> {
   waitingFor?: unknown;
   /** The worker that holds or last held the run. */
   workerId?: string;
+  /** This execution ended with ctx.continueAsNew: the run that took over (a `succeeded` run without output). */
+  continuedAs?: string;
+  /** The run whose ctx.continueAsNew started this one. */
+  continuedFrom?: string;
+  /** The run this one was forked from (client.forkRun). */
+  forkedFrom?: string;
 }
 
 export type StepStatus = 'succeeded' | 'failed' | 'waiting' | 'compensated';

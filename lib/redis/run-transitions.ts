@@ -206,6 +206,35 @@ export abstract class RunTransitions extends WorkflowReads {
     });
   }
 
+  /**
+   * The run ends as succeeded, continued as the new run `newRunId` (in the same shard) of the same workflow
+   * with `input` and no records (lua/rerun.lua, wf1_continue): one call, so no crash can leave one without
+   * the other. `steps`: records not committed yet, written with it.
+   */
+  continueAsNew(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    newRunId: string,
+    input: string,
+    retentionMs: number,
+    steps: readonly { field: string; record: string }[] = [],
+  ): Promise<TransitionResult> {
+    if (steps.length > COMPLETE_RECORDS_PER_CALL) {
+      const early = steps.slice(0, steps.length - COMPLETE_RECORDS_PER_CALL);
+      return Promise.all(early.map((step) => this.commitStep(shard, runId, token, step.field, 'S', step.record))).then((results) => {
+        const refused = results.find((result) => !result.ok);
+        return refused && !refused.ok ? refused : this.continueAsNew(shard, runId, token, newRunId, input, retentionMs, steps.slice(early.length));
+      });
+    }
+    const args: (string | number)[] = [runId, token, newRunId, input, retentionMs, steps.length];
+    for (const step of steps) args.push(step.field, step.record);
+    return this.transition('wf1_continue', [this.root(shard)], args, (reply) => {
+      const parts = reply as [number, string];
+      return parts[0] === 1 ? { ok: true as const } : { ok: false as const, reason: parts[1] };
+    });
+  }
+
   fail(
     shard: ShardRef,
     runId: string,

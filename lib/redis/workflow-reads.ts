@@ -94,6 +94,17 @@ export abstract class WorkflowReads extends FunctionCalls {
     } while (at !== '0');
   }
 
+  /** Every step record of a run, a page per command (a run of 10,000 records is never read in one). */
+  async readStepsPaged(shard: ShardRef, runId: string, into: Map<string, string>): Promise<void> {
+    const key = this.keys.steps(this.root(shard), runId);
+    let at = '0';
+    do {
+      const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
+      for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
+      at = next;
+    } while (at !== '0');
+  }
+
   async readSteps(shard: ShardRef, runId: string): Promise<Record<string, string>> {
     const records = await this.guard(() => this.client.hgetall(this.keys.steps(this.root(shard), runId)));
     const resolved = await this.withPayloads(shard, new Map(Object.entries(records)));

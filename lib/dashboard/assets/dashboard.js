@@ -243,6 +243,9 @@ function facts(run) {
     run.finishedAt ? ['Finished', h('span', {}, time(run.finishedAt), ` (took ${took(run.startedAt ?? run.createdAt, run.finishedAt)})`)] : null,
     run.idempotencyKey ? ['Idempotency key', h('span', { class: 'mono' }, run.idempotencyKey)] : null,
     run.parentId ? ['Parent', h('a', { href: runHref(run.parentId), class: 'mono parent-link' }, run.parentId)] : null,
+    run.continuedFrom ? ['Continued from', h('a', { href: runHref(run.continuedFrom), class: 'mono continued-from-link' }, run.continuedFrom)] : null,
+    run.continuedAs ? ['Continued as', h('a', { href: runHref(run.continuedAs), class: 'mono continued-as-link' }, run.continuedAs)] : null,
+    run.forkedFrom ? ['Forked from', h('a', { href: runHref(run.forkedFrom), class: 'mono forked-from-link' }, run.forkedFrom)] : null,
     run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
   ].filter(Boolean);
   return h('dl', { class: 'facts' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
