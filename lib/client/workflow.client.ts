@@ -72,6 +72,10 @@ export class WorkflowClient implements ChildLauncher {
     return this.emitter.childInShard(start, parentShard);
   }
 
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+    return this.emitter.graphNodeRun(start, parentShard);
+  }
+
   childRunId(start: ChildStart): string {
     const target = this.targets.forChild(start);
     const shard = this.targets.pickShard(start.queue ?? target.options.queue, target, start.idempotencyKey, start.seed);

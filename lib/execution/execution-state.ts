@@ -6,6 +6,7 @@ import type { ExecutionObserver, RunObservation } from '../observability/workflo
 import type { ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-store.js';
 import type { ChildLauncher } from './child-launcher.js';
+import { Graphs } from './graphs.js';
 import type { DurableExecution, StepRequest } from './execution-scope.js';
 import { Children } from './children.js';
 import { CommitBatcher } from './commit-batcher.js';
@@ -70,6 +71,9 @@ export abstract class ExecutionState implements DurableExecution {
   protected abortReason?: Error;
   private waitsPart?: Waits;
   private childrenPart?: Children;
+  private graphsPart?: Graphs;
+  /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
+  dependencies?: Record<string, unknown>;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
   /** Created when someone asks for the signal: most runs never do, and a controller per run costs. */
@@ -117,6 +121,11 @@ export abstract class ExecutionState implements DurableExecution {
   /** Child workflows, made on the first. */
   get children(): Children {
     return (this.childrenPart ??= new Children(this));
+  }
+
+  /** Graphs of child runs, made on the first. */
+  get graphs(): Graphs {
+    return (this.graphsPart ??= new Graphs(this));
   }
 
   /** Compensations and @OnFailure, made on the first compensated step or at the final failure. */
