@@ -161,7 +161,7 @@ local function tick(keys, argv)
   -- other shards this adds, due now)
   local _, parents_left = tell_waiting_parents(root, now, batch)
   if parents_left then more = 1 end
-  if release_graph_nodes(root, now, math.min(batch, 128)) then more = 1 end
+  if release_graph_nodes(root, now, math.min(batch, GRAPH_RELEASES_PER_TICK)) then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
   -- An event's fan-out whose sender stopped: its next page of waiters goes to the outbox due now, so that
   -- this call hands their deliveries to the caller below (one page per call: a page is EVENT_WAITERS_PER_CALL),
