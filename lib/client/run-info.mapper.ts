@@ -72,6 +72,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
     if (r.r !== undefined) info.result = r.r;
     if (r.id !== undefined && (r.k === 'child' || r.k === 'child-emit')) info.childRunId = r.id;
     if (r.k === 'child-emit' && typeof r.r === 'string') info.childRunId = r.r;
+    if (r.k === 'graph' && r.gid !== undefined) info.graphId = r.gid;
     if (r.ev !== undefined) info.event = { name: r.ev, ...(r.key ? { key: r.key } : {}) };
     if (r.e) info.error = r.e;
     if (status === 'succeeded' || status === 'failed' || status === 'compensated') {

@@ -231,7 +231,7 @@ describe('ctx.step.graph: a DAG of child runs resolved in Redis (e2e)', () => {
       ['unknown-workflow', /graph node 'a': Unknown workflow 'no-such-workflow'/],
       ['other-queue', /lives in queue 'elsewhere', but the nodes of a graph run in their parent's queue/],
     ];
-    for (const [kind, message] of expectations) {
+    for (const [kind, message] of expectations as ['unknown-after' | 'cycle' | 'unknown-workflow' | 'other-queue', RegExp][]) {
       const handle = await app.client.emit(BadGraphWorkflow, { kind });
       await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(message);
       expect((await app.client.listRuns({ parentId: handle.id })).runs).toHaveLength(0);
