@@ -44,9 +44,11 @@ local function graph_start_node(root, g, gid, j, parent, queue, now, now_text)
   rcall('SADD', children_key(root, parent), id)
 end
 
+-- Workers are told when the queue stops being empty: every tick reports the queue's next due time
+-- (all are due at once), so a skip cascade of 10,000 nodes sends one message, not 10,000.
 local function graph_queue_release(root, item, now)
-  rcall('ZADD', root .. ':gq', ms(now), item)
-  notify_workers(root, 't' .. ms(now))
+  local key = root .. ':gq'
+  if rcall('ZADD', key, ms(now), item) == 1 and rcall('ZCARD', key) == 1 then notify_workers(root, 't' .. ms(now)) end
 end
 
 -- The graph is over: its parent's step gets `state` ('S' or 'F') and `json`, and the parent wakes.
