@@ -35,7 +35,8 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.due && Number(h.due) > Number(h.ca)) info.scheduledFor = iso(h.due);
   if (h.sa) info.startedAt = iso(h.sa);
   if (h.fa) info.finishedAt = iso(h.fa);
-  if (h.par) info.parentId = h.par;
+  // a graph's node: '<parent>|<graph id>|<node>' (lua/includes/05-graph.lua)
+  if (h.par) info.parentId = h.par.split('|')[0];
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;

@@ -126,7 +126,7 @@ end
 local MANY_PARENTS = '*'
 
 -- A run's 'pf' when it is a node of a graph (ctx.step.graph): no parent step waits for it, the graph does
--- (its 'gn' names the graph and the node). Set in 'pf' because every final transition reads 'pf' already,
+-- (its 'par' names the parent, the graph and the node). Set in 'pf' because every final transition reads 'pf' already,
 -- so an ordinary run pays nothing for graphs. graph_node_done is defined in includes/05-graph.lua.
 local GRAPH_NODE = '#'
 local graph_node_done

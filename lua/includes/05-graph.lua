@@ -17,7 +17,9 @@
 --   <root>:gr:<run id>   the graph ids of a run (set), deleted with the run
 --   <root>:gq            nodes whose dependents are still to be released, '<graph id>|<i>' ('|r': the
 --                        roots), by due time (zset): worked off by housekeeping (wf1_tick)
--- A node run's 'pf' is GRAPH_NODE and its 'gn' is '<graph id>|<i>'.
+-- A node run's 'pf' is GRAPH_NODE and its 'par' is '<parent id>|<graph id>|<i>': the claim reads 'par' for
+-- every run already, so a worker learns that a run is a graph's node (and where its dependencies' outputs
+-- are) without a field read more per claim. Run ids and graph ids have no '|'.
 -- Bounded work: a completion releases at most GRAPH_RELEASES_PER_CALL dependents of its node (about 0.35 ms),
 -- a housekeeping call at most GRAPH_RELEASES_PER_TICK (about 1.5 ms; a node's run costs about 20 µs to
 -- create), so a node with 10,000 dependents, or 10,000 roots, is released over many calls. The cursor moves
@@ -36,8 +38,8 @@ local function graph_start_node(root, g, gid, j, parent, queue, now, now_text)
   rcall('HDEL', g, 'i' .. j)
   local run = run_key(root, id)
   if rcall('EXISTS', run) == 1 then return end
-  rcall('HSET', run, 'wf', wf, 'q', queue, 'st', 'queued', 'in', f[2], 'att', '1', 'ca', now_text, 'par', parent,
-    'pf', GRAPH_NODE, 'gn', gid .. '|' .. j, 'hn', '1')
+  rcall('HSET', run, 'wf', wf, 'q', queue, 'st', 'queued', 'in', f[2], 'att', '1', 'ca', now_text,
+    'par', parent .. '|' .. gid .. '|' .. j, 'pf', GRAPH_NODE, 'hn', '1')
   count_move(root, wf, id, nil, 'queued')
   make_ready(root, id, wf, '0', now)
   -- the parent's children: listRuns({ parentId }) lists them, and a cancel of the parent cancels them
@@ -122,11 +124,9 @@ end
 -- or canceled run; `payload`: its output or error text. A repeat (the node was told already, or it was
 -- retried by hand after the graph recorded it) changes nothing.
 graph_node_done = function(root, id, state, payload, now)
-  local f = rcall('HMGET', run_key(root, id), 'gn', 'st')
-  local gn = f[1]
-  if not gn then return end
-  local bar = string.find(gn, '|', 1, true)
-  local gid, i = string.sub(gn, 1, bar - 1), string.sub(gn, bar + 1)
+  local f = rcall('HMGET', run_key(root, id), 'par', 'st')
+  local gid, i = string.match(f[1] or '', '^[^|]*|([^|]*)|(%d+)$')
+  if not gid then return end
   local g = graph_key(root, gid)
   if rcall('HGET', g, 's' .. i) ~= 'R' then return end
   local s = state == 'S' and 'S' or (f[2] == 'canceled' and 'C' or 'F')
