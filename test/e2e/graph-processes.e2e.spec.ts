@@ -56,5 +56,5 @@ describe('a graph of child runs survives a worker SIGKILLed mid-graph (real proc
     // the parent executed once before the graph and once after (plus once if it was in flight at the kill: it was parked)
     expect(Number(counts[`parent:${parent.id}`])).toBe(2);
     // (the first worker of a run after lib/ changed compiles the fixtures: up to a minute on a busy machine)
-  }, 120_000);
+  }, 180_000);
 });

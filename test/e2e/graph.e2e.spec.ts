@@ -88,11 +88,14 @@ class PoliciesWorkflow {
   }
 }
 
+type BadKind = 'unknown-after' | 'cycle' | 'unknown-workflow' | 'other-queue' | 'too-big';
+
 @Workflow('g-bad-graph', { maxAttempts: 1 })
 @Injectable()
 class BadGraphWorkflow {
-  async execute(ctx: WorkflowContext<{ kind: 'unknown-after' | 'cycle' | 'unknown-workflow' | 'other-queue' }>) {
-    const graphs: Record<string, Record<string, GraphNode>> = {
+  async execute(ctx: WorkflowContext<{ kind: BadKind }>) {
+    const graphs: Record<BadKind, Record<string, GraphNode>> = {
+      'too-big': Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`n${i}`, { workflow: TaskWorkflow }])),
       'unknown-after': { a: { workflow: TaskWorkflow, after: ['nope'] } },
       cycle: { a: { workflow: TaskWorkflow, after: ['c'] }, b: { workflow: TaskWorkflow, after: ['a'] }, c: { workflow: TaskWorkflow, after: ['b'] } },
       'unknown-workflow': { a: { workflow: 'no-such-workflow' } },
@@ -230,8 +233,9 @@ describe('ctx.step.graph: a DAG of child runs resolved in Redis (e2e)', () => {
       ['cycle', /the graph has a cycle through 'a', 'b', 'c'/],
       ['unknown-workflow', /graph node 'a': Unknown workflow 'no-such-workflow'/],
       ['other-queue', /lives in queue 'elsewhere', but the nodes of a graph run in their parent's queue/],
+      ['too-big', /10001 nodes; a graph has at most 10000/],
     ];
-    for (const [kind, message] of expectations as ['unknown-after' | 'cycle' | 'unknown-workflow' | 'other-queue', RegExp][]) {
+    for (const [kind, message] of expectations as [BadKind, RegExp][]) {
       const handle = await app.client.emit(BadGraphWorkflow, { kind });
       await expect(handle.result({ timeoutMs: 10_000 })).rejects.toThrow(message);
       expect((await app.client.listRuns({ parentId: handle.id })).runs).toHaveLength(0);
