@@ -57,4 +57,33 @@ describe('a graph of child runs survives a worker SIGKILLed mid-graph (real proc
     expect(Number(counts[`parent:${parent.id}`])).toBe(2);
     // (the first worker of a run after lib/ changed compiles the fixtures: up to a minute on a busy machine)
   }, 180_000);
+
+  it('a worker killed between the calls that write a large graph: the next attempt writes it again, every node runs once', async () => {
+    const redis = await startRedis();
+    cleanup.push(() => redis.stop());
+    const direct = redisFor(redis.url);
+    cleanup.push(async () => direct.disconnect());
+    const prefix = uniquePrefix('graph-stage-kill');
+    const effects = `${prefix}:effects`;
+    const env = { REDIS_URL: redis.url, PREFIX: prefix, LEASE_MS: '1000', CONCURRENCY: '8' };
+    // 20 levels x 20 wide: 400 nodes, written in 7 calls; killed after the second
+    const dying = await startWorkerProcess('graph-worker', { ...env, WORKER_NAME: 'dying', KILL_AT_STAGE: '2' });
+    cleanup.push(() => dying.stop(1000));
+    const api = await startApp({ connection: redis.url, prefix, worker: false });
+    cleanup.push(() => api.close());
+    const parent = await api.client.emit('graph-parent', { levels: 20, width: 20 });
+    expect(await dying.exited).toBe('SIGKILL');
+    // nothing started: the graph starts only with the park
+    expect((await api.client.listRuns({ parentId: parent.id })).runs).toHaveLength(0);
+
+    const healthy = await startWorkerProcess('graph-worker', { ...env, WORKER_NAME: 'healthy' });
+    cleanup.push(() => healthy.stop(1000));
+    expect(await parent.result({ timeoutMs: 60_000 })).toBe(400);
+    const counts = await direct.hgetall(effects);
+    const work = Object.entries(counts).filter(([f]) => f.startsWith('work:'));
+    expect(work).toHaveLength(400);
+    expect(work.filter(([, n]) => n !== '1')).toEqual([]);
+    expect(Object.keys(counts).filter((f) => f.startsWith('missing:'))).toEqual([]);
+    expect((await api.client.listRuns({ parentId: parent.id, limit: 500 })).runs).toHaveLength(400);
+  }, 180_000);
 });
