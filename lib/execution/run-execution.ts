@@ -51,6 +51,8 @@ export class RunExecution extends ExecutionState {
   execute(): Promise<ExecutionOutcome> {
     if (this.journal.needsPreparing) return this.journal.prepare().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
     const node = this.claim.graphNode;
+    // a root comes after nothing: no read
+    if (node?.root) this.dependencies ??= {};
     if (node && !this.dependencies) {
       return readDependencies(this.store, this.shard, node.graphId, node.node).then((dependencies) => {
         this.dependencies = dependencies;

@@ -63,7 +63,7 @@ export interface ClaimedRun {
   createdAt: number;
   parentId?: string;
   /** The run is a node of a graph of its parent's (ctx.step.graph): where its dependencies' outputs are. */
-  graphNode?: { graphId: string; node: number };
+  graphNode?: { graphId: string; node: number; root: boolean };
   /** Set when the run failed for good or was canceled and its compensations / @OnFailure are to run
    *  ('hook': canceled at once, only its @OnFailure is left). */
   finalizing?: 'failed' | 'canceled' | 'hook';
@@ -281,8 +281,8 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
     r = stepsEnd;
     const parts = head.split('\n');
     const [id, token, parent, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
-    // a node of a graph: '<parent>|<graph id>|<node>' (lua/includes/03-claim.lua)
-    const [parentId, graphId, node] = parent.split('|');
+    // a node of a graph: '<parent>|<graph id>|<node>', and '|r' for a root (lua/includes/05-graph.lua)
+    const [parentId, graphId, node, root] = parent.split('|');
     runs.push({
       id,
       // the workflow is last: a newline in its name only splits it further
@@ -293,7 +293,7 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
       token,
       createdAt: Number(createdAt),
       parentId: parentId || undefined,
-      ...(graphId !== undefined ? { graphNode: { graphId, node: Number(node) } } : {}),
+      ...(graphId !== undefined ? { graphNode: { graphId, node: Number(node), root: root === 'r' } } : {}),
       finalizing: (finalizing || undefined) as ClaimedRun['finalizing'],
       error: error || undefined,
       steps,

@@ -17,9 +17,9 @@
 --   <root>:gr:<run id>   the graph ids of a run (set), deleted with the run
 --   <root>:gq            nodes whose dependents are still to be released, '<graph id>|<i>' ('|r': the
 --                        roots), by due time (zset): worked off by housekeeping (wf1_tick)
--- A node run's 'pf' is GRAPH_NODE and its 'par' is '<parent id>|<graph id>|<i>': the claim reads 'par' for
--- every run already, so a worker learns that a run is a graph's node (and where its dependencies' outputs
--- are) without a field read more per claim. Run ids and graph ids have no '|'.
+-- A node run's 'pf' is GRAPH_NODE and its 'par' is '<parent id>|<graph id>|<i>' ('|r' after it for a
+-- root): the claim reads 'par' for every run already, so a worker learns that a run is a graph's node (and
+-- where its dependencies' outputs are) without a field read more per claim. Run and graph ids have no '|'.
 -- Bounded work: a completion releases at most GRAPH_RELEASES_PER_CALL dependents of its node (about 0.35 ms),
 -- a housekeeping call at most GRAPH_RELEASES_PER_TICK (about 1.5 ms; a node's run costs about 20 µs to
 -- create), so a node with 10,000 dependents, or 10,000 roots, is released over many calls. The cursor moves
@@ -30,8 +30,9 @@ local GRAPH_RELEASES_PER_TICK = 64
 local function graph_key(root, gid) return root .. ':g:' .. gid end
 local function graphs_of_key(root, id) return root .. ':gr:' .. id end
 
--- Creates node j's run (once: 's<j>' goes from absent to 'R' exactly once).
-local function graph_start_node(root, g, gid, j, parent, queue, now, now_text)
+-- Creates node j's run (once: 's<j>' goes from absent to 'R' exactly once). `first`: a root (it comes after
+-- nothing, so its worker reads no dependencies: its 'par' ends with '|r').
+local function graph_start_node(root, g, gid, j, parent, queue, now, now_text, first)
   if rcall('HSETNX', g, 's' .. j, 'R') == 0 then return end
   local f = rcall('HMGET', g, 'w' .. j, 'i' .. j, 'r' .. j)
   local wf, id = f[1], f[3]
@@ -39,7 +40,7 @@ local function graph_start_node(root, g, gid, j, parent, queue, now, now_text)
   local run = run_key(root, id)
   if rcall('EXISTS', run) == 1 then return end
   rcall('HSET', run, 'wf', wf, 'q', queue, 'st', 'queued', 'in', f[2], 'att', '1', 'ca', now_text,
-    'par', parent .. '|' .. gid .. '|' .. j, 'pf', GRAPH_NODE, 'hn', '1')
+    'par', parent .. '|' .. gid .. '|' .. j .. (first and '|r' or ''), 'pf', GRAPH_NODE, 'hn', '1')
   count_move(root, wf, id, nil, 'queued')
   make_ready(root, id, wf, '0', now)
   -- the parent's children: listRuns({ parentId }) lists them, and a cancel of the parent cancels them
@@ -99,7 +100,7 @@ local function graph_release(root, gid, i, now, budget)
     pos = comma + 1
     budget = budget - 1
     if mode == 'start' then
-      graph_start_node(root, g, gid, j, parent, queue, now, now_text)
+      graph_start_node(root, g, gid, j, parent, queue, now, now_text, true)
     elseif mode == 'dec' then
       if rcall('HINCRBY', g, 'p' .. j, '-1') <= 0 then graph_start_node(root, g, gid, j, parent, queue, now, now_text) end
     else
@@ -125,7 +126,7 @@ end
 -- retried by hand after the graph recorded it) changes nothing.
 graph_node_done = function(root, id, state, payload, now)
   local f = rcall('HMGET', run_key(root, id), 'par', 'st')
-  local gid, i = string.match(f[1] or '', '^[^|]*|([^|]*)|(%d+)$')
+  local gid, i = string.match(f[1] or '', '^[^|]*|([^|]*)|(%d+)')
   if not gid then return end
   local g = graph_key(root, gid)
   if rcall('HGET', g, 's' .. i) ~= 'R' then return end
