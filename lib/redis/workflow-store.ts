@@ -17,9 +17,10 @@ export type {
 } from './run-transitions.js';
 export { COMPLETE_RECORDS_PER_CALL, PARK_WAITS_PER_CALL } from './run-transitions.js';
 
-/** Nodes per wf1_graph_stage call (lua/graph.lua allows 256): about 0.7 ms of Redis time for small inputs
- *  (128 took 1.4 ms at the median and up to 5.6 ms while the graph's hash grew past 10,000 nodes). */
-export const GRAPH_NODES_PER_CALL = 64;
+/** Nodes per wf1_graph_stage call (lua/graph.lua allows 256): about 0.35 ms of Redis time for small inputs
+ *  (128 took 1.4 ms at the median and up to 5.6 ms while the graph's hash grew past 10,000 nodes; 64 still
+ *  logged one call over 5 ms on a machine at load 25). */
+export const GRAPH_NODES_PER_CALL = 32;
 
 /** A graph's own fields, for wf1_graph_stage (lua/graph.lua). `roots`: in the first call only. */
 export interface GraphStage {

@@ -21,11 +21,11 @@
 -- root): the claim reads 'par' for every run already, so a worker learns that a run is a graph's node (and
 -- where its dependencies' outputs are) without a field read more per claim. Run and graph ids have no '|'.
 -- Bounded work: a completion releases at most GRAPH_RELEASES_PER_CALL dependents of its node (about 0.35 ms),
--- a housekeeping call at most GRAPH_RELEASES_PER_TICK (about 1.5 ms; a node's run costs about 20 µs to
+-- a housekeeping call at most GRAPH_RELEASES_PER_TICK (about 0.7 ms; a node's run costs about 20 µs to
 -- create), so a node with 10,000 dependents, or 10,000 roots, is released over many calls. The cursor moves
 -- in the same call as the counters it decremented: a crash between calls neither loses nor repeats one.
 local GRAPH_RELEASES_PER_CALL = 16
-local GRAPH_RELEASES_PER_TICK = 64
+local GRAPH_RELEASES_PER_TICK = 32
 
 local function graph_key(root, gid) return root .. ':g:' .. gid end
 local function graphs_of_key(root, id) return root .. ':gr:' .. id end
