@@ -201,6 +201,7 @@ export class RunExecution extends ExecutionState {
       emitWorkflow: (name, workflow, input, opts) => this.children.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waits.waitForEvent(name, opts) as never,
       graph: (name, nodes, opts) => this.graphs.graph(name, nodes, opts) as never,
+      redis: (name, build, opts) => this.redisSteps.execute(name, build, opts),
     }, this.dependencies);
     const start = () => executionScope.run({ execution: this }, () => settle(() => this.definition.instance.execute(ctx)));
     return this.observation ? this.observation.within(start) : start();

@@ -1,3 +1,4 @@
+import type { RedisStepOptions, RedisTx } from './redis-step.interfaces.js';
 import type { LoggerService, Type } from '@nestjs/common';
 
 export interface BackoffOptions {
@@ -146,6 +147,9 @@ export interface WorkflowStepApi {
    * with every node's result (see GraphOptions for failures).
    */
   graph<O = unknown>(name: string, nodes: Record<string, GraphNode>, opts?: GraphOptions): Promise<Record<string, GraphNodeResult<O>>>;
+  /** A step whose effect is on this Redis: the commands `build` queues on `tx` run in the call that
+   *  commits the step, exactly once across crashes, retries and replays. Resolves with their replies. */
+  redis(name: string, build: (tx: RedisTx) => void, opts?: RedisStepOptions): Promise<unknown[]>;
 }
 
 export interface WorkflowContext<I = unknown> {
