@@ -50,7 +50,8 @@ export function registerCommands(program: Command, io: CliIo): void {
         const run = await client.getRun(id);
         if (!run) throw notFound(id, flags);
         const [steps, history] = await Promise.all([client.getRunSteps(id), client.getRunHistory(id)]);
-        const detail: RunDetail = { run, steps, history };
+        const graphs = steps.some((step) => step.kind === 'graph') ? await client.getRunGraphs(id) : [];
+        const detail: RunDetail = { run, steps, history, ...(graphs.length > 0 ? { graphs } : {}) };
         print(io, flags, detail, () => runView(detail, Date.now(), width()));
       }),
     );

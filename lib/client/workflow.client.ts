@@ -4,6 +4,7 @@ import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
+  GraphInfo,
   EmitOptions,
   ListRunsParams,
   RunEvent,
@@ -20,6 +21,7 @@ import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
+import { readRunGraphs } from './graph-inspector.js';
 import { ResultWaiter } from './result-waiter.js';
 import { liveRunOf } from './run-chain.js';
 import { RunRecovery, type ForkRunOptions, type RetryRunOptions } from './run-recovery.js';
@@ -74,6 +76,10 @@ export class WorkflowClient implements ChildLauncher {
 
   childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined {
     return this.emitter.childInShard(start, parentShard);
+  }
+
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+    return this.emitter.graphNodeRun(start, parentShard);
   }
 
   childRunId(start: ChildStart): string {
@@ -142,6 +148,13 @@ export class WorkflowClient implements ChildLauncher {
     if (!shard) return [];
     await this.redis.ready();
     return toStepInfos(await this.redis.store.readSteps(shard, runId));
+  }
+
+  /** The graphs of child runs the run's steps started (ctx.step.graph): each node's status, what it comes after, its run. */
+  async getRunGraphs(runId: string): Promise<GraphInfo[]> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return [];
+    return readRunGraphs(this.redis.store, shard, await this.getRunSteps(runId));
   }
 
   /** The run's transitions and its steps' outcomes, in server-time order (see mergeStepEvents). */

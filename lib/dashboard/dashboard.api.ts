@@ -1,7 +1,7 @@
 import { BadRequestException, ConflictException, ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { WorkflowClient } from '../client/workflow.client.js';
 import { WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
-import { RUN_STATUSES, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
+import { RUN_STATUSES, type GraphInfo, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
 import { WORKFLOW_DASHBOARD_OPTIONS, type ResolvedDashboardOptions } from './dashboard.options.js';
 
 /** A run as the lists show it: no payloads, so a page of runs stays small whatever the runs carry. */
@@ -27,6 +27,8 @@ export interface RunDetail {
   children: RunSummary[];
   /** Present when the run has more children than `children` holds. */
   childrenCursor?: string;
+  /** The graphs its graph steps started (ctx.step.graph). */
+  graphs: GraphInfo[];
 }
 
 /** A run's page shows its newest children (re-read every 2 s while it is live); the rest are paged in the
@@ -84,7 +86,8 @@ export class DashboardApi {
       this.client.getRunHistory(runId),
       this.client.listRuns({ parentId: runId, limit: CHILDREN_SHOWN, summary: true }),
     ]);
-    return { run, steps, history, children: children.runs.map(summarize), ...(children.cursor ? { childrenCursor: children.cursor } : {}) };
+    const graphs = steps.some((step) => step.kind === 'graph') ? await this.client.getRunGraphs(runId) : [];
+    return { run, steps, history, children: children.runs.map(summarize), ...(children.cursor ? { childrenCursor: children.cursor } : {}), graphs };
   }
 
   /** A run id, or an idempotency key looked up in every workflow (findRun), newest first. */

@@ -6,6 +6,7 @@ import type { ExecutionObserver, RunObservation } from '../observability/workflo
 import type { ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-store.js';
 import type { ChildLauncher } from './child-launcher.js';
+import { Graphs } from './graphs.js';
 import type { DurableExecution, StepRequest } from './execution-scope.js';
 import { Children } from './children.js';
 import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
@@ -93,6 +94,9 @@ export abstract class ExecutionState implements DurableExecution {
   protected abortReason?: Error;
   private waitsPart?: Waits;
   private childrenPart?: Children;
+  private graphsPart?: Graphs;
+  /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
+  dependencies?: Record<string, unknown>;
   private redisStepsPart?: RedisSteps;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
@@ -141,6 +145,11 @@ export abstract class ExecutionState implements DurableExecution {
   /** Child workflows, made on the first. */
   get children(): Children {
     return (this.childrenPart ??= new Children(this));
+  }
+
+  /** Graphs of child runs, made on the first. */
+  get graphs(): Graphs {
+    return (this.graphsPart ??= new Graphs(this));
   }
 
   /** Redis steps (ctx.step.redis), made on the first. */

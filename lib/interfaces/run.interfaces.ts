@@ -61,6 +61,28 @@ export interface StepInfo {
   childRunId?: string;
   /** For an event wait: the event and key it waits for or received. */
   event?: { name: string; key?: string };
+  /** For a graph step (ctx.step.graph): the graph's id (see WorkflowClient.getRunGraphs). */
+  graphId?: string;
+}
+
+/** A graph of child runs (ctx.step.graph) as getRunGraphs shows it. */
+export interface GraphInfo {
+  /** The step that runs it, and its status ('waiting' while the graph runs). */
+  step: string;
+  status: StepStatus;
+  /** How many nodes the graph has; `nodes` holds the first GRAPH_NODES_SHOWN (500) of them. */
+  size: number;
+  nodes: GraphNodeInfo[];
+}
+
+export interface GraphNodeInfo {
+  name: string;
+  /** 'pending': waits for the nodes it comes after; 'skipped': will never run (a node before it failed). */
+  status: 'pending' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'skipped';
+  after: string[];
+  /** Its place in the graph: 0 for a node after nothing, else one more than the highest of the nodes it comes after. */
+  level: number;
+  runId?: string;
 }
 
 export interface RunEvent {

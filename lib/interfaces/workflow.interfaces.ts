@@ -104,6 +104,29 @@ export interface WaitForEventOptions {
   timeoutMs?: number;
 }
 
+/** A node of ctx.step.graph: a child run started once every node named in `after` has succeeded. */
+export interface GraphNode {
+  workflow: string | WorkflowClass;
+  input?: unknown;
+  /** Names of nodes of the same graph that must succeed before this one starts. */
+  after?: string[];
+}
+
+export interface GraphOptions {
+  /** 'fail' (default): graph() rejects at the first failed node, as Promise.all; 'continue': the nodes after a
+   *  failed one are skipped, the others run, and graph() resolves with every node's result. */
+  onNodeFailure?: 'fail' | 'continue';
+}
+
+/** A node's outcome in the result of ctx.step.graph. */
+export interface GraphNodeResult<O = unknown> {
+  status: 'succeeded' | 'failed' | 'canceled' | 'skipped';
+  output?: O;
+  error?: Error;
+  /** The node's run (absent for a skipped node: it never had one). */
+  runId?: string;
+}
+
 export interface WorkflowStepApi {
   run<T>(name: string, fn: (s: StepContext) => Promise<T> | T, opts?: RunStepOptions<T>): Promise<T>;
   /** Durable: the run is parked, no worker slot is held. */
@@ -125,6 +148,12 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /**
+   * Runs a graph of child runs (Gush's `after:`): each node starts as soon as every node it comes after has
+   * succeeded, started in Redis by the call that ended its last dependency. The run parks once, and resumes
+   * with every node's result (see GraphOptions for failures).
+   */
+  graph<O = unknown>(name: string, nodes: Record<string, GraphNode>, opts?: GraphOptions): Promise<Record<string, GraphNodeResult<O>>>;
   /** A step whose effect is on this Redis: the commands `build` queues on `tx` run in the call that
    *  commits the step, exactly once across crashes, retries and replays. Resolves with their replies. */
   redis(name: string, build: (tx: RedisTx) => void, opts?: RedisStepOptions): Promise<unknown[]>;
@@ -146,6 +175,8 @@ export interface WorkflowContext<I = unknown> {
    * outcome. See docs/versioning.md.
    */
   continueAsNew(input: I): Promise<never>;
+  /** In a node of a graph (ctx.step.graph): the outputs of the nodes it comes after, by node name. */
+  dependencies?: Record<string, unknown>;
 }
 
 export interface OnFailureContext<I = unknown> {

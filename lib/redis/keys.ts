@@ -105,6 +105,11 @@ export class KeySpace {
     return `${root}:evp:${eventId}`;
   }
 
+  /** A graph of child runs (ctx.step.graph), in its parent's shard (lua/includes/05-graph.lua). */
+  graph(root: string, graphId: string): string {
+    return `${root}:g:${graphId}`;
+  }
+
   idempotency(root: string, workflow: string): string {
     return `${root}:ik:${workflow}`;
   }

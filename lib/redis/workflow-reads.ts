@@ -45,6 +45,12 @@ export abstract class WorkflowReads extends FunctionCalls {
     return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
   }
 
+  /** Fields of a graph of child runs (lua/includes/05-graph.lua), null where absent. */
+  async readGraphFields(shard: ShardRef, graphId: string, fields: readonly string[]): Promise<(string | null)[]> {
+    if (fields.length === 0) return [];
+    return this.guard(() => this.client.hmget(this.keys.graph(this.root(shard), graphId), ...fields));
+  }
+
   async readChildren(shard: ShardRef, runId: string): Promise<string[]> {
     return this.guard(() => this.client.smembers(this.keys.children(this.root(shard), runId)));
   }

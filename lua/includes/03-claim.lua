@@ -110,6 +110,7 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       end
     end
     -- one concatenation of all the pieces (Lua makes a chain of '..' one operation), cheaper than a table and table.concat
+    -- the parent of a graph's node names the graph and the node too ('<parent>|<graph id>|<node>', see includes/05-graph.lua)
     local head = claim.packed and (id .. '\n' .. token .. '\n' .. (parent or '') .. '\n' .. (fin or '') .. '\n' .. attempt .. '\n' ..
       max .. '\n' .. created .. '\n' .. (epoch or '0') .. '\n' .. wf)
     if claim.flat then

@@ -51,6 +51,26 @@ class SleepWorkflow {
   }
 }
 
+@Workflow('cli-graph-node', { queue: 'cli' })
+@Injectable()
+class GraphNodeWorkflow {
+  execute(ctx: WorkflowContext<{ name: string }>) {
+    return ctx.input.name;
+  }
+}
+
+@Workflow('cli-graph', { queue: 'cli' })
+@Injectable()
+class GraphWorkflow {
+  async execute(ctx: WorkflowContext) {
+    await ctx.step.graph('pipeline', {
+      fetch: { workflow: GraphNodeWorkflow, input: { name: 'fetch' } },
+      persist: { workflow: GraphNodeWorkflow, input: { name: 'persist' }, after: ['fetch'] },
+    });
+    return 'done';
+  }
+}
+
 interface CliExit {
   code: number | null;
   stdout: string;
@@ -175,6 +195,21 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(detail.run).toMatchObject({ id, workflow: 'cli-partner', status: 'failed', error: { message: 'partner API answered 503' } });
     expect(detail.steps).toHaveLength(2);
     expect(detail.history.map((e) => e.type)).toEqual(expect.arrayContaining(['created', 'claimed', 'failed']));
+  });
+
+  it("runs show: a graph step's nodes, level by level, with their status and run", async () => {
+    const graphPrefix = uniquePrefix('cli-graph');
+    const app = await startApp({ connection: suite.redis.url, prefix: graphPrefix, cron: false, worker: { reaperIntervalMs: 20 } }, [GraphNodeWorkflow, GraphWorkflow]);
+    suite.apps.push(app);
+    const handle = await app.client.emit(GraphWorkflow, {});
+    await handle.result({ timeoutMs: 10_000 });
+    const nodes = (await app.client.getRunGraphs(handle.id))[0].nodes;
+    const shown = await cli(['runs', 'show', handle.id, '--redis', suite.redis.url, '--prefix', graphPrefix]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/Graph pipeline \(2 nodes, succeeded\)\nLEVEL\s+NODE\s+STATUS\s+AFTER\s+RUN\n/);
+    expect(shown.stdout).toMatch(new RegExp(`0\\s+fetch\\s+succeeded\\s+${nodes[0].runId}\\n\\s*1\\s+persist\\s+succeeded\\s+fetch\\s+${nodes[1].runId}`));
+    const detail = JSON.parse((await cli(['runs', 'show', handle.id, '--redis', suite.redis.url, '--prefix', graphPrefix, '--json'])).stdout) as { graphs: unknown[] };
+    expect(detail.graphs).toEqual([expect.objectContaining({ step: 'pipeline', size: 2, status: 'succeeded' })]);
   });
 
   it('long payloads are cut in tables, never in --json', async () => {

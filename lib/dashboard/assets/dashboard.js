@@ -210,7 +210,7 @@ function runPage(id) {
   return {
     load: () => api(`/runs/${encodeURIComponent(id)}`),
     live: (detail) => !FINISHED.has(detail.run.status),
-    render({ run, steps, history, children, childrenCursor }) {
+    render({ run, steps, history, children, childrenCursor, graphs = [] }) {
       return h('div', { class: 'run' },
         h('p', { class: 'crumbs' }, h('a', { href: '#/runs' }, 'Runs'), ' › ', h('a', { href: listHref({ workflow: run.workflow }) }, run.workflow), ' › ', h('span', { class: 'mono' }, run.id)),
         h('h1', {}, run.workflow, ' ', badge(run.status)),
@@ -221,6 +221,7 @@ function runPage(id) {
         section('Input', jsonView(run.input)),
         run.error ? section('Error', errorView(run.error)) : run.status === 'succeeded' ? section('Output', jsonView(run.output)) : null,
         section(`Steps (${steps.length})`, timeline(run, steps)),
+        ...graphs.map(graphView),
         children.length ? section(`Children (${children.length}${childrenCursor ? '+' : ''})`,
           table(['Run', 'Workflow', 'Status', 'Attempt', 'Took', 'Error'],
             children.map((c) => [h('a', { href: runHref(c.id), class: 'mono' }, c.id), c.workflow, badge(c.status), attempts(c), took(c.startedAt, c.finishedAt), c.error?.message ?? ''])),
@@ -230,6 +231,21 @@ function runPage(id) {
             e.error ? errorView(e.error) : e.data ? jsonView(e.data) : '']))));
     },
   };
+}
+
+/** A graph of child runs (ctx.step.graph), level by level: a node's level is one more than the highest of those it comes after. */
+function graphView(graph) {
+  const levels = [];
+  for (const node of graph.nodes) (levels[node.level] ??= []).push(node);
+  const shown = graph.nodes.length < graph.size ? ` — the first ${graph.nodes.length} shown` : '';
+  return section(`Graph ${graph.step} (${graph.size} nodes${shown})`,
+    h('p', {}, badge(graph.status)),
+    h('ol', { class: 'graph' }, levels.map((nodes, level) => h('li', { class: 'graph-level' },
+      h('span', { class: 'graph-level-name muted' }, `level ${level}`),
+      h('ul', { class: 'graph-nodes' }, nodes.map((node) => h('li', { class: `graph-node graph-${node.status}`, 'data-node': node.name },
+        node.runId ? h('a', { href: runHref(node.runId), class: 'graph-node-name' }, node.name) : h('span', { class: 'graph-node-name' }, node.name),
+        ' ', badge(node.status),
+        node.after.length ? h('span', { class: 'graph-after muted' }, `after ${node.after.join(', ')}`) : null)))))));
 }
 
 function facts(run) {
