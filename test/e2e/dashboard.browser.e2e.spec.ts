@@ -142,6 +142,36 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     await page.locator('a.parent-link', { hasText: failedImport!.runId }).waitFor();
   }, 60_000);
 
+  it('overview charts runs started, succeeded and failed per minute over the last hour, per workflow, as Redis counts them', async () => {
+    const violations: string[] = [];
+    page.on('console', (message) => {
+      if (/Content.Security.Policy/i.test(message.text())) violations.push(message.text());
+    });
+    await page.goto(`${base}#/`);
+    await page.getByRole('heading', { name: 'Runs per minute' }).waitFor();
+    const expected = await app.get(WorkflowClient).getThroughput();
+    const checkout = expected.workflows.find((w) => w.name === 'checkout')!;
+    const sum = (key: 'started' | 'succeeded' | 'failed') => checkout.minutes.reduce((total, m) => total + m[key], 0);
+    expect(sum('started')).toBeGreaterThan(0);
+    expect(sum('failed')).toBeGreaterThan(0);
+    // One chart per workflow, each with a line per series and a hover target per minute.
+    const chart = page.locator('svg.chart[data-workflow="checkout"]');
+    await chart.waitFor();
+    expect(await page.locator('svg.chart').count()).toBe(expected.workflows.length);
+    for (const key of ['started', 'succeeded', 'failed'] as const) {
+      await expect(chart.getAttribute(`data-${key}`)).resolves.toBe(String(sum(key)));
+      expect(await chart.locator(`polyline.series-${key}`).count()).toBe(1);
+    }
+    expect(await chart.locator('rect.minute').count()).toBe(60);
+    const busiest = checkout.minutes.findIndex((m) => m.started > 0);
+    await expect(chart.locator('rect.minute title').nth(busiest).textContent()).resolves.toContain(`started ${checkout.minutes[busiest].started}`);
+    // The line is drawn: the started series rises above the baseline at that minute.
+    const points = ((await chart.locator('polyline.series-started').getAttribute('points')) ?? '').split(' ').map((p) => Number(p.split(',')[1]));
+    expect(points).toHaveLength(60);
+    expect(Math.min(...points)).toBeLessThan(points[0]);
+    expect(violations).toEqual([]);
+  }, 30_000);
+
   it('search by idempotency key opens the declined checkout, with its compensated step', async () => {
     const declined = report.outcomes.find((o) => o.status === 'failed')!;
     await page.goto(`${base}#/`);
