@@ -80,7 +80,7 @@ describe('CLI: schedules and stats --minutes (the built bin, against a private R
     expect(unknown).toMatchObject({ code: 1, stdout: '' });
     expect(unknown.stderr).toBe("error: triggerSchedule: workflow 'cli-report' has no cron trigger 'hourly' (its triggers: 'nightly'). Nothing was changed.\n");
     expect((await cli(['schedules', 'pause', 'cli-report'])).code).toBe(2);
-  }, 60_000);
+  }, 180_000); // 13 spawns of the bin: a few seconds each on a loaded machine
 
   it('stats --minutes: runs started and finished per minute, from Redis', async () => {
     const stats = await json<WorkflowStats & { throughput: Throughput }>(['stats', '--minutes', '5']);
@@ -92,5 +92,5 @@ describe('CLI: schedules and stats --minutes (the built bin, against a private R
     expect(table.stdout).toMatch(/EXPIRED LEASES\n/);
     expect(table.stdout).toMatch(/\nRuns per minute, last 5 minute\(s\) to .* UTC \(Redis clock\)\nMINUTE\s+WORKFLOW\s+STARTED\s+SUCCEEDED\s+FAILED\s+CANCELED\n\d\d:\d\d\s+cli-report\s+1\s+1\s+0\s+0\n$/);
     expect((await cli(['stats', '--minutes', '61'])).code).toBe(2);
-  }, 30_000);
+  }, 90_000);
 });
