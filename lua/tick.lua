@@ -61,6 +61,7 @@ local function reclaim_expired_leases(root, now, batch)
       rcall('HSET', run, 'tok', '')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { workerId = f[8] })
+      rcall('HINCRBY', root .. ':lx', f[5], 1)
     elseif EXECUTING[f[1]] and tonumber(f[2]) < now then
       drop_staged_waits(root, id, run)
       local attempt = tonumber(f[3])
@@ -74,6 +75,9 @@ local function reclaim_expired_leases(root, now, batch)
       count_move(root, f[5], id, f[1], 'queued')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
+      -- every lease that expires is taken back here, whether its worker died or stalled: the count the
+      -- metrics read (workflow_lease_expiries_total), per workflow, for the life of the shard
+      rcall('HINCRBY', root .. ':lx', f[5], 1)
     end
   end)
 end

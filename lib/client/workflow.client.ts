@@ -11,7 +11,9 @@ import type {
   RunHandle,
   RunInfo,
   RunPage,
+  ScheduleInfo,
   StepInfo,
+  Throughput,
   WorkflowMeta,
   WorkflowStats,
 } from '../interfaces/run.interfaces.js';
@@ -27,6 +29,8 @@ import { liveRunOf } from './run-chain.js';
 import { RunRecovery, type ForkRunOptions, type RetryRunOptions } from './run-recovery.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
+import { ScheduleActions } from './schedule-actions.js';
+import { ThroughputReader } from './throughput-reader.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 
 type InputOf<W> = W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown;
@@ -44,6 +48,8 @@ export class WorkflowClient implements ChildLauncher {
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
   private readonly recovery: RunRecovery;
+  private readonly schedules: ScheduleActions;
+  private readonly throughput: ThroughputReader;
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -55,6 +61,8 @@ export class WorkflowClient implements ChildLauncher {
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
     this.recovery = new RunRecovery(redis);
+    this.schedules = new ScheduleActions(redis, this.inspector, (workflow, input, idempotencyKey) => this.emit(workflow, input, { idempotencyKey }));
+    this.throughput = new ThroughputReader(redis, this.inspector);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -183,6 +191,34 @@ export class WorkflowClient implements ChildLauncher {
   /** Counts by status per workflow and queue, queue depth, oldest queued age, workers alive. */
   getStats(): Promise<WorkflowStats> {
     return this.inspector.getStats();
+  }
+
+  /**
+   * Runs started, succeeded, failed and canceled per minute over the last `minutes` (1-60, default 60),
+   * per workflow (or only `workflow`), as every instance sees them: the counts are kept in Redis.
+   */
+  getThroughput(opts: { minutes?: number; workflow?: string } = {}): Promise<Throughput> {
+    return this.throughput.read(opts);
+  }
+
+  /** The cron triggers of registered workflows, with their state: paused, next and last tick. */
+  listSchedules(): Promise<ScheduleInfo[]> {
+    return this.schedules.list();
+  }
+
+  /** Stops a cron trigger on every instance: its ticks start no run until resumeSchedule. Returns false when it was paused already. */
+  pauseSchedule(workflow: string, id: string): Promise<boolean> {
+    return this.schedules.setPaused(workflow, id, true);
+  }
+
+  /** Lets a paused cron trigger tick again (from its next tick on; the ticks missed while paused are not started). */
+  resumeSchedule(workflow: string, id: string): Promise<boolean> {
+    return this.schedules.setPaused(workflow, id, false);
+  }
+
+  /** Starts a cron trigger's run now, once per call, paused or not, with `ctx.run.scheduledAt` the time of the call. */
+  triggerSchedule(workflow: string, id: string): Promise<RunHandle> {
+    return this.schedules.trigger(workflow, id);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { BadRequestException, ConflictException, ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { WorkflowClient } from '../client/workflow.client.js';
 import { WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
-import { RUN_STATUSES, type GraphInfo, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
+import { RUN_STATUSES, type GraphInfo, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type ScheduleInfo, type Throughput, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
 import { WORKFLOW_DASHBOARD_OPTIONS, type ResolvedDashboardOptions } from './dashboard.options.js';
 
 /** A run as the lists show it: no payloads, so a page of runs stays small whatever the runs carry. */
@@ -52,6 +52,15 @@ export class DashboardApi {
 
   workflows(): Promise<WorkflowMeta[]> {
     return this.client.listWorkflows();
+  }
+
+  /** The overview's charts: runs started, succeeded, failed and canceled per minute over the last hour. */
+  throughput(): Promise<Throughput> {
+    return this.client.getThroughput({ minutes: 60 });
+  }
+
+  schedules(): Promise<ScheduleInfo[]> {
+    return this.client.listSchedules();
   }
 
   async runs(query: { workflow?: string; status?: string; cursor?: string; limit?: string; parentId?: string }): Promise<{ runs: RunSummary[]; cursor?: string }> {

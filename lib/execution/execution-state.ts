@@ -1,6 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { CanceledError, LeaseLostError, type NonDeterminismError, type NonRetriableError } from '../errors/workflow.errors.js';
 import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
+import { scheduledAtFromKey } from '../scheduler/missed-tick.js';
+import { triggerId } from '../scheduler/trigger-id.js';
 import type { RunMeta, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
 import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
 import type { ShardRef } from '../redis/keys.js';
@@ -187,6 +189,7 @@ export abstract class ExecutionState implements DurableExecution {
       attempt: this.claim.attempt,
       maxAttempts: this.claim.maxAttempts,
       ...(this.claim.parentId ? { parentId: this.claim.parentId } : {}),
+      ...(this.scheduledAt ? { scheduledAt: this.scheduledAt } : {}),
     };
   }
 
@@ -201,6 +204,21 @@ export abstract class ExecutionState implements DurableExecution {
       return Promise.reject(error);
     }
     return Promise.reject(new ContinueAsNewSignal());
+  }
+
+  /** The cron tick that started the run (RunMeta.scheduledAt): read before the first execution of a run of a
+   *  workflow with cron triggers (null: read, none), from its idempotency key; other runs never read it. */
+  scheduledAt?: string | null;
+
+  get needsScheduledAt(): boolean {
+    return this.scheduledAt === undefined && this.definition.options.cron.length > 0;
+  }
+
+  readScheduledAt(): Promise<void> {
+    return this.store.readRuns([{ shard: this.shard, id: this.id }], ['ik']).then(([fields]) => {
+      const ids = this.definition.options.cron.map((trigger) => triggerId(this.definition.name, trigger));
+      this.scheduledAt = scheduledAtFromKey(fields?.ik, ids) ?? null;
+    });
   }
 
   // ---- the lease and the clocks ----

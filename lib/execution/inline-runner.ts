@@ -402,7 +402,7 @@ class InlineRun implements DurableExecution {
         return toPayload(value, `The override of step '${name}'`, this.maxPayloadBytes);
       }
       const handler = this.resolveChild(name, workflow);
-      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId, this.faults).execute();
+      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined, scheduledAt: undefined }, this.runId, this.faults).execute();
       entry.child = result;
       if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
       if (!result.succeeded) {
@@ -507,6 +507,7 @@ class InlineRun implements DurableExecution {
       attempt: this.attempt,
       maxAttempts: this.maxAttempts,
       ...(this.parentId ? { parentId: this.parentId } : {}),
+      ...(this.inline.scheduledAt ? { scheduledAt: this.inline.scheduledAt.toISOString() } : {}),
     };
   }
 

@@ -62,6 +62,7 @@ export class RunExecution extends ExecutionState {
         return this.state === 'executing' ? this.execute() : this.stopped;
       });
     }
+    if (this.needsScheduledAt) return this.readScheduledAt().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
     const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 || !!this.claim.finalizing });
     if (!observation) return this.executeRun();
     this.observation = observation;

@@ -29,6 +29,8 @@ export interface InlineOptions<I = unknown> {
   maxAttempts?: number;
   /** Default 'inline-<uuid>'. Step idempotency keys are `<runId>:<occurrence>:<name>`. */
   runId?: string;
+  /** `ctx.run.scheduledAt`, as a cron tick at this time would give it. Default: none. */
+  scheduledAt?: Date;
   /** Default 1 MiB, as the module's maxPayloadBytes. */
   maxPayloadBytes?: number;
   /** Default: a Nest Logger named after the run. */

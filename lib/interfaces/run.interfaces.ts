@@ -176,8 +176,48 @@ export interface WorkflowMeta {
 }
 
 export interface WorkflowStats {
-  /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does). */
-  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number }[];
+  /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does).
+   *  `leaseExpiries`: leases of its runs that expired (their worker died or stalled) and housekeeping took
+   *  back, since its shards began (a count kept in Redis for the whole fleet). */
+  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number; leaseExpiries: number }[];
   queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
   workers: { alive: number; list: WorkerInfo[] };
+}
+
+/** A cron trigger of a registered workflow, with its run-time state in Redis (listSchedules). */
+export interface ScheduleInfo {
+  workflow: string;
+  /** The trigger's `id`, or '<expression>@<timezone or local>'. */
+  id: string;
+  expression: string;
+  timezone?: string;
+  catchUp: 'none' | 'latest';
+  /** Paused with pauseSchedule: no instance starts its ticks until resumeSchedule. */
+  paused: boolean;
+  /** The next tick (ISO), as the instances that run the trigger last computed it. */
+  next?: string;
+  /** The latest tick that started a run, or the latest triggerSchedule (ISO). */
+  last?: string;
+  /** Live workers that have the workflow: the trigger fires only while one of them runs (with cron enabled). */
+  workers: number;
+}
+
+/** Runs of a workflow that started and finished in one minute (by the Redis server's clock). */
+export interface ThroughputMinute {
+  /** The minute's start (ISO). */
+  at: string;
+  /** First claims: runs that began executing. */
+  started: number;
+  succeeded: number;
+  failed: number;
+  canceled: number;
+}
+
+/** Per-minute counts over the last minutes, per workflow (getThroughput), kept in Redis for the whole fleet. */
+export interface Throughput {
+  /** Start of the oldest minute and end of the current one (ISO). */
+  from: string;
+  to: string;
+  /** One row per registered workflow; `minutes` oldest first, the last one the current (partial) minute. */
+  workflows: { name: string; queue: string; minutes: ThroughputMinute[] }[];
 }

@@ -12,6 +12,9 @@ export interface CronTrigger {
   expression: string;
   timezone?: string;
   input?: object;
+  /** Ticks missed while no instance ran: 'none' (default) starts none of them; 'latest' starts the latest
+   *  one, once across the fleet, when an instance mounts the trigger again. */
+  catchUp?: 'none' | 'latest';
 }
 
 /**
@@ -84,6 +87,8 @@ export interface RunMeta {
   attempt: number;
   maxAttempts: number;
   parentId?: string;
+  /** The scheduled time (ISO) of the cron tick that started the run, or the time triggerSchedule was called. */
+  scheduledAt?: string;
 }
 
 export interface ChildRunOptions {

@@ -179,6 +179,29 @@ export abstract class WorkflowReads extends FunctionCalls {
     return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
   }
 
+  /** Per-minute counts of a workflow in a shard: for each of the hours (see KeySpace.throughput), per kind,
+   *  minute of the hour -> count. One pipeline of HGETALLs of small hashes (at most 60 fields each). */
+  async readThroughput(shard: ShardRef, workflow: string, kinds: readonly string[], hours: readonly number[]): Promise<Record<string, string>[]> {
+    const root = this.root(shard);
+    return this.guard(() => Promise.all(hours.flatMap((hour) => kinds.map((kind) => this.client.hgetall(this.keys.throughput(root, workflow, kind, hour))))));
+  }
+
+  /** Leases of a workflow's runs that expired in a shard (taken back by housekeeping), since the shard began. */
+  async readLeaseExpiries(shard: ShardRef): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.leaseExpiries(this.root(shard))));
+  }
+
+  /** The run-time state of a workflow's cron triggers (lua/schedules.lua), field -> value. */
+  async readSchedules(workflow: string): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.schedules(workflow)));
+  }
+
+  /** The Redis server's clock, in ms. */
+  async readServerTime(): Promise<number> {
+    const [seconds, micros] = await this.guard(() => this.client.time());
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  }
+
   async readRegistry(): Promise<Record<string, string>> {
     return this.guard(() => this.client.hgetall(this.keys.registry()));
   }

@@ -278,6 +278,27 @@ export class WorkflowStore extends RunTransitions {
   }
 
   /** Registers a workflow unless it is registered already (by a worker, or an earlier emit). */
+  /**
+   * A tick of a cron trigger, or a run started by hand (lua/schedules.lua, wf1_schedule_tick): whether the
+   * caller may start the run (a 'fire' of a trigger not paused), whether it is paused, and the latest tick
+   * any instance saw before this call.
+   */
+  async scheduleTick(
+    workflow: string,
+    id: string,
+    mode: 'fire' | 'skip' | 'ran' | 'next',
+    at: number,
+    next?: number,
+  ): Promise<{ fire: boolean; paused: boolean; seenBefore?: number }> {
+    const reply = (await this.fcall('wf1_schedule_tick', [this.keys.schedules(workflow)], [id, mode, Math.floor(at), next === undefined ? '' : Math.floor(next)])) as [number, number, string];
+    return { fire: reply[0] === 1, paused: reply[1] === 1, ...(reply[2] !== '' ? { seenBefore: Number(reply[2]) } : {}) };
+  }
+
+  /** Pauses or resumes a cron trigger; true when that changed its state. */
+  async schedulePause(workflow: string, id: string, paused: boolean): Promise<boolean> {
+    return Number(await this.fcall('wf1_schedule_pause', [this.keys.schedules(workflow)], [id, paused ? '1' : '0'])) === 1;
+  }
+
   async registerIfAbsent(name: string, meta: string): Promise<boolean> {
     return Number(await this.fcall('wf1_register_absent', [this.keys.registry()], [name, meta])) === 1;
   }

@@ -51,8 +51,10 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max)
     elseif implied_claim then
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text, 'hn', '2')
+      count_throughput(root, wf, 'b', now)
     else
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text)
+      count_throughput(root, wf, 'b', now)
     end
     if timeout_ms > 0 and not deadline_at then
       local deadline = ms(now + timeout_ms)

@@ -265,8 +265,8 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(stats.workers.alive).toBe(1);
     const table = await cli(['stats', ...conn()]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\n/);
-    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+0\s+-\s+1\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\n/);
+    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\s+EXPIRED LEASES\n/);
+    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+0\s+-\s+1\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\s+0\n/);
     expect(table.stdout).toMatch(/\nWorkers alive \(1\)\nWORKER\s+HOST\s+PID/);
   });
 
@@ -283,8 +283,9 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain("No workflow 'nope' is registered");
 
-    expect(await json(['schedules', 'list'])).toEqual([{ workflow: 'cli-ok', id: 'nightly', expression: '0 3 * * *', timezone: 'UTC', workers: 1 }]);
-    expect((await cli(['schedules', 'list', ...conn()])).stdout).toMatch(/^WORKFLOW\s+ID\s+EXPRESSION\s+TIMEZONE\s+WORKERS\ncli-ok\s+nightly\s+0 3 \* \* \*\s+UTC\s+1\n$/);
+    // cron: false in this app: no instance ticks, so no next or last tick is known (test/e2e/cli-schedules.e2e.spec.ts has them).
+    expect(await json(['schedules', 'list'])).toEqual([{ workflow: 'cli-ok', id: 'nightly', expression: '0 3 * * *', timezone: 'UTC', catchUp: 'none', paused: false, workers: 1 }]);
+    expect((await cli(['schedules', 'list', ...conn()])).stdout).toMatch(/^WORKFLOW\s+ID\s+EXPRESSION\s+TIMEZONE\s+PAUSED\s+NEXT\s+LAST\s+WORKERS\ncli-ok\s+nightly\s+0 3 \* \* \*\s+UTC\s+no\s+-\s+-\s+1\n$/);
   });
 
   it('reads REDIS_URL when --redis is absent', async () => {
