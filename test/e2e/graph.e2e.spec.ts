@@ -134,7 +134,9 @@ describe('ctx.step.graph: a DAG of child runs resolved in Redis (e2e)', () => {
   beforeAll(async () => {
     redis = await redisUrlForTests();
     counters = redisFor(redis.url);
-    app = await startApp({ connection: redis.url, prefix: uniquePrefix('graph'), worker: { concurrency: 20, reaperIntervalMs: 20 } }, [
+    // executionCache off: these tests count the parent's executions (before and after the graph, and
+    // replays), which a warm resume would make one; the warm path is tested below
+    app = await startApp({ connection: redis.url, prefix: uniquePrefix('graph'), executionCache: false, worker: { concurrency: 20, reaperIntervalMs: 20 } }, [
       TaskWorkflow,
       GushWorkflow,
       MeshWorkflow,
@@ -250,6 +252,21 @@ describe('ctx.step.graph: a DAG of child runs resolved in Redis (e2e)', () => {
     expect(await count(`parent:${handle.id}`)).toBe(3);
     expect(await count(`node:${handle.id}:first`)).toBe(1);
     expect(await count(`node:${handle.id}:second`)).toBe(1);
+  });
+
+  it('resumes a warm parent from the graph step without replaying it (the execution cache on)', async () => {
+    const warm = await startApp({ connection: redis.url, prefix: uniquePrefix('graph-warm'), worker: { concurrency: 20, reaperIntervalMs: 20 } }, [TaskWorkflow, PoliciesWorkflow]);
+    try {
+      for (const policy of ['continue', 'fail'] as const) {
+        const handle = await warm.client.emit(PoliciesWorkflow, { policy });
+        const outcome = await handle.result({ timeoutMs: 15_000 });
+        if (policy === 'continue') expect(outcome).toMatchObject({ bad: 'failed:bad refuses', afterBad: 'skipped', good: 'succeeded', afterGood: 'succeeded' });
+        else expect(outcome).toMatchObject({ caught: true, message: expect.stringContaining("node 'bad' failed: bad refuses") });
+        expect(await count(`parent:${handle.id}`)).toBe(1); // resumed where it parked: the handler body ran once
+      }
+    } finally {
+      await warm.close();
+    }
   });
 
   it('a cancel of the parent cancels the running nodes, and the nodes after them are never created', async () => {
