@@ -1,8 +1,10 @@
-import { decodeError, encodeErrorJson } from '../errors/error-codec.js';
+import { storedResult } from './journal.js';
+import { decodeError, encodeError } from '../errors/error-codec.js';
 import { ChildWorkflowError, InvalidArgumentError, TimeoutError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildEmitOptions, ChildOutcome, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
 import { checkDuration, checkInstant, quoteName } from './call-limits.js';
 import type { ChildStart } from './child-launcher.js';
+import type { WaitSpec } from '../redis/workflow-store.js';
 import type { ExecutionState } from './execution-state.js';
 import { encodeStepRecord, type StoredStep } from './step-record.js';
 import { EndOfRecords } from './suspension.js';
@@ -38,37 +40,56 @@ export class Children {
       // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
       const retryFailed = stored?.state === 'F' && (stored.record.pa ?? run.claim.epoch) < run.claim.epoch && run.mode === 'execute';
       if (stored && !retryFailed) {
-        if (stored.state === 'S') return Promise.resolve(settled(settles, structuredClone(stored.record.r)));
-        if (stored.state === 'F') {
-          const error = deadlineError(name, stored, opts) ?? childError(name, stored);
-          if (settles) return Promise.resolve({ status: 'failed', error });
-          throw error;
-        }
+        if (stored.state === 'S' || stored.state === 'F') return this.outcome(name, stored, opts, settles);
         if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
-          const timedOut = this.timeOutChild(name, field, fingerprint, stored, opts);
-          return settles ? timedOut.then((output) => settled(true, output), (error: Error) => ({ status: 'failed', error })) : timedOut;
+          return this.timeOutSettled(name, field, fingerprint, stored, opts, settles);
         }
         if (run.mode === 'collect') throw new EndOfRecords();
-        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs, settles, inherits });
+        return this.waitForChild(name, field, fingerprint, opts, settles, { kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs, settles, inherits });
       }
       if (run.mode === 'collect') throw new EndOfRecords();
-      const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
+      const generation = Math.max(run.journal.generationFloor, retryFailed ? (stored!.record.g ?? 0) + 1 : 0);
       const start = this.childStart(field, generation, workflow, input, opts, field, undefined);
       if (!retryFailed) {
         // A child in this shard is created by the call that parks the run: one call fewer per child, and
         // the children and the wait for them appear together (see Parking.considerParking for a run that goes on).
         const inShard = run.settings.children.childInShard(start, run.shard);
-        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit, settles, inherits });
+        if (inShard) return this.waitForChild(name, field, fingerprint, opts, settles, { kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit, settles, inherits });
       }
       const started = retryFailed
         ? this.restartFailedChild(field, fingerprint, generation, start, settles, opts)
         : run.parking.track(() => this.startChildAfterCommits(start, opts));
       return started.then((child) =>
-        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined, settles, inherits }),
+        this.waitForChild(name, field, fingerprint, opts, settles, { kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined, settles, inherits }),
       );
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** The run waits for a child; after a warm resume, the child's record (as the claim brought it) decides. */
+  private waitForChild(name: string, field: string, fingerprint: string, opts: ChildRunOptions, settles: boolean, wait: WaitSpec & { kind: 'child' }): Promise<unknown> {
+    return this.run.parking.waitFor(wait, () => {
+      const stored = this.run.journal.steps.get(field);
+      if (stored?.state === 'S' || stored?.state === 'F') return this.outcome(name, stored, opts, settles);
+      if (stored?.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.run.serverNow()) {
+        return this.timeOutSettled(name, field, fingerprint, stored, opts, settles);
+      }
+      // created by the park that suspended the handler: not again
+      return this.waitForChild(name, field, fingerprint, opts, settles, { ...wait, spawn: undefined });
+    });
+  }
+
+  /** A finished child's outcome as runWorkflow gives it: its output or error, or a ChildOutcome under onFailure 'continue'. */
+  private outcome(name: string, stored: StoredStep, opts: ChildRunOptions, settles: boolean): Promise<unknown> {
+    if (stored.state === 'S') return Promise.resolve(settled(settles, storedResult(stored)));
+    const error = deadlineError(name, stored, opts) ?? childError(name, stored);
+    return settles ? Promise.resolve({ status: 'failed', error } satisfies ChildOutcome) : Promise.reject(error);
+  }
+
+  private timeOutSettled(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions, settles: boolean): Promise<unknown> {
+    const timedOut = this.timeOutChild(name, field, fingerprint, stored, opts);
+    return settles ? timedOut.then((output) => settled(true, output), (error: Error) => ({ status: 'failed', error })) : timedOut;
   }
 
   async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
@@ -80,12 +101,12 @@ export class Children {
     const stored = run.journal.steps.get(field);
     if (stored) {
       run.journal.assertSameStep(stored, 'child-emit', fingerprint);
-      return String(stored.record.r);
+      return String(storedResult(stored));
     }
     if (run.mode === 'collect') throw new EndOfRecords();
     return run.parking.track(async () => {
       await run.commits.flush();
-      const child = await run.settings.children.startChild(this.childStart(field, 0, workflow, input, opts, undefined, opts.runAt));
+      const child = await run.settings.children.startChild(this.childStart(field, run.journal.generationFloor, workflow, input, opts, undefined, opts.runAt));
       await run.commits.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded', n: run.journal.position(field) }, JSON.stringify(child.id)), {
         childId: child.id,
       });
@@ -134,9 +155,9 @@ export class Children {
   private async timeOutChild(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions): Promise<unknown> {
     const timedOut = await this.run.waits.resolveOpenWait(field, 'F', encodeStepRecord({
       k: 'child', f: fingerprint, s: 'failed', n: this.run.journal.position(field), id: stored.record.id,
-      e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
+      e: encodeError(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`)),
     }));
-    if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
+    if (timedOut.state === 'S') return storedResult(timedOut);
     // the child's own deadline (the same instant) may have failed it first: the same TimeoutError either way
     throw deadlineError(name, timedOut, opts) ?? (timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut));
   }
@@ -173,12 +194,7 @@ function checkOnFailure(onFailure: unknown, name: string): boolean {
 
 /** A child's output as runWorkflow gives it: as it is, or as a ChildOutcome under onFailure 'continue'. */
 function settled(settles: boolean, output: unknown): unknown {
-  return settles ? { status: 'succeeded', output } : output;
-}
-
-function failedOutcome(name: string, stored: StoredStep): ChildOutcome {
-  const error = stored.record.e?.name === 'TimeoutError' ? decodeError(stored.record.e) : childError(name, stored);
-  return { status: 'failed', error };
+  return settles ? ({ status: 'succeeded', output } satisfies ChildOutcome) : output;
 }
 
 /**

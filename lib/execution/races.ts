@@ -12,6 +12,17 @@ export const MAX_RACE_WAITS = 32;
 
 export type RaceEntry = { kind: 'run'; runId: string } | { kind: 'event'; event: string; key: string } | { kind: 'sleep'; ms: number };
 
+/** A race the run parks on: what a warm resume decides again from. */
+interface Race {
+  name: string;
+  field: string;
+  fingerprint: string;
+  entries: RaceEntry[];
+  fields: string[];
+  /** A raced run's workflow (from its registration), by index. */
+  workflows: (string | undefined)[];
+}
+
 /** A wait of the race that is over: its index, and its outcome as a step record. */
 interface Finish {
   index: number;
@@ -52,11 +63,38 @@ export class Races {
     });
     const first = registered.find((r): r is Finish => typeof r === 'object');
     if (first) return this.decide(name, field, fingerprint, entries, fields, first);
-    let parked: Promise<never> | undefined;
-    entries.forEach((entry, index) => {
-      parked = run.parking.waitFor(this.waitSpec(entry, fields[index], registered[index] as string | undefined));
+    const race: Race = { name, field, fingerprint, entries, fields, workflows: registered.map((r) => (typeof r === 'string' ? r : undefined)) };
+    return this.park(race);
+  }
+
+  /**
+   * Parks on every wait of the race. A worker that keeps the execution warm resumes it here: the race decides
+   * again from the records the claim brought (the first wait's decision; the others' never settle), and parks
+   * again on all of them when none is over yet (their registrations stand).
+   */
+  private park(race: Race): Promise<RaceResult> {
+    const run = this.run;
+    let first!: Promise<RaceResult>;
+    race.entries.forEach((entry, index) => {
+      const decide = index === 0 ? () => this.resume(race) : () => new Promise<RaceResult>(() => undefined);
+      const parked = run.parking.waitFor<RaceResult>(this.waitSpec(entry, race.fields[index], race.workflows[index]), decide);
+      if (index === 0) first = parked;
     });
-    return parked!;
+    return first;
+  }
+
+  private resume(race: Race): Promise<RaceResult> {
+    const stored = this.run.journal.steps.get(race.field);
+    if (stored) {
+      try {
+        return Promise.resolve(this.outcome(race.name, stored));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    const over = this.firstOver(race.entries, race.fields);
+    if (over) return this.decide(race.name, race.field, race.fingerprint, race.entries, race.fields, over);
+    return this.park(race);
   }
 
   /** Registers one wait of the race: its outcome when it is over already, else (a raced run) the run's workflow. */
