@@ -189,6 +189,9 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
           queues: { default: { partitions: 2 }, 'c2-children': { partitions: 3 }, 'c2-solo': { partitions: 1 } },
           worker: { concurrency: 40, reaperIntervalMs: 20 },
           shutdownGraceMs: 100,
+          // cold replays: the counts of handler executions below prove what a replay does (a warm worker
+          // resumes the suspended handler instead; its path is the last test of the waitForAny block)
+          executionCache: false,
         } as never,
         WORKFLOWS,
       );
@@ -298,6 +301,27 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
         } finally {
           await redis.config('SET', 'slowlog-log-slower-than', '10000');
           redis.disconnect();
+        }
+      });
+
+      it('a worker that keeps the execution warm resumes the race where it parked, with the same outcomes', async () => {
+        const warm = await startApp(
+          { connection: connection as never, prefix: uniquePrefix('c2w'), queues: { 'c2-children': { partitions: 3 } }, worker: { reaperIntervalMs: 20 } } as never,
+          WORKFLOWS,
+        );
+        try {
+          const key = uniquePrefix('warm');
+          const byEvent = await warm.client.emit(RaceWorkflow, { childDelayMs: 8_000, sleepMs: 8_000, key });
+          const bySleep = await warm.client.emit(RaceWorkflow, { childDelayMs: 3_000, sleepMs: 200, key: uniquePrefix('warm') });
+          await waitFor(async () => (await warm.client.getRun(byEvent.id))?.status === 'waiting');
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          expect(await warm.client.sendEvent('c2.go', { warm: true }, { key })).toBe(1);
+          expect(await byEvent.result({ timeoutMs: 10_000 })).toMatchObject({ index: 1, value: { warm: true } });
+          expect(await bySleep.result({ timeoutMs: 10_000 })).toMatchObject({ index: 2, value: null });
+          // entered once each: resumed warm, not replayed
+          expect(executions.get(`race-after:${byEvent.id}`)).toBe(1);
+        } finally {
+          await warm.close();
         }
       });
 

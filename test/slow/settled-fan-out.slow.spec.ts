@@ -40,7 +40,7 @@ let app: TestApp;
 beforeAll(async () => {
   if (suite.redis.server) prioritize(suite.redis.server.pid);
   app = await startApp(
-    { connection: suite.redis.url, prefix: uniquePrefix('settled'), worker: { concurrency: 50, reaperIntervalMs: 50 } },
+    { connection: suite.redis.url, prefix: uniquePrefix('settled'), worker: { concurrency: 50, reaperIntervalMs: 50 }, executionCache: false },
     [SettledKidWorkflow, SettledFanWorkflow],
   );
   suite.apps.push(app);
