@@ -93,17 +93,29 @@ export class RunEmitter {
     const parent = opts.parent;
     const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
     const written = (stored: { runId: string }) => ({ runId: stored.runId, workflow: target.name, joined: stored.runId !== runId });
-    const emit = (served: boolean) =>
-      this.redis.store.emit(shard, this.emitArgs(target, queue, runId, text, opts, served)).then((stored) =>
+    const emit = (served: boolean, version: string | undefined) =>
+      this.redis.store.emit(shard, { ...this.emitArgs(target, queue, runId, text, opts, served), version }).then((stored) =>
         // The run named by the key had finished: the waiting parent gets its outcome before it parks.
         stored.handoff ? this.redis.store.deliver(stored.handoff).then(() => written(stored)) : written(stored),
       );
-    const write = (served: boolean) => {
+    const write = (served: boolean, version: string | undefined) => {
       const registering = served ? undefined : this.unserved.emitting(target);
-      return registering ? registering.then(() => emit(served)) : emit(served);
+      return registering ? registering.then(() => emit(served, version)) : emit(served, version);
     };
     const served = this.servedByLiveWorker(target.name);
-    return typeof served === 'boolean' ? write(served) : served.then(write);
+    const versioned = (served: boolean) => {
+      // A child has its parent's version (and pin), read from the parent's run in its own shard.
+      if (!parent) return write(served, this.ownVersion(target));
+      return this.redis.store.readRunVersion(parent.parentRoot, parent.parentId).then((v) => write(served, v ?? undefined));
+    };
+    return typeof served === 'boolean' ? versioned(served) : served.then(versioned);
+  }
+
+  /** The version a run this app emits records: this app's, with '*' before it for a pinned workflow. */
+  private ownVersion(target: EmitTarget): string | undefined {
+    const version = this.redis.settings.version;
+    if (!version) return undefined;
+    return target.options.versioning === 'pinned' ? `*${version}` : version;
   }
 
   private inputText(target: EmitTarget, input: unknown): string {

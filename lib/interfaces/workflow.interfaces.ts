@@ -39,6 +39,12 @@ export interface WorkflowOptions {
   cron?: CronTrigger[];
   /** Whole-run deadline; the run fails with TimeoutError. */
   timeoutMs?: number;
+  /**
+   * How runs in flight meet changed code (docs/versioning.md). 'patch' (default): any worker executes a
+   * run, and code that changes a run's steps guards the change with ctx.patched(id). 'pinned': a run is
+   * claimed only by workers whose WorkflowModuleOptions.version equals the run's.
+   */
+  versioning?: 'pinned' | 'patch';
 }
 
 export interface StepOptions {

@@ -52,7 +52,9 @@ export class WorkflowStore extends RunTransitions {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.fcall('wf1_emit', [this.root(shard)], emitArguments(a), (reply) => {
+    const args = emitArguments(a);
+    if (a.version) args.push(a.version);
+    return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
       const [created, runId, status] = reply as [number, string, string];
       const parts = reply as unknown[];
       if (parts.length > 3) return { created: created === 1, runId, status, handoff: this.handoffFrom(this.root(shard), parts.slice(3)) };

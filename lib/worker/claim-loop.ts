@@ -34,7 +34,7 @@ export class ClaimLoop {
     private readonly client: WorkflowClient,
     private readonly observer?: WorkflowObserver,
   ) {
-    this.rotations = new ClaimRotations(registry);
+    this.rotations = new ClaimRotations(registry, state.redis.settings.version);
   }
 
   /**

@@ -170,6 +170,7 @@ export class WorkflowWorker {
       activeRuns: this.state.executing.size,
       startedAt: this.startedAt,
       ttlMs,
+      ...(this.redis.settings.version ? { version: this.redis.settings.version } : {}),
     };
     await this.redis.workerStore.workerBeat(this.workerId, JSON.stringify(info), ttlMs);
   }
