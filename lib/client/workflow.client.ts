@@ -4,6 +4,7 @@ import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
+  RetryRunOptions,
   EmitOptions,
   ListRunsParams,
   RunEvent,
@@ -188,9 +189,11 @@ export class WorkflowClient implements ChildLauncher {
   /**
    * Sends a failed or canceled run back to the queue under the same id: attempt 1 again, its history
    * continued, its succeeded steps kept; compensated steps run again with a new idempotency key.
+   * `{ onVersion: 'current' }` moves the run to this app's version first (see RetryRunOptions): then a
+   * run that has not finished is moved, not retried.
    */
-  async retryRun(runId: string): Promise<RunHandle> {
-    await this.actions.retryRun(runId);
+  async retryRun(runId: string, opts?: RetryRunOptions): Promise<RunHandle> {
+    await this.actions.retryRun(runId, opts);
     return this.handle(runId);
   }
 

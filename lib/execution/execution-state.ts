@@ -12,6 +12,7 @@ import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
 import { Saga } from './saga.js';
+import { Patches } from './patches.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
 import { Waits } from './waits.js';
@@ -69,6 +70,7 @@ export abstract class ExecutionState implements DurableExecution {
   /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
   protected abortReason?: Error;
   private waitsPart?: Waits;
+  private patchesPart?: Patches;
   private childrenPart?: Children;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
@@ -107,6 +109,19 @@ export abstract class ExecutionState implements DurableExecution {
   /** A @Step method called from the handler (see DurableExecution). */
   runStep<T>(request: StepRequest<T>): Promise<T> {
     return this.attempts.runStep(request);
+  }
+
+  /** ctx.patched() and ctx.deprecatePatch() (see patches.ts), made on the first. */
+  get patches(): Patches {
+    return (this.patchesPart ??= new Patches(this));
+  }
+
+  patched(patchId: string): boolean {
+    return this.patches.patched(patchId);
+  }
+
+  deprecatePatch(patchId: string): void {
+    this.patches.deprecatePatch(patchId);
   }
 
   /** Sleeps and event waits, made on the first. */

@@ -26,6 +26,7 @@ import type {
 } from '../interfaces/workflow.interfaces.js';
 import { ON_FAILURE_METADATA, DEFAULTS } from '../workflow.constants.js';
 import { raceAbort } from './backoff.js';
+import { checkPatchId, patchStepName } from './patches.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
@@ -71,6 +72,8 @@ class InlineRun implements DurableExecution {
   /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
   private readonly memo = new Map<string, Memo>();
   private occurrences = new Map<string, number>();
+  /** ctx.patched()'s answers of this attempt. */
+  private patchAnswers = new Map<string, boolean>();
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
   private fatal?: Error;
@@ -106,6 +109,7 @@ class InlineRun implements DurableExecution {
       for (;;) {
         this.attempt += 1;
         this.occurrences = new Map();
+        this.patchAnswers = new Map();
         this.compensations = [];
         this.fatal = undefined;
         try {
@@ -155,6 +159,8 @@ class InlineRun implements DurableExecution {
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
       },
+      patched: (patchId) => this.patched(patchId),
+      deprecatePatch: (patchId) => void this.patched(checkPatchId(patchId, 'ctx.deprecatePatch()')),
     };
     const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
     const output = await raceAbort(work, this.controller.signal);
@@ -355,6 +361,29 @@ class InlineRun implements DurableExecution {
       this.logger.error(`@OnFailure ${method}() threw: ${describeError(hookError)}`);
       return hookError instanceof Error ? hookError : new WorkflowError(describeError(hookError));
     }
+  }
+
+  // ---- patches ----
+
+  /**
+   * As in the engine (patches.ts): true, with a marker kept for later attempts, unless the options say
+   * that this run is a replay of records written without the patch (InlineOptions.unpatched).
+   */
+  private patched(patchId: string): boolean {
+    checkPatchId(patchId, 'ctx.patched()');
+    const known = this.patchAnswers.get(patchId);
+    if (known !== undefined) return known;
+    const field = this.nextField(patchStepName(patchId));
+    let answer = true;
+    if (!this.memo.has(field)) {
+      if (this.inline.unpatched?.includes(patchId)) answer = false;
+      else {
+        this.memo.set(field, { kind: 'patch' });
+        this.entries.set(field, { name: patchStepName(patchId), occurrence: 0, kind: 'patch', status: 'succeeded', attempts: 1, overridden: false });
+      }
+    }
+    this.patchAnswers.set(patchId, answer);
+    return answer;
   }
 
   // ---- helpers ----

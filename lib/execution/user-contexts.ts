@@ -15,6 +15,8 @@ import type { RunMeta, StepContext, WorkflowContext, WorkflowStepApi } from '../
 export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
+  patched(patchId: string): boolean;
+  deprecatePatch(patchId: string): void;
 }
 
 export class HandlerContext<I> implements WorkflowContext<I> {
@@ -35,6 +37,14 @@ export class HandlerContext<I> implements WorkflowContext<I> {
 
   get logger(): LoggerService {
     return this.#source.logger;
+  }
+
+  patched(patchId: string): boolean {
+    return this.#source.patched(patchId);
+  }
+
+  deprecatePatch(patchId: string): void {
+    this.#source.deprecatePatch(patchId);
   }
 }
 

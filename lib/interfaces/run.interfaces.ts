@@ -83,6 +83,16 @@ export interface EmitOptions {
   priority?: number;
 }
 
+export interface RetryRunOptions {
+  /**
+   * 'current': move the run to this app's `version` (docs/versioning.md). A failed or canceled run is
+   * retried on it; a run that has not finished (scheduled, queued, waiting, running) only changes version:
+   * a pinned run stranded on a version no live worker serves is then claimed by this version's workers
+   * (a queued one at once, keeping its place; a waiting one when it wakes).
+   */
+  onVersion?: 'current';
+}
+
 export interface RunHandle<O = unknown> {
   id: string;
   getState(): Promise<RunInfo<unknown, O>>;

@@ -133,6 +133,19 @@ export interface WorkflowContext<I = unknown> {
   /** Nest logger scoped to the run. */
   logger: LoggerService;
   step: WorkflowStepApi;
+  /**
+   * Guards a change of the workflow's steps for runs in flight (docs/versioning.md): true when the run
+   * reaches this point for the first time (a marker is recorded) or recorded the marker here before;
+   * false on a replay of a run whose records were written without it (keep the old path for it).
+   * Decided from the run's records alone, once per id and execution.
+   */
+  patched(patchId: string): boolean;
+  /**
+   * The patch's old path is gone (no run in flight needs it): records the marker as patched() does, for
+   * workers that still run code calling patched(patchId), and returns nothing. Remove the call once no
+   * such worker is left.
+   */
+  deprecatePatch(patchId: string): void;
 }
 
 export interface OnFailureContext<I = unknown> {
