@@ -143,7 +143,7 @@ export interface WorkerInfo {
 export interface WorkflowMeta {
   name: string;
   queue: string;
-  options: { maxAttempts: number; maxConcurrency?: number; timeoutMs?: number; backoff?: unknown; input?: string };
+  options: { maxAttempts: number; maxConcurrency?: number; timeoutMs?: number; backoff?: unknown; input?: string; versioning?: 'pinned' };
   cron: { id?: string; expression: string; timezone?: string }[];
   /** Workers alive that serve this workflow. */
   workers: WorkerInfo[];
