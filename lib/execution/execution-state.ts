@@ -33,6 +33,8 @@ export interface ExecutionSettings {
   refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+  /** This deployment's version (for messages). */
+  version?: string;
 }
 
 /** A claim made together with a completion; `settle` gets the runs it claimed (none if the call failed). */

@@ -140,6 +140,15 @@ export class Journal {
     return (this.unreadableRecords?.length ?? 0) > 0;
   }
 
+  /** A patch whose marker the run recorded and this execution has not reached (its code may not know the
+   *  patch), or undefined. */
+  unreachedPatch(): string | undefined {
+    for (const [field, stored] of this.steps) {
+      if (stored.record.k === 'patch' && !this.callOrder.has(field)) return stored.name.replace(/^patched:/, '');
+    }
+    return undefined;
+  }
+
   /** The handler runs again from the top (after the replay that collected compensations). */
   restart(): void {
     this.occurrences.clear();

@@ -170,6 +170,7 @@ export class ClaimLoop {
           maxStepsPerRun: settings.maxStepsPerRun,
           observer: this.observer,
           refill: () => this.refill(shard),
+          version: settings.version,
         }),
       );
     }

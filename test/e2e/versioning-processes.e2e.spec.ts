@@ -120,4 +120,23 @@ describe('versions with real worker processes of two deployments', () => {
     await worker(redis.url, prefix, 'v2', 'unguarded');
     await expect(run.result({ timeoutMs: 15_000 })).rejects.toMatchObject({ name: 'NonDeterminismError' });
   }, 40_000);
+
+  it('a run that took a patch\'s new path, met by a worker whose code predates the patch, is retried for a newer worker instead of failing', async () => {
+    const { redis } = await server();
+    const prefix = uniquePrefix('overlap');
+    const next = await worker(redis.url, prefix, 'v2', 'new');
+    const apiV2 = await api(redis.url, prefix, 'v2');
+    const run = await apiV2.client.emit('order', { sleepMs: 1_000 });
+    await waitFor(async () => (await run.getState()).status === 'waiting', 10_000);
+    await next.stop(3000);
+    // An old worker still running during the overlap wakes the run: its code charges in dollars.
+    const old = await worker(redis.url, prefix, 'v1', 'old');
+    await waitFor(async () => (await apiV2.client.getRunHistory(run.id)).some((e) => e.type === 'retrying' || e.type === 'failed'), 15_000);
+    await old.stop(3000);
+    await worker(redis.url, prefix, 'v2', 'new');
+    expect(await run.result({ timeoutMs: 20_000 })).toEqual({ charged: '1200 cents' });
+    const failures = (await apiV2.client.getRunHistory(run.id)).filter((e) => e.error?.name === 'NonDeterminismError');
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures[0].error?.message).toContain("took the new path of patch 'cents'");
+  }, 120_000);
 });
