@@ -67,7 +67,17 @@ class PinnedLimitedWorkflow {
   }
 }
 
-const ALL = [OrderWorkflow, ParentWorkflow, ChildWorkflow, PinnedWorkflow, PinnedLimitedWorkflow];
+@Workflow('vp-pinned-sleeper', { versioning: 'pinned' })
+@Injectable()
+class PinnedSleeperWorkflow {
+  async execute(ctx: WorkflowContext<{ napMs: number }>) {
+    await ctx.step.run('before', () => 'before');
+    await ctx.step.sleep('nap', ctx.input.napMs);
+    return ctx.step.run('after', () => ctx.run.id);
+  }
+}
+
+const ALL = [OrderWorkflow, ParentWorkflow, ChildWorkflow, PinnedWorkflow, PinnedLimitedWorkflow, PinnedSleeperWorkflow];
 
 describe('versions', () => {
   const suite = useSuiteRedis();
@@ -180,6 +190,24 @@ describe('versions', () => {
     // a finished run: nothing to move
     await expect(v2.client.retryRun(stranded.id, { onVersion: 'current' })).rejects.toThrow(/has succeeded/);
   }, 30_000);
+
+  it('onVersion on a waiting pinned run changes its version; it wakes on the new version\'s worker', async () => {
+    const prefix = uniquePrefix('vp-wait');
+    const url = suite.redis.url;
+    const v1 = await start({ connection: url, prefix, version: 'v1' });
+    const emitted = await v1.client.emit(PinnedSleeperWorkflow, { napMs: 1_500 });
+    await waitFor(async () => (await emitted.getState()).status === 'waiting');
+    await v1.close();
+    const v2 = await start({ connection: url, prefix, version: 'v2' });
+    const run = v2.client.handle<string>(emitted.id);
+    await v2.client.retryRun(run.id, { onVersion: 'current' });
+    expect(await run.getState()).toMatchObject({ status: 'waiting', version: 'v2', pinned: true });
+    expect(await run.result({ timeoutMs: 10_000 })).toBe(run.id);
+    const v2Id = (await v2.client.getStats()).workers.list.find((w) => w.version === 'v2')!.id;
+    expect((await run.getState()).workerId).toBe(v2Id);
+    const stats = await v2.client.getStats();
+    expect(stats.workflows.find((w) => w.name === 'vp-pinned-sleeper')?.versions).toBeUndefined();
+  }, 20_000);
 
   it('patched: a run parked across the change keeps the old path; a new run takes the new one and keeps it on replay', async () => {
     const prefix = uniquePrefix('vp-patch');
