@@ -3,6 +3,7 @@ import type { WorkflowModuleOptions } from './interfaces/module-options.interfac
 import { assertKeySegment } from './redis/keys.js';
 import { resolveMetricsOption } from './observability/metrics/metrics-options.js';
 import { DEFAULTS } from './workflow.constants.js';
+import { FaultInjector } from './execution/fault-injector.js';
 
 /** The module's options with defaults applied and checked once, at start. */
 export interface WorkflowSettings {
@@ -19,6 +20,8 @@ export interface WorkflowSettings {
   metrics: ReturnType<typeof resolveMetricsOption>;
   /** This deployment's version (WorkflowModuleOptions.version), checked; undefined when not set. */
   version?: string;
+  /** The `faults` option, for tests: one injector per app, so each fault fires once per run. */
+  faults?: FaultInjector;
   partitions(queue: string): number;
 }
 
@@ -81,6 +84,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     trustedLibraryHashes,
     metrics: resolveMetricsOption(options.metrics),
     version,
+    faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
   };
 }

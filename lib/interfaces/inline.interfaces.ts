@@ -1,5 +1,6 @@
 import type { LoggerService } from '@nestjs/common';
 import type { WorkflowHandler } from './workflow.interfaces.js';
+import type { FaultInjection, InjectedFault } from './fault-injection.interfaces.js';
 
 /** The options and result of runInline (lib/execution/inline-runner.ts), for unit tests of a workflow. */
 
@@ -37,10 +38,14 @@ export interface InlineOptions<I = unknown> {
   maxPayloadBytes?: number;
   /** Default: a Nest Logger named after the run. */
   logger?: LoggerService;
+  /** Crashes, duplicate deliveries and lost leases at the steps you name, as the engine would meet them
+   *  (see FaultInjection): to prove that the workflow's steps are idempotent. A named step that never
+   *  executes is logged as a warning. */
+  faults?: FaultInjection;
 }
 
 /** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow, patch a ctx.patched() marker. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'patch';
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'redis' | 'patch';
 
 export interface InlineStep {
   name: string;
@@ -72,4 +77,6 @@ export interface InlineResult<O = unknown> {
   steps: InlineStep[];
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
+  /** With `faults`: the faults that fired in this run, in order. */
+  injectedFaults?: InjectedFault[];
 }

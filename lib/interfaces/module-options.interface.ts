@@ -2,6 +2,7 @@ import type { ModuleMetadata, Type, InjectionToken, OptionalFactoryDependency } 
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { WorkflowTracingOptions } from '../observability/tracing.js';
 import type { WorkflowMetricsOptions } from '../observability/metrics/metrics-options.js';
+import type { FaultInjection } from './fault-injection.interfaces.js';
 
 export type WorkflowConnection =
   | string
@@ -67,6 +68,10 @@ export interface WorkflowModuleOptions {
    *  (RunInfo.version); a workflow with versioning 'pinned' has its runs claimed only by workers of the
    *  same version. Letters, digits and . _ + - (at most 64). Default: none (runs record no version). */
   version?: string;
+  /** For integration tests only: crashes, duplicate deliveries and lost leases at the steps named, made to
+   *  happen by this app's worker against the real Redis (see FaultInjection and docs/testing.md). A start
+   *  with faults set logs a warning. Default: none. */
+  faults?: FaultInjection;
 }
 
 export interface WorkflowOptionsFactory {
