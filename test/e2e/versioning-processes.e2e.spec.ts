@@ -3,14 +3,16 @@
  * a rolling deploy with runs sleeping across it, ctx.patched keeping old runs on the old path, pinned runs
  * claimed only by workers of their version, and a stranded pinned run moved by retryRun's onVersion.
  */
-import { afterAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Redis } from 'ioredis';
 import type { RunHandle } from '../../lib/index.js';
 import { startRedis, uniquePrefix, type RedisServerHandle } from '../support/redis-server.js';
-import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
+import { compileFixtures, startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
 import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
+// The worker processes run compiled code: compiled once here, outside any test's own timeout.
+beforeAll(() => void compileFixtures(), 240_000);
 afterAll(async () => {
   for (const step of cleanup.reverse()) await step().catch(() => undefined);
 });
