@@ -34,9 +34,14 @@ local function wake_due_timers(root, now, batch)
   local woken = 0
   for _, id in ipairs(ids) do
     local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+    local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ww')
     if f[1] == 'waiting' then
-      wake_run(root, id, f[2], f[3], now, 'timer')
+      wake_run(root, id, f[2], f[3], now, 'timer', nil, nil, nil, nil, f[4] or nil)
+    elseif f[1] == 'queued' and f[4] then
+      -- a warm run whose worker did not claim it within its window (busy, stopped or dead): to its ready
+      -- set, for any worker (see delta_key in includes/01-common.lua). It stays warm: if its worker claims
+      -- it after all, the claim still sends only the delta. One claimed meanwhile left its sticky queue.
+      if rcall('ZREM', sticky_key(root, select(3, warm_parts(f[4]))), id) == 1 then make_ready(root, id, f[2], f[3], now) end
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
@@ -96,10 +101,36 @@ local function fail_past_deadline(root, now, batch)
   end)
 end
 
-local EXPIRY_FIELDS = { 'wf', 'st', 'ik' }
+-- The first run of a chain made by continue-as-new (lua/rerun.lua; 'cl' names the latest) is kept while the
+-- chain lives, so that its handle, its idempotency key and its parents still reach the live run: as a stub
+-- (its run hash and history; its step records go at its retention) until the last run of the chain is
+-- deleted. Rechecked this often while the chain runs.
+local CHAIN_RECHECK_MS = 60000
+
+-- Returns true when the chain `id` heads is still to be kept (and reschedules it), false when it can go.
+local function keeps_chain_head(root, id, now)
+  local live = chain_live(root, id)
+  if live == id then return false end
+  local live_status = rcall('HGET', run_key(root, live), 'st')
+  if not live_status then return false end
+  rcall('UNLINK', steps_key(root, id))
+  if FINAL[live_status] then
+    -- goes with the last run of the chain
+    local due = tonumber(rcall('ZSCORE', root .. ':expiry', live))
+    if not due or due <= now then return false end
+    rcall('ZADD', root .. ':expiry', ms(due), id)
+  else
+    rcall('ZADD', root .. ':expiry', ms(now + CHAIN_RECHECK_MS), id)
+  end
+  return true
+end
+
+local EXPIRY_FIELDS = { 'wf', 'st', 'ik', 'cl' }
 local function delete_expired_runs(root, now, batch)
   return for_due_runs(root, ':expiry', now, batch, EXPIRY_FIELDS, function(id, run, f)
-    if f[1] and rcall('ZSCORE', root .. ':pwq', id) then
+    if f[4] and keeps_chain_head(root, id, now) then
+      return
+    elseif f[1] and rcall('ZSCORE', root .. ':pwq', id) then
       -- parents still to be told its outcome (see tell_waiting_parents): kept a little longer
       rcall('ZADD', root .. ':expiry', ms(now + 1000), id)
     elseif f[1] and not release_shared_payloads(root, id) then
@@ -108,7 +139,7 @@ local function delete_expired_runs(root, now, batch)
     elseif f[1] then
       -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
       -- background instead of within this call
-      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id))
+      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id))
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then

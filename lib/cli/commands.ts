@@ -67,17 +67,22 @@ export function registerCommands(program: Command, io: CliIo): void {
         if (!run) throw notFound(id, flags);
         if (!canceled) throw new CliError(`Run ${id} is ${run.status}: only a run that has not finished can be canceled. Nothing was changed.`, EXIT.failed);
         print(io, flags, { canceled: true, run }, () =>
-          run.status === 'canceled' ? `Canceled run ${id}.` : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
+          run.status === 'canceled'
+            ? `Canceled run ${id}.`
+            : run.continuedAs
+              ? `Canceled the live run of the chain that run ${id} continued into (follow it with: runs show ${run.continuedAs}).`
+              : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
         );
       }),
     );
 
   withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
+    .option('--from-step <name>', 'forget the records from this step on (in call order): it and the steps after it run again, with new idempotency keys')
     .option('--to-version <version>', "move the run to this version first, as retryRun(id, { onVersion: 'current' }) in an app of that version: a run that has not finished (a pinned run no live worker serves) only changes version")
-    .action((id: string, flags: CommonFlags & { toVersion?: string }) =>
+    .action((id: string, flags: CommonFlags & { fromStep?: string; toVersion?: string }) =>
       withClient({ ...flags, version: flags.toVersion }, io, async ({ client }) => {
         try {
-          await client.retryRun(id, flags.toVersion !== undefined ? { onVersion: 'current' } : undefined);
+          await client.retryRun(id, { fromStep: flags.fromStep, ...(flags.toVersion !== undefined ? { onVersion: 'current' as const } : {}) });
         } catch (error) {
           if (error instanceof RunNotFoundError) throw notFound(id, flags);
           if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
@@ -89,6 +94,24 @@ export function registerCommands(program: Command, io: CliIo): void {
             ? `Moved run ${id} to version ${flags.toVersion}: it is ${run?.status}. Follow it with: runs show ${id}`
             : `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}${flags.toVersion !== undefined ? `, version ${flags.toVersion}` : ''}. Follow it with: runs show ${id}`,
         );
+      }),
+    );
+
+  withCommonOptions(runs.command('fork').argument('<runId>').description('a new run of a finished run\'s workflow on today\'s code, with copies of its records before a step'))
+    .option('--from-step <name>', 'the first step to execute again (default: the first that did not succeed)')
+    .option('--input <json>', "the fork's input as JSON (default: the run's input)", jsonArg)
+    .action((id: string, flags: CommonFlags & { fromStep?: string; input?: { value: unknown } }) =>
+      withClient(flags, io, async ({ client }) => {
+        let forkId: string;
+        try {
+          forkId = (await client.forkRun(id, { fromStep: flags.fromStep, input: flags.input?.value })).id;
+        } catch (error) {
+          if (error instanceof RunNotFoundError) throw notFound(id, flags);
+          if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
+          throw error;
+        }
+        const run = await client.getRun(forkId);
+        print(io, flags, { forked: true, run }, () => `Forked run ${id} as ${forkId}: it is ${run?.status ?? 'queued'}. Follow it with: runs show ${forkId}`);
       }),
     );
 
@@ -129,6 +152,14 @@ export function registerCommands(program: Command, io: CliIo): void {
         print(io, flags, stats, () => statsView(stats, flags.prefix, Date.now(), width()));
       }),
     );
+}
+
+function jsonArg(text: string): { value: unknown } {
+  try {
+    return { value: JSON.parse(text) };
+  } catch {
+    throw new InvalidArgumentError('Use JSON, e.g. --input \'{"orderId":"o-1"}\' (quote it for the shell).');
+  }
 }
 
 function cursorArg(text: string): string {

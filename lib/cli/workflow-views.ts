@@ -112,6 +112,7 @@ function workersTable(workers: WorkerInfo[], now: number, width: number): string
       { header: 'PID', alignRight: true },
       ...(versioned ? [{ header: 'VERSION' }] : []),
       { header: 'ACTIVE', alignRight: true },
+      { header: 'WARM', alignRight: true },
       { header: 'STARTED' },
       { header: 'HEARTBEAT' },
       { header: 'QUEUES', flex: true },
@@ -122,12 +123,21 @@ function workersTable(workers: WorkerInfo[], now: number, width: number): string
       String(w.pid),
       ...(versioned ? [w.version ?? '-'] : []),
       `${w.activeRuns}/${w.concurrency}`,
+      warmCell(w),
       relative(w.startedAt, now),
       relative(w.lastHeartbeatAt, now),
       w.queues.join(', '),
     ]),
     width,
   );
+}
+
+/** The worker's warm executions (the executionCache option) and the share of warm claims that resumed one; '-' when off. */
+function warmCell(w: WorkerInfo): string {
+  const cache = w.executionCache;
+  if (!cache) return '-';
+  const claims = cache.hits + cache.misses;
+  return claims === 0 ? `${cache.runs}/${cache.maxRuns}` : `${cache.runs}/${cache.maxRuns}, ${Math.round((100 * cache.hits) / claims)}% hits`;
 }
 
 /** A cron trigger as the registry in Redis holds it (`schedules list --json` prints these). */

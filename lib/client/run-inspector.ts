@@ -8,6 +8,7 @@ import {
   type StatusCounts,
   type VersionStats,
   type WorkerInfo,
+  type ExecutionCacheStats,
   type WorkflowMeta,
   type WorkflowStats,
 } from '../interfaces/run.interfaces.js';
@@ -41,6 +42,7 @@ interface WorkerBeat {
   startedAt: string;
   ttlMs: number;
   version?: string;
+  executionCache?: ExecutionCacheStats;
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
@@ -254,6 +256,7 @@ export class RunInspector {
           startedAt: beat.startedAt,
           lastHeartbeatAt: new Date(expires - beat.ttlMs).toISOString(),
           ...(beat.version ? { version: beat.version } : {}),
+          ...(beat.executionCache ? { executionCache: beat.executionCache } : {}),
         });
       } catch {
         // skipped, as above

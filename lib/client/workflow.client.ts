@@ -1,10 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import { InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
-  RetryRunOptions,
   EmitOptions,
   ListRunsParams,
   RunEvent,
@@ -22,6 +21,8 @@ import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
 import { ResultWaiter } from './result-waiter.js';
+import { liveRunOf } from './run-chain.js';
+import { RunRecovery, type ForkRunOptions, type RetryRunOptions } from './run-recovery.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
@@ -40,16 +41,18 @@ export class WorkflowClient implements ChildLauncher {
   private readonly targets: EmitTargets;
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
+  private readonly recovery: RunRecovery;
 
   constructor(
     private readonly redis: WorkflowRedis,
     registry: WorkflowRegistry,
   ) {
-    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
+    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id), (id, shard) => liveRunOf(redis.store, shard, id).then((live) => live?.id));
     this.inspector = new RunInspector(redis, registry);
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
+    this.recovery = new RunRecovery(redis);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -188,13 +191,29 @@ export class WorkflowClient implements ChildLauncher {
 
   /**
    * Sends a failed or canceled run back to the queue under the same id: attempt 1 again, its history
-   * continued, its succeeded steps kept; compensated steps run again with a new idempotency key.
+   * continued, its succeeded steps kept; compensated steps run again with a new idempotency key. With
+   * `fromStep`, the records from that step on (in call order) are forgotten first, so that step and every
+   * one after it run again on today's code, each with a new idempotency key.
    * `{ onVersion: 'current' }` moves the run to this app's version first (see RetryRunOptions): then a
    * run that has not finished is moved, not retried.
    */
-  async retryRun(runId: string, opts?: RetryRunOptions): Promise<RunHandle> {
-    await this.actions.retryRun(runId, opts);
+  async retryRun(runId: string, opts: RetryRunOptions = {}): Promise<RunHandle> {
+    if (opts?.fromStep !== undefined && opts.onVersion !== undefined) {
+      throw new InvalidArgumentError("retryRun takes fromStep or onVersion, not both: move the run with { onVersion: 'current' } first, then retry it with { fromStep }.");
+    }
+    if (opts?.fromStep !== undefined) await this.recovery.retryFromStep(runId, opts.fromStep);
+    else await this.actions.retryRun(runId, opts);
     return this.handle(runId);
+  }
+
+  /**
+   * A new run of the same workflow on today's code, with copies of the run's step records before
+   * `fromStep` (default: before its first call that did not succeed), their compensations included; the
+   * steps from there on are executed (with new idempotency keys: the fork has its own id). The run must
+   * have finished. See docs/versioning.md, "Recovering a run failed by a bug".
+   */
+  async forkRun<O = unknown>(runId: string, opts: ForkRunOptions = {}): Promise<RunHandle<O>> {
+    return this.handle<O>(await this.recovery.forkRun(runId, opts));
   }
 
   /**

@@ -60,6 +60,13 @@ export interface StoredStep {
   record: StepRecord;
 }
 
+/**
+ * Not a step: the run's step generation, raised by each retry from a step (retryRun with fromStep, lua/rerun.lua),
+ * stored in the step hash so that a claim brings it with the records: '<ms>|S|{"k":"generation","g":<n>}'.
+ * Every step executed without a record is executed under at least this generation (a new idempotency key).
+ */
+export const GENERATION_FIELD = '~gen';
+
 export function stepField(name: string, occurrence: number): string {
   return `${occurrence}:${name}`;
 }

@@ -17,6 +17,7 @@ export interface ContextSource {
   readonly logger: LoggerService;
   patched(patchId: string): boolean;
   deprecatePatch(patchId: string): void;
+  continueAsNew(input: unknown): Promise<never>;
 }
 
 export class HandlerContext<I> implements WorkflowContext<I> {
@@ -46,6 +47,10 @@ export class HandlerContext<I> implements WorkflowContext<I> {
   deprecatePatch(patchId: string): void {
     this.#source.deprecatePatch(patchId);
   }
+
+  continueAsNew(input: I): Promise<never> {
+    return this.#source.continueAsNew(input);
+  }
 }
 
 export class StepCallContext implements StepContext {
@@ -56,6 +61,7 @@ export class StepCallContext implements StepContext {
     readonly idempotencyKey: string,
     readonly attempt: number,
     source: { readonly signal: AbortSignal },
+    readonly fencingToken: string,
   ) {
     this.#source = source;
   }

@@ -77,6 +77,9 @@ export interface InlineResult<O = unknown> {
   steps: InlineStep[];
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
+  /** How many times the handler called ctx.continueAsNew: each started a new execution with an empty
+   *  history; `output`, `attempts` and `steps` are the last execution's. */
+  continuedAsNew?: number;
   /** With `faults`: the faults that fired in this run, in order. */
   injectedFaults?: InjectedFault[];
 }

@@ -43,6 +43,12 @@ export interface RunInfo<I = unknown, O = unknown> {
   /** The run is pinned to its version (its workflow has versioning 'pinned'): only workers of that
    *  version claim it. */
   pinned?: true;
+  /** This execution ended with ctx.continueAsNew: the run that took over (a `succeeded` run without output). */
+  continuedAs?: string;
+  /** The run whose ctx.continueAsNew started this one. */
+  continuedFrom?: string;
+  /** The run this one was forked from (client.forkRun). */
+  forkedFrom?: string;
 }
 
 export type StepStatus = 'succeeded' | 'failed' | 'waiting' | 'compensated';
@@ -81,16 +87,6 @@ export interface EmitOptions {
   queue?: string;
   /** Higher runs first, -500..500, default 0. */
   priority?: number;
-}
-
-export interface RetryRunOptions {
-  /**
-   * 'current': move the run to this app's `version` (docs/versioning.md). A failed or canceled run is
-   * retried on it; a run that has not finished (scheduled, queued, waiting, running) only changes version:
-   * a pinned run stranded on a version no live worker serves is then claimed by this version's workers
-   * (a queued one at once, keeping its place; a waiting one when it wakes).
-   */
-  onVersion?: 'current';
 }
 
 export interface RunHandle<O = unknown> {
@@ -138,6 +134,23 @@ export interface WorkerInfo {
   lastHeartbeatAt: string;
   /** The worker's WorkflowModuleOptions.version, when set. */
   version?: string;
+  /** The worker's warm executions (the executionCache option), as of its last registry beat (every 5 s);
+   *  absent when the cache is off or the worker is older. */
+  executionCache?: ExecutionCacheStats;
+}
+
+/** A worker's cache of warm executions (sticky executions, the executionCache option). */
+export interface ExecutionCacheStats {
+  /** Executions kept warm now, and an estimate of the memory they take (bytes, from their step records). */
+  runs: number;
+  bytes: number;
+  maxRuns: number;
+  maxBytes: number;
+  /** Warm claims resumed from the cache; warm claims that found nothing to resume (evicted) and replayed. */
+  hits: number;
+  misses: number;
+  /** Executions dropped to stay within maxRuns and maxBytes. */
+  evictions: number;
 }
 
 export interface WorkflowMeta {

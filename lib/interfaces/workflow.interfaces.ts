@@ -65,6 +65,13 @@ export interface StepContext {
   idempotencyKey: string;
   signal: AbortSignal;
   attempt: number;
+  /**
+   * The run's fencing token: a decimal number as a string that grows with every claim of the run (a
+   * worker that takes the run over after a lost lease has a greater one). Hand it to a store that refuses
+   * writes carrying a token older than the newest it has seen, so a stalled worker cannot overwrite the
+   * new owner's work. Compare as numbers (`BigInt(token)`), not as strings.
+   */
+  fencingToken: string;
 }
 
 export interface RunStepOptions<T> {
@@ -150,6 +157,14 @@ export interface WorkflowContext<I = unknown> {
    * such worker is left.
    */
   deprecatePatch(patchId: string): void;
+  /**
+   * Ends this execution as `succeeded` (RunInfo.continuedAs names the new run) and starts the same
+   * workflow with `input` and an empty history, in one atomic call: for a loop that would otherwise grow
+   * one run without bound. Never resolves: the handler stops here (code after it does not run, and what it
+   * returns is ignored). A handle of the first run, and a parent waiting for it, get the chain's final
+   * outcome. See docs/versioning.md.
+   */
+  continueAsNew(input: I): Promise<never>;
 }
 
 export interface OnFailureContext<I = unknown> {

@@ -85,11 +85,24 @@ export abstract class WorkflowReads extends FunctionCalls {
    */
   async readStepsFrom(shard: ShardRef, runId: string, cursor: string, into: Map<string, string>): Promise<void> {
     const key = this.keys.steps(this.root(shard), runId);
-    for (let at = cursor; at !== '0'; ) {
+    // cursor '0': every record (a worker without the warm execution a warm claim was for)
+    let at = cursor;
+    do {
       const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
       for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
       at = next;
-    }
+    } while (at !== '0');
+  }
+
+  /** Every step record of a run, a page per command (a run of 10,000 records is never read in one). */
+  async readStepsPaged(shard: ShardRef, runId: string, into: Map<string, string>): Promise<void> {
+    const key = this.keys.steps(this.root(shard), runId);
+    let at = '0';
+    do {
+      const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
+      for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
+      at = next;
+    } while (at !== '0');
   }
 
   async readSteps(shard: ShardRef, runId: string): Promise<Record<string, string>> {

@@ -17,6 +17,9 @@ export type {
 } from './run-transitions.js';
 export { COMPLETE_RECORDS_PER_CALL, PARK_WAITS_PER_CALL } from './run-transitions.js';
 
+/** Step records a fork copies, or a retry from a step deletes, per call (FORK_RECORDS_PER_CALL in lua/rerun.lua). */
+export const FORK_RECORDS_PER_CALL = 500;
+
 /**
  * Where a run's wait for an (event, key) starts in their log: after the event its previous wait for them
  * received (`position`, the record's 'th'), or, for its first wait, from the run's creation.
@@ -101,6 +104,56 @@ export class WorkflowStore extends RunTransitions {
   async moveVersion(shard: ShardRef, runId: string, version: string): Promise<{ ok: boolean; status: string }> {
     const reply = (await this.fcall('wf1_move_version', [this.root(shard)], [runId, version])) as [number, string];
     return { ok: reply[0] === 1, status: reply[1] };
+  }
+
+  /**
+   * Creates a fork of `sourceId` as `runId` in the source's shard with copies of `records` (stored values,
+   * in call order), FORK_RECORDS_PER_CALL a call: past the first chunk the fork waits 'scheduled' until
+   * the last (lua/rerun.lua, wf1_fork and wf1_fork_more). Returns the status the call found or made.
+   */
+  async fork(
+    shard: ShardRef,
+    runId: string,
+    sourceId: string,
+    input: string,
+    records: readonly { field: string; value: string; compensates: boolean }[],
+  ): Promise<{ created: boolean; status: string }> {
+    const chunks: (typeof records)[] = [];
+    for (let i = 0; i < records.length; i += FORK_RECORDS_PER_CALL) chunks.push(records.slice(i, i + FORK_RECORDS_PER_CALL));
+    const root = this.root(shard);
+    const chunkArgs = (chunk: typeof records) => {
+      const args: string[] = [chunk.some((r) => r.compensates) ? '1' : '0', String(chunk.length)];
+      for (const r of chunk) args.push(r.field, r.value);
+      return args;
+    };
+    const [first, ...rest] = chunks.length > 0 ? chunks : [[]];
+    const [created, status] = (await this.fcall('wf1_fork', [root], [runId, sourceId, input, rest.length > 0 ? '1' : '0', ...chunkArgs(first)])) as [number, string];
+    // The id is new: a run under it is this call's own, applied already (a resend after a reconnect), and
+    // one still 'scheduled' waits for the rest of its records.
+    if (created !== 1 && !(status === 'scheduled' && rest.length > 0)) return { created: status !== 'NO_SOURCE', status };
+    for (let i = 0; i < rest.length; i += 1) {
+      const [last, comp, ...tail] = [i === rest.length - 1 ? '1' : '0', ...chunkArgs(rest[i])];
+      await this.fcall('wf1_fork_more', [root], [runId, last, comp, ...tail]);
+    }
+    return { created: true, status: rest.length > 0 ? 'queued' : status };
+  }
+
+  /**
+   * Deletes `fields` (the step records from a step on) of a failed or canceled run and queues it again, a
+   * chunk a call, `last` (the step's own record) in the final chunk (lua/rerun.lua, wf1_forget).
+   * `generation`: the value of the run's '~gen' record (see GENERATION_FIELD in lib/execution/step-record.ts).
+   */
+  async retryFrom(shard: ShardRef, runId: string, fields: readonly string[], last: string, generation: string): Promise<{ ok: boolean; status?: string }> {
+    const root = this.root(shard);
+    const chunks: string[][] = [];
+    for (let i = 0; i < fields.length; i += FORK_RECORDS_PER_CALL) chunks.push(fields.slice(i, i + FORK_RECORDS_PER_CALL));
+    chunks.push([last]);
+    for (let i = 0; i < chunks.length; i += 1) {
+      const reply = (await this.fcall('wf1_forget', [root], [runId, i === 0 ? '1' : '0', i === chunks.length - 1 ? '1' : '0', generation, ...chunks[i]])) as [number, string?];
+      // the last call queues the run: a resend of it after a reconnect finds the run queued already
+      if (reply[0] !== 1 && !(i === chunks.length - 1 && reply[1] === 'queued')) return { ok: false, status: reply[1] };
+    }
+    return { ok: true };
   }
 
   /**

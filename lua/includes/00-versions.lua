@@ -65,6 +65,23 @@ local function move_run_version(root, id, run, wf, st, version)
   if old and string.byte(old, 1) == 42 then new = '*' .. version end
   if old == new then return new end
   redis.call('HSET', run, 'v', new)
+  -- A run a worker of the old version keeps warm (sticky executions, 01-common.lua) is not kept for it any
+  -- more: a queued one leaves that worker's sticky queue for its ready set (moved below), a waiting one
+  -- wakes to its ready set.
+  local warm = redis.call('HGET', run, 'ww')
+  if warm then
+    redis.call('HDEL', run, 'ww')
+    redis.call('DEL', root .. ':sd:' .. id)
+    local worker = string.match(warm, '^%d+|%d+|(.*)$')
+    if st == 'queued' and worker then
+      local sticky = root .. ':sq:' .. worker
+      local score = redis.call('ZSCORE', sticky, id)
+      if score then
+        redis.call('ZREM', sticky, id)
+        redis.call('ZADD', versioned_ready_key(root, wf, old), score, id)
+      end
+    end
+  end
   if st and not VERSION_FINAL[st] then
     local key = version_counts_key(root, wf)
     if old and redis.call('HINCRBY', key, old, -1) <= 0 then redis.call('HDEL', key, old) end

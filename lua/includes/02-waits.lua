@@ -46,19 +46,22 @@ end
 -- finished is then executed at once, by the worker that finished that child, instead of waiting behind the
 -- ready set and being claimed by a later call: the ready entry, the notice to workers, the 'queued' status
 -- and the pop are spared (bench/NOTES.md, fifteenth round).
-local function wake_run(root, id, wf, priority, now, reason, step, implied, drained, handover)
+-- `warm`: the run's 'ww' (see delta_key in 01-common.lua), or nil: a warm run goes to its worker's sticky
+-- queue, and to a completion's slot only when that completion is its worker's.
+local function wake_run(root, id, wf, priority, now, reason, step, implied, drained, handover, warm)
   local run = run_key(root, id)
   forget_wait(root, id, run, drained)
   if not drained then rcall('ZREM', root .. ':timers', id) end
   local group = handover and not handover.id and handover.groups[wf]
   -- a pinned run goes only to a worker of its version (includes/00-versions.lua)
   if group and not claims_version_of(group, run) then group = nil end
+  if group and warm and select(3, warm_parts(warm)) ~= handover.worker then group = nil end
   if group then
     handover.id, handover.group = id, group
   else
     rcall('HSET', run, 'st', 'queued')
     count_move(root, wf, id, 'waiting', 'queued')
-    make_ready(root, id, wf, priority, now)
+    if warm then make_ready_warm(root, id, priority, now, warm) else make_ready(root, id, wf, priority, now) end
   end
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
 end
@@ -73,7 +76,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
   local run = run_key(root, id)
   -- What only a wake needs (the workflow, priority, 'hn' and 'ws') is read when the run wakes: of a parent's
   -- children, only the last delivery wakes it, and each field HMGET looks for costs about 2,000 instructions.
-  local f = rcall('HMGET', run, 'st', 'ep')
+  local f = rcall('HMGET', run, 'st', 'ep', 'ww')
   if not f[1] then return 0 end
   local current = rcall('HGET', steps_key(root, id), field)
   if current and record_state(current) ~= 'W' then return 0 end
@@ -87,6 +90,8 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
   store_record(root, id, field, now_text or ms(now), state,
     string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}')
+  -- a run kept warm by its worker: the record is one the worker has not seen (see delta_key)
+  if f[3] then rcall('SADD', delta_key(root, id), field) end
   if f[1] == 'waiting' then
     if rcall('SREM', awaited_key(root, id), field) == 1 then
       local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
@@ -94,7 +99,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
         local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
         -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
         local drained = kind == 'child' and state == 'S' and w[4] == '1'
-        wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover)
+        wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover, f[3])
       end
     end
   elseif rcall('SREM', awaited_key(root, id), field) == 1 then

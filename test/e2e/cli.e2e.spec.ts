@@ -301,6 +301,27 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     const right = await cli(['stats', '--redis', `redis://cli-operator:right-password@${url.host}`, '--prefix', prefix, '--json']);
     expect(right.code).toBe(0);
   });
+
+  // last: it adds runs that the counts above do not expect
+  it('runs fork and runs retry --from-step: a failed run finishes on today\'s code; runs show links the fork; an unknown step is exit 1', async () => {
+    partnerDown = false;
+    const id = ids.failed[0];
+    const unknown = await cli(['runs', 'retry', id, '--from-step', 'nope', ...conn()]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain(`Run ${id} has no step named "nope"; its steps are "reserve", "call-partner"`);
+    const badInput = await cli(['runs', 'fork', id, '--input', '{oops', ...conn()]);
+    expect(badInput.code).toBe(2);
+    const forked = await cli(['runs', 'fork', id, '--from-step', 'call-partner', '--input', '{"order":"A-9"}', ...conn(), '--json']);
+    expect(forked.code).toBe(0);
+    const forkId = (JSON.parse(forked.stdout) as { run: RunInfo }).run.id;
+    await waitFor(async () => (await json<{ run: RunInfo }>(['runs', 'show', forkId])).run.status === 'succeeded', 15_000, 200);
+    const shown = await cli(['runs', 'show', forkId, ...conn()]);
+    expect(shown.stdout).toMatch(new RegExp(`\\nForked from:\\s+${id}\\n`));
+    expect((await json<{ run: RunInfo }>(['runs', 'show', forkId])).run.output).toEqual({ confirmed: 'A-9' });
+    const retried = await cli(['runs', 'retry', id, '--from-step', 'call-partner', ...conn(), '--json']);
+    expect(retried.code).toBe(0);
+    await waitFor(async () => (await json<{ run: RunInfo }>(['runs', 'show', id])).run.status === 'succeeded', 15_000, 200);
+  }, 90_000);
 });
 
 describe('CLI against a Redis Cluster (3 primaries): detected from one node, or --cluster with seeds', () => {

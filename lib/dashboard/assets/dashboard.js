@@ -145,8 +145,8 @@ const overviewPage = {
           w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
       section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
         stats.queues.map((q) => [q.name, q.queueDepth, q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
-      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Version', 'Queues', 'Active / slots', 'Started', 'Last heartbeat'],
-        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.version ?? '', w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, ago(w.startedAt), ago(w.lastHeartbeatAt)]),
+      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Version', 'Queues', 'Active / slots', 'Warm runs', 'Started', 'Last heartbeat'],
+        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.version ?? '', w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, warmRuns(w.executionCache), ago(w.startedAt), ago(w.lastHeartbeatAt)]),
         'No worker is alive.')),
       versionsSection(stats));
   },
@@ -163,6 +163,13 @@ function versionsSection(stats) {
 }
 
 const versionCell = (run) => (run.version === undefined ? '' : run.pinned ? `${run.version} (pinned)` : run.version);
+
+// A worker's cache of warm executions (executionCache): kept / max, and the share of warm claims that resumed one.
+function warmRuns(cache) {
+  if (!cache) return '-';
+  const claims = cache.hits + cache.misses;
+  return claims === 0 ? `${cache.runs} / ${cache.maxRuns}` : `${cache.runs} / ${cache.maxRuns} (${Math.round((100 * cache.hits) / claims)}% hits)`;
+}
 
 function runListPage(params) {
   const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', parentId: params.get('parentId') ?? '', version: params.get('version') ?? '', cursor: params.get('cursor') ?? '' };
@@ -250,6 +257,9 @@ function facts(run) {
     run.finishedAt ? ['Finished', h('span', {}, time(run.finishedAt), ` (took ${took(run.startedAt ?? run.createdAt, run.finishedAt)})`)] : null,
     run.idempotencyKey ? ['Idempotency key', h('span', { class: 'mono' }, run.idempotencyKey)] : null,
     run.parentId ? ['Parent', h('a', { href: runHref(run.parentId), class: 'mono parent-link' }, run.parentId)] : null,
+    run.continuedFrom ? ['Continued from', h('a', { href: runHref(run.continuedFrom), class: 'mono continued-from-link' }, run.continuedFrom)] : null,
+    run.continuedAs ? ['Continued as', h('a', { href: runHref(run.continuedAs), class: 'mono continued-as-link' }, run.continuedAs)] : null,
+    run.forkedFrom ? ['Forked from', h('a', { href: runHref(run.forkedFrom), class: 'mono forked-from-link' }, run.forkedFrom)] : null,
     run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
     run.version !== undefined ? ['Version', versionCell(run)] : null,
   ].filter(Boolean);
