@@ -15,6 +15,8 @@
 --          'spawn', field, spec as for 'child', then the 12 arguments of wf1_emit for that child: a child
 --          in this shard that the run starts as it parks (created first, as wf1_emit would; an existing
 --          run id creates nothing), then waited for as 'child'.
+--          'graph', field, graph id: a graph of child runs written by wf1_graph_stage; the park starts it (its
+--                  roots are created; see includes/05-graph.lua) and the graph's end wakes the run.
 --          A wait without a record gets a waiting record ('W'); an existing record is left as it is.
 --          ARGV[4..6] may instead be 'staged', '', '': the run's earlier waits were written by wf1_park_stage
 --          under this token, and this call adds the last ones (ARGV[7..]) and parks on all of them.
@@ -87,6 +89,10 @@ local function park(keys, argv, staging)
       i = i + 12
     elseif kind == 'ev' then
       i = i + 2
+    elseif kind == 'graph' then
+      if rcall('HEXISTS', graph_key(root, argv[i - 1]), 'N') == 0 then
+        return redis.error_reply('ERR wf1_park: graph ' .. tostring(argv[i - 1]) .. ' was not written (wf1_graph_stage first)')
+      end
     elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' then
       -- before any write: 'event' is the JSON wait spec of clients older than BUILD 46
       return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
@@ -129,6 +135,9 @@ local function park(keys, argv, staging)
         deadline = amount
         if string.sub(spec, 1, 3) == 'in:' then deadline = now + amount end
         json = '{"k":"sleep","s":"waiting","u":' .. ms(deadline) .. '}'
+      elseif kind == 'graph' then
+        json = '{"k":"graph","f":"graph","s":"waiting","gid":' .. cjson.encode(spec) .. '}'
+        graph_start(root, spec, now)
       elseif kind == 'child' then
         local child_id, timeout, wf = string.match(spec, '^([^|]*)|([^|]*)|(.*)$')
         json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)

@@ -1,6 +1,6 @@
 -- wf1_tick: the shard's housekeeping, run by workers when something is due: wakes runs whose timer is
 -- due, takes runs back from workers whose lease expired, fails runs past their deadline, tells the parents
--- of a run that several wait for its outcome, deletes finished runs past their retention, and (on the event
+-- of a run that several wait for its outcome, releases the nodes of graphs (includes/05-graph.lua), deletes finished runs past their retention, and (on the event
 -- shard) goes on with an event's fan-out to its waiters whose sender stopped (see wf1_send_event_more). Each
 -- part handles at most ARGV[1] entries per call (a fan-out one page of its waiters), so a large backlog is
 -- worked off in several short calls instead of blocking Redis.
@@ -61,6 +61,7 @@ local function reclaim_expired_leases(root, now, batch)
       rcall('HSET', run, 'tok', '')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { workerId = f[8] })
+      rcall('HINCRBY', root .. ':lx', f[5], 1)
     elseif EXECUTING[f[1]] and tonumber(f[2]) < now then
       drop_staged_waits(root, id, run)
       local attempt = tonumber(f[3])
@@ -74,6 +75,9 @@ local function reclaim_expired_leases(root, now, batch)
       count_move(root, f[5], id, f[1], 'queued')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
+      -- every lease that expires is taken back here, whether its worker died or stalled: the count the
+      -- metrics read (workflow_lease_expiries_total), per workflow, for the life of the shard
+      rcall('HINCRBY', root .. ':lx', f[5], 1)
     end
   end)
 end
@@ -140,6 +144,7 @@ local function delete_expired_runs(root, now, batch)
       -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
       -- background instead of within this call
       rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id))
+      drop_graphs(root, id)
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
@@ -191,6 +196,7 @@ local function tick(keys, argv)
   -- other shards this adds, due now)
   local _, parents_left = tell_waiting_parents(root, now, batch)
   if parents_left then more = 1 end
+  if release_graph_nodes(root, now, math.min(batch, GRAPH_RELEASES_PER_TICK)) then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
   -- An event's fan-out whose sender stopped: its next page of waiters goes to the outbox due now, so that
   -- this call hands their deliveries to the caller below (one page per call: a page is EVENT_WAITERS_PER_CALL),
@@ -213,7 +219,7 @@ local function tick(keys, argv)
     end
   end
   local next_due = -1
-  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade' }) do
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade', ':gq' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
     if head[2] and head[1] ~= SKIPLIST_SENTINEL then
       local wait = math.max(0, tonumber(head[2]) - now)

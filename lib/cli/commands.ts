@@ -7,7 +7,8 @@ import { CliError, EXIT } from './cli-error.js';
 import { terminalWidth } from './format.js';
 import { print, wholeNumberArg, withClient, withCommonOptions, type CliIo, type CommonFlags } from './command-support.js';
 import { runsTable, runView, type RunDetail } from './run-views.js';
-import { schedulesOf, schedulesTable, statsView, workflowsTable, workflowView } from './workflow-views.js';
+import { registerScheduleCommands } from './schedule-commands.js';
+import { statsView, throughputTable, workflowsTable, workflowView } from './workflow-views.js';
 
 interface ListFlags extends CommonFlags {
   workflow?: string;
@@ -26,7 +27,7 @@ const notFound = (id: string, flags: CommonFlags) =>
     EXIT.failed,
   );
 
-/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules list, stats. */
+/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules (schedule-commands.ts), stats. */
 export function registerCommands(program: Command, io: CliIo): void {
   const width = () => terminalWidth(io.env);
   const runs = program.command('runs').description('list, inspect, cancel and retry runs');
@@ -53,7 +54,8 @@ export function registerCommands(program: Command, io: CliIo): void {
         const run = await client.getRun(id);
         if (!run) throw notFound(id, flags);
         const [steps, history] = await Promise.all([client.getRunSteps(id), client.getRunHistory(id)]);
-        const detail: RunDetail = { run, steps, history };
+        const graphs = steps.some((step) => step.kind === 'graph') ? await client.getRunGraphs(id) : [];
+        const detail: RunDetail = { run, steps, history, ...(graphs.length > 0 ? { graphs } : {}) };
         print(io, flags, detail, () => runView(detail, Date.now(), width()));
       }),
     );
@@ -136,20 +138,16 @@ export function registerCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  const schedules = program.command('schedules').description('cron triggers');
-  withCommonOptions(schedules.command('list').description('the cron triggers that registered workflows declare'))
-    .action((flags: CommonFlags) =>
-      withClient(flags, io, async ({ client }) => {
-        const list = schedulesOf(await client.listWorkflows());
-        print(io, flags, list, () => schedulesTable(list, width()));
-      }),
-    );
+  registerScheduleCommands(program, io, width);
 
   withCommonOptions(program.command('stats').description('runs by status, queue depth and oldest queued run per workflow and queue; live workers'))
-    .action((flags: CommonFlags) =>
+    .option('--minutes <n>', 'also the runs started and finished per minute over the last n minutes (1 to 60)', wholeNumberArg(1, 60))
+    .action((flags: CommonFlags & { minutes?: number }) =>
       withClient(flags, io, async ({ client }) => {
-        const stats = await client.getStats();
-        print(io, flags, stats, () => statsView(stats, flags.prefix, Date.now(), width()));
+        const [stats, throughput] = await Promise.all([client.getStats(), flags.minutes ? client.getThroughput({ minutes: flags.minutes }) : undefined]);
+        const view = () => statsView(stats, flags.prefix, Date.now(), width());
+        if (!throughput) return print(io, flags, stats, view);
+        print(io, flags, { ...stats, throughput }, () => (stats.workflows.length === 0 ? view() : `${view()}\n\n${throughputTable(throughput, width())}`));
       }),
     );
 }

@@ -44,7 +44,8 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.due && Number(h.due) > Number(h.ca)) info.scheduledFor = iso(h.due);
   if (h.sa) info.startedAt = iso(h.sa);
   if (h.fa) info.finishedAt = iso(h.fa);
-  if (h.par) info.parentId = h.par;
+  // a graph's node: '<parent>|<graph id>|<node>' (lua/includes/05-graph.lua)
+  if (h.par) info.parentId = h.par.split('|')[0];
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
@@ -90,6 +91,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
     if (r.r !== undefined) info.result = decodeStoredValue(r.r, true);
     if (r.id !== undefined && (r.k === 'child' || r.k === 'child-emit')) info.childRunId = r.id;
     if (r.k === 'child-emit' && typeof r.r === 'string') info.childRunId = r.r;
+    if (r.k === 'graph' && r.gid !== undefined) info.graphId = r.gid;
     if (r.ev !== undefined) info.event = { name: r.ev, ...(r.key ? { key: r.key } : {}) };
     if (r.e) info.error = asStoredError(decodeStoredValue(r.e, true));
     if (status === 'succeeded' || status === 'failed' || status === 'compensated') {

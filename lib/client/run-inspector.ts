@@ -13,11 +13,12 @@ import {
   type WorkflowStats,
 } from '../interfaces/run.interfaces.js';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import type { CronTrigger } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
 import { toRunInfo } from './run-info.mapper.js';
 
-interface RegisteredWorkflow {
+export interface RegisteredWorkflow {
   name: string;
   queue: string;
   maxConcurrency?: number;
@@ -25,7 +26,7 @@ interface RegisteredWorkflow {
   timeoutMs?: number;
   backoff?: unknown;
   input?: string;
-  cron?: { id?: string; expression: string; timezone?: string }[];
+  cron?: CronTrigger[];
   registeredAt?: string;
   versioning?: 'pinned';
 }
@@ -168,11 +169,14 @@ export class RunInspector {
     const [workflows, workers, shardsOf] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow()]);
     const now = Date.now();
     const queues = new Map<string, WorkflowStats['queues'][number]>();
+    const expiries = await this.leaseExpiriesByShard(shardsOf);
     const perWorkflow = await Promise.all(
       workflows.map(async (w) => {
-        const { counts, depth, oldest } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
+        const shards = shardsOf.get(w.name) ?? [];
+        const { counts, depth, oldest } = await this.countsOf(w.name, shards);
         const servingWorkers = workers.filter((worker) => worker.workflows.includes(w.name));
-        const versions = await this.versionsOf(w.name, shardsOf.get(w.name) ?? [], servingWorkers);
+        const versions = await this.versionsOf(w.name, shards, servingWorkers);
+        const leaseExpiries = shards.reduce((sum, shard) => sum + Number(expiries.get(this.redis.keys.shardRoot(shard))?.[w.name] ?? 0), 0);
         return {
           name: w.name,
           queue: w.queue,
@@ -180,6 +184,7 @@ export class RunInspector {
           queueDepth: depth,
           ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}),
           workers: servingWorkers.length,
+          leaseExpiries,
           ...(w.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}),
           ...(versions.length > 0 ? { versions } : {}),
         };
@@ -215,6 +220,14 @@ export class RunInspector {
     }
     for (const stats of byVersion.values()) if (stats.workers === 0) stats.heldBack = stats.pinned;
     return [...byVersion.values()].sort((a, b) => a.version.localeCompare(b.version));
+  }
+
+  /** Each shard's count of expired leases per workflow (one small hash per shard), by shard root. */
+  private async leaseExpiriesByShard(shardsOf: Map<string, ShardRef[]>): Promise<Map<string, Record<string, string>>> {
+    const shards = new Map<string, ShardRef>();
+    for (const list of shardsOf.values()) for (const shard of list) shards.set(this.redis.keys.shardRoot(shard), shard);
+    const read = await Promise.all([...shards.values()].map((shard) => this.redis.store.readLeaseExpiries(shard)));
+    return new Map([...shards.keys()].map((root, i) => [root, read[i]]));
   }
 
   // ---- what exists: registered workflows, live workers, and the shards to look in ----
@@ -270,7 +283,7 @@ export class RunInspector {
    * workers serve (emit's `queue` option can send runs there). Partition counts come from this app's
    * `queues` option and from what workers report.
    */
-  private async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
+  async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
     const [workflows, stored] = await Promise.all([this.workflows(), this.redis.store.readWorkers()]);
     const partitions = new Map<string, number>();
     const note = (queue: string, count: number) => partitions.set(queue, Math.max(partitions.get(queue) ?? 1, count));

@@ -4,13 +4,16 @@ import { InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
+  GraphInfo,
   EmitOptions,
   ListRunsParams,
   RunEvent,
   RunHandle,
   RunInfo,
   RunPage,
+  ScheduleInfo,
   StepInfo,
+  Throughput,
   WorkflowMeta,
   WorkflowStats,
 } from '../interfaces/run.interfaces.js';
@@ -20,11 +23,14 @@ import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
+import { readRunGraphs } from './graph-inspector.js';
 import { ResultWaiter } from './result-waiter.js';
 import { liveRunOf } from './run-chain.js';
 import { RunRecovery, type ForkRunOptions, type RetryRunOptions } from './run-recovery.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
+import { ScheduleActions } from './schedule-actions.js';
+import { ThroughputReader } from './throughput-reader.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 
 type InputOf<W> = W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown;
@@ -42,6 +48,8 @@ export class WorkflowClient implements ChildLauncher {
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
   private readonly recovery: RunRecovery;
+  private readonly schedules: ScheduleActions;
+  private readonly throughput: ThroughputReader;
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -53,6 +61,8 @@ export class WorkflowClient implements ChildLauncher {
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
     this.recovery = new RunRecovery(redis);
+    this.schedules = new ScheduleActions(redis, this.inspector, (workflow, input, idempotencyKey) => this.emit(workflow, input, { idempotencyKey }));
+    this.throughput = new ThroughputReader(redis, this.inspector);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -74,6 +84,10 @@ export class WorkflowClient implements ChildLauncher {
 
   childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined {
     return this.emitter.childInShard(start, parentShard);
+  }
+
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+    return this.emitter.graphNodeRun(start, parentShard);
   }
 
   childRunId(start: ChildStart): string {
@@ -144,6 +158,13 @@ export class WorkflowClient implements ChildLauncher {
     return toStepInfos(await this.redis.store.readSteps(shard, runId));
   }
 
+  /** The graphs of child runs the run's steps started (ctx.step.graph): each node's status, what it comes after, its run. */
+  async getRunGraphs(runId: string): Promise<GraphInfo[]> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return [];
+    return readRunGraphs(this.redis.store, shard, await this.getRunSteps(runId));
+  }
+
   /** The run's transitions and its steps' outcomes, in server-time order (see mergeStepEvents). */
   async getRunHistory(runId: string): Promise<RunEvent[]> {
     const shard = this.redis.keys.parseRunId(runId);
@@ -170,6 +191,34 @@ export class WorkflowClient implements ChildLauncher {
   /** Counts by status per workflow and queue, queue depth, oldest queued age, workers alive. */
   getStats(): Promise<WorkflowStats> {
     return this.inspector.getStats();
+  }
+
+  /**
+   * Runs started, succeeded, failed and canceled per minute over the last `minutes` (1-60, default 60),
+   * per workflow (or only `workflow`), as every instance sees them: the counts are kept in Redis.
+   */
+  getThroughput(opts: { minutes?: number; workflow?: string } = {}): Promise<Throughput> {
+    return this.throughput.read(opts);
+  }
+
+  /** The cron triggers of registered workflows, with their state: paused, next and last tick. */
+  listSchedules(): Promise<ScheduleInfo[]> {
+    return this.schedules.list();
+  }
+
+  /** Stops a cron trigger on every instance: its ticks start no run until resumeSchedule. Returns false when it was paused already. */
+  pauseSchedule(workflow: string, id: string): Promise<boolean> {
+    return this.schedules.setPaused(workflow, id, true);
+  }
+
+  /** Lets a paused cron trigger tick again (from its next tick on; the ticks missed while paused are not started). */
+  resumeSchedule(workflow: string, id: string): Promise<boolean> {
+    return this.schedules.setPaused(workflow, id, false);
+  }
+
+  /** Starts a cron trigger's run now, once per call, paused or not, with `ctx.run.scheduledAt` the time of the call. */
+  triggerSchedule(workflow: string, id: string): Promise<RunHandle> {
+    return this.schedules.trigger(workflow, id);
   }
 
   /**

@@ -65,7 +65,7 @@ export class Children {
   private waitForChild(name: string, field: string, fingerprint: string, opts: ChildRunOptions, wait: WaitSpec & { kind: 'child' }): Promise<unknown> {
     return this.run.parking.waitFor(wait, () => {
       const stored = this.run.journal.steps.get(field);
-      if (stored?.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
+      if (stored?.state === 'S') return Promise.resolve(storedResult(stored));
       if (stored?.state === 'F') return Promise.reject(childError(name, stored));
       if (stored?.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.run.serverNow()) {
         return this.timeOutChild(name, field, fingerprint, stored, opts);

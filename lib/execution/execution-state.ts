@@ -1,11 +1,14 @@
 import { Logger } from '@nestjs/common';
 import { CanceledError, LeaseLostError, type NonDeterminismError, type NonRetriableError } from '../errors/workflow.errors.js';
 import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
+import { scheduledAtFromKey } from '../scheduler/missed-tick.js';
+import { triggerId } from '../scheduler/trigger-id.js';
 import type { RunMeta, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
 import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-store.js';
 import type { ChildLauncher } from './child-launcher.js';
+import { Graphs } from './graphs.js';
 import type { DurableExecution, StepRequest } from './execution-scope.js';
 import { Children } from './children.js';
 import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
@@ -97,6 +100,9 @@ export abstract class ExecutionState implements DurableExecution {
   private waitsPart?: Waits;
   private patchesPart?: Patches;
   private childrenPart?: Children;
+  private graphsPart?: Graphs;
+  /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
+  dependencies?: Record<string, unknown>;
   private redisStepsPart?: RedisSteps;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
@@ -160,6 +166,11 @@ export abstract class ExecutionState implements DurableExecution {
     return (this.childrenPart ??= new Children(this));
   }
 
+  /** Graphs of child runs, made on the first. */
+  get graphs(): Graphs {
+    return (this.graphsPart ??= new Graphs(this));
+  }
+
   /** Redis steps (ctx.step.redis), made on the first. */
   get redisSteps(): RedisSteps {
     return (this.redisStepsPart ??= new RedisSteps(this));
@@ -195,6 +206,7 @@ export abstract class ExecutionState implements DurableExecution {
       attempt: this.claim.attempt,
       maxAttempts: this.claim.maxAttempts,
       ...(this.claim.parentId ? { parentId: this.claim.parentId } : {}),
+      ...(this.scheduledAt ? { scheduledAt: this.scheduledAt } : {}),
     };
   }
 
@@ -209,6 +221,21 @@ export abstract class ExecutionState implements DurableExecution {
       return Promise.reject(error);
     }
     return Promise.reject(new ContinueAsNewSignal());
+  }
+
+  /** The cron tick that started the run (RunMeta.scheduledAt): read before the first execution of a run of a
+   *  workflow with cron triggers (null: read, none), from its idempotency key; other runs never read it. */
+  scheduledAt?: string | null;
+
+  get needsScheduledAt(): boolean {
+    return this.scheduledAt === undefined && this.definition.options.cron.length > 0;
+  }
+
+  readScheduledAt(): Promise<void> {
+    return this.store.readRuns([{ shard: this.shard, id: this.id }], ['ik']).then(([fields]) => {
+      const ids = this.definition.options.cron.map((trigger) => triggerId(this.definition.name, trigger));
+      this.scheduledAt = scheduledAtFromKey(fields?.ik, ids) ?? null;
+    });
   }
 
   // ---- the lease and the clocks ----

@@ -193,6 +193,7 @@ export class Parking {
 /** What RunInfo.waitingFor shows, kept in the run hash: at most WAITS_SHOWN of each kind, with their total past that
  *  (a fan-out of 10,000 children would otherwise store and carry 300 KB of ids with the park). */
 function describeWaits(waits: WaitSpec[]): unknown {
+  const graphs = waits.flatMap((w) => (w.kind === 'graph' ? [w.field.slice(w.field.indexOf(':') + 1)] : []));
   const sleeps = waits.filter((w) => w.kind === 'sleep').map((w) => w.field.slice(w.field.indexOf(':') + 1));
   const children = waits.flatMap((w) => (w.kind === 'child' ? [w.childId] : []));
   const events = waits.flatMap((w) => (w.kind === 'event' ? [{ event: w.event, ...(w.key ? { key: w.key } : {}) }] : []));
@@ -200,6 +201,7 @@ function describeWaits(waits: WaitSpec[]): unknown {
     ...shownWaits('sleep', sleeps),
     ...shownWaits('children', children),
     ...shownWaits('events', events),
+    ...shownWaits('graphs', graphs),
   };
 }
 

@@ -16,6 +16,7 @@ import { checkDuration, checkInstant, checkStepOptions, quoteName } from './call
 import type { PendingCommit } from './commit-batcher.js';
 import { ExecutionState, type ExecutionOutcome } from './execution-state.js';
 import { executionScope } from './execution-scope.js';
+import { readDependencies } from './graph-reads.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
 import { parseStoredStep } from './step-record.js';
@@ -52,6 +53,16 @@ export class RunExecution extends ExecutionState {
 
   execute(): Promise<ExecutionOutcome> {
     if (this.journal.needsPreparing) return this.journal.prepare().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
+    const node = this.claim.graphNode;
+    // a root comes after nothing: no read
+    if (node?.root) this.dependencies ??= {};
+    if (node && !this.dependencies) {
+      return readDependencies(this.store, this.shard, node.graphId, node.node).then((dependencies) => {
+        this.dependencies = dependencies;
+        return this.state === 'executing' ? this.execute() : this.stopped;
+      });
+    }
+    if (this.needsScheduledAt) return this.readScheduledAt().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
     const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 || !!this.claim.finalizing });
     if (!observation) return this.executeRun();
     this.observation = observation;
@@ -284,8 +295,9 @@ export class RunExecution extends ExecutionState {
       runWorkflow: (name, workflow, input, opts) => this.children.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.children.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waits.waitForEvent(name, opts) as never,
+      graph: (name, nodes, opts) => this.graphs.graph(name, nodes, opts) as never,
       redis: (name, build, opts) => this.redisSteps.execute(name, build, opts),
-    });
+    }, this.dependencies);
     const start = () => executionScope.run({ execution: this }, () => settle(() => this.definition.instance.execute(ctx)));
     return this.observation ? this.observation.within(start) : start();
   }

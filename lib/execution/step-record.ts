@@ -47,6 +47,9 @@ export interface StepRecord {
   th?: number;
   /** the run's epoch (raised by every retry) when a child's or event's outcome was delivered */
   pa?: number;
+  /** a graph's id (ctx.step.graph), and the node that failed it ('fail' policy) */
+  gid?: string;
+  ni?: number;
   /** a compensated step: the server time its success was committed (the record now holds 'C') */
   sc?: number;
 }

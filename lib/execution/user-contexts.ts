@@ -28,6 +28,7 @@ export class HandlerContext<I> implements WorkflowContext<I> {
     readonly input: I,
     readonly run: RunMeta,
     readonly step: WorkflowStepApi,
+    readonly dependencies?: Record<string, unknown>,
   ) {
     this.#source = source;
   }

@@ -34,6 +34,8 @@ export interface InlineOptions<I = unknown> {
   maxAttempts?: number;
   /** Default 'inline-<uuid>'. Step idempotency keys are `<runId>:<occurrence>:<name>`. */
   runId?: string;
+  /** `ctx.run.scheduledAt`, as a cron tick at this time would give it. Default: none. */
+  scheduledAt?: Date;
   /** Default 1 MiB, as the module's maxPayloadBytes. */
   maxPayloadBytes?: number;
   /** Default: a Nest Logger named after the run. */
@@ -45,7 +47,7 @@ export interface InlineOptions<I = unknown> {
 }
 
 /** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow, patch a ctx.patched() marker. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'redis' | 'patch';
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'graph' | 'redis' | 'patch';
 
 export interface InlineStep {
   name: string;

@@ -12,6 +12,9 @@ export interface CronTrigger {
   expression: string;
   timezone?: string;
   input?: object;
+  /** Ticks missed while no instance ran: 'none' (default) starts none of them; 'latest' starts the latest
+   *  one, once across the fleet, when an instance mounts the trigger again. */
+  catchUp?: 'none' | 'latest';
 }
 
 /**
@@ -90,6 +93,8 @@ export interface RunMeta {
   attempt: number;
   maxAttempts: number;
   parentId?: string;
+  /** The scheduled time (ISO) of the cron tick that started the run, or the time triggerSchedule was called. */
+  scheduledAt?: string;
 }
 
 export interface ChildRunOptions {
@@ -108,6 +113,29 @@ export interface WaitForEventOptions {
   event: string;
   key?: string;
   timeoutMs?: number;
+}
+
+/** A node of ctx.step.graph: a child run started once every node named in `after` has succeeded. */
+export interface GraphNode {
+  workflow: string | WorkflowClass;
+  input?: unknown;
+  /** Names of nodes of the same graph that must succeed before this one starts. */
+  after?: string[];
+}
+
+export interface GraphOptions {
+  /** 'fail' (default): graph() rejects at the first failed node, as Promise.all; 'continue': the nodes after a
+   *  failed one are skipped, the others run, and graph() resolves with every node's result. */
+  onNodeFailure?: 'fail' | 'continue';
+}
+
+/** A node's outcome in the result of ctx.step.graph. */
+export interface GraphNodeResult<O = unknown> {
+  status: 'succeeded' | 'failed' | 'canceled' | 'skipped';
+  output?: O;
+  error?: Error;
+  /** The node's run (absent for a skipped node: it never had one). */
+  runId?: string;
 }
 
 export interface WorkflowStepApi {
@@ -131,6 +159,12 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /**
+   * Runs a graph of child runs (Gush's `after:`): each node starts as soon as every node it comes after has
+   * succeeded, started in Redis by the call that ended its last dependency. The run parks once, and resumes
+   * with every node's result (see GraphOptions for failures).
+   */
+  graph<O = unknown>(name: string, nodes: Record<string, GraphNode>, opts?: GraphOptions): Promise<Record<string, GraphNodeResult<O>>>;
   /** A step whose effect is on this Redis: the commands `build` queues on `tx` run in the call that
    *  commits the step, exactly once across crashes, retries and replays. Resolves with their replies. */
   redis(name: string, build: (tx: RedisTx) => void, opts?: RedisStepOptions): Promise<unknown[]>;
@@ -165,6 +199,8 @@ export interface WorkflowContext<I = unknown> {
    * outcome. See docs/versioning.md.
    */
   continueAsNew(input: I): Promise<never>;
+  /** In a node of a graph (ctx.step.graph): the outputs of the nodes it comes after, by node name. */
+  dependencies?: Record<string, unknown>;
 }
 
 export interface OnFailureContext<I = unknown> {

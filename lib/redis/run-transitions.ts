@@ -43,7 +43,9 @@ export type WaitSpec =
   /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
    *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
   | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
-  | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
+  | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number }
+  /** A graph of child runs written by stageGraph: the park starts it (lua/includes/05-graph.lua). */
+  | { kind: 'graph'; field: string; graphId: string };
 
 export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
 
@@ -66,6 +68,8 @@ export interface ClaimedRun {
   token: string;
   createdAt: number;
   parentId?: string;
+  /** The run is a node of a graph of its parent's (ctx.step.graph): where its dependencies' outputs are. */
+  graphNode?: { graphId: string; node: number; root: boolean };
   /** Set when the run failed for good or was canceled and its compensations / @OnFailure are to run
    *  ('hook': canceled at once, only its @OnFailure is left). */
   finalizing?: 'failed' | 'canceled' | 'hook';
@@ -360,7 +364,9 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
     for (let i = r + 4; i < stepsEnd; i += 2) steps.set(reply[i] as string, reply[i + 1] as string);
     r = stepsEnd;
     const parts = head.split('\n');
-    const [id, token, parentId, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
+    const [id, token, parent, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
+    // a node of a graph: '<parent>|<graph id>|<node>', and '|r' for a root (lua/includes/05-graph.lua)
+    const [parentId, graphId, node, root] = parent.split('|');
     runs.push({
       id,
       // the workflow is last: a newline in its name only splits it further
@@ -371,6 +377,7 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
       token,
       createdAt: Number(createdAt),
       parentId: parentId || undefined,
+      ...(graphId !== undefined ? { graphNode: { graphId, node: Number(node), root: root === 'r' } } : {}),
       finalizing: (finalizing || undefined) as ClaimedRun['finalizing'],
       error: error || undefined,
       steps,
@@ -401,6 +408,7 @@ function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]
       args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
       if (w.spawn) args.push(...emitArguments(w.spawn));
     }
+    else if (w.kind === 'graph') args.push('graph', w.field, w.graphId);
     // the user's event name and key as arguments of their own: the library decodes nothing users wrote
     else args.push('ev', w.field, w.event, w.key, w.timeoutMs ?? '');
   }

@@ -45,6 +45,12 @@ export abstract class WorkflowReads extends FunctionCalls {
     return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
   }
 
+  /** Fields of a graph of child runs (lua/includes/05-graph.lua), null where absent. */
+  async readGraphFields(shard: ShardRef, graphId: string, fields: readonly string[]): Promise<(string | null)[]> {
+    if (fields.length === 0) return [];
+    return this.guard(() => this.client.hmget(this.keys.graph(this.root(shard), graphId), ...fields));
+  }
+
   async readChildren(shard: ShardRef, runId: string): Promise<string[]> {
     return this.guard(() => this.client.smembers(this.keys.children(this.root(shard), runId)));
   }
@@ -192,6 +198,29 @@ export abstract class WorkflowReads extends FunctionCalls {
       pinned.forEach((e, i) => (e.ready = ready[i]));
     }
     return entries;
+  }
+
+  /** Per-minute counts of a workflow in a shard: for each of the hours (see KeySpace.throughput), per kind,
+   *  minute of the hour -> count. One pipeline of HGETALLs of small hashes (at most 60 fields each). */
+  async readThroughput(shard: ShardRef, workflow: string, kinds: readonly string[], hours: readonly number[]): Promise<Record<string, string>[]> {
+    const root = this.root(shard);
+    return this.guard(() => Promise.all(hours.flatMap((hour) => kinds.map((kind) => this.client.hgetall(this.keys.throughput(root, workflow, kind, hour))))));
+  }
+
+  /** Leases of a workflow's runs that expired in a shard (taken back by housekeeping), since the shard began. */
+  async readLeaseExpiries(shard: ShardRef): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.leaseExpiries(this.root(shard))));
+  }
+
+  /** The run-time state of a workflow's cron triggers (lua/schedules.lua), field -> value. */
+  async readSchedules(workflow: string): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.schedules(workflow)));
+  }
+
+  /** The Redis server's clock, in ms. */
+  async readServerTime(): Promise<number> {
+    const [seconds, micros] = await this.guard(() => this.client.time());
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
   }
 
   async readRegistry(): Promise<Record<string, string>> {

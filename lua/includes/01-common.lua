@@ -12,6 +12,8 @@
 --   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts; every
 --                       run is in exactly one, so their union lists all runs of the workflow
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
+--   <root>:tp:<wf>:<kind>:<hour>  runs started/finished per minute (hash; see count_throughput)
+--   <root>:lx           workflow -> leases that expired and housekeeping took back (hash; wf1_tick)
 -- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' a ready set has work again, 't<ms>' the
 -- shard's earliest timer is now due then,
 -- 'a<runId>|<reason>' stop executing that run), <root>:dv to result() waiters (a finished run, with its
@@ -265,12 +267,31 @@ end
 -- result() waiter settles without reading the run; larger ones announce only the id (the waiter reads).
 local DONE_PAYLOAD_MAX = 2048
 
+-- Throughput: runs started (first claim), succeeded, failed and canceled per minute, per workflow, for the
+-- dashboard's and the CLI's last hour (lib/client/throughput-reader.ts). One hash per (workflow, kind,
+-- hour of the Redis clock), field = minute of that hour (0-59), so a hash stays a small listpack; it
+-- expires at the end of the next hour, so a shard keeps at most two per workflow and kind. Cost per
+-- counted transition: one HINCRBY, plus one PEXPIREAT when it opens a minute (the first count of it).
+--   <root>:tp:<wf>:<kind>:<hour>   kind 'b' started, 's' succeeded, 'f' failed, 'c' canceled
+local HOUR_MS = 3600000
+local THROUGHPUT_KIND = { succeeded = 's', failed = 'f', canceled = 'c' }
+
+local function count_throughput(root, wf, kind, now)
+  local in_hour = now % HOUR_MS
+  local hour = (now - in_hour) / HOUR_MS
+  local key = root .. ':tp:' .. wf .. ':' .. kind .. ':' .. string.format('%d', hour)
+  if rcall('HINCRBY', key, string.format('%d', (in_hour - in_hour % 60000) / 60000), 1) == 1 then
+    rcall('PEXPIREAT', key, ms((hour + 2) * HOUR_MS))
+  end
+end
+
 -- Bookkeeping shared by every final state: out of the lease and deadline sets, counted, due to expire,
 -- and announced to result() waiters: '<id>' or '<id>|<final state>|<output or error JSON>'.
 local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload)
   rcall('ZREM', root .. ':leases', id)
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
   count_move(root, wf, id, from, to)
+  count_throughput(root, wf, THROUGHPUT_KIND[to], now)
   rcall('ZADD', root .. ':expiry', ms(now + (tonumber(retention_ms) or 0)), id)
   if payload and payload ~= '' and #payload <= DONE_PAYLOAD_MAX then
     rcall('SPUBLISH', root .. ':dv', id .. '|' .. to .. '|' .. payload)

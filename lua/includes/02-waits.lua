@@ -132,6 +132,12 @@ end
 -- A step field is never '*' ('<occurrence>:<name>').
 local MANY_PARENTS = '*'
 
+-- A run's 'pf' when it is a node of a graph (ctx.step.graph): no parent step waits for it, the graph does
+-- (its 'par' names the parent, the graph and the node). Set in 'pf' because every final transition reads 'pf' already,
+-- so an ordinary run pays nothing for graphs. graph_node_done is defined in includes/05-graph.lua.
+local GRAPH_NODE = '#'
+local graph_node_done
+
 -- A finished child tells its parent: directly when both live in this shard, else through the outbox.
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
 -- `parent`, `field`, `parent_root`: the run's 'par', 'pf' and 'pr' when the caller has read them (a
@@ -143,6 +149,10 @@ local function notify_parent(root, id, wf, state, payload, now, parent, field, p
     parent, field, parent_root = f[1], f[2], f[3]
   end
   if not field or field == '' then return nil end
+  if field == GRAPH_NODE then
+    graph_node_done(root, id, state, payload, now)
+    return nil
+  end
   if field == MANY_PARENTS then
     -- however many they are, housekeeping tells them in bounded chunks, starting now
     rcall('ZADD', root .. ':pwq', ms(now), id)

@@ -51,8 +51,10 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max)
     elseif implied_claim then
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text, 'hn', '2')
+      count_throughput(root, wf, 'b', now)
     else
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text)
+      count_throughput(root, wf, 'b', now)
     end
     if timeout_ms > 0 and not deadline_at then
       local deadline = ms(now + timeout_ms)
@@ -110,6 +112,7 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       end
     end
     -- one concatenation of all the pieces (Lua makes a chain of '..' one operation), cheaper than a table and table.concat
+    -- the parent of a graph's node names the graph and the node too ('<parent>|<graph id>|<node>', see includes/05-graph.lua)
     local head = claim.packed and (id .. '\n' .. token .. '\n' .. (parent or '') .. '\n' .. (fin or '') .. '\n' .. attempt .. '\n' ..
       max .. '\n' .. created .. '\n' .. (epoch or '0') .. '\n' .. wf)
     if claim.flat then
