@@ -212,7 +212,8 @@ describe('versions', () => {
   it('patched: a run parked across the change keeps the old path; a new run takes the new one and keeps it on replay', async () => {
     const prefix = uniquePrefix('vp-patch');
     release = 'old';
-    const app = await start({ connection: suite.redis.url, prefix, version: 'v1' });
+    // A deploy is a new process, which replays the parked run: no execution kept warm in this one.
+    const app = await start({ connection: suite.redis.url, prefix, version: 'v1', executionCache: false });
     const old = await app.client.emit(OrderWorkflow, { napMs: 800 });
     await waitFor(async () => (await old.getState()).status === 'waiting');
     release = 'new'; // the deploy: the same process stands for the new code
