@@ -153,7 +153,7 @@ local function park(keys, argv, staging)
     s = { token, false, false, false, false, false }
   end
   if #spawned > 0 then
-    emit_children(keys, argv, spawned, now)
+    emit_children(keys, argv, spawned, now, rcall('HGET', run, 'v') or false)
     spawned_deadlines(keys[1], run, argv, spawned, now)
   end
   local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
