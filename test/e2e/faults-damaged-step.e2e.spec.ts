@@ -26,7 +26,9 @@ describe('faults: a damaged step record', () => {
   const suite = useSuiteRedis();
 
   it('fails the run with CorruptedRunError, recorded in its history, instead of running the step again', async () => {
-    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('ds'), worker: { reaperIntervalMs: 20 } }, [ParkedWorkflow]);
+    // executionCache off: the wake replays from the records (a warm worker would resume from memory and
+    // never read the damaged record)
+    const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('ds'), executionCache: false, worker: { reaperIntervalMs: 20 } }, [ParkedWorkflow]);
     suite.apps.push(app);
     const handle = await app.client.emit(ParkedWorkflow, { tag: 'damaged' });
     await waitFor(async () => ['waiting', 'scheduled'].includes((await handle.getState()).status), 10_000);

@@ -132,7 +132,9 @@ describe('time at scale (e2e, real Redis)', () => {
 
   it('10,000 sleeping runs cost the worker no memory and Redis no commands per run', async () => {
     const prefix = uniquePrefix('sleepers');
-    const app = await startApp({ connection: redis.url, prefix, worker: { concurrency: 200 } }, [SleeperWorkflow]);
+    // executionCache off: parked runs then cost the worker nothing; with it (the default) the worker keeps
+    // up to maxRuns of them warm, bounded (test/e2e/sticky-executions.e2e.spec.ts)
+    const app = await startApp({ connection: redis.url, prefix, executionCache: false, worker: { concurrency: 200 } }, [SleeperWorkflow]);
     try {
       const wakeAt = Date.now() + 120_000;
       const emitMany = async (n: number) => {
