@@ -39,6 +39,7 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
+  if (h.pg !== undefined) info.progress = parseJson(h.pg);
   return info;
 }
 

@@ -41,7 +41,7 @@ interface WorkerBeat {
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
-const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk'] as const;
+const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'pg'] as const;
 
 const emptyCounts = (): StatusCounts => Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as StatusCounts;
 
@@ -120,26 +120,34 @@ export class RunInspector {
 
   async listWorkflows(): Promise<WorkflowMeta[]> {
     await this.redis.ready();
-    const [workflows, workers] = await Promise.all([this.workflows(), this.workers()]);
-    return Promise.all(workflows.map((w) => this.meta(w, workers)));
+    const [workflows, workers, paused] = await Promise.all([this.workflows(), this.workers(), this.redis.store.readPaused()]);
+    return Promise.all(workflows.map((w) => this.meta(w, workers, paused)));
   }
 
   async getWorkflowMeta(name: string): Promise<WorkflowMeta | null> {
     await this.redis.ready();
     const workflow = (await this.workflows()).find((w) => w.name === name);
-    return workflow ? this.meta(workflow, await this.workers()) : null;
+    return workflow ? this.meta(workflow, await this.workers(), await this.redis.store.readPaused()) : null;
   }
 
   async getStats(): Promise<WorkflowStats> {
     await this.redis.ready();
-    const [workflows, workers, shardsOf] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow()]);
+    const [workflows, workers, shardsOf, paused] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow(), this.redis.store.readPaused()]);
     const now = Date.now();
     const queues = new Map<string, WorkflowStats['queues'][number]>();
     const perWorkflow = await Promise.all(
       workflows.map(async (w) => {
         const { counts, depth, oldest } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
         const serving = workers.filter((worker) => worker.workflows.includes(w.name)).length;
-        return { name: w.name, queue: w.queue, counts, queueDepth: depth, ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}), workers: serving };
+        return {
+          name: w.name,
+          queue: w.queue,
+          counts,
+          queueDepth: depth,
+          ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}),
+          workers: serving,
+          ...(paused[w.name] !== undefined ? { paused: true } : {}),
+        };
       }),
     );
     for (const w of perWorkflow) {
@@ -203,7 +211,7 @@ export class RunInspector {
    * workers serve (emit's `queue` option can send runs there). Partition counts come from this app's
    * `queues` option and from what workers report.
    */
-  private async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
+  async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
     const [workflows, stored] = await Promise.all([this.workflows(), this.redis.store.readWorkers()]);
     const partitions = new Map<string, number>();
     const note = (queue: string, count: number) => partitions.set(queue, Math.max(partitions.get(queue) ?? 1, count));
@@ -238,7 +246,8 @@ export class RunInspector {
     return { counts, depth, oldest };
   }
 
-  private async meta(w: RegisteredWorkflow, workers: WorkerInfo[]): Promise<WorkflowMeta> {
+  /** `paused`: workflow -> ms when paused (readPaused). */
+  private async meta(w: RegisteredWorkflow, workers: WorkerInfo[], paused: Record<string, string>): Promise<WorkflowMeta> {
     const shards = (await this.shardsByWorkflow()).get(w.name) ?? [];
     const { counts } = await this.countsOf(w.name, shards);
     return {
@@ -255,6 +264,7 @@ export class RunInspector {
       workers: workers.filter((worker) => worker.workflows.includes(w.name)),
       counts,
       ...(w.registeredAt ? { registeredAt: w.registeredAt } : {}),
+      ...(paused[w.name] !== undefined ? { pausedAt: new Date(Number(paused[w.name])).toISOString() } : {}),
     };
   }
 }

@@ -4,7 +4,9 @@ import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
+  CancelRunsFilter,
   EmitOptions,
+  RetryRunsFilter,
   ListRunsParams,
   RunEvent,
   RunHandle,
@@ -21,6 +23,8 @@ import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
 import { ResultWaiter } from './result-waiter.js';
+import { BulkActions } from './bulk-actions.js';
+import { PausedWorkflows } from './paused-workflows.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
@@ -39,6 +43,8 @@ export class WorkflowClient implements ChildLauncher {
   private readonly targets: EmitTargets;
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
+  private readonly bulk: BulkActions;
+  private readonly paused: PausedWorkflows;
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -49,6 +55,8 @@ export class WorkflowClient implements ChildLauncher {
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
+    this.bulk = new BulkActions(redis, this.inspector, this.actions);
+    this.paused = new PausedWorkflows(redis, this.inspector);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -121,7 +129,9 @@ export class WorkflowClient implements ChildLauncher {
     if (!shard) return null;
     await this.redis.ready();
     const hash = await this.redis.store.readRun(shard, runId);
-    return hash ? toRunInfo(runId, hash) : null;
+    if (!hash) return null;
+    const [info] = await this.paused.markDelayed([toRunInfo(runId, hash)]);
+    return info;
   }
 
   /** The run started with this idempotency key (per workflow), if it is still retained. */
@@ -150,8 +160,10 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /** Runs newest first, filtered by workflow, status or parent; page with the returned cursor. */
-  listRuns(params: ListRunsParams = {}): Promise<RunPage> {
-    return this.inspector.listRuns(params);
+  async listRuns(params: ListRunsParams = {}): Promise<RunPage> {
+    const page = await this.inspector.listRuns(params);
+    await this.paused.markDelayed(page.runs);
+    return page;
   }
 
   /** The workflows workers registered (and this app's own), with the workers serving each and counts by status. */
@@ -192,6 +204,37 @@ export class WorkflowClient implements ChildLauncher {
   async retryRun(runId: string): Promise<RunHandle> {
     await this.actions.retryRun(runId);
     return this.handle(runId);
+  }
+
+  /**
+   * Retries a workflow's failed (or canceled) runs created in [since, until), oldest first, at most `limit`;
+   * returns how many went back to the queue. Works in bounded batches; repeating it after a crash midway
+   * retries only the runs the first call did not (a retried run is no longer failed).
+   */
+  retryRuns(filter: RetryRunsFilter): Promise<number> {
+    return this.bulk.retryRuns(filter);
+  }
+
+  /**
+   * Cancels a workflow's runs that have not finished (or those in `status`) created in [since, until), with
+   * their children; returns how many were canceled. Bounded batches, safe to repeat, as retryRuns.
+   */
+  cancelRuns(filter: CancelRunsFilter): Promise<number> {
+    return this.bulk.cancelRuns(filter);
+  }
+
+  /**
+   * Pauses a workflow: emits are still accepted, and nothing of it is claimed (new runs, children, cron
+   * ticks, woken runs, retries) until resumeWorkflow; runs executing now go on. Queued runs show
+   * `delayedBy: 'paused'`. Safe to repeat.
+   */
+  pauseWorkflow(name: string): Promise<void> {
+    return this.paused.pause(name);
+  }
+
+  /** Resumes a paused workflow: workers are told at once and claim its queued runs. Safe to repeat. */
+  resumeWorkflow(name: string): Promise<void> {
+    return this.paused.resume(name);
   }
 
   /**

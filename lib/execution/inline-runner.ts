@@ -1,3 +1,4 @@
+import { progressText } from './progress.js';
 import { describeError } from '../errors/error-codec.js';
 import { Logger, type LoggerService } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
@@ -73,6 +74,8 @@ class InlineRun implements DurableExecution {
   private occurrences = new Map<string, number>();
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
+  /** ctx.setProgress's values, in order, as JSON round-tripped (what getRun would show). */
+  private readonly progress: unknown[] = [];
   private fatal?: Error;
   /** The validated input of the last attempt: what @OnFailure receives, as in the engine. */
   private input?: unknown;
@@ -155,6 +158,10 @@ class InlineRun implements DurableExecution {
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
       },
+      setProgress: (value) => checked(() => progressText(value), () => {
+        this.progress.push(JSON.parse(progressText(value)));
+        return Promise.resolve();
+      }),
     };
     const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
     const output = await raceAbort(work, this.controller.signal);
@@ -389,6 +396,7 @@ class InlineRun implements DurableExecution {
       ...outcome,
       attempts: this.attempt,
       steps: [...this.entries.values()],
+      ...(this.progress.length > 0 ? { progress: this.progress[this.progress.length - 1], progressUpdates: [...this.progress] } : {}),
     };
   }
 }

@@ -67,4 +67,7 @@ export interface InlineResult<O = unknown> {
   steps: InlineStep[];
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
+  /** The last value the handler gave ctx.setProgress (as getRun's `progress` would show it), and all of them in order. */
+  progress?: unknown;
+  progressUpdates?: unknown[];
 }

@@ -37,6 +37,10 @@ export interface RunInfo<I = unknown, O = unknown> {
   waitingFor?: unknown;
   /** The worker that holds or last held the run. */
   workerId?: string;
+  /** The latest value the run gave ctx.setProgress (cleared by retryRun). */
+  progress?: unknown;
+  /** Why a queued run is not being claimed: 'paused' while its workflow is paused (pauseWorkflow). */
+  delayedBy?: 'concurrency' | 'rateLimit' | 'debounce' | 'paused';
 }
 
 export type StepStatus = 'succeeded' | 'failed' | 'waiting' | 'compensated';
@@ -86,6 +90,29 @@ export interface RunHandle<O = unknown> {
 
 export const RUN_STATUSES: readonly RunStatus[] = ['scheduled', 'queued', 'running', 'waiting', 'compensating', 'succeeded', 'failed', 'canceled'];
 
+/**
+ * Which runs retryRuns moves: a workflow's runs in `status`, created in [since, until) (the window is on
+ * creation time, which orders the status indexes), oldest first, at most `limit` (default: all).
+ */
+export interface RetryRunsFilter {
+  workflow: string;
+  status: 'failed' | 'canceled';
+  since?: Date;
+  until?: Date;
+  limit?: number;
+}
+
+/** Which runs cancelRuns cancels: as RetryRunsFilter; without `status`, every run that has not finished
+ *  (scheduled, queued, running, waiting). `reason` goes into each run's CanceledError. */
+export interface CancelRunsFilter {
+  workflow: string;
+  status?: 'scheduled' | 'queued' | 'running' | 'waiting';
+  since?: Date;
+  until?: Date;
+  limit?: number;
+  reason?: string;
+}
+
 export interface ListRunsParams {
   workflow?: string;
   status?: RunStatus;
@@ -128,11 +155,14 @@ export interface WorkflowMeta {
   workers: WorkerInfo[];
   counts: StatusCounts;
   registeredAt?: string;
+  /** Set while the workflow is paused (pauseWorkflow): when it was paused. */
+  pausedAt?: string;
 }
 
 export interface WorkflowStats {
   /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does). */
-  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number }[];
+  /** `paused`: nothing of the workflow is claimed until resumeWorkflow (its queued runs wait). */
+  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number; paused?: boolean }[];
   queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
   workers: { alive: number; list: WorkerInfo[] };
 }

@@ -127,6 +127,14 @@ export interface WorkflowContext<I = unknown> {
   /** Nest logger scoped to the run. */
   logger: LoggerService;
   step: WorkflowStepApi;
+  /**
+   * Stores `value` (JSON, at most 4 KiB) as the run's latest progress: RunInfo.progress in getRun and
+   * listRuns, a bar in the dashboard when it is a number from 0 to 1 or an object with such a `fraction`,
+   * the CLI's `runs show`. Not a step: nothing is replayed, and each call is one Redis call, so call it per
+   * batch or every few seconds, not per item of a tight loop. Rejects with LeaseLostError (or
+   * CanceledError) when this worker no longer holds the run.
+   */
+  setProgress(value: unknown): Promise<void>;
 }
 
 export interface OnFailureContext<I = unknown> {
