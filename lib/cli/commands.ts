@@ -6,6 +6,7 @@ import { DEFAULTS } from '../workflow.constants.js';
 import { CliError, EXIT } from './cli-error.js';
 import { terminalWidth } from './format.js';
 import { print, wholeNumberArg, withClient, withCommonOptions, type CliIo, type CommonFlags } from './command-support.js';
+import { bulkCancel, bulkRetry, checkBulkUsage, registerPauseCommands, withBulkOptions, type BulkFlags } from './operation-commands.js';
 import { runsTable, runView, type RunDetail } from './run-views.js';
 import { schedulesOf, schedulesTable, statsView, workflowsTable, workflowView } from './workflow-views.js';
 
@@ -19,13 +20,16 @@ interface ListFlags extends CommonFlags {
 
 const runIds = new KeySpace(DEFAULTS.prefix);
 
+/** What `runs cancel --status` may be: the statuses a cancel applies to. */
+const CANCELABLE = ['scheduled', 'queued', 'running', 'waiting'];
+
 const notFound = (id: string, flags: CommonFlags) =>
   new CliError(
     `No run ${id} under prefix '${flags.prefix}': it may have expired (the retention option), or be under another --prefix or --redis. Find runs with: runs list --workflow <name>.`,
     EXIT.failed,
   );
 
-/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules list, stats. */
+/** The noun-verb commands: runs list|show|cancel|retry (one run, or many by --workflow), workflows list|show|pause|resume, schedules list, stats. */
 export function registerCommands(program: Command, io: CliIo): void {
   const width = () => terminalWidth(io.env);
   const runs = program.command('runs').description('list, inspect, cancel and retry runs');
@@ -55,10 +59,16 @@ export function registerCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  withCommonOptions(runs.command('cancel').argument('<runId>').description('cancel a run that has not finished, and its children'))
+  withBulkOptions(
+    withCommonOptions(runs.command('cancel').argument('[runId]').description('cancel a run that has not finished, and its children; or, with --workflow, many runs')),
+    CANCELABLE,
+    'cancel',
+  )
     .option('--reason <text>', 'recorded in the run\'s error: "The run was canceled: <text>"')
-    .action((id: string, flags: CommonFlags & { reason?: string }) =>
-      withClient(flags, io, async ({ client }) => {
+    .action((id: string | undefined, flags: BulkFlags) => {
+      checkBulkUsage(id, flags, 'cancel');
+      if (id === undefined) return bulkCancel(flags, io);
+      return withClient(flags, io, async ({ client }) => {
         const canceled = await client.cancelRun(id, { reason: flags.reason });
         const run = await client.getRun(id);
         if (!run) throw notFound(id, flags);
@@ -66,12 +76,17 @@ export function registerCommands(program: Command, io: CliIo): void {
         print(io, flags, { canceled: true, run }, () =>
           run.status === 'canceled' ? `Canceled run ${id}.` : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
         );
-      }),
-    );
+      });
+    });
 
-  withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
-    .action((id: string, flags: CommonFlags) =>
-      withClient(flags, io, async ({ client }) => {
+  withBulkOptions(
+    withCommonOptions(runs.command('retry').argument('[runId]').description('run a failed or canceled run again, under the same id; or, with --workflow and --status, many runs')),
+    ['failed', 'canceled'],
+    'retry',
+  ).action((id: string | undefined, flags: BulkFlags) => {
+    checkBulkUsage(id, flags, 'retry');
+    if (id === undefined) return bulkRetry(flags, io);
+    return withClient(flags, io, async ({ client }) => {
         try {
           await client.retryRun(id);
         } catch (error) {
@@ -80,9 +95,9 @@ export function registerCommands(program: Command, io: CliIo): void {
           throw error;
         }
         const run = await client.getRun(id);
-        print(io, flags, { retried: true, run }, () => `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}. Follow it with: runs show ${id}`);
-      }),
-    );
+      print(io, flags, { retried: true, run }, () => `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}. Follow it with: runs show ${id}`);
+    });
+  });
 
   const workflows = program.command('workflows').description('the workflows workers registered in Redis');
 
@@ -104,6 +119,8 @@ export function registerCommands(program: Command, io: CliIo): void {
         print(io, flags, meta, () => workflowView(meta, Date.now(), width()));
       }),
     );
+
+  registerPauseCommands(workflows, io);
 
   const schedules = program.command('schedules').description('cron triggers');
   withCommonOptions(schedules.command('list').description('the cron triggers that registered workflows declare'))

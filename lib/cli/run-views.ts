@@ -1,5 +1,5 @@
 import type { RunEvent, RunInfo, RunPage, StepInfo } from '../interfaces/run.interfaces.js';
-import { absolute, brief, duration, errorLine, relative, when } from './format.js';
+import { absolute, brief, duration, errorLine, progressLine, relative, when } from './format.js';
 import { renderFields, renderTable } from './table.js';
 
 /** What `runs show` prints, and its --json shape: the client's getRun, getRunSteps and getRunHistory. */
@@ -41,7 +41,11 @@ function runDetail(run: RunInfo, now: number): string {
       return `waiting for ${brief(run.waitingFor)}`;
     case 'scheduled':
       return run.scheduledFor ? `due ${relative(run.scheduledFor, now)}` : '';
+    case 'queued':
+      if (run.delayedBy === 'paused') return 'held back: its workflow is paused';
+      return run.workerId ? `worker ${run.workerId}` : '';
     default:
+      if (run.progress !== undefined) return `progress ${progressLine(run.progress)}`;
       return run.workerId ? `worker ${run.workerId}` : '';
   }
 }
@@ -53,7 +57,7 @@ export function runView(detail: RunDetail, now: number, width: number): string {
     ['Run', run.id],
     ['Workflow', run.workflow],
     ['Queue', run.queue],
-    ['Status', run.status],
+    ['Status', run.delayedBy === 'paused' ? `${run.status} (held back: its workflow is paused; workflows resume ${run.workflow})` : run.status],
     ['Attempt', `${run.attempt} of ${run.maxAttempts ?? '?'}`],
     ['Priority', run.priority !== 0 ? String(run.priority) : undefined],
     ['Created', when(run.createdAt, now)],
@@ -67,6 +71,7 @@ export function runView(detail: RunDetail, now: number, width: number): string {
     ['Waiting for', run.waitingFor !== undefined ? brief(run.waitingFor, payloadWidth) : undefined],
     ['Input', brief(run.input, payloadWidth)],
     ['Output', run.output !== undefined ? brief(run.output, payloadWidth) : undefined],
+    ['Progress', run.progress !== undefined ? progressLine(run.progress, payloadWidth) : undefined],
     ['Error', run.error ? errorLine(run.error) : undefined],
   ]);
   return [fields, '', `Steps (${steps.length})`, stepsTable(steps, width), '', `History (${history.length})`, historyTable(history, run.createdAt, width)].join('\n');

@@ -13,8 +13,8 @@ const NO_WORKFLOWS = (prefix: string) =>
 export function workflowsTable(workflows: WorkflowMeta[], prefix: string, width: number): string {
   if (workflows.length === 0) return NO_WORKFLOWS(prefix);
   return renderTable(
-    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'WORKERS', alignRight: true }, { header: 'CRON', alignRight: true }, ...countColumns],
-    workflows.map((w) => [w.name, w.queue, String(w.workers.length), String(w.cron.length), ...countCells(w.counts)]),
+    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'STATE' }, { header: 'WORKERS', alignRight: true }, { header: 'CRON', alignRight: true }, ...countColumns],
+    workflows.map((w) => [w.name, w.queue, w.pausedAt ? 'paused' : 'active', String(w.workers.length), String(w.cron.length), ...countCells(w.counts)]),
     width,
   );
 }
@@ -24,6 +24,7 @@ export function workflowView(meta: WorkflowMeta, now: number, width: number): st
   const fields = renderFields([
     ['Workflow', meta.name],
     ['Queue', meta.queue],
+    ['State', meta.pausedAt ? `paused since ${when(meta.pausedAt, now)}: nothing is claimed until 'workflows resume ${meta.name}'` : 'active'],
     ['Max attempts', String(options.maxAttempts)],
     ['Max concurrency', options.maxConcurrency !== undefined ? String(options.maxConcurrency) : 'unlimited'],
     ['Timeout', options.timeoutMs !== undefined ? duration(options.timeoutMs) : undefined],
@@ -41,8 +42,8 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
   if (stats.workflows.length === 0) return NO_WORKFLOWS(prefix);
   const oldest = (ms: number | undefined) => (ms === undefined ? '-' : duration(ms, false));
   const workflows = renderTable(
-    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true }, ...countColumns],
-    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts)]),
+    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'STATE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true }, ...countColumns],
+    stats.workflows.map((w) => [w.name, w.queue, w.paused ? 'paused' : 'active', String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts)]),
     width,
   );
   const queues = renderTable(
