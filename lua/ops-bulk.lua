@@ -5,9 +5,11 @@
 -- that status. A call repeated, or a page sent again after a crash, moves nothing twice: a run moved
 -- has left the status the call expects.
 
--- Runs one call may name: a page of retries took about 1 ms of Redis time (test/slow/ops-bulk.slow.spec.ts).
-local BULK_RETRY_MAX = 100
-local BULK_CANCEL_MAX = 50
+-- Runs one call may name: a retry is about 15 commands, and a page of 100 took up to 5.7 ms on a loaded
+-- 2-core machine (test/slow/ops-bulk.slow.spec.ts); a cancel does more (a notice to workers, the
+-- children's first page, the parent's hand-off).
+local BULK_RETRY_MAX = 32
+local BULK_CANCEL_MAX = 16
 
 -- wf1_retry_many: wf1_retry for each named run that is still in the expected status.
 -- KEYS[1]  shard root

@@ -2,8 +2,8 @@ import type { ShardRef } from './keys.js';
 import { RunTransitions, type Handoff, type TransitionResult } from './run-transitions.js';
 
 /** Runs one bulk call may name (lua/ops-bulk.lua: BULK_RETRY_MAX, BULK_CANCEL_MAX). */
-export const BULK_RETRY_PAGE = 100;
-export const BULK_CANCEL_PAGE = 50;
+export const BULK_RETRY_PAGE = 32;
+export const BULK_CANCEL_PAGE = 16;
 
 /** A run canceled by a bulk call: what wf1_cancel answers for it (its children's first page, its parent's hand-off). */
 export interface BulkCanceled {
