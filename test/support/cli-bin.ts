@@ -56,7 +56,7 @@ export async function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Pro
  * Runs the built bin to its end. With CLI_TRANSCRIPT=<file>, each command and its output is appended there
  * (the transcripts in docs/).
  */
-export async function runCliBin(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Promise<CliExit> {
+export async function runCliBin(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<CliExit> {
   const child = await spawnCli(args, env);
   let stdout = '';
   let stderr = '';
