@@ -69,9 +69,10 @@ export function registerPauseCommands(workflows: Command, io: CliIo): void {
     const description = action === 'pause' ? 'stop claiming runs of a workflow (emits are still accepted; its runs wait in queued)' : 'claim the runs of a paused workflow again';
     withCommonOptions(workflows.command(action).argument('<name>').description(description)).action((name: string, flags: CommonFlags) =>
       withClient(flags, io, async ({ client }) => {
+        // counted before a resume: the workers claim the queued runs as soon as it is done
+        const queued = (await client.getWorkflowMeta(name))?.counts.queued ?? 0;
         await unknownWorkflowFails(() => (action === 'pause' ? client.pauseWorkflow(name) : client.resumeWorkflow(name)));
         const meta = await client.getWorkflowMeta(name);
-        const queued = meta?.counts.queued ?? 0;
         print(io, flags, { [action === 'pause' ? 'paused' : 'resumed']: true, workflow: meta }, () =>
           action === 'pause'
             ? `Paused workflow ${name}: no run of it is claimed until 'workflows resume ${name}'; emits are still accepted (${queued} run(s) queued now). Runs executing now go on.`

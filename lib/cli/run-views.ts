@@ -38,7 +38,7 @@ function runDetail(run: RunInfo, now: number): string {
     case 'compensating':
       return errorLine(run.error);
     case 'waiting':
-      return `waiting for ${brief(run.waitingFor)}`;
+      return run.progress !== undefined ? `progress ${progressLine(run.progress)}; waiting for ${brief(run.waitingFor)}` : `waiting for ${brief(run.waitingFor)}`;
     case 'scheduled':
       return run.scheduledFor ? `due ${relative(run.scheduledFor, now)}` : '';
     case 'queued':
