@@ -24,7 +24,8 @@ export abstract class OperationCalls extends RunTransitions {
    */
   async readIdsInWindow(shard: ShardRef, workflow: string, status: string, window: { min: string; max: string }, after: string | undefined, limit: number): Promise<string[]> {
     const key = this.keys.statusIndex(this.root(shard), workflow, status);
-    const min = after !== undefined && `(${after}` > window.min ? `(${after}` : window.min;
+    // `after` was read from this window, so past it is inside it too
+    const min = after !== undefined ? `(${after}` : window.min;
     return this.guard(() => this.client.zrangebylex(key, min, window.max, 'LIMIT', 0, limit));
   }
 
