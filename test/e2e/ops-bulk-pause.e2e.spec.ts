@@ -173,6 +173,11 @@ describe('operations: bulk retry and cancel, pause and resume, progress', () => 
     expect((await handle.getState()).progress).toEqual({ done: 3, total: 4, note: 'rows' });
     const listed = await client.listRuns({ workflow: 'ops-progress', summary: true });
     expect(listed.runs[0].progress).toEqual({ done: 3, total: 4, note: 'rows' });
+    // fenced: a caller without the run's current token (or with a value past the limit) writes nothing
+    const root = `{${prefix}:ops:0}`;
+    await expect(suite.direct.call('FCALL', 'wf1_progress', 1, root, handle.id, 'stale:token', '0.9')).resolves.toEqual([0, 'STALE_TOKEN']);
+    await expect(suite.direct.call('FCALL', 'wf1_progress', 1, root, handle.id, 'x', 'y'.repeat(4097))).rejects.toThrow(/at most 4096 bytes/);
+    expect((await handle.getState()).progress).toEqual({ done: 3, total: 4, note: 'rows' });
     await client.sendEvent('ops-go');
     const refused = await handle.result({ timeoutMs: 10_000 });
     expect(refused).toMatch(/^PayloadError: The progress value is more than 4096 bytes as JSON/);
