@@ -1,5 +1,6 @@
 import type { LoggerService } from '@nestjs/common';
 import type { WorkflowHandler } from './workflow.interfaces.js';
+import type { FaultInjection, InjectedFault } from './fault-injection.interfaces.js';
 
 /** The options and result of runInline (lib/execution/inline-runner.ts), for unit tests of a workflow. */
 
@@ -32,10 +33,14 @@ export interface InlineOptions<I = unknown> {
   maxPayloadBytes?: number;
   /** Default: a Nest Logger named after the run. */
   logger?: LoggerService;
+  /** Crashes, duplicate deliveries and lost leases at the steps you name, as the engine would meet them
+   *  (see FaultInjection): to prove that the workflow's steps are idempotent. A named step that never
+   *  executes is logged as a warning. */
+  faults?: FaultInjection;
 }
 
 /** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit';
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'redis';
 
 export interface InlineStep {
   name: string;
@@ -70,4 +75,6 @@ export interface InlineResult<O = unknown> {
   /** The last value the handler gave ctx.setProgress (as getRun's `progress` would show it), and all of them in order. */
   progress?: unknown;
   progressUpdates?: unknown[];
+  /** With `faults`: the faults that fired in this run, in order. */
+  injectedFaults?: InjectedFault[];
 }

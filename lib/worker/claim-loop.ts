@@ -166,9 +166,11 @@ export class ClaimLoop {
           retentionMs: settings.retentionMs,
           children: this.client,
           shardRoot: shard.root,
+          redisSteps: { prefix: settings.prefix, cluster: state.redis.connections.isCluster },
           leaseMs: state.settings.leaseMs,
           maxStepsPerRun: settings.maxStepsPerRun,
           observer: this.observer,
+          faults: settings.faults,
           refill: () => this.refill(shard),
         }),
       );
