@@ -16,6 +16,7 @@ export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
   setProgress(value: unknown): Promise<void>;
+  continueAsNew(input: unknown): Promise<never>;
 }
 
 export class HandlerContext<I> implements WorkflowContext<I> {
@@ -26,6 +27,7 @@ export class HandlerContext<I> implements WorkflowContext<I> {
     readonly input: I,
     readonly run: RunMeta,
     readonly step: WorkflowStepApi,
+    readonly dependencies?: Record<string, unknown>,
   ) {
     this.#source = source;
   }
@@ -41,6 +43,10 @@ export class HandlerContext<I> implements WorkflowContext<I> {
   setProgress(value: unknown): Promise<void> {
     return this.#source.setProgress(value);
   }
+
+  continueAsNew(input: I): Promise<never> {
+    return this.#source.continueAsNew(input);
+  }
 }
 
 export class StepCallContext implements StepContext {
@@ -51,6 +57,7 @@ export class StepCallContext implements StepContext {
     readonly idempotencyKey: string,
     readonly attempt: number,
     source: { readonly signal: AbortSignal },
+    readonly fencingToken: string,
   ) {
     this.#source = source;
   }

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { Workflow, type RunInfo, type RunPage, type WorkflowContext, type WorkflowMeta, type WorkflowStats } from '../../lib/index.js';
-import { buildCliBin, removeCliBin, runCliBin } from '../support/cli-bin.js';
+import { buildCliBin, removeCliBin, runCliBin } from '../support/cli-runner.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, Logger } from '@nestjs/common';
 import { NonRetriableError, Workflow } from '../../lib/index.js';
-import { buildCliBin, removeCliBin, runCliBin, spawnCli } from '../support/cli-bin.js';
+import { buildCliBin, removeCliBin, runCliBin, spawnCli } from '../support/cli-runner.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { fcallProfile, prioritize, slowFcalls, startSlowlog } from '../support/slowlog.js';
 import { startApp, statusIndexSize, useSuiteRedis, waitFor } from '../support/workflow-app.js';

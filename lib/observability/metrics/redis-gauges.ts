@@ -61,6 +61,19 @@ export class RedisGauges {
     gauge('workflow_workers', 'Live workers that serve the workflow.', ['workflow', 'queue'], perWorkflow((w, set) => set({}, w.workers)));
     gauge('workflow_runs_held_back', 'Ready runs that no worker claims, by reason (no_worker: no live worker serves the workflow).', ['workflow', 'queue', 'reason'],
       perWorkflow((w, set) => set({ reason: 'no_worker' }, w.workers === 0 ? w.queueDepth : 0)));
+    // A counter kept in Redis for the whole fleet (wf1_tick counts every lease it takes back, whether the
+    // worker died or stalled), so every instance reports the same total: aggregate with max, not sum.
+    new client.Counter({
+      name: `${prefix}workflow_lease_expiries_total`,
+      help: 'Leases that expired (the worker died, stalled or lost Redis) and housekeeping took back, per workflow, for the whole deployment.',
+      labelNames: ['workflow', 'queue'],
+      registers: [registry],
+      async collect() {
+        const s = await snapshot();
+        this.reset();
+        for (const w of s.stats?.workflows ?? []) this.inc({ workflow: w.name, queue: w.queue }, w.leaseExpiries);
+      },
+    });
     gauge('workflow_health_up', 'The health indicator\'s checks as seen by this process: 1 up, 0 down.', ['check'], (s, set) => {
       for (const check of HEALTH_CHECKS) set({ check }, (s.health[check] as { status?: string } | undefined)?.status === 'up' ? 1 : 0);
     });
