@@ -11,6 +11,8 @@
 -- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
+-- ARGV[13] the run's version: the emitting app's `version`, '*' and it for a pinned workflow ('' or absent
+--          = none; see includes/00-versions.lua). Builds before 51 send no ARGV[13].
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run. A parent whose step
 --        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
@@ -30,6 +32,9 @@ local function new_run_fields(args, status, now, due, now_text, base)
   if due > now then fields[n + 1] = 'due'; fields[n + 2] = ms(due); n = n + 2 end
   if parent ~= '' then fields[n + 1] = 'par'; fields[n + 2] = parent; n = n + 2 end
   if ikey ~= '' then fields[n + 1] = 'ik'; fields[n + 2] = ikey; n = n + 2 end
+  -- (a child created by emit_children gets its parent's version there: its arguments are 12, not 13)
+  local version = not base and args[13]
+  if version and version ~= '' then fields[n + 1] = 'v'; fields[n + 2] = version; n = n + 2 end
   if field and field ~= '' then
     fields[n + 1] = 'pf'; fields[n + 2] = field; fields[n + 3] = 'pr'; fields[n + 4] = args[b + 11]; n = n + 4
   end
@@ -84,16 +89,17 @@ local function emit(keys, argv, at)
   if due > now then status = 'scheduled' end
 
   local noted = argv[12] and argv[12] ~= ''
-  if status == 'queued' and not noted and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
+  local version = argv[13] ~= '' and argv[13] or false
+  if status == 'queued' and not noted and not version and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
     write_plain_run(run, wf, argv[3], argv[4], ms(now))
   else
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
-  count_move(root, wf, id, nil, status)
+  count_move(root, wf, id, nil, status, version)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   else
-    make_ready(root, id, wf, priority, now)
+    make_ready(root, id, wf, priority, now, version)
   end
   if status ~= 'queued' or noted then
     history(root, id, now, 'created', { status = status }, nil, false)
@@ -108,7 +114,8 @@ end
 -- child. Anything else (a child that exists already, a delayed child) goes through emit one by one.
 -- `args`: the park's arguments; `at`: where each child's wf1_emit arguments start in them (12 each). They
 -- are read in place: a table of its own per child would cost Redis more than the reading.
-local function emit_children(keys, args, at, now)
+-- `version`: the parent's 'v' (false: none), which every child gets (see includes/00-versions.lua).
+local function emit_children(keys, args, at, now, version)
   local root = keys[1]
   local runs, seen = {}, {}
   local plain = true
@@ -122,7 +129,11 @@ local function emit_children(keys, args, at, now)
     runs[k] = run_key(root, id)
   end
   if not plain or rcall('EXISTS', unpack(runs)) > 0 then
-    for _, o in ipairs(at) do emit(keys, { unpack(args, o, o + 11) }, now) end
+    for _, o in ipairs(at) do
+      local child = { unpack(args, o, o + 11) }
+      child[13] = version or ''
+      emit(keys, child, now)
+    end
     return
   end
   local workflows, by_workflow = {}, {}
@@ -135,6 +146,7 @@ local function emit_children(keys, args, at, now)
     else
       rcall('HSET', runs[k], unpack(new_run_fields(args, 'queued', now, now, now_text, o - 1)))
     end
+    if version then rcall('HSET', runs[k], 'v', version) end
     local group = by_workflow[wf]
     if not group then
       group = { queued = {}, ready = {} }
@@ -150,7 +162,8 @@ local function emit_children(keys, args, at, now)
   for _, wf in ipairs(workflows) do
     local group = by_workflow[wf]
     rcall('ZADD', status_key(root, wf, 'queued'), unpack(group.queued))
-    local key = ready_key(root, wf)
+    if version then rcall('HINCRBY', version_counts_key(root, wf), version, #group.queued / 2) end
+    local key = versioned_ready_key(root, wf, version)
     rcall('ZADD', key, unpack(group.ready))
     notify_if_was_empty(root, key, #group.ready / 2)
   end

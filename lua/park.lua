@@ -111,7 +111,7 @@ local function park(keys, argv, staging)
     rcall('HSET', run, 'sg', token)
     s = { token, false, false, false, false, false }
   end
-  if #spawned > 0 then emit_children(keys, argv, spawned, now) end
+  if #spawned > 0 then emit_children(keys, argv, spawned, now, rcall('HGET', run, 'v') or false) end
   local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
 
   local due, now_text = nil, nil

@@ -45,7 +45,7 @@ local function wake_due_timers(root, now, batch)
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
-      rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
+      rcall('ZADD', run_ready_key(root, id, f[2]), ready_score(f[3], now), id)
       history(root, id, now, 'due', { reason = 'timer' })
       woken = woken + 1
     end

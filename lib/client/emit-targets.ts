@@ -63,8 +63,11 @@ export class EmitTargets {
         `Unknown workflow '${name}': it is not a provider of this app and no worker has registered it in Redis. Check the name, or pass the workflow class.`,
       );
     }
-    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number };
-    const target: EmitTarget = { name, options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0 } };
+    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number; versioning?: 'pinned' };
+    const target: EmitTarget = {
+      name,
+      options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0, ...(meta.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}) },
+    };
     this.remote.set(name, target);
     return target;
   }

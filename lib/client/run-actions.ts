@@ -2,7 +2,8 @@ import { Logger } from '@nestjs/common';
 import { ulid } from 'ulid';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { encodeErrorJson, errorMessage } from '../errors/error-codec.js';
-import { CanceledError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import { CanceledError, InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import type { RetryRunOptions } from './run-recovery.js';
 import { checkEvent } from '../execution/call-limits.js';
 import { toPayload } from '../execution/payload.js';
 import type { ShardRef } from '../redis/keys.js';
@@ -59,15 +60,40 @@ export class RunActions {
   }
 
   /** Sends a failed or canceled run back to the queue (see WorkflowClient.retryRun); throws when it is neither. */
-  async retryRun(runId: string): Promise<void> {
+  async retryRun(runId: string, opts: RetryRunOptions = {}): Promise<void> {
     const shard = this.redis.keys.parseRunId(runId);
     if (!shard) throw new RunNotFoundError(runId);
+    const version = this.targetVersion(opts);
     await this.redis.ready();
-    const result = await this.redis.store.retry(shard, runId);
+    if (version) {
+      // A run that has not finished only changes version (a pinned one is then claimed by this version's workers).
+      const moved = await this.redis.store.moveVersion(shard, runId, version);
+      if (moved.ok) return;
+      if (moved.status === 'succeeded') {
+        throw new WorkflowError(`Run ${runId} has succeeded; there is nothing to move or retry (forkRun starts a new run from it).`);
+      }
+    }
+    const result = await this.redis.store.retry(shard, runId, version);
     if (!result.ok) {
       if (result.status === 'unknown') throw new RunNotFoundError(runId);
       throw new WorkflowError(`Run ${runId} is ${result.status}; only failed or canceled runs can be retried.`);
     }
+  }
+
+  /** The version retryRun's onVersion names, checked (undefined: the run keeps its own). */
+  private targetVersion(opts: RetryRunOptions): string | undefined {
+    if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('retryRun options must be an object, e.g. { onVersion: \'current\' }.');
+    if (opts.onVersion === undefined) return undefined;
+    if (opts.onVersion !== 'current') {
+      throw new InvalidArgumentError(`retryRun: onVersion must be 'current' (this app's version), got ${JSON.stringify(opts.onVersion)}.`);
+    }
+    const version = this.redis.settings.version;
+    if (!version) {
+      throw new InvalidArgumentError(
+        "retryRun(id, { onVersion: 'current' }) moves the run to this app's version, but this app has none: set WorkflowModule.forRoot({ version }) (e.g. process.env.APP_VERSION).",
+      );
+    }
+    return version;
   }
 
   /** See WorkflowClient.sendEvent. */

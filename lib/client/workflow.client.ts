@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import { InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
@@ -255,10 +255,15 @@ export class WorkflowClient implements ChildLauncher {
    * continued, its succeeded steps kept; compensated steps run again with a new idempotency key. With
    * `fromStep`, the records from that step on (in call order) are forgotten first, so that step and every
    * one after it run again on today's code, each with a new idempotency key.
+   * `{ onVersion: 'current' }` moves the run to this app's version first (see RetryRunOptions): then a
+   * run that has not finished is moved, not retried.
    */
   async retryRun(runId: string, opts: RetryRunOptions = {}): Promise<RunHandle> {
+    if (opts?.fromStep !== undefined && opts.onVersion !== undefined) {
+      throw new InvalidArgumentError("retryRun takes fromStep or onVersion, not both: move the run with { onVersion: 'current' } first, then retry it with { fromStep }.");
+    }
     if (opts?.fromStep !== undefined) await this.recovery.retryFromStep(runId, opts.fromStep);
-    else await this.actions.retryRun(runId);
+    else await this.actions.retryRun(runId, opts);
     return this.handle(runId);
   }
 

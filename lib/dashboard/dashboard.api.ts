@@ -21,6 +21,8 @@ export interface RunSummary {
   /** ctx.setProgress's latest value (at most 4 KiB). */
   progress?: unknown;
   delayedBy?: RunInfo['delayedBy'];
+  version?: string;
+  pinned?: true;
 }
 
 export interface RunDetail {
@@ -66,7 +68,7 @@ export class DashboardApi {
     return this.client.listSchedules();
   }
 
-  async runs(query: { workflow?: string; status?: string; cursor?: string; limit?: string; parentId?: string }): Promise<{ runs: RunSummary[]; cursor?: string }> {
+  async runs(query: { workflow?: string; status?: string; cursor?: string; limit?: string; parentId?: string; version?: string }): Promise<{ runs: RunSummary[]; cursor?: string }> {
     const status = query.status || undefined;
     if (status !== undefined && !RUN_STATUSES.includes(status as RunStatus)) {
       throw new BadRequestException(`Unknown status '${status}': use one of ${RUN_STATUSES.join(', ')}.`);
@@ -78,6 +80,7 @@ export class DashboardApi {
         workflow: query.workflow || undefined,
         status: status as RunStatus | undefined,
         parentId: query.parentId || undefined,
+        version: query.version || undefined,
         cursor: query.cursor || undefined,
         limit,
         summary: true,
@@ -180,5 +183,7 @@ function summarize(run: RunInfo): RunSummary {
     ...(run.error ? { error: { name: run.error.name, message: run.error.message } } : {}),
     ...(run.progress !== undefined ? { progress: run.progress } : {}),
     ...(run.delayedBy ? { delayedBy: run.delayedBy } : {}),
+    ...(run.version !== undefined ? { version: run.version } : {}),
+    ...(run.pinned ? { pinned: true as const } : {}),
   };
 }

@@ -15,6 +15,7 @@ export interface ResolvedWorkflowOptions {
   maxConcurrency: number; // 0 = unlimited
   cron: CronTrigger[];
   timeoutMs: number; // 0 = none
+  versioning: 'pinned' | 'patch';
 }
 
 /** A workflow as the engine sees it: its name, options and (in an app that has it) its handler. */
@@ -54,6 +55,9 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
   if (o.input !== undefined && typeof o.input !== 'function') {
     throw new WorkflowConfigurationError(`${where}: input must be a class (a class-validator DTO).`);
   }
+  if (o.versioning !== undefined && o.versioning !== 'pinned' && o.versioning !== 'patch') {
+    throw new WorkflowConfigurationError(`${where}: versioning must be 'pinned' or 'patch', got ${JSON.stringify(o.versioning)}.`);
+  }
   const validation = { whitelist: true, forbidNonWhitelisted: true, ...o.validation };
   for (const [option, value] of Object.entries(validation)) {
     if (typeof value !== 'boolean') {
@@ -69,5 +73,6 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
     maxConcurrency: o.maxConcurrency ?? 0,
     cron: o.cron ?? [],
     timeoutMs: o.timeoutMs ?? 0,
+    versioning: o.versioning ?? 'patch',
   };
 }

@@ -19,6 +19,7 @@ import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
 import { Saga } from './saga.js';
+import { Patches } from './patches.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
 import { Waits } from './waits.js';
@@ -43,6 +44,8 @@ export interface ExecutionSettings {
   refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+  /** This deployment's version (for messages). */
+  version?: string;
   /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
    *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
   keepsWarm?: { windowMs: number; workerId: string };
@@ -95,6 +98,7 @@ export abstract class ExecutionState implements DurableExecution {
   /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
   protected abortReason?: Error;
   private waitsPart?: Waits;
+  private patchesPart?: Patches;
   private childrenPart?: Children;
   private graphsPart?: Graphs;
   /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
@@ -137,6 +141,19 @@ export abstract class ExecutionState implements DurableExecution {
   /** A @Step method called from the handler (see DurableExecution). */
   runStep<T>(request: StepRequest<T>): Promise<T> {
     return this.attempts.runStep(request);
+  }
+
+  /** ctx.patched() and ctx.deprecatePatch() (see patches.ts), made on the first. */
+  get patches(): Patches {
+    return (this.patchesPart ??= new Patches(this));
+  }
+
+  patched(patchId: string): boolean {
+    return this.patches.patched(patchId);
+  }
+
+  deprecatePatch(patchId: string): void {
+    this.patches.deprecatePatch(patchId);
   }
 
   /** Sleeps and event waits, made on the first. */

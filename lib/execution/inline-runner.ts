@@ -33,6 +33,7 @@ import type {
 } from '../interfaces/workflow.interfaces.js';
 import { ON_FAILURE_METADATA, DEFAULTS } from '../workflow.constants.js';
 import { raceAbort } from './backoff.js';
+import { checkPatchId, patchStepName } from './patches.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
@@ -86,6 +87,8 @@ class InlineRun implements DurableExecution {
   /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
   private readonly memo = new Map<string, Memo>();
   private occurrences = new Map<string, number>();
+  /** ctx.patched()'s answers of this attempt. */
+  private patchAnswers = new Map<string, boolean>();
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
   /** ctx.setProgress's values, in order, as JSON round-tripped (what getRun would show). */
@@ -129,6 +132,7 @@ class InlineRun implements DurableExecution {
       for (;;) {
         this.attempt += 1;
         this.occurrences = new Map();
+        this.patchAnswers = new Map();
         this.compensations = [];
         this.fatal = undefined;
         this.stopped = undefined;
@@ -203,6 +207,8 @@ class InlineRun implements DurableExecution {
         this.progress.push(JSON.parse(progressText(value)));
         return Promise.resolve();
       }),
+      patched: (patchId) => this.patched(patchId),
+      deprecatePatch: (patchId) => void this.patched(checkPatchId(patchId, 'ctx.deprecatePatch()')),
       continueAsNew: (next) => {
         try {
           if (this.continuation !== undefined) throw new InvalidArgumentError(CONTINUED_TWICE);
@@ -490,6 +496,29 @@ class InlineRun implements DurableExecution {
       this.logger.error(`@OnFailure ${method}() threw: ${describeError(hookError)}`);
       return hookError instanceof Error ? hookError : new WorkflowError(describeError(hookError));
     }
+  }
+
+  // ---- patches ----
+
+  /**
+   * As in the engine (patches.ts): true, with a marker kept for later attempts, unless the options say
+   * that this run is a replay of records written without the patch (InlineOptions.unpatched).
+   */
+  private patched(patchId: string): boolean {
+    checkPatchId(patchId, 'ctx.patched()');
+    const known = this.patchAnswers.get(patchId);
+    if (known !== undefined) return known;
+    const field = this.nextField(patchStepName(patchId));
+    let answer = true;
+    if (!this.memo.has(field)) {
+      if (this.inline.unpatched?.includes(patchId)) answer = false;
+      else {
+        this.memo.set(field, { kind: 'patch' });
+        this.entries.set(field, { name: patchStepName(patchId), occurrence: 0, kind: 'patch', status: 'succeeded', attempts: 1, overridden: false });
+      }
+    }
+    this.patchAnswers.set(patchId, answer);
+    return answer;
   }
 
   // ---- helpers ----

@@ -16,6 +16,8 @@ export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
   setProgress(value: unknown): Promise<void>;
+  patched(patchId: string): boolean;
+  deprecatePatch(patchId: string): void;
   continueAsNew(input: unknown): Promise<never>;
 }
 
@@ -42,6 +44,14 @@ export class HandlerContext<I> implements WorkflowContext<I> {
 
   setProgress(value: unknown): Promise<void> {
     return this.#source.setProgress(value);
+  }
+
+  patched(patchId: string): boolean {
+    return this.#source.patched(patchId);
+  }
+
+  deprecatePatch(patchId: string): void {
+    this.#source.deprecatePatch(patchId);
   }
 
   continueAsNew(input: I): Promise<never> {

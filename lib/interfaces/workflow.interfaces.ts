@@ -43,6 +43,12 @@ export interface WorkflowOptions {
   cron?: CronTrigger[];
   /** Whole-run deadline; the run fails with TimeoutError. */
   timeoutMs?: number;
+  /**
+   * How runs in flight meet changed code (docs/versioning.md). 'patch' (default): any worker executes a
+   * run, and code that changes a run's steps guards the change with ctx.patched(id). 'pinned': a run is
+   * claimed only by workers whose WorkflowModuleOptions.version equals the run's.
+   */
+  versioning?: 'pinned' | 'patch';
 }
 
 export interface StepOptions {
@@ -180,6 +186,19 @@ export interface WorkflowContext<I = unknown> {
    * CanceledError) when this worker no longer holds the run.
    */
   setProgress(value: unknown): Promise<void>;
+  /**
+   * Guards a change of the workflow's steps for runs in flight (docs/versioning.md): true when the run
+   * reaches this point for the first time (a marker is recorded) or recorded the marker here before;
+   * false on a replay of a run whose records were written without it (keep the old path for it).
+   * Decided from the run's records alone, once per id and execution.
+   */
+  patched(patchId: string): boolean;
+  /**
+   * The patch's old path is gone (no run in flight needs it): records the marker as patched() does, for
+   * workers that still run code calling patched(patchId), and returns nothing. Remove the call once no
+   * such worker is left.
+   */
+  deprecatePatch(patchId: string): void;
   /**
    * Ends this execution as `succeeded` (RunInfo.continuedAs names the new run) and starts the same
    * workflow with `input` and an empty history, in one atomic call: for a loop that would otherwise grow

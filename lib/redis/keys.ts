@@ -83,6 +83,16 @@ export class KeySpace {
     return `${root}:q:${workflow}`;
   }
 
+  /** Pinned runs of a version ready to be claimed (lua/includes/00-versions.lua). */
+  pinnedReady(root: string, workflow: string, version: string): string {
+    return `${root}:qv:${version}:${workflow}`;
+  }
+
+  /** A workflow's runs that have not finished, by version (lua/includes/00-versions.lua). */
+  versionCounts(root: string, workflow: string): string {
+    return `${root}:vr:${workflow}`;
+  }
+
   statusIndex(root: string, workflow: string, status: string): string {
     return `${root}:st:${workflow}:${status}`;
   }

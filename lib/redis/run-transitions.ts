@@ -17,6 +17,9 @@ export interface EmitArgs {
   parentRoot?: string;
   /** A note for the run's history. */
   note?: string;
+  /** The run's version as stored ('v': '*' before a pinned one's); not carried by wf1_park's children,
+   *  which get their parent's there. */
+  version?: string;
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -51,6 +54,9 @@ export interface ClaimWorkflowSpec {
   maxConcurrency: number;
   maxAttempts: number;
   timeoutMs: number;
+  /** The worker's version, for a workflow it serves pinned: it claims only that version's pinned runs
+   *  (and runs without a pin). Undefined: it claims the workflow's unpinned runs only. */
+  pinnedVersion?: string;
 }
 
 export interface ClaimedRun {
@@ -331,7 +337,7 @@ const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
 function packedWorkflowSpecs(workflows: readonly ClaimWorkflowSpec[]): string {
   let text = packedSpecs.get(workflows);
   if (text === undefined) {
-    text = workflows.map((w) => `${w.maxConcurrency},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
+    text = workflows.map((w) => `${w.pinnedVersion ? `p${w.pinnedVersion.length}:${w.pinnedVersion}` : ''}${w.maxConcurrency},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
     packedSpecs.set(workflows, text);
   }
   return text;

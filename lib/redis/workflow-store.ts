@@ -83,7 +83,9 @@ export class WorkflowStore extends OperationCalls {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.fcall('wf1_emit', [this.root(shard)], emitArguments(a), (reply) => {
+    const args = emitArguments(a);
+    if (a.version) args.push(a.version);
+    return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
       const [created, runId, status] = reply as [number, string, string];
       const parts = reply as unknown[];
       if (parts.length > 3) return { created: created === 1, runId, status, handoff: this.handoffFrom(this.root(shard), parts.slice(3)) };
@@ -133,9 +135,16 @@ export class WorkflowStore extends OperationCalls {
     return next === 'done' ? { children: [] } : { children, nextPage: next };
   }
 
-  async retry(shard: ShardRef, runId: string): Promise<{ ok: boolean; status?: string }> {
-    const reply = (await this.fcall('wf1_retry', [this.root(shard)], [runId])) as [number, string?];
+  /** `version`: move the run to this version as it goes back to the queue (lua/includes/00-versions.lua). */
+  async retry(shard: ShardRef, runId: string, version?: string): Promise<{ ok: boolean; status?: string }> {
+    const reply = (await this.fcall('wf1_retry', [this.root(shard)], version ? [runId, version] : [runId])) as [number, string?];
     return reply[0] === 1 ? { ok: true } : { ok: false, status: reply[1] };
+  }
+
+  /** Moves a run that has not finished to `version` (lua/versions.lua); `status`: the run's. */
+  async moveVersion(shard: ShardRef, runId: string, version: string): Promise<{ ok: boolean; status: string }> {
+    const reply = (await this.fcall('wf1_move_version', [this.root(shard)], [runId, version])) as [number, string];
+    return { ok: reply[0] === 1, status: reply[1] };
   }
 
   /**

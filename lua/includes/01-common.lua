@@ -73,7 +73,9 @@ local function status_key(root, wf, status) return root .. ':st:' .. wf .. ':' .
 local SKIPLIST_SENTINEL = '~keeps-this-sorted-set-a-skiplist-as-it-is-longer-than-zset-max-listpack-value'
 local BEFORE_SENTINEL = '(~'
 
-local function count_move(root, wf, id, from, to)
+-- `v`: the run's 'v' when the caller has it (false: none), nil to read it where needed (count_version).
+local function count_move(root, wf, id, from, to, v)
+  count_version(root, wf, id, from, to, v)
   if from then rcall('ZREM', status_key(root, wf, from), id) end
   if to == 'running' then
     rcall('ZADD', status_key(root, wf, to), '0', id, '0', SKIPLIST_SENTINEL)
@@ -160,8 +162,9 @@ local function notify_if_was_empty(root, key, added)
   if rcall('ZCARD', key) == added then notify_workers(root, 'r') end
 end
 
-local function make_ready(root, id, wf, priority, at)
-  local key = ready_key(root, wf)
+-- `v`: the run's 'v' when the caller has it (false: none), nil to read it (a pinned run has its own ready set).
+local function make_ready(root, id, wf, priority, at, v)
+  local key = run_ready_key(root, id, wf, v)
   rcall('ZADD', key, ms(ready_score(priority, at)), id)
   notify_if_was_empty(root, key, 1)
 end

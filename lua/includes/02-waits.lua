@@ -53,6 +53,8 @@ local function wake_run(root, id, wf, priority, now, reason, step, implied, drai
   forget_wait(root, id, run, drained)
   if not drained then rcall('ZREM', root .. ':timers', id) end
   local group = handover and not handover.id and handover.groups[wf]
+  -- a pinned run goes only to a worker of its version (includes/00-versions.lua)
+  if group and not claims_version_of(group, run) then group = nil end
   if group and warm and select(3, warm_parts(warm)) ~= handover.worker then group = nil end
   if group then
     handover.id, handover.group = id, group

@@ -148,14 +148,15 @@ local function claim_plan(root, groups)
   while k <= #groups do
     local g = groups[k]
     if g[2] > 0 then
-      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4] }
+      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4], keys = claim_ready_keys(root, g[1], g[5]) }
       k = k + 1
     else
       local pop, group_of = { 'ZMPOP', 0 }, {}
       while k <= #groups and groups[k][2] == 0 do
-        local key = ready_key(root, groups[k][1])
-        pop[#pop + 1] = key
-        group_of[key] = groups[k]
+        for _, key in ipairs(claim_ready_keys(root, groups[k][1], groups[k][5])) do
+          pop[#pop + 1] = key
+          group_of[key] = groups[k]
+        end
         plan.groups[groups[k][1]] = groups[k]
         k = k + 1
       end
@@ -173,17 +174,25 @@ end
 -- every claim and completion: a pure function of its key, bounded, and rebuilt after a FUNCTION LOAD.
 local CLAIM_PLANS, CLAIM_PLAN_COUNT, MAX_CLAIM_PLANS = {}, 0, 1024
 
--- The packed spec text: per workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>'.
+-- The packed spec text: per workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>',
+-- preceded by 'p<version length>:<version>' for a workflow the worker serves pinned to its version (build
+-- 51 on; see includes/00-versions.lua).
 local function packed_claim_plan(root, text)
   local by_text = CLAIM_PLANS[root]
   local plan = by_text and by_text[text]
   if plan then return plan end
   local groups, pos = {}, 1
   while pos <= #text do
+    local pinned
+    local version_length, version_from = string.match(text, '^p(%d+):()', pos)
+    if version_length then
+      pos = version_from + tonumber(version_length)
+      pinned = string.sub(text, version_from, pos - 1)
+    end
     local limit, attempts, timeout, length, from = string.match(text, '^([^,]*),([^,]*),([^,]*),(%d+):()', pos)
     local to = from and from + tonumber(length) - 1
     if not to or to > #text then error('wf1: malformed workflow specs in a claim: ' .. text) end
-    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout) }
+    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout), pinned }
     pos = to + 1
   end
   plan = claim_plan(root, groups)
@@ -299,10 +308,15 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
       local wf = segment.wf
       local executing = rcall('ZLEXCOUNT', status_key(root, wf, 'running'), '-', BEFORE_SENTINEL) + rcall('ZCARD', status_key(root, wf, 'compensating'))
       local room = math.min(want - taken, segment.limit - executing)
+      local keys, key_at = segment.keys, 1
       while room > 0 do
         -- One pop takes as many entries as there is room for; entries dropped leave room for another pop.
-        local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
-        if #popped == 0 then break end
+        local popped = rcall('ZPOPMIN', keys[key_at], room)
+        if #popped == 0 then
+          -- the workflow's next ready set (a pinned workflow has two, see claim_ready_keys)
+          key_at = key_at + 1
+          if not keys[key_at] then break end
+        end
         for p = 1, #popped, 2 do
           if claim_run(root, popped[p], wf, segment.max_attempts, segment.timeout_ms, claim, reply) then
             taken = taken + 1
