@@ -13,6 +13,8 @@
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- ARGV[13] the run's version: the emitting app's `version`, '*' and it for a pinned workflow ('' or absent
 --          = none; see includes/00-versions.lua). Builds before 51 send no ARGV[13].
+-- ARGV[14] optional: the run's deadline (absolute server ms; a child's runWorkflow timeoutMs or its parent's
+--          deadline): past it the run fails with TimeoutError (wf1_tick), as past its workflow's timeoutMs
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run. A parent whose step
 --        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
@@ -96,6 +98,10 @@ local function emit(keys, argv, at)
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
   count_move(root, wf, id, nil, status, version)
+  if argv[14] and argv[14] ~= '' then
+    rcall('HSET', run, 'dl', argv[14])
+    rcall('ZADD', root .. ':deadlines', argv[14], id)
+  end
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   else

@@ -4,7 +4,8 @@ import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { encodeErrorJson, errorMessage } from '../errors/error-codec.js';
 import { CanceledError, InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RetryRunOptions } from './run-recovery.js';
-import { checkEvent } from '../execution/call-limits.js';
+import { checkEvent, checkSendId } from '../execution/call-limits.js';
+import type { SendEventOptions } from '../interfaces/run.interfaces.js';
 import { toPayload } from '../execution/payload.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -97,12 +98,13 @@ export class RunActions {
   }
 
   /** See WorkflowClient.sendEvent. */
-  async sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+  async sendEvent(event: string, payload?: unknown, opts: SendEventOptions = {}): Promise<number> {
     const { key } = checkEvent(event, opts?.key, 'sendEvent');
+    const sendId = checkSendId(opts?.id);
     const text = toPayload(payload ?? null, `The payload of event '${event}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     await this.redis.ready();
     const eventId = ulid();
-    let page: { more: boolean; handoffs: Handoff[] } = await this.redis.store.sendEvent(eventId, event, key, text, this.redis.settings.eventRetentionMs);
+    let page: { more: boolean; handoffs: Handoff[] } = await this.redis.store.sendEvent(eventId, event, key, text, this.redis.settings.eventRetentionMs, sendId);
     let delivered = 0;
     // A page of waiters at a time (lua/events.lua): each page is delivered before the next is taken, so that
     // Redis holds one page's hand-offs at a time and no call's work grows with the number of waiters.

@@ -166,6 +166,7 @@ export class RunEmitter {
       parentId: parent?.parentId,
       parentField: parent?.parentField,
       parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+      deadlineMs: parent?.deadlineMs,
       note: served ? undefined : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
     };
   }

@@ -1,3 +1,4 @@
+import { PUBLISHED_STEP_PREFIX } from '../execution/published-values.js';
 import { decodeStoredValue } from '../codecs/payload-codec.js';
 import type { StoredError } from '../errors/error-codec.js';
 import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
@@ -70,10 +71,14 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   const ordered: { n: number; step: StepInfo }[] = [];
   const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
+    // a wait of a waitForAny race ('<occurrence>~<index>:<name>', see lib/execution/races.ts): shown under
+    // the race's name until the race is decided, then only the race's own record is
+    const race = /^(\d+)~\d+:/.exec(field);
+    if (race && hash[`${race[1]}:${field.slice(race[0].length)}`] !== undefined) continue;
     if (field === GENERATION_FIELD) continue;
     let stored;
     try {
-      stored = parseStoredStep(field, value);
+      stored = parseStoredStep(race ? `${race[1]}:${field.slice(race[0].length)}` : field, value);
     } catch {
       continue;
     }
@@ -81,8 +86,10 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
     let status = STATUS_OF_STATE[stored.state];
     // A sleep is recorded once, when the run parks; once its time has come it is done.
     if (r.k === 'sleep' && status === 'waiting' && r.u !== undefined && r.u <= serverNowMs) status = 'succeeded';
+    // ctx.setEvent's record (lib/execution/published-values.ts): shown under its key
+    const published = stored.name.startsWith(PUBLISHED_STEP_PREFIX);
     const info: StepInfo = {
-      name: stored.name,
+      name: published ? stored.name.slice(PUBLISHED_STEP_PREFIX.length) : stored.name,
       occurrence: stored.occurrence,
       kind: r.k,
       status,

@@ -13,6 +13,7 @@ import type {
   RunHandle,
   RunInfo,
   RunPage,
+  SendEventOptions,
   ScheduleInfo,
   StepInfo,
   Throughput,
@@ -25,6 +26,7 @@ import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
+import { PublishedReader } from './published-reader.js';
 import { readRunGraphs } from './graph-inspector.js';
 import { ResultWaiter } from './result-waiter.js';
 import { BulkActions } from './bulk-actions.js';
@@ -53,6 +55,7 @@ export class WorkflowClient implements ChildLauncher {
   private readonly actions: RunActions;
   private readonly bulk: BulkActions;
   private readonly paused: PausedWorkflows;
+  private readonly published: PublishedReader;
   private readonly recovery: RunRecovery;
   private readonly schedules: ScheduleActions;
   private readonly throughput: ThroughputReader;
@@ -68,6 +71,7 @@ export class WorkflowClient implements ChildLauncher {
     this.actions = new RunActions(redis, registry);
     this.bulk = new BulkActions(redis, this.inspector, this.actions);
     this.paused = new PausedWorkflows(redis, this.inspector);
+    this.published = new PublishedReader(redis);
     this.recovery = new RunRecovery(redis);
     this.schedules = new ScheduleActions(redis, this.inspector, (workflow, input, idempotencyKey) => this.emit(workflow, input, { idempotencyKey }));
     this.throughput = new ThroughputReader(redis, this.inspector);
@@ -312,7 +316,16 @@ export class WorkflowClient implements ChildLauncher {
    * Sends an event: it is kept for eventRetentionMs, and every run waiting for (event, key) is woken.
    * Returns how many runs it woke now.
    */
-  sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+  sendEvent(event: string, payload?: unknown, opts: SendEventOptions = {}): Promise<number> {
     return this.actions.sendEvent(event, payload, opts);
+  }
+
+  /**
+   * The value run `runId` published under `key` with ctx.setEvent, or undefined while it has published none.
+   * With timeoutMs, waits up to that long for the key to be set (undefined when it is not, or when the run
+   * ended without setting it). Rejects with RunNotFoundError for an unknown (or expired) run.
+   */
+  getEvent<T = unknown>(runId: string, key: string, opts: { timeoutMs?: number } = {}): Promise<T | undefined> {
+    return this.published.getEvent(runId, key, opts) as Promise<T | undefined>;
   }
 }

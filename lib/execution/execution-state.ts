@@ -18,6 +18,8 @@ import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
+import { publishValue } from './published-values.js';
+import { Races } from './races.js';
 import { Saga } from './saga.js';
 import { Patches } from './patches.js';
 import { StepAttempts } from './step-attempts.js';
@@ -100,6 +102,7 @@ export abstract class ExecutionState implements DurableExecution {
   private waitsPart?: Waits;
   private patchesPart?: Patches;
   private childrenPart?: Children;
+  private racesPart?: Races;
   private graphsPart?: Graphs;
   /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
   dependencies?: Record<string, unknown>;
@@ -159,6 +162,16 @@ export abstract class ExecutionState implements DurableExecution {
   /** Sleeps and event waits, made on the first. */
   get waits(): Waits {
     return (this.waitsPart ??= new Waits(this));
+  }
+
+  /** ctx.setEvent (published-values.ts). */
+  setEvent(key: string, value: unknown): Promise<void> {
+    return publishValue(this, key, value);
+  }
+
+  /** waitForAny's races, made on the first. */
+  get races(): Races {
+    return (this.racesPart ??= new Races(this));
   }
 
   /** Child workflows, made on the first. */

@@ -312,6 +312,7 @@ export class RunExecution extends ExecutionState {
       runWorkflow: (name, workflow, input, opts) => this.children.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.children.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waits.waitForEvent(name, opts) as never,
+      waitForAny: (name, waits) => this.races.waitForAny(name, waits) as never,
       graph: (name, nodes, opts) => this.graphs.graph(name, nodes, opts) as never,
       redis: (name, build, opts) => this.redisSteps.execute(name, build, opts),
     }, this.dependencies);

@@ -16,6 +16,7 @@ export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
   setProgress(value: unknown): Promise<void>;
+  setEvent(key: string, value: unknown): Promise<void>;
   patched(patchId: string): boolean;
   deprecatePatch(patchId: string): void;
   continueAsNew(input: unknown): Promise<never>;
@@ -44,6 +45,10 @@ export class HandlerContext<I> implements WorkflowContext<I> {
 
   setProgress(value: unknown): Promise<void> {
     return this.#source.setProgress(value);
+  }
+
+  setEvent(key: string, value: unknown): Promise<void> {
+    return this.#source.setEvent(key, value);
   }
 
   patched(patchId: string): boolean {

@@ -46,8 +46,8 @@ export interface InlineOptions<I = unknown> {
   faults?: FaultInjection;
 }
 
-/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow, patch a ctx.patched() marker. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'graph' | 'redis' | 'patch';
+/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow, patch a ctx.patched() marker, any is waitForAny. */
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'graph' | 'redis' | 'patch' | 'any';
 
 export interface InlineStep {
   name: string;
@@ -77,6 +77,8 @@ export interface InlineResult<O = unknown> {
   attempts: number;
   /** One entry per (name, occurrence), in the order the steps were first started. */
   steps: InlineStep[];
+  /** The values the run published with ctx.setEvent: the latest of each key. */
+  events: Record<string, unknown>;
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
   /** The last value the handler gave ctx.setProgress (as getRun's `progress` would show it), and all of them in order. */

@@ -115,6 +115,16 @@ export interface EmitOptions {
   priority?: number;
 }
 
+export interface SendEventOptions {
+  /** Only runs waiting for this key (and only waits without a key when absent). */
+  key?: string;
+  /**
+   * Names this send (a webhook's delivery id, say): a send with an id already sent for the same event name
+   * within eventRetentionMs delivers nothing and returns 0.
+   */
+  id?: string;
+}
+
 export interface RunHandle<O = unknown> {
   id: string;
   getState(): Promise<RunInfo<unknown, O>>;

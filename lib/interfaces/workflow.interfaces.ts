@@ -98,10 +98,31 @@ export interface RunMeta {
 }
 
 export interface ChildRunOptions {
+  /**
+   * The child's deadline, from its start: past it the child run fails with TimeoutError (its compensations
+   * and @OnFailure run) and runWorkflow rejects with TimeoutError. With the child workflow's own timeoutMs,
+   * the earlier deadline stands.
+   */
   timeoutMs?: number;
+  /**
+   * true: the child also gets the parent's deadline (its workflow's timeoutMs, counted from the parent's first
+   * claim) when that is earlier, so a child never outlives its parent's. Default false: a child's deadline is
+   * its own (timeoutMs, its workflow's timeoutMs), whatever the parent's.
+   */
+  inheritDeadline?: boolean;
   idempotencyKey?: string;
   queue?: string;
+  /**
+   * What a failure of this child does to the parent: 'fail' (the default) rejects runWorkflow at once, and
+   * a `Promise.all` over children wakes the parent as soon as one fails; 'continue' resolves runWorkflow with
+   * a ChildOutcome instead, and the parent wakes once, when all of its children have finished, as
+   * `Promise.allSettled` would.
+   */
+  onFailure?: 'fail' | 'continue';
 }
+
+/** How a child run started with `onFailure: 'continue'` ended (as a GraphNodeResult names it). */
+export type ChildOutcome<O = unknown> = { status: 'succeeded'; output: O } | { status: 'failed'; error: Error };
 
 export interface ChildEmitOptions {
   idempotencyKey?: string;
@@ -113,6 +134,15 @@ export interface WaitForEventOptions {
   event: string;
   key?: string;
   timeoutMs?: number;
+}
+
+/** One wait of ctx.step.waitForAny: a run (an id emitWorkflow returned), an event, or a sleep. */
+export type RaceWait = { runId: string } | { event: string; key?: string } | { sleepMs: number };
+
+/** What ctx.step.waitForAny resolves with: which wait happened first, and its value. */
+export interface RaceResult<T = unknown> {
+  index: number;
+  value: T;
 }
 
 /** A node of ctx.step.graph: a child run started once every node named in `after` has succeeded. */
@@ -143,6 +173,13 @@ export interface WorkflowStepApi {
   /** Durable: the run is parked, no worker slot is held. */
   sleep(name: string, ms: number): Promise<void>;
   sleepUntil(name: string, at: Date): Promise<void>;
+  /** As below, with onFailure 'continue': resolves with how the child ended, never rejects for its failure. */
+  runWorkflow<W extends string | WorkflowClass, O = unknown>(
+    name: string,
+    workflow: W,
+    input: W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown,
+    opts: ChildRunOptions & { onFailure: 'continue' },
+  ): Promise<ChildOutcome<W extends WorkflowClass ? WorkflowOutput<W> : O>>;
   /** Starts a child run (once, even across replays), parks until it finishes and returns its output. */
   runWorkflow<W extends string | WorkflowClass, O = unknown>(
     name: string,
@@ -159,6 +196,12 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /**
+   * Parks until the first of `waits` happens (a run from emitWorkflow finishes, an event is sent, a sleep
+   * ends) and resolves with its index and value (the run's output, the event's payload, null for a sleep);
+   * rejects with ChildWorkflowError when the first is a run that failed. Every replay resolves the same way.
+   */
+  waitForAny<T = unknown>(name: string, waits: readonly RaceWait[]): Promise<RaceResult<T>>;
   /**
    * Runs a graph of child runs (Gush's `after:`): each node starts as soon as every node it comes after has
    * succeeded, started in Redis by the call that ended its last dependency. The run parks once, and resumes
@@ -186,6 +229,12 @@ export interface WorkflowContext<I = unknown> {
    * CanceledError) when this worker no longer holds the run.
    */
   setProgress(value: unknown): Promise<void>;
+  /**
+   * Publishes a value of this run under `key` (a status, an intermediate result; JSON, at most 64 KiB) for
+   * client.getEvent to read or wait for. Recorded: a replay that reaches this call again publishes nothing.
+   * The latest value of a key stands; values are deleted with the run by retention.
+   */
+  setEvent(key: string, value: unknown): Promise<void>;
   /**
    * Guards a change of the workflow's steps for runs in flight (docs/versioning.md): true when the run
    * reaches this point for the first time (a marker is recorded) or recorded the marker here before;

@@ -116,6 +116,11 @@ export class KeySpace {
     return `${root}:paused`;
   }
 
+  /** The values a run published with ctx.setEvent (lua/published.lua). */
+  published(root: string, runId: string): string {
+    return `${root}:pv:${runId}`;
+  }
+
   /** Hash: run-time state of a workflow's cron triggers (paused, last, seen and next tick; lua/schedules.lua). */
   schedules(workflow: string): string {
     return `{${this.prefix}}:sched:${workflow}`;

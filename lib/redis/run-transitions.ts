@@ -17,6 +17,8 @@ export interface EmitArgs {
   parentRoot?: string;
   /** A note for the run's history. */
   note?: string;
+  /** The run's deadline (absolute server ms): a child's from runWorkflow's timeoutMs / inheritDeadline. */
+  deadlineMs?: number;
   /** The run's version as stored ('v': '*' before a pinned one's); not carried by wf1_park's children,
    *  which get their parent's there. */
   version?: string;
@@ -42,7 +44,8 @@ export type WaitSpec =
   | { kind: 'sleep'; field: string; spec: string }
   /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
    *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
-  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
+  /** `settles`: onFailure 'continue' (a failure wakes the run only as the last of its children). `raced`: waitForAny's. */
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean; settles?: boolean; raced?: boolean; inherits?: boolean }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number }
   /** A graph of child runs written by stageGraph: the park starts it (lua/includes/05-graph.lua). */
   | { kind: 'graph'; field: string; graphId: string };
@@ -405,7 +408,8 @@ function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]
   for (const w of waits) {
     if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
     else if (w.kind === 'child') {
-      args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      const kind = w.raced ? 'any' : w.spawn ? 'spawn' : w.joined ? 'join' : 'child';
+      args.push(kind, w.field, `${w.childId}|${w.settles ? 'c' : ''}${w.inherits ? 'i' : ''}${w.timeoutMs ?? ''}|${w.workflow}`);
       if (w.spawn) args.push(...emitArguments(w.spawn));
     }
     else if (w.kind === 'graph') args.push('graph', w.field, w.graphId);

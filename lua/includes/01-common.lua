@@ -5,6 +5,7 @@
 -- function touches is built from it, so all of them live in the root key's slot:
 --   <root>:r:<runId>    run hash            <root>:s:<runId>  step records (hash)
 --   <root>:h:<runId>    history (list)      <root>:q:<wf>     ready runs of a workflow (zset, priority order)
+--   <root>:pv:<runId>   values the run published with ctx.setEvent (hash: key -> JSON)
 --   <root>:timers       parked/scheduled runs by due time (zset)
 --   <root>:leases       running runs by lease deadline (zset)
 --   <root>:deadlines    runs by whole-run deadline (zset)
@@ -50,6 +51,8 @@ local function ms(n) return string.format('%d', n) end
 local function run_key(root, id) return root .. ':r:' .. id end
 local function steps_key(root, id) return root .. ':s:' .. id end
 local function hist_key(root, id) return root .. ':h:' .. id end
+-- the values a run published with ctx.setEvent, by key (hash; see lua/published.lua)
+local function published_key(root, id) return root .. ':pv:' .. id end
 local function ready_key(root, wf) return root .. ':q:' .. wf end
 
 local function ready_score(priority, at)

@@ -56,10 +56,15 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text)
       count_throughput(root, wf, 'b', now)
     end
-    if timeout_ms > 0 and not deadline_at then
-      local deadline = ms(now + timeout_ms)
-      rcall('HSET', run, 'dl', deadline)
-      rcall('ZADD', root .. ':deadlines', deadline, id)
+    if timeout_ms > 0 and (not deadline_at or not started) then
+      -- A child may have a deadline from its parent already (runWorkflow's timeoutMs, lua/emit.lua): the
+      -- earlier of the two stands. A run never claimed ('hn' = '1') was read without 'dl' above.
+      local given = tonumber(deadline_at) or (implied == '1' and tonumber(rcall('HGET', run, 'dl')))
+      if not given or now + timeout_ms < given then
+        local deadline = ms(now + timeout_ms)
+        rcall('HSET', run, 'dl', deadline)
+        rcall('ZADD', root .. ':deadlines', deadline, id)
+      end
     end
     rcall('ZADD', root .. ':leases', lease_text, id, '+inf', SKIPLIST_SENTINEL)
     if st ~= status then count_move(root, wf, id, st, status) end
