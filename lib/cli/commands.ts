@@ -6,6 +6,7 @@ import { DEFAULTS } from '../workflow.constants.js';
 import { CliError, EXIT } from './cli-error.js';
 import { terminalWidth } from './format.js';
 import { print, wholeNumberArg, withClient, withCommonOptions, type CliIo, type CommonFlags } from './command-support.js';
+import { bulkCancel, bulkRetry, checkBulkUsage, registerPauseCommands, withBulkOptions, type BulkFlags } from './operation-commands.js';
 import { runsTable, runView, type RunDetail } from './run-views.js';
 import { registerScheduleCommands } from './schedule-commands.js';
 import { statsView, throughputTable, workflowsTable, workflowView } from './workflow-views.js';
@@ -21,13 +22,16 @@ interface ListFlags extends CommonFlags {
 
 const runIds = new KeySpace(DEFAULTS.prefix);
 
+/** What `runs cancel --status` may be: the statuses a cancel applies to. */
+const CANCELABLE = ['scheduled', 'queued', 'running', 'waiting'];
+
 const notFound = (id: string, flags: CommonFlags) =>
   new CliError(
     `No run ${id} under prefix '${flags.prefix}': it may have expired (the retention option), or be under another --prefix or --redis. Find runs with: runs list --workflow <name>.`,
     EXIT.failed,
   );
 
-/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules (schedule-commands.ts), stats. */
+/** The noun-verb commands: runs list|show|cancel|retry (one run, or many by --workflow), workflows list|show|pause|resume, schedules (schedule-commands.ts), stats. */
 export function registerCommands(program: Command, io: CliIo): void {
   const width = () => terminalWidth(io.env);
   const runs = program.command('runs').description('list, inspect, cancel and retry runs');
@@ -60,10 +64,16 @@ export function registerCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  withCommonOptions(runs.command('cancel').argument('<runId>').description('cancel a run that has not finished, and its children'))
+  withBulkOptions(
+    withCommonOptions(runs.command('cancel').argument('[runId]').description('cancel a run that has not finished, and its children; or, with --workflow, many runs')),
+    CANCELABLE,
+    'cancel',
+  )
     .option('--reason <text>', 'recorded in the run\'s error: "The run was canceled: <text>"')
-    .action((id: string, flags: CommonFlags & { reason?: string }) =>
-      withClient(flags, io, async ({ client }) => {
+    .action((id: string | undefined, flags: BulkFlags) => {
+      checkBulkUsage(id, flags, 'cancel');
+      if (id === undefined) return bulkCancel(flags, io);
+      return withClient(flags, io, async ({ client }) => {
         const canceled = await client.cancelRun(id, { reason: flags.reason });
         const run = await client.getRun(id);
         if (!run) throw notFound(id, flags);
@@ -75,14 +85,20 @@ export function registerCommands(program: Command, io: CliIo): void {
               ? `Canceled the live run of the chain that run ${id} continued into (follow it with: runs show ${run.continuedAs}).`
               : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
         );
-      }),
-    );
+      });
+    });
 
-  withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
+  withBulkOptions(
+    withCommonOptions(runs.command('retry').argument('[runId]').description('run a failed or canceled run again, under the same id; or, with --workflow and --status, many runs')),
+    ['failed', 'canceled'],
+    'retry',
+  )
     .option('--from-step <name>', 'forget the records from this step on (in call order): it and the steps after it run again, with new idempotency keys')
     .option('--to-version <version>', "move the run to this version first, as retryRun(id, { onVersion: 'current' }) in an app of that version: a run that has not finished (a pinned run no live worker serves) only changes version")
-    .action((id: string, flags: CommonFlags & { fromStep?: string; toVersion?: string }) =>
-      withClient({ ...flags, version: flags.toVersion }, io, async ({ client }) => {
+    .action((id: string | undefined, flags: BulkFlags & { fromStep?: string; toVersion?: string }) => {
+    checkBulkUsage(id, flags, 'retry');
+    if (id === undefined) return bulkRetry(flags, io);
+    return withClient({ ...flags, version: flags.toVersion }, io, async ({ client }) => {
         try {
           await client.retryRun(id, { fromStep: flags.fromStep, ...(flags.toVersion !== undefined ? { onVersion: 'current' as const } : {}) });
         } catch (error) {
@@ -91,13 +107,13 @@ export function registerCommands(program: Command, io: CliIo): void {
           throw error;
         }
         const run = await client.getRun(id);
-        print(io, flags, { retried: true, run }, () =>
-          flags.toVersion !== undefined && run?.status !== 'queued'
-            ? `Moved run ${id} to version ${flags.toVersion}: it is ${run?.status}. Follow it with: runs show ${id}`
-            : `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}${flags.toVersion !== undefined ? `, version ${flags.toVersion}` : ''}. Follow it with: runs show ${id}`,
-        );
-      }),
-    );
+      print(io, flags, { retried: true, run }, () =>
+        flags.toVersion !== undefined && run?.status !== 'queued'
+          ? `Moved run ${id} to version ${flags.toVersion}: it is ${run?.status}. Follow it with: runs show ${id}`
+          : `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}${flags.toVersion !== undefined ? `, version ${flags.toVersion}` : ''}. Follow it with: runs show ${id}`,
+      );
+    });
+  });
 
   withCommonOptions(runs.command('fork').argument('<runId>').description('a new run of a finished run\'s workflow on today\'s code, with copies of its records before a step'))
     .option('--from-step <name>', 'the first step to execute again (default: the first that did not succeed)')
@@ -137,6 +153,8 @@ export function registerCommands(program: Command, io: CliIo): void {
         print(io, flags, meta, () => workflowView(meta, Date.now(), width()));
       }),
     );
+
+  registerPauseCommands(workflows, io);
 
   registerScheduleCommands(program, io, width);
 

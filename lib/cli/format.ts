@@ -50,3 +50,27 @@ export function brief(value: unknown, max = 60): string {
 export function errorLine(error: RunErrorInfo | undefined): string {
   return error ? `${error.name}: ${error.message}` : '';
 }
+
+/**
+ * The fraction a progress value stands for, when it is one: a number from 0 to 1, or an object with a
+ * `fraction` from 0 to 1, or with numbers `done` and `total` (total > 0). The dashboard reads it alike
+ * (assets/dashboard.js, progressFraction).
+ */
+export function progressFraction(value: unknown): number | undefined {
+  const inRange = (n: unknown) => (typeof n === 'number' && n >= 0 && n <= 1 ? n : undefined);
+  if (typeof value === 'number') return inRange(value);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const v = value as { fraction?: unknown; done?: unknown; total?: unknown };
+  if (v.fraction !== undefined) return inRange(v.fraction);
+  if (typeof v.done === 'number' && typeof v.total === 'number' && v.total > 0) return inRange(v.done / v.total);
+  return undefined;
+}
+
+/** '40% {"done":40,"total":100}', '40%', or the value's JSON when it is no fraction. */
+export function progressLine(value: unknown, max = 60): string {
+  if (value === undefined) return '';
+  const fraction = progressFraction(value);
+  if (fraction === undefined) return brief(value, max);
+  const percent = `${Math.floor(fraction * 1000) / 10}%`;
+  return typeof value === 'number' ? percent : `${percent} ${brief(value, max - percent.length - 1)}`;
+}

@@ -1,5 +1,5 @@
 import type { GraphInfo, RunEvent, RunInfo, RunPage, StepInfo } from '../interfaces/run.interfaces.js';
-import { absolute, brief, duration, errorLine, relative, when } from './format.js';
+import { absolute, brief, duration, errorLine, progressLine, relative, when } from './format.js';
 import { renderFields, renderTable } from './table.js';
 
 /** What `runs show` prints, and its --json shape: the client's getRun, getRunSteps and getRunHistory. */
@@ -57,10 +57,14 @@ function runDetail(run: RunInfo, now: number): string {
     case 'compensating':
       return errorLine(run.error);
     case 'waiting':
-      return `waiting for ${brief(run.waitingFor)}`;
+      return run.progress !== undefined ? `progress ${progressLine(run.progress)}; waiting for ${brief(run.waitingFor)}` : `waiting for ${brief(run.waitingFor)}`;
     case 'scheduled':
       return run.scheduledFor ? `due ${relative(run.scheduledFor, now)}` : '';
+    case 'queued':
+      if (run.delayedBy === 'paused') return 'held back: its workflow is paused';
+      return run.workerId ? `worker ${run.workerId}` : '';
     default:
+      if (run.progress !== undefined) return `progress ${progressLine(run.progress)}`;
       return run.workerId ? `worker ${run.workerId}` : '';
   }
 }
@@ -72,7 +76,7 @@ export function runView(detail: RunDetail, now: number, width: number): string {
     ['Run', run.id],
     ['Workflow', run.workflow],
     ['Queue', run.queue],
-    ['Status', run.status],
+    ['Status', run.delayedBy === 'paused' ? `${run.status} (held back: its workflow is paused; workflows resume ${run.workflow})` : run.status],
     ['Attempt', `${run.attempt} of ${run.maxAttempts ?? '?'}`],
     ['Priority', run.priority !== 0 ? String(run.priority) : undefined],
     ['Version', run.version !== undefined ? versionCell(run) : undefined],
@@ -90,6 +94,7 @@ export function runView(detail: RunDetail, now: number, width: number): string {
     ['Waiting for', run.waitingFor !== undefined ? brief(run.waitingFor, payloadWidth) : undefined],
     ['Input', brief(run.input, payloadWidth)],
     ['Output', run.output !== undefined ? brief(run.output, payloadWidth) : undefined],
+    ['Progress', run.progress !== undefined ? progressLine(run.progress, payloadWidth) : undefined],
     ['Error', run.error ? errorLine(run.error) : undefined],
   ]);
   const graphs = (detail.graphs ?? []).flatMap((graph) => ['', `Graph ${graph.step} (${graph.size} nodes, ${graph.status})`, graphTable(graph, width)]);

@@ -18,6 +18,7 @@ export function workflowsTable(workflows: WorkflowMeta[], prefix: string, width:
     [
       { header: 'WORKFLOW' },
       { header: 'QUEUE' },
+      { header: 'STATE' },
       { header: 'WORKERS', alignRight: true },
       ...(versioned ? [{ header: 'VERSIONS' }] : []),
       { header: 'CRON', alignRight: true },
@@ -26,6 +27,7 @@ export function workflowsTable(workflows: WorkflowMeta[], prefix: string, width:
     workflows.map((w) => [
       w.name,
       w.queue,
+      w.pausedAt ? 'paused' : 'active',
       String(w.workers.length),
       ...(versioned ? [workerVersions(w)] : []),
       String(w.cron.length),
@@ -46,6 +48,7 @@ export function workflowView(meta: WorkflowMeta, now: number, width: number): st
   const fields = renderFields([
     ['Workflow', meta.name],
     ['Queue', meta.queue],
+    ['State', meta.pausedAt ? `paused since ${when(meta.pausedAt, now)}: nothing is claimed until 'workflows resume ${meta.name}'` : 'active'],
     ['Max attempts', String(options.maxAttempts)],
     ['Max concurrency', options.maxConcurrency !== undefined ? String(options.maxConcurrency) : 'unlimited'],
     ['Timeout', options.timeoutMs !== undefined ? duration(options.timeoutMs) : undefined],
@@ -65,10 +68,10 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
   const oldest = (ms: number | undefined) => (ms === undefined ? '-' : duration(ms, false));
   const workflows = renderTable(
     [
-      { header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true },
+      { header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'STATE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true },
       ...countColumns, { header: 'EXPIRED LEASES', alignRight: true },
     ],
-    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts), String(w.leaseExpiries ?? 0)]),
+    stats.workflows.map((w) => [w.name, w.queue, w.paused ? 'paused' : 'active', String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts), String(w.leaseExpiries ?? 0)]),
     width,
   );
   const queues = renderTable(

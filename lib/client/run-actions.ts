@@ -130,6 +130,11 @@ export class RunActions {
     const hash = await this.redis.store.readRun(shard, runId);
     const workflow = hash?.wf;
     if (!workflow) return false;
+    return this.workflowHasOnFailure(workflow);
+  }
+
+  /** Whether a workflow has an @OnFailure method (known here, or as registered by its workers). */
+  async workflowHasOnFailure(workflow: string): Promise<boolean> {
     const local = this.registry.get(workflow);
     if (local) return !!local.onFailure;
     const entry = await this.redis.store.readRegistryEntry(workflow);

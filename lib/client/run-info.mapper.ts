@@ -50,6 +50,7 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
+  if (h.pg !== undefined) info.progress = parseJson(h.pg);
   // 'v': the version, with '*' before it for a pinned run (lua/includes/00-versions.lua)
   if (h.v) {
     info.version = h.v.startsWith('*') ? h.v.slice(1) : h.v;

@@ -47,7 +47,7 @@ interface WorkerBeat {
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
-const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'v'] as const;
+const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'v', 'pg'] as const;
 
 /** A listing filtered by version reads at most this many pages of runs per call (see ListRunsParams.version). */
 const VERSION_FILTER_PAGES = 20;
@@ -154,19 +154,19 @@ export class RunInspector {
 
   async listWorkflows(): Promise<WorkflowMeta[]> {
     await this.redis.ready();
-    const [workflows, workers] = await Promise.all([this.workflows(), this.workers()]);
-    return Promise.all(workflows.map((w) => this.meta(w, workers)));
+    const [workflows, workers, paused] = await Promise.all([this.workflows(), this.workers(), this.redis.store.readPaused()]);
+    return Promise.all(workflows.map((w) => this.meta(w, workers, paused)));
   }
 
   async getWorkflowMeta(name: string): Promise<WorkflowMeta | null> {
     await this.redis.ready();
     const workflow = (await this.workflows()).find((w) => w.name === name);
-    return workflow ? this.meta(workflow, await this.workers()) : null;
+    return workflow ? this.meta(workflow, await this.workers(), await this.redis.store.readPaused()) : null;
   }
 
   async getStats(): Promise<WorkflowStats> {
     await this.redis.ready();
-    const [workflows, workers, shardsOf] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow()]);
+    const [workflows, workers, shardsOf, paused] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow(), this.redis.store.readPaused()]);
     const now = Date.now();
     const queues = new Map<string, WorkflowStats['queues'][number]>();
     const expiries = await this.leaseExpiriesByShard(shardsOf);
@@ -187,6 +187,7 @@ export class RunInspector {
           leaseExpiries,
           ...(w.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}),
           ...(versions.length > 0 ? { versions } : {}),
+          ...(paused[w.name] !== undefined ? { paused: true } : {}),
         };
       }),
     );
@@ -318,7 +319,8 @@ export class RunInspector {
     return { counts, depth, oldest };
   }
 
-  private async meta(w: RegisteredWorkflow, workers: WorkerInfo[]): Promise<WorkflowMeta> {
+  /** `paused`: workflow -> ms when paused (readPaused). */
+  private async meta(w: RegisteredWorkflow, workers: WorkerInfo[], paused: Record<string, string>): Promise<WorkflowMeta> {
     const shards = (await this.shardsByWorkflow()).get(w.name) ?? [];
     const { counts } = await this.countsOf(w.name, shards);
     return {
@@ -336,6 +338,7 @@ export class RunInspector {
       workers: workers.filter((worker) => worker.workflows.includes(w.name)),
       counts,
       ...(w.registeredAt ? { registeredAt: w.registeredAt } : {}),
+      ...(paused[w.name] !== undefined ? { pausedAt: new Date(Number(paused[w.name])).toISOString() } : {}),
     };
   }
 }

@@ -4,8 +4,10 @@ import { InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
+  CancelRunsFilter,
   GraphInfo,
   EmitOptions,
+  RetryRunsFilter,
   ListRunsParams,
   RunEvent,
   RunHandle,
@@ -27,6 +29,8 @@ import { EmitTargets, type WorkflowRef } from './emit-targets.js';
 import { PublishedReader } from './published-reader.js';
 import { readRunGraphs } from './graph-inspector.js';
 import { ResultWaiter } from './result-waiter.js';
+import { BulkActions } from './bulk-actions.js';
+import { PausedWorkflows } from './paused-workflows.js';
 import { liveRunOf } from './run-chain.js';
 import { RunRecovery, type ForkRunOptions, type RetryRunOptions } from './run-recovery.js';
 import { RunActions } from './run-actions.js';
@@ -49,6 +53,8 @@ export class WorkflowClient implements ChildLauncher {
   private readonly targets: EmitTargets;
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
+  private readonly bulk: BulkActions;
+  private readonly paused: PausedWorkflows;
   private readonly published: PublishedReader;
   private readonly recovery: RunRecovery;
   private readonly schedules: ScheduleActions;
@@ -63,6 +69,8 @@ export class WorkflowClient implements ChildLauncher {
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
+    this.bulk = new BulkActions(redis, this.inspector, this.actions);
+    this.paused = new PausedWorkflows(redis, this.inspector);
     this.published = new PublishedReader(redis);
     this.recovery = new RunRecovery(redis);
     this.schedules = new ScheduleActions(redis, this.inspector, (workflow, input, idempotencyKey) => this.emit(workflow, input, { idempotencyKey }));
@@ -143,7 +151,9 @@ export class WorkflowClient implements ChildLauncher {
     if (!shard) return null;
     await this.redis.ready();
     const hash = await this.redis.store.readRun(shard, runId);
-    return hash ? toRunInfo(runId, hash) : null;
+    if (!hash) return null;
+    const [info] = await this.paused.markDelayed([toRunInfo(runId, hash)]);
+    return info;
   }
 
   /** The run started with this idempotency key (per workflow), if it is still retained. */
@@ -179,8 +189,10 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /** Runs newest first, filtered by workflow, status or parent; page with the returned cursor. */
-  listRuns(params: ListRunsParams = {}): Promise<RunPage> {
-    return this.inspector.listRuns(params);
+  async listRuns(params: ListRunsParams = {}): Promise<RunPage> {
+    const page = await this.inspector.listRuns(params);
+    await this.paused.markDelayed(page.runs);
+    return page;
   }
 
   /** The workflows workers registered (and this app's own), with the workers serving each and counts by status. */
@@ -257,6 +269,37 @@ export class WorkflowClient implements ChildLauncher {
     if (opts?.fromStep !== undefined) await this.recovery.retryFromStep(runId, opts.fromStep);
     else await this.actions.retryRun(runId, opts);
     return this.handle(runId);
+  }
+
+  /**
+   * Retries a workflow's failed (or canceled) runs created in [since, until), oldest first, at most `limit`;
+   * returns how many went back to the queue. Works in bounded batches; repeating it after a crash midway
+   * retries only the runs the first call did not (a retried run is no longer failed).
+   */
+  retryRuns(filter: RetryRunsFilter): Promise<number> {
+    return this.bulk.retryRuns(filter);
+  }
+
+  /**
+   * Cancels a workflow's runs that have not finished (or those in `status`) created in [since, until), with
+   * their children; returns how many were canceled. Bounded batches, safe to repeat, as retryRuns.
+   */
+  cancelRuns(filter: CancelRunsFilter): Promise<number> {
+    return this.bulk.cancelRuns(filter);
+  }
+
+  /**
+   * Pauses a workflow: emits are still accepted, and nothing of it is claimed (new runs, children, cron
+   * ticks, woken runs, retries) until resumeWorkflow; runs executing now go on. Queued runs show
+   * `delayedBy: 'paused'`. Safe to repeat.
+   */
+  pauseWorkflow(name: string): Promise<void> {
+    return this.paused.pause(name);
+  }
+
+  /** Resumes a paused workflow: workers are told at once and claim its queued runs. Safe to repeat. */
+  resumeWorkflow(name: string): Promise<void> {
+    return this.paused.resume(name);
   }
 
   /**

@@ -1,6 +1,6 @@
 import { BadRequestException, ConflictException, ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { WorkflowClient } from '../client/workflow.client.js';
-import { WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
+import { UnknownWorkflowError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import { RUN_STATUSES, type GraphInfo, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type ScheduleInfo, type Throughput, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
 import { WORKFLOW_DASHBOARD_OPTIONS, type ResolvedDashboardOptions } from './dashboard.options.js';
 
@@ -18,6 +18,9 @@ export interface RunSummary {
   parentId?: string;
   idempotencyKey?: string;
   error?: { name: string; message: string };
+  /** ctx.setProgress's latest value (at most 4 KiB). */
+  progress?: unknown;
+  delayedBy?: RunInfo['delayedBy'];
   version?: string;
   pinned?: true;
 }
@@ -147,6 +150,18 @@ export class DashboardApi {
     }
   }
 
+  /** Pauses or resumes a workflow (pauseWorkflow / resumeWorkflow). */
+  async pause(workflow: string, action: 'pause' | 'resume'): Promise<{ workflow: string; paused: boolean }> {
+    this.assertWritable();
+    try {
+      await (action === 'pause' ? this.client.pauseWorkflow(workflow) : this.client.resumeWorkflow(workflow));
+    } catch (error) {
+      if (error instanceof UnknownWorkflowError) throw new NotFoundException(error.message);
+      throw error;
+    }
+    return { workflow, paused: action === 'pause' };
+  }
+
   private assertWritable(): void {
     if (this.options.readOnly) throw new ForbiddenException('This dashboard is read-only: its actions are turned off (readOnly: true).');
   }
@@ -166,6 +181,8 @@ function summarize(run: RunInfo): RunSummary {
     ...(run.parentId ? { parentId: run.parentId } : {}),
     ...(run.idempotencyKey ? { idempotencyKey: run.idempotencyKey } : {}),
     ...(run.error ? { error: { name: run.error.name, message: run.error.message } } : {}),
+    ...(run.progress !== undefined ? { progress: run.progress } : {}),
+    ...(run.delayedBy ? { delayedBy: run.delayedBy } : {}),
     ...(run.version !== undefined ? { version: run.version } : {}),
     ...(run.pinned ? { pinned: true as const } : {}),
   };

@@ -104,6 +104,20 @@ export function createDashboardController(path: string, guard: Type<CanActivate>
       return this.api.retry(id);
     }
 
+    @Post('api/workflows/:name/pause')
+    @HttpCode(200)
+    pause(@Param('name') name: string, @Headers() headers: RequestHeaders) {
+      assertActionAllowed(headers);
+      return this.api.pause(name, 'pause');
+    }
+
+    @Post('api/workflows/:name/resume')
+    @HttpCode(200)
+    resume(@Param('name') name: string, @Headers() headers: RequestHeaders) {
+      assertActionAllowed(headers);
+      return this.api.pause(name, 'resume');
+    }
+
     @Post('api/events')
     @HttpCode(200)
     sendEvent(@Body() body: { event?: unknown; key?: unknown; payload?: unknown } | undefined, @Headers() headers: RequestHeaders) {
@@ -116,7 +130,7 @@ export function createDashboardController(path: string, guard: Type<CanActivate>
 }
 
 /**
- * An action (cancel, retry, send event) must come from the dashboard's own page: with its header, and not
+ * An action (cancel, retry, send event, pause, resume) must come from the dashboard's own page: with its header, and not
  * from another site as the browser reports it (Sec-Fetch-Site) or as the Origin header names it.
  */
 function assertActionAllowed(headers: RequestHeaders): void {

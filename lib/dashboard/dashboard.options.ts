@@ -10,7 +10,7 @@ export interface WorkflowDashboardOptions {
   guard?: Type<CanActivate> | CanActivate;
   /** Modules the guard's dependencies come from. */
   imports?: ModuleMetadata['imports'];
-  /** Hides cancel, retry and send-event in the pages and refuses them with 403 in the API. */
+  /** Hides cancel, retry, send-event and pause/resume in the pages and refuses them with 403 in the API. */
   readOnly?: boolean;
 }
 

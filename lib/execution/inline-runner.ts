@@ -1,3 +1,4 @@
+import { progressText } from './progress.js';
 import { describeError } from '../errors/error-codec.js';
 import { Logger, type LoggerService } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
@@ -101,6 +102,8 @@ class InlineRun implements DurableExecution {
   private patchAnswers = new Map<string, boolean>();
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
+  /** ctx.setProgress's values, in order, as JSON round-tripped (what getRun would show). */
+  private readonly progress: unknown[] = [];
   private fatal?: Error;
   /** The next execution's input (JSON text) once the handler called ctx.continueAsNew. */
   private continuation?: string;
@@ -214,6 +217,10 @@ class InlineRun implements DurableExecution {
         graph: (name) => this.graph(name) as Promise<any>,
         redis: (name, build, opts) => this.redisStep(name, build, opts),
       },
+      setProgress: (value) => checked(() => progressText(value), () => {
+        this.progress.push(JSON.parse(progressText(value)));
+        return Promise.resolve();
+      }),
       patched: (patchId) => this.patched(patchId),
       deprecatePatch: (patchId) => void this.patched(checkPatchId(patchId, 'ctx.deprecatePatch()')),
       continueAsNew: (next) => {
@@ -632,6 +639,7 @@ class InlineRun implements DurableExecution {
       ...outcome,
       attempts: this.attempt,
       steps: [...this.entries.values()],
+      ...(this.progress.length > 0 ? { progress: this.progress[this.progress.length - 1], progressUpdates: [...this.progress] } : {}),
       events: { ...this.published },
       ...(this.continuations > 0 ? { continuedAsNew: this.continuations } : {}),
       ...(this.faults ? { injectedFaults: this.faults.injected.filter((f) => f.runId === this.runId) } : {}),

@@ -1,3 +1,4 @@
+import { progressText } from './progress.js';
 import { decodeErrorJson, describeError, encodeErrorJson } from '../errors/error-codec.js';
 import {
   CanceledError,
@@ -255,6 +256,22 @@ export class RunExecution extends ExecutionState {
         throw error;
       },
     );
+  }
+
+  /** ctx.setProgress: one call under the run's lease (lua/ops-progress.lua); a refusal stops the execution as a refused commit does. */
+  setProgress(value: unknown): Promise<void> {
+    let text: string;
+    try {
+      this.assertExecuting();
+      text = progressText(value);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.store.setProgress(this.shard, this.id, this.token, text).then((result) => {
+      if (result.ok) return;
+      this.lose(result.reason);
+      throw this.stopReason();
+    });
   }
 
   /**

@@ -15,6 +15,7 @@ import type { RunMeta, StepContext, WorkflowContext, WorkflowStepApi } from '../
 export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
+  setProgress(value: unknown): Promise<void>;
   setEvent(key: string, value: unknown): Promise<void>;
   patched(patchId: string): boolean;
   deprecatePatch(patchId: string): void;
@@ -40,6 +41,10 @@ export class HandlerContext<I> implements WorkflowContext<I> {
 
   get logger(): LoggerService {
     return this.#source.logger;
+  }
+
+  setProgress(value: unknown): Promise<void> {
+    return this.#source.setProgress(value);
   }
 
   setEvent(key: string, value: unknown): Promise<void> {

@@ -81,6 +81,9 @@ export interface InlineResult<O = unknown> {
   events: Record<string, unknown>;
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
+  /** The last value the handler gave ctx.setProgress (as getRun's `progress` would show it), and all of them in order. */
+  progress?: unknown;
+  progressUpdates?: unknown[];
   /** How many times the handler called ctx.continueAsNew: each started a new execution with an empty
    *  history; `output`, `attempts` and `steps` are the last execution's. */
   continuedAsNew?: number;

@@ -37,6 +37,10 @@ export interface RunInfo<I = unknown, O = unknown> {
   waitingFor?: unknown;
   /** The worker that holds or last held the run. */
   workerId?: string;
+  /** The latest value the run gave ctx.setProgress (cleared by retryRun). */
+  progress?: unknown;
+  /** Why a queued run is not being claimed: 'paused' while its workflow is paused (pauseWorkflow). */
+  delayedBy?: 'concurrency' | 'rateLimit' | 'debounce' | 'paused';
   /** The `version` of the app that emitted the run (a child: its parent's; a cron tick: the instance's).
    *  Absent when that app set none. */
   version?: string;
@@ -130,6 +134,29 @@ export interface RunHandle<O = unknown> {
 
 export const RUN_STATUSES: readonly RunStatus[] = ['scheduled', 'queued', 'running', 'waiting', 'compensating', 'succeeded', 'failed', 'canceled'];
 
+/**
+ * Which runs retryRuns moves: a workflow's runs in `status`, created in [since, until) (the window is on
+ * creation time, which orders the status indexes), oldest first, at most `limit` (default: all).
+ */
+export interface RetryRunsFilter {
+  workflow: string;
+  status: 'failed' | 'canceled';
+  since?: Date;
+  until?: Date;
+  limit?: number;
+}
+
+/** Which runs cancelRuns cancels: as RetryRunsFilter; without `status`, every run that has not finished
+ *  (scheduled, queued, running, waiting). `reason` goes into each run's CanceledError. */
+export interface CancelRunsFilter {
+  workflow: string;
+  status?: 'scheduled' | 'queued' | 'running' | 'waiting';
+  since?: Date;
+  until?: Date;
+  limit?: number;
+  reason?: string;
+}
+
 export interface ListRunsParams {
   workflow?: string;
   status?: RunStatus;
@@ -194,6 +221,8 @@ export interface WorkflowMeta {
   workers: WorkerInfo[];
   counts: StatusCounts;
   registeredAt?: string;
+  /** Set while the workflow is paused (pauseWorkflow): when it was paused. */
+  pausedAt?: string;
 }
 
 export interface WorkflowStats {
@@ -211,6 +240,8 @@ export interface WorkflowStats {
     leaseExpiries: number;
     versioning?: 'pinned';
     versions?: VersionStats[];
+    /** Nothing of the workflow is claimed until resumeWorkflow (its queued runs wait). */
+    paused?: boolean;
   }[];
   queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
   /** `versions`: the versions live workers serve, and how many workers each. */

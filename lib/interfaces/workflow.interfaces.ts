@@ -222,6 +222,14 @@ export interface WorkflowContext<I = unknown> {
   logger: LoggerService;
   step: WorkflowStepApi;
   /**
+   * Stores `value` (JSON, at most 4 KiB) as the run's latest progress: RunInfo.progress in getRun and
+   * listRuns, a bar in the dashboard when it is a number from 0 to 1 or an object with such a `fraction`,
+   * the CLI's `runs show`. Not a step: nothing is replayed, and each call is one Redis call, so call it per
+   * batch or every few seconds, not per item of a tight loop. Rejects with LeaseLostError (or
+   * CanceledError) when this worker no longer holds the run.
+   */
+  setProgress(value: unknown): Promise<void>;
+  /**
    * Publishes a value of this run under `key` (a status, an intermediate result; JSON, at most 64 KiB) for
    * client.getEvent to read or wait for. Recorded: a replay that reaches this call again publishes nothing.
    * The latest value of a key stands; values are deleted with the run by retention.

@@ -106,6 +106,16 @@ export class KeySpace {
     return `{${this.prefix}}:workers`;
   }
 
+  /** Hash: workflow -> ms when paused, for the whole deployment (what listings show; lua/ops-pause.lua). */
+  pausedWorkflows(): string {
+    return `{${this.prefix}}:paused`;
+  }
+
+  /** Set: the workflows paused in this shard, which its claims skip (lua/includes/02-paused.lua). */
+  pausedInShard(root: string): string {
+    return `${root}:paused`;
+  }
+
   /** The values a run published with ctx.setEvent (lua/published.lua). */
   published(root: string, runId: string): string {
     return `${root}:pv:${runId}`;

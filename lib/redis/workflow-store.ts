@@ -1,7 +1,8 @@
 import { Cluster } from 'ioredis';
 import { asIs } from './function-calls.js';
 import type { ShardRef } from './keys.js';
-import { emitArguments, RunTransitions, type EmitArgs, type Handoff, type TransitionResult } from './run-transitions.js';
+import { OperationCalls } from './operation-calls.js';
+import { emitArguments, type EmitArgs, type Handoff, type TransitionResult } from './run-transitions.js';
 
 export type {
   ClaimedRun,
@@ -68,10 +69,10 @@ export const EVENT_CLOCK_SKEW_MS = 1_000;
  * Callers hold one WorkflowStore; it is built in layers, one concern a file: FunctionCalls (how a call
  * is sent, retried and batched: function-calls.ts, turn-batcher.ts), WorkflowReads (inspection,
  * workflow-reads.ts), RunTransitions (a held run's transitions and their reply decoders,
- * run-transitions.ts), and this class: creating runs, cancel and retry, events, the registry, and the
+ * run-transitions.ts), OperationCalls (bulk actions, pause, progress: operation-calls.ts), and this class: creating runs, cancel and retry, events, the registry, and the
  * worker's housekeeping (heartbeats, releases, ticks).
  */
-export class WorkflowStore extends RunTransitions {
+export class WorkflowStore extends OperationCalls {
   /**
    * Creates a run. `handoff`: the idempotency key named a finished run that a parent (a.parentField) now
    * waits for, in another shard: its outcome, to deliver to that parent.

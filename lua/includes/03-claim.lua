@@ -149,7 +149,7 @@ end
 -- The plan also maps each workflow without a limit to its group (plan.groups), for a run handed over to
 -- the claim (see takes_over).
 local function claim_plan(root, groups)
-  local plan, k = { groups = {} }, 1
+  local plan, k = { groups = {}, specs = groups }, 1
   while k <= #groups do
     local g = groups[k]
     if g[2] > 0 then
@@ -254,7 +254,7 @@ local HANDOVER = {}
 local function takes_over(root, argv, at)
   local want = claim_want(argv[at + 1])
   if #argv ~= at + 5 or not want or want < 1 then return nil end
-  HANDOVER.groups, HANDOVER.id, HANDOVER.group, HANDOVER.worker = packed_claim_plan(root, argv[at + 5]).groups, nil, nil, argv[at]
+  HANDOVER.groups, HANDOVER.id, HANDOVER.group, HANDOVER.worker = without_paused(root, packed_claim_plan(root, argv[at + 5]), claim_plan).groups, nil, nil, argv[at]
   return HANDOVER
 end
 
@@ -287,6 +287,7 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
     for g = at + 5, #argv, 4 do groups[#groups + 1] = { argv[g], tonumber(argv[g + 1]), argv[g + 2], tonumber(argv[g + 3]) } end
     plan = claim_plan(root, groups)
   end
+  plan = without_paused(root, plan, claim_plan)
 
   if sticky and taken < want then
     -- The caller's warm runs first (see delta_key in 01-common.lua). A workflow the plan does not take

@@ -33,17 +33,22 @@ export class ImportCatalogWorkflow implements WorkflowHandler<ImportInput, Impor
   async execute(ctx: WorkflowContext<ImportInput>): Promise<ImportReport> {
     const { importId, csvFile, rows, xmlFile } = ctx.input;
     const products = await ctx.step.run('download', () => this.catalog.download(csvFile, rows));
+    // Not a step: the latest value shows in getRun, the dashboard (a bar) and the CLI while the import runs.
+    await ctx.setProgress({ done: 1, total: 3, stage: 'rows and XML' });
 
     const [imported, xml] = await Promise.all([
       Promise.all(products.map((row) => ctx.step.runWorkflow(`import-row:${row.sku}`, ImportRowWorkflow, { source: csvFile, row }))),
       ctx.step.runWorkflow('import-xml', ImportXmlWorkflow, { file: xmlFile }),
     ]);
 
-    return ctx.step.run('report', () => ({
+    await ctx.setProgress({ done: 2, total: 3, stage: 'report' });
+    const report = await ctx.step.run('report', () => ({
       importId,
       rows: imported.length,
       created: imported.filter((row) => row.created).length,
       xmlProducts: xml.products,
     }));
+    await ctx.setProgress({ done: 3, total: 3, stage: 'done' });
+    return report;
   }
 }

@@ -265,8 +265,8 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(stats.workers.alive).toBe(1);
     const table = await cli(['stats', ...conn()]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\s+EXPIRED LEASES\n/);
-    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+0\s+-\s+1\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\s+0\n/);
+    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+STATE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\s+EXPIRED LEASES\n/);
+    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+active\s+0\s+-\s+1\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\s+0\n/);
     expect(table.stdout).toMatch(/\nWorkers alive \(1\)\nWORKER\s+HOST\s+PID/);
   });
 
@@ -274,10 +274,10 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     const list = await json<WorkflowMeta[]>(['workflows', 'list']);
     expect(list.map((w) => w.name)).toEqual(['cli-ok', 'cli-partner', 'cli-sleep']);
     const table = await cli(['workflows', 'list', ...conn()]);
-    expect(table.stdout).toMatch(/\ncli-partner\s+cli\s+1\s+0\s+/);
+    expect(table.stdout).toMatch(/\ncli-partner\s+cli\s+active\s+1\s+0\s+/);
     const shown = await cli(['workflows', 'show', 'cli-partner', ...conn()]);
     expect(shown.code).toBe(0);
-    expect(shown.stdout).toMatch(/^Workflow:\s+cli-partner\nQueue:\s+cli\nMax attempts:\s+1\nMax concurrency:\s+unlimited\n/);
+    expect(shown.stdout).toMatch(/^Workflow:\s+cli-partner\nQueue:\s+cli\nState:\s+active\nMax attempts:\s+1\nMax concurrency:\s+unlimited\n/);
     expect((await json<WorkflowMeta>(['workflows', 'show', 'cli-ok'])).cron).toEqual([{ id: 'nightly', expression: '0 3 * * *', timezone: 'UTC' }]);
     const unknown = await cli(['workflows', 'show', 'nope', ...conn()]);
     expect(unknown.code).toBe(1);

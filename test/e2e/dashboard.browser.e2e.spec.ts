@@ -134,6 +134,11 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     expect(await history.locator('tbody tr .event-type', { hasText: /^retried$/ }).count()).toBe(1);
     await expect(app.get(WorkflowClient).getRun(failedImport!.runId)).resolves.toMatchObject({ status: 'succeeded' });
 
+    // ctx.setProgress's last value ({ done: 3, total: 3, stage: 'done' }) as a bar
+    const progress = page.locator('dl.facts [role="progressbar"]');
+    await expect(progress.getAttribute('aria-valuenow')).resolves.toBe('100');
+    await expect(progress.textContent()).resolves.toContain('100%');
+
     mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: false });
 
@@ -212,6 +217,28 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     expect(await largeInput.locator('pre').textContent()).toContain(longId);
   }, 30_000);
 
+  it('pause from the overview: the workflow and its queued runs say paused, nothing runs; resume runs them', async () => {
+    const client = app.get(WorkflowClient);
+    await page.goto(`${base}#/`);
+    const row = page.locator('section', { has: page.getByRole('heading', { name: 'Workflows' }) }).locator('tr', { has: page.locator('[data-workflow="checkout"]') });
+    await row.locator('button[data-action="pause"]').click();
+    await row.locator('.badge.paused').waitFor();
+    await expect(client.getWorkflowMeta('checkout')).resolves.toMatchObject({ pausedAt: expect.any(String) });
+
+    const held = await client.emit(CheckoutWorkflow, { orderId: 'paused-1', sku: 'mug', quantity: 1, amountCents: 100, paymentToken: 'tok_visa' });
+    await page.goto(`${base}#/runs?workflow=checkout&status=queued`);
+    await page.locator('tbody tr', { hasText: held.id }).locator('.badge.paused').waitFor();
+    await page.goto(`${base}#/runs/${encodeURIComponent(held.id)}`);
+    await page.locator('h1 .badge.paused').waitFor();
+    await expect(held.getState()).resolves.toMatchObject({ status: 'queued', delayedBy: 'paused' });
+
+    await page.goto(`${base}#/`);
+    await row.locator('button[data-action="resume"]').click();
+    await expect(held.result({ timeoutMs: 10_000 })).resolves.toBeDefined();
+    await row.locator('button[data-action="pause"]').waitFor();
+    expect(await row.locator('.badge.paused').count()).toBe(0);
+  }, 30_000);
+
   it('a guarded dashboard answers 403 without credentials; read-only hides and refuses the actions', async () => {
     const anonymous = await browser.newPage();
     const refused = await anonymous.goto(guardedBase);
@@ -233,6 +260,14 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     });
     expect(retry.status).toBe(403);
     expect(((await retry.json()) as { message: string }).message).toContain('read-only');
+    const pause = await fetch(`${guardedBase}/api/workflows/checkout/pause`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer ops-secret', 'x-workflow-dashboard': '1' },
+    });
+    expect(pause.status).toBe(403);
+    await authorized.goto(`${guardedBase}#/`);
+    await authorized.getByRole('link', { name: 'checkout' }).first().waitFor();
+    expect(await authorized.locator('button[data-action]').count()).toBe(0);
     await authorized.close();
   }, 30_000);
 });

@@ -125,6 +125,52 @@ function table(headings, rows, empty = 'Nothing here.') {
     h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((c) => h('td', {}, c))))));
 }
 
+// ---- progress and paused workflows ----
+
+/**
+ * The fraction a run's progress (ctx.setProgress) stands for: a number from 0 to 1, or an object with a
+ * `fraction` from 0 to 1, or with numbers `done` and `total` (the CLI reads it alike: lib/cli/format.ts).
+ */
+function progressFraction(value) {
+  const inRange = (n) => (typeof n === 'number' && n >= 0 && n <= 1 ? n : undefined);
+  if (typeof value === 'number') return inRange(value);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  if (value.fraction !== undefined) return inRange(value.fraction);
+  if (typeof value.done === 'number' && typeof value.total === 'number' && value.total > 0) return inRange(value.done / value.total);
+  return undefined;
+}
+
+/** A bar when the progress is a fraction (with the value's other fields beside it), else the JSON. */
+function progressView(value, compact = false) {
+  if (value === undefined) return null;
+  const fraction = progressFraction(value);
+  if (fraction === undefined) return compact ? h('span', { class: 'mono progress-json' }, JSON.stringify(value).slice(0, 60)) : jsonView(value);
+  const percent = `${Math.floor(fraction * 1000) / 10}%`;
+  const fill = h('span', { class: 'progress-fill' });
+  fill.style.width = `${fraction * 100}%`;
+  return h('span', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(fraction * 100), title: JSON.stringify(value) },
+    h('span', { class: 'progress-track' }, fill), percent,
+    !compact && typeof value === 'object' ? h('span', { class: 'muted mono' }, JSON.stringify(value)) : null);
+}
+
+function pausedBadge(workflow) {
+  return h('span', { class: 'badge paused', title: `Paused: runs of ${workflow} are not claimed (emits are still accepted) until it is resumed.` }, 'paused');
+}
+
+/** Pause / resume a workflow from the overview (an action: hidden in a read-only dashboard). */
+function pauseButton(w) {
+  const action = w.paused ? 'resume' : 'pause';
+  return h('button', { type: 'button', class: 'small', 'data-action': action, 'data-workflow': w.name, onclick: async (event) => {
+    event.target.disabled = true;
+    try {
+      await post(`/workflows/${encodeURIComponent(w.name)}/${action}`);
+    } catch (error) {
+      alert(`${action} failed: ${error.message}`);
+    }
+    route();
+  } }, w.paused ? 'Resume' : 'Pause');
+}
+
 // ---- pages ----
 
 /** A workflow no live worker serves: its runs wait in 'queued' until one does. */
@@ -199,9 +245,9 @@ const overviewPage = {
       counts[s] ? h('a', { href: listHref({ workflow, status: s }), class: `count status-${s}` }, counts[s]) : h('span', { class: 'muted' }, '0'));
     return h('div', {},
       h('h1', {}, 'Overview ', h('span', { class: 'live', title: 'refreshed every 2 s' }, `live · ${new Date().toLocaleTimeString()}`)),
-      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Oldest waiting'],
-        stats.workflows.map((w) => [h('span', {}, h('a', { href: listHref({ workflow: w.name }) }, w.name), w.workers === 0 ? noWorker() : null), w.queue, ...statusCells(w.name, w.counts),
-          w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
+      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Oldest waiting', ...(READ_ONLY ? [] : [''])],
+        stats.workflows.map((w) => [h('span', { class: 'workflow-name', 'data-workflow': w.name }, h('a', { href: listHref({ workflow: w.name }) }, w.name), w.workers === 0 ? noWorker() : null, w.paused ? pausedBadge(w.name) : null), w.queue, ...statusCells(w.name, w.counts),
+          w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs), ...(READ_ONLY ? [] : [pauseButton(w)])]), 'No workflow is registered yet.')),
       throughputSection(throughput),
       schedulesSection(schedules),
       section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
@@ -251,7 +297,7 @@ function runListPage(params) {
           h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }), class: 'button' }, 'Refresh')),
         filters.version ? h('p', { class: 'crumbs' }, `Version ${filters.version} `, h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }) }, '(all versions)')) : null,
         table(['Run', 'Workflow', 'Status', 'Attempt', 'Version', 'Created', 'Took', 'Idempotency key', 'Error'],
-          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow, badge(r.status), attempts(r), versionCell(r),
+          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow, h('span', {}, badge(r.status), r.delayedBy === 'paused' ? pausedBadge(r.workflow) : null, r.progress !== undefined && !FINISHED.has(r.status) ? [' ', progressView(r.progress, true)] : null), attempts(r), versionCell(r),
             time(r.createdAt), took(r.startedAt, r.finishedAt), h('span', { class: 'mono' }, r.idempotencyKey ?? ''),
             r.error ? h('span', { class: 'error-text', title: r.error.message }, `${r.error.name}: ${r.error.message}`) : '']),
           'No run matches these filters.'),
@@ -288,7 +334,7 @@ function runPage(id) {
     render({ run, steps, history, children, childrenCursor, graphs = [] }) {
       return h('div', { class: 'run' },
         h('p', { class: 'crumbs' }, h('a', { href: '#/runs' }, 'Runs'), ' › ', h('a', { href: listHref({ workflow: run.workflow }) }, run.workflow), ' › ', h('span', { class: 'mono' }, run.id)),
-        h('h1', {}, run.workflow, ' ', badge(run.status)),
+        h('h1', {}, run.workflow, ' ', badge(run.status), run.delayedBy === 'paused' ? pausedBadge(run.workflow) : null),
         h('div', { id: 'notice', role: 'status' }),
         facts(run),
         READ_ONLY ? null : actions(run),
@@ -338,6 +384,7 @@ function facts(run) {
     run.continuedAs ? ['Continued as', h('a', { href: runHref(run.continuedAs), class: 'mono continued-as-link' }, run.continuedAs)] : null,
     run.forkedFrom ? ['Forked from', h('a', { href: runHref(run.forkedFrom), class: 'mono forked-from-link' }, run.forkedFrom)] : null,
     run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
+    run.progress !== undefined ? ['Progress', progressView(run.progress)] : null,
     run.version !== undefined ? ['Version', versionCell(run)] : null,
   ].filter(Boolean);
   return h('dl', { class: 'facts' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
