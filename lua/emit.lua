@@ -11,6 +11,8 @@
 -- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
+-- ARGV[13] flow key ('' or absent = none: see includes/01-flow.lua), computed by the client from the input
+-- ARGV[14] flow spec: '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>' (with ARGV[13])
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run. A parent whose step
 --        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
@@ -84,14 +86,18 @@ local function emit(keys, argv, at)
   if due > now then status = 'scheduled' end
 
   local noted = argv[12] and argv[12] ~= ''
-  if status == 'queued' and not noted and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
+  local fkey = argv[13] ~= nil and argv[13] ~= '' and argv[13]
+  if status == 'queued' and not noted and not fkey and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
     write_plain_run(run, wf, argv[3], argv[4], ms(now))
   else
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
+  if fkey then rcall('HSET', run, 'fk', fkey, 'fq', argv[14]) end
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
+  elseif fkey then
+    flow_enqueue(root, id, wf, fkey, argv[14], priority, now, now)
   else
     make_ready(root, id, wf, priority, now)
   end

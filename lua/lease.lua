@@ -39,7 +39,7 @@ local function release(keys, argv)
       rcall('HSET', run, 'st', 'queued')
       rcall('ZREM', root .. ':leases', id)
       count_move(root, f[4], id, 'running', 'queued')
-      make_ready(root, id, f[4], f[5], now)
+      ready_run(root, id, f[4], f[5], now)
       history(root, id, now, 'released', { reason = argv[1] }, nil, f[12] or false)
       released = released + 1
     end

@@ -34,15 +34,19 @@ local function wake_due_timers(root, now, batch)
   local woken = 0
   for _, id in ipairs(ids) do
     local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+    local f = (string.byte(id, 1) == 126 and flow_timer_due(root, id, now)) and {} or rcall('HMGET', run, 'st', 'wf', 'pri', 'fk')
     if f[1] == 'waiting' then
       wake_run(root, id, f[2], f[3], now, 'timer')
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
-      rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
+      if f[4] then
+        ready_run(root, id, f[2], f[3], now)
+      else
+        rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
+        woken = woken + 1
+      end
       history(root, id, now, 'due', { reason = 'timer' })
-      woken = woken + 1
     end
   end
   return #ids, woken
@@ -67,7 +71,7 @@ local function reclaim_expired_leases(root, now, batch)
         rcall('HSET', run, 'st', 'queued', 'fin', 'failed', 'err', LEASE_EXPIRED)
       end
       count_move(root, f[5], id, f[1], 'queued')
-      make_ready(root, id, f[5], f[6], now)
+      ready_run(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
     end
   end)
@@ -89,7 +93,7 @@ local function fail_past_deadline(root, now, batch)
         rcall('HSET', run, 'st', 'queued')
         forget_wait(root, id, run)
         count_move(root, f[2], id, f[1], 'queued')
-        make_ready(root, id, f[2], f[3], now)
+        ready_run(root, id, f[2], f[3], now)
       end
       history(root, id, now, 'timed-out', nil, RUN_TIMEOUT)
     end

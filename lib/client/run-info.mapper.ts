@@ -1,5 +1,6 @@
 import type { StoredError } from '../errors/error-codec.js';
-import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
+import type { DelayReason, RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
+import { DELAYED_BY_FIELD } from '../redis/workflow-reads.js';
 import { parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
@@ -39,6 +40,8 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
+  if (h.fk) info.flowKey = h.fk;
+  if (status === 'queued' && h[DELAYED_BY_FIELD]) info.delayedBy = h[DELAYED_BY_FIELD] as DelayReason;
   return info;
 }
 

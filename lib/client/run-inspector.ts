@@ -137,15 +137,27 @@ export class RunInspector {
     const queues = new Map<string, WorkflowStats['queues'][number]>();
     const perWorkflow = await Promise.all(
       workflows.map(async (w) => {
-        const { counts, depth, oldest } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
+        const { counts, depth, oldest, heldBack } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
         const serving = workers.filter((worker) => worker.workflows.includes(w.name)).length;
-        return { name: w.name, queue: w.queue, counts, queueDepth: depth, ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}), workers: serving };
+        return {
+          name: w.name,
+          queue: w.queue,
+          counts,
+          queueDepth: depth,
+          ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}),
+          workers: serving,
+          ...(heldBack ? { heldBack } : {}),
+        };
       }),
     );
     for (const w of perWorkflow) {
       const q = queues.get(w.queue) ?? { name: w.queue, counts: emptyCounts(), queueDepth: 0 };
       for (const status of RUN_STATUSES) q.counts[status] += w.counts[status];
       q.queueDepth += w.queueDepth;
+      for (const [reason, count] of Object.entries(w.heldBack ?? {})) {
+        q.heldBack ??= {};
+        q.heldBack[reason] = (q.heldBack[reason] ?? 0) + count;
+      }
       if (w.oldestQueuedAgeMs !== undefined) q.oldestQueuedAgeMs = Math.max(q.oldestQueuedAgeMs ?? 0, w.oldestQueuedAgeMs);
       queues.set(w.queue, q);
     }
@@ -222,20 +234,25 @@ export class RunInspector {
     return result;
   }
 
-  private async countsOf(workflow: string, shards: ShardRef[]): Promise<{ counts: StatusCounts; depth: number; oldest?: number }> {
+  private async countsOf(workflow: string, shards: ShardRef[]): Promise<{ counts: StatusCounts; depth: number; oldest?: number; heldBack?: Record<string, number> }> {
     const counts = emptyCounts();
     let depth = 0;
+    let heldBack: Record<string, number> | undefined;
     let oldest: number | undefined;
     const perShard = await Promise.all(shards.map((shard) => this.redis.store.readCounts(shard, workflow, RUN_STATUSES)));
     for (const shard of perShard) {
       RUN_STATUSES.forEach((status, i) => (counts[status] += shard.counts[i]));
       depth += shard.ready;
+      for (const [reason, count] of Object.entries(shard.heldBack)) {
+        heldBack ??= {};
+        heldBack[reason] = (heldBack[reason] ?? 0) + count;
+      }
       if (shard.oldestQueued) {
         const created = decodeTime(shard.oldestQueued.slice(0, 26));
         oldest = oldest === undefined ? created : Math.min(oldest, created);
       }
     }
-    return { counts, depth, oldest };
+    return { counts, depth, oldest, heldBack };
   }
 
   private async meta(w: RegisteredWorkflow, workers: WorkerInfo[]): Promise<WorkflowMeta> {

@@ -47,8 +47,9 @@ export interface WorkflowModuleOptions {
   retention?: RetentionOptions;
   /** How long a sent event stays available to runs that wait for it later. Default 24 h. */
   eventRetentionMs?: number;
-  /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. */
-  queues?: Record<string, { partitions?: number }>;
+  /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. `concurrency`:
+   *  runs of the queue's workflows executing at once across all workers (the queue keeps one partition). */
+  queues?: Record<string, { partitions?: number; concurrency?: number }>;
   /** Most step records one run may have (steps, sleeps, children and event waits all count). Past it the
    *  run fails with a NonRetriableError naming the limit. Default 10 000. */
   maxStepsPerRun?: number;

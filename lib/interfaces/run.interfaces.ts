@@ -37,7 +37,15 @@ export interface RunInfo<I = unknown, O = unknown> {
   waitingFor?: unknown;
   /** The worker that holds or last held the run. */
   workerId?: string;
+  /** The run's flow-control key: what the workflow's concurrency (or rateLimit) key function returned
+   *  for its input ('*' for a rateLimit without a key). */
+  flowKey?: string;
+  /** Why a queued run is held back: its key is at its concurrency limit or out of rate. */
+  delayedBy?: DelayReason;
 }
+
+/** Why a queued run is held back (RunInfo.delayedBy; the reasons of WorkflowStats' heldBack). */
+export type DelayReason = 'concurrency' | 'rateLimit' | 'debounce' | 'paused';
 
 export type StepStatus = 'succeeded' | 'failed' | 'waiting' | 'compensated';
 
@@ -132,7 +140,8 @@ export interface WorkflowMeta {
 
 export interface WorkflowStats {
   /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does). */
-  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number }[];
-  queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
+  /** `heldBack`: queued runs held back by flow control, by reason (absent when none). */
+  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number; heldBack?: Record<string, number> }[];
+  queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; heldBack?: Record<string, number> }[];
   workers: { alive: number; list: WorkerInfo[] };
 }

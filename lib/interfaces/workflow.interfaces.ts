@@ -39,6 +39,25 @@ export interface WorkflowOptions {
   cron?: CronTrigger[];
   /** Whole-run deadline; the run fails with TimeoutError. */
   timeoutMs?: number;
+  /** At most `limit` runs per key execute at once, across all workers (README "Flow control"). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the key function takes the workflow's own input type
+  concurrency?: { key: (input: any) => string; limit: number };
+  /** At most `limit` runs start per `periodMs` (per key when `key` is given), in any window of that length. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as concurrency.key
+  rateLimit?: { key?: (input: any) => string; limit: number; periodMs: number };
+  /** Round-robin between the concurrency key's (else the rateLimit key's) runs: one key's backlog cannot
+   *  starve the others. */
+  fairness?: boolean;
+}
+
+/** The flow-control options of a workflow, checked (see resolveWorkflowOptions). */
+export interface FlowControl {
+  /** The key function: concurrency's, else rateLimit's (undefined: one key for the whole workflow). */
+  key?: (input: unknown) => string;
+  concurrency: number; // 0 = none
+  rateLimit: number; // 0 = none
+  ratePeriodMs: number;
+  fairness: boolean;
 }
 
 export interface StepOptions {

@@ -17,6 +17,8 @@ export interface EmitArgs {
   parentRoot?: string;
   /** A note for the run's history. */
   note?: string;
+  /** The run's flow-control key and spec (lib/client/flow-keys.ts); never carried by a park's children. */
+  flow?: { key: string; spec: string };
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -49,6 +51,8 @@ export interface ClaimWorkflowSpec {
   maxConcurrency: number;
   maxAttempts: number;
   timeoutMs: number;
+  /** The workflow has flow control (concurrency, rateLimit, fairness): its claims update its keys. */
+  flow?: boolean;
 }
 
 export interface ClaimedRun {
@@ -82,6 +86,8 @@ export interface ClaimRequest {
   claimId: string;
   workflows: ClaimWorkflowSpec[];
   damagedRetentionMs: number;
+  /** queues.<name>.concurrency of the shard's queue (0 or absent: none). */
+  queueConcurrency?: number;
 }
 
 export type TransitionResult = { ok: true } | { ok: false; reason: string };
@@ -238,7 +244,8 @@ function claimArgs(r: ClaimRequest): (string | number)[] {
   // 'f': packed run entries, flat in the reply (lua/includes/03-claim.lua): a third of the elements for ioredis
   // to decode, and no nested arrays, which cost Redis about 5,000 instructions each to send.
   // 'r': flat, with a large run's step records paged (see ClaimedRun.stepsCursor).
-  return [r.workerId, `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, packedWorkflowSpecs(r.workflows)];
+  const specs = packedWorkflowSpecs(r.workflows);
+  return [r.workerId, `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, r.queueConcurrency ? `Q${r.queueConcurrency}|${specs}` : specs];
 }
 
 const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
@@ -251,7 +258,7 @@ const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
 function packedWorkflowSpecs(workflows: readonly ClaimWorkflowSpec[]): string {
   let text = packedSpecs.get(workflows);
   if (text === undefined) {
-    text = workflows.map((w) => `${w.maxConcurrency},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
+    text = workflows.map((w) => `${w.maxConcurrency}${w.flow ? 'f' : ''},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
     packedSpecs.set(workflows, text);
   }
   return text;
@@ -336,6 +343,7 @@ export function emitArguments(a: EmitArgs): (string | number)[] {
     a.parentField ?? '',
     a.parentRoot ?? '',
     a.note ?? '',
+    ...(a.flow ? [a.flow.key, a.flow.spec] : []),
   ];
 }
 

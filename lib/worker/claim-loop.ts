@@ -73,7 +73,7 @@ export class ClaimLoop {
     this.reserved += want;
     let runs: ClaimedRun[] = [];
     try {
-      runs = await state.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs));
+      runs = await state.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs, shard.ref?.queue));
       state.recovered();
       shard.backlog = runs.length === want;
     } catch (error) {
@@ -104,8 +104,10 @@ export class ClaimLoop {
     return this.claimIdPrefix + this.claimCount.toString(16).padStart(6, '0');
   }
 
-  private claimRequest(want: number, workflows: ClaimWorkflowSpec[]): ClaimRequest {
+  private claimRequest(want: number, workflows: ClaimWorkflowSpec[], queue?: string): ClaimRequest {
+    const queueConcurrency = queue === undefined ? 0 : this.state.redis.settings.queueConcurrency(queue);
     return {
+      ...(queueConcurrency ? { queueConcurrency } : {}),
       workerId: this.state.workerId,
       max: want,
       leaseMs: this.state.settings.leaseMs,
@@ -139,7 +141,7 @@ export class ClaimLoop {
     const want = Math.min(MAX_CLAIM_BATCH, 1 + Math.max(0, this.freeSlots));
     this.reserved += want;
     return {
-      request: this.claimRequest(want, specs),
+      request: this.claimRequest(want, specs, shard.ref?.queue),
       settle: (runs) => {
         this.reserved -= want;
         this.startClaimed(shard, runs);

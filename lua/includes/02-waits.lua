@@ -56,7 +56,7 @@ local function wake_run(root, id, wf, priority, now, reason, step, implied, drai
   else
     rcall('HSET', run, 'st', 'queued')
     count_move(root, wf, id, 'waiting', 'queued')
-    make_ready(root, id, wf, priority, now)
+    ready_run(root, id, wf, priority, now)
   end
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
 end

@@ -1,0 +1,176 @@
+-- Flow control: per-key concurrency, rate limits and fairness (the workflow options concurrency,
+-- rateLimit, fairness; docs in README "Flow control").
+--
+-- A run with a flow key ('fk', computed by the client at emit) enters its workflow's ready set only when
+-- its key has room; otherwise it waits, 'queued', in its key's held set, and the transition that makes
+-- room (a completion, failure, park or cancel of a run of the key, the claim of a rate-limited or fair
+-- key's run, or the key's rate window opening, through the shard's timers) moves the key's next run to
+-- the ready set in the same call. The claim itself is unchanged for concurrency: every run in a ready set
+-- may be claimed, so neither the number of keys nor of held runs costs a claim anything.
+--
+-- Keys (all in the runs' shard: runs of one key are routed to one shard):
+--   <root>:f:<wf>:<key>   the key's state (hash, created on demand, deleted when the key has no runs):
+--                         'n' runs holding a slot (in the ready set or executing), 'p' of them in the ready
+--                         set (kept for capped keys only, see below), 'q' the spec, 'b' why held runs
+--                         wait ('' | 'concurrency' | 'rateLimit'), 'c' how many were counted under 'b'
+--   <root>:fh:<wf>:<key>  held runs (zset, ready-set scores: priority, then time)
+--   <root>:fr:<wf>:<key>  start times of the last `limit` claims (list, newest first), expires after
+--                         the period: a sliding log, so that no `periodMs` window ever sees more starts
+--   <root>:hb:<wf>        held runs per reason (hash): what stats show
+-- Run hash: 'fk' the key, 'fq' the spec, 'fs' the slot: 'h' held, 'p' admitted and in the ready set
+-- (capped keys), '1' holds a slot.
+-- Spec text (made by the client): '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>'.
+-- A capped key (rate limit or fairness) has at most one run in the ready set at a time and its next run
+-- is admitted when that one is claimed: the sliding log is then checked at every start, and a fair key's
+-- next run goes to the back of the ready set (round-robin between keys, priority first).
+-- Parked runs (sleep, events, children, retry backoff) give their slot back and take a new one when woken.
+
+local FLOW_ADMIT_PER_CALL = 100
+
+local function flow_key(root, wf, key) return root .. ':f:' .. wf .. ':' .. key end
+local function flow_held_key(root, wf, key) return root .. ':fh:' .. wf .. ':' .. key end
+local function flow_log_key(root, wf, key) return root .. ':fr:' .. wf .. ':' .. key end
+local function held_counts_key(root, wf) return root .. ':hb:' .. wf end
+-- A key's rate window as a member of ':timers' (run ids never start with '~').
+local function flow_timer_member(wf, key) return '~f:' .. #wf .. ':' .. wf .. key end
+
+local function flow_spec(q)
+  local c, r, p, fair = string.match(q or '', '^(%d+),(%d+),(%d+),(%d)$')
+  if not c then return 0, 0, 0, false end
+  return tonumber(c), tonumber(r), tonumber(p), fair == '1'
+end
+
+-- Why the key cannot take another run into the ready set now: 'concurrency', 'rateLimit' (and when its
+-- window opens), 'turn' (a capped key's run is in the ready set already), or nil.
+local function flow_block(state_key, log_key, q, n, p, now)
+  local climit, rlimit, period, fair = flow_spec(q)
+  if climit > 0 and n >= climit then return 'concurrency' end
+  if rlimit > 0 then
+    local oldest = rcall('LINDEX', log_key, rlimit - 1)
+    if oldest and tonumber(oldest) > now - period then return 'rateLimit', tonumber(oldest) + period end
+  end
+  if (fair or rlimit > 0) and p > 0 then return 'turn' end
+  return nil
+end
+
+-- Moves the key's held runs to the ready set while it has room, keeps the per-reason counts right, wakes
+-- the key when its rate window opens, and deletes the key's state when it has no runs. O(runs admitted).
+local function flow_settle(root, wf, key, now)
+  local state_key, held_key, log_key = flow_key(root, wf, key), flow_held_key(root, wf, key), flow_log_key(root, wf, key)
+  local s = rcall('HMGET', state_key, 'n', 'p', 'q', 'b', 'c')
+  local n, p, q = tonumber(s[1]) or 0, tonumber(s[2]) or 0, s[3]
+  local _, rlimit, _, fair = flow_spec(q)
+  local capped = fair or rlimit > 0
+  local reason, opens
+  for _ = 1, FLOW_ADMIT_PER_CALL do
+    reason, opens = flow_block(state_key, log_key, q, n, p, now)
+    if reason then break end
+    local head = rcall('ZPOPMIN', held_key)
+    if not head[1] then break end
+    local id, score = head[1], tonumber(head[2])
+    if fair then
+      -- to the back of the ready set at its priority: round-robin between keys
+      score = score - score % PRIORITY_SPAN + (now - READY_EPOCH)
+    end
+    n = n + 1
+    if capped then p = p + 1 end
+    rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
+    local ready = ready_key(root, wf)
+    rcall('ZADD', ready, ms(score), id)
+    notify_if_was_empty(root, ready, 1)
+  end
+  local held = rcall('ZCARD', held_key)
+  if held == 0 or reason == 'turn' then reason = '' end
+  if n <= 0 and p <= 0 and held == 0 then
+    if s[4] and s[4] ~= '' and tonumber(s[5]) then rcall('HINCRBY', held_counts_key(root, wf), s[4], -tonumber(s[5])) end
+    rcall('DEL', state_key)
+    return
+  end
+  local counts = held_counts_key(root, wf)
+  if (s[4] or '') ~= reason or tonumber(s[5] or '0') ~= (reason == '' and 0 or held) then
+    if s[4] and s[4] ~= '' and tonumber(s[5]) and tonumber(s[5]) ~= 0 then rcall('HINCRBY', counts, s[4], -tonumber(s[5])) end
+    if reason ~= '' then rcall('HINCRBY', counts, reason, held) end
+  end
+  rcall('HSET', state_key, 'n', n, 'p', p, 'b', reason, 'c', reason == '' and 0 or held)
+  if reason == 'rateLimit' and held > 0 then schedule_timer(root, flow_timer_member(wf, key), opens) end
+end
+
+-- A run of a flow key becomes queued (emitted, woken, retried): into its key's held set, then as many
+-- held runs as the key has room for go to the ready set (in order, so this one waits behind earlier ones).
+-- `q`: the spec, stored on the key (the newest emit's wins: a changed option applies from then on).
+local function flow_enqueue(root, id, wf, key, q, priority, at, now)
+  rcall('ZADD', flow_held_key(root, wf, key), ms(ready_score(priority, at)), id)
+  rcall('HSET', run_key(root, id), 'fs', 'h')
+  rcall('HSET', flow_key(root, wf, key), 'q', q)
+  flow_settle(root, wf, key, now)
+end
+
+-- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
+-- worker, released) goes straight back; one without goes through flow_enqueue.
+local function ready_run(root, id, wf, priority, at)
+  local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq')
+  if not f[1] or f[2] == '1' or f[2] == 'p' then return make_ready(root, id, wf, priority, at) end
+  if f[2] == 'h' then return end
+  flow_enqueue(root, id, wf, f[1], f[3], priority, at, at)
+end
+
+-- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
+flow_release = function(root, id, wf, now)
+  if rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'fk', 'fs')
+  if not f[2] then return end
+  local key = f[1]
+  rcall('HDEL', run, 'fs')
+  local state_key = flow_key(root, wf, key)
+  if f[2] == 'h' then
+    rcall('ZREM', flow_held_key(root, wf, key), id)
+  else
+    rcall('HINCRBY', state_key, 'n', -1)
+    if f[2] == 'p' then rcall('HINCRBY', state_key, 'p', -1) end
+  end
+  flow_settle(root, wf, key, now)
+end
+
+-- A run of a capped key was claimed (claim_runs, for the workflows a worker marks as flow-controlled):
+-- its start goes into the key's sliding log, and the key may admit its next run.
+local function flow_claimed(root, id, wf, now)
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'fk', 'fs', 'fq')
+  if not f[1] then return end
+  local _, rlimit, period, fair = flow_spec(f[3])
+  if rlimit == 0 and not fair then return end
+  local key = f[1]
+  if rlimit > 0 then
+    local log_key = flow_log_key(root, wf, key)
+    rcall('LPUSH', log_key, ms(now))
+    rcall('LTRIM', log_key, 0, rlimit - 1)
+    rcall('PEXPIRE', log_key, period)
+  end
+  if f[2] == 'p' then
+    rcall('HSET', run, 'fs', '1')
+    rcall('HINCRBY', flow_key(root, wf, key), 'p', -1)
+  end
+  flow_settle(root, wf, key, now)
+end
+
+-- A key's rate window opened (its ':timers' member came due): admit what the key has room for.
+-- Returns true when `member` was a key's, false for a run id.
+local function flow_timer_due(root, member, now)
+  local length, from = string.match(member, '^~f:(%d+):()')
+  if not length then return false end
+  local wf = string.sub(member, from, from + tonumber(length) - 1)
+  local key = string.sub(member, from + tonumber(length))
+  flow_settle(root, wf, key, now)
+  return true
+end
+
+-- How many more runs a claim may take in a shard whose queue has a concurrency limit (queues.<name>.concurrency;
+-- such a queue has one partition): the shard's lease set holds every run executing in it. A claim cut
+-- short by it leaves ':qw' behind, so that the next run to leave the lease set tells workers (queue_room_freed):
+-- their ready sets were not empty, so no other notice would come.
+local function queue_room(root, limit, want)
+  local room = math.max(0, limit - rcall('ZCOUNT', root .. ':leases', '-inf', '(+inf'))
+  if room < want then rcall('SET', root .. ':qw', '1') end
+  return room
+end
