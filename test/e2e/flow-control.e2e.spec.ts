@@ -24,7 +24,7 @@ async function leave(key: string): Promise<void> {
 class PerCustomer {
   async execute(ctx: WorkflowContext<{ customer: string; n: number }>) {
     await enter(ctx.input.customer);
-    await sleep(1);
+    await sleep(3);
     await leave(ctx.input.customer);
     return ctx.input.n;
   }
@@ -113,12 +113,12 @@ describe('flow control (e2e, real Redis)', () => {
     ]);
     const handles = [];
     for (let chunk = 0; chunk < 10; chunk++) {
-      handles.push(...(await Promise.all(Array.from({ length: 100 }, (_, i) => (chunk % 2 ? a : b).client.emit(PerCustomer, { customer: `c${(chunk * 100 + i) % 50}`, n: chunk * 100 + i })))));
+      handles.push(...(await Promise.all(Array.from({ length: 100 }, (_, i) => (chunk % 2 ? a : b).client.emit(PerCustomer, { customer: `c${Math.floor((chunk * 100 + i) / 20)}`, n: chunk * 100 + i })))));
     }
     const results = await Promise.all(handles.map((h) => h.result({ timeoutMs: 60_000 })));
     expect(results.sort((x, y) => Number(x) - Number(y))).toEqual(Array.from({ length: 1000 }, (_, i) => i));
     expect(Number(await suite.direct.get(`${prefix}:overlaps`))).toBe(0);
-    // each key ran its 20 runs one after the other
+    // each key ran its 20 runs one after the other (emitted one after the other: without the limit, they overlap)
     for (const key of ['c0', 'c49']) expect(await suite.direct.llen(`${prefix}:starts:${key}`)).toBe(20);
     expect(await flowKeysLeft(prefix)).toEqual([]);
   }, 90_000);
