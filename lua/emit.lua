@@ -13,6 +13,9 @@
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
 -- ARGV[13] flow key ('' or absent = none: see includes/01-flow.lua), computed by the client from the input
 -- ARGV[14] flow spec: '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>' (with ARGV[13])
+-- ARGV[15] debounce key ('' or absent = none), ARGV[16] its period in ms, ARGV[17] its maxWaitMs ('' = none):
+--          an emit while the key's run is still pending (scheduled) replaces that run's input and moves its
+--          start to now + period (never past maxWaitMs after the first emit), and answers that run
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run. A parent whose step
 --        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
@@ -63,6 +66,11 @@ local function emit(keys, argv, at)
 
   local existing = rcall('HGET', run, 'st')
   if existing then return { 0, id, existing } end
+  local dkey = argv[15] ~= nil and argv[15] ~= '' and argv[15]
+  if dkey then
+    local pending = debounce_into_pending(root, wf, dkey, argv[4], tonumber(argv[16]), tonumber(argv[17]), at or now_ms())
+    if pending then return { 0, pending, 'scheduled' } end
+  end
   if ikey ~= '' then
     local other = rcall('HGET', root .. ':ik:' .. wf, ikey)
     if other then
@@ -82,6 +90,7 @@ local function emit(keys, argv, at)
   local due = now
   if run_at ~= '' then due = math.max(due, tonumber(run_at)) end
   if delay ~= '' then due = math.max(due, now + tonumber(delay)) end
+  if dkey then due = math.max(due, now + tonumber(argv[16])) end
   local status = 'queued'
   if due > now then status = 'scheduled' end
 
@@ -93,6 +102,7 @@ local function emit(keys, argv, at)
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
   if fkey then rcall('HSET', run, 'fk', fkey, 'fq', argv[14]) end
+  if dkey then debounce_open(root, wf, dkey, id, now) end
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)

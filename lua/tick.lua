@@ -34,12 +34,13 @@ local function wake_due_timers(root, now, batch)
   local woken = 0
   for _, id in ipairs(ids) do
     local run = run_key(root, id)
-    local f = (string.byte(id, 1) == 126 and flow_timer_due(root, id, now)) and {} or rcall('HMGET', run, 'st', 'wf', 'pri', 'fk')
+    local f = (string.byte(id, 1) == 126 and flow_timer_due(root, id, now)) and {} or rcall('HMGET', run, 'st', 'wf', 'pri', 'fk', 'dk')
     if f[1] == 'waiting' then
       wake_run(root, id, f[2], f[3], now, 'timer')
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
+      if f[5] then debounce_close(root, f[2], id, f[5]) end
       if f[4] then
         ready_run(root, id, f[2], f[3], now)
       else

@@ -91,7 +91,7 @@ export class RunEmitter {
     const text = this.inputText(target, validated);
     const queue = opts.queue ?? target.options.queue;
     const flow = target.options.flow ? flowOfRun(target.name, target.options.flow, validated) : undefined;
-    const shard = this.targets.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed, flow?.key);
+    const shard = this.targets.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed, flow?.key ?? flow?.debounce?.key);
     if (!this.redis.isReady) return this.redis.ready().then(() => this.writeRun(target, queue, shard, text, opts, flow));
     return this.writeRun(target, queue, shard, text, opts, flow);
   }

@@ -42,6 +42,7 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.wk) info.workerId = h.wk;
   if (h.fk) info.flowKey = h.fk;
   if (status === 'queued' && h[DELAYED_BY_FIELD]) info.delayedBy = h[DELAYED_BY_FIELD] as DelayReason;
+  if (status === 'scheduled' && h.dk) info.delayedBy = 'debounce';
   return info;
 }
 

@@ -45,5 +45,6 @@ function flowSummary(options: ResolvedWorkflowOptions): Record<string, unknown> 
     ...(flow.concurrency ? { concurrency: flow.concurrency } : {}),
     ...(flow.rateLimit ? { rateLimit: { limit: flow.rateLimit, periodMs: flow.ratePeriodMs } } : {}),
     ...(flow.fairness ? { fairness: true } : {}),
+    ...(flow.debounce ? { debounce: { periodMs: flow.debounce.periodMs, maxWaitMs: flow.debounce.maxWaitMs } } : {}),
   };
 }

@@ -77,8 +77,8 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
 
 /** The checked flow-control options (README "Flow control"), or undefined when the workflow has none. */
 function resolveFlowControl(o: WorkflowOptions, where: string): FlowControl | undefined {
-  const { concurrency, rateLimit, fairness } = o;
-  if (concurrency === undefined && rateLimit === undefined && fairness === undefined) return undefined;
+  const { concurrency, rateLimit, fairness, debounce } = o;
+  if (concurrency === undefined && rateLimit === undefined && fairness === undefined && debounce === undefined) return undefined;
   const limit = (value: unknown, option: string) => {
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
       throw new WorkflowConfigurationError(`${where}: ${option} must be a whole number from 1 to 1,000,000, got ${String(value)}.`);
@@ -114,8 +114,30 @@ function resolveFlowControl(o: WorkflowOptions, where: string): FlowControl | un
   if (rateLimit && (typeof rateLimit.periodMs !== 'number' || !Number.isInteger(rateLimit.periodMs) || rateLimit.periodMs < 1 || rateLimit.periodMs > MAX_DELAY_MS)) {
     throw new WorkflowConfigurationError(`${where}: rateLimit.periodMs must be a whole number of ms from 1 to ${MAX_DELAY_MS}, got ${String(rateLimit.periodMs)}.`);
   }
+  const duration = (value: unknown, option: string) => {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_DELAY_MS) {
+      throw new WorkflowConfigurationError(`${where}: ${option} must be a whole number of ms from 1 to ${MAX_DELAY_MS}, got ${String(value)}.`);
+    }
+    return value;
+  };
+  if (debounce !== undefined && (debounce === null || typeof debounce !== 'object')) {
+    throw new WorkflowConfigurationError(`${where}: debounce must be { key: (input) => string, periodMs: number, maxWaitMs?: number }.`);
+  }
+  const debounceKey = debounce && keyFn(debounce.key, 'debounce.key');
+  if (debounceKey && key && debounceKey !== key) {
+    throw new WorkflowConfigurationError(
+      `${where}: debounce.key must be the same function as ${concurrencyKey ? 'concurrency.key' : 'rateLimit.key'}: runs of one key are kept in one shard, where all their limits are counted.`,
+    );
+  }
+  if (debounce && debounce.maxWaitMs !== undefined && duration(debounce.maxWaitMs, 'debounce.maxWaitMs') < duration(debounce.periodMs, 'debounce.periodMs')) {
+    throw new WorkflowConfigurationError(`${where}: debounce.maxWaitMs must be at least debounce.periodMs.`);
+  }
   return {
     key,
+    limited: concurrency !== undefined || rateLimit !== undefined || fairness === true,
+    ...(debounce && debounceKey
+      ? { debounce: { key: debounceKey, periodMs: duration(debounce.periodMs, 'debounce.periodMs'), ...(debounce.maxWaitMs !== undefined ? { maxWaitMs: debounce.maxWaitMs } : {}) } }
+      : {}),
     concurrency: concurrency ? limit(concurrency.limit, 'concurrency.limit') : 0,
     rateLimit: rateLimit ? limit(rateLimit.limit, 'rateLimit.limit') : 0,
     ratePeriodMs: rateLimit ? rateLimit.periodMs : 0,

@@ -45,6 +45,10 @@ export interface WorkflowOptions {
   /** At most `limit` runs start per `periodMs` (per key when `key` is given), in any window of that length. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as concurrency.key
   rateLimit?: { key?: (input: any) => string; limit: number; periodMs: number };
+  /** Emits of one key within `periodMs` of each other collapse into one run, which starts `periodMs`
+   *  after the last of them (at most `maxWaitMs` after the first) with the latest input. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as concurrency.key
+  debounce?: { key: (input: any) => string; periodMs: number; maxWaitMs?: number };
   /** Round-robin between the concurrency key's (else the rateLimit key's) runs: one key's backlog cannot
    *  starve the others. */
   fairness?: boolean;
@@ -58,6 +62,9 @@ export interface FlowControl {
   rateLimit: number; // 0 = none
   ratePeriodMs: number;
   fairness: boolean;
+  /** false when the workflow has no concurrency, rateLimit or fairness (only debounce). */
+  limited: boolean;
+  debounce?: { key: (input: unknown) => string; periodMs: number; maxWaitMs?: number };
 }
 
 export interface StepOptions {

@@ -18,7 +18,7 @@ export interface EmitArgs {
   /** A note for the run's history. */
   note?: string;
   /** The run's flow-control key and spec (lib/client/flow-keys.ts); never carried by a park's children. */
-  flow?: { key: string; spec: string };
+  flow?: { key?: string; spec?: string; debounce?: { key: string; periodMs: number; maxWaitMs?: number } };
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -343,7 +343,8 @@ export function emitArguments(a: EmitArgs): (string | number)[] {
     a.parentField ?? '',
     a.parentRoot ?? '',
     a.note ?? '',
-    ...(a.flow ? [a.flow.key, a.flow.spec] : []),
+    ...(a.flow ? [a.flow.key ?? '', a.flow.spec ?? ''] : []),
+    ...(a.flow?.debounce ? [a.flow.debounce.key, a.flow.debounce.periodMs, a.flow.debounce.maxWaitMs ?? ''] : []),
   ];
 }
 

@@ -33,7 +33,7 @@ export class ClaimRotations {
       maxConcurrency: w.options.maxConcurrency,
       maxAttempts: w.options.maxAttempts,
       timeoutMs: w.options.timeoutMs,
-      ...(w.options.flow ? { flow: true } : {}),
+      ...(w.options.flow?.limited ? { flow: true } : {}),
     });
     const rotations = Array.from({ length: Math.max(1, home.length) }, (_, r) => [...home.slice(r), ...home.slice(0, r), ...away].map(spec));
     this.rotationsFor.byQueue.set(queue, rotations);

@@ -26,6 +26,8 @@
 -- Parked runs (sleep, events, children, retry backoff) give their slot back and take a new one when woken.
 
 local FLOW_ADMIT_PER_CALL = 100
+-- defined with debounce, at the end of this file
+local debounce_into_pending, debounce_open, debounce_close
 
 local function flow_key(root, wf, key) return root .. ':f:' .. wf .. ':' .. key end
 local function flow_held_key(root, wf, key) return root .. ':fh:' .. wf .. ':' .. key end
@@ -118,7 +120,8 @@ end
 flow_release = function(root, id, wf, now)
   if rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs')
+  local f = rcall('HMGET', run, 'fk', 'fs', 'dk')
+  if f[3] then debounce_close(root, wf, id, f[3]) end
   if not f[2] then return end
   local key = f[1]
   rcall('HDEL', run, 'fs')
@@ -173,4 +176,42 @@ local function queue_room(root, limit, want)
   local room = math.max(0, limit - rcall('ZCOUNT', root .. ':leases', '-inf', '(+inf'))
   if room < want then rcall('SET', root .. ':qw', '1') end
   return room
+end
+
+-- Debounce (the workflow option debounce): a key's emits within its period collapse into one run, the
+-- key's pending run, which is 'scheduled' for the end of the period and carries the latest input.
+--   <root>:db:<wf>:<key>  the key's pending run id (string), deleted when the run comes due or ends
+-- Run hash: 'dk' the debounce key and 'df' the time of the burst's first emit, while the run is pending.
+local function debounce_slot(root, wf, key) return root .. ':db:' .. wf .. ':' .. key end
+
+-- Folds an emit into the key's pending run, if it has one: its input becomes `input` and its start moves
+-- to now + period, but not past maxWait after the first emit. Returns the pending run's id, or nil.
+debounce_into_pending = function(root, wf, key, input, period, max_wait, now)
+  local pending = rcall('GET', debounce_slot(root, wf, key))
+  if not pending then return nil end
+  local run = run_key(root, pending)
+  local p = rcall('HMGET', run, 'st', 'df')
+  if p[1] ~= 'scheduled' or not p[2] then return nil end
+  local due = now + period
+  if max_wait then due = math.min(due, tonumber(p[2]) + max_wait) end
+  rcall('HSET', run, 'in', input, 'due', ms(due))
+  rcall('HINCRBY', run, 'dn', 1)
+  schedule_timer(root, pending, due)
+  return pending
+end
+
+debounce_open = function(root, wf, key, id, now)
+  rcall('SET', debounce_slot(root, wf, key), id)
+  rcall('HSET', run_key(root, id), 'dk', key, 'df', ms(now))
+  rcall('HINCRBY', held_counts_key(root, wf), 'debounce', 1)
+end
+
+-- The pending run comes due or ends (canceled): later emits start a new run.
+debounce_close = function(root, wf, id, key)
+  local slot = debounce_slot(root, wf, key)
+  if rcall('GET', slot) == id then
+    rcall('DEL', slot)
+    rcall('HINCRBY', held_counts_key(root, wf), 'debounce', -1)
+  end
+  rcall('HDEL', run_key(root, id), 'dk', 'df')
 end

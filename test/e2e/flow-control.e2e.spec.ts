@@ -81,6 +81,23 @@ const QueueA = sharedQueueWorkflow('queue-a');
 const QueueB = sharedQueueWorkflow('queue-b');
 const QueueC = sharedQueueWorkflow('queue-c');
 
+@Workflow('profile-changed', { debounce: { key: (input: { user: string }) => input.user, periodMs: 1500 } })
+@Injectable()
+class ProfileChanged {
+  async execute(ctx: WorkflowContext<{ user: string; version: number }>) {
+    await suite.direct.rpush(`${log}:synced`, `${ctx.input.user}:${ctx.input.version}`);
+    return ctx.input.version;
+  }
+}
+
+@Workflow('bursty', { debounce: { key: () => 'all', periodMs: 300, maxWaitMs: 700 } })
+@Injectable()
+class Bursty {
+  async execute(ctx: WorkflowContext<{ at: number }>) {
+    await suite.direct.rpush(`${log}:bursts`, `${ctx.input.at}:${Date.now()}`);
+  }
+}
+
 @Workflow('bad-key', { concurrency: { key: (input: { n: number }) => input.n as unknown as string, limit: 2 } })
 @Injectable()
 class BadKey {
@@ -221,6 +238,44 @@ describe('flow control (e2e, real Redis)', () => {
     await Promise.all((await Promise.all(handles)).map((h) => h.result({ timeoutMs: 30_000 })));
     expect(Number(await suite.direct.get(`${prefix}:queue-max`))).toBe(5);
   }, 60_000);
+
+  it('collapses 100 emits within the debounce period into one run with the last input', async () => {
+    const prefix = uniquePrefix('debounce');
+    log = prefix;
+    const [app] = await started([await startApp({ connection: suite.redis.url, prefix }, [ProfileChanged])]);
+    const handles = [];
+    for (let version = 1; version <= 100; version++) handles.push(await app.client.emit(ProfileChanged, { user: 'u1', version }));
+    const other = await app.client.emit(ProfileChanged, { user: 'u2', version: 1 });
+    expect(new Set(handles.map((h) => h.id)).size).toBe(1);
+    const pending = await app.client.getRun(handles[0].id);
+    expect(pending).toMatchObject({ status: 'scheduled', delayedBy: 'debounce', input: { user: 'u1', version: 100 } });
+    expect((await app.client.getStats()).workflows[0].heldBack).toEqual({ debounce: 2 });
+    expect(await handles[99].result({ timeoutMs: 10_000 })).toBe(100);
+    await other.result({ timeoutMs: 10_000 });
+    expect((await suite.direct.lrange(`${prefix}:synced`, 0, -1)).sort()).toEqual(['u1:100', 'u2:1']);
+    expect((await app.client.getStats()).workflows[0].counts.succeeded).toBe(2);
+    expect((await app.client.getStats()).workflows[0].heldBack).toBeUndefined();
+    // the key's period is over: the next emit starts a new run
+    const later = await app.client.emit(ProfileChanged, { user: 'u1', version: 101 });
+    expect(later.id).not.toBe(handles[0].id);
+    expect(await suite.direct.keys(`{${prefix}:*}:db:*`)).toHaveLength(1);
+  }, 30_000);
+
+  it('debounce.maxWaitMs starts a run of a steady stream of emits at most that long after its first', async () => {
+    const prefix = uniquePrefix('maxwait');
+    log = prefix;
+    const [app] = await started([await startApp({ connection: suite.redis.url, prefix }, [Bursty])]);
+    const until = Date.now() + 2000;
+    const ids = new Set<string>();
+    while (Date.now() < until) {
+      ids.add((await app.client.emit(Bursty, { at: Date.now() })).id);
+      await sleep(50);
+    }
+    await waitFor(async () => (await suite.direct.llen(`${prefix}:bursts`)) === ids.size, 5_000);
+    // a 2 s stream with a 300 ms period would never end a period: maxWaitMs cuts it into runs of about 700 ms
+    expect(ids.size).toBeGreaterThanOrEqual(3);
+    expect(ids.size).toBeLessThanOrEqual(4);
+  }, 30_000);
 
   it('refuses bad options at module start and a bad key at emit, writing nothing', async () => {
     const prefix = uniquePrefix('bad');
