@@ -41,13 +41,13 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
   if (stats.workflows.length === 0) return NO_WORKFLOWS(prefix);
   const oldest = (ms: number | undefined) => (ms === undefined ? '-' : duration(ms, false));
   const workflows = renderTable(
-    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true }, ...countColumns],
-    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts)]),
+    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true }, { header: 'HELD BACK' }, ...countColumns],
+    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), heldBackCell(w.heldBack), ...countCells(w.counts)]),
     width,
   );
   const queues = renderTable(
-    [{ header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, ...countColumns],
-    stats.queues.map((q) => [q.name, String(q.queueDepth), oldest(q.oldestQueuedAgeMs), ...countCells(q.counts)]),
+    [{ header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'HELD BACK' }, ...countColumns],
+    stats.queues.map((q) => [q.name, String(q.queueDepth), oldest(q.oldestQueuedAgeMs), heldBackCell(q.heldBack), ...countCells(q.counts)]),
     width,
   );
   const workers = stats.workers.alive === 0 ? '  none alive: queued runs wait until a worker starts' : workersTable(stats.workers.list, now, width);
@@ -91,4 +91,10 @@ export function schedulesTable(schedules: ScheduleEntry[], width: number): strin
     schedules.map((s) => [s.workflow, s.id, s.expression, s.timezone ?? 'local', String(s.workers)]),
     width,
   );
+}
+
+/** Held-back runs by reason, e.g. 'concurrency 12, rateLimit 3'; '-' when none. */
+function heldBackCell(heldBack: Record<string, number> | undefined): string {
+  const parts = Object.entries(heldBack ?? {}).map(([reason, count]) => `${reason} ${count}`);
+  return parts.length ? parts.join(', ') : '-';
 }

@@ -36,13 +36,15 @@ export abstract class WorkflowReads extends FunctionCalls {
   async readRuns(runs: { shard: ShardRef; id: string }[], fields?: readonly string[]): Promise<(Record<string, string> | undefined)[]> {
     if (fields) {
       const values = await this.guard(() => Promise.all(runs.map((r) => this.client.hmget(this.keys.run(this.root(r.shard), r.id), ...fields))));
-      return values.map((row) => {
+      const rows = values.map((row) => {
         const hash: Record<string, string> = {};
         row.forEach((value, i) => {
           if (value !== null) hash[fields[i]] = value;
         });
-        return Object.keys(hash).length === 0 ? undefined : hash;
+        return hash;
       });
+      await Promise.all(rows.map((h, i) => this.addDelayedBy(runs[i].shard, h)));
+      return rows.map((hash) => (Object.keys(hash).length === 0 ? undefined : hash));
     }
     const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
     await Promise.all(hashes.map((h, i) => this.addDelayedBy(runs[i].shard, h)));

@@ -132,6 +132,9 @@ function noWorker() {
   return h('span', { class: 'badge no-worker', title: "No live worker serves this workflow: its runs wait in 'queued'. Add its class to the providers of an app that runs a worker." }, 'no worker');
 }
 
+// Runs held back by flow control, by reason ('concurrency 3, rateLimit 1'), as getStats() counts them.
+const heldBack = (counts) => Object.entries(counts || {}).map(([reason, n]) => `${reason} ${n}`).join(', ');
+
 const overviewPage = {
   load: () => api('/stats'),
   live: () => true,
@@ -140,11 +143,11 @@ const overviewPage = {
       counts[s] ? h('a', { href: listHref({ workflow, status: s }), class: `count status-${s}` }, counts[s]) : h('span', { class: 'muted' }, '0'));
     return h('div', {},
       h('h1', {}, 'Overview ', h('span', { class: 'live', title: 'refreshed every 2 s' }, `live · ${new Date().toLocaleTimeString()}`)),
-      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Oldest waiting'],
+      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Held back', 'Oldest waiting'],
         stats.workflows.map((w) => [h('span', {}, h('a', { href: listHref({ workflow: w.name }) }, w.name), w.workers === 0 ? noWorker() : null), w.queue, ...statusCells(w.name, w.counts),
-          w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
-      section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
-        stats.queues.map((q) => [q.name, q.queueDepth, q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
+          w.queueDepth, heldBack(w.heldBack), w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
+      section('Queues', table(['Queue', 'Queue depth', 'Held back', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
+        stats.queues.map((q) => [q.name, q.queueDepth, heldBack(q.heldBack), q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
       section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Started', 'Last heartbeat'],
         stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, ago(w.startedAt), ago(w.lastHeartbeatAt)]),
         'No worker is alive.')));
@@ -169,7 +172,8 @@ function runListPage(params) {
         h('div', { class: 'filters' }, select('workflow', workflows, 'Workflow'), select('status', STATUSES, 'Status'),
           h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }), class: 'button' }, 'Refresh')),
         table(['Run', 'Workflow', 'Status', 'Attempt', 'Created', 'Took', 'Idempotency key', 'Error'],
-          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow, badge(r.status), attempts(r),
+          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow,
+            r.delayedBy ? h('span', { title: `held back by ${r.delayedBy}` }, badge(r.status), ` ${r.delayedBy}`) : badge(r.status), attempts(r),
             time(r.createdAt), took(r.startedAt, r.finishedAt), h('span', { class: 'mono' }, r.idempotencyKey ?? ''),
             r.error ? h('span', { class: 'error-text', title: r.error.message }, `${r.error.name}: ${r.error.message}`) : '']),
           'No run matches these filters.'),
@@ -235,6 +239,8 @@ function facts(run) {
     run.startedAt ? ['Started', time(run.startedAt)] : null,
     run.finishedAt ? ['Finished', h('span', {}, time(run.finishedAt), ` (took ${took(run.startedAt ?? run.createdAt, run.finishedAt)})`)] : null,
     run.idempotencyKey ? ['Idempotency key', h('span', { class: 'mono' }, run.idempotencyKey)] : null,
+    run.flowKey ? ['Flow key', h('span', { class: 'mono' }, run.flowKey)] : null,
+    run.delayedBy ? ['Held back by', run.delayedBy] : null,
     run.parentId ? ['Parent', h('a', { href: runHref(run.parentId), class: 'mono parent-link' }, run.parentId)] : null,
     run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
   ].filter(Boolean);
