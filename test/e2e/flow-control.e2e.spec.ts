@@ -1,6 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { InvalidArgumentError, Workflow, WorkflowConfigurationError, type WorkflowContext } from '../../lib/index.js';
+import { Registry } from 'prom-client';
+import { statsView } from '../../lib/cli/workflow-views.js';
 import { sleep, uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 
@@ -143,7 +145,8 @@ describe('flow control (e2e, real Redis)', () => {
   it('shows a held-back run as queued with flowKey and delayedBy, counts it in stats, and runs it when the slot frees', async () => {
     const prefix = uniquePrefix('held');
     log = prefix;
-    const [producer] = await started([await startApp({ connection: suite.redis.url, prefix, worker: false }, [PerCustomer])]);
+    const registry = new Registry();
+    const [producer] = await started([await startApp({ connection: suite.redis.url, prefix, worker: false, metrics: { registry } }, [PerCustomer])]);
     const first = await producer.client.emit(PerCustomer, { customer: 'acme', n: 1 });
     const second = await producer.client.emit(PerCustomer, { customer: 'acme', n: 2 });
     const other = await producer.client.emit(PerCustomer, { customer: 'globex', n: 3 });
@@ -157,6 +160,10 @@ describe('flow control (e2e, real Redis)', () => {
     const stats = await producer.client.getStats();
     expect(stats.workflows.find((w) => w.name === 'per-customer')).toMatchObject({ queueDepth: 2, heldBack: { concurrency: 1 } });
     expect(stats.queues.find((q) => q.name === 'default')?.heldBack).toEqual({ concurrency: 1 });
+    expect(statsView(stats, prefix, Date.now(), 200)).toContain('concurrency 1');
+    const text = await registry.metrics();
+    expect(text).toContain('workflow_runs_held_back{workflow="per-customer",queue="default",reason="concurrency"} 1');
+    expect(text).toContain('workflow_runs_held_back{workflow="per-customer",queue="default",reason="rateLimit"} 0');
 
     await started([await startApp({ connection: suite.redis.url, prefix }, [PerCustomer])]);
     expect(await second.result({ timeoutMs: 10_000 })).toBe(2);
