@@ -191,8 +191,10 @@ export class ClaimLoop {
 
   private onSlotFreed(finished: ShardState): void {
     if (!this.state.running) return;
-    this.requestClaim(finished);
+    // Shards that found no free slot go first: a shard with a deep backlog would otherwise take back every
+    // slot its own runs free, and a run in another shard (a small key's, under fairness) would wait for it.
     this.slotsReturned(finished);
+    this.requestClaim(finished);
   }
 }
 
