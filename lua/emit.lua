@@ -69,7 +69,11 @@ local function emit(keys, argv, at)
   local dkey = argv[15] ~= nil and argv[15] ~= '' and argv[15]
   if dkey then
     local pending = debounce_into_pending(root, wf, dkey, argv[4], tonumber(argv[16]), tonumber(argv[17]), at or now_ms())
-    if pending then return { 0, pending, 'scheduled' } end
+    if pending then
+      -- a parent that waits for this child waits for the pending run instead, as for an idempotency key
+      if argv[10] ~= '' then wait_for_existing_run(root, pending, argv[9], argv[10], argv[11], at or now_ms()) end
+      return { 0, pending, 'scheduled' }
+    end
   end
   if ikey ~= '' then
     local other = rcall('HGET', root .. ':ik:' .. wf, ikey)
