@@ -92,6 +92,14 @@ class ProfileChanged {
   }
 }
 
+@Workflow('profile-parent')
+@Injectable()
+class ProfileParent {
+  async execute(ctx: WorkflowContext<{ user: string; version: number }>) {
+    return ctx.step.runWorkflow('sync', ProfileChanged, ctx.input);
+  }
+}
+
 @Workflow('bursty', { debounce: { key: () => 'all', periodMs: 300, maxWaitMs: 700 } })
 @Injectable()
 class Bursty {
@@ -266,6 +274,17 @@ describe('flow control (e2e, real Redis)', () => {
     const later = await app.client.emit(ProfileChanged, { user: 'u1', version: 101 });
     expect(later.id).not.toBe(handles[0].id);
     expect(await suite.direct.keys(`{${prefix}:*}:db:*`)).toHaveLength(1);
+  }, 30_000);
+
+  it('a parent whose child emit joins a pending debounced run gets that run\'s outcome', async () => {
+    const prefix = uniquePrefix('debounce-child');
+    log = prefix;
+    const [app] = await started([await startApp({ connection: suite.redis.url, prefix }, [ProfileChanged, ProfileParent])]);
+    const pending = await app.client.emit(ProfileChanged, { user: 'p', version: 1 });
+    const parent = await app.client.emit(ProfileParent, { user: 'p', version: 2 });
+    expect(await parent.result({ timeoutMs: 10_000 })).toBe(2);
+    expect(await pending.result({ timeoutMs: 1_000 })).toBe(2);
+    expect((await app.client.listRuns({ workflow: 'profile-changed' })).runs).toHaveLength(1);
   }, 30_000);
 
   it('debounce.maxWaitMs starts a run of a steady stream of emits at most that long after its first', async () => {
