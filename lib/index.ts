@@ -4,6 +4,7 @@ export { Workflow, Step, OnFailure } from './decorators/index.js';
 export { currentStep } from './execution/execution-scope.js';
 export { runInline } from './execution/inline-runner.js';
 export type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from './interfaces/inline.interfaces.js';
+export type { FaultInjection, FaultKind, InjectedFault } from './interfaces/fault-injection.interfaces.js';
 export * from './errors/index.js';
 export type * from './interfaces/module-options.interface.js';
 export type * from './interfaces/workflow.interfaces.js';

@@ -3,6 +3,7 @@ import type { WorkflowModuleOptions } from './interfaces/module-options.interfac
 import { assertKeySegment } from './redis/keys.js';
 import { resolveMetricsOption } from './observability/metrics/metrics-options.js';
 import { DEFAULTS } from './workflow.constants.js';
+import { FaultInjector } from './execution/fault-injector.js';
 
 /** The module's options with defaults applied and checked once, at start. */
 export interface WorkflowSettings {
@@ -17,6 +18,8 @@ export interface WorkflowSettings {
   maxStepsPerRun: number;
   trustedLibraryHashes: string[];
   metrics: ReturnType<typeof resolveMetricsOption>;
+  /** The `faults` option, for tests: one injector per app, so each fault fires once per run. */
+  faults?: FaultInjector;
   partitions(queue: string): number;
   /** queues.<name>.concurrency: runs of the queue executing at once, cluster-wide (0 = unlimited). */
   queueConcurrency(queue: string): number;
@@ -91,6 +94,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     maxStepsPerRun: Math.floor(number(options.maxStepsPerRun, DEFAULTS.maxStepsPerRun, 'maxStepsPerRun', 1)),
     trustedLibraryHashes,
     metrics: resolveMetricsOption(options.metrics),
+    faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
     queueConcurrency: (queue) => queueConcurrency.get(queue) ?? 0,
   };

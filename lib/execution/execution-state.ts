@@ -15,6 +15,7 @@ import { Saga } from './saga.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
 import { Waits } from './waits.js';
+import type { FaultInjector } from './fault-injector.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
 
@@ -32,6 +33,8 @@ export interface ExecutionSettings {
   refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+  /** The module's `faults` option (tests only). */
+  faults?: FaultInjector;
 }
 
 /** A claim made together with a completion; `settle` gets the runs it claimed (none if the call failed). */

@@ -11,7 +11,10 @@ import {
   WorkflowConfigurationError,
   WorkflowError,
   InvalidArgumentError,
+  LeaseLostError,
 } from '../errors/workflow.errors.js';
+import { FaultInjector, InjectedFaultStop } from './fault-injector.js';
+import type { FaultKind } from '../interfaces/fault-injection.interfaces.js';
 import { mayRetryStep } from './retry-policy.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type {
@@ -47,7 +50,15 @@ export async function runInline<H extends WorkflowHandler<any, any>>(
   handler: H,
   options: InlineOptions<InputData<HandlerInput<H>>>,
 ): Promise<InlineResult<HandlerOutput<H>>> {
-  return new InlineRun(handler, options, undefined).execute() as Promise<InlineResult<HandlerOutput<H>>>;
+  const faults = options?.faults !== undefined ? new FaultInjector(options.faults, 'runInline option faults') : undefined;
+  const result = await new InlineRun(handler, options, undefined, faults).execute();
+  const unfired = faults?.unfired() ?? [];
+  if (unfired.length > 0) {
+    (options.logger ?? new Logger('runInline')).warn(
+      `runInline faults named step(s) ${unfired.map((s) => `'${s}'`).join(', ')} that never executed: check the names (a @Step's name, or ctx.step.run's first argument).`,
+    );
+  }
+  return result as InlineResult<HandlerOutput<H>>;
 }
 
 interface Memo {
@@ -76,11 +87,14 @@ class InlineRun implements DurableExecution {
   private fatal?: Error;
   /** The validated input of the last attempt: what @OnFailure receives, as in the engine. */
   private input?: unknown;
+  /** An injected crash or lease loss stopped this execution: the handler's later calls see it too. */
+  private stopped?: InjectedFaultStop;
 
   constructor(
     private readonly handler: WorkflowHandler,
     private readonly inline: InlineOptions<unknown>,
     private readonly parentId: string | undefined,
+    private readonly faults: FaultInjector | undefined,
   ) {
     if (!handler || typeof handler.execute !== 'function') {
       throw new WorkflowConfigurationError('runInline needs a workflow instance with an execute(ctx) method, e.g. moduleRef.get(CheckoutWorkflow).');
@@ -108,11 +122,18 @@ class InlineRun implements DurableExecution {
         this.occurrences = new Map();
         this.compensations = [];
         this.fatal = undefined;
+        this.stopped = undefined;
         try {
           const output = await this.executeAttempt(inputText);
           return this.result({ succeeded: true, output });
         } catch (error) {
           if (error instanceof WorkflowConfigurationError) throw error;
+          if (error instanceof InjectedFaultStop && !this.controller.signal.aborted) {
+            // The engine executes the run again from its records, as after a crash: not a failed attempt.
+            this.logger.warn(`${error.message}; executing the run again from its recorded steps`);
+            this.attempt -= 1;
+            continue;
+          }
           const final =
             error instanceof NonRetriableError ||
             error instanceof NonDeterminismError ||
@@ -158,6 +179,7 @@ class InlineRun implements DurableExecution {
     };
     const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
     const output = await raceAbort(work, this.controller.signal);
+    if (this.stopped) throw this.stopped;
     if (this.fatal) throw this.fatal;
     const text = toPayload(output, `The output of workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
     return fromPayload(text);
@@ -173,6 +195,7 @@ class InlineRun implements DurableExecution {
     return this.durable(request.name, request.kind, request.fingerprint, override.found, async (field, entry) => {
       const idempotencyKey = `${this.runId}:${field}`;
       const maxTries = 1 + Math.max(0, request.retries ?? 0);
+      const faults = this.faults?.take(this.runId, request.name) ?? NO_FAULTS;
       for (let attempt = 1; ; attempt += 1) {
         entry.attempts += 1;
         const stepController = new AbortController();
@@ -186,13 +209,13 @@ class InlineRun implements DurableExecution {
               )
             : undefined;
         const step: StepContext = { idempotencyKey, signal: stepController.signal, attempt: entry.attempts };
+        const call = () => executionScope.run({ execution: this, step }, () => Promise.resolve().then(() => fn(step)));
         try {
-          const value = await raceAbort(
-            executionScope.run({ execution: this, step }, () => Promise.resolve().then(() => fn(step))),
-            stepController.signal,
-          );
+          if (faults.length > 0 && attempt === 1) return await this.withFaults(faults, request.name, call, stepController, entry);
+          const value = await raceAbort(call(), stepController.signal);
           return toPayload(value, `The result of step '${request.name}'`, this.maxPayloadBytes);
         } catch (error) {
+          if (error instanceof InjectedFaultStop) throw (this.stopped = error);
           if (this.controller.signal.aborted || !mayRetryStep(request, error, attempt, attempt < maxTries)) throw error;
           this.logger.warn(`Step '${request.name}' attempt ${attempt} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
         } finally {
@@ -201,6 +224,34 @@ class InlineRun implements DurableExecution {
         }
       }
     }, request.compensate as ((result: unknown) => unknown) | undefined) as Promise<T>;
+  }
+
+  /**
+   * One execution of a step under injected faults, as the engine would meet them: a lease lost while the
+   * function runs (its signal aborts, nothing is recorded), a duplicate delivery (the function runs twice,
+   * the first result stands), a crash after the function returned (nothing is recorded). A stop is thrown
+   * as InjectedFaultStop, which makes execute() run the handler again from the recorded steps.
+   */
+  private async withFaults(
+    faults: FaultKind[],
+    name: string,
+    call: () => Promise<unknown>,
+    stepController: AbortController,
+    entry: InlineStep,
+  ): Promise<string | undefined> {
+    if (faults.includes('loseLeaseAt')) {
+      const work = call();
+      stepController.abort(new LeaseLostError(`Fault injection: this worker lost the lease of run ${this.runId} at step '${name}'.`));
+      await work.catch(() => undefined);
+      throw new InjectedFaultStop('loseLeaseAt', name);
+    }
+    const value = await raceAbort(call(), stepController.signal);
+    if (faults.includes('repeatStep')) {
+      entry.attempts += 1;
+      await call().catch((error: unknown) => this.logger.warn(`Fault injection: the repeated execution of step '${name}' threw (${describeError(error)})`));
+    }
+    if (faults.includes('crashAfterStep')) throw new InjectedFaultStop('crashAfterStep', name);
+    return toPayload(value, `The result of step '${name}'`, this.maxPayloadBytes);
   }
 
   /**
@@ -216,6 +267,7 @@ class InlineRun implements DurableExecution {
     compensate?: (result: unknown) => unknown,
   ): Promise<unknown> {
     if (this.controller.signal.aborted) throw this.controller.signal.reason;
+    if (this.stopped) throw this.stopped;
     const field = this.nextField(name);
     const recorded = this.memo.get(field);
     if (recorded) {
@@ -246,6 +298,7 @@ class InlineRun implements DurableExecution {
       if (compensate) this.compensations.push({ field, run: () => compensate(value) });
       return value;
     } catch (error) {
+      if (error instanceof InjectedFaultStop) throw error;
       entry.status = 'failed';
       entry.error = error instanceof Error ? error : new WorkflowError(describeError(error));
       throw error;
@@ -287,7 +340,7 @@ class InlineRun implements DurableExecution {
         return toPayload(value, `The override of step '${name}'`, this.maxPayloadBytes);
       }
       const handler = this.resolveChild(name, workflow);
-      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId).execute();
+      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId, this.faults).execute();
       entry.child = result;
       if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
       if (!result.succeeded) {
@@ -389,9 +442,12 @@ class InlineRun implements DurableExecution {
       ...outcome,
       attempts: this.attempt,
       steps: [...this.entries.values()],
+      ...(this.faults ? { injectedFaults: this.faults.injected.filter((f) => f.runId === this.runId) } : {}),
     };
   }
 }
+
+const NO_FAULTS: FaultKind[] = [];
 
 /** As the engine: a compensation is tried this many times (inline without the pause between tries). */
 const COMPENSATION_TRIES = 3;

@@ -12,6 +12,7 @@ import type { ExecutionState } from './execution-state.js';
 import { encodeStepRecord, parseStepField, type StepRecord, type StoredStep } from './step-record.js';
 import { EndOfRecords } from './suspension.js';
 import { StepCallContext } from './user-contexts.js';
+import { injectFaults, injectFaultsAfter } from './worker-faults.js';
 
 /**
  * The durable steps of one execution (ctx.step.run and @Step methods called from the handler; a @Step
@@ -77,7 +78,7 @@ export class StepAttempts {
    */
   private executeStep<T>(field: string, request: StepRequest<T>, previous: StoredStep | undefined): T | Promise<T> {
     const run = this.run;
-    if (previous || request.timeoutMs !== undefined || run.observation) return this.executeAttempts(field, request, previous);
+    if (previous || request.timeoutMs !== undefined || run.observation || run.settings.faults) return this.executeAttempts(field, request, previous);
     const startedAt = run.nextStartTime();
     const step = new StepCallContext(`${run.id}:${field}`, 1, run);
     let outcome: T | Promise<T>;
@@ -117,6 +118,7 @@ export class StepAttempts {
     const previousAttempts = previous?.state === 'F' ? (previous.record.a ?? 0) : 0;
     const startedAt = first?.startedAt ?? run.nextStartTime();
     const observed = run.observation?.step(request.name, parseStepField(field).occurrence, request.kind);
+    const faults = run.settings.faults?.take(run.id, request.name);
     for (let attempt = 1; ; attempt += 1) {
       let error: unknown;
       if (attempt === 1 && first) error = first.error;
@@ -137,8 +139,10 @@ export class StepAttempts {
         const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? run);
         try {
           const call = () => executionScope.run({ execution: run, step: stepContext }, () => settle(() => request.fn(stepContext)));
+          if (faults?.length && attempt === 1) await injectFaults(run, faults, request.name, call);
           const work = observed ? observed.within(call) : call();
           const value = await (stepController ? raceAbort(work, stepController.signal) : run.untilAborted(work));
+          if (faults?.length && attempt === 1) await injectFaultsAfter(run, faults, request.name, call);
           return await this.recordSuccess(field, request, value, { attempts: previousAttempts + attempt, startedAt, generation, observed });
         } catch (thrown) {
           error = thrown;

@@ -1,5 +1,6 @@
 import type { LoggerService } from '@nestjs/common';
 import type { WorkflowHandler } from './workflow.interfaces.js';
+import type { FaultInjection, InjectedFault } from './fault-injection.interfaces.js';
 
 /** The options and result of runInline (lib/execution/inline-runner.ts), for unit tests of a workflow. */
 
@@ -32,6 +33,10 @@ export interface InlineOptions<I = unknown> {
   maxPayloadBytes?: number;
   /** Default: a Nest Logger named after the run. */
   logger?: LoggerService;
+  /** Crashes, duplicate deliveries and lost leases at the steps you name, as the engine would meet them
+   *  (see FaultInjection): to prove that the workflow's steps are idempotent. A named step that never
+   *  executes is logged as a warning. */
+  faults?: FaultInjection;
 }
 
 /** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
@@ -67,4 +72,6 @@ export interface InlineResult<O = unknown> {
   steps: InlineStep[];
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
+  /** With `faults`: the faults that fired in this run, in order. */
+  injectedFaults?: InjectedFault[];
 }

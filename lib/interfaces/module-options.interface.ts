@@ -2,6 +2,7 @@ import type { ModuleMetadata, Type, InjectionToken, OptionalFactoryDependency } 
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { WorkflowTracingOptions } from '../observability/tracing.js';
 import type { WorkflowMetricsOptions } from '../observability/metrics/metrics-options.js';
+import type { FaultInjection } from './fault-injection.interfaces.js';
 
 export type WorkflowConnection =
   | string
@@ -64,6 +65,10 @@ export interface WorkflowModuleOptions {
    *  in prom-client's global registry (the one @willsoto/nestjs-prometheus serves); `{ registry, prefix }`
    *  picks another registry or prefixes the names. Default: off, and prom-client is never imported. */
   metrics?: boolean | WorkflowMetricsOptions;
+  /** For integration tests only: crashes, duplicate deliveries and lost leases at the steps named, made to
+   *  happen by this app's worker against the real Redis (see FaultInjection and docs/testing.md). A start
+   *  with faults set logs a warning. Default: none. */
+  faults?: FaultInjection;
 }
 
 export interface WorkflowOptionsFactory {

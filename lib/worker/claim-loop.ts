@@ -171,6 +171,7 @@ export class ClaimLoop {
           leaseMs: state.settings.leaseMs,
           maxStepsPerRun: settings.maxStepsPerRun,
           observer: this.observer,
+          faults: settings.faults,
           refill: () => this.refill(shard),
         }),
       );

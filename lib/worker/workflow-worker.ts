@@ -85,6 +85,9 @@ export class WorkflowWorker {
       }
     }
     if (this.registry.all().length === 0) return;
+    if (this.redis.settings.faults) {
+      this.logger.warn('The faults option is set: this worker injects crashes, duplicate deliveries and lost leases at the steps it names. It is for tests only; remove it outside tests.');
+    }
     this.state.running = true;
     // Leases and run deadlines are written by claims, which announce nothing: a worker sees them at its
     // next tick, which must therefore come before the shortest of them can expire.

@@ -220,12 +220,62 @@ describe('POST /orders (e2e: HTTP app, real Redis)', () => {
 });
 // #endregion
 
+// #region recipe:faults
+describe('CheckoutWorkflow under injected faults', () => {
+  it('charges once although the worker crashes after the charge (runInline)', async () => {
+    const moduleRef = await Test.createTestingModule({ providers: [CheckoutWorkflow, PaymentsService, StockService] }).compile();
+    const keys = new Set<string>();
+    const capture = jest.spyOn(moduleRef.get(PaymentsService), 'capture').mockImplementation(async (orderId, amount, idempotencyKey) => {
+      keys.add(idempotencyKey); // the provider books one charge per idempotency key
+      return { chargeId: `ch_${orderId}`, amount, idempotencyKey };
+    });
+
+    const result = await runInline(moduleRef.get(CheckoutWorkflow), {
+      input: { orderId: 'o6', amount: 20 },
+      faults: { crashAfterStep: ['charge'], repeatStep: ['reserve-stock'] },
+    });
+
+    expect(result.succeeded).toBe(true);
+    expect(result.injectedFaults?.map((f) => `${f.fault}:${f.step}`)).toEqual(['crashAfterStep:charge', 'repeatStep:reserve-stock']);
+    expect(capture).toHaveBeenCalledTimes(2); // the crash made the step run again...
+    expect(keys.size).toBe(1); // ...with the same idempotency key: one charge
+  });
+
+  it('charges once although the worker crashes after the charge (real module, real Redis)', async () => {
+    const redis = await startPrivateRedis();
+    const keys = new Set<string>();
+    const payments = {
+      capture: jest.fn(async (orderId: string, _amount: number, idempotencyKey: string) => {
+        keys.add(idempotencyKey);
+        return { chargeId: `ch_${orderId}` };
+      }),
+      refund: jest.fn(),
+    };
+    const moduleRef = await Test.createTestingModule({
+      imports: [WorkflowModule.forRoot({ connection: redis.url, faults: { crashAfterStep: ['charge'] } })],
+      providers: [CheckoutWorkflow, StockService, { provide: PaymentsService, useValue: payments }],
+    }).compile();
+    await moduleRef.init();
+    try {
+      const output = await moduleRef.get(WorkflowClient).run(CheckoutWorkflow, { orderId: 'o7', amount: 5 }, { timeoutMs: 10_000 });
+
+      expect(output).toEqual({ chargeId: 'ch_o7', reservationId: 'res_o7' });
+      expect(payments.capture).toHaveBeenCalledTimes(2);
+      expect(keys.size).toBe(1);
+    } finally {
+      await moduleRef.close();
+      await redis.stop();
+    }
+  });
+});
+// #endregion
+
 describe('docs/testing.md', () => {
   it('shows each recipe of this file verbatim', async () => {
     const guide = await readFile(new URL('../../docs/testing.md', import.meta.url), 'utf8');
     const source = await readFile(new URL(import.meta.url), 'utf8');
     const regions = [...source.matchAll(/^\/\/ #region recipe:(\S+)\n([\s\S]*?)^\/\/ #endregion$/gm)];
-    expect(regions.map((r) => r[1])).toEqual(['imports', 'app', 'unit', 'redis', 'integration', 'e2e']);
+    expect(regions.map((r) => r[1])).toEqual(['imports', 'app', 'unit', 'redis', 'integration', 'e2e', 'faults']);
     for (const [, name, code] of regions) {
       const shown = code.replace("'../../lib/index.js'", "'nestjs-redis-workflows'");
       if (!guide.includes(shown)) throw new Error(`docs/testing.md does not show recipe '${name}' as it is in ${new URL(import.meta.url).pathname}`);
