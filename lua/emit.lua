@@ -105,13 +105,14 @@ local function emit(keys, argv, at)
   else
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
-  if fkey then rcall('HSET', run, 'fk', fkey, 'fq', argv[14]) end
+  -- a run due later gets its flow fields now, and its slot when it comes due (ready_run)
+  if fkey and status == 'scheduled' then rcall('HSET', run, 'fk', fkey, 'fq', argv[14]) end
   if dkey then debounce_open(root, wf, dkey, id, now) end
   count_move(root, wf, id, nil, status)
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   elseif fkey then
-    flow_enqueue(root, id, wf, fkey, argv[14], priority, now, now)
+    flow_enqueue(root, id, wf, fkey, argv[14], priority, now, now, true)
   else
     make_ready(root, id, wf, priority, now)
   end

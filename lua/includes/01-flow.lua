@@ -12,11 +12,11 @@
 --   <root>:f:<wf>:<key>   the key's state (hash, created on demand, deleted when the key has no runs):
 --                         'n' runs holding a slot (in the ready set or executing), 'p' of them in the ready
 --                         set (kept for capped keys only, see below), 'q' the spec, 'b' why held runs
---                         wait ('' | 'concurrency' | 'rateLimit'), 'c' how many were counted under 'b'
+--                         wait now ('' | 'concurrency' | 'rateLimit')
 --   <root>:fh:<wf>:<key>  held runs (zset, ready-set scores: priority, then time)
 --   <root>:fr:<wf>:<key>  start times of the last `limit` claims (list, newest first), expires after
 --                         the period: a sliding log, so that no `periodMs` window ever sees more starts
---   <root>:hb:<wf>        held runs per reason (hash): what stats show
+--   <root>:hb:<wf>        held runs per reason (hash): what stats show (see held_reason)
 -- Run hash: 'fk' the key, 'fq' the spec, 'fs' the slot: 'h' held, 'p' admitted and in the ready set
 -- (capped keys), '1' holds a slot.
 -- Spec text (made by the client): '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>'.
@@ -44,7 +44,7 @@ end
 
 -- Why the key cannot take another run into the ready set now: 'concurrency', 'rateLimit' (and when its
 -- window opens), 'turn' (a capped key's run is in the ready set already), or nil.
-local function flow_block(state_key, log_key, q, n, p, now)
+local function flow_block(log_key, q, n, p, now)
   local climit, rlimit, period, fair = flow_spec(q)
   if climit > 0 and n >= climit then return 'concurrency' end
   if rlimit > 0 then
@@ -55,17 +55,30 @@ local function flow_block(state_key, log_key, q, n, p, now)
   return nil
 end
 
--- Moves the key's held runs to the ready set while it has room, keeps the per-reason counts right, wakes
--- the key when its rate window opens, and deletes the key's state when it has no runs. O(runs admitted).
-local function flow_settle(root, wf, key, now)
-  local state_key, held_key, log_key = flow_key(root, wf, key), flow_held_key(root, wf, key), flow_log_key(root, wf, key)
-  local s = rcall('HMGET', state_key, 'n', 'p', 'q', 'b', 'c')
-  local n, p, q = tonumber(s[1]) or 0, tonumber(s[2]) or 0, s[3]
+-- What getStats counts a held run under: its spec's limit, fixed for the run's stay in the held set (the
+-- reason a key's runs wait now, which changes with time, is the key's 'b', read by getRun). A fair key's
+-- runs waiting their turn are not counted: they are queued as any run is.
+local function held_reason(q)
+  local climit, rlimit = flow_spec(q)
+  if climit > 0 then return 'concurrency' end
+  if rlimit > 0 then return 'rateLimit' end
+  return nil
+end
+
+-- Moves the key's held runs to the ready set while it has room, records why the rest wait, wakes the key
+-- when its rate window opens, and deletes the key's state when it has no runs. `s`: the key's state as
+-- read (HMGET n, p, q, b), with n and p already changed by the caller (`changed`: whether they were).
+-- O(runs admitted); a key whose held set is empty costs no command for it (a run is held only while its
+-- key is blocked, so a key with room has none).
+local function flow_settle(root, wf, key, now, n, p, q, old_reason, changed)
+  local state_key, held_key = flow_key(root, wf, key), flow_held_key(root, wf, key)
   local _, rlimit, _, fair = flow_spec(q)
   local capped = fair or rlimit > 0
+  local counted = held_reason(q)
   local reason, opens
+  local admitted = 0
   for _ = 1, FLOW_ADMIT_PER_CALL do
-    reason, opens = flow_block(state_key, log_key, q, n, p, now)
+    reason, opens = flow_block(flow_log_key(root, wf, key), q, n, p, now)
     if reason then break end
     local head = rcall('ZPOPMIN', held_key)
     if not head[1] then break end
@@ -76,35 +89,74 @@ local function flow_settle(root, wf, key, now)
     end
     n = n + 1
     if capped then p = p + 1 end
+    changed = true
+    admitted = admitted + 1
     rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
     local ready = ready_key(root, wf)
     rcall('ZADD', ready, ms(score), id)
     notify_if_was_empty(root, ready, 1)
   end
-  local held = rcall('ZCARD', held_key)
-  if held == 0 or reason == 'turn' then reason = '' end
-  if n <= 0 and p <= 0 and held == 0 then
-    if s[4] and s[4] ~= '' and tonumber(s[5]) then rcall('HINCRBY', held_counts_key(root, wf), s[4], -tonumber(s[5])) end
+  if admitted > 0 and counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -admitted) end
+  if reason == 'turn' then reason = '' end
+  reason = reason or ''
+  if n <= 0 and p <= 0 and rcall('EXISTS', held_key) == 0 then
     rcall('DEL', state_key)
     return
   end
-  local counts = held_counts_key(root, wf)
-  if (s[4] or '') ~= reason or tonumber(s[5] or '0') ~= (reason == '' and 0 or held) then
-    if s[4] and s[4] ~= '' and tonumber(s[5]) and tonumber(s[5]) ~= 0 then rcall('HINCRBY', counts, s[4], -tonumber(s[5])) end
-    if reason ~= '' then rcall('HINCRBY', counts, reason, held) end
+  if changed and reason ~= (old_reason or '') then
+    rcall('HSET', state_key, 'n', n, 'p', p, 'b', reason)
+  elseif changed then
+    rcall('HSET', state_key, 'n', n, 'p', p)
+  elseif reason ~= (old_reason or '') then
+    rcall('HSET', state_key, 'b', reason)
   end
-  rcall('HSET', state_key, 'n', n, 'p', p, 'b', reason, 'c', reason == '' and 0 or held)
-  if reason == 'rateLimit' and held > 0 then schedule_timer(root, flow_timer_member(wf, key), opens) end
+  if reason == 'rateLimit' and opens then schedule_timer(root, flow_timer_member(wf, key), opens) end
 end
 
--- A run of a flow key becomes queued (emitted, woken, retried): into its key's held set, then as many
--- held runs as the key has room for go to the ready set (in order, so this one waits behind earlier ones).
+-- The key's state: n, p (numbers), q, b.
+local function flow_state(root, wf, key)
+  local s = rcall('HMGET', flow_key(root, wf, key), 'n', 'p', 'q', 'b')
+  return tonumber(s[1]) or 0, tonumber(s[2]) or 0, s[3], s[4]
+end
+
+-- A run of a flow key becomes queued (emitted, woken, retried): to the ready set at once when its key has
+-- room (then no run of the key is held, so none is passed), else into the key's held set.
 -- `q`: the spec, stored on the key (the newest emit's wins: a changed option applies from then on).
-local function flow_enqueue(root, id, wf, key, q, priority, at, now)
+-- `fresh`: a new run (wf1_emit), whose flow fields are written here with its slot.
+local function flow_enqueue(root, id, wf, key, q, priority, at, now, fresh)
+  local run = run_key(root, id)
+  local n, p, old_q, old_reason = flow_state(root, wf, key)
+  local state_key = flow_key(root, wf, key)
+  local reason, opens = flow_block(flow_log_key(root, wf, key), q, n, p, now)
+  if not reason then
+    local _, rlimit, _, fair = flow_spec(q)
+    local capped = fair or rlimit > 0
+    if fresh then
+      rcall('HSET', run, 'fk', key, 'fq', q, 'fs', capped and 'p' or '1')
+    else
+      rcall('HSET', run, 'fs', capped and 'p' or '1')
+    end
+    if capped then
+      rcall('HSET', state_key, 'n', n + 1, 'p', p + 1, 'q', q)
+    elseif old_q ~= q then
+      rcall('HSET', state_key, 'n', n + 1, 'q', q)
+    else
+      rcall('HINCRBY', state_key, 'n', 1)
+    end
+    make_ready(root, id, wf, priority, at)
+    return
+  end
   rcall('ZADD', flow_held_key(root, wf, key), ms(ready_score(priority, at)), id)
-  rcall('HSET', run_key(root, id), 'fs', 'h')
-  rcall('HSET', flow_key(root, wf, key), 'q', q)
-  flow_settle(root, wf, key, now)
+  if fresh then
+    rcall('HSET', run, 'fk', key, 'fq', q, 'fs', 'h')
+  else
+    rcall('HSET', run, 'fs', 'h')
+  end
+  local counted = held_reason(q)
+  if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, 1) end
+  if reason == 'turn' then reason = '' end
+  if old_q ~= q or reason ~= (old_reason or '') then rcall('HSET', state_key, 'q', q, 'b', reason) end
+  if reason == 'rateLimit' then schedule_timer(root, flow_timer_member(wf, key), opens) end
 end
 
 -- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
@@ -120,19 +172,22 @@ end
 flow_release = function(root, id, wf, now)
   if rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs', 'dk')
+  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq')
   if f[3] then debounce_close(root, wf, id, f[3]) end
   if not f[2] then return end
   local key = f[1]
   rcall('HDEL', run, 'fs')
-  local state_key = flow_key(root, wf, key)
+  local n, p, q, reason = flow_state(root, wf, key)
+  q = q or f[4]
   if f[2] == 'h' then
     rcall('ZREM', flow_held_key(root, wf, key), id)
+    local counted = held_reason(f[4])
+    if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -1) end
+    flow_settle(root, wf, key, now, n, p, q, reason, false)
   else
-    rcall('HINCRBY', state_key, 'n', -1)
-    if f[2] == 'p' then rcall('HINCRBY', state_key, 'p', -1) end
+    if f[2] == 'p' then p = p - 1 end
+    flow_settle(root, wf, key, now, n - 1, p, q, reason, true)
   end
-  flow_settle(root, wf, key, now)
 end
 
 -- A run of a capped key was claimed (claim_runs, for the workflows a worker marks as flow-controlled):
@@ -150,11 +205,12 @@ local function flow_claimed(root, id, wf, now)
     rcall('LTRIM', log_key, 0, rlimit - 1)
     rcall('PEXPIRE', log_key, period)
   end
+  local n, p, q, reason = flow_state(root, wf, key)
   if f[2] == 'p' then
     rcall('HSET', run, 'fs', '1')
-    rcall('HINCRBY', flow_key(root, wf, key), 'p', -1)
+    p = p - 1
   end
-  flow_settle(root, wf, key, now)
+  flow_settle(root, wf, key, now, n, p, q or f[3], reason, f[2] == 'p')
 end
 
 -- A key's rate window opened (its ':timers' member came due): admit what the key has room for.
@@ -164,7 +220,8 @@ local function flow_timer_due(root, member, now)
   if not length then return false end
   local wf = string.sub(member, from, from + tonumber(length) - 1)
   local key = string.sub(member, from + tonumber(length))
-  flow_settle(root, wf, key, now)
+  local n, p, q, reason = flow_state(root, wf, key)
+  if q then flow_settle(root, wf, key, now, n, p, q, reason, false) end
   return true
 end
 
