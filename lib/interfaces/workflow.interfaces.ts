@@ -39,15 +39,13 @@ export interface WorkflowOptions {
   cron?: CronTrigger[];
   /** Whole-run deadline; the run fails with TimeoutError. */
   timeoutMs?: number;
+  // Key functions take `any`: a function typed with the workflow's own input must be assignable here.
   /** At most `limit` runs per key execute at once, across all workers (README "Flow control"). */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the key function takes the workflow's own input type
   concurrency?: { key: (input: any) => string; limit: number };
   /** At most `limit` runs start per `periodMs` (per key when `key` is given), in any window of that length. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as concurrency.key
   rateLimit?: { key?: (input: any) => string; limit: number; periodMs: number };
   /** Emits of one key within `periodMs` of each other collapse into one run, which starts `periodMs`
    *  after the last of them (at most `maxWaitMs` after the first) with the latest input. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as concurrency.key
   debounce?: { key: (input: any) => string; periodMs: number; maxWaitMs?: number };
   /** Round-robin between the concurrency key's (else the rateLimit key's) runs: one key's backlog cannot
    *  starve the others. */
