@@ -5,6 +5,7 @@ export { currentStep } from './execution/execution-scope.js';
 export { runInline } from './execution/inline-runner.js';
 export type { InlineOptions, InlineResult, InlineStep, InlineStepKind, StepOverride } from './interfaces/inline.interfaces.js';
 export type { FaultInjection, FaultKind, InjectedFault } from './interfaces/fault-injection.interfaces.js';
+export type { RedisCompensation, RedisStepOptions, RedisTx, RedisTxValue } from './interfaces/redis-step.interfaces.js';
 export * from './errors/index.js';
 export type * from './interfaces/module-options.interface.js';
 export type * from './interfaces/workflow.interfaces.js';

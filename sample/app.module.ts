@@ -8,7 +8,7 @@ import { ImportXmlWorkflow } from './imports/import-xml.workflow.js';
 import { CheckoutWorkflow } from './orders/checkout.workflow.js';
 import { OrdersController } from './orders/orders.controller.js';
 import { PaymentsService } from './orders/payments.service.js';
-import { StockService } from './orders/stock.service.js';
+import { SHOP_REDIS_URL, StockService } from './orders/stock.service.js';
 
 export interface SampleOptions {
   /** Redis URL; default REDIS_URL or redis://127.0.0.1:6379. */
@@ -22,11 +22,12 @@ export interface SampleOptions {
 @Module({})
 export class AppModule {
   static register(options: SampleOptions = {}) {
+    const redisUrl = options.redisUrl ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
     return {
       module: AppModule,
       imports: [
         WorkflowModule.forRoot({
-          connection: options.redisUrl ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          connection: redisUrl,
           prefix: options.prefix ?? 'sample',
           worker: { concurrency: 10 },
           // Sample runs are throw-away: later sample runs sweep them after an hour.
@@ -39,6 +40,8 @@ export class AppModule {
       providers: [
         // Answers the library's errors over HTTP (400, 404, 409, 504, 500 for a failed run) for every controller.
         { provide: APP_FILTER, useClass: WorkflowHttpExceptionFilter },
+        // The shop's stock lives in the same Redis (see StockService).
+        { provide: SHOP_REDIS_URL, useValue: redisUrl },
         ...[StockService, PaymentsService, CheckoutWorkflow, CatalogService, ImportCatalogWorkflow, ImportRowWorkflow, ImportXmlWorkflow],
       ],
     };

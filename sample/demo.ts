@@ -59,6 +59,9 @@ export async function runDemo(app: INestApplication, log: (line: string) => void
     { orderId: `E-${batch}`, sku: 'chair', quantity: 4, amountCents: 51_600, paymentToken: 'tok_visa' },
   ];
 
+  const stock = app.get(StockService);
+  await stock.stockUp(orders.map((order) => order.sku));
+
   // The first order goes through the HTTP API, as a browser would send it; the others through the client.
   const [viaHttp, ...direct] = orders;
   const response = await fetch(`${baseUrl}/orders`, {
@@ -90,7 +93,8 @@ export async function runDemo(app: INestApplication, log: (line: string) => void
   return {
     outcomes,
     failureHooks: Object.fromEntries(workflow.failedOrders),
-    released: [...app.get(StockService).released],
+    // this batch's: the shop's list keeps those of earlier sample runs on the same Redis
+    released: (await stock.released()).filter((orderId) => orderId.endsWith(`-${batch}`)),
     imports,
   };
 }

@@ -8,6 +8,7 @@ import {
   NonRetriableError,
   CorruptedRunError,
   PayloadError,
+  RedisStepGuardError,
   TimeoutError,
   UnknownWorkflowError,
   WaitTimeoutError,
@@ -37,6 +38,7 @@ const KNOWN: Record<string, new (message: string) => Error> = {
   ChildWorkflowError,
   PayloadError,
   InvalidArgumentError,
+  RedisStepGuardError,
 };
 
 /**

@@ -64,6 +64,10 @@ export class LeaseLostError extends WorkflowError {}
  */
 export class CorruptedRunError extends NonRetriableError {}
 
+/** A Redis step's guard (tx.expect) did not hold when it committed: none of its commands ran. Retrying
+ *  the run runs the step again; catch it to take another path. */
+export class RedisStepGuardError extends NonRetriableError {}
+
 /** A replay reached a step whose recorded kind or fingerprint differs from what the code now asks. */
 export class NonDeterminismError extends WorkflowError {}
 

@@ -15,6 +15,7 @@ import { Saga } from './saga.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
 import { Waits } from './waits.js';
+import { RedisSteps } from './redis-steps.js';
 import type { FaultInjector } from './fault-injector.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
@@ -25,6 +26,8 @@ export interface ExecutionSettings {
   retentionMs: { succeeded: number; failed: number; canceled: number };
   children: ChildLauncher;
   shardRoot: string;
+  /** Where the run's Redis steps may write: keys outside the engine's prefix, in the run's slot on a Cluster. */
+  redisSteps?: { prefix: string; cluster: boolean };
   /** The lease the claim granted, in ms (renewed by the worker's heartbeats, see leaseRenewed). */
   leaseMs?: number;
   /** Most step records a run may have (every kind counts); past it the step fails the run. */
@@ -73,6 +76,7 @@ export abstract class ExecutionState implements DurableExecution {
   protected abortReason?: Error;
   private waitsPart?: Waits;
   private childrenPart?: Children;
+  private redisStepsPart?: RedisSteps;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
   /** Created when someone asks for the signal: most runs never do, and a controller per run costs. */
@@ -120,6 +124,11 @@ export abstract class ExecutionState implements DurableExecution {
   /** Child workflows, made on the first. */
   get children(): Children {
     return (this.childrenPart ??= new Children(this));
+  }
+
+  /** Redis steps (ctx.step.redis), made on the first. */
+  get redisSteps(): RedisSteps {
+    return (this.redisStepsPart ??= new RedisSteps(this));
   }
 
   /** Compensations and @OnFailure, made on the first compensated step or at the final failure. */

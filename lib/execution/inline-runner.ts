@@ -14,6 +14,8 @@ import {
   LeaseLostError,
 } from '../errors/workflow.errors.js';
 import { FaultInjector, InjectedFaultStop } from './fault-injector.js';
+import { RedisTxBuilder } from './redis-tx.js';
+import type { RedisCompensation, RedisStepOptions, RedisTx } from '../interfaces/redis-step.interfaces.js';
 import type { FaultKind } from '../interfaces/fault-injection.interfaces.js';
 import { mayRetryStep } from './retry-policy.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
@@ -175,6 +177,7 @@ class InlineRun implements DurableExecution {
         runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
+        redis: (name, build, opts) => this.redisStep(name, build, opts),
       },
     };
     const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
@@ -328,6 +331,39 @@ class InlineRun implements DurableExecution {
       const payload = typeof source === 'function' ? await (source as (o: WaitForEventOptions) => unknown)(opts) : source;
       return toPayload(payload ?? null, `The payload of event '${opts.event}'`, this.maxPayloadBytes);
     });
+  }
+
+  /**
+   * ctx.step.redis with no Redis: the commands are checked as the engine checks them, and the step's
+   * replies come from stepOverrides (a value, or a function given the queued `[command, key, ...args]`).
+   */
+  private redisStep(name: string, build: (tx: RedisTx) => void, opts: RedisStepOptions = {}): Promise<unknown[]> {
+    const queue = (step: string, fn: RedisCompensation, replies: unknown[]) => {
+      const builder = new RedisTxBuilder({ shardRoot: '{inline}', prefix: '\u0000', cluster: false, maxPayloadBytes: this.maxPayloadBytes, step });
+      if (typeof fn !== 'function') throw new InvalidArgumentError(`step.redis('${name}') needs a function that queues commands on tx.`);
+      fn(builder.tx, replies);
+      builder.plan();
+      return builder.queued();
+    };
+    let queued: string[][];
+    try {
+      queued = queue(name, build, []);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // The compensation's commands are checked as the engine would; with no Redis they are not run.
+    const compensate = opts?.compensate ? (replies: unknown) => void queue(`${name} (compensation)`, opts.compensate!, replies as unknown[]) : undefined;
+    const override = this.overrideFor(name);
+    return this.durable(name, 'redis', undefined, override.found, async (_field, entry) => {
+      entry.attempts += 1;
+      if (!override.found) {
+        throw new WorkflowConfigurationError(
+          `runInline has no Redis to run Redis step '${name}' on: give its replies in stepOverrides (e.g. { '${name}': [41] }, or a function of the queued commands), or test it with the module against a real Redis.`,
+        );
+      }
+      const replies = typeof override.value === 'function' ? await override.value(queued) : override.value;
+      return toPayload(replies, `The override of Redis step '${name}'`, this.maxPayloadBytes);
+    }, compensate) as Promise<unknown[]>;
   }
 
   private child(name: string, kind: 'child' | 'child-emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {

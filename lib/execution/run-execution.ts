@@ -190,6 +190,7 @@ export class RunExecution extends ExecutionState {
       runWorkflow: (name, workflow, input, opts) => this.children.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.children.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waits.waitForEvent(name, opts) as never,
+      redis: (name, build, opts) => this.redisSteps.execute(name, build, opts),
     });
     const start = () => executionScope.run({ execution: this }, () => settle(() => this.definition.instance.execute(ctx)));
     return this.observation ? this.observation.within(start) : start();

@@ -8,7 +8,10 @@ interface Compensation {
   field: string;
   name: string;
   record: StoredStep['record'];
-  run: () => unknown;
+  /** `compensated`: the record that marks the step compensated; a compensation that commits itself (a
+   *  Redis step's, whose commands and mark are one call) stores it, the others leave it to compensateOne. */
+  run: (compensated: string) => unknown;
+  commitsItself?: boolean;
 }
 
 const COMPENSATION_TRIES = 3;
@@ -34,6 +37,11 @@ export class Saga {
       record: stored?.record ?? { k: request.kind },
       run: () => request.compensate!(value),
     });
+  }
+
+  /** A Redis step with a compensation succeeded (or was replayed): `run` runs its commands and marks it compensated in one call. */
+  addSelfCommitting(field: string, name: string, record: StoredStep['record'], run: (compensated: string) => Promise<unknown>): void {
+    this.compensations.push({ field, name, record, run, commitsItself: true });
   }
 
   /** The compensations not yet committed as compensated, last first. */
@@ -71,9 +79,16 @@ export class Saga {
   /** Runs one compensation (a few tries) and commits it as compensated. False when the run was lost. */
   private async compensateOne(compensation: Compensation): Promise<boolean> {
     const run = this.run;
+    const current = run.journal.steps.get(compensation.field);
+    const record = JSON.stringify({
+      ...(current?.record ?? compensation.record),
+      s: 'compensated',
+      ...(current?.state === 'S' ? { sc: current.committedAt } : {}),
+    });
     for (let attempt = 1; attempt <= COMPENSATION_TRIES; attempt += 1) {
       try {
-        await compensation.run();
+        await compensation.run(record);
+        if (compensation.commitsItself) return true;
         break;
       } catch (error) {
         run.logger.error(`Compensation of step '${compensation.name}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describeError(error)}`);
@@ -82,12 +97,6 @@ export class Saga {
       }
     }
     if (run.state !== 'executing') return false;
-    const current = run.journal.steps.get(compensation.field);
-    const record = JSON.stringify({
-      ...(current?.record ?? compensation.record),
-      s: 'compensated',
-      ...(current?.state === 'S' ? { sc: current.committedAt } : {}),
-    });
     try {
       await run.commits.commit(compensation.field, 'C', record);
       return true;

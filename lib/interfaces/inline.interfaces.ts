@@ -40,7 +40,7 @@ export interface InlineOptions<I = unknown> {
 }
 
 /** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit';
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'redis';
 
 export interface InlineStep {
   name: string;

@@ -1,3 +1,4 @@
+import type { RedisStepOptions, RedisTx } from './redis-step.interfaces.js';
 import type { LoggerService, Type } from '@nestjs/common';
 
 export interface BackoffOptions {
@@ -141,6 +142,9 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /** A step whose effect is on this Redis: the commands `build` queues on `tx` run in the call that
+   *  commits the step, exactly once across crashes, retries and replays. Resolves with their replies. */
+  redis(name: string, build: (tx: RedisTx) => void, opts?: RedisStepOptions): Promise<unknown[]>;
 }
 
 export interface WorkflowContext<I = unknown> {

@@ -96,6 +96,13 @@ export type FailNext = 'retry' | 'finalize' | 'failed' | 'canceled' | 'hook-done
 
 export type CommitResult = { ok: true; committedAt?: number } | { ok: false; reason: string } | { ok: true; resolved: string };
 
+/** wf1_commit_redis_step's outcome: done (the replies as JSON), a record there already, a guard that did not hold, or refused. */
+export type RedisStepResult =
+  | { ok: true; committedAt: number; replies: string }
+  | { ok: true; resolved: string }
+  | { ok: true; guardFailedAt: number }
+  | { ok: false; reason: string };
+
 /**
  * The transitions of a run a worker holds, on the worker's hot path: claiming runs, committing a step,
  * completing (with a claim for the freed slot), failing, parking, and delivering the hand-off a transition
@@ -137,6 +144,31 @@ export abstract class RunTransitions extends WorkflowReads {
       [this.root(shard)],
       [runId, token, field, state, record, opts.hasCompensation ? '1' : '0', opts.ifOpen ? 'if-open' : '', opts.childId ?? ''],
       parseCommitReply,
+    );
+  }
+
+  /**
+   * A Redis step (ctx.step.redis): runs its commands and stores its record in one call, under the lease
+   * (lua/redis-step.lua). `recordHead`: the success record's JSON without its closing brace (the call adds
+   * the replies); `failureRecord`: stored instead when a guard does not hold. Safe to repeat: a step with
+   * a record runs nothing and answers the record. 'compensate': the commands of the step's compensation,
+   * and `recordHead` is the compensated record, stored in the same call.
+   */
+  commitRedisStep(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    field: string,
+    recordHead: string,
+    failureRecord: string,
+    plan: { keys: string[]; args: string[] },
+    mode: 'commit' | 'compensate' = 'commit',
+  ): Promise<RedisStepResult> {
+    return this.transition(
+      'wf1_commit_redis_step',
+      [this.root(shard), ...plan.keys],
+      [runId, token, field, recordHead, failureRecord, mode, ...plan.args],
+      parseRedisStepReply,
     );
   }
 
@@ -355,6 +387,14 @@ function parseCommitReply(raw: unknown): CommitResult {
   // Builds before 12 answer { 1 } without the server time of the commit.
   if (reply[0] === 1) return typeof reply[1] === 'number' ? { ok: true, committedAt: reply[1] } : { ok: true };
   return toResult(reply);
+}
+
+function parseRedisStepReply(raw: unknown): RedisStepResult {
+  const reply = raw as [number, (string | number)?, string?];
+  if (reply[0] === 1) return { ok: true, committedAt: Number(reply[1]), replies: reply[2] as string };
+  if (reply[0] === 2) return { ok: true, resolved: reply[1] as string };
+  if (reply[0] === 3) return { ok: true, guardFailedAt: Number(reply[1]) };
+  return { ok: false, reason: String(reply[1] ?? 'UNKNOWN') };
 }
 
 function toResult(reply: unknown): TransitionResult {

@@ -168,6 +168,7 @@ export class ClaimLoop {
           retentionMs: settings.retentionMs,
           children: this.client,
           shardRoot: shard.root,
+          redisSteps: { prefix: settings.prefix, cluster: state.redis.connections.isCluster },
           leaseMs: state.settings.leaseMs,
           maxStepsPerRun: settings.maxStepsPerRun,
           observer: this.observer,

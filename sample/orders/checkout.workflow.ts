@@ -19,9 +19,10 @@ export class CheckoutWorkflow implements WorkflowHandler<CheckoutDto, CheckoutRe
   async execute(ctx: WorkflowContext<CheckoutDto>): Promise<CheckoutResult> {
     const { orderId, sku, quantity, amountCents, paymentToken } = ctx.input;
 
-    // If a later step fails for good, the reservation is released (compensations run in reverse order).
-    const reservation = await ctx.step.run('reserve-stock', (s) => this.stock.reserve(sku, quantity, s.idempotencyKey), {
-      compensate: (reserved) => this.stock.release(reserved),
+    // A Redis step: the stock level and the reservation change in the call that commits the step, exactly
+    // once. If a later step fails for good, the compensation puts the stock back, also in one call.
+    await ctx.step.redis('reserve-stock', (tx) => this.stock.reserve(tx, orderId, sku, quantity), {
+      compensate: (tx) => this.stock.release(tx, orderId, sku, quantity),
     });
 
     const charge = await this.payments.charge(orderId, amountCents, paymentToken);
@@ -31,7 +32,7 @@ export class CheckoutWorkflow implements WorkflowHandler<CheckoutDto, CheckoutRe
       return new Date().toISOString();
     });
 
-    return { orderId, reservationId: reservation.reservationId, chargeId: charge.chargeId, confirmedAt };
+    return { orderId, reservationId: `res_${orderId}`, chargeId: charge.chargeId, confirmedAt };
   }
 
   @OnFailure()
