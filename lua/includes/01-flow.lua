@@ -67,10 +67,11 @@ end
 
 -- Moves the key's held runs to the ready set while it has room, records why the rest wait, wakes the key
 -- when its rate window opens, and deletes the key's state when it has no runs. `s`: the key's state as
--- read (HMGET n, p, q, b), with n and p already changed by the caller (`changed`: whether they were).
+-- read (HMGET n, p, q, b), with n and p already changed by the caller; `stored_n`, `stored_p`: as read, so
+-- that a release that admits the next run (n back where it was) writes nothing to the key.
 -- O(runs admitted); a key whose held set is empty costs no command for it (a run is held only while its
 -- key is blocked, so a key with room has none).
-local function flow_settle(root, wf, key, now, n, p, q, old_reason, changed)
+local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, stored_p)
   local state_key, held_key = flow_key(root, wf, key), flow_held_key(root, wf, key)
   local _, rlimit, _, fair = flow_spec(q)
   local capped = fair or rlimit > 0
@@ -89,7 +90,6 @@ local function flow_settle(root, wf, key, now, n, p, q, old_reason, changed)
     end
     n = n + 1
     if capped then p = p + 1 end
-    changed = true
     admitted = admitted + 1
     rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
     local ready = ready_key(root, wf)
@@ -103,6 +103,7 @@ local function flow_settle(root, wf, key, now, n, p, q, old_reason, changed)
     rcall('DEL', state_key)
     return
   end
+  local changed = n ~= stored_n or p ~= stored_p
   if changed and reason ~= (old_reason or '') then
     rcall('HSET', state_key, 'n', n, 'p', p, 'b', reason)
   elseif changed then
@@ -183,10 +184,9 @@ flow_release = function(root, id, wf, now)
     rcall('ZREM', flow_held_key(root, wf, key), id)
     local counted = held_reason(f[4])
     if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -1) end
-    flow_settle(root, wf, key, now, n, p, q, reason, false)
+    flow_settle(root, wf, key, now, n, p, q, reason, n, p)
   else
-    if f[2] == 'p' then p = p - 1 end
-    flow_settle(root, wf, key, now, n - 1, p, q, reason, true)
+    flow_settle(root, wf, key, now, n - 1, f[2] == 'p' and p - 1 or p, q, reason, n, p)
   end
 end
 
@@ -206,11 +206,12 @@ local function flow_claimed(root, id, wf, now)
     rcall('PEXPIRE', log_key, period)
   end
   local n, p, q, reason = flow_state(root, wf, key)
+  local stored_p = p
   if f[2] == 'p' then
     rcall('HSET', run, 'fs', '1')
     p = p - 1
   end
-  flow_settle(root, wf, key, now, n, p, q or f[3], reason, f[2] == 'p')
+  flow_settle(root, wf, key, now, n, p, q or f[3], reason, n, stored_p)
 end
 
 -- A key's rate window opened (its ':timers' member came due): admit what the key has room for.
@@ -221,7 +222,7 @@ local function flow_timer_due(root, member, now)
   local wf = string.sub(member, from, from + tonumber(length) - 1)
   local key = string.sub(member, from + tonumber(length))
   local n, p, q, reason = flow_state(root, wf, key)
-  if q then flow_settle(root, wf, key, now, n, p, q, reason, false) end
+  if q then flow_settle(root, wf, key, now, n, p, q, reason, n, p) end
   return true
 end
 
