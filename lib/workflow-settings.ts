@@ -4,6 +4,7 @@ import { assertKeySegment } from './redis/keys.js';
 import { resolveMetricsOption } from './observability/metrics/metrics-options.js';
 import { DEFAULTS } from './workflow.constants.js';
 import { FaultInjector } from './execution/fault-injector.js';
+import type { PayloadCodec } from './codecs/payload-codec.js';
 
 /** The module's options with defaults applied and checked once, at start. */
 export interface WorkflowSettings {
@@ -16,10 +17,12 @@ export interface WorkflowSettings {
   retentionMs: { succeeded: number; failed: number; canceled: number };
   eventRetentionMs: number;
   maxStepsPerRun: number;
+  executionCache: false | { maxRuns: number; maxBytes: number; stickyWindowMs: number };
   trustedLibraryHashes: string[];
   metrics: ReturnType<typeof resolveMetricsOption>;
   /** The `faults` option, for tests: one injector per app, so each fault fires once per run. */
   faults?: FaultInjector;
+  codec?: PayloadCodec;
   partitions(queue: string): number;
   /** queues.<name>.concurrency: runs of the queue executing at once, cluster-wide (0 = unlimited). */
   queueConcurrency(queue: string): number;
@@ -92,10 +95,42 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     },
     eventRetentionMs: number(options.eventRetentionMs, DEFAULTS.eventRetentionMs, 'eventRetentionMs', 0),
     maxStepsPerRun: Math.floor(number(options.maxStepsPerRun, DEFAULTS.maxStepsPerRun, 'maxStepsPerRun', 1)),
+    executionCache: resolveExecutionCache(options.executionCache),
     trustedLibraryHashes,
     metrics: resolveMetricsOption(options.metrics),
+    codec: checkCodec(options.codec),
     faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
     queueConcurrency: (queue) => queueConcurrency.get(queue) ?? 0,
   };
+}
+
+function resolveExecutionCache(option: WorkflowModuleOptions['executionCache']): WorkflowSettings['executionCache'] {
+  if (option === false) return false;
+  const defaults = DEFAULTS.executionCache;
+  if (option === undefined || option === null) return { ...defaults };
+  const shape = 'executionCache must be false or { maxRuns?: number, maxBytes?: number, stickyWindowMs?: number }';
+  if (typeof option !== 'object' || Array.isArray(option)) throw new WorkflowConfigurationError(`${shape}, got ${JSON.stringify(option)}.`);
+  const unknown = Object.keys(option).filter((key) => !(key in defaults));
+  if (unknown.length > 0) throw new WorkflowConfigurationError(`${shape}; '${unknown[0]}' is not one of them.`);
+  const whole = (value: unknown, fallback: number, name: string, min: number) => {
+    const result = value ?? fallback;
+    if (typeof result !== 'number' || !Number.isInteger(result) || result < min) {
+      throw new WorkflowConfigurationError(`executionCache.${name} must be a whole number >= ${min}, got ${String(value)} (or executionCache: false to turn the cache off).`);
+    }
+    return result;
+  };
+  return {
+    maxRuns: whole(option.maxRuns, defaults.maxRuns, 'maxRuns', 1),
+    maxBytes: whole(option.maxBytes, defaults.maxBytes, 'maxBytes', 1024),
+    stickyWindowMs: whole(option.stickyWindowMs, defaults.stickyWindowMs, 'stickyWindowMs', 1),
+  };
+}
+
+function checkCodec(codec: PayloadCodec | undefined): PayloadCodec | undefined {
+  if (codec === undefined) return undefined;
+  if (codec === null || typeof codec.encode !== 'function' || typeof codec.decode !== 'function') {
+    throw new WorkflowConfigurationError('The codec option needs { encode(text): string, decode(text): string }, e.g. aesGcmCodec({ keys, current }).');
+  }
+  return codec;
 }

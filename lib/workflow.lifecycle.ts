@@ -1,4 +1,5 @@
-import { Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap, type OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { installPayloadCodec } from './codecs/payload-codec.js';
 import { WorkflowExplorer } from './discovery/workflow-explorer.js';
 import { WorkflowRegistry } from './discovery/workflow-registry.js';
 import { WorkflowRedis } from './redis/workflow-redis.js';
@@ -11,8 +12,9 @@ import { registryEntry } from './discovery/registry-entry.js';
  * bootstrap, drain it before shutdown; WorkflowRedis closes the owned connections on shutdown.
  */
 @Injectable()
-export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown {
+export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger('WorkflowModule');
+  private uninstallCodec?: () => void;
 
   constructor(
     private readonly explorer: WorkflowExplorer,
@@ -23,6 +25,8 @@ export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, 
   ) {}
 
   async onModuleInit(): Promise<void> {
+    const codec = this.redis.settings.codec;
+    if (codec) this.uninstallCodec = installPayloadCodec(codec);
     try {
       this.explorer.explore();
       await this.cron.prepare();
@@ -42,6 +46,10 @@ export class WorkflowLifecycle implements OnModuleInit, OnApplicationBootstrap, 
   async beforeApplicationShutdown(): Promise<void> {
     this.cron.stop();
     await this.worker.stop(this.redis.settings.shutdownGraceMs);
+  }
+
+  onApplicationShutdown(): void {
+    this.uninstallCodec?.();
   }
 
   /** Lets API-only apps emit these workflows by name, and operators list them. */

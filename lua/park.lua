@@ -15,9 +15,13 @@
 --          'spawn', field, spec as for 'child', then the 12 arguments of wf1_emit for that child: a child
 --          in this shard that the run starts as it parks (created first, as wf1_emit would; an existing
 --          run id creates nothing), then waited for as 'child'.
+--          'graph', field, graph id: a graph of child runs written by wf1_graph_stage; the park starts it (its
+--                  roots are created; see includes/05-graph.lua) and the graph's end wakes the run.
 --          A wait without a record gets a waiting record ('W'); an existing record is left as it is.
 --          ARGV[4..6] may instead be 'staged', '', '': the run's earlier waits were written by wf1_park_stage
 --          under this token, and this call adds the last ones (ARGV[7..]) and parks on all of them.
+--          A group 'warm', window ms, worker id (build 52 on, wf1_park only, not with 'staged'): the worker
+--          keeps the execution in memory; the run is marked warm for it (see delta_key in 01-common.lua).
 -- At most MAX_WAITS_PER_CALL waits per call: more are refused before any write (see wf1_park_stage).
 -- Reply: { 1, wake-up ms or -1 } parked; { 2 } the wait was already over and the run is queued again;
 --        { 0, reason } the caller no longer holds the run.
@@ -67,16 +71,28 @@ local function park(keys, argv, staging)
   -- and all step records are read, written and listed in one call each.
   -- `waits`: where each wait's kind, field and spec are in argv (read in place, no table per wait)
   local waits, spawned, fields = {}, {}, {}
+  local warm = nil
   while i <= #argv do
     local kind = argv[i]
-    waits[#waits + 1] = i
-    fields[#fields + 1] = argv[i + 1]
+    if kind == 'warm' then
+      -- not a wait: '<fence>|<window>|<worker>', the fence being the token's (a staged park stays cold)
+      if not staging and not staged then warm = string.match(token, '^(%d+):') .. '|' .. ms(tonumber(argv[i + 1]) or 0) .. '|' .. argv[i + 2] end
+    else
+      waits[#waits + 1] = i
+      fields[#fields + 1] = argv[i + 1]
+    end
     i = i + 3
-    if kind == 'spawn' then
+    if kind == 'warm' then
+      -- read above
+    elseif kind == 'spawn' then
       spawned[#spawned + 1] = i
       i = i + 12
     elseif kind == 'ev' then
       i = i + 2
+    elseif kind == 'graph' then
+      if rcall('HEXISTS', graph_key(root, argv[i - 1]), 'N') == 0 then
+        return redis.error_reply('ERR wf1_park: graph ' .. tostring(argv[i - 1]) .. ' was not written (wf1_graph_stage first)')
+      end
     elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' then
       -- before any write: 'event' is the JSON wait spec of clients older than BUILD 46
       return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
@@ -119,6 +135,9 @@ local function park(keys, argv, staging)
         deadline = amount
         if string.sub(spec, 1, 3) == 'in:' then deadline = now + amount end
         json = '{"k":"sleep","s":"waiting","u":' .. ms(deadline) .. '}'
+      elseif kind == 'graph' then
+        json = '{"k":"graph","f":"graph","s":"waiting","gid":' .. cjson.encode(spec) .. '}'
+        graph_start(root, spec, now)
       elseif kind == 'child' then
         local child_id, timeout, wf = string.match(spec, '^([^|]*)|([^|]*)|(.*)$')
         json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)
@@ -185,13 +204,20 @@ local function park(keys, argv, staging)
   if due and due <= now then wake = true end
 
   rcall('ZREM', root .. ':leases', id)
+  if warm then
+    -- the worker has seen every record but the ones of these waits (see delta_key)
+    local dkey = delta_key(root, id)
+    rcall('DEL', dkey)
+    if #fields > 0 then rcall('SADD', dkey, unpack(fields)) end
+    rcall('HSET', run, 'ww', warm)
+  end
   -- the fields the implied history entries are built from; a run that parks has not finished ('fa')
   local known = { f[7], f[8], f[9], false }
   if wake then
     if staged then forget_wait(root, id, run) end
     rcall('HSET', run, 'st', 'queued')
     count_move(root, f[4], id, f[2], 'queued')
-    make_ready(root, id, f[4], f[5], now)
+    if warm then make_ready_warm(root, id, f[5], now, warm) else make_ready(root, id, f[4], f[5], now) end
     history(root, id, now, 'resumed', { reason = 'wait already over' }, nil, f[6] or false, known)
     return { 2 }
   end

@@ -1,6 +1,6 @@
 -- wf1_tick: the shard's housekeeping, run by workers when something is due: wakes runs whose timer is
 -- due, takes runs back from workers whose lease expired, fails runs past their deadline, tells the parents
--- of a run that several wait for its outcome, deletes finished runs past their retention, and (on the event
+-- of a run that several wait for its outcome, releases the nodes of graphs (includes/05-graph.lua), deletes finished runs past their retention, and (on the event
 -- shard) goes on with an event's fan-out to its waiters whose sender stopped (see wf1_send_event_more). Each
 -- part handles at most ARGV[1] entries per call (a fan-out one page of its waiters), so a large backlog is
 -- worked off in several short calls instead of blocking Redis.
@@ -34,14 +34,19 @@ local function wake_due_timers(root, now, batch)
   local woken = 0
   for _, id in ipairs(ids) do
     local run = run_key(root, id)
-    local f = (string.byte(id, 1) == 126 and flow_timer_due(root, id, now)) and {} or rcall('HMGET', run, 'st', 'wf', 'pri', 'fk', 'dk')
+    local f = (string.byte(id, 1) == 126 and flow_timer_due(root, id, now)) and {} or rcall('HMGET', run, 'st', 'wf', 'pri', 'ww', 'fk', 'dk')
     if f[1] == 'waiting' then
-      wake_run(root, id, f[2], f[3], now, 'timer')
+      wake_run(root, id, f[2], f[3], now, 'timer', nil, nil, nil, nil, f[4] or nil)
+    elseif f[1] == 'queued' and f[4] then
+      -- a warm run whose worker did not claim it within its window (busy, stopped or dead): to its ready
+      -- set, for any worker (see delta_key in includes/01-common.lua). It stays warm: if its worker claims
+      -- it after all, the claim still sends only the delta. One claimed meanwhile left its sticky queue.
+      if rcall('ZREM', sticky_key(root, select(3, warm_parts(f[4]))), id) == 1 then make_ready(root, id, f[2], f[3], now) end
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
-      if f[5] then debounce_close(root, f[2], id, f[5]) end
-      if f[4] then
+      if f[6] then debounce_close(root, f[2], id, f[6]) end
+      if f[5] then
         ready_run(root, id, f[2], f[3], now)
       else
         rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
@@ -61,6 +66,7 @@ local function reclaim_expired_leases(root, now, batch)
       rcall('HSET', run, 'tok', '')
       make_ready(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { workerId = f[8] })
+      rcall('HINCRBY', root .. ':lx', f[5], 1)
     elseif EXECUTING[f[1]] and tonumber(f[2]) < now then
       drop_staged_waits(root, id, run)
       local attempt = tonumber(f[3])
@@ -74,6 +80,9 @@ local function reclaim_expired_leases(root, now, batch)
       count_move(root, f[5], id, f[1], 'queued')
       ready_run(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
+      -- every lease that expires is taken back here, whether its worker died or stalled: the count the
+      -- metrics read (workflow_lease_expiries_total), per workflow, for the life of the shard
+      rcall('HINCRBY', root .. ':lx', f[5], 1)
     end
   end)
 end
@@ -101,10 +110,36 @@ local function fail_past_deadline(root, now, batch)
   end)
 end
 
-local EXPIRY_FIELDS = { 'wf', 'st', 'ik' }
+-- The first run of a chain made by continue-as-new (lua/rerun.lua; 'cl' names the latest) is kept while the
+-- chain lives, so that its handle, its idempotency key and its parents still reach the live run: as a stub
+-- (its run hash and history; its step records go at its retention) until the last run of the chain is
+-- deleted. Rechecked this often while the chain runs.
+local CHAIN_RECHECK_MS = 60000
+
+-- Returns true when the chain `id` heads is still to be kept (and reschedules it), false when it can go.
+local function keeps_chain_head(root, id, now)
+  local live = chain_live(root, id)
+  if live == id then return false end
+  local live_status = rcall('HGET', run_key(root, live), 'st')
+  if not live_status then return false end
+  rcall('UNLINK', steps_key(root, id))
+  if FINAL[live_status] then
+    -- goes with the last run of the chain
+    local due = tonumber(rcall('ZSCORE', root .. ':expiry', live))
+    if not due or due <= now then return false end
+    rcall('ZADD', root .. ':expiry', ms(due), id)
+  else
+    rcall('ZADD', root .. ':expiry', ms(now + CHAIN_RECHECK_MS), id)
+  end
+  return true
+end
+
+local EXPIRY_FIELDS = { 'wf', 'st', 'ik', 'cl' }
 local function delete_expired_runs(root, now, batch)
   return for_due_runs(root, ':expiry', now, batch, EXPIRY_FIELDS, function(id, run, f)
-    if f[1] and rcall('ZSCORE', root .. ':pwq', id) then
+    if f[4] and keeps_chain_head(root, id, now) then
+      return
+    elseif f[1] and rcall('ZSCORE', root .. ':pwq', id) then
       -- parents still to be told its outcome (see tell_waiting_parents): kept a little longer
       rcall('ZADD', root .. ':expiry', ms(now + 1000), id)
     elseif f[1] and not release_shared_payloads(root, id) then
@@ -113,7 +148,8 @@ local function delete_expired_runs(root, now, batch)
     elseif f[1] then
       -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
       -- background instead of within this call
-      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id))
+      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id))
+      drop_graphs(root, id)
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)
       if f[3] and f[3] ~= '' and rcall('HGET', root .. ':ik:' .. f[1], f[3]) == id then
@@ -165,6 +201,7 @@ local function tick(keys, argv)
   -- other shards this adds, due now)
   local _, parents_left = tell_waiting_parents(root, now, batch)
   if parents_left then more = 1 end
+  if release_graph_nodes(root, now, math.min(batch, GRAPH_RELEASES_PER_TICK)) then more = 1 end
   if delete_expired_runs(root, now, batch) >= batch then more = 1 end
   -- An event's fan-out whose sender stopped: its next page of waiters goes to the outbox due now, so that
   -- this call hands their deliveries to the caller below (one page per call: a page is EVENT_WAITERS_PER_CALL),
@@ -187,7 +224,7 @@ local function tick(keys, argv)
     end
   end
   local next_due = -1
-  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade' }) do
+  for _, set in ipairs({ ':timers', ':leases', ':deadlines', ':expiry', ':outbox', ':pwq', ':fanout', ':cascade', ':gq' }) do
     local head = rcall('ZRANGE', root .. set, 0, 0, 'WITHSCORES')
     if head[2] and head[1] ~= SKIPLIST_SENTINEL then
       local wait = math.max(0, tonumber(head[2]) - now)

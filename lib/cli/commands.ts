@@ -7,7 +7,8 @@ import { CliError, EXIT } from './cli-error.js';
 import { terminalWidth } from './format.js';
 import { print, wholeNumberArg, withClient, withCommonOptions, type CliIo, type CommonFlags } from './command-support.js';
 import { runsTable, runView, type RunDetail } from './run-views.js';
-import { schedulesOf, schedulesTable, statsView, workflowsTable, workflowView } from './workflow-views.js';
+import { registerScheduleCommands } from './schedule-commands.js';
+import { statsView, throughputTable, workflowsTable, workflowView } from './workflow-views.js';
 
 interface ListFlags extends CommonFlags {
   workflow?: string;
@@ -25,7 +26,7 @@ const notFound = (id: string, flags: CommonFlags) =>
     EXIT.failed,
   );
 
-/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules list, stats. */
+/** The noun-verb commands: runs list|show|cancel|retry, workflows list|show, schedules (schedule-commands.ts), stats. */
 export function registerCommands(program: Command, io: CliIo): void {
   const width = () => terminalWidth(io.env);
   const runs = program.command('runs').description('list, inspect, cancel and retry runs');
@@ -50,7 +51,8 @@ export function registerCommands(program: Command, io: CliIo): void {
         const run = await client.getRun(id);
         if (!run) throw notFound(id, flags);
         const [steps, history] = await Promise.all([client.getRunSteps(id), client.getRunHistory(id)]);
-        const detail: RunDetail = { run, steps, history };
+        const graphs = steps.some((step) => step.kind === 'graph') ? await client.getRunGraphs(id) : [];
+        const detail: RunDetail = { run, steps, history, ...(graphs.length > 0 ? { graphs } : {}) };
         print(io, flags, detail, () => runView(detail, Date.now(), width()));
       }),
     );
@@ -64,16 +66,21 @@ export function registerCommands(program: Command, io: CliIo): void {
         if (!run) throw notFound(id, flags);
         if (!canceled) throw new CliError(`Run ${id} is ${run.status}: only a run that has not finished can be canceled. Nothing was changed.`, EXIT.failed);
         print(io, flags, { canceled: true, run }, () =>
-          run.status === 'canceled' ? `Canceled run ${id}.` : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
+          run.status === 'canceled'
+            ? `Canceled run ${id}.`
+            : run.continuedAs
+              ? `Canceled the live run of the chain that run ${id} continued into (follow it with: runs show ${run.continuedAs}).`
+              : `Canceling run ${id}: it is ${run.status} (its compensations run first).`,
         );
       }),
     );
 
   withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
-    .action((id: string, flags: CommonFlags) =>
+    .option('--from-step <name>', 'forget the records from this step on (in call order): it and the steps after it run again, with new idempotency keys')
+    .action((id: string, flags: CommonFlags & { fromStep?: string }) =>
       withClient(flags, io, async ({ client }) => {
         try {
-          await client.retryRun(id);
+          await client.retryRun(id, { fromStep: flags.fromStep });
         } catch (error) {
           if (error instanceof RunNotFoundError) throw notFound(id, flags);
           if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
@@ -81,6 +88,24 @@ export function registerCommands(program: Command, io: CliIo): void {
         }
         const run = await client.getRun(id);
         print(io, flags, { retried: true, run }, () => `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}. Follow it with: runs show ${id}`);
+      }),
+    );
+
+  withCommonOptions(runs.command('fork').argument('<runId>').description('a new run of a finished run\'s workflow on today\'s code, with copies of its records before a step'))
+    .option('--from-step <name>', 'the first step to execute again (default: the first that did not succeed)')
+    .option('--input <json>', "the fork's input as JSON (default: the run's input)", jsonArg)
+    .action((id: string, flags: CommonFlags & { fromStep?: string; input?: { value: unknown } }) =>
+      withClient(flags, io, async ({ client }) => {
+        let forkId: string;
+        try {
+          forkId = (await client.forkRun(id, { fromStep: flags.fromStep, input: flags.input?.value })).id;
+        } catch (error) {
+          if (error instanceof RunNotFoundError) throw notFound(id, flags);
+          if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
+          throw error;
+        }
+        const run = await client.getRun(forkId);
+        print(io, flags, { forked: true, run }, () => `Forked run ${id} as ${forkId}: it is ${run?.status ?? 'queued'}. Follow it with: runs show ${forkId}`);
       }),
     );
 
@@ -105,22 +130,26 @@ export function registerCommands(program: Command, io: CliIo): void {
       }),
     );
 
-  const schedules = program.command('schedules').description('cron triggers');
-  withCommonOptions(schedules.command('list').description('the cron triggers that registered workflows declare'))
-    .action((flags: CommonFlags) =>
-      withClient(flags, io, async ({ client }) => {
-        const list = schedulesOf(await client.listWorkflows());
-        print(io, flags, list, () => schedulesTable(list, width()));
-      }),
-    );
+  registerScheduleCommands(program, io, width);
 
   withCommonOptions(program.command('stats').description('runs by status, queue depth and oldest queued run per workflow and queue; live workers'))
-    .action((flags: CommonFlags) =>
+    .option('--minutes <n>', 'also the runs started and finished per minute over the last n minutes (1 to 60)', wholeNumberArg(1, 60))
+    .action((flags: CommonFlags & { minutes?: number }) =>
       withClient(flags, io, async ({ client }) => {
-        const stats = await client.getStats();
-        print(io, flags, stats, () => statsView(stats, flags.prefix, Date.now(), width()));
+        const [stats, throughput] = await Promise.all([client.getStats(), flags.minutes ? client.getThroughput({ minutes: flags.minutes }) : undefined]);
+        const view = () => statsView(stats, flags.prefix, Date.now(), width());
+        if (!throughput) return print(io, flags, stats, view);
+        print(io, flags, { ...stats, throughput }, () => (stats.workflows.length === 0 ? view() : `${view()}\n\n${throughputTable(throughput, width())}`));
       }),
     );
+}
+
+function jsonArg(text: string): { value: unknown } {
+  try {
+    return { value: JSON.parse(text) };
+  } catch {
+    throw new InvalidArgumentError('Use JSON, e.g. --input \'{"orderId":"o-1"}\' (quote it for the shell).');
+  }
 }
 
 function cursorArg(text: string): string {

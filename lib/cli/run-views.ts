@@ -1,4 +1,4 @@
-import type { RunEvent, RunInfo, RunPage, StepInfo } from '../interfaces/run.interfaces.js';
+import type { GraphInfo, RunEvent, RunInfo, RunPage, StepInfo } from '../interfaces/run.interfaces.js';
 import { absolute, brief, duration, errorLine, relative, when } from './format.js';
 import { renderFields, renderTable } from './table.js';
 
@@ -7,6 +7,8 @@ export interface RunDetail {
   run: RunInfo;
   steps: StepInfo[];
   history: RunEvent[];
+  /** The graphs of its graph steps (getRunGraphs), when it has any. */
+  graphs?: GraphInfo[];
 }
 
 export function runsTable(page: RunPage, now: number, width: number): string {
@@ -64,13 +66,26 @@ export function runView(detail: RunDetail, now: number, width: number): string {
     ['Parent', run.parentId],
     ['Idempotency key', run.idempotencyKey],
     ['Flow key', run.flowKey],
+    ['Continued from', run.continuedFrom],
+    ['Continued as', run.continuedAs ? `${run.continuedAs} (follow it with: runs show ${run.continuedAs})` : undefined],
+    ['Forked from', run.forkedFrom],
     ['Worker', run.workerId],
     ['Waiting for', run.waitingFor !== undefined ? brief(run.waitingFor, payloadWidth) : undefined],
     ['Input', brief(run.input, payloadWidth)],
     ['Output', run.output !== undefined ? brief(run.output, payloadWidth) : undefined],
     ['Error', run.error ? errorLine(run.error) : undefined],
   ]);
-  return [fields, '', `Steps (${steps.length})`, stepsTable(steps, width), '', `History (${history.length})`, historyTable(history, run.createdAt, width)].join('\n');
+  const graphs = (detail.graphs ?? []).flatMap((graph) => ['', `Graph ${graph.step} (${graph.size} nodes, ${graph.status})`, graphTable(graph, width)]);
+  return [fields, '', `Steps (${steps.length})`, stepsTable(steps, width), ...graphs, '', `History (${history.length})`, historyTable(history, run.createdAt, width)].join('\n');
+}
+
+function graphTable(graph: GraphInfo, width: number): string {
+  const rows = [...graph.nodes].sort((a, b) => a.level - b.level).map((node) => [String(node.level), node.name, node.status, node.after.join(', '), node.runId ?? '']);
+  return renderTable(
+    [{ header: 'LEVEL', alignRight: true }, { header: 'NODE' }, { header: 'STATUS' }, { header: 'AFTER', flex: true }, { header: 'RUN' }],
+    rows,
+    width,
+  );
 }
 
 function stepsTable(steps: StepInfo[], width: number): string {

@@ -1,6 +1,6 @@
 import { triggerId } from '../scheduler/trigger-id.js';
-import type { StatusCounts, WorkerInfo, WorkflowMeta, WorkflowStats } from '../interfaces/run.interfaces.js';
-import { brief, duration, relative, when } from './format.js';
+import type { ScheduleInfo, StatusCounts, Throughput, WorkerInfo, WorkflowMeta, WorkflowStats } from '../interfaces/run.interfaces.js';
+import { absolute, brief, duration, relative, when } from './format.js';
 import { renderFields, renderTable, type Column } from './table.js';
 
 const COUNTED = ['scheduled', 'queued', 'running', 'waiting', 'compensating', 'succeeded', 'failed', 'canceled'] as const;
@@ -32,7 +32,7 @@ export function workflowView(meta: WorkflowMeta, now: number, width: number): st
     ['Registered', when(meta.registeredAt, now)],
   ]);
   const counts = renderTable(countColumns, [countCells(meta.counts)], width);
-  const cron = meta.cron.length === 0 ? '  none' : schedulesTable(schedulesOf([meta]), width);
+  const cron = meta.cron.length === 0 ? '  none' : schedulesTable(schedulesOf([meta]), width, now, false);
   const workers = meta.workers.length === 0 ? '  none: its runs wait in queued until a worker that has it starts' : workersTable(meta.workers, now, width);
   return [fields, '', 'Runs by status', counts, '', `Cron triggers (${meta.cron.length})`, cron, '', `Workers alive (${meta.workers.length})`, workers].join('\n');
 }
@@ -41,8 +41,11 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
   if (stats.workflows.length === 0) return NO_WORKFLOWS(prefix);
   const oldest = (ms: number | undefined) => (ms === undefined ? '-' : duration(ms, false));
   const workflows = renderTable(
-    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true }, { header: 'HELD BACK' }, ...countColumns],
-    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), heldBackCell(w.heldBack), ...countCells(w.counts)]),
+    [
+      { header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true },
+      { header: 'HELD BACK' }, ...countColumns, { header: 'EXPIRED LEASES', alignRight: true },
+    ],
+    stats.workflows.map((w) => [w.name, w.queue, String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), heldBackCell(w.heldBack), ...countCells(w.counts), String(w.leaseExpiries ?? 0)]),
     width,
   );
   const queues = renderTable(
@@ -56,39 +59,49 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
 
 function workersTable(workers: WorkerInfo[], now: number, width: number): string {
   return renderTable(
-    [{ header: 'WORKER' }, { header: 'HOST' }, { header: 'PID', alignRight: true }, { header: 'ACTIVE', alignRight: true }, { header: 'STARTED' }, { header: 'HEARTBEAT' }, { header: 'QUEUES', flex: true }],
-    workers.map((w) => [w.id, w.host, String(w.pid), `${w.activeRuns}/${w.concurrency}`, relative(w.startedAt, now), relative(w.lastHeartbeatAt, now), w.queues.join(', ')]),
+    [{ header: 'WORKER' }, { header: 'HOST' }, { header: 'PID', alignRight: true }, { header: 'ACTIVE', alignRight: true }, { header: 'WARM', alignRight: true }, { header: 'STARTED' }, { header: 'HEARTBEAT' }, { header: 'QUEUES', flex: true }],
+    workers.map((w) => [w.id, w.host, String(w.pid), `${w.activeRuns}/${w.concurrency}`, warmCell(w), relative(w.startedAt, now), relative(w.lastHeartbeatAt, now), w.queues.join(', ')]),
     width,
   );
 }
 
-/** A cron trigger as the registry in Redis holds it (`schedules list --json` prints these). */
-export interface ScheduleEntry {
-  workflow: string;
-  id: string;
-  expression: string;
-  timezone?: string;
-  /** Live workers that have the workflow: the trigger fires only while one of them runs (with cron enabled). */
-  workers: number;
+/** The worker's warm executions (the executionCache option) and the share of warm claims that resumed one; '-' when off. */
+function warmCell(w: WorkerInfo): string {
+  const cache = w.executionCache;
+  if (!cache) return '-';
+  const claims = cache.hits + cache.misses;
+  return claims === 0 ? `${cache.runs}/${cache.maxRuns}` : `${cache.runs}/${cache.maxRuns}, ${Math.round((100 * cache.hits) / claims)}% hits`;
 }
 
-export function schedulesOf(workflows: WorkflowMeta[]): ScheduleEntry[] {
+/** The cron triggers a workflow declares, as `workflows show` lists them (without their run-time state). */
+export function schedulesOf(workflows: WorkflowMeta[]): ScheduleInfo[] {
   return workflows.flatMap((w) =>
     w.cron.map((trigger) => ({
       workflow: w.name,
       id: triggerId(w.name, trigger),
       expression: trigger.expression,
       ...(trigger.timezone !== undefined ? { timezone: trigger.timezone } : {}),
+      catchUp: 'none' as const,
+      paused: false,
       workers: w.workers.length,
     })),
   );
 }
 
-export function schedulesTable(schedules: ScheduleEntry[], width: number): string {
+/** Schedules with their state; `withState` false leaves out PAUSED, NEXT and LAST (workflows show). */
+export function schedulesTable(schedules: ScheduleInfo[], width: number, now = Date.now(), withState = true): string {
   if (schedules.length === 0) return 'No cron triggers are registered.';
+  const state: Column[] = withState ? [{ header: 'PAUSED' }, { header: 'NEXT' }, { header: 'LAST' }] : [];
   return renderTable(
-    [{ header: 'WORKFLOW' }, { header: 'ID' }, { header: 'EXPRESSION' }, { header: 'TIMEZONE' }, { header: 'WORKERS', alignRight: true }],
-    schedules.map((s) => [s.workflow, s.id, s.expression, s.timezone ?? 'local', String(s.workers)]),
+    [{ header: 'WORKFLOW' }, { header: 'ID' }, { header: 'EXPRESSION' }, { header: 'TIMEZONE' }, ...state, { header: 'WORKERS', alignRight: true }],
+    schedules.map((s) => [
+      s.workflow,
+      s.id,
+      s.expression,
+      s.timezone ?? 'local',
+      ...(withState ? [s.paused ? 'paused' : 'no', tickTime(s.next, now), tickTime(s.last, now)] : []),
+      String(s.workers),
+    ]),
     width,
   );
 }
@@ -97,4 +110,30 @@ export function schedulesTable(schedules: ScheduleEntry[], width: number): strin
 function heldBackCell(heldBack: Record<string, number> | undefined): string {
   const parts = Object.entries(heldBack ?? {}).map(([reason, count]) => `${reason} ${count}`);
   return parts.length ? parts.join(', ') : '-';
+}
+
+/** '2026-12-07 06:40:00 UTC (in 3s)', or '-' */
+function tickTime(iso: string | undefined, now: number): string {
+  return iso === undefined ? '-' : `${absolute(iso)} (${relative(iso, now)})`;
+}
+
+/** Runs started and finished per minute, the minutes with any, newest first (`stats --minutes n`). */
+export function throughputTable(throughput: Throughput, width: number): string {
+  const rows = throughput.workflows.flatMap((w) =>
+    w.minutes
+      .filter((m) => m.started + m.succeeded + m.failed + m.canceled > 0)
+      .map((m) => ({ at: m.at, cells: [m.at.slice(11, 16), w.name, String(m.started), String(m.succeeded), String(m.failed), String(m.canceled)] })),
+  );
+  const minutes = throughput.workflows[0]?.minutes.length ?? 0;
+  const title = `Runs per minute, last ${minutes} minute(s) to ${absolute(throughput.to)} (Redis clock)`;
+  if (rows.length === 0) return `${title}
+  none started or finished`;
+  rows.sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0));
+  const table = renderTable(
+    [{ header: 'MINUTE' }, { header: 'WORKFLOW' }, { header: 'STARTED', alignRight: true }, { header: 'SUCCEEDED', alignRight: true }, { header: 'FAILED', alignRight: true }, { header: 'CANCELED', alignRight: true }],
+    rows.map((r) => r.cells),
+    width,
+  );
+  return `${title}
+${table}`;
 }

@@ -1,7 +1,8 @@
+import { ENCODED_PAYLOAD_PLACEHOLDER } from '../codecs/payload-codec.js';
 import { parseJson } from './run-info.mapper.js';
 import { decodeError, type StoredError } from '../errors/error-codec.js';
 import { markRunFailure } from '../errors/run-failure.js';
-import { CanceledError, RunNotFoundError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
+import { CanceledError, PayloadError, RunNotFoundError, WaitTimeoutError, WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
 import type { RunInfo } from '../interfaces/run.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -45,6 +46,8 @@ export class ResultWaiter {
   constructor(
     private readonly redis: WorkflowRedis,
     private readonly readRun: (runId: string) => Promise<RunInfo | null>,
+    /** The live run of the chain `runId` continued into (ctx.continueAsNew), or undefined when none is retained. */
+    private readonly followChain: (runId: string, shard: ShardRef) => Promise<string | undefined> = async () => undefined,
   ) {
     redis.subscriber.onReconnect(() => {
       for (const set of this.waiters.values()) for (const waiter of set) waiter.check();
@@ -58,6 +61,7 @@ export class ResultWaiter {
   async wait<O>(runId: string, shard: ShardRef, timeoutMs?: number): Promise<O> {
     // '<done channel>v' carries the outcome with the id (the done channel itself only the id, for older builds).
     const channel = this.redis.keys.doneChannel(this.redis.keys.shardRoot(shard));
+    const startedAt = Date.now();
     return new Promise<O>((resolve, reject) => {
       let settled = false;
       let timer: NodeJS.Timeout | undefined;
@@ -68,6 +72,7 @@ export class ResultWaiter {
           this.readRun(runId).then(
             (run) => {
               if (!run) return finish(() => reject(new RunNotFoundError(runId)));
+              if (run.status === 'succeeded' && run.continuedAs) return finish(() => this.followed<O>(runId, shard, timeoutMs, startedAt).then(resolve, reject));
               if (FINAL.has(run.status)) finish(() => settle(run, resolve, reject));
             },
             (error) => {
@@ -114,6 +119,13 @@ export class ResultWaiter {
     });
   }
 
+  /** The run continued as a new run: the wait goes on with the chain's live run, within what is left of its timeout. */
+  private async followed<O>(runId: string, shard: ShardRef, timeoutMs: number | undefined, startedAt: number): Promise<O> {
+    const live = await this.followChain(runId, shard);
+    if (!live) throw new RunNotFoundError(runId);
+    return this.wait<O>(live, shard, timeoutMs === undefined ? undefined : Math.max(0, timeoutMs - (Date.now() - startedAt)));
+  }
+
   private async listen(channel: string): Promise<void> {
     if (this.channelListeners.has(channel)) return this.redis.subscriber.subscribe(channel, this.channelListeners.get(channel)!);
     const listener = (message: string) => {
@@ -136,7 +148,12 @@ export class ResultWaiter {
 }
 
 function settle<O>(run: Pick<RunInfo, 'id' | 'status' | 'output' | 'error'>, resolve: (value: O) => void, reject: (error: unknown) => void): void {
-  if (run.status === 'succeeded') return resolve(run.output as O);
+  if (run.status === 'succeeded') {
+    if (run.output === ENCODED_PAYLOAD_PLACEHOLDER) {
+      return reject(new PayloadError(`Run ${run.id}'s output was stored with a codec (the codec option) and this process has none: give it the same codec to read it.`));
+    }
+    return resolve(run.output as O);
+  }
   const error = run.error ? decodeError(run.error as StoredError) : undefined;
   if (run.status === 'canceled') {
     return reject(markRunFailure(error instanceof CanceledError ? error : new CanceledError(error?.message ?? 'The run was canceled.', { cause: error }), run.id));

@@ -8,6 +8,7 @@ import { toPayload } from '../execution/payload.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { Handoff } from '../redis/workflow-store.js';
+import { liveRunOf } from './run-chain.js';
 
 /** What the client does to runs that exist: cancel them (and their children), retry them, send them events. */
 export class RunActions {
@@ -31,10 +32,18 @@ export class RunActions {
       this.redis.settings.retentionMs.canceled,
       await this.hasOnFailure(runId, shard),
     );
-    if (!result.canceled) return false;
+    if (!result.canceled) return this.cancelChainOf(runId, shard, opts);
     if (result.handoff) await this.redis.store.deliver(result.handoff);
     await this.cancelChildren(runId, result);
     return true;
+  }
+
+  /** A run that continued as a new run (ctx.continueAsNew) is canceled as its chain's live run. */
+  private async cancelChainOf(runId: string, shard: ShardRef, opts: { reason?: string }): Promise<boolean> {
+    const hash = await this.redis.store.readRun(shard, runId);
+    if (!hash?.cn) return false;
+    const live = await liveRunOf(this.redis.store, shard, runId, hash);
+    return !!live && live.id !== runId && this.cancelRun(live.id, opts);
   }
 
   /** See WorkflowClient.cancelChildren. */

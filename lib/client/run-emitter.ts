@@ -1,5 +1,5 @@
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { WorkflowError } from '../errors/workflow.errors.js';
+import { InvalidArgumentError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, checkInstant } from '../execution/call-limits.js';
 import { prepareInput } from '../execution/input-validation.js';
@@ -67,6 +67,27 @@ export class RunEmitter {
     if (this.servedByLiveWorker(target.name) !== true) return undefined;
     const id = this.redis.keys.derivedRunId(start.parentId, start.seed, shard);
     return { id, workflow: target.name, emit: this.emitArgs(target, queue, id, this.inputText(target, start.input), { parent: start }, true) };
+  }
+
+  /** See ChildLauncher.graphNodeRun: a node runs in its parent's shard, so its workflow must live in that queue. */
+  async graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+    const target = await this.targets.resolve(start.workflow);
+    if (target.options.queue !== parentShard.queue) {
+      throw new InvalidArgumentError(
+        `Workflow '${target.name}' lives in queue '${target.options.queue}', but the nodes of a graph run in their parent's queue ('${parentShard.queue}'). Start it with step.runWorkflow, or give both the same queue.`,
+      );
+    }
+    if (target.options.maxConcurrency > 0 && parentShard.partition !== 0) {
+      throw new InvalidArgumentError(
+        `Workflow '${target.name}' has maxConcurrency, so its runs live in partition 0 of queue '${parentShard.queue}', and this parent is in partition ${parentShard.partition}: start it with step.runWorkflow.`,
+      );
+    }
+    let input = start.input;
+    if (target.options.input) {
+      assertPayloadDepth(input, `The input of workflow '${target.name}'`);
+      input = await prepareInput(target.options.input, input, target.options.validation);
+    }
+    return { id: this.redis.keys.derivedRunId(start.parentId, start.seed, parentShard), workflow: target.name, input: this.inputText(target, input) };
   }
 
   private createFor(target: EmitTarget, input: unknown, opts: EmitRequest): Promise<EmittedRun> {

@@ -1,18 +1,27 @@
+import { decodeStoredValue } from '../codecs/payload-codec.js';
 import type { StoredError } from '../errors/error-codec.js';
 import type { DelayReason, RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
 import { DELAYED_BY_FIELD } from '../redis/workflow-reads.js';
-import { parseStoredStep, type RecordState } from '../execution/step-record.js';
+import { GENERATION_FIELD, parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
 
-/** Parses stored JSON; text that is not JSON (written by hand, say) is returned as it is. */
+/** Parses stored JSON; text that is not JSON (written by hand, say) is returned as it is. A payload stored
+ *  with the codec is decoded, or shown as a placeholder by a process without it. */
 export function parseJson(text: string | undefined): unknown {
   if (text === undefined || text === '') return undefined;
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     return text;
   }
+  return decodeStoredValue(value, true);
+}
+
+/** A stored error as shown; an encoded one this process cannot decode is named so. */
+function asStoredError(value: unknown): StoredError {
+  return typeof value === 'string' ? { name: 'EncodedError', message: value } : (value as StoredError);
 }
 
 /** Maps a stored run hash to the public RunInfo. */
@@ -31,18 +40,22 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.max) info.maxAttempts = Number(h.max);
   if (status === 'succeeded') info.output = parseJson(h.out);
   if (h.err && (status === 'failed' || status === 'canceled' || status === 'compensating' || h.fin || status === 'scheduled' || status === 'queued')) {
-    info.error = parseJson(h.err) as StoredError;
+    info.error = asStoredError(parseJson(h.err));
   }
   if (h.due && Number(h.due) > Number(h.ca)) info.scheduledFor = iso(h.due);
   if (h.sa) info.startedAt = iso(h.sa);
   if (h.fa) info.finishedAt = iso(h.fa);
-  if (h.par) info.parentId = h.par;
+  // a graph's node: '<parent>|<graph id>|<node>' (lua/includes/05-graph.lua)
+  if (h.par) info.parentId = h.par.split('|')[0];
   if (h.ik) info.idempotencyKey = h.ik;
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
   if (h.fk) info.flowKey = h.fk;
   if (status === 'queued' && h[DELAYED_BY_FIELD]) info.delayedBy = h[DELAYED_BY_FIELD] as DelayReason;
   if (status === 'scheduled' && h.dk) info.delayedBy = 'debounce';
+  if (h.cn) info.continuedAs = h.cn;
+  if (h.cf) info.continuedFrom = h.cf;
+  if (h.frk) info.forkedFrom = h.frk;
   return info;
 }
 
@@ -55,6 +68,7 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   const ordered: { n: number; step: StepInfo }[] = [];
   const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
+    if (field === GENERATION_FIELD) continue;
     let stored;
     try {
       stored = parseStoredStep(field, value);
@@ -73,11 +87,12 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
       attempts: r.a ?? (r.k === 'sleep' ? 0 : 1),
       startedAt: iso(r.d !== undefined ? (r.sc ?? stored.committedAt) - r.d : (r.st ?? stored.committedAt)),
     };
-    if (r.r !== undefined) info.result = r.r;
+    if (r.r !== undefined) info.result = decodeStoredValue(r.r, true);
     if (r.id !== undefined && (r.k === 'child' || r.k === 'child-emit')) info.childRunId = r.id;
     if (r.k === 'child-emit' && typeof r.r === 'string') info.childRunId = r.r;
+    if (r.k === 'graph' && r.gid !== undefined) info.graphId = r.gid;
     if (r.ev !== undefined) info.event = { name: r.ev, ...(r.key ? { key: r.key } : {}) };
-    if (r.e) info.error = r.e;
+    if (r.e) info.error = asStoredError(decodeStoredValue(r.e, true));
     if (status === 'succeeded' || status === 'failed' || status === 'compensated') {
       info.finishedAt = iso(r.k === 'sleep' && r.u !== undefined ? r.u : stored.committedAt);
     }
@@ -145,6 +160,7 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
   // by occurrence: sequential steps can commit within one millisecond.
   const stepEvents: { ms: number; start: number; n?: number; event: RunEvent }[] = [];
   for (const [field, value] of Object.entries(steps)) {
+    if (field === GENERATION_FIELD) continue;
     let stored;
     try {
       stored = parseStoredStep(field, value);
@@ -157,7 +173,7 @@ export function mergeStepEvents(history: RunEvent[], steps: Record<string, strin
     const event: RunEvent = { type, at: new Date(stored.committedAt).toISOString(), step: stored.name };
     if (r.a !== undefined) event.attempt = r.a;
     else if (r.n !== undefined && (r.k === 'step' || r.k === 'method')) event.attempt = 1; // 'a' is left out when 1
-    if (r.e) event.error = r.e;
+    if (r.e) event.error = asStoredError(decodeStoredValue(r.e, true));
     event.data = { occurrence: stored.occurrence, kind: r.k, ...(r.id !== undefined ? { childRunId: r.id } : {}) };
     const startOf = (ms: number) => (r.d !== undefined ? ms - r.d : (r.st ?? ms));
     stepEvents.push({ ms: stored.committedAt, start: startOf(r.sc ?? stored.committedAt), n: r.n, event });

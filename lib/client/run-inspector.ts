@@ -7,15 +7,17 @@ import {
   type RunPage,
   type StatusCounts,
   type WorkerInfo,
+  type ExecutionCacheStats,
   type WorkflowMeta,
   type WorkflowStats,
 } from '../interfaces/run.interfaces.js';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
+import type { CronTrigger } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
 import { toRunInfo } from './run-info.mapper.js';
 
-interface RegisteredWorkflow {
+export interface RegisteredWorkflow {
   name: string;
   queue: string;
   maxConcurrency?: number;
@@ -23,7 +25,7 @@ interface RegisteredWorkflow {
   timeoutMs?: number;
   backoff?: unknown;
   input?: string;
-  cron?: { id?: string; expression: string; timezone?: string }[];
+  cron?: CronTrigger[];
   registeredAt?: string;
 }
 
@@ -38,6 +40,7 @@ interface WorkerBeat {
   activeRuns: number;
   startedAt: string;
   ttlMs: number;
+  executionCache?: ExecutionCacheStats;
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
@@ -135,10 +138,13 @@ export class RunInspector {
     const [workflows, workers, shardsOf] = await Promise.all([this.workflows(), this.workers(), this.shardsByWorkflow()]);
     const now = Date.now();
     const queues = new Map<string, WorkflowStats['queues'][number]>();
+    const expiries = await this.leaseExpiriesByShard(shardsOf);
     const perWorkflow = await Promise.all(
       workflows.map(async (w) => {
-        const { counts, depth, oldest, heldBack } = await this.countsOf(w.name, shardsOf.get(w.name) ?? []);
+        const shards = shardsOf.get(w.name) ?? [];
+        const { counts, depth, oldest, heldBack } = await this.countsOf(w.name, shards);
         const serving = workers.filter((worker) => worker.workflows.includes(w.name)).length;
+        const leaseExpiries = shards.reduce((sum, shard) => sum + Number(expiries.get(this.redis.keys.shardRoot(shard))?.[w.name] ?? 0), 0);
         return {
           name: w.name,
           queue: w.queue,
@@ -146,6 +152,7 @@ export class RunInspector {
           queueDepth: depth,
           ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}),
           workers: serving,
+          leaseExpiries,
           ...(heldBack ? { heldBack } : {}),
         };
       }),
@@ -162,6 +169,14 @@ export class RunInspector {
       queues.set(w.queue, q);
     }
     return { workflows: perWorkflow, queues: [...queues.values()], workers: { alive: workers.length, list: workers } };
+  }
+
+  /** Each shard's count of expired leases per workflow (one small hash per shard), by shard root. */
+  private async leaseExpiriesByShard(shardsOf: Map<string, ShardRef[]>): Promise<Map<string, Record<string, string>>> {
+    const shards = new Map<string, ShardRef>();
+    for (const list of shardsOf.values()) for (const shard of list) shards.set(this.redis.keys.shardRoot(shard), shard);
+    const read = await Promise.all([...shards.values()].map((shard) => this.redis.store.readLeaseExpiries(shard)));
+    return new Map([...shards.keys()].map((root, i) => [root, read[i]]));
   }
 
   // ---- what exists: registered workflows, live workers, and the shards to look in ----
@@ -202,6 +217,7 @@ export class RunInspector {
           activeRuns: beat.activeRuns,
           startedAt: beat.startedAt,
           lastHeartbeatAt: new Date(expires - beat.ttlMs).toISOString(),
+          ...(beat.executionCache ? { executionCache: beat.executionCache } : {}),
         });
       } catch {
         // skipped, as above
@@ -215,7 +231,7 @@ export class RunInspector {
    * workers serve (emit's `queue` option can send runs there). Partition counts come from this app's
    * `queues` option and from what workers report.
    */
-  private async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
+  async shardsByWorkflow(): Promise<Map<string, ShardRef[]>> {
     const [workflows, stored] = await Promise.all([this.workflows(), this.redis.store.readWorkers()]);
     const partitions = new Map<string, number>();
     const note = (queue: string, count: number) => partitions.set(queue, Math.max(partitions.get(queue) ?? 1, count));

@@ -4,13 +4,16 @@ import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
+  GraphInfo,
   EmitOptions,
   ListRunsParams,
   RunEvent,
   RunHandle,
   RunInfo,
   RunPage,
+  ScheduleInfo,
   StepInfo,
+  Throughput,
   WorkflowMeta,
   WorkflowStats,
 } from '../interfaces/run.interfaces.js';
@@ -20,9 +23,14 @@ import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
+import { readRunGraphs } from './graph-inspector.js';
 import { ResultWaiter } from './result-waiter.js';
+import { liveRunOf } from './run-chain.js';
+import { RunRecovery, type ForkRunOptions, type RetryRunOptions } from './run-recovery.js';
 import { RunActions } from './run-actions.js';
 import { RunEmitter } from './run-emitter.js';
+import { ScheduleActions } from './schedule-actions.js';
+import { ThroughputReader } from './throughput-reader.js';
 import { mergeStepEvents, toRunEvents, toRunInfo, toStepInfos } from './run-info.mapper.js';
 
 type InputOf<W> = W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown;
@@ -39,16 +47,22 @@ export class WorkflowClient implements ChildLauncher {
   private readonly targets: EmitTargets;
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
+  private readonly recovery: RunRecovery;
+  private readonly schedules: ScheduleActions;
+  private readonly throughput: ThroughputReader;
 
   constructor(
     private readonly redis: WorkflowRedis,
     registry: WorkflowRegistry,
   ) {
-    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id));
+    this.waiter = new ResultWaiter(redis, (id) => this.getRun(id), (id, shard) => liveRunOf(redis.store, shard, id).then((live) => live?.id));
     this.inspector = new RunInspector(redis, registry);
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
+    this.recovery = new RunRecovery(redis);
+    this.schedules = new ScheduleActions(redis, this.inspector, (workflow, input, idempotencyKey) => this.emit(workflow, input, { idempotencyKey }));
+    this.throughput = new ThroughputReader(redis, this.inspector);
   }
 
   /** Starts a run. With an idempotencyKey already used for this workflow, returns the existing run's handle. */
@@ -70,6 +84,10 @@ export class WorkflowClient implements ChildLauncher {
 
   childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined {
     return this.emitter.childInShard(start, parentShard);
+  }
+
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+    return this.emitter.graphNodeRun(start, parentShard);
   }
 
   childRunId(start: ChildStart): string {
@@ -140,6 +158,13 @@ export class WorkflowClient implements ChildLauncher {
     return toStepInfos(await this.redis.store.readSteps(shard, runId));
   }
 
+  /** The graphs of child runs the run's steps started (ctx.step.graph): each node's status, what it comes after, its run. */
+  async getRunGraphs(runId: string): Promise<GraphInfo[]> {
+    const shard = this.redis.keys.parseRunId(runId);
+    if (!shard) return [];
+    return readRunGraphs(this.redis.store, shard, await this.getRunSteps(runId));
+  }
+
   /** The run's transitions and its steps' outcomes, in server-time order (see mergeStepEvents). */
   async getRunHistory(runId: string): Promise<RunEvent[]> {
     const shard = this.redis.keys.parseRunId(runId);
@@ -169,6 +194,34 @@ export class WorkflowClient implements ChildLauncher {
   }
 
   /**
+   * Runs started, succeeded, failed and canceled per minute over the last `minutes` (1-60, default 60),
+   * per workflow (or only `workflow`), as every instance sees them: the counts are kept in Redis.
+   */
+  getThroughput(opts: { minutes?: number; workflow?: string } = {}): Promise<Throughput> {
+    return this.throughput.read(opts);
+  }
+
+  /** The cron triggers of registered workflows, with their state: paused, next and last tick. */
+  listSchedules(): Promise<ScheduleInfo[]> {
+    return this.schedules.list();
+  }
+
+  /** Stops a cron trigger on every instance: its ticks start no run until resumeSchedule. Returns false when it was paused already. */
+  pauseSchedule(workflow: string, id: string): Promise<boolean> {
+    return this.schedules.setPaused(workflow, id, true);
+  }
+
+  /** Lets a paused cron trigger tick again (from its next tick on; the ticks missed while paused are not started). */
+  resumeSchedule(workflow: string, id: string): Promise<boolean> {
+    return this.schedules.setPaused(workflow, id, false);
+  }
+
+  /** Starts a cron trigger's run now, once per call, paused or not, with `ctx.run.scheduledAt` the time of the call. */
+  triggerSchedule(workflow: string, id: string): Promise<RunHandle> {
+    return this.schedules.trigger(workflow, id);
+  }
+
+  /**
    * Cancels a run that has not finished, and its children. A run without compensations is canceled at
    * once; one with compensations goes through 'compensating' first. Returns false for a finished (or
    * unknown) run, and changes nothing then.
@@ -187,11 +240,24 @@ export class WorkflowClient implements ChildLauncher {
 
   /**
    * Sends a failed or canceled run back to the queue under the same id: attempt 1 again, its history
-   * continued, its succeeded steps kept; compensated steps run again with a new idempotency key.
+   * continued, its succeeded steps kept; compensated steps run again with a new idempotency key. With
+   * `fromStep`, the records from that step on (in call order) are forgotten first, so that step and every
+   * one after it run again on today's code, each with a new idempotency key.
    */
-  async retryRun(runId: string): Promise<RunHandle> {
-    await this.actions.retryRun(runId);
+  async retryRun(runId: string, opts: RetryRunOptions = {}): Promise<RunHandle> {
+    if (opts?.fromStep !== undefined) await this.recovery.retryFromStep(runId, opts.fromStep);
+    else await this.actions.retryRun(runId);
     return this.handle(runId);
+  }
+
+  /**
+   * A new run of the same workflow on today's code, with copies of the run's step records before
+   * `fromStep` (default: before its first call that did not succeed), their compensations included; the
+   * steps from there on are executed (with new idempotency keys: the fork has its own id). The run must
+   * have finished. See docs/versioning.md, "Recovering a run failed by a bug".
+   */
+  async forkRun<O = unknown>(runId: string, opts: ForkRunOptions = {}): Promise<RunHandle<O>> {
+    return this.handle<O>(await this.recovery.forkRun(runId, opts));
   }
 
   /**

@@ -1,7 +1,7 @@
 import { BadRequestException, ConflictException, ForbiddenException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { WorkflowClient } from '../client/workflow.client.js';
 import { WorkflowConnectionError, WorkflowError } from '../errors/workflow.errors.js';
-import { RUN_STATUSES, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
+import { RUN_STATUSES, type GraphInfo, type RunInfo, type RunStatus, type StepInfo, type RunEvent, type ScheduleInfo, type Throughput, type WorkflowMeta, type WorkflowStats } from '../interfaces/run.interfaces.js';
 import { WORKFLOW_DASHBOARD_OPTIONS, type ResolvedDashboardOptions } from './dashboard.options.js';
 
 /** A run as the lists show it: no payloads, so a page of runs stays small whatever the runs carry. */
@@ -27,6 +27,8 @@ export interface RunDetail {
   children: RunSummary[];
   /** Present when the run has more children than `children` holds. */
   childrenCursor?: string;
+  /** The graphs its graph steps started (ctx.step.graph). */
+  graphs: GraphInfo[];
 }
 
 /** A run's page shows its newest children (re-read every 2 s while it is live); the rest are paged in the
@@ -50,6 +52,15 @@ export class DashboardApi {
 
   workflows(): Promise<WorkflowMeta[]> {
     return this.client.listWorkflows();
+  }
+
+  /** The overview's charts: runs started, succeeded, failed and canceled per minute over the last hour. */
+  throughput(): Promise<Throughput> {
+    return this.client.getThroughput({ minutes: 60 });
+  }
+
+  schedules(): Promise<ScheduleInfo[]> {
+    return this.client.listSchedules();
   }
 
   async runs(query: { workflow?: string; status?: string; cursor?: string; limit?: string; parentId?: string }): Promise<{ runs: RunSummary[]; cursor?: string }> {
@@ -84,7 +95,8 @@ export class DashboardApi {
       this.client.getRunHistory(runId),
       this.client.listRuns({ parentId: runId, limit: CHILDREN_SHOWN, summary: true }),
     ]);
-    return { run, steps, history, children: children.runs.map(summarize), ...(children.cursor ? { childrenCursor: children.cursor } : {}) };
+    const graphs = steps.some((step) => step.kind === 'graph') ? await this.client.getRunGraphs(runId) : [];
+    return { run, steps, history, children: children.runs.map(summarize), ...(children.cursor ? { childrenCursor: children.cursor } : {}), graphs };
   }
 
   /** A run id, or an idempotency key looked up in every workflow (findRun), newest first. */

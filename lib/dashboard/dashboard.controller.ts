@@ -60,6 +60,18 @@ export function createDashboardController(path: string, guard: Type<CanActivate>
       return this.api.workflows();
     }
 
+    @Get('api/throughput')
+    @Header('Cache-Control', NO_STORE)
+    throughput() {
+      return this.api.throughput();
+    }
+
+    @Get('api/schedules')
+    @Header('Cache-Control', NO_STORE)
+    schedules() {
+      return this.api.schedules();
+    }
+
     @Get('api/runs')
     @Header('Cache-Control', NO_STORE)
     runs(@Query() query: Record<string, string | undefined>) {

@@ -14,6 +14,7 @@ import {
   WaitTimeoutError,
   WorkflowError,
 } from './workflow.errors.js';
+import { decodeStoredValue, encodePayloadText, isEncodedPayload } from '../codecs/payload-codec.js';
 
 /** How an error is stored in Redis: plain JSON, so that any process can show and rethrow it. */
 export interface StoredError {
@@ -78,12 +79,16 @@ export function encodeError(error: unknown, depth = 0): StoredError {
   return stored;
 }
 
+/** An error as stored for a run or a step: encoded with the payload codec when there is one (its message and data are the user's). */
 export function encodeErrorJson(error: unknown): string {
-  return JSON.stringify(encodeError(error));
+  return encodePayloadText(JSON.stringify(encodeError(error)));
 }
 
-/** Rebuilds an Error from its stored form: the package's own errors get their class back. */
-export function decodeError(stored: StoredError): Error {
+/** Rebuilds an Error from its stored form (encoded, or not): the package's own errors get their class back. */
+export function decodeError(given: StoredError | string): Error {
+  const decoded = isEncodedPayload(given) ? decodeStoredValue(given, true) : given;
+  if (typeof decoded === 'string') return new WorkflowError(decoded);
+  const stored = decoded as StoredError;
   const Known = KNOWN[stored.name];
   const error: Error = Known ? new Known(stored.message) : new WorkflowError(stored.message);
   error.name = stored.name;
@@ -96,7 +101,7 @@ export function decodeError(stored: StoredError): Error {
 export function decodeErrorJson(text: string | null | undefined): Error | undefined {
   if (!text) return undefined;
   try {
-    return decodeError(JSON.parse(text) as StoredError);
+    return decodeError(JSON.parse(text) as StoredError | string);
   } catch {
     return new WorkflowError(`Unreadable stored error: ${truncate(text, 200)}`);
   }

@@ -30,6 +30,12 @@ export interface ChildLauncher {
   childInShard(start: ChildStart, parentShard: ShardRef): { id: string; workflow: string; emit: EmitArgs } | undefined;
   /** The run id a child started with these arguments gets (unless its idempotency key names another run). */
   childRunId(start: ChildStart): string;
+  /**
+   * The run of a graph's node (ctx.step.graph), created later in the parent's shard by Redis: its id, workflow
+   * and input text. Rejects (InvalidArgumentError, UnknownWorkflowError, InputValidationError) when the
+   * workflow cannot be a node there.
+   */
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }>;
   /** The workflow name of a reference, for fingerprints. */
   workflowName(workflow: string | WorkflowClass): string;
 }

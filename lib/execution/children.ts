@@ -1,8 +1,10 @@
-import { decodeError, encodeErrorJson } from '../errors/error-codec.js';
+import { storedResult } from './journal.js';
+import { decodeError, encodeError } from '../errors/error-codec.js';
 import { ChildWorkflowError, TimeoutError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildEmitOptions, ChildRunOptions, WorkflowClass } from '../interfaces/workflow.interfaces.js';
 import { checkDuration, checkInstant, quoteName } from './call-limits.js';
 import type { ChildStart } from './child-launcher.js';
+import type { WaitSpec } from '../redis/workflow-store.js';
 import type { ExecutionState } from './execution-state.js';
 import { encodeStepRecord, type StoredStep } from './step-record.js';
 import { EndOfRecords } from './suspension.js';
@@ -33,30 +35,44 @@ export class Children {
       // A child that failed before a retry (of the attempt, or retryRun) is started again, as a new generation.
       const retryFailed = stored?.state === 'F' && (stored.record.pa ?? run.claim.epoch) < run.claim.epoch && run.mode === 'execute';
       if (stored && !retryFailed) {
-        if (stored.state === 'S') return Promise.resolve(structuredClone(stored.record.r));
+        if (stored.state === 'S') return Promise.resolve(storedResult(stored));
         if (stored.state === 'F') throw childError(name, stored);
         if (stored.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
           return this.timeOutChild(name, field, fingerprint, stored, opts);
         }
         if (run.mode === 'collect') throw new EndOfRecords();
-        return run.parking.waitFor({ kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
+        return this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: stored.record.id!, workflow: workflowName, timeoutMs: opts.timeoutMs });
       }
       if (run.mode === 'collect') throw new EndOfRecords();
-      const generation = retryFailed ? (stored!.record.g ?? 0) + 1 : 0;
+      const generation = Math.max(run.journal.generationFloor, retryFailed ? (stored!.record.g ?? 0) + 1 : 0);
       const start = this.childStart(field, generation, workflow, input, opts, field, undefined);
       if (!retryFailed) {
         // A child in this shard is created by the call that parks the run: one call fewer per child, and
         // the children and the wait for them appear together (see Parking.considerParking for a run that goes on).
         const inShard = run.settings.children.childInShard(start, run.shard);
-        if (inShard) return run.parking.waitFor({ kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
+        if (inShard) return this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: inShard.id, workflow: inShard.workflow, timeoutMs: opts.timeoutMs, spawn: inShard.emit });
       }
       const started = retryFailed ? this.restartFailedChild(field, fingerprint, generation, start) : run.parking.track(() => this.startChildAfterCommits(start));
       return started.then((child) =>
-        run.parking.waitFor({ kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
+        this.waitForChild(name, field, fingerprint, opts, { kind: 'child', field, childId: child.id, workflow: child.workflow, timeoutMs: opts.timeoutMs, joined: child.joined }),
       );
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** The run waits for a child; after a warm resume, the child's record (as the claim brought it) decides. */
+  private waitForChild(name: string, field: string, fingerprint: string, opts: ChildRunOptions, wait: WaitSpec & { kind: 'child' }): Promise<unknown> {
+    return this.run.parking.waitFor(wait, () => {
+      const stored = this.run.journal.steps.get(field);
+      if (stored?.state === 'S') return Promise.resolve(storedResult(stored));
+      if (stored?.state === 'F') return Promise.reject(childError(name, stored));
+      if (stored?.state === 'W' && stored.record.dl !== undefined && stored.record.dl <= this.run.serverNow()) {
+        return this.timeOutChild(name, field, fingerprint, stored, opts);
+      }
+      // created by the park that suspended the handler: not again
+      return this.waitForChild(name, field, fingerprint, opts, { ...wait, spawn: undefined });
+    });
   }
 
   async emitChild(name: string, workflow: string | WorkflowClass, input: unknown, opts: ChildEmitOptions = {}): Promise<string> {
@@ -68,12 +84,12 @@ export class Children {
     const stored = run.journal.steps.get(field);
     if (stored) {
       run.journal.assertSameStep(stored, 'child-emit', fingerprint);
-      return String(stored.record.r);
+      return String(storedResult(stored));
     }
     if (run.mode === 'collect') throw new EndOfRecords();
     return run.parking.track(async () => {
       await run.commits.flush();
-      const child = await run.settings.children.startChild(this.childStart(field, 0, workflow, input, opts, undefined, opts.runAt));
+      const child = await run.settings.children.startChild(this.childStart(field, run.journal.generationFloor, workflow, input, opts, undefined, opts.runAt));
       await run.commits.commit(field, 'S', encodeStepRecord({ k: 'child-emit', f: fingerprint, s: 'succeeded', n: run.journal.position(field) }, JSON.stringify(child.id)), {
         childId: child.id,
       });
@@ -114,9 +130,9 @@ export class Children {
   private async timeOutChild(name: string, field: string, fingerprint: string, stored: StoredStep, opts: ChildRunOptions): Promise<unknown> {
     const timedOut = await this.run.waits.resolveOpenWait(field, 'F', encodeStepRecord({
       k: 'child', f: fingerprint, s: 'failed', n: this.run.journal.position(field), id: stored.record.id,
-      e: JSON.parse(encodeErrorJson(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`))),
+      e: encodeError(new TimeoutError(`Child workflow '${name}' did not finish within ${opts.timeoutMs} ms.`)),
     }));
-    if (timedOut.state === 'S') return structuredClone(timedOut.record.r);
+    if (timedOut.state === 'S') return storedResult(timedOut);
     throw timedOut.record.e?.name === 'TimeoutError' ? decodeError(timedOut.record.e) : childError(name, timedOut);
   }
 

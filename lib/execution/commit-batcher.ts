@@ -153,6 +153,6 @@ export class CommitBatcher {
     const journal = run.journal;
     if ('resolved' in result) return journal.keep(parseStoredStep(field, result.resolved));
     const committedAt = result.committedAt ?? Math.round(run.serverNow());
-    return parsed ? journal.remember(field, committedAt, state, parsed) : journal.keep(parseStoredStep(field, `${committedAt}|${state}|${record}`));
+    return parsed ? journal.remember(field, committedAt, state, parsed, record.length) : journal.keep(parseStoredStep(field, `${committedAt}|${state}|${record}`));
   }
 }

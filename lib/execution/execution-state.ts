@@ -1,13 +1,20 @@
 import { Logger } from '@nestjs/common';
 import { CanceledError, LeaseLostError, type NonDeterminismError, type NonRetriableError } from '../errors/workflow.errors.js';
 import type { WorkflowDefinition } from '../discovery/workflow-definition.js';
+import { scheduledAtFromKey } from '../scheduler/missed-tick.js';
+import { triggerId } from '../scheduler/trigger-id.js';
 import type { RunMeta, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
 import type { ExecutionObserver, RunObservation } from '../observability/workflow-observer.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { ClaimRequest, ClaimedRun, WorkflowStore } from '../redis/workflow-store.js';
 import type { ChildLauncher } from './child-launcher.js';
+import { Graphs } from './graphs.js';
 import type { DurableExecution, StepRequest } from './execution-scope.js';
 import { Children } from './children.js';
+import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
+import { toPayload } from './payload.js';
+import { EndOfRecords } from './suspension.js';
+import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
@@ -36,6 +43,9 @@ export interface ExecutionSettings {
   refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+  /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
+   *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
+  keepsWarm?: { windowMs: number; workerId: string };
   /** The module's `faults` option (tests only). */
   faults?: FaultInjector;
 }
@@ -58,7 +68,13 @@ export type ExecutableDefinition = WorkflowDefinition & { instance: WorkflowHand
  */
 export abstract class ExecutionState implements DurableExecution {
   readonly id: string;
-  readonly token: string;
+  /** The claim's fencing token; a warm resume (RunExecution.resume) takes the new claim's. */
+  token: string;
+  /** The counter part of the token ('<fence>:<claim id>'), handed to steps (StepContext.fencingToken). */
+  get fencingToken(): string {
+    const colon = this.token.indexOf(':');
+    return colon < 0 ? this.token : this.token.slice(0, colon);
+  }
   readonly journal: Journal;
   readonly attempts: StepAttempts;
   readonly commits: CommitBatcher;
@@ -68,14 +84,21 @@ export abstract class ExecutionState implements DurableExecution {
   mode: 'execute' | 'collect' = 'execute';
   /** A non-determinism found during replay fails the run even if the handler caught it. */
   fatal?: NonDeterminismError | NonRetriableError;
+  /** The new run's input (JSON text) once the handler called ctx.continueAsNew. */
+  continuation?: string;
   /** The handler returned or threw (a run whose handler settled does not park). */
   handlerSettled = false;
+  /** A durable call of the handler was refused because the run was parking or stopped (see assertExecuting). */
+  refusedWhileParked = false;
   observation?: RunObservation;
   input: unknown;
   /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
   protected abortReason?: Error;
   private waitsPart?: Waits;
   private childrenPart?: Children;
+  private graphsPart?: Graphs;
+  /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
+  dependencies?: Record<string, unknown>;
   private redisStepsPart?: RedisSteps;
   protected sagaPart?: Saga;
   private loggerInstance?: Logger;
@@ -83,7 +106,7 @@ export abstract class ExecutionState implements DurableExecution {
   private controller?: AbortController;
   /** Steps racing the run's end (see untilAborted). */
   private readonly abortWaiters = new Set<(reason: Error) => void>();
-  private readonly claimedAtLocal = Date.now();
+  private claimedAtLocal = Date.now();
   /** Local time by which the lease surely still holds (the claim or the last heartbeat, sent before this, plus leaseMs). */
   private leaseHeldUntil: number;
   private lastStartedAt = 0;
@@ -93,7 +116,7 @@ export abstract class ExecutionState implements DurableExecution {
   private resolveStopped?: (outcome: ExecutionOutcome) => void;
 
   constructor(
-    readonly claim: ClaimedRun,
+    public claim: ClaimedRun,
     readonly shard: ShardRef,
     readonly definition: ExecutableDefinition,
     readonly store: WorkflowStore,
@@ -124,6 +147,11 @@ export abstract class ExecutionState implements DurableExecution {
   /** Child workflows, made on the first. */
   get children(): Children {
     return (this.childrenPart ??= new Children(this));
+  }
+
+  /** Graphs of child runs, made on the first. */
+  get graphs(): Graphs {
+    return (this.graphsPart ??= new Graphs(this));
   }
 
   /** Redis steps (ctx.step.redis), made on the first. */
@@ -161,7 +189,36 @@ export abstract class ExecutionState implements DurableExecution {
       attempt: this.claim.attempt,
       maxAttempts: this.claim.maxAttempts,
       ...(this.claim.parentId ? { parentId: this.claim.parentId } : {}),
+      ...(this.scheduledAt ? { scheduledAt: this.scheduledAt } : {}),
     };
+  }
+
+  /** ctx.continueAsNew: recorded here, then the handler is unwound (see ContinueAsNewSignal). */
+  continueAsNew(input: unknown): Promise<never> {
+    try {
+      this.assertExecuting();
+      if (this.mode === 'collect') throw new EndOfRecords();
+      if (this.continuation !== undefined) throw new InvalidArgumentError(CONTINUED_TWICE);
+      this.continuation = toPayload(input ?? null, `The input of ctx.continueAsNew in workflow '${this.workflow}'`, this.settings.maxPayloadBytes) ?? 'null';
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return Promise.reject(new ContinueAsNewSignal());
+  }
+
+  /** The cron tick that started the run (RunMeta.scheduledAt): read before the first execution of a run of a
+   *  workflow with cron triggers (null: read, none), from its idempotency key; other runs never read it. */
+  scheduledAt?: string | null;
+
+  get needsScheduledAt(): boolean {
+    return this.scheduledAt === undefined && this.definition.options.cron.length > 0;
+  }
+
+  readScheduledAt(): Promise<void> {
+    return this.store.readRuns([{ shard: this.shard, id: this.id }], ['ik']).then(([fields]) => {
+      const ids = this.definition.options.cron.map((trigger) => triggerId(this.definition.name, trigger));
+      this.scheduledAt = scheduledAtFromKey(fields?.ik, ids) ?? null;
+    });
   }
 
   // ---- the lease and the clocks ----
@@ -196,6 +253,9 @@ export abstract class ExecutionState implements DurableExecution {
 
   assertExecuting(): void {
     if (this.state === 'executing') return;
+    // The handler went on (a branch that waited on something else than a durable call) while the run
+    // parked: it saw a refusal that a replay would not see, so it cannot be resumed warm.
+    this.refusedWhileParked = true;
     if (this.state === 'parking') throw PARKING;
     throw this.stopReason();
   }
@@ -245,16 +305,40 @@ export abstract class ExecutionState implements DurableExecution {
     this.abort(error);
   }
 
-  /** The run parked (see Parking): the handler's pending calls end with `reason`. */
+  /** The run parked (see Parking): the handler's pending calls end with `reason`. A handler kept warm
+   *  keeps its signal: nothing is in flight at a park, and a warm resume goes on with the same handler. */
   parked(reason: Error): void {
     this.state = 'stopped';
-    this.signalAbort(reason);
+    this.signalAbort(reason, this.parking.resumable);
     this.resolveStop('parked');
   }
 
-  private signalAbort(reason: Error): void {
+  /**
+   * A parked execution kept warm takes over the run again under `claim`, a claim of the same run by this
+   * worker with no claim in between (RunExecution.resume): a new token, lease and server time; the
+   * journal, the suspended handler and everything it holds are kept.
+   */
+  protected rebind(claim: ClaimedRun): void {
+    this.claim = claim;
+    this.token = claim.token;
+    this.claimedAtLocal = Date.now();
+    this.leaseHeldUntil = this.claimedAtLocal + (this.settings.leaseMs ?? 0);
+    this.state = 'executing';
+    this.abortReason = undefined;
+    this.stopOutcome = undefined;
+    this.stoppedPromise = undefined;
+    this.resolveStopped = undefined;
+  }
+
+  /** A warm execution that will not be resumed (evicted, or the run went on without it). */
+  discard(): void {
+    this.parking.forgetSuspended();
+    this.controller?.abort(this.abortReason);
+  }
+
+  private signalAbort(reason: Error, keepSignal = false): void {
     this.abortReason = reason;
-    this.controller?.abort(reason);
+    if (!keepSignal) this.controller?.abort(reason);
     for (const reject of this.abortWaiters) reject(reason);
     this.abortWaiters.clear();
   }

@@ -18,6 +18,7 @@ import { RedisTxBuilder } from './redis-tx.js';
 import type { RedisCompensation, RedisStepOptions, RedisTx } from '../interfaces/redis-step.interfaces.js';
 import type { FaultKind } from '../interfaces/fault-injection.interfaces.js';
 import { mayRetryStep } from './retry-policy.js';
+import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type {
   InputData,
@@ -87,6 +88,9 @@ class InlineRun implements DurableExecution {
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
   private fatal?: Error;
+  /** The next execution's input (JSON text) once the handler called ctx.continueAsNew. */
+  private continuation?: string;
+  private continuations = 0;
   /** The validated input of the last attempt: what @OnFailure receives, as in the engine. */
   private input?: unknown;
   /** An injected crash or lease loss stopped this execution: the handler's later calls see it too. */
@@ -116,7 +120,7 @@ class InlineRun implements DurableExecution {
   async execute(): Promise<InlineResult> {
     // As emit() does: validate, store as JSON; then as the worker does: read back and validate again.
     const validated = await prepareInput(this.options.input, this.inline.input, this.options.validation);
-    const inputText = toPayload(validated ?? null, `The input of workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
+    let inputText = toPayload(validated ?? null, `The input of workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
     const deadline = this.options.timeoutMs > 0 ? setTimeout(() => this.timeOut(), this.options.timeoutMs) : undefined;
     try {
       for (;;) {
@@ -125,33 +129,45 @@ class InlineRun implements DurableExecution {
         this.compensations = [];
         this.fatal = undefined;
         this.stopped = undefined;
+        let error: unknown;
         try {
           const output = await this.executeAttempt(inputText);
-          return this.result({ succeeded: true, output });
-        } catch (error) {
-          if (error instanceof WorkflowConfigurationError) throw error;
-          if (error instanceof InjectedFaultStop && !this.controller.signal.aborted) {
+          if (this.continuation === undefined) return this.result({ succeeded: true, output });
+        } catch (thrown) {
+          if (thrown instanceof WorkflowConfigurationError) throw thrown;
+          if (thrown instanceof InjectedFaultStop && !this.controller.signal.aborted) {
             // The engine executes the run again from its records, as after a crash: not a failed attempt.
-            this.logger.warn(`${error.message}; executing the run again from its recorded steps`);
+            this.logger.warn(`${thrown.message}; executing the run again from its recorded steps`);
             this.attempt -= 1;
             continue;
           }
-          const final =
-            error instanceof NonRetriableError ||
-            error instanceof NonDeterminismError ||
-            error instanceof PayloadError ||
-            error instanceof InvalidArgumentError ||
-            error instanceof TimeoutError ||
-            this.controller.signal.aborted ||
-            this.attempt >= this.maxAttempts;
-          if (!final) {
-            this.logger.warn(`Attempt ${this.attempt}/${this.maxAttempts} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
-            continue;
-          }
-          const failure = error instanceof Error ? error : new WorkflowError(describeError(error));
-          const onFailureError = await this.finalize(failure, inputText);
-          return this.result({ succeeded: false, error: failure, onFailureError });
+          error = thrown;
         }
+        if (this.continuation !== undefined && !this.fatal) {
+          // as the engine: a new execution with the given input and an empty history
+          inputText = this.continuation;
+          this.continuation = undefined;
+          this.continuations += 1;
+          this.attempt = 0;
+          this.memo.clear();
+          this.entries.clear();
+          continue;
+        }
+        const final =
+          error instanceof NonRetriableError ||
+          error instanceof NonDeterminismError ||
+          error instanceof PayloadError ||
+          error instanceof InvalidArgumentError ||
+          error instanceof TimeoutError ||
+          this.controller.signal.aborted ||
+          this.attempt >= this.maxAttempts;
+        if (!final) {
+          this.logger.warn(`Attempt ${this.attempt}/${this.maxAttempts} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
+          continue;
+        }
+        const failure = error instanceof Error ? error : new WorkflowError(describeError(error));
+        const onFailureError = await this.finalize(failure, inputText);
+        return this.result({ succeeded: false, error: failure, onFailureError });
       }
     } finally {
       clearTimeout(deadline);
@@ -177,7 +193,17 @@ class InlineRun implements DurableExecution {
         runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
+        graph: (name) => this.graph(name) as Promise<any>,
         redis: (name, build, opts) => this.redisStep(name, build, opts),
+      },
+      continueAsNew: (next) => {
+        try {
+          if (this.continuation !== undefined) throw new InvalidArgumentError(CONTINUED_TWICE);
+          this.continuation = toPayload(next ?? null, `The input of ctx.continueAsNew in workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
+        } catch (error) {
+          return Promise.reject(error);
+        }
+        return Promise.reject(new ContinueAsNewSignal());
       },
     };
     const work = executionScope.run({ execution: this }, () => Promise.resolve().then(() => this.handler.execute(ctx)));
@@ -211,7 +237,7 @@ class InlineRun implements DurableExecution {
                 request.timeoutMs,
               )
             : undefined;
-        const step: StepContext = { idempotencyKey, signal: stepController.signal, attempt: entry.attempts };
+        const step: StepContext = { idempotencyKey, signal: stepController.signal, attempt: entry.attempts, fencingToken: '1' };
         const call = () => executionScope.run({ execution: this, step }, () => Promise.resolve().then(() => fn(step)));
         try {
           if (faults.length > 0 && attempt === 1) return await this.withFaults(faults, request.name, call, stepController, entry);
@@ -376,7 +402,7 @@ class InlineRun implements DurableExecution {
         return toPayload(value, `The override of step '${name}'`, this.maxPayloadBytes);
       }
       const handler = this.resolveChild(name, workflow);
-      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined }, this.runId, this.faults).execute();
+      const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined, scheduledAt: undefined }, this.runId, this.faults).execute();
       entry.child = result;
       if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
       if (!result.succeeded) {
@@ -384,6 +410,19 @@ class InlineRun implements DurableExecution {
         throw new ChildWorkflowError(`Child workflow '${name}' (run ${result.runId}) failed: ${cause.message}`, { cause });
       }
       return toPayload(result.output, `The output of child workflow '${result.workflow}'`, this.maxPayloadBytes);
+    });
+  }
+
+  /** A graph needs Redis to start its nodes: inline, only its overridden value (the results by node name). */
+  private graph(name: string): Promise<unknown> {
+    const override = this.overrideFor(name);
+    if (!override.found) {
+      return Promise.reject(new InvalidArgumentError(`runInline does not run graphs: give step '${name}' its results in steps ({ '${name}': { node: { status: 'succeeded', output } } }).`));
+    }
+    return this.durable(name, 'graph', 'graph', true, async (_field, entry) => {
+      entry.attempts += 1;
+      const value = typeof override.value === 'function' ? await override.value() : override.value;
+      return toPayload(value, `The override of step '${name}'`, this.maxPayloadBytes);
     });
   }
 
@@ -468,6 +507,7 @@ class InlineRun implements DurableExecution {
       attempt: this.attempt,
       maxAttempts: this.maxAttempts,
       ...(this.parentId ? { parentId: this.parentId } : {}),
+      ...(this.inline.scheduledAt ? { scheduledAt: this.inline.scheduledAt.toISOString() } : {}),
     };
   }
 
@@ -478,6 +518,7 @@ class InlineRun implements DurableExecution {
       ...outcome,
       attempts: this.attempt,
       steps: [...this.entries.values()],
+      ...(this.continuations > 0 ? { continuedAsNew: this.continuations } : {}),
       ...(this.faults ? { injectedFaults: this.faults.injected.filter((f) => f.runId === this.runId) } : {}),
     };
   }

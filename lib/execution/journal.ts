@@ -1,9 +1,10 @@
+import { decodeStoredValue, isEncodedPayload } from '../codecs/payload-codec.js';
 import { describeError } from '../errors/error-codec.js';
 import { NonDeterminismError, NonRetriableError } from '../errors/workflow.errors.js';
 import { asStoredText } from '../redis/keys.js';
 import { checkStepName } from './call-limits.js';
 import type { ExecutionState } from './execution-state.js';
-import { parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
+import { GENERATION_FIELD, parseStepField, parseStoredStep, stepField, type RecordState, type StepRecord, type StoredStep } from './step-record.js';
 
 /**
  * The replay journal of one execution: the run's step records (as claimed, read, or committed by this
@@ -17,6 +18,8 @@ export class Journal {
   readonly steps = new Map<string, StoredStep>();
   /** Step records of the claim that could not be parsed (damaged in Redis). */
   unreadableRecords?: string[];
+  /** The run's step generation after retries from a step (GENERATION_FIELD): the least a step executed again gets. */
+  generationFloor = 0;
   /** A record names an event's payload instead of carrying it: read before the replay (prepare). */
   namesPayloads = false;
   private readonly occurrences = new Map<string, number>();
@@ -24,10 +27,13 @@ export class Journal {
   private readonly callOrder = new Map<string, number>();
   /** Every step field of the run: stored ones and those this execution reached (for maxStepsPerRun). */
   private readonly knownFields: Set<string>;
+  /** An estimate of the memory the records take (see ExecutionCache), from the sizes of their texts. */
+  bytes = 0;
 
   constructor(private readonly run: ExecutionState) {
     const claimed = run.claim.steps;
     this.knownFields = new Set(claimed.keys());
+    if (claimed.has(GENERATION_FIELD)) this.knownFields.delete(GENERATION_FIELD);
     for (const [field, value] of claimed) {
       this.keepStored(field, value);
       if (value.includes(',"rp":"')) this.namesPayloads = true;
@@ -52,7 +58,7 @@ export class Journal {
     const read = cursor === undefined ? Promise.resolve() : run.store.readStepsFrom(run.shard, run.id, cursor, more);
     return read.then(() => {
       for (const [field, value] of more) {
-        this.knownFields.add(field);
+        if (field !== GENERATION_FIELD) this.knownFields.add(field);
         run.claim.steps.set(field, value);
       }
       return run.store.withPayloads(run.shard, run.claim.steps);
@@ -67,7 +73,25 @@ export class Journal {
     );
   }
 
+  /**
+   * Records a warm claim brought (ClaimedRun.warm): those written since this execution parked. A record
+   * read again (a claim that sent every record) replaces the one kept, with the same content.
+   */
+  takeDelta(steps: Map<string, string>): void {
+    for (const [field, value] of steps) {
+      this.knownFields.add(field);
+      this.keepStored(field, value);
+      if (value.includes(',"rp":"')) this.namesPayloads = true;
+    }
+  }
+
   private keepStored(field: string, value: string): void {
+    if (field === GENERATION_FIELD) {
+      const generation = /"g":(\d+)/.exec(value);
+      this.generationFloor = generation ? Number(generation[1]) : 0;
+      return;
+    }
+    if (!this.steps.has(field)) this.bytes += recordBytes(field, value.length);
     try {
       this.steps.set(field, parseStoredStep(field, value));
     } catch {
@@ -83,7 +107,8 @@ export class Journal {
   }
 
   /** Keeps a record this execution committed, as the object it encoded (no re-parse). */
-  remember(field: string, committedAt: number, state: RecordState, record: StepRecord): StoredStep {
+  remember(field: string, committedAt: number, state: RecordState, record: StepRecord, textLength = 64): StoredStep {
+    if (!this.steps.has(field)) this.bytes += recordBytes(field, textLength);
     const stored: StoredStep = { field, ...parseStepField(field), committedAt, state, record };
     this.steps.set(field, stored);
     return stored;
@@ -135,5 +160,16 @@ export class Journal {
 
 /** A stored step's result, as a copy the handler may change. */
 export function storedResult<T>(stored: StoredStep): T {
-  return (stored.record.r === undefined ? undefined : structuredClone(stored.record.r)) as T;
+  const result = stored.record.r;
+  if (isEncodedPayload(result)) return decodeStoredValue(result) as T;
+  return (result === undefined ? undefined : structuredClone(result)) as T;
+}
+
+/**
+ * What a kept record costs in memory, estimated: its field and text as UTF-16, and about 300 bytes of
+ * objects (the parsed record, its map entries, the call order and known-field entries). Calibrated by
+ * bench/long-runs.ts (worker heap per cached execution).
+ */
+function recordBytes(field: string, textLength: number): number {
+  return 2 * (field.length + textLength) + 300;
 }

@@ -27,7 +27,7 @@ async function attempts<T>(name: string, options: StepOptions, scope: ExecutionS
       ? setTimeout(() => controller.abort(new TimeoutError(`Step '${name}' timed out after ${options.timeoutMs} ms.`)), options.timeoutMs)
       : undefined;
     if (controller) outer.signal.addEventListener('abort', onOuterAbort, { once: true });
-    const step: StepContext = { idempotencyKey: outer.idempotencyKey, attempt, signal: controller?.signal ?? outer.signal };
+    const step: StepContext = { idempotencyKey: outer.idempotencyKey, attempt, signal: controller?.signal ?? outer.signal, fencingToken: outer.fencingToken };
     try {
       const work = executionScope.run({ ...scope, step }, () => Promise.resolve().then(call));
       return await (controller ? raceAbort(work, controller.signal) : work);

@@ -1,5 +1,5 @@
 import { describeError } from '../errors/error-codec.js';
-import type { WaitSpec } from '../redis/workflow-store.js';
+import { PARK_WAITS_PER_CALL, type WaitSpec } from '../redis/workflow-store.js';
 import { isPromise } from './promises.js';
 import type { ExecutionState } from './execution-state.js';
 import { EndOfRecords, PARKED } from './suspension.js';
@@ -12,10 +12,24 @@ import { EndOfRecords, PARKED } from './suspension.js';
  * inFlightEnded and endWhenSettled run at the end of every step: plain promise chains, no async (see
  * step-attempts.ts).
  */
+/**
+ * A wait the handler is suspended on. `decide` makes the wait's decision again from the journal (the wait
+ * is over, or it waits again): a warm resume (see resumeWaits) settles the handler's promise with it.
+ */
+interface SuspendedWait {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  decide(): Promise<unknown>;
+}
+
 export class Parking {
   /** Steps and other operations in flight: the run does not park while one is. */
   inFlight = 0;
   private pendingWaits: WaitSpec[] = [];
+  /** The handler's promises of pendingWaits, in the same order (kept only when the execution may stay warm). */
+  private suspended: SuspendedWait[] = [];
+  /** The waits the run parked on, kept for a warm resume. */
+  private parkedWaits: SuspendedWait[] = [];
   private parkScheduled = false;
 
   constructor(private readonly run: ExecutionState) {}
@@ -56,12 +70,48 @@ export class Parking {
     return this.endWhenSettled(work) as Promise<T>;
   }
 
-  /** The handler waits for `wait`: a promise settled by parking (the handler is abandoned and replayed later). */
-  waitFor(wait: WaitSpec): Promise<never> {
+  /**
+   * The handler waits for `wait`: the run parks, and the handler is either abandoned and replayed later, or,
+   * when the worker keeps the execution warm (ExecutionCache), resumed here by the next claim: `decide`
+   * then makes the wait's decision again from the records that claim brought (see resumeWaits).
+   */
+  waitFor<T = never>(wait: WaitSpec, decide: () => Promise<T>): Promise<T> {
     if (this.run.mode === 'collect') return Promise.reject(new EndOfRecords());
     this.pendingWaits.push(wait);
     this.considerParking();
-    return new Promise<never>(() => undefined);
+    if (!this.run.settings.keepsWarm) return new Promise<T>(() => undefined);
+    return new Promise<T>((resolve, reject) => {
+      this.suspended.push({ resolve: resolve as (value: unknown) => void, reject, decide });
+    });
+  }
+
+  /** The run parked with its handler suspended on waits that a warm resume can settle. */
+  get resumable(): boolean {
+    return this.parkedWaits.length > 0;
+  }
+
+  /**
+   * A warm claim resumed the run (RunExecution.resume): each wait it parked on decides again, from the
+   * records the claim brought, whether it is over (the handler goes on) or waits again (a new park).
+   */
+  resumeWaits(): void {
+    const waits = this.parkedWaits;
+    this.parkedWaits = [];
+    for (const wait of waits) {
+      let decided: Promise<unknown>;
+      try {
+        decided = wait.decide();
+      } catch (error) {
+        decided = Promise.reject(error);
+      }
+      decided.then(wait.resolve, wait.reject);
+    }
+  }
+
+  /** The suspended handler will not be resumed (evicted, or the run went on elsewhere). */
+  forgetSuspended(): void {
+    this.parkedWaits = [];
+    this.suspended = [];
   }
 
   considerParking(): void {
@@ -122,10 +172,16 @@ export class Parking {
     run.state = 'parking';
     const waits = this.pendingWaits;
     this.pendingWaits = [];
+    const suspended = this.suspended;
+    this.suspended = [];
     const waitingFor = JSON.stringify(describeWaits(waits));
+    // Kept warm only when every wait of the park can be resumed, and the park is one call (a staged park
+    // of a large fan-out stays cold: its waits' records would not fit a claim's delta).
+    const warm = suspended.length === waits.length && waits.length <= PARK_WAITS_PER_CALL ? run.settings.keepsWarm : undefined;
     try {
-      const result = await run.store.park(run.shard, run.id, run.token, waitingFor, waits);
+      const result = await run.store.park(run.shard, run.id, run.token, waitingFor, waits, warm);
       if (result.outcome === 'lost') return run.lose(result.reason);
+      if (warm) this.parkedWaits = suspended;
       run.parked(PARKED);
     } catch (error) {
       run.logger.error(`Could not park the run: ${describeError(error)}`);
@@ -137,6 +193,7 @@ export class Parking {
 /** What RunInfo.waitingFor shows, kept in the run hash: at most WAITS_SHOWN of each kind, with their total past that
  *  (a fan-out of 10,000 children would otherwise store and carry 300 KB of ids with the park). */
 function describeWaits(waits: WaitSpec[]): unknown {
+  const graphs = waits.flatMap((w) => (w.kind === 'graph' ? [w.field.slice(w.field.indexOf(':') + 1)] : []));
   const sleeps = waits.filter((w) => w.kind === 'sleep').map((w) => w.field.slice(w.field.indexOf(':') + 1));
   const children = waits.flatMap((w) => (w.kind === 'child' ? [w.childId] : []));
   const events = waits.flatMap((w) => (w.kind === 'event' ? [{ event: w.event, ...(w.key ? { key: w.key } : {}) }] : []));
@@ -144,6 +201,7 @@ function describeWaits(waits: WaitSpec[]): unknown {
     ...shownWaits('sleep', sleeps),
     ...shownWaits('children', children),
     ...shownWaits('events', events),
+    ...shownWaits('graphs', graphs),
   };
 }
 

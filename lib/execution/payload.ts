@@ -1,4 +1,5 @@
 import { PayloadError } from '../errors/workflow.errors.js';
+import { decodeStoredValue, encodePayloadText } from '../codecs/payload-codec.js';
 
 /**
  * Turns a value into the JSON text that is stored, refusing what JSON would silently change or drop:
@@ -15,18 +16,19 @@ export function toPayload(value: unknown, what: string, maxBytes: number): strin
   if (problem) throw new PayloadError(`${what} is not JSON: ${problem}. Return plain data (objects, arrays, strings, numbers, booleans, null).`);
   const text = JSON.stringify(value);
   // A UTF-8 character takes at most 3 bytes per UTF-16 unit: short texts need no count.
-  if (text.length * 3 <= maxBytes) return text;
+  if (text.length * 3 <= maxBytes) return encodePayloadText(text);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > maxBytes) {
     throw new PayloadError(
       `${what} is ${bytes} bytes, more than maxPayloadBytes (${maxBytes}). Store large data elsewhere (S3, a database) and pass a reference.`,
     );
   }
-  return text;
+  return encodePayloadText(text);
 }
 
+/** A stored payload's value (decoded with the codec when it was stored encoded, see lib/codecs). */
 export function fromPayload<T>(text: string | undefined | null): T {
-  return (text === undefined || text === null || text === '' ? undefined : JSON.parse(text)) as T;
+  return (text === undefined || text === null || text === '' ? undefined : decodeStoredValue(JSON.parse(text))) as T;
 }
 
 /** How deeply objects and arrays may nest in a stored value: deeper ones overflowed the stack (RangeError). */

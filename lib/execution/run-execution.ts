@@ -10,14 +10,16 @@ import {
 } from '../errors/workflow.errors.js';
 import type { ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
 import type { RunObservation } from '../observability/workflow-observer.js';
-import type { Handoff, TransitionResult, WorkflowStore } from '../redis/workflow-store.js';
+import type { ClaimedRun, Handoff, TransitionResult, WorkflowStore } from '../redis/workflow-store.js';
 import { backoffDelay } from './backoff.js';
 import { checkDuration, checkInstant, checkStepOptions, quoteName } from './call-limits.js';
 import type { PendingCommit } from './commit-batcher.js';
 import { ExecutionState, type ExecutionOutcome } from './execution-state.js';
 import { executionScope } from './execution-scope.js';
+import { readDependencies } from './graph-reads.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
+import { parseStoredStep } from './step-record.js';
 import { settle } from './promises.js';
 import { HandlerContext } from './user-contexts.js';
 
@@ -42,6 +44,8 @@ export class RunExecution extends ExecutionState {
   /** What ended this execution, for the hooks. */
   private failure?: unknown;
   private retryInMs?: number;
+  /** The handler's promise: a warm resume goes on waiting for it. */
+  private handler?: Promise<unknown>;
 
   private get options(): ResolvedWorkflowOptions {
     return this.definition.options;
@@ -49,6 +53,16 @@ export class RunExecution extends ExecutionState {
 
   execute(): Promise<ExecutionOutcome> {
     if (this.journal.needsPreparing) return this.journal.prepare().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
+    const node = this.claim.graphNode;
+    // a root comes after nothing: no read
+    if (node?.root) this.dependencies ??= {};
+    if (node && !this.dependencies) {
+      return readDependencies(this.store, this.shard, node.graphId, node.node).then((dependencies) => {
+        this.dependencies = dependencies;
+        return this.state === 'executing' ? this.execute() : this.stopped;
+      });
+    }
+    if (this.needsScheduledAt) return this.readScheduledAt().then(() => (this.state === 'executing' ? this.execute() : this.stopped));
     const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: this.claim.steps.size > 0 || !!this.claim.finalizing });
     if (!observation) return this.executeRun();
     this.observation = observation;
@@ -72,13 +86,19 @@ export class RunExecution extends ExecutionState {
       return this.executeRunInFull();
     }
     // Rejects with the reason as soon as the execution stops (parked, lost, canceled): every stop aborts.
-    return this.untilAborted(this.runHandler()).then(
+    return this.untilHandlerEnds((this.handler = this.runHandler()));
+  }
+
+  /** The handler's outcome under this claim: the run succeeds or fails with it, unless it stopped first. */
+  private untilHandlerEnds(handler: Promise<unknown>): Promise<ExecutionOutcome> {
+    return this.untilAborted(handler).then(
       (output) => {
         this.handlerSettled = true;
         return this.succeed(output);
       },
       (error: unknown) => {
-        this.handlerSettled = true;
+        // the execution stopped (parked, lost) while the handler still runs: it has not settled
+        if (error !== this.abortReason) this.handlerSettled = true;
         if (this.state !== 'executing') return this.stopped;
         return this.fail(error);
       },
@@ -122,20 +142,83 @@ export class RunExecution extends ExecutionState {
     let output: unknown;
     try {
       // Rejects with the reason as soon as the execution stops (parked, lost, canceled): every stop aborts.
-      output = await this.untilAborted(this.runHandler());
+      output = await this.untilAborted((this.handler = this.runHandler()));
       this.handlerSettled = true;
     } catch (error) {
-      this.handlerSettled = true;
+      if (error !== this.abortReason) this.handlerSettled = true;
       if (this.state !== 'executing') return this.stopped;
       return this.fail(error);
     }
     return this.succeed(output);
   }
 
+  // ---- warm resumes (ExecutionCache) ----
+
+  /** Parked with its handler suspended on waits that a warm claim can settle (see Parking.resumeWaits). */
+  get resumable(): boolean {
+    return (
+      this.state === 'stopped' &&
+      this.parking.resumable &&
+      !this.handlerSettled &&
+      !this.refusedWhileParked &&
+      this.mode === 'execute' &&
+      !this.fatal &&
+      this.handler !== undefined
+    );
+  }
+
+  /**
+   * Whether `claim` (a warm claim of this run by this worker, ClaimedRun.warm) continues this execution:
+   * the next fence, the same attempt and epoch, nothing to finalize. Anything else is a doubt, and the run
+   * is replayed from all its records instead.
+   */
+  continuesWith(claim: ClaimedRun): boolean {
+    return (
+      this.resumable &&
+      claim.warm === true &&
+      !claim.finalizing &&
+      claim.attempt === this.claim.attempt &&
+      claim.epoch === this.claim.epoch &&
+      claim.input === this.claim.input &&
+      fenceOf(claim.token) === fenceOf(this.token) + 1 &&
+      allReadable(claim.steps)
+    );
+  }
+
+  /**
+   * Goes on with the suspended handler under a warm claim (see continuesWith): the records written since
+   * the park join the journal, each wait the run parked on decides again, and the handler continues where
+   * it waited; nothing is replayed.
+   */
+  resume(claim: ClaimedRun): Promise<ExecutionOutcome> {
+    this.rebind(claim);
+    this.failure = undefined;
+    this.retryInMs = undefined;
+    this.journal.takeDelta(claim.steps);
+    if (this.journal.needsPreparing) {
+      return this.journal.prepare().then(() => (this.state === 'executing' ? this.resumeHandler() : this.stopped));
+    }
+    return this.resumeHandler();
+  }
+
+  private resumeHandler(): Promise<ExecutionOutcome> {
+    const observation = this.settings.observer?.runStarted(this.runMeta(), { workerId: this.settings.workerId, resumed: true });
+    this.observation = observation;
+    this.parking.resumeWaits();
+    const outcome = this.untilHandlerEnds(this.handler!);
+    if (!observation) return outcome;
+    return outcome.then((result) => {
+      const canceled = result === 'lost' && this.abortReason instanceof CanceledError;
+      observation.ended(canceled ? 'canceled' : result, { error: canceled ? this.abortReason : (this.failure ?? (result === 'lost' ? this.abortReason : undefined)), retryInMs: this.retryInMs });
+      return result;
+    });
+  }
+
   /** The handler returned: the run completes with its output, and the step records not committed yet. */
   private succeed(output: unknown): ExecutionOutcome | Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
     if (this.fatal) return this.fail(this.fatal);
+    if (this.continuation !== undefined) return this.continueRun(this.continuation);
     let text: string;
     try {
       text = toPayload(output, `The output of workflow '${this.claim.workflow}'`, this.settings.maxPayloadBytes) ?? 'null';
@@ -163,7 +246,7 @@ export class RunExecution extends ExecutionState {
         refill?.settle(result.claimed ?? []);
         if (result.ok) {
           const committedAt = Math.round(this.serverNow());
-          for (const step of steps) step.committed(this.journal.remember(step.field, committedAt, 'S', step.parsed));
+          for (const step of steps) step.committed(this.journal.remember(step.field, committedAt, 'S', step.parsed, step.record.length));
         }
         return this.afterTransition(result, 'succeeded');
       },
@@ -172,6 +255,28 @@ export class RunExecution extends ExecutionState {
         throw error;
       },
     );
+  }
+
+  /**
+   * ctx.continueAsNew was called: this execution ends as succeeded and the new run (same shard, same
+   * workflow, `input`, no records) is created in the same call, with the step records not committed yet.
+   */
+  private async continueRun(input: string): Promise<ExecutionOutcome> {
+    let steps: PendingCommit[];
+    try {
+      steps = this.commits.flushing ? await this.commits.takeAfterFlush() : this.commits.takeNow();
+    } catch {
+      return this.stopped;
+    }
+    if (this.state !== 'executing') return this.stopped;
+    const newRunId = this.store.keys.newRunId(this.shard);
+    const result = await this.store.continueAsNew(this.shard, this.id, this.token, newRunId, input, this.settings.retentionMs.succeeded, steps);
+    if (result.ok) {
+      const committedAt = Math.round(this.serverNow());
+      for (const step of steps) step.committed(this.journal.remember(step.field, committedAt, 'S', step.parsed));
+      this.logger.debug?.(`Continued as new run ${newRunId}`);
+    }
+    return this.afterTransition(result, 'succeeded');
   }
 
   /** Runs the workflow's handler from the top, with the step API that routes each call to its part. */
@@ -190,8 +295,9 @@ export class RunExecution extends ExecutionState {
       runWorkflow: (name, workflow, input, opts) => this.children.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.children.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waits.waitForEvent(name, opts) as never,
+      graph: (name, nodes, opts) => this.graphs.graph(name, nodes, opts) as never,
       redis: (name, build, opts) => this.redisSteps.execute(name, build, opts),
-    });
+    }, this.dependencies);
     const start = () => executionScope.run({ execution: this }, () => settle(() => this.definition.instance.execute(ctx)));
     return this.observation ? this.observation.within(start) : start();
   }
@@ -200,6 +306,7 @@ export class RunExecution extends ExecutionState {
 
   private async fail(thrown: unknown): Promise<ExecutionOutcome> {
     if (this.state !== 'executing') return this.stopped;
+    if (this.continuation !== undefined && !this.fatal) return this.continueRun(this.continuation);
     try {
       // The steps that succeeded before the failure are committed: their compensations are known then.
       await this.commits.flush();
@@ -263,6 +370,22 @@ export class RunExecution extends ExecutionState {
     this.lose(result.reason);
     return 'lost';
   }
+}
+
+/** A damaged record fails the run with CorruptedRunError, which a replay from all records reports. */
+function allReadable(steps: Map<string, string>): boolean {
+  for (const [field, value] of steps) {
+    try {
+      parseStoredStep(field, value);
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+function fenceOf(token: string): number {
+  return Number(token.slice(0, token.indexOf(':')));
 }
 
 function safeParse(text: string): unknown {

@@ -78,9 +78,9 @@ export class StepAttempts {
    */
   private executeStep<T>(field: string, request: StepRequest<T>, previous: StoredStep | undefined): T | Promise<T> {
     const run = this.run;
-    if (previous || request.timeoutMs !== undefined || run.observation || run.settings.faults) return this.executeAttempts(field, request, previous);
+    if (previous || request.timeoutMs !== undefined || run.observation || run.settings.faults || run.journal.generationFloor) return this.executeAttempts(field, request, previous);
     const startedAt = run.nextStartTime();
-    const step = new StepCallContext(`${run.id}:${field}`, 1, run);
+    const step = new StepCallContext(`${run.id}:${field}`, 1, run, run.fencingToken);
     let outcome: T | Promise<T>;
     try {
       outcome = executionScope.run({ execution: run, step }, () => request.fn(step));
@@ -111,8 +111,9 @@ export class StepAttempts {
     first?: { startedAt: number; error: unknown },
   ): Promise<T> {
     const run = this.run;
-    // A compensated step runs again after retryRun under a new generation, so its idempotency key is new.
-    const generation = (previous?.record.g ?? 0) + (previous?.state === 'C' ? 1 : 0);
+    // A compensated step runs again after retryRun under a new generation, so its idempotency key is new;
+    // so does every step executed again after a retry from a step (the journal's generation floor).
+    const generation = Math.max(run.journal.generationFloor, (previous?.record.g ?? 0) + (previous?.state === 'C' ? 1 : 0));
     const idempotencyKey = `${run.id}:${field}${generation > 0 ? `:${generation}` : ''}`;
     const maxTries = 1 + Math.max(0, request.retries ?? 0);
     const previousAttempts = previous?.state === 'F' ? (previous.record.a ?? 0) : 0;
@@ -136,7 +137,7 @@ export class StepAttempts {
         }
         const onRunAbort = stepController ? () => stepController!.abort(run.signal.reason) : undefined;
         if (onRunAbort) run.signal.addEventListener('abort', onRunAbort, { once: true });
-        const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? run);
+        const stepContext = new StepCallContext(idempotencyKey, previousAttempts + attempt, stepController ?? run, run.fencingToken);
         try {
           const call = () => executionScope.run({ execution: run, step: stepContext }, () => settle(() => request.fn(stepContext)));
           if (faults?.length && attempt === 1) await injectFaults(run, faults, request.name, call);

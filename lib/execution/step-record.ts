@@ -47,6 +47,9 @@ export interface StepRecord {
   th?: number;
   /** the run's epoch (raised by every retry) when a child's or event's outcome was delivered */
   pa?: number;
+  /** a graph's id (ctx.step.graph), and the node that failed it ('fail' policy) */
+  gid?: string;
+  ni?: number;
   /** a compensated step: the server time its success was committed (the record now holds 'C') */
   sc?: number;
 }
@@ -59,6 +62,13 @@ export interface StoredStep {
   state: RecordState;
   record: StepRecord;
 }
+
+/**
+ * Not a step: the run's step generation, raised by each retry from a step (retryRun with fromStep, lua/rerun.lua),
+ * stored in the step hash so that a claim brings it with the records: '<ms>|S|{"k":"generation","g":<n>}'.
+ * Every step executed without a record is executed under at least this generation (a new idempotency key).
+ */
+export const GENERATION_FIELD = '~gen';
 
 export function stepField(name: string, occurrence: number): string {
   return `${occurrence}:${name}`;

@@ -15,6 +15,7 @@ import type { RunMeta, StepContext, WorkflowContext, WorkflowStepApi } from '../
 export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
+  continueAsNew(input: unknown): Promise<never>;
 }
 
 export class HandlerContext<I> implements WorkflowContext<I> {
@@ -25,6 +26,7 @@ export class HandlerContext<I> implements WorkflowContext<I> {
     readonly input: I,
     readonly run: RunMeta,
     readonly step: WorkflowStepApi,
+    readonly dependencies?: Record<string, unknown>,
   ) {
     this.#source = source;
   }
@@ -36,6 +38,10 @@ export class HandlerContext<I> implements WorkflowContext<I> {
   get logger(): LoggerService {
     return this.#source.logger;
   }
+
+  continueAsNew(input: I): Promise<never> {
+    return this.#source.continueAsNew(input);
+  }
 }
 
 export class StepCallContext implements StepContext {
@@ -46,6 +52,7 @@ export class StepCallContext implements StepContext {
     readonly idempotencyKey: string,
     readonly attempt: number,
     source: { readonly signal: AbortSignal },
+    readonly fencingToken: string,
   ) {
     this.#source = source;
   }

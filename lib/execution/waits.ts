@@ -1,3 +1,4 @@
+import { storedResult } from './journal.js';
 import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import type { WaitForEventOptions } from '../interfaces/workflow.interfaces.js';
 import { asStoredText } from '../redis/keys.js';
@@ -28,13 +29,18 @@ export class Waits {
     }
     const run = this.run;
     run.assertExecuting();
-    const field = run.journal.nextField(name);
+    return this.sleepAt(run.journal.nextField(name), spec);
+  }
+
+  /** A sleep's decision at its field: over, or the run waits (again, after a warm resume). */
+  private sleepAt(field: string, spec: string): Promise<void> {
+    const run = this.run;
     const stored = run.journal.steps.get(field);
     if (stored) {
       run.journal.assertSameStep(stored, 'sleep', '');
       if (stored.state !== 'W' || (stored.record.u ?? 0) <= run.serverNow()) return Promise.resolve();
     }
-    return run.parking.waitFor({ kind: 'sleep', field, spec });
+    return run.parking.waitFor({ kind: 'sleep', field, spec }, () => this.sleepAt(field, spec));
   }
 
   async waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
@@ -47,23 +53,13 @@ export class Waits {
     // as the records the library writes name the event (a lone surrogate in it arrives as U+FFFD)
     const fingerprint = `event:${asStoredText(opts.event)}`;
     const stored = run.journal.steps.get(field);
-    const streamKey = `${opts.event}\u0000${key}`;
-    if (stored) run.journal.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);
-    const resolved = (s: StoredStep) => {
-      if (s.record.th !== undefined) this.eventThresholds.set(streamKey, s.record.th);
-      return s.record.r === undefined ? null : structuredClone(s.record.r);
-    };
-    if (stored?.state === 'S') return resolved(stored);
-    if (run.mode === 'collect') throw new EndOfRecords();
-    if (stored?.state === 'W') {
-      if (stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
-        // A wait that timed out received no event, so the next one goes on from the same place in the log
-        // (no 'th'): an event whose delivery lost the race with the timeout is not missed.
-        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', n: run.journal.position(field), ev: opts.event, key }, 'null');
-        return resolved(await this.resolveOpenWait(field, 'S', record));
-      }
-      return run.parking.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
+    if (stored) {
+      run.journal.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);
+      if (stored.state === 'S' || stored.state === 'W') return this.storedEvent(field, opts, key, fingerprint, stored);
     }
+    if (run.mode === 'collect') throw new EndOfRecords();
+    const streamKey = `${opts.event}\u0000${key}`;
+    const resolved = (s: StoredStep) => this.eventResult(streamKey, s);
     const position = this.eventThresholds.get(streamKey);
     const after: EventThreshold = position === undefined ? { runCreatedAt: run.claim.createdAt } : { position };
     const matched = await run.parking.track(async () => {
@@ -74,7 +70,38 @@ export class Waits {
       const record = matched.slice(0, -1) + `,"f":${JSON.stringify(fingerprint)},"n":${run.journal.position(field)}}`;
       return resolved(await run.parking.track(() => this.resolveOpenWait(field, 'S', record)));
     }
-    return run.parking.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs });
+    return this.waitForStoredEvent(field, opts, key, fingerprint);
+  }
+
+  /** An event wait whose field has a record: its event, its timeout, or the run waits (again). */
+  private async storedEvent(field: string, opts: WaitForEventOptions, key: string, fingerprint: string, stored: StoredStep): Promise<unknown> {
+    const run = this.run;
+    const streamKey = `${opts.event}\u0000${key}`;
+    run.journal.assertSameStep(stored, 'event', fingerprint, stored.record.ev === undefined ? undefined : `event:${stored.record.ev}`);
+    if (stored.state === 'S') return this.eventResult(streamKey, stored);
+    if (run.mode === 'collect') throw new EndOfRecords();
+    if (stored.state === 'W') {
+      if (stored.record.dl !== undefined && stored.record.dl <= run.serverNow()) {
+        // A wait that timed out received no event, so the next one goes on from the same place in the log
+        // (no 'th'): an event whose delivery lost the race with the timeout is not missed.
+        const record = encodeStepRecord({ k: 'event', f: fingerprint, s: 'succeeded', n: run.journal.position(field), ev: opts.event, key }, 'null');
+        return this.eventResult(streamKey, await this.resolveOpenWait(field, 'S', record));
+      }
+    }
+    return this.waitForStoredEvent(field, opts, key, fingerprint);
+  }
+
+  private waitForStoredEvent(field: string, opts: WaitForEventOptions, key: string, fingerprint: string): Promise<unknown> {
+    return this.run.parking.waitFor({ kind: 'event', field, event: opts.event, key, timeoutMs: opts.timeoutMs }, () => {
+      // the park wrote a waiting record, so a warm claim brings the field's record
+      const stored = this.run.journal.steps.get(field);
+      return stored ? this.storedEvent(field, opts, key, fingerprint, stored) : this.waitForStoredEvent(field, opts, key, fingerprint);
+    });
+  }
+
+  private eventResult(streamKey: string, s: StoredStep): unknown {
+    if (s.record.th !== undefined) this.eventThresholds.set(streamKey, s.record.th);
+    return s.record.r === undefined ? null : storedResult(s);
   }
 
   /** Resolves a wait unless a delivery resolved it first; returns the record that stands. */

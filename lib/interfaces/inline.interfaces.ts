@@ -29,6 +29,8 @@ export interface InlineOptions<I = unknown> {
   maxAttempts?: number;
   /** Default 'inline-<uuid>'. Step idempotency keys are `<runId>:<occurrence>:<name>`. */
   runId?: string;
+  /** `ctx.run.scheduledAt`, as a cron tick at this time would give it. Default: none. */
+  scheduledAt?: Date;
   /** Default 1 MiB, as the module's maxPayloadBytes. */
   maxPayloadBytes?: number;
   /** Default: a Nest Logger named after the run. */
@@ -40,7 +42,7 @@ export interface InlineOptions<I = unknown> {
 }
 
 /** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'redis';
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'graph' | 'redis';
 
 export interface InlineStep {
   name: string;
@@ -72,6 +74,9 @@ export interface InlineResult<O = unknown> {
   steps: InlineStep[];
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
+  /** How many times the handler called ctx.continueAsNew: each started a new execution with an empty
+   *  history; `output`, `attempts` and `steps` are the last execution's. */
+  continuedAsNew?: number;
   /** With `faults`: the faults that fired in this run, in order. */
   injectedFaults?: InjectedFault[];
 }

@@ -3,6 +3,7 @@ import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from '
 import type { WorkflowTracingOptions } from '../observability/tracing.js';
 import type { WorkflowMetricsOptions } from '../observability/metrics/metrics-options.js';
 import type { FaultInjection } from './fault-injection.interfaces.js';
+import type { PayloadCodec } from '../codecs/payload-codec.js';
 
 export type WorkflowConnection =
   | string
@@ -20,6 +21,16 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Due runs, timers and expired leases are picked up within about this long. Default 100 ms. */
   reaperIntervalMs?: number;
+}
+
+/** Sticky executions: a worker keeps the executions it parked warm (see docs/long-runs.md). */
+export interface ExecutionCacheOptions {
+  /** Executions kept warm at most. Default 1,000. */
+  maxRuns?: number;
+  /** Memory the kept executions may take, as estimated from their step records. Default 64 MiB. */
+  maxBytes?: number;
+  /** How long a woken run waits for the worker that keeps it warm before any worker may take it. Default 1,000 ms. */
+  stickyWindowMs?: number;
 }
 
 export interface RetentionOptions {
@@ -51,6 +62,10 @@ export interface WorkflowModuleOptions {
   /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. `concurrency`:
    *  runs of the queue's workflows executing at once across all workers (the queue keeps one partition). */
   queues?: Record<string, { partitions?: number; concurrency?: number }>;
+  /** Sticky executions: a worker keeps the handlers of runs it parked suspended in memory, bounded and
+   *  least recently parked out, and the run's next wake resumes them with only the new step records
+   *  instead of replaying its history. `false`: every wake replays. Default { maxRuns: 1000, maxBytes: 64 MiB }. */
+  executionCache?: false | ExecutionCacheOptions;
   /** Most step records one run may have (steps, sleeps, children and event waits all count). Past it the
    *  run fails with a NonRetriableError naming the limit. Default 10 000. */
   maxStepsPerRun?: number;
@@ -69,6 +84,10 @@ export interface WorkflowModuleOptions {
    *  happen by this app's worker against the real Redis (see FaultInjection and docs/testing.md). A start
    *  with faults set logs a warning. Default: none. */
   faults?: FaultInjection;
+  /** Encodes every payload before it is stored (inputs, step results, outputs, events, errors) and decodes
+   *  it when read: `aesGcmCodec({ keys, current })` for encryption at rest with key rotation,
+   *  `compressionCodec()`, or both with `chainCodecs`. Redis never reads payloads. Default: none. */
+  codec?: PayloadCodec;
 }
 
 export interface WorkflowOptionsFactory {

@@ -42,6 +42,12 @@ export interface RunInfo<I = unknown, O = unknown> {
   flowKey?: string;
   /** Why a queued run is held back: its key is at its concurrency limit or out of rate. */
   delayedBy?: DelayReason;
+  /** This execution ended with ctx.continueAsNew: the run that took over (a `succeeded` run without output). */
+  continuedAs?: string;
+  /** The run whose ctx.continueAsNew started this one. */
+  continuedFrom?: string;
+  /** The run this one was forked from (client.forkRun). */
+  forkedFrom?: string;
 }
 
 /** Why a queued run is held back (RunInfo.delayedBy; the reasons of WorkflowStats' heldBack). */
@@ -63,6 +69,28 @@ export interface StepInfo {
   childRunId?: string;
   /** For an event wait: the event and key it waits for or received. */
   event?: { name: string; key?: string };
+  /** For a graph step (ctx.step.graph): the graph's id (see WorkflowClient.getRunGraphs). */
+  graphId?: string;
+}
+
+/** A graph of child runs (ctx.step.graph) as getRunGraphs shows it. */
+export interface GraphInfo {
+  /** The step that runs it, and its status ('waiting' while the graph runs). */
+  step: string;
+  status: StepStatus;
+  /** How many nodes the graph has; `nodes` holds the first GRAPH_NODES_SHOWN (500) of them. */
+  size: number;
+  nodes: GraphNodeInfo[];
+}
+
+export interface GraphNodeInfo {
+  name: string;
+  /** 'pending': waits for the nodes it comes after; 'skipped': will never run (a node before it failed). */
+  status: 'pending' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'skipped';
+  after: string[];
+  /** Its place in the graph: 0 for a node after nothing, else one more than the highest of the nodes it comes after. */
+  level: number;
+  runId?: string;
 }
 
 export interface RunEvent {
@@ -125,6 +153,23 @@ export interface WorkerInfo {
   activeRuns: number;
   startedAt: string;
   lastHeartbeatAt: string;
+  /** The worker's warm executions (the executionCache option), as of its last registry beat (every 5 s);
+   *  absent when the cache is off or the worker is older. */
+  executionCache?: ExecutionCacheStats;
+}
+
+/** A worker's cache of warm executions (sticky executions, the executionCache option). */
+export interface ExecutionCacheStats {
+  /** Executions kept warm now, and an estimate of the memory they take (bytes, from their step records). */
+  runs: number;
+  bytes: number;
+  maxRuns: number;
+  maxBytes: number;
+  /** Warm claims resumed from the cache; warm claims that found nothing to resume (evicted) and replayed. */
+  hits: number;
+  misses: number;
+  /** Executions dropped to stay within maxRuns and maxBytes. */
+  evictions: number;
 }
 
 export interface WorkflowMeta {
@@ -139,9 +184,49 @@ export interface WorkflowMeta {
 }
 
 export interface WorkflowStats {
-  /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does). */
-  /** `heldBack`: queued runs held back by flow control, by reason (absent when none). */
-  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number; heldBack?: Record<string, number> }[];
+  /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does).
+   *  `leaseExpiries`: leases of its runs that expired (their worker died or stalled) and housekeeping took
+   *  back, since its shards began (a count kept in Redis for the whole fleet).
+   *  `heldBack`: queued runs held back by flow control, by reason (absent when none). */
+  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number; leaseExpiries: number; heldBack?: Record<string, number> }[];
   queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; heldBack?: Record<string, number> }[];
   workers: { alive: number; list: WorkerInfo[] };
+}
+
+/** A cron trigger of a registered workflow, with its run-time state in Redis (listSchedules). */
+export interface ScheduleInfo {
+  workflow: string;
+  /** The trigger's `id`, or '<expression>@<timezone or local>'. */
+  id: string;
+  expression: string;
+  timezone?: string;
+  catchUp: 'none' | 'latest';
+  /** Paused with pauseSchedule: no instance starts its ticks until resumeSchedule. */
+  paused: boolean;
+  /** The next tick (ISO), as the instances that run the trigger last computed it. */
+  next?: string;
+  /** The latest tick that started a run, or the latest triggerSchedule (ISO). */
+  last?: string;
+  /** Live workers that have the workflow: the trigger fires only while one of them runs (with cron enabled). */
+  workers: number;
+}
+
+/** Runs of a workflow that started and finished in one minute (by the Redis server's clock). */
+export interface ThroughputMinute {
+  /** The minute's start (ISO). */
+  at: string;
+  /** First claims: runs that began executing. */
+  started: number;
+  succeeded: number;
+  failed: number;
+  canceled: number;
+}
+
+/** Per-minute counts over the last minutes, per workflow (getThroughput), kept in Redis for the whole fleet. */
+export interface Throughput {
+  /** Start of the oldest minute and end of the current one (ISO). */
+  from: string;
+  to: string;
+  /** One row per registered workflow; `minutes` oldest first, the last one the current (partial) minute. */
+  workflows: { name: string; queue: string; minutes: ThroughputMinute[] }[];
 }

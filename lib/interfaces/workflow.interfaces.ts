@@ -12,6 +12,9 @@ export interface CronTrigger {
   expression: string;
   timezone?: string;
   input?: object;
+  /** Ticks missed while no instance ran: 'none' (default) starts none of them; 'latest' starts the latest
+   *  one, once across the fleet, when an instance mounts the trigger again. */
+  catchUp?: 'none' | 'latest';
 }
 
 /**
@@ -83,6 +86,13 @@ export interface StepContext {
   idempotencyKey: string;
   signal: AbortSignal;
   attempt: number;
+  /**
+   * The run's fencing token: a decimal number as a string that grows with every claim of the run (a
+   * worker that takes the run over after a lost lease has a greater one). Hand it to a store that refuses
+   * writes carrying a token older than the newest it has seen, so a stalled worker cannot overwrite the
+   * new owner's work. Compare as numbers (`BigInt(token)`), not as strings.
+   */
+  fencingToken: string;
 }
 
 export interface RunStepOptions<T> {
@@ -101,6 +111,8 @@ export interface RunMeta {
   attempt: number;
   maxAttempts: number;
   parentId?: string;
+  /** The scheduled time (ISO) of the cron tick that started the run, or the time triggerSchedule was called. */
+  scheduledAt?: string;
 }
 
 export interface ChildRunOptions {
@@ -119,6 +131,29 @@ export interface WaitForEventOptions {
   event: string;
   key?: string;
   timeoutMs?: number;
+}
+
+/** A node of ctx.step.graph: a child run started once every node named in `after` has succeeded. */
+export interface GraphNode {
+  workflow: string | WorkflowClass;
+  input?: unknown;
+  /** Names of nodes of the same graph that must succeed before this one starts. */
+  after?: string[];
+}
+
+export interface GraphOptions {
+  /** 'fail' (default): graph() rejects at the first failed node, as Promise.all; 'continue': the nodes after a
+   *  failed one are skipped, the others run, and graph() resolves with every node's result. */
+  onNodeFailure?: 'fail' | 'continue';
+}
+
+/** A node's outcome in the result of ctx.step.graph. */
+export interface GraphNodeResult<O = unknown> {
+  status: 'succeeded' | 'failed' | 'canceled' | 'skipped';
+  output?: O;
+  error?: Error;
+  /** The node's run (absent for a skipped node: it never had one). */
+  runId?: string;
 }
 
 export interface WorkflowStepApi {
@@ -142,6 +177,12 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /**
+   * Runs a graph of child runs (Gush's `after:`): each node starts as soon as every node it comes after has
+   * succeeded, started in Redis by the call that ended its last dependency. The run parks once, and resumes
+   * with every node's result (see GraphOptions for failures).
+   */
+  graph<O = unknown>(name: string, nodes: Record<string, GraphNode>, opts?: GraphOptions): Promise<Record<string, GraphNodeResult<O>>>;
   /** A step whose effect is on this Redis: the commands `build` queues on `tx` run in the call that
    *  commits the step, exactly once across crashes, retries and replays. Resolves with their replies. */
   redis(name: string, build: (tx: RedisTx) => void, opts?: RedisStepOptions): Promise<unknown[]>;
@@ -155,6 +196,16 @@ export interface WorkflowContext<I = unknown> {
   /** Nest logger scoped to the run. */
   logger: LoggerService;
   step: WorkflowStepApi;
+  /**
+   * Ends this execution as `succeeded` (RunInfo.continuedAs names the new run) and starts the same
+   * workflow with `input` and an empty history, in one atomic call: for a loop that would otherwise grow
+   * one run without bound. Never resolves: the handler stops here (code after it does not run, and what it
+   * returns is ignored). A handle of the first run, and a parent waiting for it, get the chain's final
+   * outcome. See docs/versioning.md.
+   */
+  continueAsNew(input: I): Promise<never>;
+  /** In a node of a graph (ctx.step.graph): the outputs of the nodes it comes after, by node name. */
+  dependencies?: Record<string, unknown>;
 }
 
 export interface OnFailureContext<I = unknown> {

@@ -106,6 +106,22 @@ export class KeySpace {
     return `{${this.prefix}}:workers`;
   }
 
+  /** Hash: run-time state of a workflow's cron triggers (paused, last, seen and next tick; lua/schedules.lua). */
+  schedules(workflow: string): string {
+    return `{${this.prefix}}:sched:${workflow}`;
+  }
+
+  /** Hash: minute of the hour -> runs of a workflow that started ('b') or finished ('s', 'f', 'c') in it
+   *  (count_throughput in lua/includes/01-common.lua). `hour`: whole hours since the epoch, Redis clock. */
+  throughput(root: string, workflow: string, kind: string, hour: number): string {
+    return `${root}:tp:${workflow}:${kind}:${hour}`;
+  }
+
+  /** Hash: workflow -> leases that expired in this shard and housekeeping took back (lua/tick.lua). */
+  leaseExpiries(root: string): string {
+    return `${root}:lx`;
+  }
+
   children(root: string, runId: string): string {
     return `${root}:ch:${runId}`;
   }
@@ -113,6 +129,11 @@ export class KeySpace {
   /** An event's payload kept once for the runs of a shard whose records name the event (lua/includes/04-shared-payloads.lua). */
   sharedPayload(root: string, eventId: string): string {
     return `${root}:evp:${eventId}`;
+  }
+
+  /** A graph of child runs (ctx.step.graph), in its parent's shard (lua/includes/05-graph.lua). */
+  graph(root: string, graphId: string): string {
+    return `${root}:g:${graphId}`;
   }
 
   idempotency(root: string, workflow: string): string {

@@ -42,7 +42,9 @@ export type WaitSpec =
   /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
    *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
   | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
-  | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number };
+  | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number }
+  /** A graph of child runs written by stageGraph: the park starts it (lua/includes/05-graph.lua). */
+  | { kind: 'graph'; field: string; graphId: string };
 
 export type ParkResult = { outcome: 'parked'; wakeAt?: number } | { outcome: 'requeued' } | { outcome: 'lost'; reason: string };
 
@@ -64,6 +66,8 @@ export interface ClaimedRun {
   token: string;
   createdAt: number;
   parentId?: string;
+  /** The run is a node of a graph of its parent's (ctx.step.graph): where its dependencies' outputs are. */
+  graphNode?: { graphId: string; node: number; root: boolean };
   /** Set when the run failed for good or was canceled and its compensations / @OnFailure are to run
    *  ('hook': canceled at once, only its @OnFailure is left). */
   finalizing?: 'failed' | 'canceled' | 'hook';
@@ -76,6 +80,9 @@ export interface ClaimedRun {
   epoch: number;
   /** The claim brought the first page of the run's records only: the rest are read from here (readStepsFrom). */
   stepsCursor?: string;
+  /** This worker parked the run warm and no claim came in between: `steps` are the records written since
+   *  that park (or, with stepsCursor, every record). A worker without the execution reads every record. */
+  warm?: boolean;
 }
 
 /** What a claim asks for: up to `max` ready runs of `workflows`, leased to `workerId`. */
@@ -88,6 +95,8 @@ export interface ClaimRequest {
   damagedRetentionMs: number;
   /** queues.<name>.concurrency of the shard's queue (0 or absent: none). */
   queueConcurrency?: number;
+  /** Take the runs woken on this worker's sticky queue first (see ExecutionCache). */
+  sticky?: boolean;
 }
 
 export type TransitionResult = { ok: true } | { ok: false; reason: string };
@@ -207,6 +216,35 @@ export abstract class RunTransitions extends WorkflowReads {
     });
   }
 
+  /**
+   * The run ends as succeeded, continued as the new run `newRunId` (in the same shard) of the same workflow
+   * with `input` and no records (lua/rerun.lua, wf1_continue): one call, so no crash can leave one without
+   * the other. `steps`: records not committed yet, written with it.
+   */
+  continueAsNew(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    newRunId: string,
+    input: string,
+    retentionMs: number,
+    steps: readonly { field: string; record: string }[] = [],
+  ): Promise<TransitionResult> {
+    if (steps.length > COMPLETE_RECORDS_PER_CALL) {
+      const early = steps.slice(0, steps.length - COMPLETE_RECORDS_PER_CALL);
+      return Promise.all(early.map((step) => this.commitStep(shard, runId, token, step.field, 'S', step.record))).then((results) => {
+        const refused = results.find((result) => !result.ok);
+        return refused && !refused.ok ? refused : this.continueAsNew(shard, runId, token, newRunId, input, retentionMs, steps.slice(early.length));
+      });
+    }
+    const args: (string | number)[] = [runId, token, newRunId, input, retentionMs, steps.length];
+    for (const step of steps) args.push(step.field, step.record);
+    return this.transition('wf1_continue', [this.root(shard)], args, (reply) => {
+      const parts = reply as [number, string];
+      return parts[0] === 1 ? { ok: true as const } : { ok: false as const, reason: parts[1] };
+    });
+  }
+
   fail(
     shard: ShardRef,
     runId: string,
@@ -228,7 +266,15 @@ export abstract class RunTransitions extends WorkflowReads {
    * events), all but the last of them are first written in calls of that many each (wf1_park_stage, safe
    * to repeat), and the park itself carries the rest: no call does work proportional to the fan-out.
    */
-  async park(shard: ShardRef, runId: string, token: string, waitingFor: string, waits: WaitSpec[]): Promise<ParkResult> {
+  async park(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    waitingFor: string,
+    waits: WaitSpec[],
+    /** The worker keeps the execution warm: its wake goes to this worker first, for `windowMs` (one call parks only). */
+    warm?: { windowMs: number; workerId: string },
+  ): Promise<ParkResult> {
     const root = this.root(shard);
     const args: (string | number)[] = [runId, token, waitingFor];
     let last = waits;
@@ -246,6 +292,7 @@ export abstract class RunTransitions extends WorkflowReads {
       last = waits.slice(upTo);
     }
     pushWaitArguments(args, last);
+    if (warm && last === waits) args.push('warm', Math.round(warm.windowMs), warm.workerId);
     const reply = (await this.transition('wf1_park', [root], args, asIs)) as [number, number | string];
     if (reply[0] === 0) return { outcome: 'lost', reason: String(reply[1]) };
     if (reply[0] === 2) return { outcome: 'requeued' };
@@ -277,7 +324,8 @@ function claimArgs(r: ClaimRequest): (string | number)[] {
   // to decode, and no nested arrays, which cost Redis about 5,000 instructions each to send.
   // 'r': flat, with a large run's step records paged (see ClaimedRun.stepsCursor).
   const specs = packedWorkflowSpecs(r.workflows);
-  return [r.workerId, `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, r.queueConcurrency ? `Q${r.queueConcurrency}|${specs}` : specs];
+  // 's' first: the worker's sticky queue first (build 52 on). 'Q<n>|' before the specs: the queue's concurrency.
+  return [r.workerId, r.sticky ? `s${r.max}r` : `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, r.queueConcurrency ? `Q${r.queueConcurrency}|${specs}` : specs];
 }
 
 const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
@@ -307,15 +355,19 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
     const head = reply[r] as string;
     const input = reply[r + 1] as string;
     const error = reply[r + 2] as string;
-    // '<n>:<cursor>' for a run whose records go on past the claim's page
-    const count = reply[r + 3];
-    const paged = typeof count === 'string' ? count.split(':') : undefined;
+    // '<n>:<cursor>' for a run whose records go on past the claim's page; 'w' first: a warm claim
+    let count = reply[r + 3];
+    const warm = typeof count === 'string' && count.charCodeAt(0) === 119;
+    if (warm) count = (count as string).slice(1);
+    const paged = typeof count === 'string' && count.includes(':') ? count.split(':') : undefined;
     const stepsEnd = r + 4 + Number(paged ? paged[0] : count);
     const steps = new Map<string, string>();
     for (let i = r + 4; i < stepsEnd; i += 2) steps.set(reply[i] as string, reply[i + 1] as string);
     r = stepsEnd;
     const parts = head.split('\n');
-    const [id, token, parentId, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
+    const [id, token, parent, finalizing, attempt, maxAttempts, createdAt, epoch] = parts;
+    // a node of a graph: '<parent>|<graph id>|<node>', and '|r' for a root (lua/includes/05-graph.lua)
+    const [parentId, graphId, node, root] = parent.split('|');
     runs.push({
       id,
       // the workflow is last: a newline in its name only splits it further
@@ -326,12 +378,14 @@ function parseClaimReply(reply: unknown[], at = 0): ClaimedRun[] {
       token,
       createdAt: Number(createdAt),
       parentId: parentId || undefined,
+      ...(graphId !== undefined ? { graphNode: { graphId, node: Number(node), root: root === 'r' } } : {}),
       finalizing: (finalizing || undefined) as ClaimedRun['finalizing'],
       error: error || undefined,
       steps,
       serverNow,
       epoch: Number(epoch),
       ...(paged ? { stepsCursor: paged[1] } : {}),
+      ...(warm ? { warm } : {}),
     });
   }
   return runs;
@@ -355,6 +409,7 @@ function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]
       args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
       if (w.spawn) args.push(...emitArguments(w.spawn));
     }
+    else if (w.kind === 'graph') args.push('graph', w.field, w.graphId);
     // the user's event name and key as arguments of their own: the library decodes nothing users wrote
     else args.push('ev', w.field, w.event, w.key, w.timeoutMs ?? '');
   }

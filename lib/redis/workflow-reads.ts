@@ -61,6 +61,12 @@ export abstract class WorkflowReads extends FunctionCalls {
     if (reason) hash[DELAYED_BY_FIELD] = reason;
   }
 
+  /** Fields of a graph of child runs (lua/includes/05-graph.lua), null where absent. */
+  async readGraphFields(shard: ShardRef, graphId: string, fields: readonly string[]): Promise<(string | null)[]> {
+    if (fields.length === 0) return [];
+    return this.guard(() => this.client.hmget(this.keys.graph(this.root(shard), graphId), ...fields));
+  }
+
   async readChildren(shard: ShardRef, runId: string): Promise<string[]> {
     return this.guard(() => this.client.smembers(this.keys.children(this.root(shard), runId)));
   }
@@ -105,11 +111,24 @@ export abstract class WorkflowReads extends FunctionCalls {
    */
   async readStepsFrom(shard: ShardRef, runId: string, cursor: string, into: Map<string, string>): Promise<void> {
     const key = this.keys.steps(this.root(shard), runId);
-    for (let at = cursor; at !== '0'; ) {
+    // cursor '0': every record (a worker without the warm execution a warm claim was for)
+    let at = cursor;
+    do {
       const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
       for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
       at = next;
-    }
+    } while (at !== '0');
+  }
+
+  /** Every step record of a run, a page per command (a run of 10,000 records is never read in one). */
+  async readStepsPaged(shard: ShardRef, runId: string, into: Map<string, string>): Promise<void> {
+    const key = this.keys.steps(this.root(shard), runId);
+    let at = '0';
+    do {
+      const [next, page] = await this.guard(() => this.client.hscan(key, at, 'COUNT', STEP_RECORDS_PAGE));
+      for (let i = 0; i < page.length; i += 2) into.set(page[i], page[i + 1]);
+      at = next;
+    } while (at !== '0');
   }
 
   async readSteps(shard: ShardRef, runId: string): Promise<Record<string, string>> {
@@ -178,6 +197,29 @@ export abstract class WorkflowReads extends FunctionCalls {
       Promise.all(statuses.map((status) => this.countIndex(root, workflow, status))),
     );
     return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
+  }
+
+  /** Per-minute counts of a workflow in a shard: for each of the hours (see KeySpace.throughput), per kind,
+   *  minute of the hour -> count. One pipeline of HGETALLs of small hashes (at most 60 fields each). */
+  async readThroughput(shard: ShardRef, workflow: string, kinds: readonly string[], hours: readonly number[]): Promise<Record<string, string>[]> {
+    const root = this.root(shard);
+    return this.guard(() => Promise.all(hours.flatMap((hour) => kinds.map((kind) => this.client.hgetall(this.keys.throughput(root, workflow, kind, hour))))));
+  }
+
+  /** Leases of a workflow's runs that expired in a shard (taken back by housekeeping), since the shard began. */
+  async readLeaseExpiries(shard: ShardRef): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.leaseExpiries(this.root(shard))));
+  }
+
+  /** The run-time state of a workflow's cron triggers (lua/schedules.lua), field -> value. */
+  async readSchedules(workflow: string): Promise<Record<string, string>> {
+    return this.guard(() => this.client.hgetall(this.keys.schedules(workflow)));
+  }
+
+  /** The Redis server's clock, in ms. */
+  async readServerTime(): Promise<number> {
+    const [seconds, micros] = await this.guard(() => this.client.time());
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
   }
 
   async readRegistry(): Promise<Record<string, string>> {

@@ -1,7 +1,7 @@
 import { Cluster } from 'ioredis';
 import { asIs } from './function-calls.js';
 import type { ShardRef } from './keys.js';
-import { emitArguments, RunTransitions, type EmitArgs, type Handoff } from './run-transitions.js';
+import { emitArguments, RunTransitions, type EmitArgs, type Handoff, type TransitionResult } from './run-transitions.js';
 
 export type {
   ClaimedRun,
@@ -16,6 +16,36 @@ export type {
   WaitSpec,
 } from './run-transitions.js';
 export { COMPLETE_RECORDS_PER_CALL, PARK_WAITS_PER_CALL } from './run-transitions.js';
+
+/** Step records a fork copies, or a retry from a step deletes, per call (FORK_RECORDS_PER_CALL in lua/rerun.lua). */
+export const FORK_RECORDS_PER_CALL = 500;
+
+/** Nodes per wf1_graph_stage call (lua/graph.lua allows 256): about 0.35 ms of Redis time for small inputs
+ *  (128 took 1.4 ms at the median and up to 5.6 ms while the graph's hash grew past 10,000 nodes; 64 still
+ *  logged one call over 5 ms on a machine at load 25). */
+export const GRAPH_NODES_PER_CALL = 32;
+
+/** A graph's own fields, for wf1_graph_stage (lua/graph.lua). `roots`: in the first call only. */
+export interface GraphStage {
+  graphId: string;
+  field: string;
+  policy: 'f' | 'c';
+  size: number;
+  queue: string;
+  roots?: string;
+}
+
+/** One node, numbered by the client; `dependents` and `dependencies` are node numbers, each followed by ','. */
+export interface GraphStageNode {
+  index: number;
+  name: string;
+  workflow: string;
+  input: string;
+  pending: number;
+  dependents: string;
+  dependencies: string;
+  runId: string;
+}
 
 /**
  * Where a run's wait for an (event, key) starts in their log: after the event its previous wait for them
@@ -84,6 +114,19 @@ export class WorkflowStore extends RunTransitions {
    * end of its cascade with 'done'. `nextPage`: the cursor after this page ('0' after the last), absent
    * when the cascade has ended.
    */
+  /**
+   * Writes part of a graph of child runs (ctx.step.graph) under the parent's lease, ahead of the park that
+   * starts it: at most GRAPH_NODES_PER_CALL nodes a call (lua/graph.lua). Safe to repeat.
+   */
+  stageGraph(shard: ShardRef, runId: string, token: string, graph: GraphStage, nodes: readonly GraphStageNode[]): Promise<TransitionResult> {
+    const args: (string | number)[] = [runId, token, graph.graphId, graph.field, graph.policy, graph.size, graph.queue, graph.roots ?? ''];
+    for (const n of nodes) args.push(n.index, n.name, n.workflow, n.input, n.pending, n.dependents, n.dependencies, n.runId);
+    return this.transition('wf1_graph_stage', [this.root(shard)], args, (reply) => {
+      const [ok, reason] = reply as [number, string?];
+      return ok === 1 ? { ok: true } : { ok: false, reason: reason ?? 'UNKNOWN' };
+    });
+  }
+
   async cancelMore(shard: ShardRef, runId: string, cursor: string): Promise<{ children: string[]; nextPage?: string }> {
     const [next, ...children] = (await this.fcall('wf1_cancel_more', [this.root(shard)], [runId, cursor])) as string[];
     return next === 'done' ? { children: [] } : { children, nextPage: next };
@@ -92,6 +135,56 @@ export class WorkflowStore extends RunTransitions {
   async retry(shard: ShardRef, runId: string): Promise<{ ok: boolean; status?: string }> {
     const reply = (await this.fcall('wf1_retry', [this.root(shard)], [runId])) as [number, string?];
     return reply[0] === 1 ? { ok: true } : { ok: false, status: reply[1] };
+  }
+
+  /**
+   * Creates a fork of `sourceId` as `runId` in the source's shard with copies of `records` (stored values,
+   * in call order), FORK_RECORDS_PER_CALL a call: past the first chunk the fork waits 'scheduled' until
+   * the last (lua/rerun.lua, wf1_fork and wf1_fork_more). Returns the status the call found or made.
+   */
+  async fork(
+    shard: ShardRef,
+    runId: string,
+    sourceId: string,
+    input: string,
+    records: readonly { field: string; value: string; compensates: boolean }[],
+  ): Promise<{ created: boolean; status: string }> {
+    const chunks: (typeof records)[] = [];
+    for (let i = 0; i < records.length; i += FORK_RECORDS_PER_CALL) chunks.push(records.slice(i, i + FORK_RECORDS_PER_CALL));
+    const root = this.root(shard);
+    const chunkArgs = (chunk: typeof records) => {
+      const args: string[] = [chunk.some((r) => r.compensates) ? '1' : '0', String(chunk.length)];
+      for (const r of chunk) args.push(r.field, r.value);
+      return args;
+    };
+    const [first, ...rest] = chunks.length > 0 ? chunks : [[]];
+    const [created, status] = (await this.fcall('wf1_fork', [root], [runId, sourceId, input, rest.length > 0 ? '1' : '0', ...chunkArgs(first)])) as [number, string];
+    // The id is new: a run under it is this call's own, applied already (a resend after a reconnect), and
+    // one still 'scheduled' waits for the rest of its records.
+    if (created !== 1 && !(status === 'scheduled' && rest.length > 0)) return { created: status !== 'NO_SOURCE', status };
+    for (let i = 0; i < rest.length; i += 1) {
+      const [last, comp, ...tail] = [i === rest.length - 1 ? '1' : '0', ...chunkArgs(rest[i])];
+      await this.fcall('wf1_fork_more', [root], [runId, last, comp, ...tail]);
+    }
+    return { created: true, status: rest.length > 0 ? 'queued' : status };
+  }
+
+  /**
+   * Deletes `fields` (the step records from a step on) of a failed or canceled run and queues it again, a
+   * chunk a call, `last` (the step's own record) in the final chunk (lua/rerun.lua, wf1_forget).
+   * `generation`: the value of the run's '~gen' record (see GENERATION_FIELD in lib/execution/step-record.ts).
+   */
+  async retryFrom(shard: ShardRef, runId: string, fields: readonly string[], last: string, generation: string): Promise<{ ok: boolean; status?: string }> {
+    const root = this.root(shard);
+    const chunks: string[][] = [];
+    for (let i = 0; i < fields.length; i += FORK_RECORDS_PER_CALL) chunks.push(fields.slice(i, i + FORK_RECORDS_PER_CALL));
+    chunks.push([last]);
+    for (let i = 0; i < chunks.length; i += 1) {
+      const reply = (await this.fcall('wf1_forget', [root], [runId, i === 0 ? '1' : '0', i === chunks.length - 1 ? '1' : '0', generation, ...chunks[i]])) as [number, string?];
+      // the last call queues the run: a resend of it after a reconnect finds the run queued already
+      if (reply[0] !== 1 && !(i === chunks.length - 1 && reply[1] === 'queued')) return { ok: false, status: reply[1] };
+    }
+    return { ok: true };
   }
 
   /**
@@ -185,6 +278,27 @@ export class WorkflowStore extends RunTransitions {
   }
 
   /** Registers a workflow unless it is registered already (by a worker, or an earlier emit). */
+  /**
+   * A tick of a cron trigger, or a run started by hand (lua/schedules.lua, wf1_schedule_tick): whether the
+   * caller may start the run (a 'fire' of a trigger not paused), whether it is paused, and the latest tick
+   * any instance saw before this call.
+   */
+  async scheduleTick(
+    workflow: string,
+    id: string,
+    mode: 'fire' | 'skip' | 'ran' | 'next',
+    at: number,
+    next?: number,
+  ): Promise<{ fire: boolean; paused: boolean; seenBefore?: number }> {
+    const reply = (await this.fcall('wf1_schedule_tick', [this.keys.schedules(workflow)], [id, mode, Math.floor(at), next === undefined ? '' : Math.floor(next)])) as [number, number, string];
+    return { fire: reply[0] === 1, paused: reply[1] === 1, ...(reply[2] !== '' ? { seenBefore: Number(reply[2]) } : {}) };
+  }
+
+  /** Pauses or resumes a cron trigger; true when that changed its state. */
+  async schedulePause(workflow: string, id: string, paused: boolean): Promise<boolean> {
+    return Number(await this.fcall('wf1_schedule_pause', [this.keys.schedules(workflow)], [id, paused ? '1' : '0'])) === 1;
+  }
+
   async registerIfAbsent(name: string, meta: string): Promise<boolean> {
     return Number(await this.fcall('wf1_register_absent', [this.keys.registry()], [name, meta])) === 1;
   }

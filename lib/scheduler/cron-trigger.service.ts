@@ -11,6 +11,7 @@ import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { WorkflowConfigurationError } from '../errors/workflow.errors.js';
 import type { CronTrigger } from '../interfaces/workflow.interfaces.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
+import { latestTickBetween } from './missed-tick.js';
 import { triggerId } from './trigger-id.js';
 
 type CronJobClass = typeof CronJob;
@@ -37,6 +38,8 @@ const BUSY_STATUSES = ['queued', 'running', 'compensating'] as const;
  *
  * Every instance of the app runs the same jobs on its own clock; each tick emits the workflow with the
  * idempotency key `cron:<triggerId>:<scheduled tick time>`, so Redis lets exactly one instance start it.
+ * Each tick first asks Redis (lua/schedules.lua) whether the trigger is paused, and records that it was
+ * seen: a trigger with `catchUp: 'latest'` starts, on mount, the latest tick that no instance saw.
  * Collect-then-mount as in @nestjs/schedule: `prepare()` on module init checks the triggers and that
  * ScheduleModule is imported, `start()` on bootstrap mounts the jobs, `stop()` before shutdown removes them.
  */
@@ -106,6 +109,9 @@ export class CronTriggerService {
       job.start();
       mounted.nextTickAt = job.nextDate().toJSDate();
       this.mounted.push(mounted);
+      this.afterMount(mounted).catch((error) => {
+        this.logger.error(`Cron trigger '${p.id}' of workflow '${p.definition.name}' could not record its next tick or catch up: ${errorMessage(error)}`);
+      });
     }
     if (this.mounted.length > 0) {
       this.logger.log(`Started ${this.mounted.length} cron trigger(s): ${this.mounted.map((m) => `${m.definition.name} '${m.id}'`).join(', ')}`);
@@ -147,10 +153,29 @@ export class CronTriggerService {
     });
   }
 
+  /**
+   * Records the next tick in Redis (listSchedules shows it), and with `catchUp: 'latest'` starts the latest
+   * tick that no instance saw (every instance was stopped at its time): the tick is named by its scheduled
+   * time as any tick is, so instances that start together start it once.
+   */
+  private async afterMount(m: MountedTrigger): Promise<void> {
+    const now = Date.now();
+    const { paused, seenBefore } = await this.redis.store.scheduleTick(m.definition.name, m.id, 'next', now, m.nextTickAt.getTime());
+    // A trigger no instance ever ticked (a new one) has nothing it missed; a paused one starts nothing.
+    if ((m.trigger.catchUp ?? 'none') !== 'latest' || paused || seenBefore === undefined) return;
+    const missed = latestTickBetween((from) => m.job.cronTime.getNextDateFrom(from, m.trigger.timezone).toMillis(), seenBefore, Math.min(now, m.nextTickAt.getTime()));
+    if (missed === undefined) return;
+    this.logger.log(
+      `Cron trigger '${m.id}' of workflow '${m.definition.name}' catches up on the tick of ${new Date(missed).toISOString()}, missed while no instance ran (catchUp: 'latest').`,
+    );
+    await this.fire(m, new Date(missed));
+  }
+
   private async fire(m: MountedTrigger, tickAt: Date): Promise<void> {
     const { definition } = m;
     const idempotencyKey = `cron:${m.id}:${tickAt.toISOString()}`;
     const limit = definition.options.maxConcurrency;
+    const next = m.nextTickAt.getTime();
     if (limit > 0) {
       // Counts first, then the key: if another instance started this tick in between, the key shows it
       // and this instance stays silent instead of logging a skip that did not happen.
@@ -159,12 +184,17 @@ export class CronTriggerService {
       const busy = counts.queued + counts.running + counts.compensating;
       if (busy >= limit) {
         if (await this.redis.store.readIdempotencyKey(shard, definition.name, idempotencyKey)) return;
+        const { paused } = await this.redis.store.scheduleTick(definition.name, m.id, 'skip', tickAt.getTime(), next);
+        if (paused) return;
         this.logger.log(
           `Cron trigger '${m.id}' of workflow '${definition.name}' skipped the tick of ${tickAt.toISOString()}: ${busy} run(s) queued or executing, at its maxConcurrency of ${limit}.`,
         );
         return;
       }
     }
+    // Asked of Redis at every tick, so that a pause made by any instance or the CLI holds for all.
+    const { fire } = await this.redis.store.scheduleTick(definition.name, m.id, 'fire', tickAt.getTime(), next);
+    if (!fire) return;
     await this.client.emit(definition.type, (m.trigger.input ?? {}) as never, { idempotencyKey });
   }
 }

@@ -9,5 +9,8 @@ export function triggerId(workflow: string, trigger: CronTrigger): string {
   if (trigger.id !== undefined && (typeof trigger.id !== 'string' || trigger.id === '')) {
     throw new WorkflowConfigurationError(`@Workflow('${workflow}'): a cron trigger's id must be a non-empty string.`);
   }
+  if (trigger.catchUp !== undefined && trigger.catchUp !== 'none' && trigger.catchUp !== 'latest') {
+    throw new WorkflowConfigurationError(`@Workflow('${workflow}'): a cron trigger's catchUp must be 'none' or 'latest', got ${JSON.stringify(trigger.catchUp)}.`);
+  }
   return trigger.id ?? `${trigger.expression.trim()}@${trigger.timezone ?? 'local'}`;
 }

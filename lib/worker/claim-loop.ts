@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { WorkflowClient } from '../client/workflow.client.js';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { errorMessage } from '../errors/error-codec.js';
-import { RunExecution, type ExecutableDefinition, type SlotRefill } from '../execution/run-execution.js';
+import { RunExecution, type ExecutableDefinition, type ExecutionOutcome, type SlotRefill } from '../execution/run-execution.js';
 import type { WorkflowObserver } from '../observability/workflow-observer.js';
 import type { ClaimRequest, ClaimWorkflowSpec, ClaimedRun } from '../redis/workflow-store.js';
 import { ClaimRotations } from './claim-rotations.js';
@@ -72,13 +72,18 @@ export class ClaimLoop {
     const want = Math.min(free, MAX_CLAIM_BATCH);
     this.reserved += want;
     let runs: ClaimedRun[] = [];
+    const sticky = shard.stickyPending === true;
+    shard.stickyPending = false;
     try {
-      runs = await state.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs, shard.ref?.queue));
+      runs = await state.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs, sticky, shard.ref?.queue));
       state.recovered();
       shard.backlog = runs.length === want;
+      // a full claim may have left warm runs on the sticky queue
+      if (sticky && shard.backlog) shard.stickyPending = true;
     } catch (error) {
       state.failed('claim', error);
       shard.claimAgain = true;
+      if (sticky) shard.stickyPending = true;
       await delay(state.retryDelay());
     } finally {
       this.reserved -= want;
@@ -104,7 +109,7 @@ export class ClaimLoop {
     return this.claimIdPrefix + this.claimCount.toString(16).padStart(6, '0');
   }
 
-  private claimRequest(want: number, workflows: ClaimWorkflowSpec[], queue?: string): ClaimRequest {
+  private claimRequest(want: number, workflows: ClaimWorkflowSpec[], sticky = false, queue?: string): ClaimRequest {
     const queueConcurrency = queue === undefined ? 0 : this.state.redis.settings.queueConcurrency(queue);
     return {
       ...(queueConcurrency ? { queueConcurrency } : {}),
@@ -114,6 +119,7 @@ export class ClaimLoop {
       claimId: this.nextClaimId(),
       workflows,
       damagedRetentionMs: this.state.redis.settings.retentionMs.failed,
+      ...(sticky ? { sticky } : {}),
     };
   }
 
@@ -140,10 +146,13 @@ export class ClaimLoop {
     if (specs.length === 0) return undefined;
     const want = Math.min(MAX_CLAIM_BATCH, 1 + Math.max(0, this.freeSlots));
     this.reserved += want;
+    const sticky = shard.stickyPending === true;
+    shard.stickyPending = false;
     return {
-      request: this.claimRequest(want, specs, shard.ref?.queue),
+      request: this.claimRequest(want, specs, sticky, shard.ref?.queue),
       settle: (runs) => {
         this.reserved -= want;
+        if (sticky && (runs.length === want || runs.length === 0)) shard.stickyPending = true;
         this.startClaimed(shard, runs);
         if (runs.length < want) {
           shard.backlog = false;
@@ -156,35 +165,60 @@ export class ClaimLoop {
   private startClaimed(shard: ShardState, runs: ClaimedRun[]): void {
     const state = this.state;
     const settings = state.redis.settings;
+    const cache = state.cache;
     for (const run of runs) {
       const definition = this.registry.get(run.workflow);
       if (!definition?.instance) continue; // cannot happen: we only claim workflows we have
       state.serverOffsetMs = run.serverNow - Date.now();
-      this.startExecution(
-        shard,
-        new RunExecution(run, shard.ref!, definition as ExecutableDefinition, state.redis.workerStore, {
-          workerId: state.workerId,
-          maxPayloadBytes: settings.maxPayloadBytes,
-          retentionMs: settings.retentionMs,
-          children: this.client,
-          shardRoot: shard.root,
-          redisSteps: { prefix: settings.prefix, cluster: state.redis.connections.isCluster },
-          leaseMs: state.settings.leaseMs,
-          maxStepsPerRun: settings.maxStepsPerRun,
-          observer: this.observer,
-          faults: settings.faults,
-          refill: () => this.refill(shard),
-        }),
-      );
+      if (cache && cache.size > 0) {
+        // A warm claim resumes the execution this worker parked; any other claim of a run kept warm here
+        // means the run went on without it.
+        const warm = run.warm ? cache.take(run.id) : (cache.drop(run.id), undefined);
+        if (warm?.continuesWith(run) && warm.definition === definition) {
+          this.startExecution(shard, warm, warm.resume(run));
+          continue;
+        }
+        warm?.discard();
+      } else if (run.warm && cache) cache.take(run.id);
+      // A warm claim brought only the records written since the park: without the execution, all are read.
+      if (run.warm && run.stepsCursor === undefined) run.stepsCursor = '0';
+      const execution = new RunExecution(run, shard.ref!, definition as ExecutableDefinition, state.redis.workerStore, {
+        workerId: state.workerId,
+        maxPayloadBytes: settings.maxPayloadBytes,
+        retentionMs: settings.retentionMs,
+        children: this.client,
+        shardRoot: shard.root,
+        redisSteps: { prefix: settings.prefix, cluster: state.redis.connections.isCluster },
+        leaseMs: state.settings.leaseMs,
+        maxStepsPerRun: settings.maxStepsPerRun,
+        observer: this.observer,
+        faults: settings.faults,
+        refill: () => this.refill(shard),
+        ...(this.keepsWarm ? { keepsWarm: this.keepsWarm } : {}),
+      });
+      this.startExecution(shard, execution, execution.execute());
     }
   }
 
-  private startExecution(shard: ShardState, execution: RunExecution): void {
-    const ended = () => {
+  /** What a park asks of Redis to keep an execution warm here (see ExecutionCache), when the cache is on. */
+  private get keepsWarm(): { windowMs: number; workerId: string } | undefined {
+    const option = this.state.redis.settings.executionCache;
+    return option ? (this.warmSettings ??= { windowMs: option.stickyWindowMs, workerId: this.state.workerId }) : undefined;
+  }
+
+  private warmSettings?: { windowMs: number; workerId: string };
+
+  private startExecution(shard: ShardState, execution: RunExecution, outcome: Promise<ExecutionOutcome>): void {
+    const ended = (result?: ExecutionOutcome) => {
       this.state.executing.delete(execution.id);
+      // parked with its handler suspended: kept warm for the run's next wake
+      if (result === 'parked' && this.state.cache) {
+        if (this.state.running && execution.resumable) this.state.cache.keep(execution);
+        else execution.discard();
+      }
       this.onSlotFreed(shard);
     };
-    const done = execution.execute().then(ended, (error) => {
+    const done = outcome.then(ended, (error) => {
       this.state.logger.error(`Run ${execution.id} of workflow ${execution.workflow} stopped unexpectedly: ${errorMessage(error)}`);
       ended();
     });

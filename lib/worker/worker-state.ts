@@ -5,6 +5,7 @@ import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { WorkflowSettings } from '../workflow-settings.js';
 import { ExecutingRuns } from './executing-runs.js';
+import { ExecutionCache } from './execution-cache.js';
 
 export type WorkerSettings = Exclude<WorkflowSettings['worker'], false>;
 
@@ -18,6 +19,8 @@ export interface ShardState {
   claimScheduled: boolean;
   /** The last claim came back full: there may be more ready runs. */
   backlog: boolean;
+  /** Redis woke runs this worker keeps warm ('s' message): the next claim takes its sticky queue first. */
+  stickyPending?: boolean;
   tickTimer?: NodeJS.Timeout;
   tickAt?: number;
   ticking: boolean;
@@ -40,6 +43,8 @@ export class WorkerState {
   readonly logger = new Logger('WorkflowWorker');
   readonly shards: ShardState[] = [];
   readonly executing = new ExecutingRuns<Executing>();
+  /** Parked executions kept warm (the executionCache option), or undefined when it is off. */
+  readonly cache?: ExecutionCache;
   running = false;
   serverOffsetMs = 0;
   private outage = false;
@@ -47,7 +52,10 @@ export class WorkerState {
   constructor(
     readonly workerId: string,
     readonly redis: WorkflowRedis,
-  ) {}
+  ) {
+    const cache = redis.settings.executionCache;
+    if (cache && redis.settings.worker) this.cache = new ExecutionCache(cache.maxRuns, cache.maxBytes);
+  }
 
   get concurrency(): number {
     return this.redis.settings.worker ? this.redis.settings.worker.concurrency : 0;

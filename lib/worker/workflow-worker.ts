@@ -6,6 +6,7 @@ import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { WorkflowClient } from '../client/workflow.client.js';
 import { CanceledError, LeaseLostError, TimeoutError } from '../errors/workflow.errors.js';
 import type { ShardRef } from '../redis/keys.js';
+import type { ExecutionCacheStats } from '../interfaces/run.interfaces.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import { WorkflowObserver } from '../observability/workflow-observer.js';
 import { ClaimLoop } from './claim-loop.js';
@@ -53,6 +54,11 @@ export class WorkflowWorker {
 
   get activeRuns(): number {
     return this.state.executing.size;
+  }
+
+  /** The cache of warm executions (the executionCache option), or undefined when it is off. */
+  get executionCache(): ExecutionCacheStats | undefined {
+    return this.state.cache?.stats();
   }
 
   get isRunning(): boolean {
@@ -114,7 +120,11 @@ export class WorkflowWorker {
     }
     addShard(undefined, this.redis.keys.eventRoot());
     await Promise.all(this.state.shards.map((shard) => this.redis.subscriber.subscribe(shard.channel, shard.onMessage)));
-    this.unsubscribeReconnect = this.redis.subscriber.onReconnect(() => this.wakeAll());
+    this.unsubscribeReconnect = this.redis.subscriber.onReconnect(() => {
+      // Redis may have restarted (from older data) or failed over: warm executions are a doubt now.
+      this.state.cache?.clear();
+      this.wakeAll();
+    });
     this.heartbeat.start(worker.leaseMs);
     await this.beat(BEAT_TTL_MS).catch((error) => this.state.failed('worker registration', error));
     this.beatTimer = setInterval(() => void this.beat(BEAT_TTL_MS).catch((error) => this.state.failed('worker registration', error)), BEAT_INTERVAL_MS);
@@ -156,6 +166,7 @@ export class WorkflowWorker {
       await all();
     }
     this.state.shards.length = 0;
+    this.state.cache?.clear();
     await this.beat(0).catch(() => undefined);
   }
 
@@ -173,6 +184,7 @@ export class WorkflowWorker {
       activeRuns: this.state.executing.size,
       startedAt: this.startedAt,
       ttlMs,
+      ...(this.state.cache ? { executionCache: this.state.cache.stats() } : {}),
     };
     await this.redis.workerStore.workerBeat(this.workerId, JSON.stringify(info), ttlMs);
   }
@@ -188,6 +200,11 @@ export class WorkflowWorker {
     if (!this.state.running) return;
     const kind = message[0];
     if (kind === 'r') {
+      this.claims.requestClaim(shard);
+    } else if (kind === 's') {
+      // runs woken on a worker's sticky queue: this worker's, or another's (nothing to do)
+      if (message.length - 1 !== this.workerId.length || !message.endsWith(this.workerId)) return;
+      shard.stickyPending = true;
       this.claims.requestClaim(shard);
     } else if (kind === 't') {
       const due = Number(message.slice(1));

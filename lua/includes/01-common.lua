@@ -12,6 +12,8 @@
 --   <root>:st:<wf>:<status>  runs of a workflow in a status (zset, score 0); sizes are the counts; every
 --                       run is in exactly one, so their union lists all runs of the workflow
 --   <root>:ik:<wf>      idempotency key -> run id (hash)
+--   <root>:tp:<wf>:<kind>:<hour>  runs started/finished per minute (hash; see count_throughput)
+--   <root>:lx           workflow -> leases that expired and housekeeping took back (hash; wf1_tick)
 -- Channels (sharded pub/sub, same slot): <root>:w to workers ('r' a ready set has work again, 't<ms>' the
 -- shard's earliest timer is now due then,
 -- 'a<runId>|<reason>' stop executing that run), <root>:dv to result() waiters (a finished run, with its
@@ -164,6 +166,26 @@ local function make_ready(root, id, wf, priority, at)
   notify_if_was_empty(root, key, 1)
 end
 
+-- Sticky executions (ARCHITECTURE.md section 8). A worker that parks a run and keeps its execution in
+-- memory (its handler suspended on the wait) asks the park to mark the run warm: 'ww' on the run is
+-- '<fence>|<window ms>|<worker id>' (the fence of the claim that parked it; the worker id last, as it is
+-- the only part that is not ours), and the run's delta set '<root>:sd:<id>' holds the step fields written
+-- since that park that the worker has not seen (the park's own wait records, then every delivery). A wake
+-- of a warm run queues it on that worker's sticky queue ('<root>:sq:<worker id>', scored as a ready set)
+-- for `window` ms (a timer: the run is 'queued' while its timer is due), tells that worker alone
+-- ('s<worker id>'), and housekeeping moves it to its ready set past the window (wake_due_timers in
+-- tick.lua): a warm worker that died or is busy delays a run by the window (and the next tick) at most.
+-- A claim of a warm run by its worker at the same fence sends only the delta records (see claim_run); any
+-- other claim drops 'ww' and the delta and sends every record.
+local function delta_key(root, id) return root .. ':sd:' .. id end
+local function sticky_key(root, worker) return root .. ':sq:' .. worker end
+
+-- The parts of a run's 'ww': fence, window in ms, worker id.
+local function warm_parts(ww)
+  local fence, window, worker = string.match(ww, '^(%d+)|(%d+)|(.*)$')
+  return fence, tonumber(window), worker
+end
+
 -- Workers are told about a timer only when it becomes the shard's earliest: each worker keeps a tick for
 -- the earliest due time it was told or that its last tick reported, and every tick reports the next one.
 local function schedule_timer(root, id, due)
@@ -173,6 +195,18 @@ local function schedule_timer(root, id, due)
   if not first[2] or due < tonumber(first[2]) or first[1] == id then
     notify_workers(root, 't' .. string.format('%d', due))
   end
+end
+
+-- Queues a warm run on its worker's sticky queue (see delta_key) instead of its ready set, with a timer at
+-- the end of its window: a 'queued' run due in the timers is one whose window passed (wake_due_timers).
+-- Workers are not told of that timer (schedule_timer would make every worker tick at the end of every
+-- window, although the warm worker almost always claims the run first): their next tick finds it, within
+-- a second (IDLE_TICK_MS in lib/worker/shard-housekeeping.ts).
+local function make_ready_warm(root, id, priority, at, ww)
+  local _, window, worker = warm_parts(ww)
+  rcall('ZADD', sticky_key(root, worker), ms(ready_score(priority, at)), id)
+  rcall('ZADD', root .. ':timers', ms(at + window), id)
+  notify_workers(root, 's' .. worker)
 end
 
 local FINAL = { succeeded = true, failed = true, canceled = true }
@@ -233,6 +267,24 @@ local flow_release
 -- result() waiter settles without reading the run; larger ones announce only the id (the waiter reads).
 local DONE_PAYLOAD_MAX = 2048
 
+-- Throughput: runs started (first claim), succeeded, failed and canceled per minute, per workflow, for the
+-- dashboard's and the CLI's last hour (lib/client/throughput-reader.ts). One hash per (workflow, kind,
+-- hour of the Redis clock), field = minute of that hour (0-59), so a hash stays a small listpack; it
+-- expires at the end of the next hour, so a shard keeps at most two per workflow and kind. Cost per
+-- counted transition: one HINCRBY, plus one PEXPIREAT when it opens a minute (the first count of it).
+--   <root>:tp:<wf>:<kind>:<hour>   kind 'b' started, 's' succeeded, 'f' failed, 'c' canceled
+local HOUR_MS = 3600000
+local THROUGHPUT_KIND = { succeeded = 's', failed = 'f', canceled = 'c' }
+
+local function count_throughput(root, wf, kind, now)
+  local in_hour = now % HOUR_MS
+  local hour = (now - in_hour) / HOUR_MS
+  local key = root .. ':tp:' .. wf .. ':' .. kind .. ':' .. string.format('%d', hour)
+  if rcall('HINCRBY', key, string.format('%d', (in_hour - in_hour % 60000) / 60000), 1) == 1 then
+    rcall('PEXPIREAT', key, ms((hour + 2) * HOUR_MS))
+  end
+end
+
 -- Bookkeeping shared by every final state: out of the lease and deadline sets, counted, due to expire,
 -- and announced to result() waiters: '<id>' or '<id>|<final state>|<output or error JSON>'.
 local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload)
@@ -240,6 +292,7 @@ local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, p
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
   flow_release(root, id, wf, now)
   count_move(root, wf, id, from, to)
+  count_throughput(root, wf, THROUGHPUT_KIND[to], now)
   rcall('ZADD', root .. ':expiry', ms(now + (tonumber(retention_ms) or 0)), id)
   if payload and payload ~= '' and #payload <= DONE_PAYLOAD_MAX then
     rcall('SPUBLISH', root .. ':dv', id .. '|' .. to .. '|' .. payload)

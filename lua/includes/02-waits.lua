@@ -46,17 +46,21 @@ end
 -- finished is then executed at once, by the worker that finished that child, instead of waiting behind the
 -- ready set and being claimed by a later call: the ready entry, the notice to workers, the 'queued' status
 -- and the pop are spared (bench/NOTES.md, fifteenth round).
-local function wake_run(root, id, wf, priority, now, reason, step, implied, drained, handover)
+-- `warm`: the run's 'ww' (see delta_key in 01-common.lua), or nil: a warm run goes to its worker's sticky
+-- queue, and to a completion's slot only when that completion is its worker's.
+local function wake_run(root, id, wf, priority, now, reason, step, implied, drained, handover, warm)
   local run = run_key(root, id)
   forget_wait(root, id, run, drained)
   if not drained then rcall('ZREM', root .. ':timers', id) end
   local group = handover and not handover.id and handover.groups[wf]
+  if group and warm and select(3, warm_parts(warm)) ~= handover.worker then group = nil end
   if group then
     handover.id, handover.group = id, group
   else
     rcall('HSET', run, 'st', 'queued')
     count_move(root, wf, id, 'waiting', 'queued')
-    ready_run(root, id, wf, priority, now)
+    -- a flow-controlled run takes a slot of its key again (ready_run), so it is not kept warm
+    if warm and rcall('HEXISTS', run, 'fk') == 0 then make_ready_warm(root, id, priority, now, warm) else ready_run(root, id, wf, priority, now) end
   end
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
 end
@@ -71,7 +75,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
   local run = run_key(root, id)
   -- What only a wake needs (the workflow, priority, 'hn' and 'ws') is read when the run wakes: of a parent's
   -- children, only the last delivery wakes it, and each field HMGET looks for costs about 2,000 instructions.
-  local f = rcall('HMGET', run, 'st', 'ep')
+  local f = rcall('HMGET', run, 'st', 'ep', 'ww')
   if not f[1] then return 0 end
   local current = rcall('HGET', steps_key(root, id), field)
   if current and record_state(current) ~= 'W' then return 0 end
@@ -85,6 +89,8 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
   store_record(root, id, field, now_text or ms(now), state,
     string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}')
+  -- a run kept warm by its worker: the record is one the worker has not seen (see delta_key)
+  if f[3] then rcall('SADD', delta_key(root, id), field) end
   if f[1] == 'waiting' then
     if rcall('SREM', awaited_key(root, id), field) == 1 then
       local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
@@ -92,7 +98,7 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
         local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
         -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
         local drained = kind == 'child' and state == 'S' and w[4] == '1'
-        wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover)
+        wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover, f[3])
       end
     end
   elseif rcall('SREM', awaited_key(root, id), field) == 1 then
@@ -125,6 +131,12 @@ end
 -- A step field is never '*' ('<occurrence>:<name>').
 local MANY_PARENTS = '*'
 
+-- A run's 'pf' when it is a node of a graph (ctx.step.graph): no parent step waits for it, the graph does
+-- (its 'par' names the parent, the graph and the node). Set in 'pf' because every final transition reads 'pf' already,
+-- so an ordinary run pays nothing for graphs. graph_node_done is defined in includes/05-graph.lua.
+local GRAPH_NODE = '#'
+local graph_node_done
+
 -- A finished child tells its parent: directly when both live in this shard, else through the outbox.
 -- Returns the hand-off to deliver now ({ target root, parent id, field, state, record, message id }) or nil.
 -- `parent`, `field`, `parent_root`: the run's 'par', 'pf' and 'pr' when the caller has read them (a
@@ -136,6 +148,10 @@ local function notify_parent(root, id, wf, state, payload, now, parent, field, p
     parent, field, parent_root = f[1], f[2], f[3]
   end
   if not field or field == '' then return nil end
+  if field == GRAPH_NODE then
+    graph_node_done(root, id, state, payload, now)
+    return nil
+  end
   if field == MANY_PARENTS then
     -- however many they are, housekeeping tells them in bounded chunks, starting now
     rcall('ZADD', root .. ':pwq', ms(now), id)

@@ -5,6 +5,8 @@ local NEVER_CLAIMED = { false, false, false, false, false, false, false, false, 
 local NO_STEPS = {}
 -- Step records a paged claim returns per run at most (about 3 µs of Redis time each, reply included).
 local CLAIM_RECORDS_PAGE = '256'
+-- Delta records a warm claim sends at most (see claim_run); past it, every record, paged.
+local DELTA_PAGE = 256
 
 local DAMAGED_RUN = '{"name":"CorruptedRunError","message":"The stored run is damaged (its attempt, creation time or input is missing or invalid), so it cannot be executed. Inspect it with getRun, then emit a new run."}'
 
@@ -20,11 +22,11 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
   -- history: 'hn' = '1') is read without the nine fields that only a claim, a failure or a cancel writes.
   local first = rcall('HMGET', run, 'st', 'att', 'in', 'ca', 'par', 'hn')
   local later = NEVER_CLAIMED
-  if first[6] ~= '1' then later = rcall('HMGET', run, 'max', 'fen', 'dl', 'fin', 'err', 'sa', 'comp', 'tok', 'ep') end
+  if first[6] ~= '1' then later = rcall('HMGET', run, 'max', 'fen', 'dl', 'fin', 'err', 'sa', 'comp', 'tok', 'ep', 'ww') end
   -- locals rather than one table of both readings: a table costs Redis about 150 instructions per element
   local st, attempt, input, created, parent, implied = first[1], first[2], first[3], first[4], first[5], first[6]
-  local stored_max, fenced, deadline_at, fin, err, started, comp, tok, epoch =
-    later[1], later[2], later[3], later[4], later[5], later[6], later[7], later[8], later[9]
+  local stored_max, fenced, deadline_at, fin, err, started, comp, tok, epoch, warm =
+    later[1], later[2], later[3], later[4], later[5], later[6], later[7], later[8], later[9], later[10]
   -- A ready entry whose run is not queued any more (canceled meanwhile, or gone) is dropped. A run
   -- canceled with compensations waits in 'compensating', its token revoked, for a worker to run them.
   local claimable = st == 'queued' or (handed_over and st == 'waiting') or ((st == 'compensating' or (st == 'canceled' and fin == 'hook')) and fin and tok == '')
@@ -49,8 +51,10 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max)
     elseif implied_claim then
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text, 'hn', '2')
+      count_throughput(root, wf, 'b', now)
     else
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text)
+      count_throughput(root, wf, 'b', now)
     end
     if timeout_ms > 0 and not deadline_at then
       local deadline = ms(now + timeout_ms)
@@ -63,7 +67,38 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
     -- Step records are written only under a lease, or delivered to a run that waits, which was
     -- claimed before: a run never claimed (no fencing counter yet) has none to read.
     local steps, more = NO_STEPS, nil
-    if fenced then
+    -- A run its worker keeps warm, claimed by that worker with no claim in between and nothing to
+    -- finalize: only the records written since its park ('w' before the count; see delta_key). Past a
+    -- page of them, every record as below, still marked 'w'. Any other claim forgets the warm mark.
+    local delta = nil
+    if warm then
+      local warm_fence, _, warm_worker = warm_parts(warm)
+      rcall('HDEL', run, 'ww')
+      local dkey = delta_key(root, id)
+      if claim.paged and warm_worker == worker and warm_fence == fenced and status == 'running' and not fin then
+        local n = rcall('SCARD', dkey)
+        if n == 0 then
+          delta = NO_STEPS
+        elseif n <= DELTA_PAGE then
+          -- at most DELTA_PAGE fields: a bounded unpack
+          local fields = rcall('SMEMBERS', dkey)
+          local records = rcall('HMGET', steps_key(root, id), unpack(fields))
+          delta = {}
+          for d = 1, #fields do
+            if records[d] then
+              delta[#delta + 1] = fields[d]
+              delta[#delta + 1] = records[d]
+            end
+          end
+        else
+          delta = false
+        end
+      end
+      rcall('DEL', dkey)
+    end
+    if delta then
+      steps = delta
+    elseif fenced then
       if claim.paged then
         -- A run's records are read a page at a time once its hash leaves the compact encoding (past 512
         -- fields, or a record over 64 bytes, as most are): a parent woken after 10,000 children took 30-50 ms
@@ -77,6 +112,7 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       end
     end
     -- one concatenation of all the pieces (Lua makes a chain of '..' one operation), cheaper than a table and table.concat
+    -- the parent of a graph's node names the graph and the node too ('<parent>|<graph id>|<node>', see includes/05-graph.lua)
     local head = claim.packed and (id .. '\n' .. token .. '\n' .. (parent or '') .. '\n' .. (fin or '') .. '\n' .. attempt .. '\n' ..
       max .. '\n' .. created .. '\n' .. (epoch or '0') .. '\n' .. wf)
     if claim.flat then
@@ -87,6 +123,8 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       reply[n + 3] = err or ''
       -- '<n>:<cursor>' when the records go on past this page (a paged claim only)
       reply[n + 4] = more and (#steps .. ':' .. more) or #steps
+      -- a warm claim: 'w<n>' the delta records only, 'w<n>:<cursor>' every record, paged
+      if delta ~= nil then reply[n + 4] = 'w' .. reply[n + 4] end
       for s = 1, #steps do reply[n + 4 + s] = steps[s] end
     elseif claim.packed then
       reply[#reply + 1] = { head, input, err or '', steps }
@@ -192,9 +230,12 @@ end
 
 
 -- How many runs a claim asks for at most, and the format of its entries (see claim_entry_format).
+-- A leading 's' ('s16r', build 52 on): the claim takes the runs on the caller's sticky queue first (see
+-- delta_key in 01-common.lua); the third value says so.
 local function claim_want(want_text)
   local format = claim_entry_format(want_text)
-  return tonumber(format and string.sub(want_text, 1, -2) or want_text), format
+  local sticky = string.byte(want_text, 1) == 115
+  return tonumber(string.sub(want_text, sticky and 2 or 1, format and -2 or -1)), format, sticky
 end
 
 -- What a completion that refills its slot offers a run it wakes (wake_run's `handover`): the workflows
@@ -207,7 +248,7 @@ local HANDOVER = {}
 local function takes_over(root, argv, at)
   local want = claim_want(argv[at + 1])
   if #argv ~= at + 5 or not want or want < 1 then return nil end
-  HANDOVER.groups, HANDOVER.id, HANDOVER.group = packed_claim_plan(root, argv[at + 5]).groups, nil, nil
+  HANDOVER.groups, HANDOVER.id, HANDOVER.group, HANDOVER.worker = packed_claim_plan(root, argv[at + 5]).groups, nil, nil, argv[at]
   return HANDOVER
 end
 
@@ -219,7 +260,7 @@ local CLAIM = {}
 -- `now_text`: ms(now), when the caller has made it already. `handover`: from takes_over, when the caller
 -- offered this claim to the runs it woke; the run handed over, if any, is claimed first.
 local function claim_runs(root, argv, at, now, reply, now_text, handover)
-  local want, format = claim_want(argv[at + 1])
+  local want, format, sticky = claim_want(argv[at + 1])
   local flat = format == 'f'
   local packed = format ~= nil
   local claim = CLAIM
@@ -242,6 +283,23 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
   end
 
   if plan.queue_limit then want = math.min(want, taken + queue_room(root, plan.queue_limit, want - taken)) end
+  if sticky and taken < want then
+    -- The caller's warm runs first (see delta_key in 01-common.lua). A workflow the plan does not take
+    -- without a limit goes to its ready set, where the limit is kept.
+    local popped = rcall('ZPOPMIN', sticky_key(root, claim.worker), want - taken)
+    for p = 1, #popped, 2 do
+      local id = popped[p]
+      rcall('ZREM', root .. ':timers', id)
+      local f = rcall('HMGET', run_key(root, id), 'wf', 'pri', 'st')
+      local group = f[1] and plan.groups[f[1]]
+      if group then
+        if claim_run(root, id, f[1], group[3], group[4], claim, reply) then taken = taken + 1 end
+      elseif f[3] == 'queued' then
+        make_ready(root, id, f[1], f[2], now)
+      end
+    end
+  end
+
   for _, segment in ipairs(plan) do
     if taken >= want then break end
     if segment.limit then

@@ -31,11 +31,24 @@ local function hand_outcome(root, id, parent, field, parent_root, state, json, n
   return { parent_root, parent, field, state, json, message_id }
 end
 
+-- A run that continued as a new run (ctx.continueAsNew, lua/rerun.lua) stands for its chain's live run: the
+-- first run names the latest ('cl'), later ones the next ('cn'). A few hops at most (each continue updates
+-- 'cl'); bounded all the same.
+local function chain_live(root, id)
+  for _ = 1, 64 do
+    local c = rcall('HMGET', run_key(root, id), 'cn', 'cl')
+    if not c[1] then return id end
+    if c[2] and c[2] ~= id and rcall('EXISTS', run_key(root, c[2])) == 1 then id = c[2] else id = c[1] end
+  end
+  return id
+end
+
 -- A parent's step waits for the existing run `id` (wf1_emit found it by its idempotency key). Safe to
 -- repeat: a parent already registered is registered again as it was, and an outcome delivered again
 -- changes nothing (deliver_to_run leaves a resolved step as it is).
 -- Returns the hand-off of the outcome when the run has finished and the parent lives in another shard.
 local function wait_for_existing_run(root, id, parent, field, parent_root, now)
+  id = chain_live(root, id)
   local run = run_key(root, id)
   local f = rcall('HMGET', run, 'st', 'wf', 'out', 'err', 'par', 'pf', 'pr')
   if not f[1] then return nil end

@@ -51,6 +51,26 @@ class SleepWorkflow {
   }
 }
 
+@Workflow('cli-graph-node', { queue: 'cli' })
+@Injectable()
+class GraphNodeWorkflow {
+  execute(ctx: WorkflowContext<{ name: string }>) {
+    return ctx.input.name;
+  }
+}
+
+@Workflow('cli-graph', { queue: 'cli' })
+@Injectable()
+class GraphWorkflow {
+  async execute(ctx: WorkflowContext) {
+    await ctx.step.graph('pipeline', {
+      fetch: { workflow: GraphNodeWorkflow, input: { name: 'fetch' } },
+      persist: { workflow: GraphNodeWorkflow, input: { name: 'persist' }, after: ['fetch'] },
+    });
+    return 'done';
+  }
+}
+
 interface CliExit {
   code: number | null;
   stdout: string;
@@ -177,6 +197,21 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(detail.history.map((e) => e.type)).toEqual(expect.arrayContaining(['created', 'claimed', 'failed']));
   });
 
+  it("runs show: a graph step's nodes, level by level, with their status and run", async () => {
+    const graphPrefix = uniquePrefix('cli-graph');
+    const app = await startApp({ connection: suite.redis.url, prefix: graphPrefix, cron: false, worker: { reaperIntervalMs: 20 } }, [GraphNodeWorkflow, GraphWorkflow]);
+    suite.apps.push(app);
+    const handle = await app.client.emit(GraphWorkflow, {});
+    await handle.result({ timeoutMs: 10_000 });
+    const nodes = (await app.client.getRunGraphs(handle.id))[0].nodes;
+    const shown = await cli(['runs', 'show', handle.id, '--redis', suite.redis.url, '--prefix', graphPrefix]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/Graph pipeline \(2 nodes, succeeded\)\nLEVEL\s+NODE\s+STATUS\s+AFTER\s+RUN\n/);
+    expect(shown.stdout).toMatch(new RegExp(`0\\s+fetch\\s+succeeded\\s+${nodes[0].runId}\\n\\s*1\\s+persist\\s+succeeded\\s+fetch\\s+${nodes[1].runId}`));
+    const detail = JSON.parse((await cli(['runs', 'show', handle.id, '--redis', suite.redis.url, '--prefix', graphPrefix, '--json'])).stdout) as { graphs: unknown[] };
+    expect(detail.graphs).toEqual([expect.objectContaining({ step: 'pipeline', size: 2, status: 'succeeded' })]);
+  });
+
   it('long payloads are cut in tables, never in --json', async () => {
     const long = 'x'.repeat(500);
     const handle = await suite.apps[0].client.emit(OkWorkflow, { n: 5, note: long } as never);
@@ -230,8 +265,8 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(stats.workers.alive).toBe(1);
     const table = await cli(['stats', ...conn()]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+HELD BACK\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\n/);
-    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+0\s+-\s+1\s+-\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\n/);
+    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+HELD BACK\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\s+EXPIRED LEASES\n/);
+    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+0\s+-\s+1\s+-\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\s+0\n/);
     expect(table.stdout).toMatch(/\nWorkers alive \(1\)\nWORKER\s+HOST\s+PID/);
   });
 
@@ -248,8 +283,9 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain("No workflow 'nope' is registered");
 
-    expect(await json(['schedules', 'list'])).toEqual([{ workflow: 'cli-ok', id: 'nightly', expression: '0 3 * * *', timezone: 'UTC', workers: 1 }]);
-    expect((await cli(['schedules', 'list', ...conn()])).stdout).toMatch(/^WORKFLOW\s+ID\s+EXPRESSION\s+TIMEZONE\s+WORKERS\ncli-ok\s+nightly\s+0 3 \* \* \*\s+UTC\s+1\n$/);
+    // cron: false in this app: no instance ticks, so no next or last tick is known (test/e2e/cli-schedules.e2e.spec.ts has them).
+    expect(await json(['schedules', 'list'])).toEqual([{ workflow: 'cli-ok', id: 'nightly', expression: '0 3 * * *', timezone: 'UTC', catchUp: 'none', paused: false, workers: 1 }]);
+    expect((await cli(['schedules', 'list', ...conn()])).stdout).toMatch(/^WORKFLOW\s+ID\s+EXPRESSION\s+TIMEZONE\s+PAUSED\s+NEXT\s+LAST\s+WORKERS\ncli-ok\s+nightly\s+0 3 \* \* \*\s+UTC\s+no\s+-\s+-\s+1\n$/);
   });
 
   it('reads REDIS_URL when --redis is absent', async () => {
@@ -301,6 +337,27 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     const right = await cli(['stats', '--redis', `redis://cli-operator:right-password@${url.host}`, '--prefix', prefix, '--json']);
     expect(right.code).toBe(0);
   });
+
+  // last: it adds runs that the counts above do not expect
+  it('runs fork and runs retry --from-step: a failed run finishes on today\'s code; runs show links the fork; an unknown step is exit 1', async () => {
+    partnerDown = false;
+    const id = ids.failed[0];
+    const unknown = await cli(['runs', 'retry', id, '--from-step', 'nope', ...conn()]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain(`Run ${id} has no step named "nope"; its steps are "reserve", "call-partner"`);
+    const badInput = await cli(['runs', 'fork', id, '--input', '{oops', ...conn()]);
+    expect(badInput.code).toBe(2);
+    const forked = await cli(['runs', 'fork', id, '--from-step', 'call-partner', '--input', '{"order":"A-9"}', ...conn(), '--json']);
+    expect(forked.code).toBe(0);
+    const forkId = (JSON.parse(forked.stdout) as { run: RunInfo }).run.id;
+    await waitFor(async () => (await json<{ run: RunInfo }>(['runs', 'show', forkId])).run.status === 'succeeded', 15_000, 200);
+    const shown = await cli(['runs', 'show', forkId, ...conn()]);
+    expect(shown.stdout).toMatch(new RegExp(`\\nForked from:\\s+${id}\\n`));
+    expect((await json<{ run: RunInfo }>(['runs', 'show', forkId])).run.output).toEqual({ confirmed: 'A-9' });
+    const retried = await cli(['runs', 'retry', id, '--from-step', 'call-partner', ...conn(), '--json']);
+    expect(retried.code).toBe(0);
+    await waitFor(async () => (await json<{ run: RunInfo }>(['runs', 'show', id])).run.status === 'succeeded', 15_000, 200);
+  }, 90_000);
 });
 
 describe('CLI against a Redis Cluster (3 primaries): detected from one node, or --cluster with seeds', () => {

@@ -142,6 +142,43 @@ describe('dashboard in a browser (e2e, chromium, real Redis)', () => {
     await page.locator('a.parent-link', { hasText: failedImport!.runId }).waitFor();
   }, 60_000);
 
+  it('overview charts runs started, succeeded and failed per minute over the last hour, per workflow, as Redis counts them', async () => {
+    const violations: string[] = [];
+    page.on('console', (message) => {
+      if (/Content.Security.Policy/i.test(message.text())) violations.push(message.text());
+    });
+    await page.goto(`${base}#/`);
+    await page.getByRole('heading', { name: 'Runs per minute' }).waitFor();
+    const chart = page.locator('svg.chart[data-workflow="checkout"]');
+    await chart.waitFor();
+    const keys = ['started', 'succeeded', 'failed'] as const;
+    // The page re-reads every 2 s and runs of the demo may still be finishing: compare once both agree.
+    let expected = await app.get(WorkflowClient).getThroughput();
+    let checkout = expected.workflows.find((w) => w.name === 'checkout')!;
+    const sum = (key: (typeof keys)[number]) => checkout.minutes.reduce((total, m) => total + m[key], 0);
+    for (let deadline = Date.now() + 10_000; ; ) {
+      const shown = await Promise.all(keys.map((key) => chart.getAttribute(`data-${key}`)));
+      if (shown.every((value, i) => value === String(sum(keys[i])))) break;
+      if (Date.now() > deadline) throw new Error(`the chart shows ${JSON.stringify(shown)}, getThroughput ${JSON.stringify(keys.map(sum))}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expected = await app.get(WorkflowClient).getThroughput();
+      checkout = expected.workflows.find((w) => w.name === 'checkout')!;
+    }
+    expect(sum('started')).toBeGreaterThan(0);
+    expect(sum('failed')).toBeGreaterThan(0);
+    // One chart per workflow, each with a line per series and a hover target per minute.
+    expect(await page.locator('svg.chart').count()).toBe(expected.workflows.length);
+    for (const key of keys) expect(await chart.locator(`polyline.series-${key}`).count()).toBe(1);
+    expect(await chart.locator('rect.minute').count()).toBe(60);
+    const busiest = checkout.minutes.findIndex((m) => m.started > 0);
+    await expect(chart.locator('rect.minute title').nth(busiest).textContent()).resolves.toContain(`started ${checkout.minutes[busiest].started}`);
+    // The line is drawn: the started series rises above the baseline at that minute.
+    const points = ((await chart.locator('polyline.series-started').getAttribute('points')) ?? '').split(' ').map((p) => Number(p.split(',')[1]));
+    expect(points).toHaveLength(60);
+    expect(Math.min(...points)).toBeLessThan(points[0]);
+    expect(violations).toEqual([]);
+  }, 30_000);
+
   it('search by idempotency key opens the declined checkout, with its compensated step', async () => {
     const declined = report.outcomes.find((o) => o.status === 'failed')!;
     await page.goto(`${base}#/`);

@@ -118,7 +118,8 @@ describe('Redis steps', () => {
   let app: TestApp;
 
   beforeAll(async () => {
-    app = await startApp({ connection: suite.redis.url, prefix: enginePrefix }, [CheckoutWorkflow, GuardedWorkflow, BadInputWorkflow, HoldingWorkflow, TwoStepsWorkflow, SagaWorkflow]);
+    // without warm executions (executionCache), so that a wake replays the handler and its Redis steps' replies
+    app = await startApp({ connection: suite.redis.url, prefix: enginePrefix, executionCache: false }, [CheckoutWorkflow, GuardedWorkflow, BadInputWorkflow, HoldingWorkflow, TwoStepsWorkflow, SagaWorkflow]);
     suite.apps.push(app);
   });
 

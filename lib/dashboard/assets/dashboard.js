@@ -135,10 +135,69 @@ function noWorker() {
 // Runs held back by flow control, by reason ('concurrency 3, rateLimit 1'), as getStats() counts them.
 const heldBack = (counts) => Object.entries(counts || {}).map(([reason, n]) => `${reason} ${n}`).join(', ');
 
+// ---- charts: inline SVG built with the DOM (no library; the page's CSP allows no inline script or style) ----
+
+const SVG = 'http://www.w3.org/2000/svg';
+const CHART_SERIES = [['started', 'Started'], ['succeeded', 'Succeeded'], ['failed', 'Failed']];
+const CHART = { width: 360, height: 90, left: 28, bottom: 14, top: 6 };
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, String(value));
+  for (const child of children) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+
+/** Runs started, succeeded and failed per minute over the last hour: one line each; hover a minute for its counts. */
+function throughputChart(workflow) {
+  const minutes = workflow.minutes;
+  const totals = Object.fromEntries(CHART_SERIES.map(([key]) => [key, minutes.reduce((sum, m) => sum + m[key], 0)]));
+  const max = Math.max(1, ...minutes.flatMap((m) => CHART_SERIES.map(([key]) => m[key])));
+  const { width, height, left, bottom, top } = CHART;
+  const step = (width - left) / Math.max(1, minutes.length - 1);
+  const x = (i) => (left + i * step).toFixed(1);
+  const y = (v) => (top + (height - top - bottom) * (1 - v / max)).toFixed(1);
+  const chart = svg('svg', {
+    class: 'chart', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img',
+    'aria-label': `${workflow.name}: ${CHART_SERIES.map(([key, label]) => `${label.toLowerCase()} ${totals[key]}`).join(', ')} in the last ${minutes.length} minutes`,
+    'data-workflow': workflow.name, ...Object.fromEntries(CHART_SERIES.map(([key]) => [`data-${key}`, totals[key]])),
+  },
+  svg('line', { class: 'axis', x1: left, x2: width, y1: height - bottom, y2: height - bottom }),
+  svg('text', { class: 'tick', x: left - 4, y: top + 8, 'text-anchor': 'end' }, max),
+  svg('text', { class: 'tick', x: left - 4, y: height - bottom, 'text-anchor': 'end' }, 0),
+  svg('text', { class: 'tick', x: left, y: height - 2 }, `${minutes.length} min ago`),
+  svg('text', { class: 'tick', x: width, y: height - 2, 'text-anchor': 'end' }, 'now'));
+  for (const [key] of CHART_SERIES) {
+    chart.append(svg('polyline', { class: `series series-${key}`, points: minutes.map((m, i) => `${x(i)},${y(m[key])}`).join(' ') }));
+  }
+  minutes.forEach((m, i) => {
+    const label = `${new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}: ${CHART_SERIES.map(([key, name]) => `${name.toLowerCase()} ${m[key]}`).join(', ')}${m.canceled ? `, canceled ${m.canceled}` : ''}`;
+    chart.append(svg('rect', { class: 'minute', x: (left + (i - 0.5) * step).toFixed(1), y: top, width: step.toFixed(1), height: height - top - bottom }, svg('title', {}, label)));
+  });
+  return h('figure', { class: 'throughput' }, h('figcaption', {}, h('a', { href: listHref({ workflow: workflow.name }) }, workflow.name)), chart);
+}
+
+function throughputSection(throughput) {
+  const legend = h('p', { class: 'legend' }, CHART_SERIES.map(([key, label]) => h('span', { class: `key key-${key}` }, label)),
+    h('span', { class: 'muted' }, ' per minute, last hour (all instances)'));
+  return section('Runs per minute', legend,
+    throughput.workflows.length === 0 ? h('p', { class: 'muted' }, 'No workflow is registered yet.') : h('div', { class: 'charts' }, throughput.workflows.map(throughputChart)));
+}
+
+function schedulesSection(schedules) {
+  if (schedules.length === 0) return null;
+  return section('Schedules', table(['Workflow', 'Trigger', 'Expression', 'Time zone', 'State', 'Next tick', 'Last run', 'Catch up'],
+    schedules.map((s) => [h('a', { href: listHref({ workflow: s.workflow }) }, s.workflow), h('span', { class: 'mono' }, s.id), h('span', { class: 'mono' }, s.expression),
+      s.timezone ?? 'local', s.paused ? h('span', { class: 'badge paused' }, 'paused') : 'active', time(s.next), time(s.last), s.catchUp])));
+}
+
 const overviewPage = {
-  load: () => api('/stats'),
+  load: async () => {
+    const [stats, throughput, schedules] = await Promise.all([api('/stats'), api('/throughput'), api('/schedules')]);
+    return { stats, throughput, schedules };
+  },
   live: () => true,
-  render(stats) {
+  render({ stats, throughput, schedules }) {
     const statusCells = (workflow, counts) => STATUSES.map((s) =>
       counts[s] ? h('a', { href: listHref({ workflow, status: s }), class: `count status-${s}` }, counts[s]) : h('span', { class: 'muted' }, '0'));
     return h('div', {},
@@ -146,13 +205,22 @@ const overviewPage = {
       section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Held back', 'Oldest waiting'],
         stats.workflows.map((w) => [h('span', {}, h('a', { href: listHref({ workflow: w.name }) }, w.name), w.workers === 0 ? noWorker() : null), w.queue, ...statusCells(w.name, w.counts),
           w.queueDepth, heldBack(w.heldBack), w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs)]), 'No workflow is registered yet.')),
+      throughputSection(throughput),
+      schedulesSection(schedules),
       section('Queues', table(['Queue', 'Queue depth', 'Held back', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
         stats.queues.map((q) => [q.name, q.queueDepth, heldBack(q.heldBack), q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
-      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Started', 'Last heartbeat'],
-        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, ago(w.startedAt), ago(w.lastHeartbeatAt)]),
+      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Warm runs', 'Started', 'Last heartbeat'],
+        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, warmRuns(w.executionCache), ago(w.startedAt), ago(w.lastHeartbeatAt)]),
         'No worker is alive.')));
   },
 };
+
+// A worker's cache of warm executions (executionCache): kept / max, and the share of warm claims that resumed one.
+function warmRuns(cache) {
+  if (!cache) return '-';
+  const claims = cache.hits + cache.misses;
+  return claims === 0 ? `${cache.runs} / ${cache.maxRuns}` : `${cache.runs} / ${cache.maxRuns} (${Math.round((100 * cache.hits) / claims)}% hits)`;
+}
 
 function runListPage(params) {
   const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', parentId: params.get('parentId') ?? '', cursor: params.get('cursor') ?? '' };
@@ -207,7 +275,7 @@ function runPage(id) {
   return {
     load: () => api(`/runs/${encodeURIComponent(id)}`),
     live: (detail) => !FINISHED.has(detail.run.status),
-    render({ run, steps, history, children, childrenCursor }) {
+    render({ run, steps, history, children, childrenCursor, graphs = [] }) {
       return h('div', { class: 'run' },
         h('p', { class: 'crumbs' }, h('a', { href: '#/runs' }, 'Runs'), ' › ', h('a', { href: listHref({ workflow: run.workflow }) }, run.workflow), ' › ', h('span', { class: 'mono' }, run.id)),
         h('h1', {}, run.workflow, ' ', badge(run.status)),
@@ -218,6 +286,7 @@ function runPage(id) {
         section('Input', jsonView(run.input)),
         run.error ? section('Error', errorView(run.error)) : run.status === 'succeeded' ? section('Output', jsonView(run.output)) : null,
         section(`Steps (${steps.length})`, timeline(run, steps)),
+        ...graphs.map(graphView),
         children.length ? section(`Children (${children.length}${childrenCursor ? '+' : ''})`,
           table(['Run', 'Workflow', 'Status', 'Attempt', 'Took', 'Error'],
             children.map((c) => [h('a', { href: runHref(c.id), class: 'mono' }, c.id), c.workflow, badge(c.status), attempts(c), took(c.startedAt, c.finishedAt), c.error?.message ?? ''])),
@@ -227,6 +296,21 @@ function runPage(id) {
             e.error ? errorView(e.error) : e.data ? jsonView(e.data) : '']))));
     },
   };
+}
+
+/** A graph of child runs (ctx.step.graph), level by level: a node's level is one more than the highest of those it comes after. */
+function graphView(graph) {
+  const levels = [];
+  for (const node of graph.nodes) (levels[node.level] ??= []).push(node);
+  const shown = graph.nodes.length < graph.size ? ` — the first ${graph.nodes.length} shown` : '';
+  return section(`Graph ${graph.step} (${graph.size} nodes${shown})`,
+    h('p', {}, badge(graph.status)),
+    h('ol', { class: 'graph' }, levels.map((nodes, level) => h('li', { class: 'graph-level' },
+      h('span', { class: 'graph-level-name muted' }, `level ${level}`),
+      h('ul', { class: 'graph-nodes' }, nodes.map((node) => h('li', { class: `graph-node graph-${node.status}`, 'data-node': node.name },
+        node.runId ? h('a', { href: runHref(node.runId), class: 'graph-node-name' }, node.name) : h('span', { class: 'graph-node-name' }, node.name),
+        ' ', badge(node.status),
+        node.after.length ? h('span', { class: 'graph-after muted' }, `after ${node.after.join(', ')}`) : null)))))));
 }
 
 function facts(run) {
@@ -242,6 +326,9 @@ function facts(run) {
     run.flowKey ? ['Flow key', h('span', { class: 'mono' }, run.flowKey)] : null,
     run.delayedBy ? ['Held back by', run.delayedBy] : null,
     run.parentId ? ['Parent', h('a', { href: runHref(run.parentId), class: 'mono parent-link' }, run.parentId)] : null,
+    run.continuedFrom ? ['Continued from', h('a', { href: runHref(run.continuedFrom), class: 'mono continued-from-link' }, run.continuedFrom)] : null,
+    run.continuedAs ? ['Continued as', h('a', { href: runHref(run.continuedAs), class: 'mono continued-as-link' }, run.continuedAs)] : null,
+    run.forkedFrom ? ['Forked from', h('a', { href: runHref(run.forkedFrom), class: 'mono forked-from-link' }, run.forkedFrom)] : null,
     run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
   ].filter(Boolean);
   return h('dl', { class: 'facts' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));

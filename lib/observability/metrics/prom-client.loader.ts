@@ -23,6 +23,7 @@ interface MetricConfig {
 
 export interface PromCounter {
   inc(labels: Labels, value?: number): void;
+  reset(): void;
 }
 
 export interface PromHistogram {
@@ -36,7 +37,7 @@ export interface PromGauge {
 
 export interface PromClient {
   register: PromRegistry;
-  Counter: new (config: MetricConfig) => PromCounter;
+  Counter: new (config: MetricConfig & { collect?: (this: PromCounter) => Promise<void> | void }) => PromCounter;
   Histogram: new (config: MetricConfig & { buckets: number[] }) => PromHistogram;
   Gauge: new (config: MetricConfig & { collect?: (this: PromGauge) => Promise<void> | void }) => PromGauge;
 }

@@ -70,6 +70,19 @@ export class RedisGauges {
         // every flow-control reason is set, 0 included, so that a series drops to 0 instead of going stale
         for (const reason of new Set([...FLOW_REASONS, ...Object.keys(w.heldBack ?? {})])) set({ reason }, w.heldBack?.[reason] ?? 0);
       }));
+    // A counter kept in Redis for the whole fleet (wf1_tick counts every lease it takes back, whether the
+    // worker died or stalled), so every instance reports the same total: aggregate with max, not sum.
+    new client.Counter({
+      name: `${prefix}workflow_lease_expiries_total`,
+      help: 'Leases that expired (the worker died, stalled or lost Redis) and housekeeping took back, per workflow, for the whole deployment.',
+      labelNames: ['workflow', 'queue'],
+      registers: [registry],
+      async collect() {
+        const s = await snapshot();
+        this.reset();
+        for (const w of s.stats?.workflows ?? []) this.inc({ workflow: w.name, queue: w.queue }, w.leaseExpiries);
+      },
+    });
     gauge('workflow_health_up', 'The health indicator\'s checks as seen by this process: 1 up, 0 down.', ['check'], (s, set) => {
       for (const check of HEALTH_CHECKS) set({ check }, (s.health[check] as { status?: string } | undefined)?.status === 'up' ? 1 : 0);
     });
