@@ -20,6 +20,8 @@ export interface WorkflowSettings {
   executionCache: false | { maxRuns: number; maxBytes: number; stickyWindowMs: number };
   trustedLibraryHashes: string[];
   metrics: ReturnType<typeof resolveMetricsOption>;
+  /** This deployment's version (WorkflowModuleOptions.version), checked; undefined when not set. */
+  version?: string;
   /** The `faults` option, for tests: one injector per app, so each fault fires once per run. */
   faults?: FaultInjector;
   codec?: PayloadCodec;
@@ -81,6 +83,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     throw new WorkflowConfigurationError('trustedLibraryHashes must be an array of sha256 hashes (64 lowercase hex digits), as printed in the error that names the library.');
   }
   const retention = options.retention ?? {};
+  const version = checkVersion(options.version, 'WorkflowModule option version');
   return {
     prefix,
     worker,
@@ -98,11 +101,26 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     executionCache: resolveExecutionCache(options.executionCache),
     trustedLibraryHashes,
     metrics: resolveMetricsOption(options.metrics),
+    version,
     codec: checkCodec(options.codec),
     faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
     queueConcurrency: (queue) => queueConcurrency.get(queue) ?? 0,
   };
+}
+
+/** What a version may be: it names Redis keys of pinned runs (no ':') and is shown everywhere. */
+const VERSION_PATTERN = /^[A-Za-z0-9._+-]{1,64}$/;
+
+/** A version as given (WorkflowModuleOptions.version), checked; `what` names it in the error. */
+export function checkVersion(version: unknown, what: string): string | undefined {
+  if (version === undefined) return undefined;
+  if (typeof version !== 'string' || !VERSION_PATTERN.test(version)) {
+    throw new WorkflowConfigurationError(
+      `${what} must be 1 to 64 letters, digits and . _ + - (a build id such as '2026.12.07-3' or a git sha), got ${JSON.stringify(version)}.`,
+    );
+  }
+  return version;
 }
 
 function resolveExecutionCache(option: WorkflowModuleOptions['executionCache']): WorkflowSettings['executionCache'] {

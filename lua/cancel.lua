@@ -40,7 +40,7 @@ local function cancel(keys, argv)
     rcall('ZREM', root .. ':leases', id)
   end
   rcall('ZREM', root .. ':timers', id)
-  rcall('ZREM', ready_key(root, wf), id)
+  rcall('ZREM', run_ready_key(root, id, wf), id)
   forget_wait(root, id, run)
   local children, next_page = cascade_page(root, id, '0', now)
   if f[4] then
@@ -85,6 +85,7 @@ end
 -- history continued, its succeeded steps kept (the replay returns them); compensated steps run again.
 -- KEYS[1]  shard root
 -- ARGV[1]  run id
+-- ARGV[2]  a version to move the run to ('' or absent = keep its own; see includes/00-versions.lua)
 -- Reply: { 1 } queued again, or { 0, status } when the run is not failed or canceled.
 local function retry(keys, argv)
   local root = keys[1]
@@ -92,6 +93,7 @@ local function retry(keys, argv)
   local run = run_key(root, id)
   local f = rcall('HMGET', run, 'st', 'wf', 'pri')
   if f[1] ~= 'failed' and f[1] ~= 'canceled' then return { 0, f[1] or 'unknown' } end
+  if argv[2] and argv[2] ~= '' then move_run_version(root, id, run, f[2], f[1], argv[2]) end
   local now = now_ms()
   rcall('HSET', run, 'st', 'queued', 'att', '1')
   rcall('HINCRBY', run, 'ep', '1')

@@ -11,9 +11,13 @@
 -- ARGV[10] the parent's step field that waits for this run ('' = the parent does not wait for it)
 -- ARGV[11] the parent's shard root (where the outcome is delivered)
 -- ARGV[12] a note for the run's history ('' = none), e.g. that no live worker serves the workflow yet
--- ARGV[13] flow key ('' or absent = none: see includes/01-flow.lua), computed by the client from the input
--- ARGV[14] flow spec: '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>' (with ARGV[13])
--- ARGV[15] debounce key ('' or absent = none), ARGV[16] its period in ms, ARGV[17] its maxWaitMs ('' = none):
+-- ARGV[13] the run's version: the emitting app's `version`, '*' and it for a pinned workflow ('' or absent
+--          = none; see includes/00-versions.lua). Builds before 51 send no ARGV[13].
+-- ARGV[14] optional: the run's deadline (absolute server ms; a child's runWorkflow timeoutMs or its parent's
+--          deadline): past it the run fails with TimeoutError (wf1_tick), as past its workflow's timeoutMs
+-- ARGV[15] flow key ('' or absent = none: see includes/01-flow.lua), computed by the client from the input
+-- ARGV[16] flow spec: '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>' (with ARGV[15])
+-- ARGV[17] debounce key ('' or absent = none), ARGV[18] its period in ms, ARGV[19] its maxWaitMs ('' = none):
 --          an emit while the key's run is still pending (scheduled) replaces that run's input and moves its
 --          start to now + period (never past maxWaitMs after the first emit), and answers that run
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
@@ -35,6 +39,9 @@ local function new_run_fields(args, status, now, due, now_text, base)
   if due > now then fields[n + 1] = 'due'; fields[n + 2] = ms(due); n = n + 2 end
   if parent ~= '' then fields[n + 1] = 'par'; fields[n + 2] = parent; n = n + 2 end
   if ikey ~= '' then fields[n + 1] = 'ik'; fields[n + 2] = ikey; n = n + 2 end
+  -- (a child created by emit_children gets its parent's version there: its arguments are 12, not 13)
+  local version = not base and args[13]
+  if version and version ~= '' then fields[n + 1] = 'v'; fields[n + 2] = version; n = n + 2 end
   if field and field ~= '' then
     fields[n + 1] = 'pf'; fields[n + 2] = field; fields[n + 3] = 'pr'; fields[n + 4] = args[b + 11]; n = n + 4
   end
@@ -66,9 +73,9 @@ local function emit(keys, argv, at)
 
   local existing = rcall('HGET', run, 'st')
   if existing then return { 0, id, existing } end
-  local dkey = argv[15] ~= nil and argv[15] ~= '' and argv[15]
+  local dkey = argv[17] ~= nil and argv[17] ~= '' and argv[17]
   if dkey then
-    local pending = debounce_into_pending(root, wf, dkey, argv[4], tonumber(argv[16]), tonumber(argv[17]), at or now_ms())
+    local pending = debounce_into_pending(root, wf, dkey, argv[4], tonumber(argv[18]), tonumber(argv[19]), at or now_ms())
     if pending then
       -- a parent that waits for this child waits for the pending run instead, as for an idempotency key
       if argv[10] ~= '' then wait_for_existing_run(root, pending, argv[9], argv[10], argv[11], at or now_ms()) end
@@ -94,27 +101,32 @@ local function emit(keys, argv, at)
   local due = now
   if run_at ~= '' then due = math.max(due, tonumber(run_at)) end
   if delay ~= '' then due = math.max(due, now + tonumber(delay)) end
-  if dkey then due = math.max(due, now + tonumber(argv[16])) end
+  if dkey then due = math.max(due, now + tonumber(argv[18])) end
   local status = 'queued'
   if due > now then status = 'scheduled' end
 
   local noted = argv[12] and argv[12] ~= ''
-  local fkey = argv[13] ~= nil and argv[13] ~= '' and argv[13]
-  if status == 'queued' and not noted and not fkey and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
+  local version = argv[13] ~= nil and argv[13] ~= '' and argv[13] or false
+  local fkey = argv[15] ~= nil and argv[15] ~= '' and argv[15]
+  if status == 'queued' and not noted and not version and not fkey and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
     write_plain_run(run, wf, argv[3], argv[4], ms(now))
   else
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
   -- a run due later gets its flow fields now, and its slot when it comes due (ready_run)
-  if fkey and status == 'scheduled' then rcall('HSET', run, 'fk', fkey, 'fq', argv[14]) end
+  if fkey and status == 'scheduled' then rcall('HSET', run, 'fk', fkey, 'fq', argv[16]) end
   if dkey then debounce_open(root, wf, dkey, id, now) end
-  count_move(root, wf, id, nil, status)
+  count_move(root, wf, id, nil, status, version)
+  if argv[14] and argv[14] ~= '' then
+    rcall('HSET', run, 'dl', argv[14])
+    rcall('ZADD', root .. ':deadlines', argv[14], id)
+  end
   if status == 'scheduled' then
     schedule_timer(root, id, due)
   elseif fkey then
-    flow_enqueue(root, id, wf, fkey, argv[14], priority, now, now, true)
+    flow_enqueue(root, id, wf, fkey, argv[16], priority, now, now, true, version)
   else
-    make_ready(root, id, wf, priority, now)
+    make_ready(root, id, wf, priority, now, version)
   end
   if status ~= 'queued' or noted then
     history(root, id, now, 'created', { status = status }, nil, false)
@@ -129,7 +141,8 @@ end
 -- child. Anything else (a child that exists already, a delayed child) goes through emit one by one.
 -- `args`: the park's arguments; `at`: where each child's wf1_emit arguments start in them (12 each). They
 -- are read in place: a table of its own per child would cost Redis more than the reading.
-local function emit_children(keys, args, at, now)
+-- `version`: the parent's 'v' (false: none), which every child gets (see includes/00-versions.lua).
+local function emit_children(keys, args, at, now, version)
   local root = keys[1]
   local runs, seen = {}, {}
   local plain = true
@@ -143,7 +156,11 @@ local function emit_children(keys, args, at, now)
     runs[k] = run_key(root, id)
   end
   if not plain or rcall('EXISTS', unpack(runs)) > 0 then
-    for _, o in ipairs(at) do emit(keys, { unpack(args, o, o + 11) }, now) end
+    for _, o in ipairs(at) do
+      local child = { unpack(args, o, o + 11) }
+      child[13] = version or ''
+      emit(keys, child, now)
+    end
     return
   end
   local workflows, by_workflow = {}, {}
@@ -156,6 +173,7 @@ local function emit_children(keys, args, at, now)
     else
       rcall('HSET', runs[k], unpack(new_run_fields(args, 'queued', now, now, now_text, o - 1)))
     end
+    if version then rcall('HSET', runs[k], 'v', version) end
     local group = by_workflow[wf]
     if not group then
       group = { queued = {}, ready = {} }
@@ -171,7 +189,8 @@ local function emit_children(keys, args, at, now)
   for _, wf in ipairs(workflows) do
     local group = by_workflow[wf]
     rcall('ZADD', status_key(root, wf, 'queued'), unpack(group.queued))
-    local key = ready_key(root, wf)
+    if version then rcall('HINCRBY', version_counts_key(root, wf), version, #group.queued / 2) end
+    local key = versioned_ready_key(root, wf, version)
     rcall('ZADD', key, unpack(group.ready))
     notify_if_was_empty(root, key, #group.ready / 2)
   end

@@ -3,6 +3,8 @@
 --                                      by their position: see next_position)
 --   <root>:ev:<len>:<event>:<key>:pay  event id -> payload (hash), and '~last' -> the last event's position
 --   <root>:ev:<len>:<event>:<key>:wt   '<run id>|<field>' -> '<threshold>|<run's shard root>' (hash)
+--   <root>:eid:<len>:<event>:<id>      a send's own id (sendEvent's { id }), kept for the event retention:
+--                                      a send of the same id meanwhile delivers nothing (string, '1')
 -- A parking run registers its wait here and, in the same call, gets any logged event past its
 -- threshold; a send logs the event and takes the waiters registered here. Either the send sees the
 -- waiter or the waiter sees the event.
@@ -154,6 +156,9 @@ end
 -- ARGV[6]  optional: 'ref' when the records handed to the waiters are to name the event instead of carrying
 --          its payload; the caller then delivers the payload once per receiving shard with each record
 --          (wf1_deliver's ARGV[6..7]; see includes/04-shared-payloads.lua)
+-- ARGV[7]  optional: the sender's own id for the event ('' = none): a send whose id was sent already for this
+--          event name within ARGV[5] ms delivers nothing (the reply is a repeat). Kept as
+--          '<root>:eid:<len>:<event>:<id>' (a string key that expires with the event's retention).
 -- Reply: { 1 | 2 (more waiters to come: see wf1_send_event_more) | 0 (a repeat of an earlier call), sent at ms,
 --        { run root, run id, field, record, message id }, ... }
 --        one entry per waiting run taken: the caller delivers each with wf1_deliver on the run's shard and then
@@ -167,6 +172,12 @@ local function send_event(keys, argv)
     return { 0, tonumber(rcall('ZSCORE', base .. ':log', event_id)) or 0 }
   end
   local now = now_ms()
+  local send_id = argv[7]
+  if send_id and send_id ~= '' then
+    -- the first write, and the only one of a repeat: SET NX decides which send of the id delivers
+    local dedupe = root .. ':eid:' .. string.len(event) .. ':' .. event .. ':' .. send_id
+    if not rcall('SET', dedupe, '1', 'NX', 'PX', math.max(retention, 1)) then return { 0, 0 } end
+  end
   local expired = rcall('ZRANGEBYSCORE', base .. ':log', '-inf', now - retention, 'LIMIT', 0, 100)
   if #expired > 0 then
     rcall('ZREM', base .. ':log', unpack(expired))

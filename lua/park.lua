@@ -7,7 +7,14 @@
 -- ARGV[3]  what the run waits for (JSON text, shown as RunInfo.waitingFor)
 -- ARGV[4..] groups, one per wait: kind, step field, spec (3 arguments; 5 for 'ev')
 --          'sleep', field, 'in:<ms>' | 'at:<ms>'           a sleep; its record stores the wake-up time
---          'child', field, '<child id>|<timeout ms or empty>|<workflow>'
+--          'child', field, '<child id>|<timeout ms or empty>|<workflow>'; the timeout may start with 'c'
+--                  (onFailure 'continue'): the child's failure is an outcome like its success, so it wakes the
+--                  run only as the last of its children (the waiting record carries '"oc":1' for deliver_to_run)
+--                  After the 'c', an 'i' (inheritDeadline): a child this call spawns gets its parent's deadline
+--                  ('dl') as its own when that is earlier than its timeout. A spawned child with a timeout or an 'i'
+--                  gets a deadline ('dl', the ':deadlines' set) and fails with TimeoutError past it.
+--          'any', field, spec as for 'child': a run the handler races (waitForAny) with other waits: any
+--                  outcome of it wakes the run (the waiting record carries '"any":1'); not counted as a child
 --          'join', field, spec as for 'child': a run that another parent started (the idempotency key of the
 --                  run's child named it); waited for, but not this run's child (a cancel leaves it alone)
 --          'ev', field, event name, key ('' = none), timeout ms ('' = none): an event. The name and key
@@ -49,6 +56,40 @@
 -- 'sg' token, 'wn' open children, 'sk' a wait is already over, 'sc' a child is waited for, 'se' a wait other
 -- than a child is open, 'sd' the earliest due time.
 local MAX_WAITS_PER_CALL = 1000
+
+-- The timeout part of a child wait's spec, '[c][i]<ms or empty>' (see the header): the ms text, and whether
+-- the wait settles (onFailure 'continue') and whether the child inherits its parent's deadline.
+local function child_timeout(text)
+  local settles = string.sub(text, 1, 1) == 'c'
+  if settles then text = string.sub(text, 2) end
+  local inherits = string.sub(text, 1, 1) == 'i'
+  if inherits then text = string.sub(text, 2) end
+  return text, settles, inherits
+end
+
+-- Gives the children a park spawned their deadlines (runWorkflow's timeoutMs, inheritDeadline): set once,
+-- when a child is created, so that a repeated park moves no deadline. `parent_deadline`: read when needed.
+local function spawned_deadlines(root, run, argv, spawned, now)
+  local parent_deadline
+  for _, o in ipairs(spawned) do
+    -- o: where the child's wf1_emit arguments start; its wait's spec is 3 before
+    local child_id, timeout_text = string.match(argv[o - 1], '^([^|]*)|([^|]*)|')
+    local timeout, _, inherits = child_timeout(timeout_text or '')
+    local deadline = timeout ~= '' and now + tonumber(timeout) or nil
+    if inherits then
+      if parent_deadline == nil then parent_deadline = tonumber(rcall('HGET', run, 'dl')) or false end
+      if parent_deadline and (not deadline or parent_deadline < deadline) then deadline = parent_deadline end
+    end
+    if deadline then
+      local child = run_key(root, child_id)
+      local c = rcall('HMGET', child, 'st', 'dl')
+      if c[1] and not FINAL[c[1]] and not c[2] then
+        rcall('HSET', child, 'dl', ms(deadline))
+        rcall('ZADD', root .. ':deadlines', ms(deadline), child_id)
+      end
+    end
+  end
+end
 local STAGED_FIELDS = { 'sk', 'sc', 'se', 'sd' }
 
 local function park(keys, argv, staging)
@@ -93,7 +134,7 @@ local function park(keys, argv, staging)
       if rcall('HEXISTS', graph_key(root, argv[i - 1]), 'N') == 0 then
         return redis.error_reply('ERR wf1_park: graph ' .. tostring(argv[i - 1]) .. ' was not written (wf1_graph_stage first)')
       end
-    elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' then
+    elseif kind ~= 'sleep' and kind ~= 'child' and kind ~= 'join' and kind ~= 'any' then
       -- before any write: 'event' is the JSON wait spec of clients older than BUILD 46
       return redis.error_reply('ERR wf1_park: unknown wait kind ' .. tostring(kind) .. ' (a client older than this library? restart it with the current package)')
     end
@@ -111,7 +152,10 @@ local function park(keys, argv, staging)
     rcall('HSET', run, 'sg', token)
     s = { token, false, false, false, false, false }
   end
-  if #spawned > 0 then emit_children(keys, argv, spawned, now) end
+  if #spawned > 0 then
+    emit_children(keys, argv, spawned, now, rcall('HGET', run, 'v') or false)
+    spawned_deadlines(keys[1], run, argv, spawned, now)
+  end
   local currents = #fields > 0 and rcall('HMGET', steps, unpack(fields)) or {}
 
   local due, now_text = nil, nil
@@ -122,8 +166,11 @@ local function park(keys, argv, staging)
   local open_children = staging and {}
   for w, at in ipairs(waits) do
     local kind, field, spec = argv[at], argv[at + 1], argv[at + 2]
-    local own = kind ~= 'join'
-    if kind == 'spawn' or kind == 'join' then kind = 'child' end
+    local own = kind ~= 'join' and kind ~= 'any'
+    local raced = kind == 'any'
+    if kind == 'spawn' or kind == 'join' or raced then kind = 'child' end
+    -- onFailure 'continue' (see the header): a failed child counts as finished, as a succeeded one does
+    local settles = false
     -- a field named twice takes the record its first wait wrote
     local current = currents[w] or written[field]
     local state = record_state(current)
@@ -141,6 +188,10 @@ local function park(keys, argv, staging)
       elseif kind == 'child' then
         local child_id, timeout, wf = string.match(spec, '^([^|]*)|([^|]*)|(.*)$')
         json = '{"k":"child","f":' .. cjson.encode('child:' .. wf) .. ',"s":"waiting","id":' .. cjson.encode(child_id)
+        local settles_child
+        timeout, settles_child = child_timeout(timeout)
+        if settles_child then json = json .. ',"oc":1' end
+        if raced then json = json .. ',"any":1' end
         if timeout ~= '' then
           deadline = now + tonumber(timeout)
           json = json .. ',"dl":' .. ms(deadline)
@@ -164,13 +215,19 @@ local function park(keys, argv, staging)
     elseif state == 'W' then
       deadline = tonumber(string.match(current, '"[ud]l?":(%d+)'))
     end
-    if kind == 'child' then children = children + 1 end
+    if kind == 'child' and not raced then
+      settles = string.sub(spec, string.find(spec, '|', 1, true) + 1, string.find(spec, '|', 1, true) + 1) == 'c'
+    end
+    -- (settles: the 'c' right after the child id, see child_timeout)
+    -- a raced run is an open wait like an event's: any outcome of it wakes the run
+    local counted = kind == 'child' and not raced
+    if counted then children = children + 1 end
     if state == 'W' then
-      if kind == 'child' then children_open = children_open + 1 end
+      if counted then children_open = children_open + 1 end
       if kind ~= 'sleep' then open_fields[#open_fields + 1] = field end
-      if open_children and kind == 'child' then open_children[field] = true end
+      if open_children and counted then open_children[field] = true end
       if deadline and (not due or deadline < due) then due = deadline end
-    elseif kind ~= 'child' or state == 'F' then
+    elseif not counted or (state == 'F' and not settles) then
       wake = true
     end
   end

@@ -49,7 +49,7 @@ local function wake_due_timers(root, now, batch)
       if f[5] then
         ready_run(root, id, f[2], f[3], now)
       else
-        rcall('ZADD', ready_key(root, f[2]), ready_score(f[3], now), id)
+        rcall('ZADD', run_ready_key(root, id, f[2]), ready_score(f[3], now), id)
         woken = woken + 1
       end
       history(root, id, now, 'due', { reason = 'timer' })
@@ -148,7 +148,8 @@ local function delete_expired_runs(root, now, batch)
     elseif f[1] then
       -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
       -- background instead of within this call
-      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id))
+      rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id),
+        published_key(root, id))
       drop_graphs(root, id)
       -- Builds before 28 also kept every run in an index of its workflow's runs ('idx').
       rcall('ZREM', root .. ':idx:' .. f[1], id)

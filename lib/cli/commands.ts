@@ -16,6 +16,7 @@ interface ListFlags extends CommonFlags {
   parent?: string;
   limit: number;
   cursor?: string;
+  runVersion?: string;
 }
 
 const runIds = new KeySpace(DEFAULTS.prefix);
@@ -37,9 +38,11 @@ export function registerCommands(program: Command, io: CliIo): void {
     .option('--parent <runId>', 'only the children of this run')
     .option('--limit <n>', 'runs per page, 1 to 1000', wholeNumberArg(1, 1000), 50)
     .option('--cursor <cursor>', 'the next page: the cursor the previous page printed', cursorArg)
+    .option('--run-version <version>', 'only runs of this version (the version option of the app that emitted them)')
     .action((flags: ListFlags) =>
       withClient(flags, io, async ({ client }) => {
         const params: ListRunsParams = { workflow: flags.workflow, status: flags.status, parentId: flags.parent, limit: flags.limit, cursor: flags.cursor };
+        if (flags.runVersion !== undefined) params.version = flags.runVersion;
         const page = await client.listRuns(params);
         print(io, flags, page, () => runsTable(page, Date.now(), width()));
       }),
@@ -77,17 +80,22 @@ export function registerCommands(program: Command, io: CliIo): void {
 
   withCommonOptions(runs.command('retry').argument('<runId>').description('run a failed or canceled run again, under the same id'))
     .option('--from-step <name>', 'forget the records from this step on (in call order): it and the steps after it run again, with new idempotency keys')
-    .action((id: string, flags: CommonFlags & { fromStep?: string }) =>
-      withClient(flags, io, async ({ client }) => {
+    .option('--to-version <version>', "move the run to this version first, as retryRun(id, { onVersion: 'current' }) in an app of that version: a run that has not finished (a pinned run no live worker serves) only changes version")
+    .action((id: string, flags: CommonFlags & { fromStep?: string; toVersion?: string }) =>
+      withClient({ ...flags, version: flags.toVersion }, io, async ({ client }) => {
         try {
-          await client.retryRun(id, { fromStep: flags.fromStep });
+          await client.retryRun(id, { fromStep: flags.fromStep, ...(flags.toVersion !== undefined ? { onVersion: 'current' as const } : {}) });
         } catch (error) {
           if (error instanceof RunNotFoundError) throw notFound(id, flags);
           if (error instanceof WorkflowError) throw new CliError(`${error.message} Nothing was changed.`, EXIT.failed);
           throw error;
         }
         const run = await client.getRun(id);
-        print(io, flags, { retried: true, run }, () => `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}. Follow it with: runs show ${id}`);
+        print(io, flags, { retried: true, run }, () =>
+          flags.toVersion !== undefined && run?.status !== 'queued'
+            ? `Moved run ${id} to version ${flags.toVersion}: it is ${run?.status}. Follow it with: runs show ${id}`
+            : `Retried run ${id}: it is ${run?.status ?? 'queued'} again, attempt ${run?.attempt ?? 1}${flags.toVersion !== undefined ? `, version ${flags.toVersion}` : ''}. Follow it with: runs show ${id}`,
+        );
       }),
     );
 

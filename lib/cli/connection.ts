@@ -6,6 +6,8 @@ export interface ConnectionFlags {
   cluster?: boolean;
   prefix: string;
   connectTimeout: number;
+  /** The version the client acts as (runs retry --to-version). */
+  version?: string;
 }
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379';

@@ -21,6 +21,7 @@ export async function openClient(flags: ConnectionFlags, env: NodeJS.ProcessEnv)
     connection: cluster ? { nodes: urls as ClusterNode[], options: { redisOptions: credentialsOf(urls[0]) } } : urls[0],
     prefix: flags.prefix,
     connectTimeoutMs: flags.connectTimeout,
+    ...(flags.version !== undefined ? { version: flags.version } : {}),
   });
   try {
     await opened.redis.ready();

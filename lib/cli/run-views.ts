@@ -13,21 +13,38 @@ export interface RunDetail {
 
 export function runsTable(page: RunPage, now: number, width: number): string {
   if (page.runs.length === 0) return 'No runs match.';
+  // a VERSION column once any run has one (apps without the version option list as before)
+  const versioned = page.runs.some((run) => run.version !== undefined);
   const rows = page.runs.map((run) => [
     run.id,
     run.workflow,
     run.status,
     `${run.attempt}/${run.maxAttempts ?? '-'}`,
+    ...(versioned ? [versionCell(run)] : []),
     relative(run.createdAt, now),
     runDetail(run, now),
   ]);
   const table = renderTable(
-    [{ header: 'ID' }, { header: 'WORKFLOW' }, { header: 'STATUS' }, { header: 'ATTEMPT', alignRight: true }, { header: 'CREATED' }, { header: 'DETAIL', flex: true }],
+    [
+      { header: 'ID' },
+      { header: 'WORKFLOW' },
+      { header: 'STATUS' },
+      { header: 'ATTEMPT', alignRight: true },
+      ...(versioned ? [{ header: 'VERSION' }] : []),
+      { header: 'CREATED' },
+      { header: 'DETAIL', flex: true },
+    ],
     rows,
     width,
   );
   const more = page.cursor ? `\nMore runs: add --cursor ${page.cursor}` : '';
   return `${table}\n\n${page.runs.length} run(s).${more}`;
+}
+
+/** A run's version, and whether it is pinned to it. */
+function versionCell(run: RunInfo): string {
+  if (run.version === undefined) return '-';
+  return run.pinned ? `${run.version} (pinned)` : run.version;
 }
 
 /** The one thing worth knowing about a run in a listing. */
@@ -58,6 +75,7 @@ export function runView(detail: RunDetail, now: number, width: number): string {
     ['Status', run.delayedBy ? `${run.status} (held back: ${run.delayedBy})` : run.status],
     ['Attempt', `${run.attempt} of ${run.maxAttempts ?? '?'}`],
     ['Priority', run.priority !== 0 ? String(run.priority) : undefined],
+    ['Version', run.version !== undefined ? versionCell(run) : undefined],
     ['Created', when(run.createdAt, now)],
     ['Scheduled for', when(run.scheduledFor, now)],
     ['Started', when(run.startedAt, now)],

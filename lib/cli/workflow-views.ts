@@ -12,11 +12,33 @@ const NO_WORKFLOWS = (prefix: string) =>
 
 export function workflowsTable(workflows: WorkflowMeta[], prefix: string, width: number): string {
   if (workflows.length === 0) return NO_WORKFLOWS(prefix);
+  // the versions its live workers serve, once any worker has a version or a workflow is pinned
+  const versioned = workflows.some((w) => w.options.versioning === 'pinned' || w.workers.some((worker) => worker.version !== undefined));
   return renderTable(
-    [{ header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'WORKERS', alignRight: true }, { header: 'CRON', alignRight: true }, ...countColumns],
-    workflows.map((w) => [w.name, w.queue, String(w.workers.length), String(w.cron.length), ...countCells(w.counts)]),
+    [
+      { header: 'WORKFLOW' },
+      { header: 'QUEUE' },
+      { header: 'WORKERS', alignRight: true },
+      ...(versioned ? [{ header: 'VERSIONS' }] : []),
+      { header: 'CRON', alignRight: true },
+      ...countColumns,
+    ],
+    workflows.map((w) => [
+      w.name,
+      w.queue,
+      String(w.workers.length),
+      ...(versioned ? [workerVersions(w)] : []),
+      String(w.cron.length),
+      ...countCells(w.counts),
+    ]),
     width,
   );
+}
+
+/** The versions a workflow's live workers serve, and '(pinned)' for a pinned workflow. */
+function workerVersions(w: WorkflowMeta): string {
+  const versions = [...new Set(w.workers.flatMap((worker) => (worker.version ? [worker.version] : [])))].sort();
+  return `${versions.join(', ') || '-'}${w.options.versioning === 'pinned' ? ' (pinned)' : ''}`;
 }
 
 export function workflowView(meta: WorkflowMeta, now: number, width: number): string {
@@ -29,6 +51,7 @@ export function workflowView(meta: WorkflowMeta, now: number, width: number): st
     ['Timeout', options.timeoutMs !== undefined ? duration(options.timeoutMs) : undefined],
     ['Backoff', options.backoff !== undefined ? brief(options.backoff, 80) : undefined],
     ['Input class', options.input],
+    ['Versioning', options.versioning === 'pinned' ? 'pinned: runs are claimed only by workers of their version' : undefined],
     ['Registered', when(meta.registeredAt, now)],
   ]);
   const counts = renderTable(countColumns, [countCells(meta.counts)], width);
@@ -54,13 +77,60 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
     width,
   );
   const workers = stats.workers.alive === 0 ? '  none alive: queued runs wait until a worker starts' : workersTable(stats.workers.list, now, width);
-  return ['Workflows', workflows, '', 'Queues', queues, '', `Workers alive (${stats.workers.alive})`, workers].join('\n');
+  const sections = ['Workflows', workflows, '', 'Queues', queues, '', `Workers alive (${stats.workers.alive})`, workers];
+  const versions = versionsView(stats, width);
+  if (versions) sections.push('', 'Runs in flight by version', versions);
+  return sections.join('\n');
+}
+
+/** Runs that have not finished, per workflow and version, and a line for each version held back. */
+function versionsView(stats: WorkflowStats, width: number): string | undefined {
+  const rows = stats.workflows.flatMap((w) => (w.versions ?? []).map((v) => ({ workflow: w.name, ...v })));
+  if (rows.length === 0) return undefined;
+  const table = renderTable(
+    [
+      { header: 'WORKFLOW' },
+      { header: 'VERSION' },
+      { header: 'PINNED', alignRight: true },
+      { header: 'UNPINNED', alignRight: true },
+      { header: 'PINNED READY', alignRight: true },
+      { header: 'WORKERS', alignRight: true },
+      { header: 'HELD BACK', alignRight: true },
+    ],
+    rows.map((r) => [r.workflow, r.version, String(r.pinned), String(r.unpinned), String(r.pinnedReady), String(r.workers), String(r.heldBack)]),
+    width,
+  );
+  const held = rows
+    .filter((r) => r.heldBack > 0)
+    .map((r) => `${r.workflow}: ${r.heldBack} run(s) held back: no worker of version ${r.version}; retryRun(id, { onVersion: 'current' }) (runs retry <id> --to-version <version>) or forkRun moves it.`);
+  return [table, ...held].join('\n');
 }
 
 function workersTable(workers: WorkerInfo[], now: number, width: number): string {
+  const versioned = workers.some((w) => w.version !== undefined);
   return renderTable(
-    [{ header: 'WORKER' }, { header: 'HOST' }, { header: 'PID', alignRight: true }, { header: 'ACTIVE', alignRight: true }, { header: 'WARM', alignRight: true }, { header: 'STARTED' }, { header: 'HEARTBEAT' }, { header: 'QUEUES', flex: true }],
-    workers.map((w) => [w.id, w.host, String(w.pid), `${w.activeRuns}/${w.concurrency}`, warmCell(w), relative(w.startedAt, now), relative(w.lastHeartbeatAt, now), w.queues.join(', ')]),
+    [
+      { header: 'WORKER' },
+      { header: 'HOST' },
+      { header: 'PID', alignRight: true },
+      ...(versioned ? [{ header: 'VERSION' }] : []),
+      { header: 'ACTIVE', alignRight: true },
+      { header: 'WARM', alignRight: true },
+      { header: 'STARTED' },
+      { header: 'HEARTBEAT' },
+      { header: 'QUEUES', flex: true },
+    ],
+    workers.map((w) => [
+      w.id,
+      w.host,
+      String(w.pid),
+      ...(versioned ? [w.version ?? '-'] : []),
+      `${w.activeRuns}/${w.concurrency}`,
+      warmCell(w),
+      relative(w.startedAt, now),
+      relative(w.lastHeartbeatAt, now),
+      w.queues.join(', '),
+    ]),
     width,
   );
 }

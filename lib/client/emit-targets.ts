@@ -63,13 +63,16 @@ export class EmitTargets {
         `Unknown workflow '${name}': it is not a provider of this app and no worker has registered it in Redis. Check the name, or pass the workflow class.`,
       );
     }
-    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number; flow?: unknown };
+    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number; flow?: unknown; versioning?: 'pinned' };
     if (meta.flow) {
       throw new WorkflowError(
         `Workflow '${name}' has flow control (concurrency, rateLimit or fairness), whose key is computed from the input by the workflow's class: emit it with the class (client.emit(${name}Class, input)) or from an app that has it as a provider.`,
       );
     }
-    const target: EmitTarget = { name, options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0 } };
+    const target: EmitTarget = {
+      name,
+      options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0, ...(meta.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}) },
+    };
     this.remote.set(name, target);
     return target;
   }

@@ -2,8 +2,10 @@ import { Logger } from '@nestjs/common';
 import { ulid } from 'ulid';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { encodeErrorJson, errorMessage } from '../errors/error-codec.js';
-import { CanceledError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
-import { checkEvent } from '../execution/call-limits.js';
+import { CanceledError, InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import type { RetryRunOptions } from './run-recovery.js';
+import { checkEvent, checkSendId } from '../execution/call-limits.js';
+import type { SendEventOptions } from '../interfaces/run.interfaces.js';
 import { toPayload } from '../execution/payload.js';
 import type { ShardRef } from '../redis/keys.js';
 import type { WorkflowRedis } from '../redis/workflow-redis.js';
@@ -59,24 +61,50 @@ export class RunActions {
   }
 
   /** Sends a failed or canceled run back to the queue (see WorkflowClient.retryRun); throws when it is neither. */
-  async retryRun(runId: string): Promise<void> {
+  async retryRun(runId: string, opts: RetryRunOptions = {}): Promise<void> {
     const shard = this.redis.keys.parseRunId(runId);
     if (!shard) throw new RunNotFoundError(runId);
+    const version = this.targetVersion(opts);
     await this.redis.ready();
-    const result = await this.redis.store.retry(shard, runId);
+    if (version) {
+      // A run that has not finished only changes version (a pinned one is then claimed by this version's workers).
+      const moved = await this.redis.store.moveVersion(shard, runId, version);
+      if (moved.ok) return;
+      if (moved.status === 'succeeded') {
+        throw new WorkflowError(`Run ${runId} has succeeded; there is nothing to move or retry (forkRun starts a new run from it).`);
+      }
+    }
+    const result = await this.redis.store.retry(shard, runId, version);
     if (!result.ok) {
       if (result.status === 'unknown') throw new RunNotFoundError(runId);
       throw new WorkflowError(`Run ${runId} is ${result.status}; only failed or canceled runs can be retried.`);
     }
   }
 
+  /** The version retryRun's onVersion names, checked (undefined: the run keeps its own). */
+  private targetVersion(opts: RetryRunOptions): string | undefined {
+    if (opts === null || typeof opts !== 'object') throw new InvalidArgumentError('retryRun options must be an object, e.g. { onVersion: \'current\' }.');
+    if (opts.onVersion === undefined) return undefined;
+    if (opts.onVersion !== 'current') {
+      throw new InvalidArgumentError(`retryRun: onVersion must be 'current' (this app's version), got ${JSON.stringify(opts.onVersion)}.`);
+    }
+    const version = this.redis.settings.version;
+    if (!version) {
+      throw new InvalidArgumentError(
+        "retryRun(id, { onVersion: 'current' }) moves the run to this app's version, but this app has none: set WorkflowModule.forRoot({ version }) (e.g. process.env.APP_VERSION).",
+      );
+    }
+    return version;
+  }
+
   /** See WorkflowClient.sendEvent. */
-  async sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+  async sendEvent(event: string, payload?: unknown, opts: SendEventOptions = {}): Promise<number> {
     const { key } = checkEvent(event, opts?.key, 'sendEvent');
+    const sendId = checkSendId(opts?.id);
     const text = toPayload(payload ?? null, `The payload of event '${event}'`, this.redis.settings.maxPayloadBytes) ?? 'null';
     await this.redis.ready();
     const eventId = ulid();
-    let page: { more: boolean; handoffs: Handoff[] } = await this.redis.store.sendEvent(eventId, event, key, text, this.redis.settings.eventRetentionMs);
+    let page: { more: boolean; handoffs: Handoff[] } = await this.redis.store.sendEvent(eventId, event, key, text, this.redis.settings.eventRetentionMs, sendId);
     let delivered = 0;
     // A page of waiters at a time (lua/events.lua): each page is delivered before the next is taken, so that
     // Redis holds one page's hand-offs at a time and no call's work grows with the number of waiters.

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { InvalidArgumentError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildStart } from '../execution/child-launcher.js';
@@ -31,8 +32,11 @@ export interface EmittedRun {
  */
 export class RunEmitter {
   private readonly unserved: UnservedWorkflows;
-  private liveWorkflows?: { names: Set<string>; readAt: number };
-  private liveRead?: Promise<{ names: Set<string>; readAt: number }>;
+  private liveWorkflows?: { names: Set<string>; versions: Set<string>; readAt: number };
+  private liveRead?: Promise<{ names: Set<string>; versions: Set<string>; readAt: number }>;
+  /** When a held-back pinned run was last logged, per workflow and version (one line a minute each). */
+  private readonly heldBackLogged = new Map<string, number>();
+  private readonly logger = new Logger('WorkflowClient');
 
   constructor(
     private readonly redis: WorkflowRedis,
@@ -121,17 +125,33 @@ export class RunEmitter {
     const parent = opts.parent;
     const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
     const written = (stored: { runId: string }) => ({ runId: stored.runId, workflow: target.name, joined: stored.runId !== runId });
-    const emit = (served: boolean) =>
-      this.redis.store.emit(shard, { ...this.emitArgs(target, queue, runId, text, opts, served), flow }).then((stored) =>
+    const emit = (served: boolean, version: string | undefined) =>
+      this.redis.store.emit(shard, { ...this.emitArgs(target, queue, runId, text, opts, served), flow, version }).then((stored) =>
         // The run named by the key had finished: the waiting parent gets its outcome before it parks.
         stored.handoff ? this.redis.store.deliver(stored.handoff).then(() => written(stored)) : written(stored),
       );
-    const write = (served: boolean) => {
+    const write = (served: boolean, version: string | undefined) => {
       const registering = served ? undefined : this.unserved.emitting(target);
-      return registering ? registering.then(() => emit(served)) : emit(served);
+      return registering ? registering.then(() => emit(served, version)) : emit(served, version);
     };
     const served = this.servedByLiveWorker(target.name);
-    return typeof served === 'boolean' ? write(served) : served.then(write);
+    const versioned = (served: boolean) => {
+      // A child has its parent's version (and pin), read from the parent's run in its own shard.
+      if (!parent) {
+        const version = this.ownVersion(target);
+        if (version?.startsWith('*')) this.warnIfHeldBack(target.name, version.slice(1), runId);
+        return write(served, version);
+      }
+      return this.redis.store.readRunVersion(parent.parentRoot, parent.parentId).then((v) => write(served, v ?? undefined));
+    };
+    return typeof served === 'boolean' ? versioned(served) : served.then(versioned);
+  }
+
+  /** The version a run this app emits records: this app's, with '*' before it for a pinned workflow. */
+  private ownVersion(target: EmitTarget): string | undefined {
+    const version = this.redis.settings.version;
+    if (!version) return undefined;
+    return target.options.versioning === 'pinned' ? `*${version}` : version;
   }
 
   private inputText(target: EmitTarget, input: unknown): string {
@@ -153,8 +173,27 @@ export class RunEmitter {
       parentId: parent?.parentId,
       parentField: parent?.parentField,
       parentRoot: parent?.parentField ? parent.parentRoot : undefined,
+      deadlineMs: parent?.deadlineMs,
       note: served ? undefined : `No live worker serves workflow '${target.name}' yet; the run waits (using no attempts) until one that has it starts.`,
     };
+  }
+
+  /**
+   * Logs (once a minute per workflow and version) that a pinned run was emitted for a version that no live
+   * worker serves, as far as the last read of the workers says (this app's own worker counts at once).
+   */
+  private warnIfHeldBack(workflow: string, version: string, runId: string): void {
+    if (this.redis.settings.worker && this.registry.get(workflow)?.instance) return;
+    const live = this.liveWorkflows;
+    if (!live || live.versions.has(`${workflow}\n${version}`)) return;
+    const key = `${workflow}\n${version}`;
+    const last = this.heldBackLogged.get(key) ?? 0;
+    if (Date.now() - last < 60_000) return;
+    this.heldBackLogged.set(key, Date.now());
+    this.logger.warn(
+      `Run ${runId} of pinned workflow '${workflow}' is held back: no worker of version ${version}; ` +
+        `retryRun(id, { onVersion: 'current' }) or forkRun moves it (or start a worker of version ${version}).`,
+    );
   }
 
   /** Whether a live worker (this app's, or one in the registry seen within 5 s) serves the workflow. */
@@ -167,7 +206,11 @@ export class RunEmitter {
       this.liveRead ??= this.inspector.workers().then(
         (workers) => {
           this.liveRead = undefined;
-          return (this.liveWorkflows = { names: new Set(workers.flatMap((w) => w.workflows)), readAt: Date.now() });
+          return (this.liveWorkflows = {
+            names: new Set(workers.flatMap((w) => w.workflows)),
+            versions: new Set(workers.flatMap((w) => (w.version ? w.workflows.map((name) => `${name}\n${w.version}`) : []))),
+            readAt: Date.now(),
+          });
         },
         (error: unknown) => {
           this.liveRead = undefined;

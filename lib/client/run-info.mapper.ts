@@ -1,3 +1,4 @@
+import { PUBLISHED_STEP_PREFIX } from '../execution/published-values.js';
 import { decodeStoredValue } from '../codecs/payload-codec.js';
 import type { StoredError } from '../errors/error-codec.js';
 import type { DelayReason, RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
@@ -53,6 +54,11 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (h.fk) info.flowKey = h.fk;
   if (status === 'queued' && h[DELAYED_BY_FIELD]) info.delayedBy = h[DELAYED_BY_FIELD] as DelayReason;
   if (status === 'scheduled' && h.dk) info.delayedBy = 'debounce';
+  // 'v': the version, with '*' before it for a pinned run (lua/includes/00-versions.lua)
+  if (h.v) {
+    info.version = h.v.startsWith('*') ? h.v.slice(1) : h.v;
+    if (h.v.startsWith('*')) info.pinned = true;
+  }
   if (h.cn) info.continuedAs = h.cn;
   if (h.cf) info.continuedFrom = h.cf;
   if (h.frk) info.forkedFrom = h.frk;
@@ -68,10 +74,14 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
   const ordered: { n: number; step: StepInfo }[] = [];
   const unordered: StepInfo[] = [];
   for (const [field, value] of Object.entries(hash)) {
+    // a wait of a waitForAny race ('<occurrence>~<index>:<name>', see lib/execution/races.ts): shown under
+    // the race's name until the race is decided, then only the race's own record is
+    const race = /^(\d+)~\d+:/.exec(field);
+    if (race && hash[`${race[1]}:${field.slice(race[0].length)}`] !== undefined) continue;
     if (field === GENERATION_FIELD) continue;
     let stored;
     try {
-      stored = parseStoredStep(field, value);
+      stored = parseStoredStep(race ? `${race[1]}:${field.slice(race[0].length)}` : field, value);
     } catch {
       continue;
     }
@@ -79,8 +89,10 @@ export function toStepInfos(hash: Record<string, string>, serverNowMs = Date.now
     let status = STATUS_OF_STATE[stored.state];
     // A sleep is recorded once, when the run parks; once its time has come it is done.
     if (r.k === 'sleep' && status === 'waiting' && r.u !== undefined && r.u <= serverNowMs) status = 'succeeded';
+    // ctx.setEvent's record (lib/execution/published-values.ts): shown under its key
+    const published = stored.name.startsWith(PUBLISHED_STEP_PREFIX);
     const info: StepInfo = {
-      name: stored.name,
+      name: published ? stored.name.slice(PUBLISHED_STEP_PREFIX.length) : stored.name,
       occurrence: stored.occurrence,
       kind: r.k,
       status,

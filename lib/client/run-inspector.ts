@@ -6,6 +6,7 @@ import {
   type RunInfo,
   type RunPage,
   type StatusCounts,
+  type VersionStats,
   type WorkerInfo,
   type ExecutionCacheStats,
   type WorkflowMeta,
@@ -27,6 +28,7 @@ export interface RegisteredWorkflow {
   input?: string;
   cron?: CronTrigger[];
   registeredAt?: string;
+  versioning?: 'pinned';
 }
 
 interface WorkerBeat {
@@ -40,11 +42,15 @@ interface WorkerBeat {
   activeRuns: number;
   startedAt: string;
   ttlMs: number;
+  version?: string;
   executionCache?: ExecutionCacheStats;
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
-const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'fk', 'fs', 'dk'] as const;
+const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'v', 'fk', 'fs', 'dk'] as const;
+
+/** A listing filtered by version reads at most this many pages of runs per call (see ListRunsParams.version). */
+const VERSION_FILTER_PAGES = 20;
 
 const emptyCounts = (): StatusCounts => Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as StatusCounts;
 
@@ -65,7 +71,11 @@ export class RunInspector {
       throw new WorkflowError(`listRuns: unknown status '${String(params.status)}'; use one of ${RUN_STATUSES.join(', ')}.`);
     }
     if (params.cursor !== undefined && !this.redis.keys.parseRunId(params.cursor)) throw new WorkflowError('listRuns: the cursor is not one this method returned.');
+    if (params.version !== undefined && (typeof params.version !== 'string' || params.version === '')) {
+      throw new WorkflowError('listRuns: version must be a non-empty string (a RunInfo.version).');
+    }
     await this.redis.ready();
+    if (params.version !== undefined && params.parentId === undefined) return this.listVersion(params, limit);
     if (params.parentId !== undefined) return this.listChildren(params, limit);
 
     const workflows = params.workflow !== undefined ? [params.workflow] : (await this.workflows()).map((w) => w.name);
@@ -89,6 +99,26 @@ export class RunInspector {
     return more && page.length > 0 ? { runs, cursor: page[page.length - 1].id } : { runs };
   }
 
+  /**
+   * Runs of one version: pages of the unfiltered listing, filtered, until `limit` match or
+   * VERSION_FILTER_PAGES pages were read (then a short page with a cursor to go on).
+   */
+  private async listVersion(params: ListRunsParams, limit: number): Promise<RunPage> {
+    const matching: RunInfo[] = [];
+    let cursor = params.cursor;
+    for (let page = 0; page < VERSION_FILTER_PAGES; page++) {
+      const read = await this.listRuns({ ...params, version: undefined, limit: Math.max(limit, 100), cursor });
+      for (const run of read.runs) {
+        if (run.version !== params.version) continue;
+        matching.push(run);
+        if (matching.length === limit) return { runs: matching, cursor: run.id };
+      }
+      if (!read.cursor) return { runs: matching };
+      cursor = read.cursor;
+    }
+    return { runs: matching, cursor };
+  }
+
   /** A parent's children, newest first, read a page at a time (a parent may have 10,000). */
   private async listChildren(params: ListRunsParams, limit: number): Promise<RunPage> {
     const shard = this.redis.keys.parseRunId(params.parentId);
@@ -101,7 +131,7 @@ export class RunInspector {
         const s = this.redis.keys.parseRunId(id);
         return s ? [{ shard: s, id }] : [];
       });
-    const filtered = params.status !== undefined || params.workflow !== undefined;
+    const filtered = params.status !== undefined || params.workflow !== undefined || params.version !== undefined;
     // Without a filter the page and one more (to know whether there are more) is all there is to read.
     const chunk = filtered ? Math.max(limit + 1, 100) : limit + 1;
     const matching: RunInfo[] = [];
@@ -114,6 +144,7 @@ export class RunInspector {
         const info = toRunInfo(ref.id, hash);
         if (params.status !== undefined && info.status !== params.status) return;
         if (params.workflow !== undefined && info.workflow !== params.workflow) return;
+        if (params.version !== undefined && info.version !== params.version) return;
         matching.push(info);
       });
     }
@@ -143,7 +174,8 @@ export class RunInspector {
       workflows.map(async (w) => {
         const shards = shardsOf.get(w.name) ?? [];
         const { counts, depth, oldest, heldBack } = await this.countsOf(w.name, shards);
-        const serving = workers.filter((worker) => worker.workflows.includes(w.name)).length;
+        const servingWorkers = workers.filter((worker) => worker.workflows.includes(w.name));
+        const versions = await this.versionsOf(w.name, shards, servingWorkers);
         const leaseExpiries = shards.reduce((sum, shard) => sum + Number(expiries.get(this.redis.keys.shardRoot(shard))?.[w.name] ?? 0), 0);
         return {
           name: w.name,
@@ -151,8 +183,10 @@ export class RunInspector {
           counts,
           queueDepth: depth,
           ...(oldest !== undefined ? { oldestQueuedAgeMs: Math.max(0, now - oldest) } : {}),
-          workers: serving,
+          workers: servingWorkers.length,
           leaseExpiries,
+          ...(w.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}),
+          ...(versions.length > 0 ? { versions } : {}),
           ...(heldBack ? { heldBack } : {}),
         };
       }),
@@ -168,7 +202,29 @@ export class RunInspector {
       if (w.oldestQueuedAgeMs !== undefined) q.oldestQueuedAgeMs = Math.max(q.oldestQueuedAgeMs ?? 0, w.oldestQueuedAgeMs);
       queues.set(w.queue, q);
     }
-    return { workflows: perWorkflow, queues: [...queues.values()], workers: { alive: workers.length, list: workers } };
+    const byVersion = new Map<string, number>();
+    for (const worker of workers) if (worker.version) byVersion.set(worker.version, (byVersion.get(worker.version) ?? 0) + 1);
+    const versions = [...byVersion].sort(([a], [b]) => a.localeCompare(b)).map(([version, count]) => ({ version, workers: count }));
+    return { workflows: perWorkflow, queues: [...queues.values()], workers: { alive: workers.length, list: workers, versions } };
+  }
+
+  /** A workflow's runs that have not finished, per version, and the pinned ones no live worker serves. */
+  private async versionsOf(workflow: string, shards: ShardRef[], serving: WorkerInfo[]): Promise<VersionStats[]> {
+    const perShard = await Promise.all(shards.map((shard) => this.redis.store.readVersionCounts(shard, workflow)));
+    const byVersion = new Map<string, VersionStats>();
+    for (const entry of perShard.flat()) {
+      let stats = byVersion.get(entry.version);
+      if (!stats) {
+        const workers = serving.filter((worker) => worker.version === entry.version).length;
+        byVersion.set(entry.version, (stats = { version: entry.version, pinned: 0, unpinned: 0, pinnedReady: 0, workers, heldBack: 0 }));
+      }
+      if (entry.pinned) {
+        stats.pinned += entry.active;
+        stats.pinnedReady += entry.ready;
+      } else stats.unpinned += entry.active;
+    }
+    for (const stats of byVersion.values()) if (stats.workers === 0) stats.heldBack = stats.pinned;
+    return [...byVersion.values()].sort((a, b) => a.version.localeCompare(b.version));
   }
 
   /** Each shard's count of expired leases per workflow (one small hash per shard), by shard root. */
@@ -217,6 +273,7 @@ export class RunInspector {
           activeRuns: beat.activeRuns,
           startedAt: beat.startedAt,
           lastHeartbeatAt: new Date(expires - beat.ttlMs).toISOString(),
+          ...(beat.version ? { version: beat.version } : {}),
           ...(beat.executionCache ? { executionCache: beat.executionCache } : {}),
         });
       } catch {
@@ -283,6 +340,7 @@ export class RunInspector {
         ...(w.timeoutMs ? { timeoutMs: w.timeoutMs } : {}),
         ...(w.backoff ? { backoff: w.backoff } : {}),
         ...(w.input ? { input: w.input } : {}),
+        ...(w.versioning === 'pinned' ? { versioning: 'pinned' } : {}),
       },
       cron: (w.cron ?? []).map((c) => ({ id: c.id, expression: c.expression, timezone: c.timezone })),
       workers: workers.filter((worker) => worker.workflows.includes(w.name)),

@@ -19,6 +19,13 @@ export interface RetryRunOptions {
   /** Forget the records from this step on (its first call, in call order), then retry: the steps before it
    *  are not executed again; it and every step after it are, each with a new idempotency key. */
   fromStep?: string;
+  /**
+   * 'current': move the run to this app's `version` (docs/versioning.md). A failed or canceled run is
+   * retried on it; a run that has not finished (scheduled, queued, waiting, running) only changes version:
+   * a pinned run stranded on a version no live worker serves is then claimed by this version's workers
+   * (a queued one at once, keeping its place; a waiting one when it wakes). Not together with fromStep.
+   */
+  onVersion?: 'current';
 }
 
 /**

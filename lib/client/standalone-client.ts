@@ -14,7 +14,7 @@ export interface StandaloneClient {
  * A WorkflowClient without a Nest app or workflow classes, for the CLI and scripts: what an API-only app
  * (`worker: false`) has, reading workflows from the registry in Redis that workers write.
  */
-export function createStandaloneClient(options: Pick<WorkflowModuleOptions, 'connection' | 'prefix' | 'connectTimeoutMs'>): StandaloneClient {
+export function createStandaloneClient(options: Pick<WorkflowModuleOptions, 'connection' | 'prefix' | 'connectTimeoutMs' | 'version'>): StandaloneClient {
   const redis = new WorkflowRedis({ ...options, worker: false, cron: false });
   const client = new WorkflowClient(redis, new WorkflowRegistry());
   return { client, redis, close: () => redis.onApplicationShutdown() };

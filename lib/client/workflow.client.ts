@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
+import { InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
@@ -11,6 +11,7 @@ import type {
   RunHandle,
   RunInfo,
   RunPage,
+  SendEventOptions,
   ScheduleInfo,
   StepInfo,
   Throughput,
@@ -23,6 +24,7 @@ import type { ShardRef } from '../redis/keys.js';
 import { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import { EmitTargets, type WorkflowRef } from './emit-targets.js';
+import { PublishedReader } from './published-reader.js';
 import { readRunGraphs } from './graph-inspector.js';
 import { ResultWaiter } from './result-waiter.js';
 import { liveRunOf } from './run-chain.js';
@@ -47,6 +49,7 @@ export class WorkflowClient implements ChildLauncher {
   private readonly targets: EmitTargets;
   private readonly emitter: RunEmitter;
   private readonly actions: RunActions;
+  private readonly published: PublishedReader;
   private readonly recovery: RunRecovery;
   private readonly schedules: ScheduleActions;
   private readonly throughput: ThroughputReader;
@@ -60,6 +63,7 @@ export class WorkflowClient implements ChildLauncher {
     this.targets = new EmitTargets(redis, registry);
     this.emitter = new RunEmitter(redis, registry, this.targets, this.inspector);
     this.actions = new RunActions(redis, registry);
+    this.published = new PublishedReader(redis);
     this.recovery = new RunRecovery(redis);
     this.schedules = new ScheduleActions(redis, this.inspector, (workflow, input, idempotencyKey) => this.emit(workflow, input, { idempotencyKey }));
     this.throughput = new ThroughputReader(redis, this.inspector);
@@ -243,10 +247,15 @@ export class WorkflowClient implements ChildLauncher {
    * continued, its succeeded steps kept; compensated steps run again with a new idempotency key. With
    * `fromStep`, the records from that step on (in call order) are forgotten first, so that step and every
    * one after it run again on today's code, each with a new idempotency key.
+   * `{ onVersion: 'current' }` moves the run to this app's version first (see RetryRunOptions): then a
+   * run that has not finished is moved, not retried.
    */
   async retryRun(runId: string, opts: RetryRunOptions = {}): Promise<RunHandle> {
+    if (opts?.fromStep !== undefined && opts.onVersion !== undefined) {
+      throw new InvalidArgumentError("retryRun takes fromStep or onVersion, not both: move the run with { onVersion: 'current' } first, then retry it with { fromStep }.");
+    }
     if (opts?.fromStep !== undefined) await this.recovery.retryFromStep(runId, opts.fromStep);
-    else await this.actions.retryRun(runId);
+    else await this.actions.retryRun(runId, opts);
     return this.handle(runId);
   }
 
@@ -264,7 +273,16 @@ export class WorkflowClient implements ChildLauncher {
    * Sends an event: it is kept for eventRetentionMs, and every run waiting for (event, key) is woken.
    * Returns how many runs it woke now.
    */
-  sendEvent(event: string, payload?: unknown, opts: { key?: string } = {}): Promise<number> {
+  sendEvent(event: string, payload?: unknown, opts: SendEventOptions = {}): Promise<number> {
     return this.actions.sendEvent(event, payload, opts);
+  }
+
+  /**
+   * The value run `runId` published under `key` with ctx.setEvent, or undefined while it has published none.
+   * With timeoutMs, waits up to that long for the key to be set (undefined when it is not, or when the run
+   * ended without setting it). Rejects with RunNotFoundError for an unknown (or expired) run.
+   */
+  getEvent<T = unknown>(runId: string, key: string, opts: { timeoutMs?: number } = {}): Promise<T | undefined> {
+    return this.published.getEvent(runId, key, opts) as Promise<T | undefined>;
   }
 }

@@ -18,6 +18,8 @@ export interface RunSummary {
   parentId?: string;
   idempotencyKey?: string;
   error?: { name: string; message: string };
+  version?: string;
+  pinned?: true;
 }
 
 export interface RunDetail {
@@ -63,7 +65,7 @@ export class DashboardApi {
     return this.client.listSchedules();
   }
 
-  async runs(query: { workflow?: string; status?: string; cursor?: string; limit?: string; parentId?: string }): Promise<{ runs: RunSummary[]; cursor?: string }> {
+  async runs(query: { workflow?: string; status?: string; cursor?: string; limit?: string; parentId?: string; version?: string }): Promise<{ runs: RunSummary[]; cursor?: string }> {
     const status = query.status || undefined;
     if (status !== undefined && !RUN_STATUSES.includes(status as RunStatus)) {
       throw new BadRequestException(`Unknown status '${status}': use one of ${RUN_STATUSES.join(', ')}.`);
@@ -75,6 +77,7 @@ export class DashboardApi {
         workflow: query.workflow || undefined,
         status: status as RunStatus | undefined,
         parentId: query.parentId || undefined,
+        version: query.version || undefined,
         cursor: query.cursor || undefined,
         limit,
         summary: true,
@@ -163,5 +166,7 @@ function summarize(run: RunInfo): RunSummary {
     ...(run.parentId ? { parentId: run.parentId } : {}),
     ...(run.idempotencyKey ? { idempotencyKey: run.idempotencyKey } : {}),
     ...(run.error ? { error: { name: run.error.name, message: run.error.message } } : {}),
+    ...(run.version !== undefined ? { version: run.version } : {}),
+    ...(run.pinned ? { pinned: true as const } : {}),
   };
 }

@@ -20,6 +20,7 @@ export function registryEntry(name: string, options: ResolvedWorkflowOptions, on
     backoff: options.backoff,
     cron: options.cron,
     input: options.input?.name,
+    ...(options.versioning === 'pinned' ? { versioning: 'pinned' } : {}),
     registeredAt: new Date().toISOString(),
     registeredBy,
   });

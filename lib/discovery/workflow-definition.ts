@@ -17,6 +17,7 @@ export interface ResolvedWorkflowOptions {
   timeoutMs: number; // 0 = none
   /** concurrency / rateLimit / fairness, when the workflow has any. */
   flow?: FlowControl;
+  versioning: 'pinned' | 'patch';
 }
 
 /** A workflow as the engine sees it: its name, options and (in an app that has it) its handler. */
@@ -56,6 +57,9 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
   if (o.input !== undefined && typeof o.input !== 'function') {
     throw new WorkflowConfigurationError(`${where}: input must be a class (a class-validator DTO).`);
   }
+  if (o.versioning !== undefined && o.versioning !== 'pinned' && o.versioning !== 'patch') {
+    throw new WorkflowConfigurationError(`${where}: versioning must be 'pinned' or 'patch', got ${JSON.stringify(o.versioning)}.`);
+  }
   const validation = { whitelist: true, forbidNonWhitelisted: true, ...o.validation };
   for (const [option, value] of Object.entries(validation)) {
     if (typeof value !== 'boolean') {
@@ -71,6 +75,7 @@ export function resolveWorkflowOptions(meta: WorkflowMetadata): ResolvedWorkflow
     maxConcurrency: o.maxConcurrency ?? 0,
     cron: o.cron ?? [],
     timeoutMs: o.timeoutMs ?? 0,
+    versioning: o.versioning ?? 'patch',
     flow: resolveFlowControl(o, where),
   };
 }

@@ -75,6 +75,19 @@ export function checkEvent(event: unknown, key: unknown, where: Label): { event:
   return { event, key: k };
 }
 
+export const MAX_SEND_ID_LENGTH = 256;
+
+/** sendEvent's `id` (undefined when not given): a string that names one send of an event. */
+export function checkSendId(id: unknown): string | undefined {
+  if (id === undefined) return undefined;
+  if (typeof id !== 'string' || id === '' || id.length > MAX_SEND_ID_LENGTH) {
+    throw new InvalidArgumentError(
+      `sendEvent: id must be a string of 1 to ${MAX_SEND_ID_LENGTH} characters that names this send (an order id, a webhook's delivery id), got ${typeof id === 'string' ? `${id.length} characters` : describe(id)}.`,
+    );
+  }
+  return id;
+}
+
 /** A step name as error messages quote it: at most 100 characters of it. */
 export function quoteName(name: unknown): string {
   const text = String(name);

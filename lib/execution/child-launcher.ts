@@ -14,6 +14,8 @@ export interface ChildStart {
   idempotencyKey?: string;
   queue?: string;
   runAt?: Date;
+  /** The child's deadline (absolute server ms), when it is created by wf1_emit (a park gives a child it spawns its own). */
+  deadlineMs?: number;
 }
 
 /** Starts child runs for a running workflow (implemented by WorkflowClient). */

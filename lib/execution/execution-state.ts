@@ -18,7 +18,10 @@ import { InvalidArgumentError } from '../errors/workflow.errors.js';
 import { CommitBatcher } from './commit-batcher.js';
 import { Journal } from './journal.js';
 import { Parking } from './parking.js';
+import { publishValue } from './published-values.js';
+import { Races } from './races.js';
 import { Saga } from './saga.js';
+import { Patches } from './patches.js';
 import { StepAttempts } from './step-attempts.js';
 import { PARKING } from './suspension.js';
 import { Waits } from './waits.js';
@@ -43,6 +46,8 @@ export interface ExecutionSettings {
   refill?: () => SlotRefill | undefined;
   /** Lifecycle hooks and tracing spans at run and step boundaries. */
   observer?: ExecutionObserver;
+  /** This deployment's version (for messages). */
+  version?: string;
   /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
    *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
   keepsWarm?: { windowMs: number; workerId: string };
@@ -95,7 +100,9 @@ export abstract class ExecutionState implements DurableExecution {
   /** Why the execution stopped (lease lost, canceled, timed out, parked); set once. */
   protected abortReason?: Error;
   private waitsPart?: Waits;
+  private patchesPart?: Patches;
   private childrenPart?: Children;
+  private racesPart?: Races;
   private graphsPart?: Graphs;
   /** A node of a graph: its dependencies' outputs (ctx.dependencies), read before the handler runs. */
   dependencies?: Record<string, unknown>;
@@ -139,9 +146,32 @@ export abstract class ExecutionState implements DurableExecution {
     return this.attempts.runStep(request);
   }
 
+  /** ctx.patched() and ctx.deprecatePatch() (see patches.ts), made on the first. */
+  get patches(): Patches {
+    return (this.patchesPart ??= new Patches(this));
+  }
+
+  patched(patchId: string): boolean {
+    return this.patches.patched(patchId);
+  }
+
+  deprecatePatch(patchId: string): void {
+    this.patches.deprecatePatch(patchId);
+  }
+
   /** Sleeps and event waits, made on the first. */
   get waits(): Waits {
     return (this.waitsPart ??= new Waits(this));
+  }
+
+  /** ctx.setEvent (published-values.ts). */
+  setEvent(key: string, value: unknown): Promise<void> {
+    return publishValue(this, key, value);
+  }
+
+  /** waitForAny's races, made on the first. */
+  get races(): Races {
+    return (this.racesPart ??= new Races(this));
   }
 
   /** Child workflows, made on the first. */

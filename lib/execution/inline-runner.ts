@@ -13,6 +13,8 @@ import {
   InvalidArgumentError,
   LeaseLostError,
 } from '../errors/workflow.errors.js';
+import { checkPublishedKey, MAX_PUBLISHED_VALUE_BYTES, PUBLISHED_STEP_PREFIX } from './published-values.js';
+import { checkWaits } from './races.js';
 import { FaultInjector, InjectedFaultStop } from './fault-injector.js';
 import { RedisTxBuilder } from './redis-tx.js';
 import type { RedisCompensation, RedisStepOptions, RedisTx } from '../interfaces/redis-step.interfaces.js';
@@ -21,8 +23,12 @@ import { mayRetryStep } from './retry-policy.js';
 import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
 import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
 import type {
+  ChildOutcome,
+  ChildRunOptions,
   InputData,
   OnFailureContext,
+  RaceResult,
+  RaceWait,
   RunMeta,
   StepContext,
   WaitForEventOptions,
@@ -32,6 +38,7 @@ import type {
 } from '../interfaces/workflow.interfaces.js';
 import { ON_FAILURE_METADATA, DEFAULTS } from '../workflow.constants.js';
 import { raceAbort } from './backoff.js';
+import { checkPatchId, patchStepName } from './patches.js';
 import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
@@ -82,9 +89,16 @@ class InlineRun implements DurableExecution {
   private readonly logger: LoggerService;
   private readonly controller = new AbortController();
   private readonly entries = new Map<string, InlineStep>();
+  /** ctx.setEvent's values (InlineResult.events), and the calls that published them (step fields). */
+  private readonly published: Record<string, unknown> = {};
+  private readonly publications = new Set<string>();
+  /** The runs this inline run started, by id: what its waitForAny races. */
+  private readonly emittedRuns = new Map<string, InlineResult>();
   /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
   private readonly memo = new Map<string, Memo>();
   private occurrences = new Map<string, number>();
+  /** ctx.patched()'s answers of this attempt. */
+  private patchAnswers = new Map<string, boolean>();
   private compensations: { field: string; run: () => unknown }[] = [];
   private attempt = 0;
   private fatal?: Error;
@@ -126,6 +140,7 @@ class InlineRun implements DurableExecution {
       for (;;) {
         this.attempt += 1;
         this.occurrences = new Map();
+        this.patchAnswers = new Map();
         this.compensations = [];
         this.fatal = undefined;
         this.stopped = undefined;
@@ -186,16 +201,21 @@ class InlineRun implements DurableExecution {
       run: this.runMeta(),
       signal: this.controller.signal,
       logger: this.logger,
+      setEvent: (key, value) => this.setEvent(key, value),
       step: {
         run: (name, fn, opts) => checked(() => checkStepOptions(opts, `step.run(${quoteName(name)})`), () => this.runStep({ name, kind: 'step', fn, ...opts })),
         sleep: (name, ms) => checked(() => checkDuration(ms, `sleep(${quoteName(name)})`), () => this.instant(name, 'sleep')),
         sleepUntil: (name, at) => checked(() => checkInstant(at, `sleepUntil(${quoteName(name)})`), () => this.instant(name, 'sleep')),
-        runWorkflow: (name, workflow, childInput) => this.child(name, 'child', workflow, childInput) as Promise<any>,
+        runWorkflow: ((name: string, workflow: string | WorkflowClass, childInput: unknown, opts?: ChildRunOptions) =>
+          opts?.onFailure === 'continue' ? this.settledChild(name, workflow, childInput) : this.child(name, 'child', workflow, childInput)) as never,
         emitWorkflow: (name, workflow, childInput) => this.child(name, 'child-emit', workflow, childInput) as Promise<string>,
         waitForEvent: (name, opts) => this.waitForEvent(name, opts) as Promise<any>,
+        waitForAny: (name, waits) => this.waitForAny(name, waits) as Promise<any>,
         graph: (name) => this.graph(name) as Promise<any>,
         redis: (name, build, opts) => this.redisStep(name, build, opts),
       },
+      patched: (patchId) => this.patched(patchId),
+      deprecatePatch: (patchId) => void this.patched(checkPatchId(patchId, 'ctx.deprecatePatch()')),
       continueAsNew: (next) => {
         try {
           if (this.continuation !== undefined) throw new InvalidArgumentError(CONTINUED_TWICE);
@@ -359,6 +379,76 @@ class InlineRun implements DurableExecution {
     });
   }
 
+  /** ctx.setEvent in memory: the latest value of each key ends up in InlineResult.events; a retried attempt
+   *  that reaches a publication again publishes nothing, as a replay does. */
+  private setEvent(key: string, value: unknown): Promise<void> {
+    try {
+      checkPublishedKey(key, 'ctx.setEvent()');
+      const text = toPayload(value ?? null, `ctx.setEvent(${quoteName(key)})'s value`, this.maxPayloadBytes) ?? 'null';
+      if (Buffer.byteLength(text, 'utf8') > MAX_PUBLISHED_VALUE_BYTES) {
+        throw new PayloadError(`ctx.setEvent(${quoteName(key)})'s value is more than ${MAX_PUBLISHED_VALUE_BYTES} bytes (64 KiB). Publish a status or a summary.`);
+      }
+      const field = this.nextField(`${PUBLISHED_STEP_PREFIX}${key}`);
+      if (!this.publications.has(field)) {
+        this.publications.add(field);
+        this.published[key] = fromPayload(text);
+      }
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** runWorkflow with onFailure 'continue': the child's failure is an outcome, not a rejection. */
+  private settledChild(name: string, workflow: string | WorkflowClass, input: unknown): Promise<ChildOutcome> {
+    return this.child(name, 'child', workflow, input).then(
+      (output) => ({ status: 'succeeded', output }),
+      (error: unknown) => {
+        if (error instanceof ChildWorkflowError) return { status: 'failed', error };
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * waitForAny in memory: the first (in the array's order) of the events an eventOverride answers and the
+   * runs emitted in this inline run; when none, the shortest sleep (sleeps do not wait inline). A race that
+   * nothing can end inline is refused, as a run would wait for ever.
+   */
+  private waitForAny(name: string, waits: readonly RaceWait[]): Promise<RaceResult> {
+    try {
+      checkWaits(name, waits);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const events = this.inline.eventOverrides ?? {};
+    const text = this.durable(name, 'any', `any:${waits.map((w) => ('runId' in w ? 'r' : 'event' in w ? 'e' : 's')).join('')}`, false, async (_field, entry) => {
+      entry.attempts += 1;
+      for (const [index, wait] of waits.entries()) {
+        if ('event' in wait) {
+          const keyed = wait.key !== undefined ? `${wait.event}:${wait.key}` : undefined;
+          const source = keyed !== undefined && keyed in events ? events[keyed] : events[wait.event];
+          if (source === undefined) continue;
+          const payload = typeof source === 'function' ? await (source as (o: unknown) => unknown)(wait) : source;
+          return toPayload({ index, value: payload ?? null }, `The payload of event '${wait.event}'`, this.maxPayloadBytes);
+        }
+        if ('runId' in wait) {
+          const run = this.emittedRuns.get(wait.runId);
+          if (!run) continue;
+          if (!run.succeeded) {
+            throw new ChildWorkflowError(`Run ${run.runId} raced by waitForAny(${quoteName(name)}) failed: ${run.error?.message}`, { cause: run.error });
+          }
+          return toPayload({ index, value: run.output ?? null }, `The output of run ${run.runId}`, this.maxPayloadBytes);
+        }
+      }
+      const sleeps = waits.flatMap((w, index) => ('sleepMs' in w ? [{ index, ms: w.sleepMs }] : []));
+      if (sleeps.length === 0) throw new InvalidArgumentError(`waitForAny(${quoteName(name)}): nothing in this race can happen inline; give its event an eventOverride, or emit its run in this workflow.`);
+      const shortest = sleeps.reduce((a, b) => (b.ms < a.ms ? b : a));
+      return toPayload({ index: shortest.index, value: null }, 'a sleep', this.maxPayloadBytes);
+    });
+    return text as Promise<RaceResult>;
+  }
+
   /**
    * ctx.step.redis with no Redis: the commands are checked as the engine checks them, and the step's
    * replies come from stepOverrides (a value, or a function given the queued `[command, key, ...args]`).
@@ -404,6 +494,7 @@ class InlineRun implements DurableExecution {
       const handler = this.resolveChild(name, workflow);
       const result = await new InlineRun(handler, { ...this.inline, input, runId: undefined, maxAttempts: undefined, scheduledAt: undefined }, this.runId, this.faults).execute();
       entry.child = result;
+      this.emittedRuns.set(result.runId, result);
       if (kind === 'child-emit') return toPayload(result.runId, 'run id', this.maxPayloadBytes);
       if (!result.succeeded) {
         const cause = result.error!;
@@ -485,6 +576,29 @@ class InlineRun implements DurableExecution {
     }
   }
 
+  // ---- patches ----
+
+  /**
+   * As in the engine (patches.ts): true, with a marker kept for later attempts, unless the options say
+   * that this run is a replay of records written without the patch (InlineOptions.unpatched).
+   */
+  private patched(patchId: string): boolean {
+    checkPatchId(patchId, 'ctx.patched()');
+    const known = this.patchAnswers.get(patchId);
+    if (known !== undefined) return known;
+    const field = this.nextField(patchStepName(patchId));
+    let answer = true;
+    if (!this.memo.has(field)) {
+      if (this.inline.unpatched?.includes(patchId)) answer = false;
+      else {
+        this.memo.set(field, { kind: 'patch' });
+        this.entries.set(field, { name: patchStepName(patchId), occurrence: 0, kind: 'patch', status: 'succeeded', attempts: 1, overridden: false });
+      }
+    }
+    this.patchAnswers.set(patchId, answer);
+    return answer;
+  }
+
   // ---- helpers ----
 
   private overrideFor(name: string): { found: boolean; value?: any } {
@@ -518,6 +632,7 @@ class InlineRun implements DurableExecution {
       ...outcome,
       attempts: this.attempt,
       steps: [...this.entries.values()],
+      events: { ...this.published },
       ...(this.continuations > 0 ? { continuedAsNew: this.continuations } : {}),
       ...(this.faults ? { injectedFaults: this.faults.injected.filter((f) => f.runId === this.runId) } : {}),
     };

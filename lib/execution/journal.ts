@@ -23,6 +23,8 @@ export class Journal {
   /** A record names an event's payload instead of carrying it: read before the replay (prepare). */
   namesPayloads = false;
   private readonly occurrences = new Map<string, number>();
+  /** ctx.patched()'s answer per patch id, decided at its first call in this pass of the handler (patches.ts). */
+  readonly patchAnswers = new Map<string, boolean>();
   /** Each step field this execution reached, and its position in the run's calls (StepRecord.n). */
   private readonly callOrder = new Map<string, number>();
   /** Every step field of the run: stored ones and those this execution reached (for maxStepsPerRun). */
@@ -151,10 +153,32 @@ export class Journal {
     }
   }
 
+  /**
+   * Whether the run has records that this execution has not reached: the code that wrote them went
+   * further than this execution has so far (a replay). Patch markers do not count: a marker is found by
+   * its patch's id wherever the patch is called, and a retired patch leaves its markers behind.
+   */
+  hasUnreachedRecords(): boolean {
+    for (const [field, stored] of this.steps) {
+      if (!this.callOrder.has(field) && stored.record.k !== 'patch') return true;
+    }
+    return (this.unreadableRecords?.length ?? 0) > 0;
+  }
+
+  /** A patch whose marker the run recorded and this execution has not reached (its code may not know the
+   *  patch), or undefined. */
+  unreachedPatch(): string | undefined {
+    for (const [field, stored] of this.steps) {
+      if (stored.record.k === 'patch' && !this.callOrder.has(field)) return stored.name.replace(/^patched:/, '');
+    }
+    return undefined;
+  }
+
   /** The handler runs again from the top (after the replay that collected compensations). */
   restart(): void {
     this.occurrences.clear();
     this.callOrder.clear();
+    this.patchAnswers.clear();
   }
 }
 

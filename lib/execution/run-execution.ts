@@ -295,6 +295,7 @@ export class RunExecution extends ExecutionState {
       runWorkflow: (name, workflow, input, opts) => this.children.runChild(name, workflow, input, opts) as never,
       emitWorkflow: (name, workflow, input, opts) => this.children.emitChild(name, workflow, input, opts),
       waitForEvent: (name, opts) => this.waits.waitForEvent(name, opts) as never,
+      waitForAny: (name, waits) => this.races.waitForAny(name, waits) as never,
       graph: (name, nodes, opts) => this.graphs.graph(name, nodes, opts) as never,
       redis: (name, build, opts) => this.redisSteps.execute(name, build, opts),
     }, this.dependencies);
@@ -313,10 +314,19 @@ export class RunExecution extends ExecutionState {
     } catch {
       return this.stopped;
     }
-    const error = this.fatal ?? thrown;
+    let error = this.fatal ?? thrown;
+    // A run that took a patch's new path, replayed by a worker whose code does not know the patch (an old
+    // worker during a rolling deploy): not a bug of the run, so it is retried, after its backoff, by a
+    // worker that may have newer code, instead of failing for good.
+    const newerPatch = error instanceof NonDeterminismError ? this.journal.unreachedPatch() : undefined;
+    if (newerPatch !== undefined) {
+      error = new NonDeterminismError(
+        `${(error as Error).message} This run took the new path of patch '${newerPatch}', which this worker's code (version ${this.settings.version ?? 'not set'}) does not know: the attempt is retried, after its backoff, for a worker with newer code.`,
+      );
+    }
     const final =
       error instanceof NonRetriableError ||
-      error instanceof NonDeterminismError ||
+      (error instanceof NonDeterminismError && newerPatch === undefined) ||
       error instanceof PayloadError ||
       error instanceof InvalidArgumentError ||
       this.claim.attempt >= this.claim.maxAttempts;

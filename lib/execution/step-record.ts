@@ -52,6 +52,12 @@ export interface StepRecord {
   ni?: number;
   /** a compensated step: the server time its success was committed (the record now holds 'C') */
   sc?: number;
+  /** a child wait under onFailure 'continue' (lua/park.lua) */
+  oc?: number;
+  /** a child run raced by waitForAny (lua/park.lua) */
+  any?: number;
+  /** waitForAny's record: the index of the wait that won */
+  i?: number;
 }
 
 export interface StoredStep {

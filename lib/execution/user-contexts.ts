@@ -15,6 +15,9 @@ import type { RunMeta, StepContext, WorkflowContext, WorkflowStepApi } from '../
 export interface ContextSource {
   readonly signal: AbortSignal;
   readonly logger: LoggerService;
+  setEvent(key: string, value: unknown): Promise<void>;
+  patched(patchId: string): boolean;
+  deprecatePatch(patchId: string): void;
   continueAsNew(input: unknown): Promise<never>;
 }
 
@@ -37,6 +40,18 @@ export class HandlerContext<I> implements WorkflowContext<I> {
 
   get logger(): LoggerService {
     return this.#source.logger;
+  }
+
+  setEvent(key: string, value: unknown): Promise<void> {
+    return this.#source.setEvent(key, value);
+  }
+
+  patched(patchId: string): boolean {
+    return this.#source.patched(patchId);
+  }
+
+  deprecatePatch(patchId: string): void {
+    this.#source.deprecatePatch(patchId);
   }
 
   continueAsNew(input: I): Promise<never> {

@@ -19,6 +19,17 @@ export class Waits {
 
   constructor(private readonly run: ExecutionState) {}
 
+  /** Where the run's next wait for (event, key) starts in their log (see EventThreshold). */
+  eventThresholdFor(event: string, key: string): EventThreshold {
+    const position = this.eventThresholds.get(`${event}\u0000${key}`);
+    return position === undefined ? { runCreatedAt: this.run.claim.createdAt } : { position };
+  }
+
+  /** The run's last wait for (event, key) received the event at `position` (waitForAny's, say). */
+  keepEventThreshold(event: string, key: string, position: number): void {
+    this.eventThresholds.set(`${event}\u0000${key}`, position);
+  }
+
   /** `describeWait`: checks the argument (before anything is counted or written) and gives the wait's spec. */
   sleep(name: string, describeWait: () => string): Promise<void> {
     let spec: string;

@@ -25,6 +25,11 @@ export interface InlineOptions<I = unknown> {
    * `[moduleRef.get(ShippingWorkflow)]`. A child class without constructor parameters needs none.
    */
   workflows?: WorkflowHandler<any, any>[];
+  /**
+   * Patch ids (ctx.patched) to answer false, as for a run in flight that recorded its steps before the
+   * patch was deployed: tests the old path. Default: none (every patch is taken, as by a new run).
+   */
+  unpatched?: string[];
   /** Default: the workflow's maxAttempts. 1 executes a single attempt. */
   maxAttempts?: number;
   /** Default 'inline-<uuid>'. Step idempotency keys are `<runId>:<occurrence>:<name>`. */
@@ -41,8 +46,8 @@ export interface InlineOptions<I = unknown> {
   faults?: FaultInjection;
 }
 
-/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow. */
-export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'graph' | 'redis';
+/** As in getRunSteps(): child-emit is emitWorkflow, child is runWorkflow, patch a ctx.patched() marker, any is waitForAny. */
+export type InlineStepKind = 'step' | 'method' | 'sleep' | 'event' | 'child' | 'child-emit' | 'graph' | 'redis' | 'patch' | 'any';
 
 export interface InlineStep {
   name: string;
@@ -72,6 +77,8 @@ export interface InlineResult<O = unknown> {
   attempts: number;
   /** One entry per (name, occurrence), in the order the steps were first started. */
   steps: InlineStep[];
+  /** The values the run published with ctx.setEvent: the latest of each key. */
+  events: Record<string, unknown>;
   /** Set when the @OnFailure method threw. */
   onFailureError?: Error;
   /** How many times the handler called ctx.continueAsNew: each started a new execution with an empty

@@ -80,6 +80,10 @@ export interface WorkflowModuleOptions {
    *  in prom-client's global registry (the one @willsoto/nestjs-prometheus serves); `{ registry, prefix }`
    *  picks another registry or prefixes the names. Default: off, and prom-client is never imported. */
   metrics?: boolean | WorkflowMetricsOptions;
+  /** This deployment's build id, e.g. process.env.APP_VERSION: recorded on every run this app emits
+   *  (RunInfo.version); a workflow with versioning 'pinned' has its runs claimed only by workers of the
+   *  same version. Letters, digits and . _ + - (at most 64). Default: none (runs record no version). */
+  version?: string;
   /** For integration tests only: crashes, duplicate deliveries and lost leases at the steps named, made to
    *  happen by this app's worker against the real Redis (see FaultInjection and docs/testing.md). A start
    *  with faults set logs a warning. Default: none. */

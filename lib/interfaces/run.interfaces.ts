@@ -42,6 +42,12 @@ export interface RunInfo<I = unknown, O = unknown> {
   flowKey?: string;
   /** Why a queued run is held back: its key is at its concurrency limit or out of rate. */
   delayedBy?: DelayReason;
+  /** The `version` of the app that emitted the run (a child: its parent's; a cron tick: the instance's).
+   *  Absent when that app set none. */
+  version?: string;
+  /** The run is pinned to its version (its workflow has versioning 'pinned'): only workers of that
+   *  version claim it. */
+  pinned?: true;
   /** This execution ended with ctx.continueAsNew: the run that took over (a `succeeded` run without output). */
   continuedAs?: string;
   /** The run whose ctx.continueAsNew started this one. */
@@ -113,6 +119,16 @@ export interface EmitOptions {
   priority?: number;
 }
 
+export interface SendEventOptions {
+  /** Only runs waiting for this key (and only waits without a key when absent). */
+  key?: string;
+  /**
+   * Names this send (a webhook's delivery id, say): a send with an id already sent for the same event name
+   * within eventRetentionMs delivers nothing and returns 0.
+   */
+  id?: string;
+}
+
 export interface RunHandle<O = unknown> {
   id: string;
   getState(): Promise<RunInfo<unknown, O>>;
@@ -130,6 +146,9 @@ export interface ListRunsParams {
   limit?: number;
   /** The `cursor` of the previous page. */
   cursor?: string;
+  /** Only runs of this version (RunInfo.version). Runs are read a page at a time and filtered, at most
+   *  20 pages of max(limit, 100) runs per call; a page may then come back short with a cursor to go on. */
+  version?: string;
   /** Leave out each run's input, output and waitingFor: only the fields a list shows are read from Redis,
    *  so a page costs the same whatever the runs carry. Default false. */
   summary?: boolean;
@@ -153,6 +172,8 @@ export interface WorkerInfo {
   activeRuns: number;
   startedAt: string;
   lastHeartbeatAt: string;
+  /** The worker's WorkflowModuleOptions.version, when set. */
+  version?: string;
   /** The worker's warm executions (the executionCache option), as of its last registry beat (every 5 s);
    *  absent when the cache is off or the worker is older. */
   executionCache?: ExecutionCacheStats;
@@ -175,7 +196,7 @@ export interface ExecutionCacheStats {
 export interface WorkflowMeta {
   name: string;
   queue: string;
-  options: { maxAttempts: number; maxConcurrency?: number; timeoutMs?: number; backoff?: unknown; input?: string };
+  options: { maxAttempts: number; maxConcurrency?: number; timeoutMs?: number; backoff?: unknown; input?: string; versioning?: 'pinned' };
   cron: { id?: string; expression: string; timezone?: string }[];
   /** Workers alive that serve this workflow. */
   workers: WorkerInfo[];
@@ -185,12 +206,40 @@ export interface WorkflowMeta {
 
 export interface WorkflowStats {
   /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does).
+   *  `versions`: its runs that have not finished, per version (absent when none has a version).
    *  `leaseExpiries`: leases of its runs that expired (their worker died or stalled) and housekeeping took
    *  back, since its shards began (a count kept in Redis for the whole fleet).
    *  `heldBack`: queued runs held back by flow control, by reason (absent when none). */
-  workflows: { name: string; queue: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; workers: number; leaseExpiries: number; heldBack?: Record<string, number> }[];
+  workflows: {
+    name: string;
+    queue: string;
+    counts: StatusCounts;
+    queueDepth: number;
+    oldestQueuedAgeMs?: number;
+    workers: number;
+    leaseExpiries: number;
+    versioning?: 'pinned';
+    versions?: VersionStats[];
+    heldBack?: Record<string, number>;
+  }[];
   queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; heldBack?: Record<string, number> }[];
-  workers: { alive: number; list: WorkerInfo[] };
+  /** `versions`: the versions live workers serve, and how many workers each. */
+  workers: { alive: number; list: WorkerInfo[]; versions: { version: string; workers: number }[] };
+}
+
+/** A workflow's runs of one version that have not finished (scheduled, queued, running, waiting, compensating). */
+export interface VersionStats {
+  version: string;
+  /** Runs pinned to this version (versioning 'pinned'), and runs that are not. */
+  pinned: number;
+  unpinned: number;
+  /** Pinned runs ready to execute, waiting for a worker of this version. */
+  pinnedReady: number;
+  /** Live workers of this version that serve the workflow. */
+  workers: number;
+  /** Pinned runs that no live worker serves (no worker of this version has the workflow): they move once
+   *  one starts, or when retryRun(id, { onVersion: 'current' }) or forkRun moves them. */
+  heldBack: number;
 }
 
 /** A cron trigger of a registered workflow, with its run-time state in Redis (listSchedules). */

@@ -54,6 +54,12 @@ export interface WorkflowOptions {
   /** Round-robin between the concurrency key's (else the rateLimit key's) runs: one key's backlog cannot
    *  starve the others. */
   fairness?: boolean;
+  /**
+   * How runs in flight meet changed code (docs/versioning.md). 'patch' (default): any worker executes a
+   * run, and code that changes a run's steps guards the change with ctx.patched(id). 'pinned': a run is
+   * claimed only by workers whose WorkflowModuleOptions.version equals the run's.
+   */
+  versioning?: 'pinned' | 'patch';
 }
 
 /** The flow-control options of a workflow, checked (see resolveWorkflowOptions). */
@@ -116,10 +122,31 @@ export interface RunMeta {
 }
 
 export interface ChildRunOptions {
+  /**
+   * The child's deadline, from its start: past it the child run fails with TimeoutError (its compensations
+   * and @OnFailure run) and runWorkflow rejects with TimeoutError. With the child workflow's own timeoutMs,
+   * the earlier deadline stands.
+   */
   timeoutMs?: number;
+  /**
+   * true: the child also gets the parent's deadline (its workflow's timeoutMs, counted from the parent's first
+   * claim) when that is earlier, so a child never outlives its parent's. Default false: a child's deadline is
+   * its own (timeoutMs, its workflow's timeoutMs), whatever the parent's.
+   */
+  inheritDeadline?: boolean;
   idempotencyKey?: string;
   queue?: string;
+  /**
+   * What a failure of this child does to the parent: 'fail' (the default) rejects runWorkflow at once, and
+   * a `Promise.all` over children wakes the parent as soon as one fails; 'continue' resolves runWorkflow with
+   * a ChildOutcome instead, and the parent wakes once, when all of its children have finished, as
+   * `Promise.allSettled` would.
+   */
+  onFailure?: 'fail' | 'continue';
 }
+
+/** How a child run started with `onFailure: 'continue'` ended (as a GraphNodeResult names it). */
+export type ChildOutcome<O = unknown> = { status: 'succeeded'; output: O } | { status: 'failed'; error: Error };
 
 export interface ChildEmitOptions {
   idempotencyKey?: string;
@@ -131,6 +158,15 @@ export interface WaitForEventOptions {
   event: string;
   key?: string;
   timeoutMs?: number;
+}
+
+/** One wait of ctx.step.waitForAny: a run (an id emitWorkflow returned), an event, or a sleep. */
+export type RaceWait = { runId: string } | { event: string; key?: string } | { sleepMs: number };
+
+/** What ctx.step.waitForAny resolves with: which wait happened first, and its value. */
+export interface RaceResult<T = unknown> {
+  index: number;
+  value: T;
 }
 
 /** A node of ctx.step.graph: a child run started once every node named in `after` has succeeded. */
@@ -161,6 +197,13 @@ export interface WorkflowStepApi {
   /** Durable: the run is parked, no worker slot is held. */
   sleep(name: string, ms: number): Promise<void>;
   sleepUntil(name: string, at: Date): Promise<void>;
+  /** As below, with onFailure 'continue': resolves with how the child ended, never rejects for its failure. */
+  runWorkflow<W extends string | WorkflowClass, O = unknown>(
+    name: string,
+    workflow: W,
+    input: W extends WorkflowClass ? InputData<WorkflowInput<W>> : unknown,
+    opts: ChildRunOptions & { onFailure: 'continue' },
+  ): Promise<ChildOutcome<W extends WorkflowClass ? WorkflowOutput<W> : O>>;
   /** Starts a child run (once, even across replays), parks until it finishes and returns its output. */
   runWorkflow<W extends string | WorkflowClass, O = unknown>(
     name: string,
@@ -177,6 +220,12 @@ export interface WorkflowStepApi {
   ): Promise<string>;
   /** Parks until an event (event, key) is sent; null when timeoutMs passes first. */
   waitForEvent<T = unknown>(name: string, opts: WaitForEventOptions): Promise<T | null>;
+  /**
+   * Parks until the first of `waits` happens (a run from emitWorkflow finishes, an event is sent, a sleep
+   * ends) and resolves with its index and value (the run's output, the event's payload, null for a sleep);
+   * rejects with ChildWorkflowError when the first is a run that failed. Every replay resolves the same way.
+   */
+  waitForAny<T = unknown>(name: string, waits: readonly RaceWait[]): Promise<RaceResult<T>>;
   /**
    * Runs a graph of child runs (Gush's `after:`): each node starts as soon as every node it comes after has
    * succeeded, started in Redis by the call that ended its last dependency. The run parks once, and resumes
@@ -196,6 +245,25 @@ export interface WorkflowContext<I = unknown> {
   /** Nest logger scoped to the run. */
   logger: LoggerService;
   step: WorkflowStepApi;
+  /**
+   * Publishes a value of this run under `key` (a status, an intermediate result; JSON, at most 64 KiB) for
+   * client.getEvent to read or wait for. Recorded: a replay that reaches this call again publishes nothing.
+   * The latest value of a key stands; values are deleted with the run by retention.
+   */
+  setEvent(key: string, value: unknown): Promise<void>;
+  /**
+   * Guards a change of the workflow's steps for runs in flight (docs/versioning.md): true when the run
+   * reaches this point for the first time (a marker is recorded) or recorded the marker here before;
+   * false on a replay of a run whose records were written without it (keep the old path for it).
+   * Decided from the run's records alone, once per id and execution.
+   */
+  patched(patchId: string): boolean;
+  /**
+   * The patch's old path is gone (no run in flight needs it): records the marker as patched() does, for
+   * workers that still run code calling patched(patchId), and returns nothing. Remove the call once no
+   * such worker is left.
+   */
+  deprecatePatch(patchId: string): void;
   /**
    * Ends this execution as `succeeded` (RunInfo.continuedAs names the new run) and starts the same
    * workflow with `input` and an empty history, in one atomic call: for a loop that would otherwise grow

@@ -93,6 +93,16 @@ export class KeySpace {
     return `${root}:q:${workflow}`;
   }
 
+  /** Pinned runs of a version ready to be claimed (lua/includes/00-versions.lua). */
+  pinnedReady(root: string, workflow: string, version: string): string {
+    return `${root}:qv:${version}:${workflow}`;
+  }
+
+  /** A workflow's runs that have not finished, by version (lua/includes/00-versions.lua). */
+  versionCounts(root: string, workflow: string): string {
+    return `${root}:vr:${workflow}`;
+  }
+
   statusIndex(root: string, workflow: string, status: string): string {
     return `${root}:st:${workflow}:${status}`;
   }
@@ -104,6 +114,11 @@ export class KeySpace {
 
   workers(): string {
     return `{${this.prefix}}:workers`;
+  }
+
+  /** The values a run published with ctx.setEvent (lua/published.lua). */
+  published(root: string, runId: string): string {
+    return `${root}:pv:${runId}`;
   }
 
   /** Hash: run-time state of a workflow's cron triggers (paused, last, seen and next tick; lua/schedules.lua). */

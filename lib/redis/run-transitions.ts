@@ -19,6 +19,11 @@ export interface EmitArgs {
   note?: string;
   /** The run's flow-control key and spec (lib/client/flow-keys.ts); never carried by a park's children. */
   flow?: { key?: string; spec?: string; debounce?: { key: string; periodMs: number; maxWaitMs?: number } };
+  /** The run's deadline (absolute server ms): a child's from runWorkflow's timeoutMs / inheritDeadline. */
+  deadlineMs?: number;
+  /** The run's version as stored ('v': '*' before a pinned one's); not carried by wf1_park's children,
+   *  which get their parent's there. */
+  version?: string;
 }
 
 /** A message for another shard: a child's outcome for its parent, or an event for a waiting run. */
@@ -41,7 +46,8 @@ export type WaitSpec =
   | { kind: 'sleep'; field: string; spec: string }
   /** `spawn`: a child in the run's own shard not created yet: the park creates it (see Children.runChild in lib/execution).
    *  `joined`: a run another parent started, named by the child's idempotency key: not the run's own child. */
-  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean }
+  /** `settles`: onFailure 'continue' (a failure wakes the run only as the last of its children). `raced`: waitForAny's. */
+  | { kind: 'child'; field: string; childId: string; workflow: string; timeoutMs?: number; spawn?: EmitArgs; joined?: boolean; settles?: boolean; raced?: boolean; inherits?: boolean }
   | { kind: 'event'; field: string; event: string; key: string; timeoutMs?: number }
   /** A graph of child runs written by stageGraph: the park starts it (lua/includes/05-graph.lua). */
   | { kind: 'graph'; field: string; graphId: string };
@@ -55,6 +61,9 @@ export interface ClaimWorkflowSpec {
   timeoutMs: number;
   /** The workflow has flow control (concurrency, rateLimit, fairness): its claims update its keys. */
   flow?: boolean;
+  /** The worker's version, for a workflow it serves pinned: it claims only that version's pinned runs
+   *  (and runs without a pin). Undefined: it claims the workflow's unpinned runs only. */
+  pinnedVersion?: string;
 }
 
 export interface ClaimedRun {
@@ -338,7 +347,9 @@ const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
 function packedWorkflowSpecs(workflows: readonly ClaimWorkflowSpec[]): string {
   let text = packedSpecs.get(workflows);
   if (text === undefined) {
-    text = workflows.map((w) => `${w.maxConcurrency}${w.flow ? 'f' : ''},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
+    text = workflows
+      .map((w) => `${w.pinnedVersion ? `p${w.pinnedVersion.length}:${w.pinnedVersion}` : ''}${w.maxConcurrency}${w.flow ? 'f' : ''},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`)
+      .join('');
     packedSpecs.set(workflows, text);
   }
   return text;
@@ -406,7 +417,8 @@ function pushWaitArguments(args: (string | number)[], waits: readonly WaitSpec[]
   for (const w of waits) {
     if (w.kind === 'sleep') args.push('sleep', w.field, w.spec);
     else if (w.kind === 'child') {
-      args.push(w.spawn ? 'spawn' : w.joined ? 'join' : 'child', w.field, `${w.childId}|${w.timeoutMs ?? ''}|${w.workflow}`);
+      const kind = w.raced ? 'any' : w.spawn ? 'spawn' : w.joined ? 'join' : 'child';
+      args.push(kind, w.field, `${w.childId}|${w.settles ? 'c' : ''}${w.inherits ? 'i' : ''}${w.timeoutMs ?? ''}|${w.workflow}`);
       if (w.spawn) args.push(...emitArguments(w.spawn));
     }
     else if (w.kind === 'graph') args.push('graph', w.field, w.graphId);
@@ -430,8 +442,6 @@ export function emitArguments(a: EmitArgs): (string | number)[] {
     a.parentField ?? '',
     a.parentRoot ?? '',
     a.note ?? '',
-    ...(a.flow ? [a.flow.key ?? '', a.flow.spec ?? ''] : []),
-    ...(a.flow?.debounce ? [a.flow.debounce.key, a.flow.debounce.periodMs, a.flow.debounce.maxWaitMs ?? ''] : []),
   ];
 }
 

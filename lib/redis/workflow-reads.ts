@@ -199,6 +199,27 @@ export abstract class WorkflowReads extends FunctionCalls {
     return Object.fromEntries(statuses.map((status, i) => [status, values[i]])) as Record<S, number>;
   }
 
+  /** A run's version field ('v': the version, with '*' before it when pinned; see lua/includes/00-versions.lua). */
+  async readRunVersion(root: string, runId: string): Promise<string | null> {
+    return this.guard(() => this.client.hget(this.keys.run(root, runId), 'v'));
+  }
+
+  /**
+   * The workflow's runs in this shard that have not finished, by version ('v' text: '*' before a pinned
+   * one's), and for each pinned version how many of them are ready and wait for a worker of it.
+   */
+  async readVersionCounts(shard: ShardRef, workflow: string): Promise<{ version: string; pinned: boolean; active: number; ready: number }[]> {
+    const root = this.root(shard);
+    const counts = await this.guard(() => this.client.hgetall(this.keys.versionCounts(root, workflow)));
+    const entries = Object.entries(counts).map(([v, n]) => ({ version: v.replace(/^\*/, ''), pinned: v.startsWith('*'), active: Number(n), ready: 0 }));
+    const pinned = entries.filter((e) => e.pinned);
+    if (pinned.length > 0) {
+      const ready = await this.guard(() => Promise.all(pinned.map((e) => this.client.zcard(this.keys.pinnedReady(root, workflow, e.version)))));
+      pinned.forEach((e, i) => (e.ready = ready[i]));
+    }
+    return entries;
+  }
+
   /** Per-minute counts of a workflow in a shard: for each of the hours (see KeySpace.throughput), per kind,
    *  minute of the hour -> count. One pipeline of HGETALLs of small hashes (at most 60 fields each). */
   async readThroughput(shard: ShardRef, workflow: string, kinds: readonly string[], hours: readonly number[]): Promise<Record<string, string>[]> {

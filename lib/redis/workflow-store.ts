@@ -82,7 +82,16 @@ export class WorkflowStore extends RunTransitions {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.fcall('wf1_emit', [this.root(shard)], emitArguments(a), (reply) => {
+    const args = emitArguments(a);
+    // Optional tails of wf1_emit (lua/emit.lua): ARGV[13] version, [14] deadline, [15-16] flow key and
+    // spec, [17-19] debounce; '' for one not used before one that is.
+    const flow = a.flow;
+    const debounce = flow?.debounce;
+    if (a.version || a.deadlineMs !== undefined || flow) args.push(a.version ?? '');
+    if (a.deadlineMs !== undefined || flow) args.push(a.deadlineMs ?? '');
+    if (flow) args.push(flow.key ?? '', flow.spec ?? '');
+    if (debounce) args.push(debounce.key, debounce.periodMs, debounce.maxWaitMs ?? '');
+    return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
       const [created, runId, status] = reply as [number, string, string];
       const parts = reply as unknown[];
       if (parts.length > 3) return { created: created === 1, runId, status, handoff: this.handoffFrom(this.root(shard), parts.slice(3)) };
@@ -132,9 +141,16 @@ export class WorkflowStore extends RunTransitions {
     return next === 'done' ? { children: [] } : { children, nextPage: next };
   }
 
-  async retry(shard: ShardRef, runId: string): Promise<{ ok: boolean; status?: string }> {
-    const reply = (await this.fcall('wf1_retry', [this.root(shard)], [runId])) as [number, string?];
+  /** `version`: move the run to this version as it goes back to the queue (lua/includes/00-versions.lua). */
+  async retry(shard: ShardRef, runId: string, version?: string): Promise<{ ok: boolean; status?: string }> {
+    const reply = (await this.fcall('wf1_retry', [this.root(shard)], version ? [runId, version] : [runId])) as [number, string?];
     return reply[0] === 1 ? { ok: true } : { ok: false, status: reply[1] };
+  }
+
+  /** Moves a run that has not finished to `version` (lua/versions.lua); `status`: the run's. */
+  async moveVersion(shard: ShardRef, runId: string, version: string): Promise<{ ok: boolean; status: string }> {
+    const reply = (await this.fcall('wf1_move_version', [this.root(shard)], [runId, version])) as [number, string];
+    return { ok: reply[0] === 1, status: reply[1] };
   }
 
   /**
@@ -197,9 +213,12 @@ export class WorkflowStore extends RunTransitions {
     key: string,
     payload: string,
     retentionMs: number,
+    sendId?: string,
   ): Promise<{ repeated: boolean; more: boolean; handoffs: Handoff[] }> {
     const byReference = Buffer.byteLength(payload) > SHARED_PAYLOAD_MIN_BYTES;
     const args = [eventId, event, key, payload, retentionMs, byReference ? 'ref' : ''];
+    // the sender's id: a repeated one (within the event's retention) delivers nothing
+    if (sendId !== undefined) args.push(sendId);
     const reply = (await this.fcall('wf1_send_event', [this.keys.eventRoot()], args)) as unknown[];
     return { repeated: reply[0] === 0, ...this.eventHandoffs(reply, byReference ? { payload, payloadRef: eventId } : undefined) };
   }
@@ -238,6 +257,64 @@ export class WorkflowStore extends RunTransitions {
       string?,
     ];
     return reply[0] === 1 ? reply[1] : undefined;
+  }
+
+  /**
+   * Registers a waitForAny's wait for the run `racedId` (lua/races.lua): undefined when that run is unknown,
+   * its outcome (state and record) when it has finished, else its workflow (the outcome comes later).
+   */
+  async waitRun(
+    racedId: string,
+    runId: string,
+    field: string,
+    runRoot: string,
+  ): Promise<undefined | { state: 'S' | 'F'; record: string } | { workflow: string }> {
+    const shard = this.keys.parseRunId(racedId);
+    if (!shard) return undefined;
+    const reply = (await this.fcall('wf1_wait_run', [this.root(shard)], [racedId, runId, field, runRoot])) as unknown[];
+    if (reply[0] === 1) return { state: reply[1] as 'S' | 'F', record: String(reply[2]) };
+    if (reply[0] === 0) return { workflow: String(reply[1]) };
+    return undefined;
+  }
+
+  /** Drops the registration of a waitForAny's wait that lost the race (lua/races.lua). */
+  async forgetWaiter(wait: { event: string; key: string } | { racedId: string }, runId: string, field: string): Promise<void> {
+    const waiter = `${runId}|${field}`;
+    if ('event' in wait) {
+      await this.fcall('wf1_forget_waiter', [this.keys.eventRoot()], ['ev', waiter, wait.event, wait.key]);
+      return;
+    }
+    const shard = this.keys.parseRunId(wait.racedId);
+    if (shard) await this.fcall('wf1_forget_waiter', [this.root(shard)], ['run', waiter, wait.racedId]);
+  }
+
+  /** ctx.setEvent: publishes `value` under `key` for the run, with the step record at `field` (lua/published.lua). */
+  async setEvent(
+    shard: ShardRef,
+    runId: string,
+    token: string,
+    field: string,
+    record: string,
+    key: string,
+    value: string,
+  ): Promise<{ ok: true; at: number } | { ok: false; reason: string }> {
+    const reply = (await this.transition('wf1_set_event', [this.root(shard)], [runId, token, field, record, key, value], asIs)) as [number, unknown];
+    if (reply[0] === 0) return { ok: false, reason: String(reply[1]) };
+    // 2: recorded already (a resent call): the record's time is its prefix
+    return { ok: true, at: reply[0] === 1 ? Number(reply[1]) : Number(String(reply[1]).split('|', 1)[0]) };
+  }
+
+  /** A run's whole-run deadline (server ms), if it has one. */
+  async readDeadline(shard: ShardRef, runId: string): Promise<number | undefined> {
+    const dl = await this.client.hget(this.keys.run(this.root(shard), runId), 'dl');
+    return dl === null ? undefined : Number(dl);
+  }
+
+  /** A value a run published with ctx.setEvent (null when the key is not set), and whether the run has finished. */
+  async readPublished(shard: ShardRef, runId: string, key: string): Promise<{ value: string | null; status: string | null }> {
+    const root = this.root(shard);
+    const [value, status] = await Promise.all([this.client.hget(this.keys.published(root, runId), key), this.client.hget(this.keys.run(root, runId), 'st')]);
+    return { value, status };
   }
 
   /** Renews the leases of a worker's runs in a shard, RUNS_PER_CALL a call (a worker's concurrency is the user's to set). */

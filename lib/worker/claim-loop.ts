@@ -34,7 +34,7 @@ export class ClaimLoop {
     private readonly client: WorkflowClient,
     private readonly observer?: WorkflowObserver,
   ) {
-    this.rotations = new ClaimRotations(registry);
+    this.rotations = new ClaimRotations(registry, state.redis.settings.version);
   }
 
   /**
@@ -194,6 +194,7 @@ export class ClaimLoop {
         observer: this.observer,
         faults: settings.faults,
         refill: () => this.refill(shard),
+        version: settings.version,
         ...(this.keepsWarm ? { keepsWarm: this.keepsWarm } : {}),
       });
       this.startExecution(shard, execution, execution.execute());

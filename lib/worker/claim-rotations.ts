@@ -10,7 +10,11 @@ export class ClaimRotations {
   private rotation = 0;
   private rotationsFor?: { registered: number; byQueue: Map<string | undefined, ClaimWorkflowSpec[][]> };
 
-  constructor(private readonly registry: WorkflowRegistry) {}
+  /** `version`: this deployment's (WorkflowModuleOptions.version), which its pinned workflows claim. */
+  constructor(
+    private readonly registry: WorkflowRegistry,
+    private readonly version?: string,
+  ) {}
 
   /** The workflows to claim in the next claim of a shard of `queue` (undefined: the event shard). */
   next(queue: string | undefined): ClaimWorkflowSpec[] {
@@ -34,6 +38,7 @@ export class ClaimRotations {
       maxAttempts: w.options.maxAttempts,
       timeoutMs: w.options.timeoutMs,
       ...(w.options.flow?.limited ? { flow: true } : {}),
+      ...(w.options.versioning === 'pinned' && this.version ? { pinnedVersion: this.version } : {}),
     });
     const rotations = Array.from({ length: Math.max(1, home.length) }, (_, r) => [...home.slice(r), ...home.slice(0, r), ...away].map(spec));
     this.rotationsFor.byQueue.set(queue, rotations);

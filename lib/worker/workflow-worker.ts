@@ -184,6 +184,7 @@ export class WorkflowWorker {
       activeRuns: this.state.executing.size,
       startedAt: this.startedAt,
       ttlMs,
+      ...(this.redis.settings.version ? { version: this.redis.settings.version } : {}),
       ...(this.state.cache ? { executionCache: this.state.cache.stats() } : {}),
     };
     await this.redis.workerStore.workerBeat(this.workerId, JSON.stringify(info), ttlMs);

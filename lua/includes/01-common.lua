@@ -5,6 +5,7 @@
 -- function touches is built from it, so all of them live in the root key's slot:
 --   <root>:r:<runId>    run hash            <root>:s:<runId>  step records (hash)
 --   <root>:h:<runId>    history (list)      <root>:q:<wf>     ready runs of a workflow (zset, priority order)
+--   <root>:pv:<runId>   values the run published with ctx.setEvent (hash: key -> JSON)
 --   <root>:timers       parked/scheduled runs by due time (zset)
 --   <root>:leases       running runs by lease deadline (zset)
 --   <root>:deadlines    runs by whole-run deadline (zset)
@@ -50,6 +51,8 @@ local function ms(n) return string.format('%d', n) end
 local function run_key(root, id) return root .. ':r:' .. id end
 local function steps_key(root, id) return root .. ':s:' .. id end
 local function hist_key(root, id) return root .. ':h:' .. id end
+-- the values a run published with ctx.setEvent, by key (hash; see lua/published.lua)
+local function published_key(root, id) return root .. ':pv:' .. id end
 local function ready_key(root, wf) return root .. ':q:' .. wf end
 
 local function ready_score(priority, at)
@@ -73,7 +76,9 @@ local function status_key(root, wf, status) return root .. ':st:' .. wf .. ':' .
 local SKIPLIST_SENTINEL = '~keeps-this-sorted-set-a-skiplist-as-it-is-longer-than-zset-max-listpack-value'
 local BEFORE_SENTINEL = '(~'
 
-local function count_move(root, wf, id, from, to)
+-- `v`: the run's 'v' when the caller has it (false: none), nil to read it where needed (count_version).
+local function count_move(root, wf, id, from, to, v)
+  count_version(root, wf, id, from, to, v)
   if from then rcall('ZREM', status_key(root, wf, from), id) end
   if to == 'running' then
     rcall('ZADD', status_key(root, wf, to), '0', id, '0', SKIPLIST_SENTINEL)
@@ -160,8 +165,9 @@ local function notify_if_was_empty(root, key, added)
   if rcall('ZCARD', key) == added then notify_workers(root, 'r') end
 end
 
-local function make_ready(root, id, wf, priority, at)
-  local key = ready_key(root, wf)
+-- `v`: the run's 'v' when the caller has it (false: none), nil to read it (a pinned run has its own ready set).
+local function make_ready(root, id, wf, priority, at, v)
+  local key = run_ready_key(root, id, wf, v)
   rcall('ZADD', key, ms(ready_score(priority, at)), id)
   notify_if_was_empty(root, key, 1)
 end

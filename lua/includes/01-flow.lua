@@ -25,9 +25,13 @@
 -- next run goes to the back of the ready set (round-robin between keys, priority first).
 -- Parked runs (sleep, events, children, retry backoff) give their slot back and take a new one when woken.
 
-local FLOW_ADMIT_PER_CALL = 100
--- defined with debounce, at the end of this file
+-- Only what other files call is a local of the library's main chunk, which Lua caps at 200 locals (main
+-- and flow control together pass it): the rest of this file is one block, not indented for it.
+local flow_enqueue, ready_run, flow_claimed, flow_timer_due, queue_room
 local debounce_into_pending, debounce_open, debounce_close
+do
+
+local FLOW_ADMIT_PER_CALL = 100
 
 local function flow_key(root, wf, key) return root .. ':f:' .. wf .. ':' .. key end
 local function flow_held_key(root, wf, key) return root .. ':fh:' .. wf .. ':' .. key end
@@ -92,7 +96,8 @@ local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, st
     if capped then p = p + 1 end
     admitted = admitted + 1
     rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
-    local ready = ready_key(root, wf)
+    -- a pinned run to its version's ready set (includes/00-versions.lua)
+    local ready = run_ready_key(root, id, wf)
     rcall('ZADD', ready, ms(score), id)
     notify_if_was_empty(root, ready, 1)
   end
@@ -123,8 +128,9 @@ end
 -- A run of a flow key becomes queued (emitted, woken, retried): to the ready set at once when its key has
 -- room (then no run of the key is held, so none is passed), else into the key's held set.
 -- `q`: the spec, stored on the key (the newest emit's wins: a changed option applies from then on).
--- `fresh`: a new run (wf1_emit), whose flow fields are written here with its slot.
-local function flow_enqueue(root, id, wf, key, q, priority, at, now, fresh)
+-- `fresh`: a new run (wf1_emit), whose flow fields are written here with its slot. `v`: the run's 'v' when
+-- the caller has it (false: none), nil to read it (a pinned run has its own ready set, see make_ready).
+flow_enqueue = function(root, id, wf, key, q, priority, at, now, fresh, v)
   local run = run_key(root, id)
   local n, p, old_q, old_reason = flow_state(root, wf, key)
   local state_key = flow_key(root, wf, key)
@@ -144,7 +150,7 @@ local function flow_enqueue(root, id, wf, key, q, priority, at, now, fresh)
     else
       rcall('HINCRBY', state_key, 'n', 1)
     end
-    make_ready(root, id, wf, priority, at)
+    make_ready(root, id, wf, priority, at, v)
     return
   end
   rcall('ZADD', flow_held_key(root, wf, key), ms(ready_score(priority, at)), id)
@@ -162,7 +168,7 @@ end
 
 -- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
 -- worker, released) goes straight back; one without goes through flow_enqueue.
-local function ready_run(root, id, wf, priority, at)
+ready_run = function(root, id, wf, priority, at)
   local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq')
   if not f[1] or f[2] == '1' or f[2] == 'p' then return make_ready(root, id, wf, priority, at) end
   if f[2] == 'h' then return end
@@ -192,7 +198,7 @@ end
 
 -- A run of a capped key was claimed (claim_runs, for the workflows a worker marks as flow-controlled):
 -- its start goes into the key's sliding log, and the key may admit its next run.
-local function flow_claimed(root, id, wf, now)
+flow_claimed = function(root, id, wf, now)
   local run = run_key(root, id)
   local f = rcall('HMGET', run, 'fk', 'fs', 'fq')
   if not f[1] then return end
@@ -216,7 +222,7 @@ end
 
 -- A key's rate window opened (its ':timers' member came due): admit what the key has room for.
 -- Returns true when `member` was a key's, false for a run id.
-local function flow_timer_due(root, member, now)
+flow_timer_due = function(root, member, now)
   local length, from = string.match(member, '^~f:(%d+):()')
   if not length then return false end
   local wf = string.sub(member, from, from + tonumber(length) - 1)
@@ -230,7 +236,7 @@ end
 -- such a queue has one partition): the shard's lease set holds every run executing in it. A claim cut
 -- short by it leaves ':qw' behind, so that the next run to leave the lease set tells workers (queue_room_freed):
 -- their ready sets were not empty, so no other notice would come.
-local function queue_room(root, limit, want)
+queue_room = function(root, limit, want)
   local room = math.max(0, limit - rcall('ZCOUNT', root .. ':leases', '-inf', '(+inf'))
   if room < want then rcall('SET', root .. ':qw', '1') end
   return room
@@ -272,4 +278,6 @@ debounce_close = function(root, wf, id, key)
     rcall('HINCRBY', held_counts_key(root, wf), 'debounce', -1)
   end
   rcall('HDEL', run_key(root, id), 'dk', 'df')
+end
+
 end

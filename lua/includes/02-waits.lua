@@ -53,6 +53,8 @@ local function wake_run(root, id, wf, priority, now, reason, step, implied, drai
   forget_wait(root, id, run, drained)
   if not drained then rcall('ZREM', root .. ':timers', id) end
   local group = handover and not handover.id and handover.groups[wf]
+  -- a pinned run goes only to a worker of its version (includes/00-versions.lua)
+  if group and not claims_version_of(group, run) then group = nil end
   if group and warm and select(3, warm_parts(warm)) ~= handover.worker then group = nil end
   if group then
     handover.id, handover.group = id, group
@@ -89,21 +91,31 @@ local function deliver_to_run(root, id, field, state, json, kind, now, now_text,
   if at then generation = string.match(current, '^"g":(%d+)', at) or '0' end
   store_record(root, id, field, now_text or ms(now), state,
     string.sub(json, 1, -2) .. ',"pa":' .. (f[2] or '0') .. ',"g":' .. generation .. '}')
+  -- A child that finished as its parent's wait expects counts down the open children: it succeeded, or it
+  -- failed under onFailure 'continue' ('"oc":1', see wf1_park); one the handler races (waitForAny, '"any":1')
+  -- wakes the run as an event does. Plain finds (see above), and only for a failure or a raced run.
+  local counts_down = kind == 'child'
+  if counts_down and current then
+    if state == 'F' then counts_down = string.find(current, '"oc":1', 1, true) ~= nil end
+    if counts_down and string.find(current, '"any":1', 1, true) then counts_down = false end
+  elseif state ~= 'S' then
+    counts_down = false
+  end
   -- a run kept warm by its worker: the record is one the worker has not seen (see delta_key)
   if f[3] then rcall('SADD', delta_key(root, id), field) end
   if f[1] == 'waiting' then
     if rcall('SREM', awaited_key(root, id), field) == 1 then
-      local wake = kind ~= 'child' or state ~= 'S' or rcall('HINCRBY', run, 'wn', '-1') <= 0
+      local wake = not counts_down or rcall('HINCRBY', run, 'wn', '-1') <= 0
       if wake then
         local w = rcall('HMGET', run, 'wf', 'pri', 'hn', 'ws')
-        -- 'ws': the run waited for children only; the last one succeeded (see wake_run)
-        local drained = kind == 'child' and state == 'S' and w[4] == '1'
+        -- 'ws': the run waited for children only; the last one finished (see wake_run)
+        local drained = counts_down and w[4] == '1'
         wake_run(root, id, w[1], w[2], now, kind, field, w[3] or false, drained, handover, f[3])
       end
     end
   elseif rcall('SREM', awaited_key(root, id), field) == 1 then
     -- a wait staged by a park that is still on its way (see wf1_park_stage): the park counts it as done
-    if kind == 'child' and state == 'S' then rcall('HINCRBY', run, 'wn', '-1') else rcall('HSET', run, 'sk', '1') end
+    if counts_down then rcall('HINCRBY', run, 'wn', '-1') else rcall('HSET', run, 'sk', '1') end
   end
   return 1
 end

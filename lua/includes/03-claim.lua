@@ -56,10 +56,15 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text)
       count_throughput(root, wf, 'b', now)
     end
-    if timeout_ms > 0 and not deadline_at then
-      local deadline = ms(now + timeout_ms)
-      rcall('HSET', run, 'dl', deadline)
-      rcall('ZADD', root .. ':deadlines', deadline, id)
+    if timeout_ms > 0 and (not deadline_at or not started) then
+      -- A child may have a deadline from its parent already (runWorkflow's timeoutMs, lua/emit.lua): the
+      -- earlier of the two stands. A run never claimed ('hn' = '1') was read without 'dl' above.
+      local given = tonumber(deadline_at) or (implied == '1' and tonumber(rcall('HGET', run, 'dl')))
+      if not given or now + timeout_ms < given then
+        local deadline = ms(now + timeout_ms)
+        rcall('HSET', run, 'dl', deadline)
+        rcall('ZADD', root .. ':deadlines', deadline, id)
+      end
     end
     rcall('ZADD', root .. ':leases', lease_text, id, '+inf', SKIPLIST_SENTINEL)
     if st ~= status then count_move(root, wf, id, st, status) end
@@ -147,16 +152,17 @@ local function claim_plan(root, groups)
   local plan, k = { groups = {} }, 1
   while k <= #groups do
     local g = groups[k]
-    if g[2] > 0 or g[5] then
+    if g[2] > 0 or g[6] then
       -- flow: runs of the workflow may have flow keys whose claims matter to them (see flow_claimed)
-      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4], flow = g[5] }
+      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4], flow = g[6], keys = claim_ready_keys(root, g[1], g[5]) }
       k = k + 1
     else
       local pop, group_of = { 'ZMPOP', 0 }, {}
-      while k <= #groups and groups[k][2] == 0 and not groups[k][5] do
-        local key = ready_key(root, groups[k][1])
-        pop[#pop + 1] = key
-        group_of[key] = groups[k]
+      while k <= #groups and groups[k][2] == 0 and not groups[k][6] do
+        for _, key in ipairs(claim_ready_keys(root, groups[k][1], groups[k][5])) do
+          pop[#pop + 1] = key
+          group_of[key] = groups[k]
+        end
         plan.groups[groups[k][1]] = groups[k]
         k = k + 1
       end
@@ -174,9 +180,11 @@ end
 -- every claim and completion: a pure function of its key, bounded, and rebuilt after a FUNCTION LOAD.
 local CLAIM_PLANS, CLAIM_PLAN_COUNT, MAX_CLAIM_PLANS = {}, 0, 1024
 
--- The packed spec text: per workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>';
--- a maxConcurrency ending in 'f' (build 51 on) marks a workflow with flow control (see flow_claimed), and
--- a leading 'Q<n>|' (build 51 on) limits the runs executing at once in the shard (its queue's concurrency).
+-- The packed spec text: per workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>',
+-- preceded by 'p<version length>:<version>' for a workflow the worker serves pinned to its version (build
+-- 51 on; see includes/00-versions.lua); a maxConcurrency ending in 'f' (build 51 on) marks a workflow with
+-- flow control (see flow_claimed), and a leading 'Q<n>|' (build 51 on) limits the runs executing at once in
+-- the shard (its queue's concurrency).
 local function packed_claim_plan(root, text)
   local by_text = CLAIM_PLANS[root]
   local plan = by_text and by_text[text]
@@ -185,12 +193,18 @@ local function packed_claim_plan(root, text)
   local queue_limit, after = string.match(text, '^Q(%d+)|()')
   if queue_limit then pos = after end
   while pos <= #text do
+    local pinned
+    local version_length, version_from = string.match(text, '^p(%d+):()', pos)
+    if version_length then
+      pos = version_from + tonumber(version_length)
+      pinned = string.sub(text, version_from, pos - 1)
+    end
     local limit, attempts, timeout, length, from = string.match(text, '^([^,]*),([^,]*),([^,]*),(%d+):()', pos)
     local to = from and from + tonumber(length) - 1
     if not to or to > #text then error('wf1: malformed workflow specs in a claim: ' .. text) end
     local flow = string.sub(limit, -1) == 'f'
     if flow then limit = string.sub(limit, 1, -2) end
-    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout), flow }
+    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout), pinned, flow }
     pos = to + 1
   end
   plan = claim_plan(root, groups)
@@ -310,10 +324,15 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
         local executing = rcall('ZLEXCOUNT', status_key(root, wf, 'running'), '-', BEFORE_SENTINEL) + rcall('ZCARD', status_key(root, wf, 'compensating'))
         room = math.min(room, segment.limit - executing)
       end
+      local keys, key_at = segment.keys, 1
       while room > 0 do
         -- One pop takes as many entries as there is room for; entries dropped leave room for another pop.
-        local popped = rcall('ZPOPMIN', ready_key(root, wf), room)
-        if #popped == 0 then break end
+        local popped = rcall('ZPOPMIN', keys[key_at], room)
+        if #popped == 0 then
+          -- the workflow's next ready set (a pinned workflow has two, see claim_ready_keys)
+          key_at = key_at + 1
+          if not keys[key_at] then break end
+        end
         for p = 1, #popped, 2 do
           if claim_run(root, popped[p], wf, segment.max_attempts, segment.timeout_ms, claim, reply) then
             taken = taken + 1

@@ -291,7 +291,7 @@ describe('worker fast paths (e2e, private redis-server)', () => {
     expect(await handle.result({ timeoutMs: 15_000 })).toEqual({ kid: 40, kidDoneFirst: true });
   });
 
-  it("a child created by the parent's park and waited for with timeoutMs times the wait out; the child goes on", async () => {
+  it("a child created by the parent's park and waited for with timeoutMs times the wait out; the child fails at its own deadline", async () => {
     const app = await startApp({ connection: suite.redis.url, prefix: uniquePrefix('fp_impatient'), worker: { concurrency: 4, reaperIntervalMs: 50 } }, [
       ImpatientWorkflow,
       SleepyKidWorkflow,
@@ -301,7 +301,8 @@ describe('worker fast paths (e2e, private redis-server)', () => {
     expect(await handle.result({ timeoutMs: 10_000 })).toBe("TimeoutError: Child workflow 'kid' did not finish within 300 ms.");
     const [kid] = (await app.client.listRuns({ parentId: handle.id })).runs;
     expect(kid.status).not.toBe('succeeded');
-    expect(await app.client.handle(kid.id).result({ timeoutMs: 10_000 })).toBe('kid done');
+    // timeoutMs is the child's own deadline too (issue 31): it fails at it instead of going on
+    await expect(app.client.handle(kid.id).result({ timeoutMs: 10_000 })).rejects.toThrow('The run passed its whole-run deadline');
     // A child that finishes within the time: its output.
     expect(await app.client.run(ImpatientWorkflow, { timeoutMs: 5_000, kidMs: 50 }, { timeoutMs: 10_000 })).toBe('kid done');
   });

@@ -209,11 +209,24 @@ const overviewPage = {
       schedulesSection(schedules),
       section('Queues', table(['Queue', 'Queue depth', 'Held back', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
         stats.queues.map((q) => [q.name, q.queueDepth, heldBack(q.heldBack), q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
-      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Queues', 'Active / slots', 'Warm runs', 'Started', 'Last heartbeat'],
-        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, warmRuns(w.executionCache), ago(w.startedAt), ago(w.lastHeartbeatAt)]),
-        'No worker is alive.')));
+      section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Version', 'Queues', 'Active / slots', 'Warm runs', 'Started', 'Last heartbeat'],
+        stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.version ?? '', w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, warmRuns(w.executionCache), ago(w.startedAt), ago(w.lastHeartbeatAt)]),
+        'No worker is alive.')),
+      versionsSection(stats));
   },
 };
+
+/** Runs in flight per workflow and version; a pinned version no live worker serves is held back. */
+function versionsSection(stats) {
+  const rows = stats.workflows.flatMap((w) => (w.versions ?? []).map((v) => ({ workflow: w.name, ...v })));
+  if (rows.length === 0) return null;
+  return section('Versions', table(['Workflow', 'Version', 'Pinned', 'Unpinned', 'Pinned ready', 'Workers', 'Held back'],
+    rows.map((r) => [h('a', { href: listHref({ workflow: r.workflow, version: r.version }) }, r.workflow), r.version, r.pinned, r.unpinned, r.pinnedReady, r.workers,
+      r.heldBack > 0 ? h('span', { class: 'badge no-worker held-back', title: `No worker of version ${r.version}: retryRun(id, { onVersion: 'current' }) or forkRun moves these runs.` },
+        `${r.heldBack} held back: no worker of version ${r.version}`) : '0'])));
+}
+
+const versionCell = (run) => (run.version === undefined ? '' : run.pinned ? `${run.version} (pinned)` : run.version);
 
 // A worker's cache of warm executions (executionCache): kept / max, and the share of warm claims that resumed one.
 function warmRuns(cache) {
@@ -223,7 +236,7 @@ function warmRuns(cache) {
 }
 
 function runListPage(params) {
-  const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', parentId: params.get('parentId') ?? '', cursor: params.get('cursor') ?? '' };
+  const filters = { workflow: params.get('workflow') ?? '', status: params.get('status') ?? '', parentId: params.get('parentId') ?? '', version: params.get('version') ?? '', cursor: params.get('cursor') ?? '' };
   return {
     load: async () => {
       const [workflows, page] = await Promise.all([api('/workflows'), api(`/runs?${new URLSearchParams({ ...filters, limit: '25' })}`)]);
@@ -239,9 +252,10 @@ function runListPage(params) {
         filters.parentId ? h('p', { class: 'crumbs' }, 'Children of ', h('a', { href: runHref(filters.parentId), class: 'mono' }, filters.parentId)) : null,
         h('div', { class: 'filters' }, select('workflow', workflows, 'Workflow'), select('status', STATUSES, 'Status'),
           h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }), class: 'button' }, 'Refresh')),
-        table(['Run', 'Workflow', 'Status', 'Attempt', 'Created', 'Took', 'Idempotency key', 'Error'],
+        filters.version ? h('p', { class: 'crumbs' }, `Version ${filters.version} `, h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }) }, '(all versions)')) : null,
+        table(['Run', 'Workflow', 'Status', 'Attempt', 'Version', 'Created', 'Took', 'Idempotency key', 'Error'],
           page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow,
-            r.delayedBy ? h('span', { title: `held back by ${r.delayedBy}` }, badge(r.status), ` ${r.delayedBy}`) : badge(r.status), attempts(r),
+            r.delayedBy ? h('span', { title: `held back by ${r.delayedBy}` }, badge(r.status), ` ${r.delayedBy}`) : badge(r.status), attempts(r), versionCell(r),
             time(r.createdAt), took(r.startedAt, r.finishedAt), h('span', { class: 'mono' }, r.idempotencyKey ?? ''),
             r.error ? h('span', { class: 'error-text', title: r.error.message }, `${r.error.name}: ${r.error.message}`) : '']),
           'No run matches these filters.'),
@@ -330,6 +344,7 @@ function facts(run) {
     run.continuedAs ? ['Continued as', h('a', { href: runHref(run.continuedAs), class: 'mono continued-as-link' }, run.continuedAs)] : null,
     run.forkedFrom ? ['Forked from', h('a', { href: runHref(run.forkedFrom), class: 'mono forked-from-link' }, run.forkedFrom)] : null,
     run.workerId ? ['Worker', h('span', { class: 'mono' }, run.workerId)] : null,
+    run.version !== undefined ? ['Version', versionCell(run)] : null,
   ].filter(Boolean);
   return h('dl', { class: 'facts' }, rows.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
 }
