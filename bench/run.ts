@@ -16,7 +16,7 @@ import { commandStats, resetServer, totalCalls } from './support/redis-stats.js'
 import { fmt, spread, type Spread } from './support/stats.js';
 import { describeWarmup } from './support/warmup.js';
 import type { SystemId, TrialResult, TrialSpec } from './trial.js';
-import { statusKey } from './systems/ours.js';
+import { FLOW_KEYS, statusKey } from './systems/ours.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -139,6 +139,7 @@ const N5 = QUICK ? 300 : 2_000;
 const N6 = QUICK ? 500 : 2_000;
 const N7 = QUICK ? 2_000 : 10_000;
 const SLEEP7_MS = QUICK ? 10_000 : 30_000;
+const NF = QUICK ? 20_000 : 100_000;
 
 const scenarios: Scenario[] = [
   {
@@ -255,6 +256,40 @@ const scenarios: Scenario[] = [
         { scenario: '7', metric: 'worker RSS growth MB', unit: 'MB', better: 'lower', ours: one(ours.rssGrowthMb), theirs: [{ label: 'BullMQ delayed jobs', spread: one(bull.rssGrowthMb) }], ratio: undefined, target: '< 20 MB', verdict: verdict(ours.rssGrowthMb < 20, `${fmt(ours.rssGrowthMb)} MB`) },
         { scenario: '7', metric: 'Redis commands/s while waiting', unit: '/s', better: 'lower', ours: one(ours.commandsPerSec), theirs: [{ label: 'BullMQ delayed jobs', spread: one(bull.commandsPerSec) }], ratio: undefined, target: '< 50/s', verdict: verdict(ours.commandsPerSec < 50, `${fmt(ours.commandsPerSec)}/s`) },
       ];
+    },
+  },
+  {
+    id: 'f1',
+    title: `F1. Flow control: draining a ${NF.toLocaleString('en-US')}-run backlog over ${FLOW_KEYS.toLocaleString('en-US')} keys with concurrency.limit = 1 vs the same backlog unlimited (one-step runs)`,
+    notes: [
+      `Both sides emit ${NF.toLocaleString('en-US')} one-step runs with no worker running, then one worker (concurrency 50) drains them, timed from its start. Keyed: ${FLOW_KEYS.toLocaleString('en-US')} runs in the ready set, the rest held back in their keys' queues and moved to it by the completions of their keys' runs. Our engine on both sides.`,
+    ],
+    run: async (ctx) => {
+      const results: Record<'one' | 'keyed', TrialResult[]> = { one: [], keyed: [] };
+      for (let rep = 0; rep < REPS; rep += 1) {
+        for (const workload of ['one', 'keyed'] as const) {
+          const result = await trial(ctx, { kind: 'drain', workload, n: NF, system: 'ours' });
+          results[workload].push(result);
+          ctx.log(`  drain ${workload} #${rep + 1}: ${summarize(result)}`);
+        }
+      }
+      const rows: Row[] = [];
+      for (const [metric, key, better, unit] of [
+        ['runs/s drained', 'perSec', 'higher', '/s'],
+        ['Redis CPU µs/run', 'redisCpuUs', 'lower', 'µs'],
+        ['Redis commands/run', 'commandsPerRun', 'lower', ''],
+        ['Redis bytes per queued run', 'queuedBytes', 'lower', 'B'],
+      ] as const) {
+        const ours = metricOf(results.keyed, key);
+        const theirs = metricOf(results.one, key);
+        const ratio = ours.median / theirs.median;
+        const main = key === 'perSec';
+        rows.push({
+          scenario: 'F1', metric, unit, better, ours, theirs: [{ label: 'unlimited, same backlog', spread: theirs }], ratio,
+          target: main ? 'ratio >= 0.8' : '(info)', verdict: main ? verdict(ratio >= 0.8, `${ratio.toFixed(2)}x`) : `${ratio.toFixed(2)}x`,
+        });
+      }
+      return rows;
     },
   },
 ];

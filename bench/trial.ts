@@ -6,19 +6,20 @@
 import v8 from 'node:v8';
 import { Redis } from 'ioredis';
 import { addChain, addFanOut, addFlow, bullCompleted, startBull, type BullSystem } from './systems/bullmq.js';
-import { ourCount, startOurs, FanOutWorkflow, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
+import { ourCount, startOurs, FanOutWorkflow, KeyedWorkflow, OneStepWorkflow, SleepWorkflow, ThreeStepWorkflow, type OurApp } from './systems/ours.js';
 import { commandStats, redisCpuSeconds, totalCalls, usedMemory } from './support/redis-stats.js';
 import { percentile } from './support/stats.js';
 import { warmupUnits } from './support/warmup.js';
 
 export type SystemId = 'ours' | 'bull-single' | 'bull-chain' | 'bull-flow' | 'bull-fanout';
-export type TrialKind = 'throughput' | 'latency' | 'work' | 'memory' | 'idle-worker' | 'idle-producer';
+export type TrialKind = 'throughput' | 'latency' | 'work' | 'memory' | 'idle-worker' | 'idle-producer' | 'drain';
 
 export interface TrialSpec {
   kind: TrialKind;
   system: SystemId;
-  /** 'one' = one step / one job; 'three' = three steps / three-job chain; 'fanout' = parent + 3 parallel children */
-  workload: 'one' | 'three' | 'sleep' | 'fanout';
+  /** 'one' = one step / one job; 'three' = three steps / three-job chain; 'fanout' = parent + 3 parallel children;
+   *  'keyed' = one step with a per-key concurrency of 1 (ours only) */
+  workload: 'one' | 'three' | 'sleep' | 'fanout' | 'keyed';
   n: number;
   host: string;
   port: number;
@@ -50,6 +51,7 @@ async function subject(spec: TrialSpec, withWorker = true): Promise<Subject> {
       three: [ThreeStepWorkflow, 'bench-three'],
       sleep: [SleepWorkflow, 'bench-sleep'],
       fanout: [FanOutWorkflow, 'bench-fanout'],
+      keyed: [KeyedWorkflow, 'bench-keyed'],
     } as const)[spec.workload];
     return {
       start: (i) => ours.client.emit(workflow, { i, ms: spec.sleepMs ?? 0 }),
@@ -128,6 +130,29 @@ async function throughput(spec: TrialSpec, redis: Redis): Promise<TrialResult> {
   await s.close();
   // CPU per run is far less sensitive than wall time to the other work on a shared machine.
   return { perSec: (spec.n / ms) * 1000, ms, nodeCpuUs: (cpu.user + cpu.system) / spec.n, redisCpuUs: (redisCpu * 1e6) / spec.n };
+}
+
+/**
+ * A backlog drained: n runs emitted with no worker running (for 'keyed', most held back by their key's
+ * limit), then a worker started and timed until all have finished. Also the Redis bytes per queued run.
+ */
+async function drain(spec: TrialSpec, redis: Redis): Promise<TrialResult> {
+  const before = await usedMemory(redis);
+  const producer = await subject(spec, false);
+  await startAll(producer, spec.n);
+  await producer.close();
+  const queuedBytes = ((await usedMemory(redis)) - before) / spec.n;
+  const redisCpu0 = await redisCpuSeconds(redis);
+  const cpu0 = process.cpuUsage();
+  const started = performance.now();
+  const s = await subject(spec);
+  await waitFinished(s, redis, spec.n);
+  const ms = performance.now() - started;
+  const cpu = process.cpuUsage(cpu0);
+  const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
+  const calls = totalCalls(await commandStats(redis));
+  await s.close();
+  return { perSec: (spec.n / ms) * 1000, ms, nodeCpuUs: (cpu.user + cpu.system) / spec.n, redisCpuUs: (redisCpu * 1e6) / spec.n, queuedBytes, commandsPerRun: calls / spec.n };
 }
 
 async function latency(spec: TrialSpec): Promise<TrialResult> {
@@ -239,6 +264,9 @@ async function main(): Promise<void> {
       break;
     case 'idle-producer':
       result = await idleProducer(spec);
+      break;
+    case 'drain':
+      result = await drain(spec, redis);
       break;
   }
   redis.disconnect();

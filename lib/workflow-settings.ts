@@ -26,6 +26,8 @@ export interface WorkflowSettings {
   faults?: FaultInjector;
   codec?: PayloadCodec;
   partitions(queue: string): number;
+  /** queues.<name>.concurrency: runs of the queue executing at once, cluster-wide (0 = unlimited). */
+  queueConcurrency(queue: string): number;
 }
 
 export function resolveSettings(options: WorkflowModuleOptions): WorkflowSettings {
@@ -56,6 +58,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     };
   }
   const partitions = new Map<string, number>();
+  const queueConcurrency = new Map<string, number>();
   for (const [queue, settings] of Object.entries(options.queues ?? {})) {
     assertKeySegment('queue', queue);
     const count = number(settings?.partitions, DEFAULTS.partitions, `queues.${queue}.partitions`, 1);
@@ -63,6 +66,17 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
       throw new WorkflowConfigurationError(`queues.${queue}.partitions must be a whole number from 1 to 1024.`);
     }
     partitions.set(queue, count);
+    if (settings?.concurrency !== undefined) {
+      if (!Number.isInteger(settings.concurrency) || settings.concurrency < 1) {
+        throw new WorkflowConfigurationError(`queues.${queue}.concurrency must be a whole number of at least 1, got ${String(settings.concurrency)}.`);
+      }
+      if (count > 1) {
+        throw new WorkflowConfigurationError(
+          `queues.${queue} has concurrency and ${count} partitions: a queue-wide limit is counted in one shard, so remove partitions (or the limit).`,
+        );
+      }
+      queueConcurrency.set(queue, settings.concurrency);
+    }
   }
   const trustedLibraryHashes = options.trustedLibraryHashes ?? [];
   if (!Array.isArray(trustedLibraryHashes) || !trustedLibraryHashes.every((hash) => typeof hash === 'string' && /^[0-9a-f]{64}$/.test(hash))) {
@@ -91,6 +105,7 @@ export function resolveSettings(options: WorkflowModuleOptions): WorkflowSetting
     codec: checkCodec(options.codec),
     faults: options.faults !== undefined ? new FaultInjector(options.faults, 'WorkflowModule option faults') : undefined,
     partitions: (queue) => partitions.get(queue) ?? DEFAULTS.partitions,
+    queueConcurrency: (queue) => queueConcurrency.get(queue) ?? 0,
   };
 }
 

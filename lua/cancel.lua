@@ -100,7 +100,7 @@ local function retry(keys, argv)
   rcall('HDEL', run, 'fin', 'err', 'fa', 'out', 'dl', 'wait', 'wn', 'ws', 'pg')
   rcall('ZREM', root .. ':expiry', id)
   count_move(root, f[2], id, f[1], 'queued')
-  make_ready(root, id, f[2], f[3], now)
+  ready_run(root, id, f[2], f[3], now)
   history(root, id, now, 'retried', { from = f[1] })
   return { 1 }
 end

@@ -15,6 +15,11 @@
 --          = none; see includes/00-versions.lua). Builds before 51 send no ARGV[13].
 -- ARGV[14] optional: the run's deadline (absolute server ms; a child's runWorkflow timeoutMs or its parent's
 --          deadline): past it the run fails with TimeoutError (wf1_tick), as past its workflow's timeoutMs
+-- ARGV[15] flow key ('' or absent = none: see includes/01-flow.lua), computed by the client from the input
+-- ARGV[16] flow spec: '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>' (with ARGV[15])
+-- ARGV[17] debounce key ('' or absent = none), ARGV[18] its period in ms, ARGV[19] its maxWaitMs ('' = none):
+--          an emit while the key's run is still pending (scheduled) replaces that run's input and moves its
+--          start to now + period (never past maxWaitMs after the first emit), and answers that run
 -- Reply: { created (1|0), run id, status }  created = 0 when the run id or the idempotency key
 --        already named a run; the id and status are then those of the existing run. A parent whose step
 --        waits for the run (ARGV[10]) then waits for that existing run (includes/04-child-waiters.lua);
@@ -68,6 +73,15 @@ local function emit(keys, argv, at)
 
   local existing = rcall('HGET', run, 'st')
   if existing then return { 0, id, existing } end
+  local dkey = argv[17] ~= nil and argv[17] ~= '' and argv[17]
+  if dkey then
+    local pending = debounce_into_pending(root, wf, dkey, argv[4], tonumber(argv[18]), tonumber(argv[19]), at or now_ms())
+    if pending then
+      -- a parent that waits for this child waits for the pending run instead, as for an idempotency key
+      if argv[10] ~= '' then wait_for_existing_run(root, pending, argv[9], argv[10], argv[11], at or now_ms()) end
+      return { 0, pending, 'scheduled' }
+    end
+  end
   if ikey ~= '' then
     local other = rcall('HGET', root .. ':ik:' .. wf, ikey)
     if other then
@@ -87,16 +101,21 @@ local function emit(keys, argv, at)
   local due = now
   if run_at ~= '' then due = math.max(due, tonumber(run_at)) end
   if delay ~= '' then due = math.max(due, now + tonumber(delay)) end
+  if dkey then due = math.max(due, now + tonumber(argv[18])) end
   local status = 'queued'
   if due > now then status = 'scheduled' end
 
   local noted = argv[12] and argv[12] ~= ''
-  local version = argv[13] ~= '' and argv[13] or false
-  if status == 'queued' and not noted and not version and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
+  local version = argv[13] ~= nil and argv[13] ~= '' and argv[13] or false
+  local fkey = argv[15] ~= nil and argv[15] ~= '' and argv[15]
+  if status == 'queued' and not noted and not version and not fkey and ikey == '' and argv[9] == '' and tonumber(priority) == 0 then
     write_plain_run(run, wf, argv[3], argv[4], ms(now))
   else
     rcall('HSET', run, unpack(new_run_fields(argv, status, now, due)))
   end
+  -- a run due later gets its flow fields now, and its slot when it comes due (ready_run)
+  if fkey and status == 'scheduled' then rcall('HSET', run, 'fk', fkey, 'fq', argv[16]) end
+  if dkey then debounce_open(root, wf, dkey, id, now) end
   count_move(root, wf, id, nil, status, version)
   if argv[14] and argv[14] ~= '' then
     rcall('HSET', run, 'dl', argv[14])
@@ -104,6 +123,8 @@ local function emit(keys, argv, at)
   end
   if status == 'scheduled' then
     schedule_timer(root, id, due)
+  elseif fkey then
+    flow_enqueue(root, id, wf, fkey, argv[16], priority, now, now, true, version)
   else
     make_ready(root, id, wf, priority, now, version)
   end

@@ -122,11 +122,12 @@ local function fail(keys, argv)
     if delay > 0 then
       rcall('HSET', run, 'st', 'scheduled', 'att', ms(attempt), 'err', err, 'due', ms(now + delay))
       count_move(root, wf, id, status, 'scheduled')
+      flow_release(root, id, wf, now)
       schedule_timer(root, id, now + delay)
     else
       rcall('HSET', run, 'st', 'queued', 'att', ms(attempt), 'err', err)
       count_move(root, wf, id, status, 'queued')
-      make_ready(root, id, wf, f[5], now)
+      ready_run(root, id, wf, f[5], now)
     end
     history(root, id, now, 'retrying', { attempt = attempt - 1, delayMs = delay }, err, f[12] or false)
     return { 1 }

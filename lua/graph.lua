@@ -11,6 +11,9 @@
 --          dependents ('4,9,'), dependencies ('0,1,'), run id
 -- Reply: { 1 } written (also when the graph has started already: a repeated call writes nothing), or
 --        { 0, reason } when the caller no longer holds the run.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 local MAX_GRAPH_NODES_PER_CALL = 256
 
 local function graph_stage(keys, argv)
@@ -48,3 +51,4 @@ local function graph_stage(keys, argv)
 end
 
 redis.register_function('wf1_graph_stage', graph_stage)
+end

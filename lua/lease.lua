@@ -3,6 +3,9 @@
 -- ARGV[1]  lease in ms; ARGV[2..] pairs of run id, token
 -- Reply: the ids of runs whose lease is lost (token stale, lease expired, or the run no longer
 --        executing: canceled, timed out). The worker aborts those executions.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 local function heartbeat(keys, argv)
   local root = keys[1]
   local now = now_ms()
@@ -39,7 +42,7 @@ local function release(keys, argv)
       rcall('HSET', run, 'st', 'queued')
       rcall('ZREM', root .. ':leases', id)
       count_move(root, f[4], id, 'running', 'queued')
-      make_ready(root, id, f[4], f[5], now)
+      ready_run(root, id, f[4], f[5], now)
       history(root, id, now, 'released', { reason = argv[1] }, nil, f[12] or false)
       released = released + 1
     end
@@ -49,3 +52,4 @@ end
 
 redis.register_function('wf1_heartbeat', heartbeat)
 redis.register_function('wf1_release', release)
+end

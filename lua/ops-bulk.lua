@@ -4,6 +4,9 @@
 -- work grows with the number of runs), and moves a run only while it is still of that workflow and in
 -- that status. A call repeated, or a page sent again after a crash, moves nothing twice: a run moved
 -- has left the status the call expects.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 
 -- Runs one call may name: a retry is about 15 commands, and a page of 100 took up to 5.7 ms on a loaded
 -- 2-core machine (test/slow/ops-bulk.slow.spec.ts); a cancel does more (a notice to workers, the
@@ -66,3 +69,4 @@ end
 
 redis.register_function('wf1_retry_many', retry_many)
 redis.register_function('wf1_cancel_many', cancel_many)
+end

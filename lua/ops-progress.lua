@@ -3,6 +3,9 @@
 -- ARGV[1]  run id    ARGV[2] fencing token    ARGV[3] value (JSON text made by the client, opaque here)
 -- Reply: { 1 } stored; { 0, reason } when the caller no longer holds the run (as wf1_commit_step).
 -- The value replaces the previous one in the run hash ('pg'); a retryRun clears it.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 local MAX_PROGRESS_BYTES = 4096
 
 local function progress(keys, argv)
@@ -18,3 +21,4 @@ local function progress(keys, argv)
 end
 
 redis.register_function('wf1_progress', progress)
+end

@@ -3,6 +3,9 @@
 -- A publication is also a step record of the run, so that a replay finds it recorded and publishes nothing
 -- again. Readers that wait for a key are told on the shard's done channel ('<root>:dv'), with the message
 -- '<run id>|set': result() waiters, which look for a run id alone or '<id>|<final state>|...', ignore it.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 
 -- wf1_set_event: publishes the value of `key` for the run, under its lease, with the step record that
 -- makes the publication part of the run's history.
@@ -26,3 +29,4 @@ local function set_event(keys, argv)
 end
 
 redis.register_function('wf1_set_event', set_event)
+end

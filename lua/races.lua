@@ -2,6 +2,9 @@
 -- waits registered with wf1_wait_event and its sleeps ordinary sleeps; a raced run is registered here, as a
 -- run that another parent joined is (includes/04-child-waiters.lua), and parked on as an 'any' wait
 -- (wf1_park). The waits that lose the race are forgotten with wf1_forget_waiter.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 
 -- wf1_wait_run: registers a run's wait for the outcome of the run `id` (in this shard), or answers it at
 -- once when that run has finished.
@@ -35,3 +38,4 @@ end
 
 redis.register_function('wf1_wait_run', wait_run)
 redis.register_function('wf1_forget_waiter', forget_waiter)
+end

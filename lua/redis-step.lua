@@ -17,6 +17,9 @@
 --        { 0, reason } the caller no longer holds the run.
 -- Everything is checked before the first write (names, arity, key types, integers), with the types the
 -- earlier commands of the same step leave, so that no command can fail halfway.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 
 -- name = { arguments after the key, type the key must have ('any': none), what a write leaves the key as,
 --          which arguments must be integers, whether the key's value (or field, argument 1) must hold an integer }
@@ -146,3 +149,4 @@ local function commit_redis_step(keys, argv)
 end
 
 redis.register_function('wf1_commit_redis_step', commit_redis_step)
+end

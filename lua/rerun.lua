@@ -7,6 +7,9 @@
 -- 'ch' the chain's first run (on every run after the first), 'cl' the chain's latest run (on the first,
 -- while it exists), so that a handle of the first run finds the live one in one read. A fork has 'frk' (the
 -- run it was forked from) and, while its records are still being copied, 'fcp'.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 
 -- wf1_continue: the run ends as succeeded, continued as a new run of the same workflow with `input` and no
 -- step records; a parent waiting for the run waits for the new one.
@@ -192,3 +195,4 @@ redis.register_function('wf1_continue', continue_as_new)
 redis.register_function('wf1_fork', fork)
 redis.register_function('wf1_fork_more', fork_more)
 redis.register_function('wf1_forget', forget)
+end

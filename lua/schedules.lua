@@ -6,6 +6,9 @@
 --          seen (ms), 'l:<id>' the latest tick or trigger that started a run (ms), 'n:<id>' the next tick (ms).
 -- Times only move forward ('s' and 'l' keep the latest of what instances report), so that instances
 -- whose clocks or calls interleave agree, and every call is safe to repeat.
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 
 local function keep_latest(key, field, at)
   local stored = tonumber(rcall('HGET', key, field))
@@ -57,3 +60,4 @@ end
 
 redis.register_function('wf1_schedule_tick', schedule_tick)
 redis.register_function('wf1_schedule_pause', schedule_pause)
+end

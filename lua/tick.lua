@@ -34,7 +34,7 @@ local function wake_due_timers(root, now, batch)
   local woken = 0
   for _, id in ipairs(ids) do
     local run = run_key(root, id)
-    local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'ww')
+    local f = (string.byte(id, 1) == 126 and flow_timer_due(root, id, now)) and {} or rcall('HMGET', run, 'st', 'wf', 'pri', 'ww', 'fk', 'dk')
     if f[1] == 'waiting' then
       wake_run(root, id, f[2], f[3], now, 'timer', nil, nil, nil, nil, f[4] or nil)
     elseif f[1] == 'queued' and f[4] then
@@ -45,9 +45,14 @@ local function wake_due_timers(root, now, batch)
     elseif f[1] == 'scheduled' then
       rcall('HSET', run, 'st', 'queued')
       count_move(root, f[2], id, f[1], 'queued')
-      rcall('ZADD', run_ready_key(root, id, f[2]), ready_score(f[3], now), id)
+      if f[6] then debounce_close(root, f[2], id, f[6]) end
+      if f[5] then
+        ready_run(root, id, f[2], f[3], now)
+      else
+        rcall('ZADD', run_ready_key(root, id, f[2]), ready_score(f[3], now), id)
+        woken = woken + 1
+      end
       history(root, id, now, 'due', { reason = 'timer' })
-      woken = woken + 1
     end
   end
   return #ids, woken
@@ -73,7 +78,7 @@ local function reclaim_expired_leases(root, now, batch)
         rcall('HSET', run, 'st', 'queued', 'fin', 'failed', 'err', LEASE_EXPIRED)
       end
       count_move(root, f[5], id, f[1], 'queued')
-      make_ready(root, id, f[5], f[6], now)
+      ready_run(root, id, f[5], f[6], now)
       history(root, id, now, 'lease-expired', { attempt = attempt, workerId = f[8] })
       -- every lease that expires is taken back here, whether its worker died or stalled: the count the
       -- metrics read (workflow_lease_expiries_total), per workflow, for the life of the shard
@@ -98,7 +103,7 @@ local function fail_past_deadline(root, now, batch)
         rcall('HSET', run, 'st', 'queued')
         forget_wait(root, id, run)
         count_move(root, f[2], id, f[1], 'queued')
-        make_ready(root, id, f[2], f[3], now)
+        ready_run(root, id, f[2], f[3], now)
       end
       history(root, id, now, 'timed-out', nil, RUN_TIMEOUT)
     end

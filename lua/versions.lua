@@ -5,6 +5,9 @@
 -- ARGV[1]  run id    ARGV[2] the version to move it to (as the client checked it: no ':', no '*')
 -- Reply: { 1, status, new 'v' } moved (or already there), { 0, status } when the run has finished (a
 --        failed or canceled run is moved by wf1_retry) or does not exist ('unknown').
+-- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
+-- locals; nothing of this file is used by another.
+do
 local function move_version(keys, argv)
   local root, id, version = keys[1], argv[1], argv[2]
   local run = run_key(root, id)
@@ -18,3 +21,4 @@ local function move_version(keys, argv)
 end
 
 redis.register_function('wf1_move_version', move_version)
+end

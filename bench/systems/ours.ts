@@ -66,6 +66,19 @@ export class FanOutWorkflow {
   }
 }
 
+/** Distinct flow keys of the flow-control scenario: run i has key i mod FLOW_KEYS. */
+export const FLOW_KEYS = 10_000;
+
+/** The one-step workflow with a per-key concurrency of 1 over FLOW_KEYS keys (scenario f1). */
+@Workflow('bench-keyed', { maxAttempts: 1, concurrency: { key: (input: BenchInput) => `k${input.i % FLOW_KEYS}`, limit: 1 } })
+@Injectable()
+export class KeyedWorkflow {
+  async execute(ctx: WorkflowContext<BenchInput>) {
+    await ctx.step.run('a', () => true);
+    return true;
+  }
+}
+
 @Module({})
 class BenchAppModule {
   static forRoot(url: string, worker: boolean, concurrency: number): DynamicModule {
@@ -78,7 +91,7 @@ class BenchAppModule {
           worker: worker ? { concurrency } : false,
         }),
       ],
-      providers: [OneStepWorkflow, ThreeStepWorkflow, SleepWorkflow, LeafWorkflow, FanOutWorkflow],
+      providers: [OneStepWorkflow, ThreeStepWorkflow, SleepWorkflow, LeafWorkflow, FanOutWorkflow, KeyedWorkflow],
     };
   }
 }

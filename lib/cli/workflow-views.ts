@@ -69,14 +69,14 @@ export function statsView(stats: WorkflowStats, prefix: string, now: number, wid
   const workflows = renderTable(
     [
       { header: 'WORKFLOW' }, { header: 'QUEUE' }, { header: 'STATE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'WORKERS', alignRight: true },
-      ...countColumns, { header: 'EXPIRED LEASES', alignRight: true },
+      { header: 'HELD BACK' }, ...countColumns, { header: 'EXPIRED LEASES', alignRight: true },
     ],
-    stats.workflows.map((w) => [w.name, w.queue, w.paused ? 'paused' : 'active', String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), ...countCells(w.counts), String(w.leaseExpiries ?? 0)]),
+    stats.workflows.map((w) => [w.name, w.queue, w.paused ? 'paused' : 'active', String(w.queueDepth), oldest(w.oldestQueuedAgeMs), String(w.workers), heldBackCell(w.heldBack), ...countCells(w.counts), String(w.leaseExpiries ?? 0)]),
     width,
   );
   const queues = renderTable(
-    [{ header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, ...countColumns],
-    stats.queues.map((q) => [q.name, String(q.queueDepth), oldest(q.oldestQueuedAgeMs), ...countCells(q.counts)]),
+    [{ header: 'QUEUE' }, { header: 'DEPTH', alignRight: true }, { header: 'OLDEST QUEUED', alignRight: true }, { header: 'HELD BACK' }, ...countColumns],
+    stats.queues.map((q) => [q.name, String(q.queueDepth), oldest(q.oldestQueuedAgeMs), heldBackCell(q.heldBack), ...countCells(q.counts)]),
     width,
   );
   const workers = stats.workers.alive === 0 ? '  none alive: queued runs wait until a worker starts' : workersTable(stats.workers.list, now, width);
@@ -177,6 +177,12 @@ export function schedulesTable(schedules: ScheduleInfo[], width: number, now = D
     ]),
     width,
   );
+}
+
+/** Held-back runs by reason, e.g. 'concurrency 12, rateLimit 3'; '-' when none. */
+function heldBackCell(heldBack: Record<string, number> | undefined): string {
+  const parts = Object.entries(heldBack ?? {}).map(([reason, count]) => `${reason} ${count}`);
+  return parts.length ? parts.join(', ') : '-';
 }
 
 /** '2026-12-07 06:40:00 UTC (in 3s)', or '-' */

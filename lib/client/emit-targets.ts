@@ -2,7 +2,7 @@ import type { Type } from '@nestjs/common';
 import { createHash, randomInt } from 'node:crypto';
 import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
-import { UnknownWorkflowError } from '../errors/workflow.errors.js';
+import { UnknownWorkflowError, WorkflowError } from '../errors/workflow.errors.js';
 import type { ChildStart } from '../execution/child-launcher.js';
 import type { WorkflowClass } from '../interfaces/workflow.interfaces.js';
 import type { ShardRef } from '../redis/keys.js';
@@ -63,7 +63,12 @@ export class EmitTargets {
         `Unknown workflow '${name}': it is not a provider of this app and no worker has registered it in Redis. Check the name, or pass the workflow class.`,
       );
     }
-    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number; versioning?: 'pinned' };
+    const meta = JSON.parse(entry) as { queue: string; maxConcurrency: number; flow?: unknown; versioning?: 'pinned' };
+    if (meta.flow) {
+      throw new WorkflowError(
+        `Workflow '${name}' has flow control (concurrency, rateLimit or fairness), whose key is computed from the input by the workflow's class: emit it with the class (client.emit(${name}Class, input)) or from an app that has it as a provider.`,
+      );
+    }
     const target: EmitTarget = {
       name,
       options: { queue: meta.queue, maxConcurrency: meta.maxConcurrency ?? 0, ...(meta.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}) },
@@ -84,9 +89,14 @@ export class EmitTargets {
    * A workflow with maxConcurrency keeps its runs in partition 0 of its queue, where its concurrency is
    * counted; a keyed emit goes to the partition its key hashes to, so racing emits meet; others spread.
    */
-  pickShard(queue: string, target: EmitTarget, idempotencyKey?: string, seed?: string): ShardRef {
+  pickShard(queue: string, target: EmitTarget, idempotencyKey?: string, seed?: string, flowKey?: string): ShardRef {
     const partitions = this.redis.settings.partitions(queue);
     if (partitions === 1 || target.options.maxConcurrency > 0) return { queue, partition: 0 };
+    // A flow key's limits are kept in one shard: its runs all go there (and an idempotency key is then
+    // unique within the flow key's shard, that is, among runs of the same flow key).
+    if (flowKey !== undefined) {
+      return { queue, partition: createHash('sha1').update(`${target.name}\0flow\0${flowKey}`).digest().readUInt32BE(0) % partitions };
+    }
     if (idempotencyKey !== undefined || seed !== undefined) {
       const hash = createHash('sha1').update(idempotencyKey !== undefined ? `${target.name}\0${idempotencyKey}` : `child\0${seed}`).digest();
       return { queue, partition: hash.readUInt32BE(0) % partitions };

@@ -11,6 +11,7 @@ import type { WorkflowRedis } from '../redis/workflow-redis.js';
 import type { EmitArgs } from '../redis/workflow-store.js';
 import type { EmitTarget, EmitTargets, WorkflowRef } from './emit-targets.js';
 import type { RunInspector } from './run-inspector.js';
+import { flowOfRun, type RunFlow } from './flow-keys.js';
 import { UnservedWorkflows } from './unserved-workflows.js';
 
 export type EmitRequest = EmitOptions & { parent?: ChildStart };
@@ -62,7 +63,7 @@ export class RunEmitter {
     // start time go through the checks of a plain emit.
     if (start.idempotencyKey !== undefined || start.queue !== undefined || start.runAt !== undefined || !start.parentField) return undefined;
     const target = this.targets.known(start.workflow);
-    if (!target || target.options.input || !this.redis.isReady) return undefined;
+    if (!target || target.options.input || target.options.flow || !this.redis.isReady) return undefined;
     const queue = target.options.queue;
     const shard = this.targets.pickShard(queue, target, undefined, start.seed);
     if (shard.queue !== parentShard.queue || shard.partition !== parentShard.partition) return undefined;
@@ -95,6 +96,11 @@ export class RunEmitter {
 
   private createFor(target: EmitTarget, input: unknown, opts: EmitRequest): Promise<EmittedRun> {
     checkEmitOptions(opts);
+    if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.flow) {
+      throw new WorkflowError(
+        `Workflow '${target.name}' has flow control, whose limits are kept in its own queue '${target.options.queue}'; emit it without the queue option.`,
+      );
+    }
     if (opts.queue !== undefined && opts.queue !== target.options.queue && target.options.maxConcurrency > 0) {
       throw new WorkflowError(
         `Workflow '${target.name}' has maxConcurrency, so all its runs live in queue '${target.options.queue}'; emit it without the queue option.`,
@@ -109,17 +115,18 @@ export class RunEmitter {
   private insert(target: EmitTarget, validated: unknown, opts: EmitRequest): Promise<EmittedRun> {
     const text = this.inputText(target, validated);
     const queue = opts.queue ?? target.options.queue;
-    const shard = this.targets.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed);
-    if (!this.redis.isReady) return this.redis.ready().then(() => this.writeRun(target, queue, shard, text, opts));
-    return this.writeRun(target, queue, shard, text, opts);
+    const flow = target.options.flow ? flowOfRun(target.name, target.options.flow, validated) : undefined;
+    const shard = this.targets.pickShard(queue, target, opts.idempotencyKey, opts.parent?.seed, flow?.key ?? flow?.debounce?.key);
+    if (!this.redis.isReady) return this.redis.ready().then(() => this.writeRun(target, queue, shard, text, opts, flow));
+    return this.writeRun(target, queue, shard, text, opts, flow);
   }
 
-  private writeRun(target: EmitTarget, queue: string, shard: ShardRef, text: string, opts: EmitRequest): Promise<EmittedRun> {
+  private writeRun(target: EmitTarget, queue: string, shard: ShardRef, text: string, opts: EmitRequest, flow?: RunFlow): Promise<EmittedRun> {
     const parent = opts.parent;
     const runId = parent ? this.redis.keys.derivedRunId(parent.parentId, parent.seed, shard) : this.redis.keys.newRunId(shard);
     const written = (stored: { runId: string }) => ({ runId: stored.runId, workflow: target.name, joined: stored.runId !== runId });
     const emit = (served: boolean, version: string | undefined) =>
-      this.redis.store.emit(shard, { ...this.emitArgs(target, queue, runId, text, opts, served), version }).then((stored) =>
+      this.redis.store.emit(shard, { ...this.emitArgs(target, queue, runId, text, opts, served), flow, version }).then((stored) =>
         // The run named by the key had finished: the waiting parent gets its outcome before it parks.
         stored.handoff ? this.redis.store.deliver(stored.handoff).then(() => written(stored)) : written(stored),
       );

@@ -1,7 +1,8 @@
 import { PUBLISHED_STEP_PREFIX } from '../execution/published-values.js';
 import { decodeStoredValue } from '../codecs/payload-codec.js';
 import type { StoredError } from '../errors/error-codec.js';
-import type { RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
+import type { DelayReason, RunEvent, RunInfo, RunStatus, StepInfo } from '../interfaces/run.interfaces.js';
+import { DELAYED_BY_FIELD } from '../redis/workflow-reads.js';
 import { GENERATION_FIELD, parseStoredStep, type RecordState } from '../execution/step-record.js';
 
 const iso = (ms: string | number | undefined) => (ms === undefined || ms === '' ? undefined : new Date(Number(ms)).toISOString());
@@ -51,6 +52,9 @@ export function toRunInfo(id: string, h: Record<string, string>): RunInfo {
   if (status === 'waiting' && h.wait) info.waitingFor = parseJson(h.wait);
   if (h.wk) info.workerId = h.wk;
   if (h.pg !== undefined) info.progress = parseJson(h.pg);
+  if (h.fk) info.flowKey = h.fk;
+  if (status === 'queued' && h[DELAYED_BY_FIELD]) info.delayedBy = h[DELAYED_BY_FIELD] as DelayReason;
+  if (status === 'scheduled' && h.dk) info.delayedBy = 'debounce';
   // 'v': the version, with '*' before it for a pinned run (lua/includes/00-versions.lua)
   if (h.v) {
     info.version = h.v.startsWith('*') ? h.v.slice(1) : h.v;

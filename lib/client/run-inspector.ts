@@ -47,7 +47,7 @@ interface WorkerBeat {
 }
 
 /** The run hash fields that toRunInfo reads, but the payloads (in, out) and the wait spec: what a list shows. */
-const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'v', 'pg'] as const;
+const SUMMARY_FIELDS = ['st', 'wf', 'q', 'att', 'pri', 'ca', 'max', 'err', 'fin', 'due', 'sa', 'fa', 'par', 'ik', 'wk', 'v', 'pg', 'fk', 'fs', 'dk'] as const;
 
 /** A listing filtered by version reads at most this many pages of runs per call (see ListRunsParams.version). */
 const VERSION_FILTER_PAGES = 20;
@@ -173,7 +173,7 @@ export class RunInspector {
     const perWorkflow = await Promise.all(
       workflows.map(async (w) => {
         const shards = shardsOf.get(w.name) ?? [];
-        const { counts, depth, oldest } = await this.countsOf(w.name, shards);
+        const { counts, depth, oldest, heldBack } = await this.countsOf(w.name, shards);
         const servingWorkers = workers.filter((worker) => worker.workflows.includes(w.name));
         const versions = await this.versionsOf(w.name, shards, servingWorkers);
         const leaseExpiries = shards.reduce((sum, shard) => sum + Number(expiries.get(this.redis.keys.shardRoot(shard))?.[w.name] ?? 0), 0);
@@ -188,6 +188,7 @@ export class RunInspector {
           ...(w.versioning === 'pinned' ? { versioning: 'pinned' as const } : {}),
           ...(versions.length > 0 ? { versions } : {}),
           ...(paused[w.name] !== undefined ? { paused: true } : {}),
+          ...(heldBack ? { heldBack } : {}),
         };
       }),
     );
@@ -195,6 +196,10 @@ export class RunInspector {
       const q = queues.get(w.queue) ?? { name: w.queue, counts: emptyCounts(), queueDepth: 0 };
       for (const status of RUN_STATUSES) q.counts[status] += w.counts[status];
       q.queueDepth += w.queueDepth;
+      for (const [reason, count] of Object.entries(w.heldBack ?? {})) {
+        q.heldBack ??= {};
+        q.heldBack[reason] = (q.heldBack[reason] ?? 0) + count;
+      }
       if (w.oldestQueuedAgeMs !== undefined) q.oldestQueuedAgeMs = Math.max(q.oldestQueuedAgeMs ?? 0, w.oldestQueuedAgeMs);
       queues.set(w.queue, q);
     }
@@ -303,20 +308,25 @@ export class RunInspector {
     return result;
   }
 
-  private async countsOf(workflow: string, shards: ShardRef[]): Promise<{ counts: StatusCounts; depth: number; oldest?: number }> {
+  private async countsOf(workflow: string, shards: ShardRef[]): Promise<{ counts: StatusCounts; depth: number; oldest?: number; heldBack?: Record<string, number> }> {
     const counts = emptyCounts();
     let depth = 0;
+    let heldBack: Record<string, number> | undefined;
     let oldest: number | undefined;
     const perShard = await Promise.all(shards.map((shard) => this.redis.store.readCounts(shard, workflow, RUN_STATUSES)));
     for (const shard of perShard) {
       RUN_STATUSES.forEach((status, i) => (counts[status] += shard.counts[i]));
       depth += shard.ready;
+      for (const [reason, count] of Object.entries(shard.heldBack)) {
+        heldBack ??= {};
+        heldBack[reason] = (heldBack[reason] ?? 0) + count;
+      }
       if (shard.oldestQueued) {
         const created = decodeTime(shard.oldestQueued.slice(0, 26));
         oldest = oldest === undefined ? created : Math.min(oldest, created);
       }
     }
-    return { counts, depth, oldest };
+    return { counts, depth, oldest, heldBack };
   }
 
   /** `paused`: workflow -> ms when paused (readPaused). */

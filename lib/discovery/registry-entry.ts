@@ -13,6 +13,7 @@ export function registryEntry(name: string, options: ResolvedWorkflowOptions, on
     name,
     queue: options.queue,
     maxConcurrency: options.maxConcurrency,
+    ...(options.flow ? { flow: flowSummary(options) } : {}),
     onFailure,
     maxAttempts: options.maxAttempts,
     timeoutMs: options.timeoutMs,
@@ -36,4 +37,15 @@ export function hasOnFailureMethod(type: Type): boolean {
     prototype = Object.getPrototypeOf(prototype) as object | null;
   }
   return false;
+}
+
+/** What the registry shows of a workflow's flow control (its key function stays in the app's code). */
+function flowSummary(options: ResolvedWorkflowOptions): Record<string, unknown> {
+  const flow = options.flow!;
+  return {
+    ...(flow.concurrency ? { concurrency: flow.concurrency } : {}),
+    ...(flow.rateLimit ? { rateLimit: { limit: flow.rateLimit, periodMs: flow.ratePeriodMs } } : {}),
+    ...(flow.fairness ? { fairness: true } : {}),
+    ...(flow.debounce ? { debounce: { periodMs: flow.debounce.periodMs, maxWaitMs: flow.debounce.maxWaitMs } } : {}),
+  };
 }

@@ -59,8 +59,9 @@ export interface WorkflowModuleOptions {
   retention?: RetentionOptions;
   /** How long a sent event stays available to runs that wait for it later. Default 24 h. */
   eventRetentionMs?: number;
-  /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. */
-  queues?: Record<string, { partitions?: number }>;
+  /** Per-queue settings; partitions spread a hot queue over shards. Default 1 partition. `concurrency`:
+   *  runs of the queue's workflows executing at once across all workers (the queue keeps one partition). */
+  queues?: Record<string, { partitions?: number; concurrency?: number }>;
   /** Sticky executions: a worker keeps the handlers of runs it parked suspended in memory, bounded and
    *  least recently parked out, and the run's next wake resumes them with only the new step records
    *  instead of replaying its history. `false`: every wake replays. Default { maxRuns: 1000, maxBytes: 64 MiB }. */

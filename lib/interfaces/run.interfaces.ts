@@ -39,8 +39,12 @@ export interface RunInfo<I = unknown, O = unknown> {
   workerId?: string;
   /** The latest value the run gave ctx.setProgress (cleared by retryRun). */
   progress?: unknown;
-  /** Why a queued run is not being claimed: 'paused' while its workflow is paused (pauseWorkflow). */
-  delayedBy?: 'concurrency' | 'rateLimit' | 'debounce' | 'paused';
+  /** The run's flow-control key: what the workflow's concurrency (or rateLimit) key function returned
+   *  for its input ('*' for a rateLimit without a key). */
+  flowKey?: string;
+  /** Why a queued run is held back: its key is at its concurrency limit or out of rate, or its workflow is
+   *  paused (pauseWorkflow); a debounced run waits 'scheduled' with 'debounce'. */
+  delayedBy?: DelayReason;
   /** The `version` of the app that emitted the run (a child: its parent's; a cron tick: the instance's).
    *  Absent when that app set none. */
   version?: string;
@@ -54,6 +58,9 @@ export interface RunInfo<I = unknown, O = unknown> {
   /** The run this one was forked from (client.forkRun). */
   forkedFrom?: string;
 }
+
+/** Why a queued run is held back (RunInfo.delayedBy; the reasons of WorkflowStats' heldBack). */
+export type DelayReason = 'concurrency' | 'rateLimit' | 'debounce' | 'paused';
 
 export type StepStatus = 'succeeded' | 'failed' | 'waiting' | 'compensated';
 
@@ -229,7 +236,8 @@ export interface WorkflowStats {
   /** `workers`: how many live workers serve the workflow (0: its runs wait in 'queued' until one does).
    *  `versions`: its runs that have not finished, per version (absent when none has a version).
    *  `leaseExpiries`: leases of its runs that expired (their worker died or stalled) and housekeeping took
-   *  back, since its shards began (a count kept in Redis for the whole fleet). */
+   *  back, since its shards began (a count kept in Redis for the whole fleet).
+   *  `heldBack`: queued runs held back by flow control, by reason (absent when none). */
   workflows: {
     name: string;
     queue: string;
@@ -242,8 +250,9 @@ export interface WorkflowStats {
     versions?: VersionStats[];
     /** Nothing of the workflow is claimed until resumeWorkflow (its queued runs wait). */
     paused?: boolean;
+    heldBack?: Record<string, number>;
   }[];
-  queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number }[];
+  queues: { name: string; counts: StatusCounts; queueDepth: number; oldestQueuedAgeMs?: number; heldBack?: Record<string, number> }[];
   /** `versions`: the versions live workers serve, and how many workers each. */
   workers: { alive: number; list: WorkerInfo[]; versions: { version: string; workers: number }[] };
 }

@@ -43,12 +43,36 @@ export interface WorkflowOptions {
   cron?: CronTrigger[];
   /** Whole-run deadline; the run fails with TimeoutError. */
   timeoutMs?: number;
+  // Key functions take `any`: a function typed with the workflow's own input must be assignable here.
+  /** At most `limit` runs per key execute at once, across all workers (README "Flow control"). */
+  concurrency?: { key: (input: any) => string; limit: number };
+  /** At most `limit` runs start per `periodMs` (per key when `key` is given), in any window of that length. */
+  rateLimit?: { key?: (input: any) => string; limit: number; periodMs: number };
+  /** Emits of one key within `periodMs` of each other collapse into one run, which starts `periodMs`
+   *  after the last of them (at most `maxWaitMs` after the first) with the latest input. */
+  debounce?: { key: (input: any) => string; periodMs: number; maxWaitMs?: number };
+  /** Round-robin between the concurrency key's (else the rateLimit key's) runs: one key's backlog cannot
+   *  starve the others. */
+  fairness?: boolean;
   /**
    * How runs in flight meet changed code (docs/versioning.md). 'patch' (default): any worker executes a
    * run, and code that changes a run's steps guards the change with ctx.patched(id). 'pinned': a run is
    * claimed only by workers whose WorkflowModuleOptions.version equals the run's.
    */
   versioning?: 'pinned' | 'patch';
+}
+
+/** The flow-control options of a workflow, checked (see resolveWorkflowOptions). */
+export interface FlowControl {
+  /** The key function: concurrency's, else rateLimit's (undefined: one key for the whole workflow). */
+  key?: (input: unknown) => string;
+  concurrency: number; // 0 = none
+  rateLimit: number; // 0 = none
+  ratePeriodMs: number;
+  fairness: boolean;
+  /** false when the workflow has no concurrency, rateLimit or fairness (only debounce). */
+  limited: boolean;
+  debounce?: { key: (input: unknown) => string; periodMs: number; maxWaitMs?: number };
 }
 
 export interface StepOptions {

@@ -71,6 +71,16 @@ export class KeySpace {
     return `${root}:r:${runId}`;
   }
 
+  /** A flow key's state (lua/includes/01-flow.lua). */
+  flowState(root: string, workflow: string, flowKey: string): string {
+    return `${root}:f:${workflow}:${flowKey}`;
+  }
+
+  /** A workflow's held-back runs per reason, in a shard (lua/includes/01-flow.lua). */
+  heldCounts(root: string, workflow: string): string {
+    return `${root}:hb:${workflow}`;
+  }
+
   steps(root: string, runId: string): string {
     return `${root}:s:${runId}`;
   }

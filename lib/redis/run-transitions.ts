@@ -17,6 +17,8 @@ export interface EmitArgs {
   parentRoot?: string;
   /** A note for the run's history. */
   note?: string;
+  /** The run's flow-control key and spec (lib/client/flow-keys.ts); never carried by a park's children. */
+  flow?: { key?: string; spec?: string; debounce?: { key: string; periodMs: number; maxWaitMs?: number } };
   /** The run's deadline (absolute server ms): a child's from runWorkflow's timeoutMs / inheritDeadline. */
   deadlineMs?: number;
   /** The run's version as stored ('v': '*' before a pinned one's); not carried by wf1_park's children,
@@ -57,6 +59,8 @@ export interface ClaimWorkflowSpec {
   maxConcurrency: number;
   maxAttempts: number;
   timeoutMs: number;
+  /** The workflow has flow control (concurrency, rateLimit, fairness): its claims update its keys. */
+  flow?: boolean;
   /** The worker's version, for a workflow it serves pinned: it claims only that version's pinned runs
    *  (and runs without a pin). Undefined: it claims the workflow's unpinned runs only. */
   pinnedVersion?: string;
@@ -98,6 +102,8 @@ export interface ClaimRequest {
   claimId: string;
   workflows: ClaimWorkflowSpec[];
   damagedRetentionMs: number;
+  /** queues.<name>.concurrency of the shard's queue (0 or absent: none). */
+  queueConcurrency?: number;
   /** Take the runs woken on this worker's sticky queue first (see ExecutionCache). */
   sticky?: boolean;
 }
@@ -326,8 +332,9 @@ function claimArgs(r: ClaimRequest): (string | number)[] {
   // 'f': packed run entries, flat in the reply (lua/includes/03-claim.lua): a third of the elements for ioredis
   // to decode, and no nested arrays, which cost Redis about 5,000 instructions each to send.
   // 'r': flat, with a large run's step records paged (see ClaimedRun.stepsCursor).
-  // 's' first: the worker's sticky queue first (build 52 on).
-  return [r.workerId, r.sticky ? `s${r.max}r` : `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, packedWorkflowSpecs(r.workflows)];
+  const specs = packedWorkflowSpecs(r.workflows);
+  // 's' first: the worker's sticky queue first (build 52 on). 'Q<n>|' before the specs: the queue's concurrency.
+  return [r.workerId, r.sticky ? `s${r.max}r` : `${r.max}r`, r.leaseMs, r.claimId, r.damagedRetentionMs, r.queueConcurrency ? `Q${r.queueConcurrency}|${specs}` : specs];
 }
 
 const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
@@ -340,7 +347,9 @@ const packedSpecs = new WeakMap<readonly ClaimWorkflowSpec[], string>();
 function packedWorkflowSpecs(workflows: readonly ClaimWorkflowSpec[]): string {
   let text = packedSpecs.get(workflows);
   if (text === undefined) {
-    text = workflows.map((w) => `${w.pinnedVersion ? `p${w.pinnedVersion.length}:${w.pinnedVersion}` : ''}${w.maxConcurrency},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`).join('');
+    text = workflows
+      .map((w) => `${w.pinnedVersion ? `p${w.pinnedVersion.length}:${w.pinnedVersion}` : ''}${w.maxConcurrency}${w.flow ? 'f' : ''},${w.maxAttempts},${w.timeoutMs},${Buffer.byteLength(w.name)}:${w.name}`)
+      .join('');
     packedSpecs.set(workflows, text);
   }
   return text;

@@ -3,6 +3,9 @@ import { RUN_STATUSES } from '../interfaces/run.interfaces.js';
 import { FunctionCalls } from './function-calls.js';
 import type { ShardRef } from './keys.js';
 
+/** Where readRun puts a held-back run's reason (not a field Redis stores: see addDelayedBy). */
+export const DELAYED_BY_FIELD = '~delayedBy';
+
 /**
  * The store's reads, for inspection (listings, counts, a run's hash, steps and history) and for a worker
  * reading the rest of a large run's records. Plain commands on keys of one slot; they change nothing.
@@ -33,16 +36,29 @@ export abstract class WorkflowReads extends FunctionCalls {
   async readRuns(runs: { shard: ShardRef; id: string }[], fields?: readonly string[]): Promise<(Record<string, string> | undefined)[]> {
     if (fields) {
       const values = await this.guard(() => Promise.all(runs.map((r) => this.client.hmget(this.keys.run(this.root(r.shard), r.id), ...fields))));
-      return values.map((row) => {
+      const rows = values.map((row) => {
         const hash: Record<string, string> = {};
         row.forEach((value, i) => {
           if (value !== null) hash[fields[i]] = value;
         });
-        return Object.keys(hash).length === 0 ? undefined : hash;
+        return hash;
       });
+      await Promise.all(rows.map((h, i) => this.addDelayedBy(runs[i].shard, h)));
+      return rows.map((hash) => (Object.keys(hash).length === 0 ? undefined : hash));
     }
     const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
+    await Promise.all(hashes.map((h, i) => this.addDelayedBy(runs[i].shard, h)));
     return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
+  }
+
+  /**
+   * Why a held-back run waits is its flow key's ('b', see lua/includes/01-flow.lua), not the run's: a key's
+   * reason changes without a write to each of its runs. Read into the hash as DELAYED_BY_FIELD.
+   */
+  private async addDelayedBy(shard: ShardRef, hash: Record<string, string>): Promise<void> {
+    if (hash.fs !== 'h' || hash.st !== 'queued' || !hash.fk) return;
+    const reason = await this.guard(() => this.client.hget(this.keys.flowState(this.root(shard), hash.wf, hash.fk), 'b'));
+    if (reason) hash[DELAYED_BY_FIELD] = reason;
   }
 
   /** Fields of a graph of child runs (lua/includes/05-graph.lua), null where absent. */
@@ -63,15 +79,18 @@ export abstract class WorkflowReads extends FunctionCalls {
     shard: ShardRef,
     workflow: string,
     statuses: readonly string[],
-  ): Promise<{ counts: number[]; ready: number; oldestQueued?: string }> {
+  ): Promise<{ counts: number[]; ready: number; oldestQueued?: string; heldBack: Record<string, number> }> {
     const root = this.root(shard);
     return this.guard(async () => {
-      const [counts, ready, oldest] = await Promise.all([
+      const [counts, ready, oldest, held] = await Promise.all([
         Promise.all(statuses.map((status) => this.countIndex(root, workflow, status))),
         this.client.zcard(this.keys.ready(root, workflow)),
         this.client.zrangebylex(this.keys.statusIndex(root, workflow, 'queued'), '-', BEFORE_SENTINEL, 'LIMIT', 0, 1),
+        this.client.hgetall(this.keys.heldCounts(root, workflow)),
       ]);
-      return { counts, ready, oldestQueued: oldest[0] };
+      const heldBack: Record<string, number> = {};
+      for (const [reason, count] of Object.entries(held)) if (Number(count) > 0) heldBack[reason] = Number(count);
+      return { counts, ready, oldestQueued: oldest[0], heldBack };
     });
   }
 
@@ -81,6 +100,7 @@ export abstract class WorkflowReads extends FunctionCalls {
 
   async readRun(shard: ShardRef, runId: string): Promise<Record<string, string> | undefined> {
     const hash = await this.guard(() => this.client.hgetall(this.keys.run(this.root(shard), runId)));
+    await this.addDelayedBy(shard, hash);
     return Object.keys(hash).length === 0 ? undefined : hash;
   }
 

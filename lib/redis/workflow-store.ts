@@ -84,8 +84,14 @@ export class WorkflowStore extends OperationCalls {
       return Promise.reject(error);
     }
     const args = emitArguments(a);
-    if (a.version || a.deadlineMs !== undefined) args.push(a.version ?? '');
-    if (a.deadlineMs !== undefined) args.push(a.deadlineMs);
+    // Optional tails of wf1_emit (lua/emit.lua): ARGV[13] version, [14] deadline, [15-16] flow key and
+    // spec, [17-19] debounce; '' for one not used before one that is.
+    const flow = a.flow;
+    const debounce = flow?.debounce;
+    if (a.version || a.deadlineMs !== undefined || flow) args.push(a.version ?? '');
+    if (a.deadlineMs !== undefined || flow) args.push(a.deadlineMs ?? '');
+    if (flow) args.push(flow.key ?? '', flow.spec ?? '');
+    if (debounce) args.push(debounce.key, debounce.periodMs, debounce.maxWaitMs ?? '');
     return this.fcall('wf1_emit', [this.root(shard)], args, (reply) => {
       const [created, runId, status] = reply as [number, string, string];
       const parts = reply as unknown[];

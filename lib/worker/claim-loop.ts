@@ -75,7 +75,7 @@ export class ClaimLoop {
     const sticky = shard.stickyPending === true;
     shard.stickyPending = false;
     try {
-      runs = await state.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs, sticky));
+      runs = await state.redis.workerStore.claimRuns(shard.ref, this.claimRequest(want, specs, sticky, shard.ref?.queue));
       state.recovered();
       shard.backlog = runs.length === want;
       // a full claim may have left warm runs on the sticky queue
@@ -109,8 +109,10 @@ export class ClaimLoop {
     return this.claimIdPrefix + this.claimCount.toString(16).padStart(6, '0');
   }
 
-  private claimRequest(want: number, workflows: ClaimWorkflowSpec[], sticky = false): ClaimRequest {
+  private claimRequest(want: number, workflows: ClaimWorkflowSpec[], sticky = false, queue?: string): ClaimRequest {
+    const queueConcurrency = queue === undefined ? 0 : this.state.redis.settings.queueConcurrency(queue);
     return {
+      ...(queueConcurrency ? { queueConcurrency } : {}),
       workerId: this.state.workerId,
       max: want,
       leaseMs: this.state.settings.leaseMs,
@@ -147,7 +149,7 @@ export class ClaimLoop {
     const sticky = shard.stickyPending === true;
     shard.stickyPending = false;
     return {
-      request: this.claimRequest(want, specs, sticky),
+      request: this.claimRequest(want, specs, sticky, shard.ref?.queue),
       settle: (runs) => {
         this.reserved -= want;
         if (sticky && (runs.length === want || runs.length === 0)) shard.stickyPending = true;
@@ -226,8 +228,10 @@ export class ClaimLoop {
 
   private onSlotFreed(finished: ShardState): void {
     if (!this.state.running) return;
-    this.requestClaim(finished);
+    // Shards that found no free slot go first: a shard with a deep backlog would otherwise take back every
+    // slot its own runs free, and a run in another shard (a small key's, under fairness) would wait for it.
     this.slotsReturned(finished);
+    this.requestClaim(finished);
   }
 }
 

@@ -30,12 +30,14 @@ export class ClaimRotations {
     if (known) return known;
     const all = this.registry.all().filter((w) => w.instance);
     const home = all.filter((w) => w.options.queue === queue);
-    const away = all.filter((w) => w.options.queue !== queue && w.options.maxConcurrency === 0);
+    // (a workflow with maxConcurrency or flow control keeps all its runs in its own queue)
+    const away = all.filter((w) => w.options.queue !== queue && w.options.maxConcurrency === 0 && !w.options.flow);
     const spec = (w: (typeof all)[number]): ClaimWorkflowSpec => ({
       name: w.name,
       maxConcurrency: w.options.maxConcurrency,
       maxAttempts: w.options.maxAttempts,
       timeoutMs: w.options.timeoutMs,
+      ...(w.options.flow?.limited ? { flow: true } : {}),
       ...(w.options.versioning === 'pinned' && this.version ? { pinnedVersion: this.version } : {}),
     });
     const rotations = Array.from({ length: Math.max(1, home.length) }, (_, r) => [...home.slice(r), ...home.slice(0, r), ...away].map(spec));

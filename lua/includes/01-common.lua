@@ -266,6 +266,9 @@ local function holds_lease(run, token, now)
   return true
 end
 
+-- Gives a finished run's flow-control slot to its key's next run (includes/01-flow.lua, assigned there).
+local flow_release
+
 -- A done message on ':dv' carries the final state and its output or error when they are this small, so that a
 -- result() waiter settles without reading the run; larger ones announce only the id (the waiter reads).
 local DONE_PAYLOAD_MAX = 2048
@@ -293,6 +296,7 @@ end
 local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload)
   rcall('ZREM', root .. ':leases', id)
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
+  flow_release(root, id, wf, now)
   count_move(root, wf, id, from, to)
   count_throughput(root, wf, THROUGHPUT_KIND[to], now)
   rcall('ZADD', root .. ':expiry', ms(now + (tonumber(retention_ms) or 0)), id)

@@ -61,7 +61,8 @@ local function wake_run(root, id, wf, priority, now, reason, step, implied, drai
   else
     rcall('HSET', run, 'st', 'queued')
     count_move(root, wf, id, 'waiting', 'queued')
-    if warm then make_ready_warm(root, id, priority, now, warm) else make_ready(root, id, wf, priority, now) end
+    -- a flow-controlled run takes a slot of its key again (ready_run), so it is not kept warm
+    if warm and rcall('HEXISTS', run, 'fk') == 0 then make_ready_warm(root, id, priority, now, warm) else ready_run(root, id, wf, priority, now) end
   end
   history(root, id, now, 'woken', { reason = reason, step = step }, nil, implied)
 end

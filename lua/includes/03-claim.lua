@@ -152,12 +152,13 @@ local function claim_plan(root, groups)
   local plan, k = { groups = {}, specs = groups }, 1
   while k <= #groups do
     local g = groups[k]
-    if g[2] > 0 then
-      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4], keys = claim_ready_keys(root, g[1], g[5]) }
+    if g[2] > 0 or g[6] then
+      -- flow: runs of the workflow may have flow keys whose claims matter to them (see flow_claimed)
+      plan[#plan + 1] = { wf = g[1], limit = g[2], max_attempts = g[3], timeout_ms = g[4], flow = g[6], keys = claim_ready_keys(root, g[1], g[5]) }
       k = k + 1
     else
       local pop, group_of = { 'ZMPOP', 0 }, {}
-      while k <= #groups and groups[k][2] == 0 do
+      while k <= #groups and groups[k][2] == 0 and not groups[k][6] do
         for _, key in ipairs(claim_ready_keys(root, groups[k][1], groups[k][5])) do
           pop[#pop + 1] = key
           group_of[key] = groups[k]
@@ -181,12 +182,16 @@ local CLAIM_PLANS, CLAIM_PLAN_COUNT, MAX_CLAIM_PLANS = {}, 0, 1024
 
 -- The packed spec text: per workflow '<maxConcurrency>,<maxAttempts>,<timeoutMs>,<name length>:<name>',
 -- preceded by 'p<version length>:<version>' for a workflow the worker serves pinned to its version (build
--- 51 on; see includes/00-versions.lua).
+-- 51 on; see includes/00-versions.lua); a maxConcurrency ending in 'f' (build 51 on) marks a workflow with
+-- flow control (see flow_claimed), and a leading 'Q<n>|' (build 51 on) limits the runs executing at once in
+-- the shard (its queue's concurrency).
 local function packed_claim_plan(root, text)
   local by_text = CLAIM_PLANS[root]
   local plan = by_text and by_text[text]
   if plan then return plan end
   local groups, pos = {}, 1
+  local queue_limit, after = string.match(text, '^Q(%d+)|()')
+  if queue_limit then pos = after end
   while pos <= #text do
     local pinned
     local version_length, version_from = string.match(text, '^p(%d+):()', pos)
@@ -197,10 +202,13 @@ local function packed_claim_plan(root, text)
     local limit, attempts, timeout, length, from = string.match(text, '^([^,]*),([^,]*),([^,]*),(%d+):()', pos)
     local to = from and from + tonumber(length) - 1
     if not to or to > #text then error('wf1: malformed workflow specs in a claim: ' .. text) end
-    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout), pinned }
+    local flow = string.sub(limit, -1) == 'f'
+    if flow then limit = string.sub(limit, 1, -2) end
+    groups[#groups + 1] = { string.sub(text, from, to), tonumber(limit), attempts, tonumber(timeout), pinned, flow }
     pos = to + 1
   end
   plan = claim_plan(root, groups)
+  plan.queue_limit = tonumber(queue_limit)
   if CLAIM_PLAN_COUNT >= MAX_CLAIM_PLANS then
     CLAIM_PLANS, CLAIM_PLAN_COUNT = {}, 0
     by_text = nil
@@ -289,6 +297,7 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
   end
   plan = without_paused(root, plan, claim_plan)
 
+  if plan.queue_limit then want = math.min(want, taken + queue_room(root, plan.queue_limit, want - taken)) end
   if sticky and taken < want then
     -- The caller's warm runs first (see delta_key in 01-common.lua). A workflow the plan does not take
     -- without a limit goes to its ready set, where the limit is kept.
@@ -311,8 +320,11 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
     if segment.limit then
       -- A workflow with maxConcurrency: as many as its executing runs leave room for.
       local wf = segment.wf
-      local executing = rcall('ZLEXCOUNT', status_key(root, wf, 'running'), '-', BEFORE_SENTINEL) + rcall('ZCARD', status_key(root, wf, 'compensating'))
-      local room = math.min(want - taken, segment.limit - executing)
+      local room = want - taken
+      if segment.limit > 0 then
+        local executing = rcall('ZLEXCOUNT', status_key(root, wf, 'running'), '-', BEFORE_SENTINEL) + rcall('ZCARD', status_key(root, wf, 'compensating'))
+        room = math.min(room, segment.limit - executing)
+      end
       local keys, key_at = segment.keys, 1
       while room > 0 do
         -- One pop takes as many entries as there is room for; entries dropped leave room for another pop.
@@ -326,6 +338,7 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
           if claim_run(root, popped[p], wf, segment.max_attempts, segment.timeout_ms, claim, reply) then
             taken = taken + 1
             room = room - 1
+            if segment.flow then flow_claimed(root, popped[p], wf, now) end
           end
         end
       end

@@ -265,8 +265,8 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
     expect(stats.workers.alive).toBe(1);
     const table = await cli(['stats', ...conn()]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+STATE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\s+EXPIRED LEASES\n/);
-    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+active\s+0\s+-\s+1\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\s+0\n/);
+    expect(table.stdout).toMatch(/^Workflows\nWORKFLOW\s+QUEUE\s+STATE\s+DEPTH\s+OLDEST QUEUED\s+WORKERS\s+HELD BACK\s+SCHEDULED\s+QUEUED\s+RUNNING\s+WAITING\s+COMPENSATING\s+SUCCEEDED\s+FAILED\s+CANCELED\s+EXPIRED LEASES\n/);
+    expect(table.stdout).toMatch(/\ncli-ok\s+cli\s+active\s+0\s+-\s+1\s+-\s+0\s+0\s+0\s+0\s+0\s+4\s+0\s+0\s+0\n/);
     expect(table.stdout).toMatch(/\nWorkers alive \(1\)\nWORKER\s+HOST\s+PID/);
   });
 

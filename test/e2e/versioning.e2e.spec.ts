@@ -77,7 +77,16 @@ class PinnedSleeperWorkflow {
   }
 }
 
-const ALL = [OrderWorkflow, ParentWorkflow, ChildWorkflow, PinnedWorkflow, PinnedLimitedWorkflow, PinnedSleeperWorkflow];
+// pinned and flow-controlled: a run its key admits later goes to its version's ready set
+@Workflow('vp-pinned-keyed', { versioning: 'pinned', concurrency: { key: (input: { customer: string }) => input.customer, limit: 1 } })
+@Injectable()
+class PinnedKeyedWorkflow {
+  async execute(ctx: WorkflowContext<{ customer: string }>) {
+    return ctx.step.run('work', () => ctx.run.id);
+  }
+}
+
+const ALL = [OrderWorkflow, ParentWorkflow, ChildWorkflow, PinnedWorkflow, PinnedLimitedWorkflow, PinnedSleeperWorkflow, PinnedKeyedWorkflow];
 
 describe('versions', () => {
   const suite = useSuiteRedis();
@@ -189,6 +198,26 @@ describe('versions', () => {
     expect(await stranded.getState()).toMatchObject({ version: 'v2', pinned: true });
     // a finished run: nothing to move
     await expect(v2.client.retryRun(stranded.id, { onVersion: 'current' })).rejects.toThrow(/has succeeded/);
+  }, 30_000);
+
+  it('a pinned run of a flow key, admitted when its key frees, waits in its version\'s ready set', async () => {
+    const prefix = uniquePrefix('vp-keyed');
+    const url = suite.redis.url;
+    const v2 = await start({ connection: url, prefix, version: 'v2' });
+    const apiV1 = await start({ connection: url, prefix, version: 'v1', worker: false });
+    const [first, second, third] = await Promise.all([0, 1, 2].map(() => apiV1.client.emit(PinnedKeyedWorkflow, { customer: 'acme' })));
+    // the first holds the key's slot (ready for v1); canceling it admits the second (flow_settle)
+    await v2.client.cancelRun(first.id);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // a v2 worker never takes it: it is in v1's ready set, not the workflow's unpinned one
+    expect(await second.getState()).toMatchObject({ status: 'queued', version: 'v1', pinned: true });
+    expect(await third.getState()).toMatchObject({ status: 'queued', delayedBy: 'concurrency' });
+    const v1 = await start({ connection: url, prefix, version: 'v1' });
+    expect(await second.result({ timeoutMs: 10_000 })).toBe(second.id);
+    expect(await third.result({ timeoutMs: 10_000 })).toBe(third.id);
+    const v1Id = (await v2.client.getStats()).workers.list.find((w) => w.version === 'v1')!.id;
+    for (const run of [second, third]) expect((await run.getState()).workerId).toBe(v1Id);
+    await v1.close();
   }, 30_000);
 
   it('onVersion on a waiting pinned run changes its version; it wakes on the new version\'s worker', async () => {

@@ -178,6 +178,9 @@ function noWorker() {
   return h('span', { class: 'badge no-worker', title: "No live worker serves this workflow: its runs wait in 'queued'. Add its class to the providers of an app that runs a worker." }, 'no worker');
 }
 
+// Runs held back by flow control, by reason ('concurrency 3, rateLimit 1'), as getStats() counts them.
+const heldBack = (counts) => Object.entries(counts || {}).map(([reason, n]) => `${reason} ${n}`).join(', ');
+
 // ---- charts: inline SVG built with the DOM (no library; the page's CSP allows no inline script or style) ----
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -245,13 +248,13 @@ const overviewPage = {
       counts[s] ? h('a', { href: listHref({ workflow, status: s }), class: `count status-${s}` }, counts[s]) : h('span', { class: 'muted' }, '0'));
     return h('div', {},
       h('h1', {}, 'Overview ', h('span', { class: 'live', title: 'refreshed every 2 s' }, `live · ${new Date().toLocaleTimeString()}`)),
-      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Oldest waiting', ...(READ_ONLY ? [] : [''])],
+      section('Workflows', table(['Workflow', 'Queue', ...STATUSES, 'Queue depth', 'Held back', 'Oldest waiting', ...(READ_ONLY ? [] : [''])],
         stats.workflows.map((w) => [h('span', { class: 'workflow-name', 'data-workflow': w.name }, h('a', { href: listHref({ workflow: w.name }) }, w.name), w.workers === 0 ? noWorker() : null, w.paused ? pausedBadge(w.name) : null), w.queue, ...statusCells(w.name, w.counts),
-          w.queueDepth, w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs), ...(READ_ONLY ? [] : [pauseButton(w)])]), 'No workflow is registered yet.')),
+          w.queueDepth, heldBack(w.heldBack), w.oldestQueuedAgeMs === undefined ? '' : duration(w.oldestQueuedAgeMs), ...(READ_ONLY ? [] : [pauseButton(w)])]), 'No workflow is registered yet.')),
       throughputSection(throughput),
       schedulesSection(schedules),
-      section('Queues', table(['Queue', 'Queue depth', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
-        stats.queues.map((q) => [q.name, q.queueDepth, q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
+      section('Queues', table(['Queue', 'Queue depth', 'Held back', 'Oldest waiting', 'Running', 'Waiting', 'Failed'],
+        stats.queues.map((q) => [q.name, q.queueDepth, heldBack(q.heldBack), q.oldestQueuedAgeMs === undefined ? '' : duration(q.oldestQueuedAgeMs), q.counts.running, q.counts.waiting, q.counts.failed]))),
       section(`Workers (${stats.workers.alive} alive)`, table(['Worker', 'Host', 'Version', 'Queues', 'Active / slots', 'Warm runs', 'Started', 'Last heartbeat'],
         stats.workers.list.map((w) => [w.id, `${w.host} (pid ${w.pid})`, w.version ?? '', w.queues.join(', '), `${w.activeRuns} / ${w.concurrency}`, warmRuns(w.executionCache), ago(w.startedAt), ago(w.lastHeartbeatAt)]),
         'No worker is alive.')),
@@ -297,7 +300,8 @@ function runListPage(params) {
           h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }), class: 'button' }, 'Refresh')),
         filters.version ? h('p', { class: 'crumbs' }, `Version ${filters.version} `, h('a', { href: listHref({ workflow: filters.workflow, status: filters.status }) }, '(all versions)')) : null,
         table(['Run', 'Workflow', 'Status', 'Attempt', 'Version', 'Created', 'Took', 'Idempotency key', 'Error'],
-          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow, h('span', {}, badge(r.status), r.delayedBy === 'paused' ? pausedBadge(r.workflow) : null, r.progress !== undefined && !FINISHED.has(r.status) ? [' ', progressView(r.progress, true)] : null), attempts(r), versionCell(r),
+          page.runs.map((r) => [h('a', { href: runHref(r.id), class: 'run-link mono' }, r.id), r.workflow,
+            h('span', r.delayedBy && r.delayedBy !== 'paused' ? { title: `held back by ${r.delayedBy}` } : {}, badge(r.status), r.delayedBy === 'paused' ? pausedBadge(r.workflow) : r.delayedBy ? ` ${r.delayedBy}` : null, r.progress !== undefined && !FINISHED.has(r.status) ? [' ', progressView(r.progress, true)] : null), attempts(r), versionCell(r),
             time(r.createdAt), took(r.startedAt, r.finishedAt), h('span', { class: 'mono' }, r.idempotencyKey ?? ''),
             r.error ? h('span', { class: 'error-text', title: r.error.message }, `${r.error.name}: ${r.error.message}`) : '']),
           'No run matches these filters.'),
@@ -379,6 +383,8 @@ function facts(run) {
     run.startedAt ? ['Started', time(run.startedAt)] : null,
     run.finishedAt ? ['Finished', h('span', {}, time(run.finishedAt), ` (took ${took(run.startedAt ?? run.createdAt, run.finishedAt)})`)] : null,
     run.idempotencyKey ? ['Idempotency key', h('span', { class: 'mono' }, run.idempotencyKey)] : null,
+    run.flowKey ? ['Flow key', h('span', { class: 'mono' }, run.flowKey)] : null,
+    run.delayedBy ? ['Held back by', run.delayedBy] : null,
     run.parentId ? ['Parent', h('a', { href: runHref(run.parentId), class: 'mono parent-link' }, run.parentId)] : null,
     run.continuedFrom ? ['Continued from', h('a', { href: runHref(run.continuedFrom), class: 'mono continued-from-link' }, run.continuedFrom)] : null,
     run.continuedAs ? ['Continued as', h('a', { href: runHref(run.continuedAs), class: 'mono continued-as-link' }, run.continuedAs)] : null,

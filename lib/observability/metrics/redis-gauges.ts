@@ -4,6 +4,9 @@ import { errorMessage } from '../../errors/error-codec.js';
 import type { WorkflowHealthIndicator, WorkflowHealthResult } from '../../health/workflow-health.indicator.js';
 import type { NodeMemory } from '../../health/redis-memory.check.js';
 import { RUN_STATUSES, type WorkflowStats } from '../../interfaces/run.interfaces.js';
+
+/** The reasons flow control holds runs back for (RunInfo.delayedBy; WorkflowStats heldBack). */
+const FLOW_REASONS = ['concurrency', 'rateLimit', 'debounce'] as const;
 import type { Labels, PromClient, PromRegistry } from './prom-client.loader.js';
 
 /** Scrapes within this long of the last Redis read share it: a scrape storm costs one read. */
@@ -59,8 +62,14 @@ export class RedisGauges {
     gauge('workflow_oldest_queued_age_seconds', 'Age of the oldest queued run (0 when none is queued).', ['workflow', 'queue'],
       perWorkflow((w, set) => set({}, (w.oldestQueuedAgeMs ?? 0) / 1000)));
     gauge('workflow_workers', 'Live workers that serve the workflow.', ['workflow', 'queue'], perWorkflow((w, set) => set({}, w.workers)));
-    gauge('workflow_runs_held_back', 'Ready runs that no worker claims, by reason (no_worker: no live worker serves the workflow).', ['workflow', 'queue', 'reason'],
-      perWorkflow((w, set) => set({ reason: 'no_worker' }, w.workers === 0 ? w.queueDepth : 0)));
+    gauge('workflow_runs_held_back',
+      'Runs that wait although they could start, by reason: no_worker (no live worker serves the workflow), or flow control (concurrency, rateLimit, debounce).',
+      ['workflow', 'queue', 'reason'],
+      perWorkflow((w, set) => {
+        set({ reason: 'no_worker' }, w.workers === 0 ? w.queueDepth : 0);
+        // every flow-control reason is set, 0 included, so that a series drops to 0 instead of going stale
+        for (const reason of new Set([...FLOW_REASONS, ...Object.keys(w.heldBack ?? {})])) set({ reason }, w.heldBack?.[reason] ?? 0);
+      }));
     // A counter kept in Redis for the whole fleet (wf1_tick counts every lease it takes back, whether the
     // worker died or stalled), so every instance reports the same total: aggregate with max, not sum.
     new client.Counter({

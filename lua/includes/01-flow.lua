@@ -1,0 +1,283 @@
+-- Flow control: per-key concurrency, rate limits and fairness (the workflow options concurrency,
+-- rateLimit, fairness; docs in README "Flow control").
+--
+-- A run with a flow key ('fk', computed by the client at emit) enters its workflow's ready set only when
+-- its key has room; otherwise it waits, 'queued', in its key's held set, and the transition that makes
+-- room (a completion, failure, park or cancel of a run of the key, the claim of a rate-limited or fair
+-- key's run, or the key's rate window opening, through the shard's timers) moves the key's next run to
+-- the ready set in the same call. The claim itself is unchanged for concurrency: every run in a ready set
+-- may be claimed, so neither the number of keys nor of held runs costs a claim anything.
+--
+-- Keys (all in the runs' shard: runs of one key are routed to one shard):
+--   <root>:f:<wf>:<key>   the key's state (hash, created on demand, deleted when the key has no runs):
+--                         'n' runs holding a slot (in the ready set or executing), 'p' of them in the ready
+--                         set (kept for capped keys only, see below), 'q' the spec, 'b' why held runs
+--                         wait now ('' | 'concurrency' | 'rateLimit')
+--   <root>:fh:<wf>:<key>  held runs (zset, ready-set scores: priority, then time)
+--   <root>:fr:<wf>:<key>  start times of the last `limit` claims (list, newest first), expires after
+--                         the period: a sliding log, so that no `periodMs` window ever sees more starts
+--   <root>:hb:<wf>        held runs per reason (hash): what stats show (see held_reason)
+-- Run hash: 'fk' the key, 'fq' the spec, 'fs' the slot: 'h' held, 'p' admitted and in the ready set
+-- (capped keys), '1' holds a slot.
+-- Spec text (made by the client): '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>'.
+-- A capped key (rate limit or fairness) has at most one run in the ready set at a time and its next run
+-- is admitted when that one is claimed: the sliding log is then checked at every start, and a fair key's
+-- next run goes to the back of the ready set (round-robin between keys, priority first).
+-- Parked runs (sleep, events, children, retry backoff) give their slot back and take a new one when woken.
+
+-- Only what other files call is a local of the library's main chunk, which Lua caps at 200 locals (main
+-- and flow control together pass it): the rest of this file is one block, not indented for it.
+local flow_enqueue, ready_run, flow_claimed, flow_timer_due, queue_room
+local debounce_into_pending, debounce_open, debounce_close
+do
+
+local FLOW_ADMIT_PER_CALL = 100
+
+local function flow_key(root, wf, key) return root .. ':f:' .. wf .. ':' .. key end
+local function flow_held_key(root, wf, key) return root .. ':fh:' .. wf .. ':' .. key end
+local function flow_log_key(root, wf, key) return root .. ':fr:' .. wf .. ':' .. key end
+local function held_counts_key(root, wf) return root .. ':hb:' .. wf end
+-- A key's rate window as a member of ':timers' (run ids never start with '~').
+local function flow_timer_member(wf, key) return '~f:' .. #wf .. ':' .. wf .. key end
+
+local function flow_spec(q)
+  local c, r, p, fair = string.match(q or '', '^(%d+),(%d+),(%d+),(%d)$')
+  if not c then return 0, 0, 0, false end
+  return tonumber(c), tonumber(r), tonumber(p), fair == '1'
+end
+
+-- Why the key cannot take another run into the ready set now: 'concurrency', 'rateLimit' (and when its
+-- window opens), 'turn' (a capped key's run is in the ready set already), or nil.
+local function flow_block(log_key, q, n, p, now)
+  local climit, rlimit, period, fair = flow_spec(q)
+  if climit > 0 and n >= climit then return 'concurrency' end
+  if rlimit > 0 then
+    local oldest = rcall('LINDEX', log_key, rlimit - 1)
+    if oldest and tonumber(oldest) > now - period then return 'rateLimit', tonumber(oldest) + period end
+  end
+  if (fair or rlimit > 0) and p > 0 then return 'turn' end
+  return nil
+end
+
+-- What getStats counts a held run under: its spec's limit, fixed for the run's stay in the held set (the
+-- reason a key's runs wait now, which changes with time, is the key's 'b', read by getRun). A fair key's
+-- runs waiting their turn are not counted: they are queued as any run is.
+local function held_reason(q)
+  local climit, rlimit = flow_spec(q)
+  if climit > 0 then return 'concurrency' end
+  if rlimit > 0 then return 'rateLimit' end
+  return nil
+end
+
+-- Moves the key's held runs to the ready set while it has room, records why the rest wait, wakes the key
+-- when its rate window opens, and deletes the key's state when it has no runs. `s`: the key's state as
+-- read (HMGET n, p, q, b), with n and p already changed by the caller; `stored_n`, `stored_p`: as read, so
+-- that a release that admits the next run (n back where it was) writes nothing to the key.
+-- O(runs admitted); a key whose held set is empty costs no command for it (a run is held only while its
+-- key is blocked, so a key with room has none).
+local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, stored_p)
+  local state_key, held_key = flow_key(root, wf, key), flow_held_key(root, wf, key)
+  local _, rlimit, _, fair = flow_spec(q)
+  local capped = fair or rlimit > 0
+  local counted = held_reason(q)
+  local reason, opens
+  local admitted = 0
+  for _ = 1, FLOW_ADMIT_PER_CALL do
+    reason, opens = flow_block(flow_log_key(root, wf, key), q, n, p, now)
+    if reason then break end
+    local head = rcall('ZPOPMIN', held_key)
+    if not head[1] then break end
+    local id, score = head[1], tonumber(head[2])
+    if fair then
+      -- to the back of the ready set at its priority: round-robin between keys
+      score = score - score % PRIORITY_SPAN + (now - READY_EPOCH)
+    end
+    n = n + 1
+    if capped then p = p + 1 end
+    admitted = admitted + 1
+    rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
+    -- a pinned run to its version's ready set (includes/00-versions.lua)
+    local ready = run_ready_key(root, id, wf)
+    rcall('ZADD', ready, ms(score), id)
+    notify_if_was_empty(root, ready, 1)
+  end
+  if admitted > 0 and counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -admitted) end
+  if reason == 'turn' then reason = '' end
+  reason = reason or ''
+  if n <= 0 and p <= 0 and rcall('EXISTS', held_key) == 0 then
+    rcall('DEL', state_key)
+    return
+  end
+  local changed = n ~= stored_n or p ~= stored_p
+  if changed and reason ~= (old_reason or '') then
+    rcall('HSET', state_key, 'n', n, 'p', p, 'b', reason)
+  elseif changed then
+    rcall('HSET', state_key, 'n', n, 'p', p)
+  elseif reason ~= (old_reason or '') then
+    rcall('HSET', state_key, 'b', reason)
+  end
+  if reason == 'rateLimit' and opens then schedule_timer(root, flow_timer_member(wf, key), opens) end
+end
+
+-- The key's state: n, p (numbers), q, b.
+local function flow_state(root, wf, key)
+  local s = rcall('HMGET', flow_key(root, wf, key), 'n', 'p', 'q', 'b')
+  return tonumber(s[1]) or 0, tonumber(s[2]) or 0, s[3], s[4]
+end
+
+-- A run of a flow key becomes queued (emitted, woken, retried): to the ready set at once when its key has
+-- room (then no run of the key is held, so none is passed), else into the key's held set.
+-- `q`: the spec, stored on the key (the newest emit's wins: a changed option applies from then on).
+-- `fresh`: a new run (wf1_emit), whose flow fields are written here with its slot. `v`: the run's 'v' when
+-- the caller has it (false: none), nil to read it (a pinned run has its own ready set, see make_ready).
+flow_enqueue = function(root, id, wf, key, q, priority, at, now, fresh, v)
+  local run = run_key(root, id)
+  local n, p, old_q, old_reason = flow_state(root, wf, key)
+  local state_key = flow_key(root, wf, key)
+  local reason, opens = flow_block(flow_log_key(root, wf, key), q, n, p, now)
+  if not reason then
+    local _, rlimit, _, fair = flow_spec(q)
+    local capped = fair or rlimit > 0
+    if fresh then
+      rcall('HSET', run, 'fk', key, 'fq', q, 'fs', capped and 'p' or '1')
+    else
+      rcall('HSET', run, 'fs', capped and 'p' or '1')
+    end
+    if capped then
+      rcall('HSET', state_key, 'n', n + 1, 'p', p + 1, 'q', q)
+    elseif old_q ~= q then
+      rcall('HSET', state_key, 'n', n + 1, 'q', q)
+    else
+      rcall('HINCRBY', state_key, 'n', 1)
+    end
+    make_ready(root, id, wf, priority, at, v)
+    return
+  end
+  rcall('ZADD', flow_held_key(root, wf, key), ms(ready_score(priority, at)), id)
+  if fresh then
+    rcall('HSET', run, 'fk', key, 'fq', q, 'fs', 'h')
+  else
+    rcall('HSET', run, 'fs', 'h')
+  end
+  local counted = held_reason(q)
+  if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, 1) end
+  if reason == 'turn' then reason = '' end
+  if old_q ~= q or reason ~= (old_reason or '') then rcall('HSET', state_key, 'q', q, 'b', reason) end
+  if reason == 'rateLimit' then schedule_timer(root, flow_timer_member(wf, key), opens) end
+end
+
+-- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
+-- worker, released) goes straight back; one without goes through flow_enqueue.
+ready_run = function(root, id, wf, priority, at)
+  local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq')
+  if not f[1] or f[2] == '1' or f[2] == 'p' then return make_ready(root, id, wf, priority, at) end
+  if f[2] == 'h' then return end
+  flow_enqueue(root, id, wf, f[1], f[3], priority, at, at)
+end
+
+-- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
+flow_release = function(root, id, wf, now)
+  if rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq')
+  if f[3] then debounce_close(root, wf, id, f[3]) end
+  if not f[2] then return end
+  local key = f[1]
+  rcall('HDEL', run, 'fs')
+  local n, p, q, reason = flow_state(root, wf, key)
+  q = q or f[4]
+  if f[2] == 'h' then
+    rcall('ZREM', flow_held_key(root, wf, key), id)
+    local counted = held_reason(f[4])
+    if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -1) end
+    flow_settle(root, wf, key, now, n, p, q, reason, n, p)
+  else
+    flow_settle(root, wf, key, now, n - 1, f[2] == 'p' and p - 1 or p, q, reason, n, p)
+  end
+end
+
+-- A run of a capped key was claimed (claim_runs, for the workflows a worker marks as flow-controlled):
+-- its start goes into the key's sliding log, and the key may admit its next run.
+flow_claimed = function(root, id, wf, now)
+  local run = run_key(root, id)
+  local f = rcall('HMGET', run, 'fk', 'fs', 'fq')
+  if not f[1] then return end
+  local _, rlimit, period, fair = flow_spec(f[3])
+  if rlimit == 0 and not fair then return end
+  local key = f[1]
+  if rlimit > 0 then
+    local log_key = flow_log_key(root, wf, key)
+    rcall('LPUSH', log_key, ms(now))
+    rcall('LTRIM', log_key, 0, rlimit - 1)
+    rcall('PEXPIRE', log_key, period)
+  end
+  local n, p, q, reason = flow_state(root, wf, key)
+  local stored_p = p
+  if f[2] == 'p' then
+    rcall('HSET', run, 'fs', '1')
+    p = p - 1
+  end
+  flow_settle(root, wf, key, now, n, p, q or f[3], reason, n, stored_p)
+end
+
+-- A key's rate window opened (its ':timers' member came due): admit what the key has room for.
+-- Returns true when `member` was a key's, false for a run id.
+flow_timer_due = function(root, member, now)
+  local length, from = string.match(member, '^~f:(%d+):()')
+  if not length then return false end
+  local wf = string.sub(member, from, from + tonumber(length) - 1)
+  local key = string.sub(member, from + tonumber(length))
+  local n, p, q, reason = flow_state(root, wf, key)
+  if q then flow_settle(root, wf, key, now, n, p, q, reason, n, p) end
+  return true
+end
+
+-- How many more runs a claim may take in a shard whose queue has a concurrency limit (queues.<name>.concurrency;
+-- such a queue has one partition): the shard's lease set holds every run executing in it. A claim cut
+-- short by it leaves ':qw' behind, so that the next run to leave the lease set tells workers (queue_room_freed):
+-- their ready sets were not empty, so no other notice would come.
+queue_room = function(root, limit, want)
+  local room = math.max(0, limit - rcall('ZCOUNT', root .. ':leases', '-inf', '(+inf'))
+  if room < want then rcall('SET', root .. ':qw', '1') end
+  return room
+end
+
+-- Debounce (the workflow option debounce): a key's emits within its period collapse into one run, the
+-- key's pending run, which is 'scheduled' for the end of the period and carries the latest input.
+--   <root>:db:<wf>:<key>  the key's pending run id (string), deleted when the run comes due or ends
+-- Run hash: 'dk' the debounce key and 'df' the time of the burst's first emit, while the run is pending.
+local function debounce_slot(root, wf, key) return root .. ':db:' .. wf .. ':' .. key end
+
+-- Folds an emit into the key's pending run, if it has one: its input becomes `input` and its start moves
+-- to now + period, but not past maxWait after the first emit. Returns the pending run's id, or nil.
+debounce_into_pending = function(root, wf, key, input, period, max_wait, now)
+  local pending = rcall('GET', debounce_slot(root, wf, key))
+  if not pending then return nil end
+  local run = run_key(root, pending)
+  local p = rcall('HMGET', run, 'st', 'df')
+  if p[1] ~= 'scheduled' or not p[2] then return nil end
+  local due = now + period
+  if max_wait then due = math.min(due, tonumber(p[2]) + max_wait) end
+  rcall('HSET', run, 'in', input, 'due', ms(due))
+  rcall('HINCRBY', run, 'dn', 1)
+  schedule_timer(root, pending, due)
+  return pending
+end
+
+debounce_open = function(root, wf, key, id, now)
+  rcall('SET', debounce_slot(root, wf, key), id)
+  rcall('HSET', run_key(root, id), 'dk', key, 'df', ms(now))
+  rcall('HINCRBY', held_counts_key(root, wf), 'debounce', 1)
+end
+
+-- The pending run comes due or ends (canceled): later emits start a new run.
+debounce_close = function(root, wf, id, key)
+  local slot = debounce_slot(root, wf, key)
+  if rcall('GET', slot) == id then
+    rcall('DEL', slot)
+    rcall('HINCRBY', held_counts_key(root, wf), 'debounce', -1)
+  end
+  rcall('HDEL', run_key(root, id), 'dk', 'df')
+end
+
+end
