@@ -177,9 +177,10 @@ end
 
 -- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
 flow_release = function(root, id, wf, now)
-  if rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq')
+  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq', 'ql')
+  -- only a run claimed under a queue limit ('ql', see claim_run) may free room a claim was cut short of
+  if f[5] and rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   if f[3] then debounce_close(root, wf, id, f[3]) end
   if not f[2] then return end
   local key = f[1]
@@ -234,7 +235,7 @@ end
 
 -- How many more runs a claim may take in a shard whose queue has a concurrency limit (queues.<name>.concurrency;
 -- such a queue has one partition): the shard's lease set holds every run executing in it. A claim cut
--- short by it leaves ':qw' behind, so that the next run to leave the lease set tells workers (queue_room_freed):
+-- short by it leaves ':qw' behind, so that the next run to leave the lease set tells workers (flow_release):
 -- their ready sets were not empty, so no other notice would come.
 queue_room = function(root, limit, want)
   local room = math.max(0, limit - rcall('ZCOUNT', root .. ':leases', '-inf', '(+inf'))

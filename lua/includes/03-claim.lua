@@ -56,6 +56,8 @@ local function claim_run(root, id, wf, max_attempts, timeout_ms, claim, reply, h
       rcall('HSET', run, 'st', status, 'tok', token, 'fen', fence, 'lu', lease_text, 'wk', worker, 'max', max, 'sa', now_text)
       count_throughput(root, wf, 'b', now)
     end
+    -- a run of a queue with a concurrency limit: its release tells workers cut short by the limit (flow_release)
+    if claim.queue_limited then rcall('HSET', run, 'ql', '1') end
     if timeout_ms > 0 and (not deadline_at or not started) then
       -- A child may have a deadline from its parent already (runWorkflow's timeoutMs, lua/emit.lua): the
       -- earlier of the two stands. A run never claimed ('hn' = '1') was read without 'dl' above.
@@ -297,6 +299,7 @@ local function claim_runs(root, argv, at, now, reply, now_text, handover)
   end
   plan = without_paused(root, plan, claim_plan)
 
+  claim.queue_limited = plan.queue_limit ~= nil
   if plan.queue_limit then want = math.min(want, taken + queue_room(root, plan.queue_limit, want - taken)) end
   if sticky and taken < want then
     -- The caller's warm runs first (see delta_key in 01-common.lua). A workflow the plan does not take

@@ -291,7 +291,7 @@ describe('versions', () => {
     expect(list.out).toContain(`${held.id}`);
     expect(list.out).toContain('v1 (pinned)');
     expect((await cli('runs', 'show', held.id)).out).toMatch(/Version:\s+v1 \(pinned\)/);
-    expect((await cli('workflows', 'list')).out).toMatch(/vp-pinned\s+default\s+1\s+v2 \(pinned\)/);
+    expect((await cli('workflows', 'list')).out).toMatch(/vp-pinned\s+default\s+active\s+1\s+v2 \(pinned\)/);
     const moved = await cli('runs', 'retry', held.id, '--to-version', 'v2');
     expect(moved.out).toMatch(/v2/);
     expect(await held.result({ timeoutMs: 10_000 })).toBe(held.id);
