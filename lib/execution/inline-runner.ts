@@ -1,19 +1,9 @@
 import { progressText } from './progress.js';
+import { InlineRunCore } from './inline-run-core.js';
 import { describeError } from '../errors/error-codec.js';
-import { Logger, type LoggerService } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
-import { readWorkflowMetadata, resolveWorkflowOptions, type ResolvedWorkflowOptions } from '../discovery/workflow-definition.js';
-import {
-  ChildWorkflowError,
-  NonDeterminismError,
-  NonRetriableError,
-  PayloadError,
-  TimeoutError,
-  WorkflowConfigurationError,
-  WorkflowError,
-  InvalidArgumentError,
-  LeaseLostError,
-} from '../errors/workflow.errors.js';
+import { Logger } from '@nestjs/common';
+import { readWorkflowMetadata } from '../discovery/workflow-definition.js';
+import { ChildWorkflowError, NonRetriableError, PayloadError, TimeoutError, WorkflowConfigurationError, WorkflowError, InvalidArgumentError, LeaseLostError } from '../errors/workflow.errors.js';
 import { checkPublishedKey, MAX_PUBLISHED_VALUE_BYTES, PUBLISHED_STEP_PREFIX } from './published-values.js';
 import { checkWaits } from './races.js';
 import { FaultInjector, InjectedFaultStop } from './fault-injector.js';
@@ -22,29 +12,14 @@ import type { RedisCompensation, RedisStepOptions, RedisTx } from '../interfaces
 import type { FaultKind } from '../interfaces/fault-injection.interfaces.js';
 import { mayRetryStep } from './retry-policy.js';
 import { CONTINUED_TWICE, ContinueAsNewSignal } from './continue-as-new.js';
-import { checkDuration, checkEvent, checkInstant, checkStepName, checkStepOptions, quoteName } from './call-limits.js';
-import type {
-  ChildOutcome,
-  ChildRunOptions,
-  InputData,
-  OnFailureContext,
-  RaceResult,
-  RaceWait,
-  RunMeta,
-  StepContext,
-  WaitForEventOptions,
-  WorkflowClass,
-  WorkflowContext,
-  WorkflowHandler,
-} from '../interfaces/workflow.interfaces.js';
-import { ON_FAILURE_METADATA, DEFAULTS } from '../workflow.constants.js';
+import { checkDuration, checkEvent, checkInstant, checkStepOptions, quoteName } from './call-limits.js';
+import type { ChildOutcome, ChildRunOptions, InputData, RaceResult, RaceWait, StepContext, WaitForEventOptions, WorkflowClass, WorkflowContext, WorkflowHandler } from '../interfaces/workflow.interfaces.js';
 import { raceAbort } from './backoff.js';
-import { checkPatchId, patchStepName } from './patches.js';
-import { executionScope, type DurableExecution, type StepRequest } from './execution-scope.js';
+import { checkPatchId } from './patches.js';
+import { executionScope, type StepRequest } from './execution-scope.js';
 import { prepareInput } from './input-validation.js';
 import { fromPayload, toPayload } from './payload.js';
-import { stepField } from './step-record.js';
-import type { InlineOptions, InlineResult, InlineStep, InlineStepKind } from '../interfaces/inline.interfaces.js';
+import type { InlineOptions, InlineResult, InlineStep } from '../interfaces/inline.interfaces.js';
 
 type HandlerInput<H> = H extends WorkflowHandler<infer I, any> ? I : unknown;
 type HandlerOutput<H> = H extends WorkflowHandler<any, infer O> ? Awaited<O> : unknown;
@@ -72,127 +47,9 @@ export async function runInline<H extends WorkflowHandler<any, any>>(
   return result as InlineResult<HandlerOutput<H>>;
 }
 
-interface Memo {
-  kind: InlineStepKind;
-  fingerprint?: string;
-  /** The result as stored (JSON text); undefined for a step that returned nothing. */
-  text?: string;
-}
-
-class InlineRun implements DurableExecution {
-  /** Retries follow at once (see DurableExecution.skipsBackoff). */
-  readonly skipsBackoff = true;
-  private readonly runId: string;
-  private readonly name: string;
-  private readonly options: ResolvedWorkflowOptions;
-  private readonly maxAttempts: number;
-  private readonly maxPayloadBytes: number;
-  private readonly logger: LoggerService;
-  private readonly controller = new AbortController();
-  private readonly entries = new Map<string, InlineStep>();
-  /** ctx.setEvent's values (InlineResult.events), and the calls that published them (step fields). */
-  private readonly published: Record<string, unknown> = {};
-  private readonly publications = new Set<string>();
-  /** The runs this inline run started, by id: what its waitForAny races. */
-  private readonly emittedRuns = new Map<string, InlineResult>();
-  /** Results of steps that succeeded, kept across attempts as the engine keeps them in Redis. */
-  private readonly memo = new Map<string, Memo>();
-  private occurrences = new Map<string, number>();
-  /** ctx.patched()'s answers of this attempt. */
-  private patchAnswers = new Map<string, boolean>();
-  private compensations: { field: string; run: () => unknown }[] = [];
-  private attempt = 0;
-  /** ctx.setProgress's values, in order, as JSON round-tripped (what getRun would show). */
-  private readonly progress: unknown[] = [];
-  private fatal?: Error;
-  /** The next execution's input (JSON text) once the handler called ctx.continueAsNew. */
-  private continuation?: string;
-  private continuations = 0;
-  /** The validated input of the last attempt: what @OnFailure receives, as in the engine. */
-  private input?: unknown;
-  /** An injected crash or lease loss stopped this execution: the handler's later calls see it too. */
-  private stopped?: InjectedFaultStop;
-
-  constructor(
-    private readonly handler: WorkflowHandler,
-    private readonly inline: InlineOptions<unknown>,
-    private readonly parentId: string | undefined,
-    private readonly faults: FaultInjector | undefined,
-  ) {
-    if (!handler || typeof handler.execute !== 'function') {
-      throw new WorkflowConfigurationError('runInline needs a workflow instance with an execute(ctx) method, e.g. moduleRef.get(CheckoutWorkflow).');
-    }
-    const meta = readWorkflowMetadata(handler.constructor) ?? { name: handler.constructor.name, options: {} };
-    this.name = meta.name;
-    this.options = resolveWorkflowOptions(meta);
-    this.maxAttempts = inline.maxAttempts ?? this.options.maxAttempts;
-    if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) {
-      throw new WorkflowConfigurationError(`runInline maxAttempts must be a whole number of at least 1, got ${inline.maxAttempts}.`);
-    }
-    this.maxPayloadBytes = inline.maxPayloadBytes ?? DEFAULTS.maxPayloadBytes;
-    this.runId = inline.runId ?? `inline-${randomUUID()}`;
-    this.logger = inline.logger ?? new Logger(`Workflow ${this.name} ${this.runId}`);
-  }
-
-  async execute(): Promise<InlineResult> {
-    // As emit() does: validate, store as JSON; then as the worker does: read back and validate again.
-    const validated = await prepareInput(this.options.input, this.inline.input, this.options.validation);
-    let inputText = toPayload(validated ?? null, `The input of workflow '${this.name}'`, this.maxPayloadBytes) ?? 'null';
-    const deadline = this.options.timeoutMs > 0 ? setTimeout(() => this.timeOut(), this.options.timeoutMs) : undefined;
-    try {
-      for (;;) {
-        this.attempt += 1;
-        this.occurrences = new Map();
-        this.patchAnswers = new Map();
-        this.compensations = [];
-        this.fatal = undefined;
-        this.stopped = undefined;
-        let error: unknown;
-        try {
-          const output = await this.executeAttempt(inputText);
-          if (this.continuation === undefined) return this.result({ succeeded: true, output });
-        } catch (thrown) {
-          if (thrown instanceof WorkflowConfigurationError) throw thrown;
-          if (thrown instanceof InjectedFaultStop && !this.controller.signal.aborted) {
-            // The engine executes the run again from its records, as after a crash: not a failed attempt.
-            this.logger.warn(`${thrown.message}; executing the run again from its recorded steps`);
-            this.attempt -= 1;
-            continue;
-          }
-          error = thrown;
-        }
-        if (this.continuation !== undefined && !this.fatal) {
-          // as the engine: a new execution with the given input and an empty history
-          inputText = this.continuation;
-          this.continuation = undefined;
-          this.continuations += 1;
-          this.attempt = 0;
-          this.memo.clear();
-          this.entries.clear();
-          continue;
-        }
-        const final =
-          error instanceof NonRetriableError ||
-          error instanceof NonDeterminismError ||
-          error instanceof PayloadError ||
-          error instanceof InvalidArgumentError ||
-          error instanceof TimeoutError ||
-          this.controller.signal.aborted ||
-          this.attempt >= this.maxAttempts;
-        if (!final) {
-          this.logger.warn(`Attempt ${this.attempt}/${this.maxAttempts} failed (${describeError(error)}); retrying at once (runInline skips backoff)`);
-          continue;
-        }
-        const failure = error instanceof Error ? error : new WorkflowError(describeError(error));
-        const onFailureError = await this.finalize(failure, inputText);
-        return this.result({ succeeded: false, error: failure, onFailureError });
-      }
-    } finally {
-      clearTimeout(deadline);
-    }
-  }
-
-  private async executeAttempt(inputText: string): Promise<unknown> {
+/** The step kinds a handler executed by runInline calls (ctx.step.*, @Step methods, ctx.setEvent …). */
+class InlineRun extends InlineRunCore {
+  protected async executeAttempt(inputText: string): Promise<unknown> {
     let input: unknown;
     try {
       input = this.input = await prepareInput(this.options.input, fromPayload(inputText), this.options.validation);
@@ -288,7 +145,7 @@ class InlineRun implements DurableExecution {
    * the first result stands), a crash after the function returned (nothing is recorded). A stop is thrown
    * as InjectedFaultStop, which makes execute() run the handler again from the recorded steps.
    */
-  private async withFaults(
+  protected async withFaults(
     faults: FaultKind[],
     name: string,
     call: () => Promise<unknown>,
@@ -310,65 +167,14 @@ class InlineRun implements DurableExecution {
     return toPayload(value, `The result of step '${name}'`, this.maxPayloadBytes);
   }
 
-  /**
-   * Runs one durable step: a recorded success of an earlier attempt is returned as stored; otherwise
-   * `execute` produces the JSON text that is recorded and returned parsed, so first run and replay agree.
-   */
-  private async durable(
-    name: string,
-    kind: InlineStepKind,
-    fingerprint: string | undefined,
-    overridden: boolean,
-    execute: (field: string, entry: InlineStep) => Promise<string | undefined>,
-    compensate?: (result: unknown) => unknown,
-  ): Promise<unknown> {
-    if (this.controller.signal.aborted) throw this.controller.signal.reason;
-    if (this.stopped) throw this.stopped;
-    const field = this.nextField(name);
-    const recorded = this.memo.get(field);
-    if (recorded) {
-      if (recorded.kind !== kind || (recorded.fingerprint ?? '') !== (fingerprint ?? '')) {
-        throw (this.fatal ??= new NonDeterminismError(
-          `Step '${name}' (occurrence ${field.slice(0, field.indexOf(':'))}) was recorded as ${recorded.fingerprint ?? recorded.kind} but the code now asks for ${fingerprint ?? kind}. ` +
-            'The workflow code changed under a run in flight: keep old code paths for old runs, or use a new step name.',
-        ));
-      }
-      const value = fromPayload(recorded.text);
-      if (compensate) this.compensations.push({ field, run: () => compensate(value) });
-      return value;
-    }
-    let entry = this.entries.get(field);
-    if (entry) {
-      entry.status = 'running';
-      delete entry.error;
-    } else {
-      entry = { name, occurrence: this.occurrences.get(name)! - 1, kind, status: 'running', attempts: 0, overridden };
-      this.entries.set(field, entry);
-    }
-    try {
-      const text = await execute(field, entry);
-      const value = fromPayload(text);
-      this.memo.set(field, { kind, fingerprint, text });
-      entry.status = 'succeeded';
-      entry.result = fromPayload(text);
-      if (compensate) this.compensations.push({ field, run: () => compensate(value) });
-      return value;
-    } catch (error) {
-      if (error instanceof InjectedFaultStop) throw error;
-      entry.status = 'failed';
-      entry.error = error instanceof Error ? error : new WorkflowError(describeError(error));
-      throw error;
-    }
-  }
-
-  private instant(name: string, kind: 'sleep'): Promise<void> {
+  protected instant(name: string, kind: 'sleep'): Promise<void> {
     return this.durable(name, kind, undefined, false, async (_field, entry) => {
       entry.attempts += 1;
       return undefined;
     }) as Promise<void>;
   }
 
-  private waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
+  protected waitForEvent(name: string, opts: WaitForEventOptions): Promise<unknown> {
     if (!opts || typeof opts !== 'object') return Promise.reject(new InvalidArgumentError(`waitForEvent(${quoteName(name)}) needs { event: 'name' }.`));
     try {
       checkEvent(opts.event, opts.key, `waitForEvent(${quoteName(name)})`);
@@ -388,7 +194,7 @@ class InlineRun implements DurableExecution {
 
   /** ctx.setEvent in memory: the latest value of each key ends up in InlineResult.events; a retried attempt
    *  that reaches a publication again publishes nothing, as a replay does. */
-  private setEvent(key: string, value: unknown): Promise<void> {
+  protected setEvent(key: string, value: unknown): Promise<void> {
     try {
       checkPublishedKey(key, 'ctx.setEvent()');
       const text = toPayload(value ?? null, `ctx.setEvent(${quoteName(key)})'s value`, this.maxPayloadBytes) ?? 'null';
@@ -407,7 +213,7 @@ class InlineRun implements DurableExecution {
   }
 
   /** runWorkflow with onFailure 'continue': the child's failure is an outcome, not a rejection. */
-  private settledChild(name: string, workflow: string | WorkflowClass, input: unknown): Promise<ChildOutcome> {
+  protected settledChild(name: string, workflow: string | WorkflowClass, input: unknown): Promise<ChildOutcome> {
     return this.child(name, 'child', workflow, input).then(
       (output) => ({ status: 'succeeded', output }),
       (error: unknown) => {
@@ -422,7 +228,7 @@ class InlineRun implements DurableExecution {
    * runs emitted in this inline run; when none, the shortest sleep (sleeps do not wait inline). A race that
    * nothing can end inline is refused, as a run would wait for ever.
    */
-  private waitForAny(name: string, waits: readonly RaceWait[]): Promise<RaceResult> {
+  protected waitForAny(name: string, waits: readonly RaceWait[]): Promise<RaceResult> {
     try {
       checkWaits(name, waits);
     } catch (error) {
@@ -460,7 +266,7 @@ class InlineRun implements DurableExecution {
    * ctx.step.redis with no Redis: the commands are checked as the engine checks them, and the step's
    * replies come from stepOverrides (a value, or a function given the queued `[command, key, ...args]`).
    */
-  private redisStep(name: string, build: (tx: RedisTx) => void, opts: RedisStepOptions = {}): Promise<unknown[]> {
+  protected redisStep(name: string, build: (tx: RedisTx) => void, opts: RedisStepOptions = {}): Promise<unknown[]> {
     const queue = (step: string, fn: RedisCompensation, replies: unknown[]) => {
       const builder = new RedisTxBuilder({ shardRoot: '{inline}', prefix: '\u0000', cluster: false, maxPayloadBytes: this.maxPayloadBytes, step });
       if (typeof fn !== 'function') throw new InvalidArgumentError(`step.redis('${name}') needs a function that queues commands on tx.`);
@@ -489,7 +295,7 @@ class InlineRun implements DurableExecution {
     }, compensate) as Promise<unknown[]>;
   }
 
-  private child(name: string, kind: 'child' | 'child-emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {
+  protected child(name: string, kind: 'child' | 'child-emit', workflow: string | WorkflowClass, input: unknown): Promise<unknown> {
     const override = this.overrideFor(name);
     const childName = typeof workflow === 'string' ? workflow : (readWorkflowMetadata(workflow)?.name ?? workflow?.name);
     return this.durable(name, kind, `child:${childName}`, override.found, async (_field, entry) => {
@@ -512,7 +318,7 @@ class InlineRun implements DurableExecution {
   }
 
   /** A graph needs Redis to start its nodes: inline, only its overridden value (the results by node name). */
-  private graph(name: string): Promise<unknown> {
+  protected graph(name: string): Promise<unknown> {
     const override = this.overrideFor(name);
     if (!override.found) {
       return Promise.reject(new InvalidArgumentError(`runInline does not run graphs: give step '${name}' its results in steps ({ '${name}': { node: { status: 'succeeded', output } } }).`));
@@ -524,7 +330,7 @@ class InlineRun implements DurableExecution {
     });
   }
 
-  private resolveChild(stepName: string, workflow: string | WorkflowClass): WorkflowHandler {
+  protected resolveChild(stepName: string, workflow: string | WorkflowClass): WorkflowHandler {
     const given = this.inline.workflows ?? [];
     if (typeof workflow === 'function') {
       const instance = given.find((h) => h instanceof workflow);
@@ -544,124 +350,9 @@ class InlineRun implements DurableExecution {
   }
 
   // ---- failure ----
-
-  private timeOut(): void {
-    this.controller.abort(new TimeoutError(`Workflow '${this.name}' did not finish within its timeoutMs (${this.options.timeoutMs} ms).`));
-  }
-
-  /** Compensations in reverse order, then @OnFailure; their errors are logged, as the engine does. */
-  private async finalize(error: Error, inputText: string): Promise<Error | undefined> {
-    for (const compensation of [...this.compensations].reverse()) {
-      const entry = this.entries.get(compensation.field);
-      for (let attempt = 1; attempt <= COMPENSATION_TRIES; attempt += 1) {
-        try {
-          await compensation.run();
-          if (entry) delete entry.compensationError;
-          break;
-        } catch (compensationError) {
-          this.logger.error(`Compensation of step '${compensation.field}' failed (try ${attempt}/${COMPENSATION_TRIES}): ${describeError(compensationError)}`);
-          if (entry) entry.compensationError = compensationError instanceof Error ? compensationError : new WorkflowError(describeError(compensationError));
-        }
-      }
-      if (entry) entry.status = 'compensated';
-    }
-    const method = findOnFailureMethod(this.handler);
-    if (!method) return undefined;
-    const failureContext: OnFailureContext<unknown> = {
-      input: this.input ?? fromPayload(inputText),
-      run: this.runMeta(),
-      error,
-      signal: this.controller.signal,
-      logger: this.logger,
-    };
-    try {
-      await (this.handler as unknown as Record<string, (c: OnFailureContext) => unknown>)[method](failureContext);
-      return undefined;
-    } catch (hookError) {
-      this.logger.error(`@OnFailure ${method}() threw: ${describeError(hookError)}`);
-      return hookError instanceof Error ? hookError : new WorkflowError(describeError(hookError));
-    }
-  }
-
-  // ---- patches ----
-
-  /**
-   * As in the engine (patches.ts): true, with a marker kept for later attempts, unless the options say
-   * that this run is a replay of records written without the patch (InlineOptions.unpatched).
-   */
-  private patched(patchId: string): boolean {
-    checkPatchId(patchId, 'ctx.patched()');
-    const known = this.patchAnswers.get(patchId);
-    if (known !== undefined) return known;
-    const field = this.nextField(patchStepName(patchId));
-    let answer = true;
-    if (!this.memo.has(field)) {
-      if (this.inline.unpatched?.includes(patchId)) answer = false;
-      else {
-        this.memo.set(field, { kind: 'patch' });
-        this.entries.set(field, { name: patchStepName(patchId), occurrence: 0, kind: 'patch', status: 'succeeded', attempts: 1, overridden: false });
-      }
-    }
-    this.patchAnswers.set(patchId, answer);
-    return answer;
-  }
-
-  // ---- helpers ----
-
-  private overrideFor(name: string): { found: boolean; value?: any } {
-    const overrides = this.inline.stepOverrides;
-    return overrides && Object.prototype.hasOwnProperty.call(overrides, name) ? { found: true, value: overrides[name] } : { found: false };
-  }
-
-  private nextField(name: string): string {
-    checkStepName(name);
-    const occurrence = this.occurrences.get(name) ?? 0;
-    this.occurrences.set(name, occurrence + 1);
-    return stepField(name, occurrence);
-  }
-
-  private runMeta(): RunMeta {
-    return {
-      id: this.runId,
-      workflow: this.name,
-      queue: this.options.queue,
-      attempt: this.attempt,
-      maxAttempts: this.maxAttempts,
-      ...(this.parentId ? { parentId: this.parentId } : {}),
-      ...(this.inline.scheduledAt ? { scheduledAt: this.inline.scheduledAt.toISOString() } : {}),
-    };
-  }
-
-  private result(outcome: Pick<InlineResult, 'succeeded' | 'output' | 'error' | 'onFailureError'>): InlineResult {
-    return {
-      runId: this.runId,
-      workflow: this.name,
-      ...outcome,
-      attempts: this.attempt,
-      steps: [...this.entries.values()],
-      ...(this.progress.length > 0 ? { progress: this.progress[this.progress.length - 1], progressUpdates: [...this.progress] } : {}),
-      events: { ...this.published },
-      ...(this.continuations > 0 ? { continuedAsNew: this.continuations } : {}),
-      ...(this.faults ? { injectedFaults: this.faults.injected.filter((f) => f.runId === this.runId) } : {}),
-    };
-  }
 }
 
 const NO_FAULTS: FaultKind[] = [];
-
-/** As the engine: a compensation is tried this many times (inline without the pause between tries). */
-const COMPENSATION_TRIES = 3;
-
-function findOnFailureMethod(handler: object): string | undefined {
-  for (let proto = Object.getPrototypeOf(handler); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-    for (const key of Object.getOwnPropertyNames(proto)) {
-      if (key === 'constructor') continue;
-      const descriptor = Object.getOwnPropertyDescriptor(proto, key);
-      if (typeof descriptor?.value === 'function' && Reflect.getMetadata(ON_FAILURE_METADATA, descriptor.value)) return key;
-    }
-  }
-  return undefined;
-}
 
 /** Runs `check` (which throws on a bad argument), then `call`; a bad argument becomes a rejection. */
 function checked<T>(check: () => unknown, call: () => Promise<T>): Promise<T> {
