@@ -46,7 +46,9 @@ local function cancel(keys, argv)
   if f[4] then
     rcall('HSET', run, 'st', 'compensating', 'fin', 'canceled', 'err', err, 'tok', '')
     count_move(root, wf, id, status, 'compensating')
-    make_ready(root, id, wf, f[3], now)
+    -- compensations are executed under a slot of the run's flow key: the one it holds (executing, or
+    -- admitted), else a new one, as a woken run takes (a parked run gave its slot back)
+    ready_run(root, id, wf, f[3], now)
     history(root, id, now, 'canceling', nil, err)
     return { 1, children, {}, next_page }
   end

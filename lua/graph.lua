@@ -9,6 +9,9 @@
 -- ARGV[7]  the queue of the node runs (the parent's)    ARGV[8] the roots ('0,3,'; '' = written by another call)
 -- ARGV[9..] nodes, 8 arguments each: index, name, workflow, input (JSON text), how many dependencies,
 --          dependents ('4,9,'), dependencies ('0,1,'), run id
+--          or, when ARGV[9] is 'F' (build 57 on, for a call with a node of a flow-controlled workflow),
+--          ARGV[10..] nodes of 10 arguments each: those 8, then the node's flow key and flow spec ('' = none;
+--          see includes/01-flow.lua: the client checked that the key lives in this shard)
 -- Reply: { 1 } written (also when the graph has started already: a repeated call writes nothing), or
 --        { 0, reason } when the caller no longer holds the run.
 -- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
@@ -19,9 +22,11 @@ local MAX_GRAPH_NODES_PER_CALL = 256
 local function graph_stage(keys, argv)
   local root = keys[1]
   local id, token, gid = argv[1], argv[2], argv[3]
-  local nodes = (#argv - 8) / 8
+  local first, stride = 9, 8
+  if argv[9] == 'F' then first, stride = 10, 10 end
+  local nodes = (#argv - first + 1) / stride
   if nodes < 0 or nodes ~= math.floor(nodes) or nodes > MAX_GRAPH_NODES_PER_CALL then
-    return redis.error_reply('ERR wf1_graph_stage: send 0 to ' .. MAX_GRAPH_NODES_PER_CALL .. ' nodes of 8 arguments each after the 8 first arguments')
+    return redis.error_reply('ERR wf1_graph_stage: send 0 to ' .. MAX_GRAPH_NODES_PER_CALL .. ' nodes of 8 arguments each after the 8 first arguments (of 10 each after \'F\')')
   end
   local ok, reason = holds_lease(run_key(root, id), token, now_ms())
   if not ok then return { 0, reason } end
@@ -34,7 +39,7 @@ local function graph_stage(keys, argv)
     fields[14] = argv[8]
   end
   local n = #fields
-  for a = 9, #argv, 8 do
+  for a = first, #argv, stride do
     local i = argv[a]
     fields[n + 1] = 'n' .. i; fields[n + 2] = argv[a + 1]
     fields[n + 3] = 'w' .. i; fields[n + 4] = argv[a + 2]
@@ -44,6 +49,11 @@ local function graph_stage(keys, argv)
     fields[n + 11] = 'u' .. i; fields[n + 12] = argv[a + 6]
     fields[n + 13] = 'r' .. i; fields[n + 14] = argv[a + 7]
     n = n + 14
+    if stride == 10 and argv[a + 8] ~= '' then
+      fields[n + 1] = 'k' .. i; fields[n + 2] = argv[a + 8]
+      fields[n + 3] = 'e' .. i; fields[n + 4] = argv[a + 9]
+      n = n + 4
+    end
   end
   rcall('HSET', g, unpack(fields))
   rcall('SADD', graphs_of_key(root, id), gid)

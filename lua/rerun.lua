@@ -7,6 +7,10 @@
 -- 'ch' the chain's first run (on every run after the first), 'cl' the chain's latest run (on the first,
 -- while it exists), so that a handle of the first run finds the live one in one read. A fork has 'frk' (the
 -- run it was forked from) and, while its records are still being copied, 'fcp'.
+-- Flow control (includes/01-flow.lua): the successor of a continue-as-new and a fork keep the flow key and
+-- spec of the run they come from ('fk', 'fq'), and take a slot of that key as a new emit of it would
+-- (flow_enqueue): they live in that run's shard, which is the key's. The key is not computed again from
+-- the new input: that one may belong to another shard, which a chain or a fork cannot move to.
 -- In a block of its own: the library is one Lua chunk, whose main function may hold at most 200
 -- locals; nothing of this file is used by another.
 do
@@ -28,7 +32,7 @@ local function continue_as_new(keys, argv)
   if steps > MAX_RECORDS_PER_CALL then
     return redis.error_reply('ERR wf1_continue: ' .. steps .. ' step records in one call; commit all but ' .. MAX_RECORDS_PER_CALL .. ' before it (wf1_commit_step)')
   end
-  local f, reason = read_under_lease(run, token, now, 'wf', 'dl', 'pf', 'hn', 'q', 'pri', 'par', 'pr', 'ch', 'cn')
+  local f, reason = read_under_lease(run, token, now, 'wf', 'dl', 'pf', 'hn', 'q', 'pri', 'par', 'pr', 'ch', 'cn', 'fk', 'fq')
   if reason then
     -- a resent call that was applied: the run continued under this token
     if reason == 'NOT_EXECUTING:succeeded' and f[1] == token and f[13] then return { 1, f[13] } end
@@ -40,6 +44,7 @@ local function continue_as_new(keys, argv)
   end
   local wf, status, deadline, waiting_field, implied, queue, priority, parent, parent_root, head =
     f[4], f[2], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12] or id
+  local flow_key, flow_spec = f[14], f[15]
   local now_text = ms(now)
   if steps > 0 then
     local fields, stamp = {}, now_text .. '|S|'
@@ -70,7 +75,12 @@ local function continue_as_new(keys, argv)
   end
   rcall('HSET', new_run, unpack(fields))
   count_move(root, wf, new_id, nil, 'queued')
-  make_ready(root, new_id, wf, priority, now)
+  -- the old run's slot was given back by finish_run above: the new one queues for the key like any emit
+  if flow_key then
+    flow_enqueue(root, new_id, wf, flow_key, flow_spec, priority, now, now, true)
+  else
+    make_ready(root, new_id, wf, priority, now)
+  end
   history(root, new_id, now, 'created', { status = 'queued', continuedFrom = id }, nil, false)
   -- the first run of the chain points at the live one while it is kept (it may have expired)
   if head == id then
@@ -113,7 +123,7 @@ local function fork(keys, argv)
   local run = run_key(root, id)
   local existing = rcall('HGET', run, 'st')
   if existing then return { 0, existing } end
-  local s = rcall('HMGET', run_key(root, source), 'wf', 'q', 'pri', 'par')
+  local s = rcall('HMGET', run_key(root, source), 'wf', 'q', 'pri', 'par', 'fk', 'fq')
   if not s[1] then return { 0, 'NO_SOURCE' } end
   local now = now_ms()
   local now_text = ms(now)
@@ -127,11 +137,22 @@ local function fork(keys, argv)
   if more then
     fields[#fields + 1] = 'fcp'; fields[#fields + 1] = '1'
     fields[#fields + 1] = 'due'; fields[#fields + 1] = ms(now + FORK_COPY_GRACE_MS)
+    -- the source's flow key: the fork takes a slot of it when it is queued (wf1_fork_more, or its timer)
+    if s[5] then
+      fields[#fields + 1] = 'fk'; fields[#fields + 1] = s[5]
+      fields[#fields + 1] = 'fq'; fields[#fields + 1] = s[6]
+    end
   end
   rcall('HSET', run, unpack(fields))
   copy_records(root, id, argv, 7, n)
   count_move(root, s[1], id, nil, status)
-  if more then schedule_timer(root, id, now + FORK_COPY_GRACE_MS) else make_ready(root, id, s[1], s[3], now) end
+  if more then
+    schedule_timer(root, id, now + FORK_COPY_GRACE_MS)
+  elseif s[5] then
+    flow_enqueue(root, id, s[1], s[5], s[6], s[3], now, now, true)
+  else
+    make_ready(root, id, s[1], s[3], now)
+  end
   history(root, id, now, 'created', { status = status, forkedFrom = source, records = n }, nil, false)
   return { 1, status }
 end
@@ -150,7 +171,7 @@ local function fork_more(keys, argv)
     return redis.error_reply('ERR wf1_fork_more: ' .. n .. ' records in one call; send at most ' .. FORK_RECORDS_PER_CALL)
   end
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'fcp', 'wf', 'pri')
+  local f = rcall('HMGET', run, 'st', 'fcp', 'wf', 'pri', 'fk', 'fq')
   if f[1] ~= 'scheduled' or not f[2] then return { 0, f[1] or 'unknown' } end
   copy_records(root, id, argv, 5, n)
   if argv[3] == '1' then rcall('HSET', run, 'comp', '1') end
@@ -160,7 +181,7 @@ local function fork_more(keys, argv)
     rcall('HSET', run, 'st', 'queued')
     rcall('ZREM', root .. ':timers', id)
     count_move(root, f[3], id, 'scheduled', 'queued')
-    make_ready(root, id, f[3], f[4], now)
+    if f[5] then flow_enqueue(root, id, f[3], f[5], f[6], f[4], now, now) else make_ready(root, id, f[3], f[4], now) end
   end
   return { 1 }
 end

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { InvalidArgumentError, WorkflowError } from '../errors/workflow.errors.js';
-import type { ChildStart } from '../execution/child-launcher.js';
+import type { ChildStart, GraphNodeRun } from '../execution/child-launcher.js';
 import { checkDuration, checkInstant } from '../execution/call-limits.js';
 import { prepareInput } from '../execution/input-validation.js';
 import { assertPayloadDepth, toPayload } from '../execution/payload.js';
@@ -74,7 +74,7 @@ export class RunEmitter {
   }
 
   /** See ChildLauncher.graphNodeRun: a node runs in its parent's shard, so its workflow must live in that queue. */
-  async graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+  async graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<GraphNodeRun> {
     const target = await this.targets.resolve(start.workflow);
     if (target.options.queue !== parentShard.queue) {
       throw new InvalidArgumentError(
@@ -91,7 +91,30 @@ export class RunEmitter {
       assertPayloadDepth(input, `The input of workflow '${target.name}'`);
       input = await prepareInput(target.options.input, input, target.options.validation);
     }
-    return { id: this.redis.keys.derivedRunId(start.parentId, start.seed, parentShard), workflow: target.name, input: this.inputText(target, input) };
+    const flow = target.options.flow ? this.graphNodeFlow(target, input, parentShard) : undefined;
+    return { id: this.redis.keys.derivedRunId(start.parentId, start.seed, parentShard), workflow: target.name, input: this.inputText(target, input), flow };
+  }
+
+  /**
+   * The flow key a graph node of a flow-controlled workflow takes a slot of: its run is created by Redis in
+   * the parent's shard, so the key's state must live there (always so with one partition). Debounce folds
+   * an emit into another run, which a node cannot be: refused, as a key of another partition is.
+   */
+  private graphNodeFlow(target: EmitTarget, input: unknown, parentShard: ShardRef): { key: string; spec: string } | undefined {
+    const flow = flowOfRun(target.name, target.options.flow!, input);
+    if (flow.debounce) {
+      throw new InvalidArgumentError(
+        `Workflow '${target.name}' has debounce, which folds an emit into the key's pending run, and a graph node is always a run of its own: start it with step.runWorkflow.`,
+      );
+    }
+    if (flow.key === undefined || flow.spec === undefined) return undefined;
+    const partition = this.targets.pickShard(parentShard.queue, target, undefined, undefined, flow.key).partition;
+    if (partition !== parentShard.partition) {
+      throw new InvalidArgumentError(
+        `Workflow '${target.name}' has flow control, whose key '${flow.key}' lives in partition ${partition} of queue '${parentShard.queue}', but the nodes of a graph run in their parent's partition (${parentShard.partition}): start it with step.runWorkflow, or give the queue one partition.`,
+      );
+    }
+    return { key: flow.key, spec: flow.spec };
   }
 
   private createFor(target: EmitTarget, input: unknown, opts: EmitRequest): Promise<EmittedRun> {

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { InvalidArgumentError, RunNotFoundError, WorkflowError } from '../errors/workflow.errors.js';
-import type { ChildLauncher, ChildStart } from '../execution/child-launcher.js';
+import type { ChildLauncher, ChildStart, GraphNodeRun } from '../execution/child-launcher.js';
 import { checkDuration, MAX_TIMER_MS } from '../execution/call-limits.js';
 import type {
   CancelRunsFilter,
@@ -98,7 +98,7 @@ export class WorkflowClient implements ChildLauncher {
     return this.emitter.childInShard(start, parentShard);
   }
 
-  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }> {
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<GraphNodeRun> {
     return this.emitter.graphNodeRun(start, parentShard);
   }
 

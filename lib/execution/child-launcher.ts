@@ -37,7 +37,16 @@ export interface ChildLauncher {
    * and input text. Rejects (InvalidArgumentError, UnknownWorkflowError, InputValidationError) when the
    * workflow cannot be a node there.
    */
-  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<{ id: string; workflow: string; input: string }>;
+  graphNodeRun(start: ChildStart, parentShard: ShardRef): Promise<GraphNodeRun>;
   /** The workflow name of a reference, for fingerprints. */
   workflowName(workflow: string | WorkflowClass): string;
+}
+
+/** A graph node's run as ChildLauncher.graphNodeRun prepares it: `flow` when its workflow has flow control. */
+export interface GraphNodeRun {
+  id: string;
+  workflow: string;
+  /** JSON text */
+  input: string;
+  flow?: { key: string; spec: string };
 }

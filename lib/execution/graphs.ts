@@ -79,6 +79,7 @@ export class Graphs {
       dependents: plan.dependents[i].map((j) => `${j},`).join(''),
       dependencies: plan.dependencies[i].map((j) => `${j},`).join(''),
       runId: p.id,
+      flow: p.flow,
     }));
     await run.commits.afterCommits(async () => {
       const head = { graphId, field, policy: plan.policy, size: nodes.length, queue: run.shard.queue };

@@ -46,6 +46,8 @@ export interface GraphStageNode {
   dependents: string;
   dependencies: string;
   runId: string;
+  /** The node's flow key and spec, when its workflow has flow control (the key lives in the graph's shard). */
+  flow?: { key: string; spec: string };
 }
 
 /**
@@ -130,7 +132,13 @@ export class WorkflowStore extends OperationCalls {
    */
   stageGraph(shard: ShardRef, runId: string, token: string, graph: GraphStage, nodes: readonly GraphStageNode[]): Promise<TransitionResult> {
     const args: (string | number)[] = [runId, token, graph.graphId, graph.field, graph.policy, graph.size, graph.queue, graph.roots ?? ''];
-    for (const n of nodes) args.push(n.index, n.name, n.workflow, n.input, n.pending, n.dependents, n.dependencies, n.runId);
+    // A call with a flow-controlled node sends 10 arguments a node after an 'F' (build 57 on); others, as before, 8.
+    const flow = nodes.some((n) => n.flow);
+    if (flow) args.push('F');
+    for (const n of nodes) {
+      args.push(n.index, n.name, n.workflow, n.input, n.pending, n.dependents, n.dependencies, n.runId);
+      if (flow) args.push(n.flow?.key ?? '', n.flow?.spec ?? '');
+    }
     return this.transition('wf1_graph_stage', [this.root(shard)], args, (reply) => {
       const [ok, reason] = reply as [number, string?];
       return ok === 1 ? { ok: true } : { ok: false, reason: reason ?? 'UNKNOWN' };

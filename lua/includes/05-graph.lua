@@ -13,7 +13,8 @@
 --     'p<i>' dependencies not succeeded yet, 'd<i>' dependents ('4,9,'), 'u<i>' dependencies (read by the
 --     node's worker for ctx.dependencies), 'r<i>' run id, 's<i>' state (absent: not started, 'R' started,
 --     'S' succeeded, 'F' failed, 'C' canceled, 'K' skipped), 'o<i>' output or error text (kept once, read
---     by every dependent), 'c<i>' cursor in 'd<i>'.
+--     by every dependent), 'c<i>' cursor in 'd<i>', 'k<i>' and 'e<i>' the flow key and spec of a node whose
+--     workflow has flow control (until the run exists: it takes a slot of its key as an emit would).
 --   <root>:gr:<run id>   the graph ids of a run (set), deleted with the run
 --   <root>:gq            nodes whose dependents are still to be released, '<graph id>|<i>' ('|r': the
 --                        roots), by due time (zset): worked off by housekeeping (wf1_tick)
@@ -34,15 +35,15 @@ local function graphs_of_key(root, id) return root .. ':gr:' .. id end
 -- nothing, so its worker reads no dependencies: its 'par' ends with '|r').
 local function graph_start_node(root, g, gid, j, parent, queue, now, now_text, first)
   if rcall('HSETNX', g, 's' .. j, 'R') == 0 then return end
-  local f = rcall('HMGET', g, 'w' .. j, 'i' .. j, 'r' .. j)
+  local f = rcall('HMGET', g, 'w' .. j, 'i' .. j, 'r' .. j, 'k' .. j, 'e' .. j)
   local wf, id = f[1], f[3]
-  rcall('HDEL', g, 'i' .. j)
+  if f[4] then rcall('HDEL', g, 'i' .. j, 'k' .. j, 'e' .. j) else rcall('HDEL', g, 'i' .. j) end
   local run = run_key(root, id)
   if rcall('EXISTS', run) == 1 then return end
   rcall('HSET', run, 'wf', wf, 'q', queue, 'st', 'queued', 'in', f[2], 'att', '1', 'ca', now_text,
     'par', parent .. '|' .. gid .. '|' .. j .. (first and '|r' or ''), 'pf', GRAPH_NODE, 'hn', '1')
   count_move(root, wf, id, nil, 'queued')
-  make_ready(root, id, wf, '0', now)
+  if f[4] then flow_enqueue(root, id, wf, f[4], f[5], '0', now, now, true) else make_ready(root, id, wf, '0', now) end
   -- the parent's children: listRuns({ parentId }) lists them, and a cancel of the parent cancels them
   rcall('SADD', children_key(root, parent), id)
 end
@@ -67,7 +68,7 @@ end
 -- Node j will not run: a dependency of it failed, was canceled or was skipped ('continue' policy).
 local function graph_skip_node(root, g, gid, j, parent, field, now)
   if rcall('HSETNX', g, 's' .. j, 'K') == 0 then return end
-  rcall('HDEL', g, 'i' .. j)
+  rcall('HDEL', g, 'i' .. j, 'k' .. j, 'e' .. j)
   if rcall('HINCRBY', g, 'L', '-1') <= 0 then
     graph_succeeded(root, g, gid, parent, field, now)
   elseif rcall('HSTRLEN', g, 'd' .. j) > 0 then
