@@ -219,6 +219,7 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     await expect(parked.result({ timeoutMs: 10_000 })).rejects.toThrow();
     await app.client.cancelRun(busy.id);
     await expect(busy.result({ timeoutMs: 10_000 })).rejects.toThrow();
+    await traceHas('busy:book:out');
     const t = await trace();
     // 'busy' parked after its step, giving its slot to the compensations
     expect(t.indexOf('parked:comp:in')).toBeGreaterThan(t.indexOf('busy:book:out'));
