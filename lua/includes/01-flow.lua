@@ -7,6 +7,9 @@
 -- key's run, or the key's rate window opening, through the shard's timers) moves the key's next run to
 -- the ready set in the same call. The claim itself is unchanged for concurrency: every run in a ready set
 -- may be claimed, so neither the number of keys nor of held runs costs a claim anything.
+-- Runs made in Redis from a keyed run enter the same way, with its key: the successor of a continue-as-new
+-- and a fork (rerun.lua), a graph's node (the key computed by the client, includes/05-graph.lua), and the
+-- compensations of a canceled run without a slot (cancel.lua, through ready_run).
 --
 -- Keys (all in the runs' shard: runs of one key are routed to one shard):
 --   <root>:f:<wf>:<key>   the key's state (hash, created on demand, deleted when the key has no runs):
