@@ -71,6 +71,21 @@ class Nap {
   }
 }
 
+/** Executions per tag of 'dr-flaky': its first fails, and the run is retried after a backoff. */
+const executions = new Map<string, number>();
+
+@Workflow('dr-flaky', { concurrency: { key: (input: JobInput) => input.key, limit: 1 }, maxAttempts: 2, backoff: { type: 'fixed', delayMs: 200 } })
+@Injectable()
+class Flaky {
+  async execute(ctx: WorkflowContext<JobInput>) {
+    const n = (executions.get(ctx.input.tag) ?? 0) + 1;
+    executions.set(ctx.input.tag, n);
+    await hold(ctx.input.key, `${ctx.input.tag}#${n}`, ctx.input.holdMs);
+    if (n === 1 && ctx.input.tag === 'flaky') throw new Error('first attempt fails');
+    return n;
+  }
+}
+
 @Workflow('dr-saga', { concurrency: { key: (input: { key: string }) => input.key, limit: 1 } })
 @Injectable()
 class Saga {
@@ -202,6 +217,24 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     await long.result({ timeoutMs: 1_000 });
     const t = await trace();
     expect(t.indexOf('napper:after:in')).toBeGreaterThan(t.indexOf('long:after:out'));
+    expect(await overlaps()).toBe(0);
+    expect(await flowKeysLeft(prefix)).toEqual([]);
+  }, 30_000);
+
+  it('a run retried after a backoff waits for the key\'s slot', async () => {
+    const prefix = uniquePrefix('dr-backoff');
+    log = prefix;
+    const producer = await started(startApp({ connection: suite.redis.url, prefix, worker: false }, [Flaky]));
+    const flaky = await producer.client.emit(Flaky, { key: 'r', tag: 'flaky', holdMs: 10 });
+    const long = await producer.client.emit(Flaky, { key: 'r', tag: 'long', holdMs: 1500 });
+    await started(startApp(workerOptions(prefix), [Flaky]));
+    await traceHas('long#1:in');
+    // its backoff (200 ms) ends while 'long' holds the slot it gave back
+    await waitFor(async () => (await producer.client.getRun(flaky.id))?.status === 'queued', 5_000);
+    expect(await producer.client.getRun(flaky.id)).toMatchObject({ flowKey: 'r', delayedBy: 'concurrency', attempt: 2 });
+    expect(await flaky.result({ timeoutMs: 10_000 })).toBe(2);
+    expect(await long.result({ timeoutMs: 1_000 })).toBe(1);
+    expect(await trace()).toEqual(['flaky#1:in', 'flaky#1:out', 'long#1:in', 'long#1:out', 'flaky#2:in', 'flaky#2:out']);
     expect(await overlaps()).toBe(0);
     expect(await flowKeysLeft(prefix)).toEqual([]);
   }, 30_000);
