@@ -38,6 +38,5 @@ describe('queue concurrency across worker processes', () => {
     const by = await suite.direct.hgetall(`${prefix}:by`);
     expect(Object.keys(by).sort()).toEqual(['w1', 'w2', 'w3']);
     expect(Object.values(by).reduce((sum, n) => sum + Number(n), 0)).toBe(300);
-    console.log(`runs executed per process: ${JSON.stringify(by)}`);
   }, 120_000);
 });
