@@ -1,10 +1,11 @@
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { Cluster } from 'ioredis';
 import { Workflow, type WorkflowContext, type WorkflowModuleOptions } from '../../lib/index.js';
 import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { sleep, uniquePrefix } from '../support/redis-server.js';
-import { startApp, type TestApp } from '../support/workflow-app.js';
+import { startApp, waitFor, type TestApp } from '../support/workflow-app.js';
 
 // Flow control on a 3-primary Redis Cluster: keyed runs spread over 8 partitions (so over all three nodes),
 // each key's runs in one shard, where its limits are counted (lua/includes/01-flow.lua).
@@ -45,6 +46,18 @@ class FairSync {
     await probe.rpush(at('order'), ctx.input.tenant);
   }
 }
+
+@Workflow('clf-fair-big', { queue: 'clf-fair', concurrency: { key: (input: { tenant: string }) => input.tenant, limit: 1000 }, fairness: true })
+@Injectable()
+class FairBacklog {
+  async execute(ctx: WorkflowContext<{ tenant: string }>) {
+    await probe.rpush(at('backlog-order'), ctx.input.tenant);
+  }
+}
+
+/** The partition of a flow key (lib/client/emit-targets.ts). */
+const partitionOf = (workflow: string, key: string, partitions: number) =>
+  createHash('sha1').update(`${workflow}\0flow\0${key}`).digest().readUInt32BE(0) % partitions;
 
 const sharedQueueWorkflow = (name: string) => {
   @Workflow(name, { queue: 'clf-partner' })
@@ -113,15 +126,46 @@ describe('flow control on a 3-primary Redis Cluster', () => {
   }, 30_000);
 
   it('fairness: a key with 2,000 queued runs delays one with 5 by a few claims', async () => {
-    // emitted while the workflow's workers are busy with the big key's first runs
+    // emitted while the workflow's workers are busy with the big key's first runs; the small key hashes to the
+    // big key's partition ('small' did not: its runs never waited for the big key's, with or without fairness)
+    const smallKey = Array.from({ length: 100 }, (_, i) => `small${i}`).find((key) => partitionOf('clf-fair', key, 8) === partitionOf('clf-fair', 'big', 8))!;
     for (let chunk = 0; chunk < 4; chunk++) await Promise.all(Array.from({ length: 500 }, () => apps[0].client.emit(FairSync, { tenant: 'big' })));
-    const small = await Promise.all(Array.from({ length: 5 }, () => apps[1].client.emit(FairSync, { tenant: 'small' })));
+    const small = await Promise.all(Array.from({ length: 5 }, () => apps[1].client.emit(FairSync, { tenant: smallKey })));
     const before = await probe.llen(at('order'));
     await Promise.all(small.map((h) => h.result({ timeoutMs: 30_000 })));
     const order = await probe.lrange(at('order'), 0, -1);
     // the small key's runs execute a few claims after their emit (the 60 slots of three workers busy with the big key finish first), not after the big key's backlog
-    expect(order.lastIndexOf('small') - before).toBeLessThan(Math.min(250, (2000 - before) / 2 + 10));
+    expect(order.lastIndexOf(smallKey) - before).toBeLessThan(Math.min(250, (2000 - before) / 2 + 10));
   }, 60_000);
+
+  it('fairness: a key with 5,000 runs queued before any worker starts delays one with 5 by a few claims, over three workers', async () => {
+    // Apps of their own (another prefix, queue 'clf-fair' of 8 partitions), the runs emitted with no worker.
+    // Both keys in one shard: keys of other partitions would not wait for each other at all.
+    const options = (worker: boolean) =>
+      ({
+        connection: { nodes: cluster.nodes },
+        prefix: `${prefix}b`,
+        cron: false,
+        queues: { 'clf-fair': { partitions: 8 } },
+        worker: worker ? { concurrency: 4, reaperIntervalMs: 20 } : false,
+      }) as unknown as WorkflowModuleOptions & { connection: string };
+    const small = Array.from({ length: 100 }, (_, i) => `small${i}`).find((key) => partitionOf('clf-fair-big', key, 8) === partitionOf('clf-fair-big', 'big', 8))!;
+    const producer = await startApp(options(false), [FairBacklog]);
+    apps.push(producer);
+    const ids: string[] = [];
+    for (let chunk = 0; chunk < 10; chunk++) {
+      ids.push(...(await Promise.all(Array.from({ length: 500 }, () => producer.client.emit(FairBacklog, { tenant: 'big' })))).map((h) => h.id));
+    }
+    const smalls = await Promise.all(Array.from({ length: 5 }, () => producer.client.emit(FairBacklog, { tenant: small })));
+    // a run id ends with its queue and partition
+    expect(new Set([...ids, ...smalls.map((h) => h.id)].map((id) => id.split('.').slice(1).join('.'))).size).toBe(1);
+    for (let i = 0; i < 3; i++) apps.push(await startApp(options(true), [FairBacklog]));
+    await Promise.all(smalls.map((h) => h.result({ timeoutMs: 30_000 })));
+    await waitFor(async () => (await probe.llen(at('backlog-order'))) === 5005, 60_000, 100);
+    const order = await probe.lrange(at('backlog-order'), 0, -1);
+    // the keys' runs alternate; without fairness the small key's runs come after about 1,000 of the big one's
+    expect(order.lastIndexOf(small)).toBeLessThan(20);
+  }, 90_000);
 
   it('queues.<name>.concurrency of 5 shared by three workflows is never exceeded across 3 workers', async () => {
     const handles = await Promise.all(Array.from({ length: 300 }, (_, i) => apps[i % 3].client.emit([QueueA, QueueB, QueueC][i % 3], {})));

@@ -7,11 +7,10 @@ import { redisFor, startApp, waitFor, type TestApp } from '../support/workflow-a
 
 /**
  * Memory soak: many short runs with a short retention; Redis memory must stay flat (retention deletes
- * every key and index entry of a finished run). The documented figure is 50 000 runs:
- *   SOAK_RUNS=50000 NODE_OPTIONS=--experimental-vm-modules npx jest test/e2e/ops-soak.e2e.spec.ts
- * The default is smaller so that the whole suite stays within its time budget on 2 cores.
+ * every key and index entry of a finished run). 50,000 runs, the documented figure; SOAK_RUNS sets another:
+ *   SOAK_RUNS=100000 npm run test:slow -- test/slow/ops-soak.slow.spec.ts
  */
-const TOTAL = Number(process.env.SOAK_RUNS ?? 20_000);
+const TOTAL = Number(process.env.SOAK_RUNS ?? 50_000);
 const BATCH = 500;
 const RETENTION_MS = 1_000;
 const SAMPLES = 10;
@@ -119,5 +118,5 @@ describe(`memory stays flat over ${TOTAL} short runs with a ${RETENTION_MS} ms r
     }
     const last = after.at(-1)!;
     expect(last.retained).toBeLessThan(last.runs - warmUp);
-  }, 300_000);
+  }, 900_000);
 });
