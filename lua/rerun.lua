@@ -44,7 +44,7 @@ local function continue_as_new(keys, argv)
   end
   local wf, status, deadline, waiting_field, implied, queue, priority, parent, parent_root, head =
     f[4], f[2], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12] or id
-  local flow_key, flow_spec = f[14], f[15]
+  local fkey, fspec = f[14], f[15]
   local now_text = ms(now)
   if steps > 0 then
     local fields, stamp = {}, now_text .. '|S|'
@@ -76,8 +76,8 @@ local function continue_as_new(keys, argv)
   rcall('HSET', new_run, unpack(fields))
   count_move(root, wf, new_id, nil, 'queued')
   -- the old run's slot was given back by finish_run above: the new one queues for the key like any emit
-  if flow_key then
-    flow_enqueue(root, new_id, wf, flow_key, flow_spec, priority, now, now, true)
+  if fkey then
+    flow_enqueue(root, new_id, wf, fkey, fspec, priority, now, now, true)
   else
     make_ready(root, new_id, wf, priority, now)
   end
