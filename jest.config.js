@@ -7,6 +7,9 @@
  *
  * Two projects: `default` (unit and e2e suites, `npm test`, under 10 minutes) and `slow` (the suites that
  * work at the sizes users reach: 10,000 children, waiters, records; `npm run test:slow`). `.ci/run` runs both.
+ * `npm test` runs two jest workers even on 2 cores (jest's default there is one): most suites wait on Redis,
+ * timers and child processes, and two workers took a full run from 920 s to 440 s on a busy 2-core machine.
+ * The slow project runs in band: its suites measure sizes and SLOWLOG, which a neighbour would disturb.
  * @type {import('jest').Config}
  */
 const common = {
