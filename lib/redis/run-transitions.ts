@@ -59,7 +59,7 @@ export interface ClaimWorkflowSpec {
   maxConcurrency: number;
   maxAttempts: number;
   timeoutMs: number;
-  /** The workflow has flow control (concurrency, rateLimit, fairness): its claims update its keys. */
+  /** The workflow has a rate limit or fairness: its claims update its keys (flow_claimed in lua/includes/01-flow.lua). */
   flow?: boolean;
   /** The worker's version, for a workflow it serves pinned: it claims only that version's pinned runs
    *  (and runs without a pin). Undefined: it claims the workflow's unpinned runs only. */

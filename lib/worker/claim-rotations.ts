@@ -37,7 +37,10 @@ export class ClaimRotations {
       maxConcurrency: w.options.maxConcurrency,
       maxAttempts: w.options.maxAttempts,
       timeoutMs: w.options.timeoutMs,
-      ...(w.options.flow?.limited ? { flow: true } : {}),
+      // Only a claim of a rate-limited or fair key's run changes its key (flow_claimed): a concurrency-only
+      // workflow's claims skip the read of the run's flow fields. A run emitted while the workflow had a
+      // rate limit or fairness and claimed after they were removed keeps its key's turn until it ends.
+      ...(w.options.flow && (w.options.flow.rateLimit > 0 || w.options.flow.fairness) ? { flow: true } : {}),
       ...(w.options.versioning === 'pinned' && this.version ? { pinnedVersion: this.version } : {}),
     });
     const rotations = Array.from({ length: Math.max(1, home.length) }, (_, r) => [...home.slice(r), ...home.slice(0, r), ...away].map(spec));
