@@ -16,7 +16,8 @@
 --                         'n' runs holding a slot (in the ready set or executing), 'p' of them in the ready
 --                         set (kept for capped keys only, see below), 'q' the spec, 'b' why held runs
 --                         wait now ('' | 'concurrency' | 'rateLimit')
---   <root>:fh:<wf>:<key>  held runs (zset, ready-set scores: priority, then time)
+--   <root>:fh:<wf>:<key>  held runs (zset, ready-set scores: priority, then time; members: run ids, '*'
+--                         before a pinned run's, see held_member)
 --   <root>:fr:<wf>:<key>  start times of the last `limit` claims (list, newest first), expires after
 --                         the period: a sliding log, so that no `periodMs` window ever sees more starts
 --   <root>:hb:<wf>        held runs per reason (hash): what stats show (see held_reason)
@@ -40,6 +41,12 @@ local function flow_key(root, wf, key) return root .. ':f:' .. wf .. ':' .. key 
 local function flow_held_key(root, wf, key) return root .. ':fh:' .. wf .. ':' .. key end
 local function flow_log_key(root, wf, key) return root .. ':fr:' .. wf .. ':' .. key end
 local function held_counts_key(root, wf) return root .. ':hb:' .. wf end
+-- A run in its key's held set: its id, with '*' before it for a pinned run (whose 'v' starts with '*'), so
+-- that admitting an unpinned run, the common case, needs no read of its version to find its ready set.
+local function held_member(id, v)
+  if v and string.byte(v, 1) == 42 then return '*' .. id end
+  return id
+end
 -- A key's rate window as a member of ':timers' (run ids never start with '~').
 local function flow_timer_member(wf, key) return '~f:' .. #wf .. ':' .. wf .. key end
 
@@ -91,6 +98,14 @@ local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, st
     local head = rcall('ZPOPMIN', held_key)
     if not head[1] then break end
     local id, score = head[1], tonumber(head[2])
+    -- an unpinned run's ready set is its workflow's: no read of its 'v' (see held_member)
+    local ready
+    if string.byte(id, 1) == 42 then
+      id = string.sub(id, 2)
+      ready = run_ready_key(root, id, wf)
+    else
+      ready = versioned_ready_key(root, wf, false)
+    end
     if fair then
       -- to the back of the ready set at its priority: round-robin between keys
       score = score - score % PRIORITY_SPAN + (now - READY_EPOCH)
@@ -99,8 +114,6 @@ local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, st
     if capped then p = p + 1 end
     admitted = admitted + 1
     rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
-    -- a pinned run to its version's ready set (includes/00-versions.lua)
-    local ready = run_ready_key(root, id, wf)
     rcall('ZADD', ready, ms(score), id)
     notify_if_was_empty(root, ready, 1)
   end
@@ -156,7 +169,8 @@ flow_enqueue = function(root, id, wf, key, q, priority, at, now, fresh, v)
     make_ready(root, id, wf, priority, at, v)
     return
   end
-  rcall('ZADD', flow_held_key(root, wf, key), ms(ready_score(priority, at)), id)
+  if v == nil then v = rcall('HGET', run, 'v') or false end
+  rcall('ZADD', flow_held_key(root, wf, key), ms(ready_score(priority, at)), held_member(id, v))
   if fresh then
     rcall('HSET', run, 'fk', key, 'fq', q, 'fs', 'h')
   else
@@ -172,16 +186,17 @@ end
 -- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
 -- worker, released) goes straight back; one without goes through flow_enqueue.
 ready_run = function(root, id, wf, priority, at)
-  local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq')
-  if not f[1] or f[2] == '1' or f[2] == 'p' then return make_ready(root, id, wf, priority, at) end
+  local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq', 'v')
+  local v = f[4] or false
+  if not f[1] or f[2] == '1' or f[2] == 'p' then return make_ready(root, id, wf, priority, at, v) end
   if f[2] == 'h' then return end
-  flow_enqueue(root, id, wf, f[1], f[3], priority, at, at)
+  flow_enqueue(root, id, wf, f[1], f[3], priority, at, at, nil, v)
 end
 
 -- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
 flow_release = function(root, id, wf, now)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq', 'ql')
+  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq', 'ql', 'v')
   -- only a run claimed under a queue limit ('ql', see claim_run) may free room a claim was cut short of
   if f[5] and rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   if f[3] then debounce_close(root, wf, id, f[3]) end
@@ -191,7 +206,7 @@ flow_release = function(root, id, wf, now)
   local n, p, q, reason = flow_state(root, wf, key)
   q = q or f[4]
   if f[2] == 'h' then
-    rcall('ZREM', flow_held_key(root, wf, key), id)
+    rcall('ZREM', flow_held_key(root, wf, key), held_member(id, f[6]))
     local counted = held_reason(f[4])
     if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -1) end
     flow_settle(root, wf, key, now, n, p, q, reason, n, p)
