@@ -17,7 +17,7 @@ export interface WorkflowSettings {
   retentionMs: { succeeded: number; failed: number; canceled: number };
   eventRetentionMs: number;
   maxStepsPerRun: number;
-  executionCache: false | { maxRuns: number; maxBytes: number; stickyWindowMs: number };
+  executionCache: false | { maxRuns: number; maxBytes: number; stickyWindowMs: number; minRecords: number };
   trustedLibraryHashes: string[];
   metrics: ReturnType<typeof resolveMetricsOption>;
   /** This deployment's version (WorkflowModuleOptions.version), checked; undefined when not set. */
@@ -127,7 +127,7 @@ function resolveExecutionCache(option: WorkflowModuleOptions['executionCache']):
   if (option === false) return false;
   const defaults = DEFAULTS.executionCache;
   if (option === undefined || option === null) return { ...defaults };
-  const shape = 'executionCache must be false or { maxRuns?: number, maxBytes?: number, stickyWindowMs?: number }';
+  const shape = 'executionCache must be false or { maxRuns?: number, maxBytes?: number, stickyWindowMs?: number, minRecords?: number }';
   if (typeof option !== 'object' || Array.isArray(option)) throw new WorkflowConfigurationError(`${shape}, got ${JSON.stringify(option)}.`);
   const unknown = Object.keys(option).filter((key) => !(key in defaults));
   if (unknown.length > 0) throw new WorkflowConfigurationError(`${shape}; '${unknown[0]}' is not one of them.`);
@@ -142,6 +142,7 @@ function resolveExecutionCache(option: WorkflowModuleOptions['executionCache']):
     maxRuns: whole(option.maxRuns, defaults.maxRuns, 'maxRuns', 1),
     maxBytes: whole(option.maxBytes, defaults.maxBytes, 'maxBytes', 1024),
     stickyWindowMs: whole(option.stickyWindowMs, defaults.stickyWindowMs, 'stickyWindowMs', 1),
+    minRecords: whole(option.minRecords, defaults.minRecords, 'minRecords', 0),
   };
 }
 

@@ -19,5 +19,5 @@ export const DEFAULTS = {
   eventRetentionMs: 24 * 3600_000,
   partitions: 1,
   maxStepsPerRun: 10_000,
-  executionCache: { maxRuns: 1_000, maxBytes: 64 * 1024 * 1024, stickyWindowMs: 1_000 },
+  executionCache: { maxRuns: 1_000, maxBytes: 64 * 1024 * 1024, stickyWindowMs: 1_000, minRecords: 32 },
 } as const;

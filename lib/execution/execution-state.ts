@@ -50,7 +50,7 @@ export interface ExecutionSettings {
   version?: string;
   /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
    *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
-  keepsWarm?: { windowMs: number; workerId: string };
+  keepsWarm?: { windowMs: number; workerId: string; minRecords: number };
   /** The module's `faults` option (tests only). */
   faults?: FaultInjector;
 }

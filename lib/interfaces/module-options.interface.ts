@@ -31,6 +31,11 @@ export interface ExecutionCacheOptions {
   maxBytes?: number;
   /** How long a woken run waits for the worker that keeps it warm before any worker may take it. Default 1,000 ms. */
   stickyWindowMs?: number;
+  /**
+   * A run parks warm only once it has this many step records; a shorter one parks cold and is replayed on
+   * its next wake, which costs less than the warm path's own claim and notice. Default 32; 0 keeps every run warm.
+   */
+  minRecords?: number;
 }
 
 export interface RetentionOptions {

@@ -202,12 +202,12 @@ export class ClaimLoop {
   }
 
   /** What a park asks of Redis to keep an execution warm here (see ExecutionCache), when the cache is on. */
-  private get keepsWarm(): { windowMs: number; workerId: string } | undefined {
+  private get keepsWarm(): { windowMs: number; workerId: string; minRecords: number } | undefined {
     const option = this.state.redis.settings.executionCache;
-    return option ? (this.warmSettings ??= { windowMs: option.stickyWindowMs, workerId: this.state.workerId }) : undefined;
+    return option ? (this.warmSettings ??= { windowMs: option.stickyWindowMs, workerId: this.state.workerId, minRecords: option.minRecords }) : undefined;
   }
 
-  private warmSettings?: { windowMs: number; workerId: string };
+  private warmSettings?: { windowMs: number; workerId: string; minRecords: number };
 
   private startExecution(shard: ShardState, execution: RunExecution, outcome: Promise<ExecutionOutcome>): void {
     const ended = (result?: ExecutionOutcome) => {

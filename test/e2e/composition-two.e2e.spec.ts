@@ -306,7 +306,7 @@ function compositionSuite(label: string, connect: () => Promise<{ connection: Wo
 
       it('a worker that keeps the execution warm resumes the race where it parked, with the same outcomes', async () => {
         const warm = await startApp(
-          { connection: connection as never, prefix: uniquePrefix('c2w'), queues: { 'c2-children': { partitions: 3 } }, worker: { reaperIntervalMs: 20 } } as never,
+          { connection: connection as never, prefix: uniquePrefix('c2w'), queues: { 'c2-children': { partitions: 3 } }, worker: { reaperIntervalMs: 20 }, executionCache: { minRecords: 0 } } as never,
           WORKFLOWS,
         );
         try {

@@ -55,7 +55,7 @@ function expected(rounds: number, tag: string): unknown[] {
 
 async function runMixed(tag: string, cache: boolean, rounds: number): Promise<unknown> {
   const app = await startApp(
-    { connection: suite.redis.url, prefix: uniquePrefix(tag), worker: { reaperIntervalMs: 20 }, tracing: false, ...(cache ? {} : { executionCache: false }) },
+    { connection: suite.redis.url, prefix: uniquePrefix(tag), worker: { reaperIntervalMs: 20 }, tracing: false, ...(cache ? { executionCache: { minRecords: 0 } } : { executionCache: false }) },
     [DoubleWorkflow, DoubleElsewhereWorkflow, MixedWaitsWorkflow],
   );
   suite.apps.push(app);

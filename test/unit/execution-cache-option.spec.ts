@@ -8,8 +8,8 @@ import { resolveSettings } from '../../lib/workflow-settings.js';
 
 describe('executionCache option', () => {
   it('defaults to a bounded cache, and false turns it off', () => {
-    expect(resolveSettings({}).executionCache).toEqual({ maxRuns: 1000, maxBytes: 64 * 1024 * 1024, stickyWindowMs: 1000 });
-    expect(resolveSettings({ executionCache: { maxRuns: 5 } }).executionCache).toEqual({ maxRuns: 5, maxBytes: 64 * 1024 * 1024, stickyWindowMs: 1000 });
+    expect(resolveSettings({}).executionCache).toEqual({ maxRuns: 1000, maxBytes: 64 * 1024 * 1024, stickyWindowMs: 1000, minRecords: 32 });
+    expect(resolveSettings({ executionCache: { maxRuns: 5 } }).executionCache).toEqual({ maxRuns: 5, maxBytes: 64 * 1024 * 1024, stickyWindowMs: 1000, minRecords: 32 });
     expect(resolveSettings({ executionCache: false }).executionCache).toBe(false);
   });
 
