@@ -296,7 +296,7 @@ end
 local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload)
   rcall('ZREM', root .. ':leases', id)
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
-  flow_release(root, id, wf, now)
+  flow_release(root, id, wf, now, true)
   count_move(root, wf, id, from, to)
   count_throughput(root, wf, THROUGHPUT_KIND[to], now)
   rcall('ZADD', root .. ':expiry', ms(now + (tonumber(retention_ms) or 0)), id)

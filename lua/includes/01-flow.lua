@@ -194,7 +194,10 @@ ready_run = function(root, id, wf, priority, at)
 end
 
 -- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
-flow_release = function(root, id, wf, now)
+-- `final`: the run has ended (finish_run), and keeps its stale 'fs' (one command less per completion):
+-- nothing reads it on a final run but wf1_retry, which deletes it, and flow_claimed, which skips a final
+-- run (a canceled run's @OnFailure).
+flow_release = function(root, id, wf, now, final)
   local run = run_key(root, id)
   local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq', 'ql', 'v')
   -- only a run claimed under a queue limit ('ql', see claim_run) may free room a claim was cut short of
@@ -202,7 +205,7 @@ flow_release = function(root, id, wf, now)
   if f[3] then debounce_close(root, wf, id, f[3]) end
   if not f[2] then return end
   local key = f[1]
-  rcall('HDEL', run, 'fs')
+  if not final then rcall('HDEL', run, 'fs') end
   local n, p, q, reason = flow_state(root, wf, key)
   q = q or f[4]
   if f[2] == 'h' then
@@ -219,8 +222,8 @@ end
 -- its start goes into the key's sliding log, and the key may admit its next run.
 flow_claimed = function(root, id, wf, now)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs', 'fq')
-  if not f[1] then return end
+  local f = rcall('HMGET', run, 'fk', 'fs', 'fq', 'st')
+  if not f[1] or FINAL[f[4]] then return end
   local _, rlimit, period, fair = flow_spec(f[3])
   if rlimit == 0 and not fair then return end
   local key = f[1]
