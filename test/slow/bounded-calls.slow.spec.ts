@@ -85,7 +85,8 @@ describe(`bounded calls at ${N}`, () => {
       await new Promise((resolve) => setTimeout(resolve, 500));
       await suite.direct.config('SET', 'maxmemory', '0');
     }
-    expect(delivered).toBeGreaterThan(0);
+    // How many the call delivered before memory ran out depends on what else Redis allocated meanwhile (a
+    // loaded full run refused even its first delivery call); that memory did run out is what matters here.
     expect(delivered).toBeLessThan(waiters);
     const results = await Promise.all(handles.map((handle) => handle.result({ timeoutMs: 120_000 })));
     expect(results.every((size) => size === JSON.stringify({ blob }).length)).toBe(true);
