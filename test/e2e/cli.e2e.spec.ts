@@ -6,18 +6,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { Workflow, type RunInfo, type RunPage, type WorkflowContext, type WorkflowMeta, type WorkflowStats } from '../../lib/index.js';
+import { buildCliBin, removeCliBin, runCliBin, type CliExit } from '../support/cli-runner.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { startCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 
-const repo = path.resolve(import.meta.dirname, '../..');
-const TSC = path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
 
 /** Flipped by the retry test: the same run, executed again, then passes. */
 let partnerDown = true;
@@ -71,59 +65,14 @@ class GraphWorkflow {
   }
 }
 
-interface CliExit {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-let work: string | undefined;
-let built: Promise<string> | undefined;
-
-/** Builds lib/ once into a package directory with package.json's `bin`; resolves with the bin's path. */
-function buildBin(): Promise<string> {
-  built ??= (async () => {
-    work = await mkdtemp(path.join(repo, '.cli-check-'));
-    const pkg = path.join(work, 'package');
-    const build = spawn(process.execPath, [TSC, '-p', 'tsconfig.build.json', '--outDir', path.join(pkg, 'dist'), '--sourceMap', 'false', '--declarationMap', 'false'], {
-      cwd: repo,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    build.stdout.on('data', (chunk) => (output += chunk));
-    const [code] = (await once(build, 'exit')) as [number | null];
-    if (code !== 0) throw new Error(`building lib/ failed:\n${output}`);
-    const manifest = JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { name: string; version: string; type: string; bin: Record<string, string> };
-    await writeFile(path.join(pkg, 'package.json'), JSON.stringify({ name: manifest.name, version: manifest.version, type: manifest.type, bin: manifest.bin }));
-    return path.join(pkg, manifest.bin['nestjs-redis-workflows']);
-  })();
-  return built;
-}
-
-afterAll(async () => {
-  if (work) await rm(work, { recursive: true, force: true });
-});
+afterAll(removeCliBin);
 
 /**
- * Runs the built bin; REDIS_URL is removed from the environment unless `env` sets it. With
- * CLI_TRANSCRIPT=<file>, each command and its output is appended there (docs/cli.md's transcripts).
+ * Runs the built bin (test/support/cli-runner.ts); REDIS_URL is removed from the environment unless `env`
+ * sets it. With CLI_TRANSCRIPT=<file>, each command and its output is appended there (docs/cli.md's transcripts).
  */
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliExit> {
-  const bin = await buildBin();
-  const { REDIS_URL: _ignored, ...rest } = process.env;
-  const child = spawn(process.execPath, [bin, ...args], { cwd: work, env: { ...rest, COLUMNS: '160', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk) => (stdout += chunk));
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  // The process must end by itself: every command closes its connections.
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const [code] = (await once(child, 'exit')) as [number | null];
-  clearTimeout(timer);
-  if (process.env.CLI_TRANSCRIPT) {
-    await appendFile(process.env.CLI_TRANSCRIPT, `$ npx nestjs-redis-workflows ${args.join(' ')}\n${stdout}${stderr}(exit ${code})\n\n`);
-  }
-  return { code, stdout, stderr };
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliExit> {
+  return runCliBin(args, env, 20_000);
 }
 
 describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redis)', () => {
@@ -138,7 +87,7 @@ describe('CLI: npx nestjs-redis-workflows (the built bin, against a private Redi
   }
 
   beforeAll(async () => {
-    await buildBin();
+    await buildCliBin();
     const app = await startApp({ connection: suite.redis.url, prefix, cron: false, worker: { reaperIntervalMs: 20 } }, [OkWorkflow, PartnerWorkflow, SleepWorkflow]);
     suite.apps.push(app);
     const ok = await Promise.all([1, 2, 3].map((n) => app.client.emit(OkWorkflow, { n })));
@@ -367,7 +316,7 @@ describe('CLI against a Redis Cluster (3 primaries): detected from one node, or 
   let runIds: string[] = [];
 
   beforeAll(async () => {
-    await buildBin();
+    await buildCliBin();
     cluster = await startCluster({ primaries: 3 });
     app = await startApp({ connection: { nodes: cluster.nodes }, prefix, cron: false, queues: { cli: { partitions: 3 } }, worker: { reaperIntervalMs: 20 } } as never, [OkWorkflow]);
     const handles = await Promise.all([1, 2, 3, 4].map((n) => app.client.emit(OkWorkflow, { n })));

@@ -1,6 +1,6 @@
 /**
  * The CLI as users run it, for tests: lib/ built (tsconfig.build.json) into a package directory with the
- * repository's package.json `bin`, spawned with node. (test/support/cli-bin.ts wraps it as one object; test/e2e/cli.e2e.spec.ts keeps its own copy.)
+ * repository's package.json `bin`, spawned with node (test/support/cli-bin.ts wraps it as one object).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
