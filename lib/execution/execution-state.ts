@@ -30,6 +30,17 @@ import type { FaultInjector } from './fault-injector.js';
 
 export type ExecutionOutcome = 'succeeded' | 'retrying' | 'failed' | 'canceled' | 'parked' | 'lost';
 
+/**
+ * How a worker keeps parked executions warm (ExecutionCache): a park of a run with at least `minRecords`
+ * step records asks Redis to route its wake to `workerId` for `windowMs`, and keeps the handler suspended
+ * for a warm resume.
+ */
+export interface KeepsWarm {
+  windowMs: number;
+  workerId: string;
+  minRecords: number;
+}
+
 export interface ExecutionSettings {
   workerId: string;
   maxPayloadBytes: number;
@@ -48,9 +59,8 @@ export interface ExecutionSettings {
   observer?: ExecutionObserver;
   /** This deployment's version (for messages). */
   version?: string;
-  /** The worker keeps parked executions warm (ExecutionCache): a park asks Redis to route the run's wake
-   *  to this worker for `windowMs` and keeps the handler suspended for a warm resume. */
-  keepsWarm?: { windowMs: number; workerId: string; minRecords: number };
+  /** The worker keeps parked executions warm (ExecutionCache). */
+  keepsWarm?: KeepsWarm;
   /** The module's `faults` option (tests only). */
   faults?: FaultInjector;
 }

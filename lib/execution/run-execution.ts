@@ -24,7 +24,7 @@ import { parseStoredStep } from './step-record.js';
 import { settle } from './promises.js';
 import { HandlerContext } from './user-contexts.js';
 
-export type { ExecutableDefinition, ExecutionOutcome, ExecutionSettings, SlotRefill } from './execution-state.js';
+export type { ExecutableDefinition, ExecutionOutcome, ExecutionSettings, KeepsWarm, SlotRefill } from './execution-state.js';
 
 /**
  * One execution of a claimed run: replays the handler from the top, returning stored step results and

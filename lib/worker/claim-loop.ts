@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { WorkflowClient } from '../client/workflow.client.js';
 import type { WorkflowRegistry } from '../discovery/workflow-registry.js';
 import { errorMessage } from '../errors/error-codec.js';
-import { RunExecution, type ExecutableDefinition, type ExecutionOutcome, type SlotRefill } from '../execution/run-execution.js';
+import { RunExecution, type ExecutableDefinition, type ExecutionOutcome, type KeepsWarm, type SlotRefill } from '../execution/run-execution.js';
 import type { WorkflowObserver } from '../observability/workflow-observer.js';
 import type { ClaimRequest, ClaimWorkflowSpec, ClaimedRun } from '../redis/workflow-store.js';
 import { ClaimRotations } from './claim-rotations.js';
@@ -202,12 +202,12 @@ export class ClaimLoop {
   }
 
   /** What a park asks of Redis to keep an execution warm here (see ExecutionCache), when the cache is on. */
-  private get keepsWarm(): { windowMs: number; workerId: string; minRecords: number } | undefined {
+  private get keepsWarm(): KeepsWarm | undefined {
     const option = this.state.redis.settings.executionCache;
     return option ? (this.warmSettings ??= { windowMs: option.stickyWindowMs, workerId: this.state.workerId, minRecords: option.minRecords }) : undefined;
   }
 
-  private warmSettings?: { windowMs: number; workerId: string; minRecords: number };
+  private warmSettings?: KeepsWarm;
 
   private startExecution(shard: ShardState, execution: RunExecution, outcome: Promise<ExecutionOutcome>): void {
     const ended = (result?: ExecutionOutcome) => {
