@@ -5,6 +5,8 @@
  *
  *   npm run bench:drain                    one-step runs / single jobs
  *   WORKLOAD=three npm run bench:drain     three-step runs (BullMQ: single jobs, for the emit side only)
+ *   WORKLOAD=keyed ONLY_OURS=1 ...         one-step runs with a per-key concurrency of 1 over 10,000 keys
+ *                                          (scenario F1's keyed side)
  *   ONLY_OURS=1 PROFILE_DRAIN=1 ...        also writes a CPU profile of each drain to bench/profiles/
  *   COMMANDSTATS=1 ...                     also lists each half's Redis commands (calls and µs per run,
  *                                          those inside Lua included, from INFO commandstats)
@@ -20,10 +22,11 @@ import { WorkflowWorker } from '../lib/worker/workflow-worker.js';
 import { startBenchRedis } from './support/redis-server.js';
 import { commandTimes, redisCpuSeconds } from './support/redis-stats.js';
 import { bullCompleted, startBull } from './systems/bullmq.js';
-import { OneStepWorkflow, ourCount, startOurs, ThreeStepWorkflow } from './systems/ours.js';
+import { KeyedWorkflow, OneStepWorkflow, ourCount, startOurs, ThreeStepWorkflow } from './systems/ours.js';
 
 const N = Number(process.env.N ?? 20_000);
 const THREE = process.env.WORKLOAD === 'three';
+const KEYED = process.env.WORKLOAD === 'keyed';
 const REPS = 2;
 const profiles = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'profiles');
 
@@ -82,7 +85,7 @@ async function profiled(name: string, work: () => Promise<void>): Promise<void> 
 
 const server = await startBenchRedis();
 const admin = new Redis(server.port, server.host);
-const [workflow, name] = THREE ? [ThreeStepWorkflow, 'bench-three'] : [OneStepWorkflow, 'bench-one'];
+const [workflow, name] = THREE ? [ThreeStepWorkflow, 'bench-three'] : KEYED ? [KeyedWorkflow, 'bench-keyed'] : [OneStepWorkflow, 'bench-one'];
 for (let rep = 1; rep <= REPS; rep += 1) {
   await admin.flushall();
   const producer = await startOurs(server.url, { worker: false });

@@ -11,6 +11,10 @@
  *   WORKLOAD=fanout npm run bench:lua          the fan-out of scenario 3 instead: N parents, each parked with three
  *                                              children it starts, the children completed (which wakes the
  *                                              parent), the parents claimed again and completed
+ *   WORKLOAD=keyed npm run bench:lua           scenario F1's keyed runs: N one-step runs over N/10 keys with a
+ *                                              concurrency limit of 1 (one run a key ready, nine held), drained
+ *                                              by claim and completion rounds; each completion admits its key's
+ *                                              next run. Compare with the default workload (unlimited)
  *   CALLGRIND=1 N=1000 REPS=1 npm run bench:lua counts the instructions Redis executes for each instead (the
  *                                              server runs under valgrind's callgrind): the same calls give the
  *                                              same count within 0.1 %, where CPU time swings by 10-20 % on a
@@ -87,16 +91,20 @@ interface Variant {
 }
 
 const FANOUT = process.env.WORKLOAD === 'fanout';
+const KEYED = process.env.WORKLOAD === 'keyed';
+const KEYED_WORKFLOW = 'bench-keyed';
+/** Runs per key of the keyed workload, as in scenario F1 (100,000 runs over 10,000 keys). */
+const RUNS_PER_KEY = 10;
 const PARENT_WORKFLOW = 'bench-fanout';
 const CHILD_WORKFLOW = 'bench-leaf';
 
 /** Claims every ready run of `workflow` in batches, as the worker's claim does: its workflows packed in one
  *  argument, its runs packed and, from build 39 on, flat in the reply (lua/claim.lua). */
-async function claimAll(variant: Variant, workflow: string, count: number, tag: string): Promise<{ id: string; token: string; steps: number }[]> {
+async function claimAll(variant: Variant, workflow: string, count: number, tag: string, batches = Math.ceil(count / BATCH)): Promise<{ id: string; token: string; steps: number }[]> {
   const flat = variant.build >= 39;
   const replies = await pipelined(
     variant.admin,
-    Array.from({ length: Math.ceil(count / BATCH) }, (_, k) => [
+    Array.from({ length: batches }, (_, k) => [
       'wf1_claim', 1, ROOT, 'w1', `${BATCH}${flat ? 'f' : 'p'}`, 30_000, `${tag}${k}`, 86_400_000, `0,1,0,${Buffer.byteLength(workflow)}:${workflow}`,
     ]),
   );
@@ -126,7 +134,41 @@ async function emitRound(variant: Variant, rep: number, workflow: string): Promi
   await admin.flushall();
   await admin.function('LOAD', 'REPLACE', variant.code);
   const ids = Array.from({ length: N }, (_, i) => `01KBENCH${String(rep).padStart(2, '0')}${String(i).padStart(16, '0')}`);
-  return costOf(variant, () => pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, workflow, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', ''])));
+  // keyed: version '', deadline '', the flow key and its spec (concurrency 1, no rate limit, not fair)
+  const flow = (i: number) => (KEYED ? ['', '', `k${i % (N / RUNS_PER_KEY)}`, '1,0,0,0'] : []);
+  return costOf(variant, () => pipelined(admin, ids.map((id, i) => ['wf1_emit', 1, ROOT, id, workflow, 'default', `{"i":${i}}`, 0, '', '', '', '', '', '', '', ...flow(i)])));
+}
+
+/** Scenario F1's keyed side: RUNS_PER_KEY rounds, each claiming the runs ready (one a key) and completing
+ *  them, which admits each key's next run; costs are per run over all rounds. */
+async function keyedRound(variant: Variant, rep: number): Promise<void> {
+  const emit = await emitRound(variant, rep, KEYED_WORKFLOW);
+  const keys = N / RUNS_PER_KEY;
+  const record = `{"k":"step","a":1,"st":${Date.now()},"r":true}`;
+  const claims: Cost[] = [];
+  const completions: Cost[] = [];
+  for (let turn = 0; turn < Number(process.env.TURNS ?? RUNS_PER_KEY); turn += 1) {
+    let claimed: { id: string; token: string }[] = [];
+    claims.push(await costOf(variant, async () => {
+      claimed = await claimAll(variant, KEYED_WORKFLOW, keys, `c${turn}-`);
+    }));
+    completions.push(await costOf(variant, async () => {
+      const replies = await pipelined(variant.admin, claimed.map((run) => ['wf1_complete', 1, ROOT, run.id, run.token, 'true', 86_400_000, 1, '0:a', record]));
+      if (replies.some((reply) => (reply as unknown[])[0] !== 1)) throw new Error(`${variant.label}: a completion was refused`);
+    }));
+  }
+  if (process.env.PER_TURN) console.log(completions.map((c) => Math.round((c.instructions ?? c.cpu) * RUNS_PER_KEY)).join(" "), claims.map((c) => Math.round((c.instructions ?? c.cpu) * RUNS_PER_KEY)).join(" "));
+  const left = await variant.admin.call('ZCARD', `${ROOT}:st:${KEYED_WORKFLOW}:queued`);
+  if (Number(left) !== 0 && !process.env.PER_TURN) throw new Error(`${variant.label}: ${left} keyed runs still queued after ${RUNS_PER_KEY} rounds`);
+  // each round's cost is per N runs (costOf divides by N): summed, per run drained
+  const sum = (costs: Cost[]): Cost => ({
+    cpu: costs.reduce((a, c) => a + c.cpu, 0),
+    fcall: costs.reduce((a, c) => a + c.fcall, 0),
+    inner: costs.reduce((a, c) => a + c.inner, 0),
+    instructions: CALLGRIND ? costs.reduce((a, c) => a + c.instructions!, 0) : undefined,
+    dump: completions.at(-1)!.dump,
+  });
+  variant.rounds.push({ emit, claim: sum(claims), complete: sum(completions) });
 }
 
 /** Scenario 3's parent with three children, transition by transition; costs are per parent (its children included). */
@@ -169,6 +211,7 @@ async function fanOutRound(variant: Variant, rep: number): Promise<void> {
 
 async function round(variant: Variant, rep: number): Promise<void> {
   if (FANOUT) return fanOutRound(variant, rep);
+  if (KEYED) return keyedRound(variant, rep);
   const { admin } = variant;
   const emit = await emitRound(variant, rep, WORKFLOW);
   let claimedRuns: { id: string; token: string }[] = [];

@@ -122,7 +122,7 @@ local function fail(keys, argv)
     if delay > 0 then
       rcall('HSET', run, 'st', 'scheduled', 'att', ms(attempt), 'err', err, 'due', ms(now + delay))
       count_move(root, wf, id, status, 'scheduled')
-      flow_release(root, id, wf, now)
+      flow_release(root, id, wf, now, false, true)
       schedule_timer(root, id, now + delay)
     else
       rcall('HSET', run, 'st', 'queued', 'att', ms(attempt), 'err', err)

@@ -287,7 +287,7 @@ local function park(keys, argv, staging)
     rcall('HSET', run, 'st', 'waiting', 'wait', argv[3], 'wn', ms(children_open))
   end
   count_move(root, f[4], id, f[2], 'waiting')
-  flow_release(root, id, f[4], now)
+  flow_release(root, id, f[4], now, false, true)
   if due then schedule_timer(root, id, due) end
   history(root, id, now, 'parked', { waitingFor = argv[3], wakeAt = due }, nil, f[6] or false, known)
   return { 1, due or -1 }

@@ -76,6 +76,11 @@ export class KeySpace {
     return `${root}:f:${workflow}:${flowKey}`;
   }
 
+  /** A flow key's held-back runs (sorted set; a pinned run's member is its id after '*'; lua/includes/01-flow.lua). */
+  flowHeld(root: string, workflow: string, flowKey: string): string {
+    return `${root}:fh:${workflow}:${flowKey}`;
+  }
+
   /** A workflow's held-back runs per reason, in a shard (lua/includes/01-flow.lua). */
   heldCounts(root: string, workflow: string): string {
     return `${root}:hb:${workflow}`;

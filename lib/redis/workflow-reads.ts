@@ -43,22 +43,28 @@ export abstract class WorkflowReads extends FunctionCalls {
         });
         return hash;
       });
-      await Promise.all(rows.map((h, i) => this.addDelayedBy(runs[i].shard, h)));
+      await Promise.all(rows.map((h, i) => this.addDelayedBy(runs[i].shard, runs[i].id, h)));
       return rows.map((hash) => (Object.keys(hash).length === 0 ? undefined : hash));
     }
     const hashes = await this.guard(() => Promise.all(runs.map((r) => this.client.hgetall(this.keys.run(this.root(r.shard), r.id)))));
-    await Promise.all(hashes.map((h, i) => this.addDelayedBy(runs[i].shard, h)));
+    await Promise.all(hashes.map((h, i) => this.addDelayedBy(runs[i].shard, runs[i].id, h)));
     return hashes.map((h) => (Object.keys(h).length === 0 ? undefined : h));
   }
 
   /**
    * Why a held-back run waits is its flow key's ('b', see lua/includes/01-flow.lua), not the run's: a key's
-   * reason changes without a write to each of its runs. Read into the hash as DELAYED_BY_FIELD.
+   * reason changes without a write to each of its runs. Read into the hash as DELAYED_BY_FIELD. A run of a
+   * key without rate limit or fairness keeps 'fs' = 'h' once admitted to the ready set: it is held back
+   * only while it is in its key's held set.
    */
-  private async addDelayedBy(shard: ShardRef, hash: Record<string, string>): Promise<void> {
+  private async addDelayedBy(shard: ShardRef, id: string, hash: Record<string, string>): Promise<void> {
     if (hash.fs !== 'h' || hash.st !== 'queued' || !hash.fk) return;
-    const reason = await this.guard(() => this.client.hget(this.keys.flowState(this.root(shard), hash.wf, hash.fk), 'b'));
-    if (reason) hash[DELAYED_BY_FIELD] = reason;
+    const root = this.root(shard);
+    const member = hash.v?.startsWith('*') ? `*${id}` : id;
+    const [reason, held] = await this.guard(() =>
+      Promise.all([this.client.hget(this.keys.flowState(root, hash.wf, hash.fk), 'b'), this.client.zscore(this.keys.flowHeld(root, hash.wf, hash.fk), member)]),
+    );
+    if (reason && held !== null) hash[DELAYED_BY_FIELD] = reason;
   }
 
   /** Fields of a graph of child runs (lua/includes/05-graph.lua), null where absent. */
@@ -100,7 +106,7 @@ export abstract class WorkflowReads extends FunctionCalls {
 
   async readRun(shard: ShardRef, runId: string): Promise<Record<string, string> | undefined> {
     const hash = await this.guard(() => this.client.hgetall(this.keys.run(this.root(shard), runId)));
-    await this.addDelayedBy(shard, hash);
+    await this.addDelayedBy(shard, runId, hash);
     return Object.keys(hash).length === 0 ? undefined : hash;
   }
 

@@ -4,4 +4,4 @@
 -- A library is identified by this build and the sha256 of its code as Redis holds it: a loaded library
 -- with the same build but other code is refused (lib/redis/function-loader.ts), so two copies of the
 -- package whose lua/ differ must not share a build.
-local BUILD = 59
+local BUILD = 60

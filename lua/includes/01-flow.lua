@@ -21,8 +21,8 @@
 --   <root>:fr:<wf>:<key>  start times of the last `limit` claims (list, newest first), expires after
 --                         the period: a sliding log, so that no `periodMs` window ever sees more starts
 --   <root>:hb:<wf>        held runs per reason (hash): what stats show (see held_reason)
--- Run hash: 'fk' the key, 'fq' the spec, 'fs' the slot: 'h' held, 'p' admitted and in the ready set
--- (capped keys), '1' holds a slot.
+-- Run hash: 'fk' the key, 'fq' the spec, 'fs' the slot: 'h' held (or, for an uncapped key, admitted since:
+-- see slot_of), 'p' admitted and in the ready set (capped keys), '1' holds a slot.
 -- Spec text (made by the client): '<concurrency limit>,<rate limit>,<rate period ms>,<fair 0|1>'.
 -- A capped key (rate limit or fairness) has at most one run in the ready set at a time and its next run
 -- is admitted when that one is claimed: the sliding log is then checked at every start, and a fair key's
@@ -50,32 +50,47 @@ end
 -- A key's rate window as a member of ':timers' (run ids never start with '~').
 local function flow_timer_member(wf, key) return '~f:' .. #wf .. ':' .. wf .. key end
 
-local function flow_spec(q)
-  local c, r, p, fair = string.match(q or '', '^(%d+),(%d+),(%d+),(%d)$')
-  if not c then return 0, 0, 0, false end
-  return tonumber(c), tonumber(r), tonumber(p), fair == '1'
-end
-
--- Why the key cannot take another run into the ready set now: 'concurrency', 'rateLimit' (and when its
--- window opens), 'turn' (a capped key's run is in the ready set already), or nil.
-local function flow_block(log_key, q, n, p, now)
-  local climit, rlimit, period, fair = flow_spec(q)
-  if climit > 0 and n >= climit then return 'concurrency' end
-  if rlimit > 0 then
-    local oldest = rcall('LINDEX', log_key, rlimit - 1)
-    if oldest and tonumber(oldest) > now - period then return 'rateLimit', tonumber(oldest) + period end
-  end
-  if (fair or rlimit > 0) and p > 0 then return 'turn' end
-  return nil
-end
+-- A spec text parsed: { climit, rlimit, period, fair, capped (rate limit or fairness), counted (what getStats
+-- counts a held run under, see below) }. Parsed once per library load and text (a string.match and its
+-- numbers cost Redis about 6,000 instructions, and a keyed completion needs the spec three to four times):
+-- a pure function of its key, bounded, and rebuilt after a FUNCTION LOAD, as CLAIM_PLANS.
+local SPECS, SPEC_COUNT, MAX_SPECS = {}, 0, 1024
+local NO_SPEC = { climit = 0, rlimit = 0, period = 0, fair = false, capped = false }
 
 -- What getStats counts a held run under: its spec's limit, fixed for the run's stay in the held set (the
 -- reason a key's runs wait now, which changes with time, is the key's 'b', read by getRun). A fair key's
 -- runs waiting their turn are not counted: they are queued as any run is.
-local function held_reason(q)
-  local climit, rlimit = flow_spec(q)
+local function held_reason(climit, rlimit)
   if climit > 0 then return 'concurrency' end
   if rlimit > 0 then return 'rateLimit' end
+  return nil
+end
+
+local function flow_spec(q)
+  if not q then return NO_SPEC end
+  local spec = SPECS[q]
+  if spec then return spec end
+  local c, r, p, fair = string.match(q, '^(%d+),(%d+),(%d+),(%d)$')
+  if not c then return NO_SPEC end
+  spec = { climit = tonumber(c), rlimit = tonumber(r), period = tonumber(p), fair = fair == '1' }
+  spec.capped = spec.fair or spec.rlimit > 0
+  spec.counted = held_reason(spec.climit, spec.rlimit)
+  if SPEC_COUNT >= MAX_SPECS then SPECS, SPEC_COUNT = {}, 0 end
+  SPECS[q] = spec
+  SPEC_COUNT = SPEC_COUNT + 1
+  return spec
+end
+
+-- Why the key cannot take another run into the ready set now: 'concurrency', 'rateLimit' (and when its
+-- window opens), 'turn' (a capped key's run is in the ready set already), or nil.
+local function flow_block(root, wf, key, spec, n, p, now)
+  if spec.climit > 0 and n >= spec.climit then return 'concurrency' end
+  local rlimit = spec.rlimit
+  if rlimit > 0 then
+    local oldest = rcall('LINDEX', flow_log_key(root, wf, key), rlimit - 1)
+    if oldest and tonumber(oldest) > now - spec.period then return 'rateLimit', tonumber(oldest) + spec.period end
+  end
+  if spec.capped and p > 0 then return 'turn' end
   return nil
 end
 
@@ -86,18 +101,22 @@ end
 -- O(runs admitted); a key whose held set is empty costs no command for it (a run is held only while its
 -- key is blocked, so a key with room has none).
 local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, stored_p)
-  local state_key, held_key = flow_key(root, wf, key), flow_held_key(root, wf, key)
-  local _, rlimit, _, fair = flow_spec(q)
-  local capped = fair or rlimit > 0
-  local counted = held_reason(q)
+  local held_key = flow_held_key(root, wf, key)
+  local spec = flow_spec(q)
+  local capped, fair = spec.capped, spec.fair
   local reason, opens
   local admitted = 0
+  -- the held set was found empty (a pop that got nothing): it does not exist, no need to ask below
+  local none_held = false
   for _ = 1, FLOW_ADMIT_PER_CALL do
-    reason, opens = flow_block(flow_log_key(root, wf, key), q, n, p, now)
+    reason, opens = flow_block(root, wf, key, spec, n, p, now)
     if reason then break end
     local head = rcall('ZPOPMIN', held_key)
-    if not head[1] then break end
-    local id, score = head[1], tonumber(head[2])
+    if not head[1] then
+      none_held = true
+      break
+    end
+    local id, score = head[1], head[2]
     -- an unpinned run's ready set is its workflow's: no read of its 'v' (see held_member)
     local ready
     if string.byte(id, 1) == 42 then
@@ -108,29 +127,36 @@ local function flow_settle(root, wf, key, now, n, p, q, old_reason, stored_n, st
     end
     if fair then
       -- to the back of the ready set at its priority: round-robin between keys
-      score = score - score % PRIORITY_SPAN + (now - READY_EPOCH)
+      score = tonumber(score)
+      score = ms(score - score % PRIORITY_SPAN + (now - READY_EPOCH))
     end
     n = n + 1
-    if capped then p = p + 1 end
+    -- an uncapped key's run keeps 'fs' = 'h' (one command less per admission): out of the held set, it
+    -- holds a slot (see slot_of)
+    if capped then
+      p = p + 1
+      rcall('HSET', run_key(root, id), 'fs', 'p')
+    end
     admitted = admitted + 1
-    rcall('HSET', run_key(root, id), 'fs', capped and 'p' or '1')
-    rcall('ZADD', ready, ms(score), id)
+    -- the held score as Redis wrote it (an exact text of the double) unless changed: no conversions
+    rcall('ZADD', ready, score, id)
     notify_if_was_empty(root, ready, 1)
   end
-  if admitted > 0 and counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -admitted) end
+  -- numbers given to Redis are printed with snprintf('%.17g'), about 2,000 instructions each: texts where common
+  if admitted > 0 and spec.counted then rcall('HINCRBY', held_counts_key(root, wf), spec.counted, admitted == 1 and '-1' or ms(-admitted)) end
   if reason == 'turn' then reason = '' end
   reason = reason or ''
-  if n <= 0 and p <= 0 and rcall('EXISTS', held_key) == 0 then
-    rcall('DEL', state_key)
+  if n <= 0 and p <= 0 and (none_held or rcall('EXISTS', held_key) == 0) then
+    rcall('DEL', flow_key(root, wf, key))
     return
   end
   local changed = n ~= stored_n or p ~= stored_p
   if changed and reason ~= (old_reason or '') then
-    rcall('HSET', state_key, 'n', n, 'p', p, 'b', reason)
+    rcall('HSET', flow_key(root, wf, key), 'n', ms(n), 'p', ms(p), 'b', reason)
   elseif changed then
-    rcall('HSET', state_key, 'n', n, 'p', p)
+    rcall('HSET', flow_key(root, wf, key), 'n', ms(n), 'p', ms(p))
   elseif reason ~= (old_reason or '') then
-    rcall('HSET', state_key, 'b', reason)
+    rcall('HSET', flow_key(root, wf, key), 'b', reason)
   end
   if reason == 'rateLimit' and opens then schedule_timer(root, flow_timer_member(wf, key), opens) end
 end
@@ -150,21 +176,21 @@ flow_enqueue = function(root, id, wf, key, q, priority, at, now, fresh, v)
   local run = run_key(root, id)
   local n, p, old_q, old_reason = flow_state(root, wf, key)
   local state_key = flow_key(root, wf, key)
-  local reason, opens = flow_block(flow_log_key(root, wf, key), q, n, p, now)
+  local spec = flow_spec(q)
+  local reason, opens = flow_block(root, wf, key, spec, n, p, now)
   if not reason then
-    local _, rlimit, _, fair = flow_spec(q)
-    local capped = fair or rlimit > 0
+    local capped = spec.capped
     if fresh then
       rcall('HSET', run, 'fk', key, 'fq', q, 'fs', capped and 'p' or '1')
     else
       rcall('HSET', run, 'fs', capped and 'p' or '1')
     end
     if capped then
-      rcall('HSET', state_key, 'n', n + 1, 'p', p + 1, 'q', q)
+      rcall('HSET', state_key, 'n', ms(n + 1), 'p', ms(p + 1), 'q', q)
     elseif old_q ~= q then
-      rcall('HSET', state_key, 'n', n + 1, 'q', q)
+      rcall('HSET', state_key, 'n', ms(n + 1), 'q', q)
     else
-      rcall('HINCRBY', state_key, 'n', 1)
+      rcall('HINCRBY', state_key, 'n', '1')
     end
     make_ready(root, id, wf, priority, at, v)
     return
@@ -176,11 +202,25 @@ flow_enqueue = function(root, id, wf, key, q, priority, at, now, fresh, v)
   else
     rcall('HSET', run, 'fs', 'h')
   end
-  local counted = held_reason(q)
-  if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, 1) end
+  if spec.counted then rcall('HINCRBY', held_counts_key(root, wf), spec.counted, '1') end
   if reason == 'turn' then reason = '' end
   if old_q ~= q or reason ~= (old_reason or '') then rcall('HSET', state_key, 'q', q, 'b', reason) end
   if reason == 'rateLimit' then schedule_timer(root, flow_timer_member(wf, key), opens) end
+end
+
+-- What a run's 'fs' means: 'h' is a held run, or an uncapped key's run admitted since (flow_settle does not
+-- rewrite it), which holds a slot; its key's held set tells them apart. Returns 'h' (held), '1' (holds a
+-- slot), 'p' (holds a slot and is its capped key's run in the ready set) or nil (no slot). `remove`: take a
+-- held run out of its key's held set (then the answer costs nothing more); else only look.
+local function slot_of(root, id, wf, key, fs, v, remove)
+  if fs ~= 'h' then return fs end
+  local held_key, member = flow_held_key(root, wf, key), held_member(id, v)
+  if remove then
+    if rcall('ZREM', held_key, member) == 1 then return 'h' end
+  elseif rcall('ZSCORE', held_key, member) then
+    return 'h'
+  end
+  return '1'
 end
 
 -- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
@@ -188,33 +228,45 @@ end
 ready_run = function(root, id, wf, priority, at)
   local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq', 'v')
   local v = f[4] or false
-  if not f[1] or f[2] == '1' or f[2] == 'p' then return make_ready(root, id, wf, priority, at, v) end
-  if f[2] == 'h' then return end
+  if not f[1] then return make_ready(root, id, wf, priority, at, v) end
+  local slot = slot_of(root, id, wf, f[1], f[2], v, false)
+  if slot == '1' or slot == 'p' then return make_ready(root, id, wf, priority, at, v) end
+  if slot == 'h' then return end
   flow_enqueue(root, id, wf, f[1], f[3], priority, at, at, nil, v)
 end
 
 -- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
 -- `final`: the run has ended (finish_run), and keeps its stale 'fs' (one command less per completion):
 -- nothing reads it on a final run but wf1_retry, which deletes it, and flow_claimed, which skips a final
--- run (a canceled run's @OnFailure).
-flow_release = function(root, id, wf, now, final)
+-- run (a canceled run's @OnFailure). `executing`: the run was executing (claimed, so out of any held set,
+-- holding a slot if it has 'fs'): its 'fs' needs no look at the held set (see slot_of).
+flow_release = function(root, id, wf, now, final, executing)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'fq', 'ql', 'v')
+  -- every completion reads these: each field HMGET looks for costs Redis about 4,000 instructions
+  local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'ql')
   -- only a run claimed under a queue limit ('ql', see claim_run) may free room a claim was cut short of
-  if f[5] and rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
+  if f[4] and rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   if f[3] then debounce_close(root, wf, id, f[3]) end
-  if not f[2] then return end
-  local key = f[1]
+  local key, slot = f[1], f[2]
+  if not slot or not key then return end
   if not final then rcall('HDEL', run, 'fs') end
+  -- the run's own spec, for a run that may be held (its count) or whose key has no state (damaged)
+  local run_q
+  if executing then
+    if slot == 'h' then slot = '1' end
+  else
+    local g = rcall('HMGET', run, 'fq', 'v')
+    run_q = g[1]
+    slot = slot_of(root, id, wf, key, slot, g[2] or false, true)
+  end
   local n, p, q, reason = flow_state(root, wf, key)
-  q = q or f[4]
-  if f[2] == 'h' then
-    rcall('ZREM', flow_held_key(root, wf, key), held_member(id, f[6]))
-    local counted = held_reason(f[4])
-    if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, -1) end
+  q = q or run_q or rcall('HGET', run, 'fq')
+  if slot == 'h' then
+    local counted = flow_spec(run_q).counted
+    if counted then rcall('HINCRBY', held_counts_key(root, wf), counted, '-1') end
     flow_settle(root, wf, key, now, n, p, q, reason, n, p)
   else
-    flow_settle(root, wf, key, now, n - 1, f[2] == 'p' and p - 1 or p, q, reason, n, p)
+    flow_settle(root, wf, key, now, n - 1, slot == 'p' and p - 1 or p, q, reason, n, p)
   end
 end
 
@@ -224,14 +276,15 @@ flow_claimed = function(root, id, wf, now)
   local run = run_key(root, id)
   local f = rcall('HMGET', run, 'fk', 'fs', 'fq', 'st')
   if not f[1] or FINAL[f[4]] then return end
-  local _, rlimit, period, fair = flow_spec(f[3])
-  if rlimit == 0 and not fair then return end
+  local spec = flow_spec(f[3])
+  if not spec.capped then return end
   local key = f[1]
+  local rlimit = spec.rlimit
   if rlimit > 0 then
     local log_key = flow_log_key(root, wf, key)
     rcall('LPUSH', log_key, ms(now))
     rcall('LTRIM', log_key, 0, rlimit - 1)
-    rcall('PEXPIRE', log_key, period)
+    rcall('PEXPIRE', log_key, spec.period)
   end
   local n, p, q, reason = flow_state(root, wf, key)
   local stored_p = p

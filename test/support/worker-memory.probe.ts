@@ -75,6 +75,9 @@ describe('worker memory over a burst of runs (e2e, private redis-server)', () =>
     const keys = app.moduleRef.get(WorkflowRedis).keys;
     const index = keys.statusIndex(keys.shardRoot({ queue: 'default', partition: 0 }), name, status);
     // A full GC during the burst would empty old space of the very garbage measured here: then measure again.
+    // A burst over the limit is measured again too: once in a full `npm test` (two jest workers) a burst
+    // left 4,300-4,800 bytes a run where the same code alone, and beside CPU hogs, left 420-520 each time.
+    // A run that keeps memory does so in every burst, so three bursts over the limit still fail.
     for (let attempt = 1; ; attempt += 1) {
       const before = await suite.direct.zcard(index);
       let fullGcs = 0;
@@ -92,9 +95,9 @@ describe('worker memory over a burst of runs (e2e, private redis-server)', () =>
       const grown = oldSpaceUsed() - start;
       await new Promise((resolve) => setTimeout(resolve, 50)); // the observer reports on the next turn
       observer.disconnect();
-      if (fullGcs === 0 || attempt === 3) {
+      process.stderr.write(`worker-memory probe: ${name}: ${Math.round(grown / RUNS)} bytes of old space per run (burst ${attempt}, ${fullGcs} full GCs)\n`);
+      if ((fullGcs === 0 && grown / RUNS < MAX_BYTES_PER_RUN) || attempt === 3) {
         expect(fullGcs).toBe(0);
-        process.stderr.write(`worker-memory probe: ${name}: ${Math.round(grown / RUNS)} bytes of old space per run\n`);
         return grown / RUNS;
       }
     }
