@@ -53,11 +53,13 @@ local function cancel(keys, argv)
     return { 1, children, {}, next_page }
   end
   rcall('HSET', run, 'st', 'canceled', 'err', err, 'fa', now, 'tok', '')
-  finish_run(root, id, wf, status, 'canceled', now, argv[3], f[6])
+  -- a run with @OnFailure keeps its flow key's slot (or its place in the key's queue) for it
+  finish_run(root, id, wf, status, 'canceled', now, argv[3], f[6], nil, argv[4] == '1')
   history(root, id, now, 'canceled', nil, err)
   if argv[4] == '1' then
     rcall('HSET', run, 'fin', 'hook')
-    make_ready(root, id, wf, f[3], now)
+    -- under the run's slot of its flow key; a held run's hook waits its turn, a parked one's takes a slot
+    ready_run(root, id, wf, f[3], now)
   end
   local handoff = notify_parent(root, id, wf, 'F', err, now)
   return { 1, children, handoff or {}, next_page }
@@ -93,10 +95,12 @@ local function retry(keys, argv)
   local root = keys[1]
   local id = argv[1]
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'st', 'wf', 'pri')
+  local f = rcall('HMGET', run, 'st', 'wf', 'pri', 'fin')
   if f[1] ~= 'failed' and f[1] ~= 'canceled' then return { 0, f[1] or 'unknown' } end
-  if argv[2] and argv[2] ~= '' then move_run_version(root, id, run, f[2], f[1], argv[2]) end
   local now = now_ms()
+  -- an @OnFailure still to run (or running) gives back the slot of the run's flow key it took
+  if f[4] == 'hook' then flow_release(root, id, f[2], now, true) end
+  if argv[2] and argv[2] ~= '' then move_run_version(root, id, run, f[2], f[1], argv[2]) end
   rcall('HSET', run, 'st', 'queued', 'att', '1')
   rcall('HINCRBY', run, 'ep', '1')
   -- 'fs': a final run keeps its flow slot field (flow_release); the retried run takes a slot anew

@@ -146,6 +146,8 @@ local function fail(keys, argv)
   if next_step == 'hook-done' then
     rcall('HDEL', run, 'fin')
     rcall('ZREM', root .. ':leases', id)
+    -- the slot of the run's flow key its @OnFailure took (lua/cancel.lua)
+    flow_release(root, id, wf, now, true, true)
     history(root, id, now, 'on-failure-ran', nil, nil, f[12] or false)
     return { 1 }
   end

@@ -134,7 +134,7 @@ local function keeps_chain_head(root, id, now)
   return true
 end
 
-local EXPIRY_FIELDS = { 'wf', 'st', 'ik', 'cl' }
+local EXPIRY_FIELDS = { 'wf', 'st', 'ik', 'cl', 'fin' }
 local function delete_expired_runs(root, now, batch)
   return for_due_runs(root, ':expiry', now, batch, EXPIRY_FIELDS, function(id, run, f)
     if f[4] and keeps_chain_head(root, id, now) then
@@ -146,6 +146,8 @@ local function delete_expired_runs(root, now, batch)
       -- a run whose records named many shared payloads goes once the last is released (see release_shared_payloads)
       rcall('ZADD', root .. ':expiry', ms(now), id)
     elseif f[1] then
+      -- a canceled run whose @OnFailure has not run gives back the slot of its flow key it took (lua/cancel.lua)
+      if f[5] == 'hook' then flow_release(root, id, f[1], now, true) end
       -- UNLINK: a run's step records, history and children can hold 10,000 entries each, freed in the
       -- background instead of within this call
       rcall('UNLINK', run, steps_key(root, id), hist_key(root, id), awaited_key(root, id), children_key(root, id), parents_key(root, id), delta_key(root, id),

@@ -294,10 +294,10 @@ end
 
 -- Bookkeeping shared by every final state: out of the lease and deadline sets, counted, due to expire,
 -- and announced to result() waiters: '<id>' or '<id>|<final state>|<output or error JSON>'.
-local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload)
+local function finish_run(root, id, wf, from, to, now, retention_ms, deadline, payload, keep_slot)
   rcall('ZREM', root .. ':leases', id)
   if deadline then rcall('ZREM', root .. ':deadlines', id) end
-  flow_release(root, id, wf, now, true, EXECUTING[from])
+  flow_release(root, id, wf, now, true, EXECUTING[from], keep_slot)
   count_move(root, wf, id, from, to)
   count_throughput(root, wf, THROUGHPUT_KIND[to], now)
   rcall('ZADD', root .. ':expiry', ms(now + (tonumber(retention_ms) or 0)), id)

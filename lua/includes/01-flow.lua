@@ -9,7 +9,8 @@
 -- may be claimed, so neither the number of keys nor of held runs costs a claim anything.
 -- Runs made in Redis from a keyed run enter the same way, with its key: the successor of a continue-as-new
 -- and a fork (rerun.lua), a graph's node (the key computed by the client, includes/05-graph.lua), and the
--- compensations of a canceled run without a slot (cancel.lua, through ready_run).
+-- compensations of a canceled run without a slot (cancel.lua, through ready_run). The @OnFailure of a run
+-- canceled at once runs under the run's slot, kept for it (flow_release's keep_slot).
 --
 -- Keys (all in the runs' shard: runs of one key are routed to one shard):
 --   <root>:f:<wf>:<key>   the key's state (hash, created on demand, deleted when the key has no runs):
@@ -224,7 +225,8 @@ local function slot_of(root, id, wf, key, fs, v, remove)
 end
 
 -- make_ready for a run that may have a flow key: one that holds its slot already (taken back from a
--- worker, released) goes straight back; one without goes through flow_enqueue.
+-- worker, released) goes straight back, one held stays in its key's held set, one without goes through
+-- flow_enqueue.
 ready_run = function(root, id, wf, priority, at)
   local f = rcall('HMGET', run_key(root, id), 'fk', 'fs', 'fq', 'v')
   local v = f[4] or false
@@ -237,10 +239,12 @@ end
 
 -- A run leaves its slot (finished, parked, canceled): the key's next run may take it, in this call.
 -- `final`: the run has ended (finish_run), and keeps its stale 'fs' (one command less per completion):
--- nothing reads it on a final run but wf1_retry, which deletes it, and flow_claimed, which skips a final
--- run (a canceled run's @OnFailure). `executing`: the run was executing (claimed, so out of any held set,
+-- nothing reads it on a final run but wf1_retry, which deletes it. `keep_slot`: a run canceled at once
+-- whose @OnFailure is still to run ('fin' = 'hook', lua/cancel.lua) keeps its slot, or its place in its
+-- key's held set, for that hook: given back when the hook has run (wf1_fail 'hook-done'), when the run is
+-- retried, or at the run's retention (lua/tick.lua). `executing`: the run was executing (claimed, so out of any held set,
 -- holding a slot if it has 'fs'): its 'fs' needs no look at the held set (see slot_of).
-flow_release = function(root, id, wf, now, final, executing)
+flow_release = function(root, id, wf, now, final, executing, keep_slot)
   local run = run_key(root, id)
   -- every completion reads these: each field HMGET looks for costs Redis about 4,000 instructions
   local f = rcall('HMGET', run, 'fk', 'fs', 'dk', 'ql')
@@ -248,7 +252,7 @@ flow_release = function(root, id, wf, now, final, executing)
   if f[4] and rcall('DEL', root .. ':qw') == 1 then notify_workers(root, 'r') end
   if f[3] then debounce_close(root, wf, id, f[3]) end
   local key, slot = f[1], f[2]
-  if not slot or not key then return end
+  if not slot or not key or keep_slot then return end
   if not final then rcall('HDEL', run, 'fs') end
   -- the run's own spec, for a run that may be held (its count) or whose key has no state (damaged)
   local run_q
@@ -274,8 +278,9 @@ end
 -- its start goes into the key's sliding log, and the key may admit its next run.
 flow_claimed = function(root, id, wf, now)
   local run = run_key(root, id)
-  local f = rcall('HMGET', run, 'fk', 'fs', 'fq', 'st')
-  if not f[1] or FINAL[f[4]] then return end
+  local f = rcall('HMGET', run, 'fk', 'fs', 'fq', 'st', 'fin')
+  -- a final run holds a slot only for its @OnFailure (see flow_release)
+  if not f[1] or (FINAL[f[4]] and f[5] ~= 'hook') then return end
   local spec = flow_spec(f[3])
   if not spec.capped then return end
   local key = f[1]
