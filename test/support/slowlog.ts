@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
 
@@ -56,4 +57,28 @@ export async function fcallProfile(redis: Redis): Promise<Record<string, { calls
     profile[fn] = { calls: list.length, p50: at(0.5), p99: at(0.99), max: list[list.length - 1] };
   }
   return profile;
+}
+
+/**
+ * How long process `pid` has waited, runnable, for a core (ms, /proc/<pid>/schedstat), or 0 where that
+ * is not readable. A prioritized redis-server (real-time class) still waits: the kernel throttles
+ * real-time tasks that use more than 95 % of a core in a second ('sched: RT throttling activated'), which
+ * a flood of calls reaches, and pauses them for the rest of that second.
+ */
+export function runDelayMs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * The slow calls that the server's waits for a core (`waitedMs`, from runDelayMs over the same span)
+ * cannot explain: all of them when their time over `limitMicros`, summed, is more than it waited; else
+ * none (each is then at most its share of the waits over the limit).
+ */
+export function unexplainedSlowCalls(slow: SlowEntry[], limitMicros: number, waitedMs: number): SlowEntry[] {
+  const overMs = slow.reduce((sum, entry) => sum + Math.max(0, entry.micros - limitMicros), 0) / 1000;
+  return overMs > waitedMs ? slow : [];
 }
