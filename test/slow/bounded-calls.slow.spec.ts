@@ -7,8 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Redis } from 'ioredis';
 import { uniquePrefix } from '../support/redis-server.js';
 import { FanWorkflow, SIZED_WORKFLOWS, StepsWorkflow, StuckFanWorkflow, WaiterWorkflow } from '../support/sized-workflows.js';
-import { prioritize } from '../support/slowlog.js';
-import { fcallProfile, slowFcalls, startSlowlog } from '../support/slowlog.js';
+import { fcallProfile, prioritize, startSlowlog, unexplainedSlowFcalls } from '../support/slowlog.js';
 import { runsInShard, startApp, statusIndexSize, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 
 const N = Number(process.env.BOUNDED_N ?? 10_000);
@@ -59,7 +58,7 @@ async function expectNoSlowFcall(direct: Redis): Promise<void> {
     console.log(JSON.stringify(await fcallProfile(direct), null, 1));
     return;
   }
-  const slow = await slowFcalls(direct);
+  const slow = await unexplainedSlowFcalls(direct);
   expect(slow.map((entry) => `${entry.args[1]} ${entry.micros} µs`)).toEqual([]);
 }
 

@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { fcallsWithWork, monitorCommands } from '../support/redis-monitor.js';
 import { sleep, uniquePrefix } from '../support/redis-server.js';
-import { fcallProfile, prioritize, runDelayMs, slowFcalls, startSlowlog, unexplainedSlowCalls } from '../support/slowlog.js';
+import { fcallProfile, prioritize, startSlowlog, unexplainedSlowFcalls } from '../support/slowlog.js';
 import { startApp, statusIndexSize, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
 
 const N = Number(process.env.FLOW_SCALE_N ?? 100_000);
@@ -85,22 +85,12 @@ async function bytesPerKeyOver(count: number, key: (i: number) => string): Promi
   return (keyed.bytes - plain.bytes) / count;
 }
 
-/** Where the server's waits for a core stood when the slow log was last started (see unexplainedSlowCalls). */
-let waitedAtStart = 0;
-async function startSlowCalls(): Promise<void> {
-  await startSlowlog(suite.direct, PROFILE ? 0 : 5_000);
-  waitedAtStart = suite.redis.server ? runDelayMs(suite.redis.server.pid) : 0;
-}
-
 async function expectNoSlowFcall(): Promise<void> {
   if (PROFILE) {
     console.log(JSON.stringify(await fcallProfile(suite.direct), null, 1));
     return;
   }
-  const slow = await slowFcalls(suite.direct);
-  const waited = suite.redis.server ? runDelayMs(suite.redis.server.pid) - waitedAtStart : 0;
-  if (slow.length > 0) console.log(`FCALLs over 5 ms: ${slow.map((entry) => `${entry.args[1]} ${entry.micros} µs`).join(', ')}; the server waited ${waited.toFixed(1)} ms for a core meanwhile`);
-  expect(unexplainedSlowCalls(slow, 5_000, waited).map((entry) => `${entry.args[1]} ${entry.micros} µs`)).toEqual([]);
+  expect((await unexplainedSlowFcalls(suite.direct)).map((entry) => `${entry.args[1]} ${entry.micros} µs`)).toEqual([]);
 }
 
 /** Keys of a prefix matching `pattern` (SCAN: the keyspace holds 100,000 runs). */
@@ -167,7 +157,7 @@ describe(`flow control at ${N.toLocaleString('en-US')} runs over ${KEYS.toLocale
   });
 
   it(`emitted with no worker: ${KEYS.toLocaleString('en-US')} runs ready, the rest held, a key's state within the doc's bytes, no FCALL over 5 ms`, async () => {
-    await startSlowCalls();
+    await startSlowlog(suite.direct, PROFILE ? 0 : 5_000);
     // Each keyed emit against the same runs with the same inputs and no flow control, in a prefix of their
     // own: what flow control adds. First a key with one run (its state alone), then the suite's 10 runs a key.
     const one = await bytesPerKeyOver(KEYS, (i) => `o${i}`);
@@ -212,7 +202,7 @@ describe(`flow control at ${N.toLocaleString('en-US')} runs over ${KEYS.toLocale
   }, 60_000);
 
   it('one worker (concurrency 50) drains every run, never two of a key at once, leaving no key state, no FCALL over 5 ms', async () => {
-    await startSlowCalls();
+    await startSlowlog(suite.direct, PROFILE ? 0 : 5_000);
     const started = Date.now();
     const worker = await startApp({ connection: suite.redis.url, prefix, cron: false, worker: { concurrency: 50, reaperIntervalMs: 100 } }, [Keyed]);
     suite.apps.push(worker);

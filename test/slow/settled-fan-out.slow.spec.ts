@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { NonRetriableError, Workflow, type ChildOutcome, type WorkflowContext } from '../../lib/index.js';
 import { uniquePrefix } from '../support/redis-server.js';
-import { prioritize, slowFcalls, startSlowlog } from '../support/slowlog.js';
+import { prioritize, startSlowlog, unexplainedSlowFcalls } from '../support/slowlog.js';
 import { startApp, useSuiteRedis, type TestApp } from '../support/workflow-app.js';
 
 const N = Number(process.env.BOUNDED_N ?? 10_000);
@@ -53,7 +53,7 @@ describe(`onFailure 'continue' at ${N} children`, () => {
     const failed = Math.floor((N - 1) / 3) + 1;
     expect(await handle.result({ timeoutMs: 240_000 })).toEqual({ succeeded: N - failed, failed });
     expect(executions.get(handle.id)).toBe(2);
-    const slow = await slowFcalls(suite.direct);
+    const slow = await unexplainedSlowFcalls(suite.direct);
     expect(slow.map((entry) => `${entry.args[1]} ${entry.micros} µs`)).toEqual([]);
   }, 300_000);
 });
