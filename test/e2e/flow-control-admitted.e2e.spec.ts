@@ -3,6 +3,7 @@ import { Injectable } from '@nestjs/common';
 import { Workflow, type WorkflowContext } from '../../lib/index.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor } from '../support/workflow-app.js';
+import { flowKeysLeft } from '../support/flow-keys.js';
 
 // A run admitted from its key's held set to the ready set (a key with a concurrency limit only) keeps the
 // slot field it had while held (lua/includes/01-flow.lua, slot_of): these tests pin down that such a run is
@@ -23,16 +24,6 @@ class AdmittedKeyed {
     });
     return ctx.input.tag;
   }
-}
-
-/** The flow-control keys left in a shard (state, held sets), and held counts that are not 0. */
-async function flowKeysLeft(prefix: string): Promise<string[]> {
-  const keys = await suite.direct.keys(`{${prefix}:*}:f*`);
-  for (const key of await suite.direct.keys(`{${prefix}:*}:hb:*`)) {
-    const counts = await suite.direct.hgetall(key);
-    if (Object.values(counts).some((v) => Number(v) !== 0)) keys.push(`${key} ${JSON.stringify(counts)}`);
-  }
-  return keys;
 }
 
 describe('flow control: runs admitted from their key\'s queue (e2e, real Redis)', () => {
@@ -65,14 +56,14 @@ describe('flow control: runs admitted from their key\'s queue (e2e, real Redis)'
     expect(await delayedBy(2)).toBeUndefined();
     expect(await heldBack()).toBeUndefined();
     await producer.client.cancelRun(handles[2].id);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
 
     // the key has room again: a new run is not held back, and runs once a worker starts
     const d = await producer.client.emit(AdmittedKeyed, { customer: 'acme', tag: 'd' });
     expect((await producer.client.getRun(d.id))?.delayedBy).toBeUndefined();
     suite.apps.push(await startApp({ connection: suite.redis.url, prefix }, [AdmittedKeyed]));
     expect(await d.result({ timeoutMs: 10_000 })).toBe('d');
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('an admitted run released by its worker\'s shutdown goes back to the ready set with its slot and runs on another worker', async () => {
@@ -103,6 +94,6 @@ describe('flow control: runs admitted from their key\'s queue (e2e, real Redis)'
     expect((await producer.client.getRunHistory(second.id)).map((e) => e.type)).toContain('released');
     // one at a time: the second ran twice (released, then run again), the third after it
     expect(await suite.direct.lrange('admitted:globex:starts', 0, -1)).toEqual(['first', 'second', 'second', 'third']);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 });

@@ -10,6 +10,7 @@ import { NonRetriableError, Workflow, type WorkflowContext } from '../../lib/ind
 import { createHash } from 'node:crypto';
 import { sleep, uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
+import { flowKeysLeft } from '../support/flow-keys.js';
 
 const suite = useSuiteRedis();
 let log = '';
@@ -129,16 +130,6 @@ class PartGraph {
   }
 }
 
-/** The flow-control state left in a prefix: none once its keys have no runs (no slot leaked). */
-async function flowKeysLeft(prefix: string): Promise<string[]> {
-  const keys = await suite.direct.keys(`{${prefix}:*}:f*`);
-  for (const key of await suite.direct.keys(`{${prefix}:*}:hb:*`)) {
-    const counts = await suite.direct.hgetall(key);
-    if (Object.values(counts).some((v) => Number(v) !== 0)) keys.push(`${key} ${JSON.stringify(counts)}`);
-  }
-  return keys;
-}
-
 async function started(app: Promise<TestApp>): Promise<TestApp> {
   const a = await app;
   suite.apps.push(a);
@@ -163,7 +154,7 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     expect(await trace()).toEqual(['a0:in', 'a0:out', 'b0:in', 'b0:out', 'a1:in', 'a1:out', 'a2:in', 'a2:out']);
     const successor = (await producer.client.getRun((await producer.client.getRun(a.id))!.continuedAs!))!;
     expect(successor).toMatchObject({ flowKey: 'k', continuedFrom: a.id, status: 'succeeded' });
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('a fork (in one call or in chunks), a retry and a retry from a step of a failed run wait for the key\'s slot', async () => {
@@ -199,7 +190,7 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     expect(await overlaps()).toBe(0);
     const t = await trace();
     for (const tag of ['f1', 'f2', 'f3', 'f4']) expect(t.lastIndexOf(`${tag}:in`)).toBeGreaterThan(t.indexOf('long:out'));
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 40_000);
 
   it('a run woken from a park waits for the key\'s slot', async () => {
@@ -218,7 +209,7 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     const t = await trace();
     expect(t.indexOf('napper:after:in')).toBeGreaterThan(t.indexOf('long:after:out'));
     expect(await overlaps()).toBe(0);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('a run retried after a backoff waits for the key\'s slot', async () => {
@@ -236,7 +227,7 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     expect(await long.result({ timeoutMs: 1_000 })).toBe(1);
     expect(await trace()).toEqual(['flaky#1:in', 'flaky#1:out', 'long#1:in', 'long#1:out', 'flaky#2:in', 'flaky#2:out']);
     expect(await overlaps()).toBe(0);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('the compensations of a parked run canceled wait for the key\'s slot', async () => {
@@ -257,7 +248,7 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     // 'busy' parked after its step, giving its slot to the compensations
     expect(t.indexOf('parked:comp:in')).toBeGreaterThan(t.indexOf('busy:book:out'));
     expect(await overlaps()).toBe(0);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('a graph\'s nodes of a flow-controlled workflow take slots of their key; debounce and keys of another partition are refused', async () => {
@@ -286,6 +277,6 @@ describe('flow control of runs made from other runs (e2e, real Redis)', () => {
     const spread = await app.client.emit(PartGraph, { keys: split });
     await expect(spread.result({ timeoutMs: 10_000 })).rejects.toThrow(/has flow control, whose key 'p\d' lives in partition \d of queue 'dr-parts'.*step\.runWorkflow/);
     expect((await app.client.listRuns({ workflow: 'dr-part-job' })).runs).toHaveLength(0);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 40_000);
 });

@@ -3,6 +3,7 @@ import { Injectable } from '@nestjs/common';
 import { OnFailure, Workflow, type OnFailureContext, type WorkflowContext } from '../../lib/index.js';
 import { uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor } from '../support/workflow-app.js';
+import { flowKeysLeft } from '../support/flow-keys.js';
 
 // The @OnFailure of a run canceled at once runs under its flow key's limit (lua/cancel.lua, flow_release's
 // keep_slot): the run keeps its slot, or its place in its key's queue, until the hook has run, the run is
@@ -63,16 +64,6 @@ class HookedRated {
   }
 }
 
-/** The flow-control keys left in a shard (state, held sets), and held counts that are not 0. */
-async function flowKeysLeft(prefix: string): Promise<string[]> {
-  const keys = await suite.direct.keys(`{${prefix}:*}:f*`);
-  for (const key of await suite.direct.keys(`{${prefix}:*}:hb:*`)) {
-    const counts = await suite.direct.hgetall(key);
-    if (Object.values(counts).some((v) => Number(v) !== 0)) keys.push(`${key} ${JSON.stringify(counts)}`);
-  }
-  return keys;
-}
-
 describe('flow control: the @OnFailure of a run canceled at once counts against its key (e2e, real Redis)', () => {
   it('a held run canceled: its @OnFailure waits until the key\'s running run has finished', async () => {
     const prefix = uniquePrefix('hook-held');
@@ -88,7 +79,7 @@ describe('flow control: the @OnFailure of a run canceled at once counts against 
     await waitFor(async () => (await at('held', 'hook-end')) > 0, 10_000);
     expect(await at('held', 'start')).toBe(0);
     expect(await at('held', 'hook-start')).toBeGreaterThanOrEqual(await at('running', 'end'));
-    await waitFor(async () => (await flowKeysLeft(prefix)).length === 0, 5_000);
+    await waitFor(async () => (await flowKeysLeft(suite.direct, prefix)).length === 0, 5_000);
   }, 30_000);
 
   it('a running run canceled: the key\'s next run starts after its @OnFailure has run', async () => {
@@ -104,7 +95,7 @@ describe('flow control: the @OnFailure of a run canceled at once counts against 
     expect(await next.result({ timeoutMs: 10_000 })).toBe('next');
     expect(await at('canceled', 'hook-end')).toBeGreaterThan(0);
     expect(await at('next', 'start')).toBeGreaterThanOrEqual(await at('canceled', 'hook-end'));
-    await waitFor(async () => (await flowKeysLeft(prefix)).length === 0, 5_000);
+    await waitFor(async () => (await flowKeysLeft(suite.direct, prefix)).length === 0, 5_000);
   }, 30_000);
 
   it('on a rate-limited key the @OnFailure counts as a start: the key\'s next run waits for the window', async () => {
@@ -120,7 +111,7 @@ describe('flow control: the @OnFailure of a run canceled at once counts against 
     expect(await at('canceled', 'start')).toBe(0);
     // one start in any 2 s window of the key: the hook's, then the next run's (less claim-to-handler jitter)
     expect(await at('next', 'start')).toBeGreaterThanOrEqual((await at('canceled', 'hook-start')) + 1900);
-    await waitFor(async () => (await flowKeysLeft(prefix)).filter((key) => !key.includes(':fr:')).length === 0, 5_000);
+    await waitFor(async () => (await flowKeysLeft(suite.direct, prefix)).filter((key) => !key.includes(':fr:')).length === 0, 5_000);
   }, 30_000);
 
   it('the slot kept for an @OnFailure still to run is given back when the run is retried, and at its retention', async () => {
@@ -155,6 +146,6 @@ describe('flow control: the @OnFailure of a run canceled at once counts against 
     expect(await c.result({ timeoutMs: 10_000 })).toBe('c');
     expect(await a.result({ timeoutMs: 10_000 })).toBe('a');
     expect(await at('b', 'hook-start')).toBe(0);
-    await waitFor(async () => (await flowKeysLeft(prefix)).length === 0, 5_000);
+    await waitFor(async () => (await flowKeysLeft(suite.direct, prefix)).length === 0, 5_000);
   }, 30_000);
 });

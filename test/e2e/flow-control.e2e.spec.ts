@@ -5,6 +5,7 @@ import { Registry } from 'prom-client';
 import { statsView } from '../../lib/cli/workflow-views.js';
 import { sleep, uniquePrefix } from '../support/redis-server.js';
 import { startApp, useSuiteRedis, waitFor, type TestApp } from '../support/workflow-app.js';
+import { flowKeysLeft } from '../support/flow-keys.js';
 
 // Flow control (README "Flow control"): per-key concurrency, rate limits, fairness and queue-wide limits,
 // enforced by the Lua library (lua/includes/01-flow.lua) against a real Redis.
@@ -114,17 +115,6 @@ class BadKey {
   async execute() {}
 }
 
-/** The flow-control keys left in a shard (state, held sets, held counts): none once a key has no runs. */
-async function flowKeysLeft(prefix: string): Promise<string[]> {
-  const keys = await suite.direct.keys(`{${prefix}:*}:f*`);
-  const held = await suite.direct.keys(`{${prefix}:*}:hb:*`);
-  for (const key of held) {
-    const counts = await suite.direct.hgetall(key);
-    if (Object.values(counts).some((v) => Number(v) !== 0)) keys.push(`${key} ${JSON.stringify(counts)}`);
-  }
-  return keys;
-}
-
 async function started(apps: TestApp[]): Promise<TestApp[]> {
   suite.apps.push(...apps);
   return apps;
@@ -147,7 +137,7 @@ describe('flow control (e2e, real Redis)', () => {
     expect(Number(await suite.direct.get(`${prefix}:overlaps`))).toBe(0);
     // each key ran its 20 runs one after the other (emitted one after the other: without the limit, they overlap)
     for (const key of ['c0', 'c49']) expect(await suite.direct.llen(`${prefix}:starts:${key}`)).toBe(20);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 90_000);
 
   it('shows a held-back run as queued with flowKey and delayedBy, counts it in stats, and runs it when the slot frees', async () => {
@@ -176,7 +166,7 @@ describe('flow control (e2e, real Redis)', () => {
     await started([await startApp({ connection: suite.redis.url, prefix }, [PerCustomer])]);
     expect(await second.result({ timeoutMs: 10_000 })).toBe(2);
     expect((await producer.client.getStats()).workflows[0].heldBack).toBeUndefined();
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('a canceled held-back run leaves its key; a parked run gives its slot to the key\'s next run', async () => {
@@ -195,7 +185,7 @@ describe('flow control (e2e, real Redis)', () => {
     await napper.result({ timeoutMs: 10_000 });
     const naps = await suite.direct.lrange(`${prefix}:naps`, 0, -1);
     expect(naps).toEqual([`${napper.id}:before`, `${quick.id}:before`, `${quick.id}:after`, `${napper.id}:after`]);
-    expect(await flowKeysLeft(prefix)).toEqual([]);
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual([]);
   }, 30_000);
 
   it('starts at most `limit` runs of a key in any window of periodMs, while other keys proceed', async () => {
@@ -218,7 +208,7 @@ describe('flow control (e2e, real Redis)', () => {
     for (let i = 0; i + 20 < starts.length; i++) expect(starts[i + 20] - starts[i]).toBeGreaterThanOrEqual(950);
     expect(starts[49] - starts[0]).toBeGreaterThanOrEqual(1950);
     expect(quietDoneAt).toBeLessThan(starts[20]);
-    expect(await flowKeysLeft(prefix)).toEqual(expect.not.arrayContaining([expect.stringContaining(':f:')]));
+    expect(await flowKeysLeft(suite.direct, prefix)).toEqual(expect.not.arrayContaining([expect.stringContaining(':f:')]));
   }, 30_000);
 
   it.each([
