@@ -242,8 +242,8 @@ end
 -- nothing reads it on a final run but wf1_retry, which deletes it. `keep_slot`: a run canceled at once
 -- whose @OnFailure is still to run ('fin' = 'hook', lua/cancel.lua) keeps its slot, or its place in its
 -- key's held set, for that hook: given back when the hook has run (wf1_fail 'hook-done'), when the run is
--- retried, or at the run's retention (lua/tick.lua). `executing`: the run was executing (claimed, so out of any held set,
--- holding a slot if it has 'fs'): its 'fs' needs no look at the held set (see slot_of).
+-- retried, or at the run's retention (lua/tick.lua). `executing`: the run was executing (claimed, so out
+-- of any held set, holding a slot if it has 'fs'): its 'fs' needs no look at the held set (see slot_of).
 flow_release = function(root, id, wf, now, final, executing, keep_slot)
   local run = run_key(root, id)
   -- every completion reads these: each field HMGET looks for costs Redis about 4,000 instructions

@@ -80,7 +80,7 @@ export async function fcallProfile(redis: Redis): Promise<Record<string, { calls
  * real-time tasks that use more than 95 % of a core in a second ('sched: RT throttling activated'), which
  * a flood of calls reaches, and pauses them for the rest of that second.
  */
-export function runDelayMs(pid: number): number {
+function runDelayMs(pid: number): number {
   try {
     return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
   } catch {
@@ -89,26 +89,18 @@ export function runDelayMs(pid: number): number {
 }
 
 /**
- * The slow calls that the server's waits for a core (`waitedMs`, from runDelayMs over the same span)
- * cannot explain: all of them when their time over `limitMicros`, summed, is more than it waited; else
- * none (each is then at most its share of the waits over the limit).
- */
-export function unexplainedSlowCalls(slow: SlowEntry[], limitMicros: number, waitedMs: number): SlowEntry[] {
-  const overMs = slow.reduce((sum, entry) => sum + Math.max(0, entry.micros - limitMicros), 0) / 1000;
-  return overMs > waitedMs ? slow : [];
-}
-
-/**
  * The FCALLs over `limitMicros` since startSlowlog that the server's waits for a core meanwhile cannot
- * explain (see unexplainedSlowCalls); the explained ones are printed. What every "no call over 5 ms"
- * check asserts empty.
+ * explain: all of them when their time over the limit, summed, is more than the server waited; else none
+ * (each is then at most its share of the waits). The slow ones are printed. What every "no call over
+ * 5 ms" check asserts empty.
  */
 export async function unexplainedSlowFcalls(redis: Redis, limitMicros = 5_000): Promise<SlowEntry[]> {
   const slow = (await slowFcalls(redis)).filter((entry) => entry.micros > limitMicros);
   if (slow.length === 0) return [];
   const start = STARTS.get(redis);
   const waited = start?.pid ? runDelayMs(start.pid) - start.waitedMs : 0;
-  const unexplained = unexplainedSlowCalls(slow, limitMicros, waited);
+  const overMs = slow.reduce((sum, entry) => sum + Math.max(0, entry.micros - limitMicros), 0) / 1000;
+  const unexplained = overMs > waited ? slow : [];
   const listed = slow.map((entry) => `${entry.args[1]} ${entry.micros} µs`).join(', ');
   console.log(`FCALLs over ${limitMicros / 1000} ms: ${listed}; the server waited ${waited.toFixed(1)} ms for a core meanwhile${unexplained.length === 0 ? ', which explains them' : ''}`);
   return unexplained;
